@@ -1,0 +1,295 @@
+// Package api is fieldsync's HTTP server (echo v4): the admin JSON API, the
+// device enrollment and sync endpoints, health, metrics and the OpenAPI
+// document. It holds no state of its own; everything lives behind the
+// Store interface defined here, where it is used.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"golang.org/x/time/rate"
+
+	"fieldsync/server/domain"
+	"fieldsync/server/geo"
+	"fieldsync/server/sqlstore"
+	"fieldsync/syncproto"
+)
+
+// Store is what the HTTP layer needs from storage. sqlstore.Store
+// implements it; a PostgreSQL-family store can follow.
+type Store interface {
+	Ping(ctx context.Context) error
+
+	UpsertPlaces(ctx context.Context, places []domain.Place) error
+	Place(ctx context.Context, code string) (domain.Place, error)
+	Places(ctx context.Context, roots []string, withAncestors bool) ([]domain.Place, error)
+	Subtree(ctx context.Context, roots []string) (map[string]bool, error)
+
+	CreateUser(ctx context.Context, u domain.User) (domain.User, error)
+	User(ctx context.Context, id int64) (domain.User, error)
+	UserByName(ctx context.Context, name string) (domain.User, error)
+	Users(ctx context.Context) ([]domain.User, error)
+	SetUserPlaces(ctx context.Context, userID int64, codes []string) error
+
+	CreateSession(ctx context.Context, tokenHash string, s domain.Session) error
+	Session(ctx context.Context, tokenHash string) (domain.Session, error)
+	RevokeSession(ctx context.Context, tokenHash string) error
+
+	CreateEnrollmentCode(ctx context.Context, codeHash string, userID, createdBy int64, expires time.Time) error
+	Enroll(ctx context.Context, codeHash string, dev domain.Device, tokenHash string) (domain.Device, error)
+	DeviceByToken(ctx context.Context, tokenHash string) (domain.Device, error)
+	RevokeDevice(ctx context.Context, id string) error
+	Devices(ctx context.Context, userIDs []int64) ([]domain.Device, error)
+
+	PublishForm(ctx context.Context, def syncproto.FormDef, by int64) (syncproto.FormDef, error)
+	Form(ctx context.Context, id string, version int) (syncproto.FormDef, error)
+	Forms(ctx context.Context, latestOnly bool) ([]syncproto.FormDef, error)
+
+	Push(ctx context.Context, dev sqlstore.PushDevice, req *syncproto.PushRequest) (*syncproto.PushResponse, error)
+	Pull(ctx context.Context, dev sqlstore.PushDevice, req *syncproto.PullRequest) (*syncproto.PullResponse, error)
+}
+
+var _ Store = (*sqlstore.Store)(nil)
+
+// Config configures the HTTP server.
+type Config struct {
+	// Store is required.
+	Store Store
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// PublicURL is how devices reach this server; it goes into enrollment
+	// QR payloads (default "http://localhost:8080").
+	PublicURL string
+	// HealthChecks are extra checks for /healthz (e.g. the blob store),
+	// by name.
+	HealthChecks map[string]func(context.Context) error
+	// MaxBodyBytes bounds request bodies after decompression (default 32 MiB).
+	MaxBodyBytes int64
+	// SessionTTL is how long a login lasts (default 12 h).
+	SessionTTL time.Duration
+	// EnrollTTL is how long an enrollment code lives (default 15 min).
+	EnrollTTL time.Duration
+	// SecureCookies marks the session cookie Secure (set when serving TLS
+	// or behind a TLS proxy).
+	SecureCookies bool
+	// LoginRate and EnrollRate limit attempts per client IP per minute
+	// (defaults 10 and 10).
+	LoginRate, EnrollRate int
+	// Now replaces time.Now in tests.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() error {
+	if c.Store == nil {
+		return errors.New("api: Store required")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.PublicURL == "" {
+		c.PublicURL = "http://localhost:8080"
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 32 << 20
+	}
+	if c.SessionTTL <= 0 {
+		c.SessionTTL = 12 * time.Hour
+	}
+	if c.EnrollTTL <= 0 {
+		c.EnrollTTL = 15 * time.Minute
+	}
+	if c.LoginRate <= 0 {
+		c.LoginRate = 10
+	}
+	if c.EnrollRate <= 0 {
+		c.EnrollRate = 10
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Server is the HTTP server.
+type Server struct {
+	cfg    Config
+	store  Store
+	log    *slog.Logger
+	e      *echo.Echo
+	routes []route
+}
+
+// New builds the server and its routes.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(middleware.RequestID())
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+		s.log.Error("panic", "err", err, "stack", string(stack))
+		return err
+	}}))
+	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
+		LogStatus: true, LogURI: true, LogMethod: true, LogLatency: true, LogRequestID: true, LogError: true,
+		HandleError: true,
+		LogValuesFunc: func(c echo.Context, v middleware.RequestLoggerValues) error {
+			attrs := []any{"method", v.Method, "uri", v.URI, "status", v.Status, "latency_ms", v.Latency.Milliseconds(), "request_id", v.RequestID}
+			if v.Error != nil {
+				attrs = append(attrs, "err", v.Error.Error())
+			}
+			s.log.LogAttrs(c.Request().Context(), levelFor(v.Status), "request", argsToAttrs(attrs)...)
+			return nil
+		},
+	}))
+	e.Use(metricsMiddleware)
+	e.Use(middleware.Decompress())
+	e.Use(middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: fmt.Sprintf("%dB", cfg.MaxBodyBytes)}))
+	e.Use(middleware.GzipWithConfig(middleware.GzipConfig{MinLength: 1024, Skipper: func(c echo.Context) bool {
+		return c.Path() == "/metrics"
+	}}))
+	s.e = e
+	s.register()
+	return s, nil
+}
+
+func levelFor(status int) slog.Level {
+	switch {
+	case status >= 500:
+		return slog.LevelError
+	case status >= 400:
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
+}
+
+func argsToAttrs(kv []any) []slog.Attr {
+	out := make([]slog.Attr, 0, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		out = append(out, slog.Any(kv[i].(string), kv[i+1]))
+	}
+	return out
+}
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler { return s.e }
+
+// Echo returns the echo instance, so other packages (the web console) can
+// add their routes to the same server.
+func (s *Server) Echo() *echo.Echo { return s.e }
+
+// Routes lists the registered API routes with their documentation.
+func (s *Server) Routes() []RouteDoc {
+	out := make([]RouteDoc, len(s.routes))
+	for i, r := range s.routes {
+		out[i] = r.RouteDoc
+	}
+	return out
+}
+
+// errorStatus maps store and package errors to wire codes: the one place
+// where that happens.
+func errorCode(err error) (syncproto.Code, map[string]any) {
+	var pe *syncproto.Error
+	if errors.As(err, &pe) {
+		return pe.Code, pe.Details
+	}
+	var gap *sqlstore.SequenceGapError
+	if errors.As(err, &gap) {
+		return syncproto.CodeSequenceGap, map[string]any{"expected": gap.Expected, "got": gap.Got}
+	}
+	var ve syncproto.ValidationErrors
+	switch {
+	case errors.As(err, &ve):
+		return syncproto.CodeValidation, nil
+	case errors.Is(err, geo.ErrInvalidGeometry):
+		return syncproto.CodeInvalidGeometry, nil
+	case errors.Is(err, domain.ErrNotFound):
+		return syncproto.CodeNotFound, nil
+	case errors.Is(err, domain.ErrExists), errors.Is(err, domain.ErrUsed):
+		return syncproto.CodeConflict, nil
+	case errors.Is(err, domain.ErrInvalid):
+		return syncproto.CodeValidation, nil
+	case errors.Is(err, domain.ErrExpired):
+		return syncproto.CodeGone, nil
+	case errors.Is(err, domain.ErrRevoked):
+		return syncproto.CodeUnauthorized, nil
+	case errors.Is(err, domain.ErrForbidden):
+		return syncproto.CodeForbidden, nil
+	case errors.Is(err, domain.ErrUnavailable):
+		return syncproto.CodeUnavailable, nil
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return syncproto.CodeUnavailable, nil
+	}
+	return syncproto.CodeInternal, nil
+}
+
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	body := &syncproto.Error{}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		body.Code = syncproto.CodeForStatus(he.Code)
+		body.Message = fmt.Sprint(he.Message)
+		if he.Code == http.StatusRequestEntityTooLarge {
+			body.Code = syncproto.CodeTooLarge
+		}
+		if he.Code == http.StatusMethodNotAllowed || he.Code == http.StatusNotFound {
+			body.Message = http.StatusText(he.Code)
+		}
+	} else {
+		code, details := errorCode(err)
+		body.Code, body.Details, body.Message = code, details, err.Error()
+		var pe *syncproto.Error
+		if errors.As(err, &pe) {
+			body.Fields = pe.Fields
+			body.Message = pe.Message
+		}
+		var ve syncproto.ValidationErrors
+		if errors.As(err, &ve) {
+			body.Fields = ve
+		}
+		if code == syncproto.CodeInternal {
+			s.log.Error("internal error", "err", err, "path", c.Path(), "request_id", c.Response().Header().Get(echo.HeaderXRequestID))
+			body.Message = "internal error; see the server log for request " + c.Response().Header().Get(echo.HeaderXRequestID)
+		}
+	}
+	status := body.Code.HTTPStatus()
+	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
+		c.Response().Header().Set("Retry-After", strconv.Itoa(5))
+	}
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(status)
+		return
+	}
+	_ = c.JSON(status, body)
+}
+
+// rateLimiter builds a per-IP limiter of n requests a minute.
+func rateLimiter(n int) echo.MiddlewareFunc {
+	store := middleware.NewRateLimiterMemoryStoreWithConfig(middleware.RateLimiterMemoryStoreConfig{
+		Rate: rate.Limit(float64(n) / 60), Burst: n, ExpiresIn: 10 * time.Minute,
+	})
+	return middleware.RateLimiterWithConfig(middleware.RateLimiterConfig{
+		Store: store,
+		DenyHandler: func(c echo.Context, id string, err error) error {
+			return syncproto.Errorf(syncproto.CodeRateLimited, "too many attempts; wait a minute")
+		},
+		ErrorHandler: func(c echo.Context, err error) error {
+			return syncproto.Errorf(syncproto.CodeForbidden, "cannot identify client")
+		},
+	})
+}

@@ -1,0 +1,197 @@
+// Package app wires fieldsync's parts into a running server: the SQLite
+// store, the blob store (local folder or S3), the HTTP API, first-start
+// set-up and graceful shutdown. The fieldsync binary's main is a thin layer
+// over it that reads flags and environment into Config.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"fieldsync/server/api"
+	"fieldsync/server/auth"
+	"fieldsync/server/blob"
+	"fieldsync/server/blob/localblob"
+	"fieldsync/server/blob/s3blob"
+	"fieldsync/server/domain"
+	"fieldsync/server/sqlstore"
+)
+
+// Config is everything the server can be told. Zero values take the
+// documented defaults.
+type Config struct {
+	// DataDir holds the SQLite file and the local blob folder (default ./data).
+	DataDir string
+	// Addr is the listen address (default ":8080").
+	Addr string
+	// PublicURL is how devices and browsers reach the server (default
+	// http://localhost:<port>).
+	PublicURL string
+	// TLSCert and TLSKey, both set, serve HTTPS.
+	TLSCert, TLSKey string
+	// S3 stores evidence in an S3-compatible object store when
+	// S3.Endpoint is set; otherwise blobs live in DataDir/blobs.
+	S3 s3blob.Config
+	// Demo loads the demo county on start (once).
+	Demo bool
+	// DisableGroupCommit turns off group commit (for measurements).
+	DisableGroupCommit bool
+	// Logger defaults to JSON logs on stderr.
+	Logger *slog.Logger
+	// Out receives the first-start banner (default stdout).
+	Out io.Writer
+	// Ready, if set, is called with the bound address once serving.
+	Ready func(addr string)
+}
+
+func (c *Config) setDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = "data"
+	}
+	if c.Addr == "" {
+		c.Addr = ":8080"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	if c.Out == nil {
+		c.Out = os.Stdout
+	}
+}
+
+// DBPath is where the SQLite file lives in a data folder.
+func DBPath(dataDir string) string { return filepath.Join(dataDir, "fieldsync.db") }
+
+// OpenStore opens the data folder's database (creating the folder).
+func OpenStore(ctx context.Context, cfg Config) (*sqlstore.Store, error) {
+	cfg.setDefaults()
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	return sqlstore.Open(ctx, sqlstore.Config{Path: DBPath(cfg.DataDir), DisableGroupCommit: cfg.DisableGroupCommit})
+}
+
+// OpenBlobs opens the configured blob store.
+func OpenBlobs(ctx context.Context, cfg Config) (blob.Store, error) {
+	cfg.setDefaults()
+	if cfg.S3.Endpoint != "" {
+		return s3blob.New(ctx, cfg.S3)
+	}
+	return localblob.New(filepath.Join(cfg.DataDir, "blobs"))
+}
+
+// Run serves until ctx is cancelled, then shuts down gracefully.
+func Run(ctx context.Context, cfg Config) error {
+	cfg.setDefaults()
+	log := cfg.Logger
+	st, err := OpenStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	blobs, err := OpenBlobs(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("blob store: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if cfg.PublicURL == "" {
+		scheme := "http"
+		if cfg.TLSCert != "" {
+			scheme = "https"
+		}
+		cfg.PublicURL = fmt.Sprintf("%s://localhost:%d", scheme, ln.Addr().(*net.TCPAddr).Port)
+	}
+	if cfg.Demo {
+		if err := LoadDemo(ctx, st, cfg.Out); err != nil {
+			ln.Close()
+			return fmt.Errorf("demo: %w", err)
+		}
+	}
+	if err := firstStart(ctx, st, cfg); err != nil {
+		ln.Close()
+		return err
+	}
+	srv, err := api.New(api.Config{
+		Store: st, Logger: log, PublicURL: cfg.PublicURL, SecureCookies: cfg.TLSCert != "",
+		HealthChecks: map[string]func(context.Context) error{"blobs": blobs.Check},
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 15 * time.Second, IdleTimeout: 2 * time.Minute}
+	errc := make(chan error, 1)
+	go func() {
+		if cfg.TLSCert != "" {
+			errc <- hs.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+	log.Info("serving", "addr", ln.Addr().String(), "public_url", cfg.PublicURL, "data", cfg.DataDir)
+	if cfg.Ready != nil {
+		cfg.Ready(ln.Addr().String())
+	}
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// firstStart creates the admin account on an empty database and prints,
+// once, how to sign in and enroll a device.
+func firstStart(ctx context.Context, st *sqlstore.Store, cfg Config) error {
+	users, err := st.Users(ctx)
+	if err != nil {
+		return err
+	}
+	for _, u := range users {
+		if u.Role == domain.RoleAdmin {
+			return nil
+		}
+	}
+	pw := auth.NewToken()[:16]
+	h, err := auth.HashPassword(pw)
+	if err != nil {
+		return err
+	}
+	if _, err := st.CreateUser(ctx, domain.User{Username: "admin", DisplayName: "Administrator", Role: domain.RoleAdmin, PasswordHash: h}); err != nil {
+		return fmt.Errorf("create admin: %w", err)
+	}
+	fmt.Fprintf(cfg.Out, `
+fieldsync is running for the first time.
+
+  Open:      %[1]s   (API under %[1]s/api/v1, OpenAPI at %[1]s/openapi.json)
+  Sign in:   admin / %[2]s   (shown only this once; change it)
+  Data:      %[3]s
+
+Enroll a device:
+  1. create a field worker:   POST /api/v1/users  {"username":"...","role":"field_worker","place_codes":["..."]}
+  2. issue a code:            POST /api/v1/users/<id>/enrollment-codes   (valid 15 minutes, single use)
+  3. on the device:           go run ./mobileclient/cmd/fieldcli enroll -server %[1]s -code <code>
+
+`, cfg.PublicURL, pw, cfg.DataDir)
+	return nil
+}

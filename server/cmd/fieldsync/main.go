@@ -1,0 +1,119 @@
+// Command fieldsync runs the fieldsync server.
+//
+//	fieldsync [run] [flags]     serve (the default)
+//	fieldsync migrate [flags]   apply database migrations and exit
+//	fieldsync demo [flags]      load the demo county and exit
+//
+// Every flag has an environment variable (FIELDSYNC_<FLAG>, upper case,
+// dashes as underscores); a flag given on the command line wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"fieldsync/migrations"
+	"fieldsync/server/app"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "fieldsync:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	fs := flag.NewFlagSet("fieldsync "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg app.Config
+	var logLevel string
+	fs.StringVar(&cfg.DataDir, "data", "data", "data folder: SQLite file and local blob folder")
+	fs.StringVar(&cfg.Addr, "addr", ":8080", "listen address")
+	fs.StringVar(&cfg.PublicURL, "public-url", "", "URL devices and browsers use to reach this server (default http://localhost:<port>)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (serve HTTPS with -tls-key)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "TLS key file")
+	fs.StringVar(&cfg.S3.Endpoint, "s3-endpoint", "", "S3-compatible endpoint host:port; empty keeps blobs in the data folder")
+	fs.StringVar(&cfg.S3.AccessKey, "s3-access-key", "", "S3 access key")
+	fs.StringVar(&cfg.S3.SecretKey, "s3-secret-key", "", "S3 secret key")
+	fs.StringVar(&cfg.S3.Bucket, "s3-bucket", "fieldsync", "S3 bucket (created if missing)")
+	fs.StringVar(&cfg.S3.Prefix, "s3-prefix", "", "key prefix inside the bucket")
+	fs.StringVar(&cfg.S3.Region, "s3-region", "", "S3 region (default us-east-1)")
+	fs.BoolVar(&cfg.S3.UseTLS, "s3-tls", false, "use HTTPS to reach the S3 endpoint")
+	fs.BoolVar(&cfg.Demo, "demo", false, "load the demo county on start (once)")
+	fs.BoolVar(&cfg.DisableGroupCommit, "no-group-commit", false, "commit each push on its own (for measurements)")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := applyEnv(fs); err != nil {
+		return err
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	cfg.Logger = slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	cfg.Out = stdout
+	switch cmd {
+	case "run":
+		return app.Run(ctx, cfg)
+	case "migrate":
+		st, err := app.OpenStore(ctx, cfg) // Open applies the migrations
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		v, err := migrations.Current(ctx, st.DB())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "database %s at schema version %d\n", app.DBPath(cfg.DataDir), v)
+		return nil
+	case "demo":
+		st, err := app.OpenStore(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		return app.LoadDemo(ctx, st, stdout)
+	default:
+		return fmt.Errorf("unknown command %q (run, migrate, demo)", cmd)
+	}
+}
+
+// applyEnv sets every flag not given on the command line from
+// FIELDSYNC_<NAME>.
+func applyEnv(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil {
+			return
+		}
+		key := "FIELDSYNC_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(key); ok {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("%s: %w", key, e)
+			}
+		}
+	})
+	return err
+}

@@ -1,0 +1,126 @@
+// Package domain holds the server's own types shared by the HTTP layer and
+// the stores: places, users, roles, sessions, devices, and the store
+// errors. It has no behaviour beyond small helpers.
+package domain
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+)
+
+// Store errors. Stores wrap them with context; callers test with errors.Is.
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrExists       = errors.New("already exists")
+	ErrInvalid      = errors.New("invalid")
+	ErrExpired      = errors.New("expired")
+	ErrUsed         = errors.New("already used")
+	ErrRevoked      = errors.New("revoked")
+	ErrForbidden    = errors.New("forbidden")
+	ErrImmutable    = errors.New("immutable")
+	ErrUnavailable  = errors.New("unavailable")
+	ErrSequenceGap  = errors.New("sequence gap")
+	ErrStaleCursor  = errors.New("stale cursor")
+	ErrWrongContent = errors.New("same id, different content")
+)
+
+// Role is what a user may do.
+type Role string
+
+// The roles.
+const (
+	RoleAdmin       Role = "admin"
+	RoleSupervisor  Role = "supervisor"
+	RoleFieldWorker Role = "field_worker"
+)
+
+// Valid reports whether r is a known role.
+func (r Role) Valid() bool {
+	return r == RoleAdmin || r == RoleSupervisor || r == RoleFieldWorker
+}
+
+// Place levels, from the root down.
+var Levels = []string{"county", "township", "village", "group"}
+
+// LevelIndex returns the depth of a level (county 0) or -1.
+func LevelIndex(level string) int {
+	for i, l := range Levels {
+		if l == level {
+			return i
+		}
+	}
+	return -1
+}
+
+// Place is a node of the place tree.
+type Place struct {
+	Code       string          `json:"code"`
+	Name       string          `json:"name"`
+	Level      string          `json:"level"`
+	ParentCode string          `json:"parent_code,omitempty"`
+	Path       string          `json:"path,omitempty"`
+	Boundary   json.RawMessage `json:"boundary,omitempty"` // GeoJSON geometry
+	UpdatedAt  time.Time       `json:"updated_at,omitzero"`
+}
+
+// IsUnder reports whether a place with path p lies in the subtree of root
+// (a place's path like "/c/t/v/").
+func IsUnder(p, rootPath string) bool { return strings.HasPrefix(p, rootPath) }
+
+// User is a person who signs in to the console or owns devices.
+type User struct {
+	ID          int64     `json:"id"`
+	Username    string    `json:"username"`
+	DisplayName string    `json:"display_name"`
+	Role        Role      `json:"role"`
+	Disabled    bool      `json:"disabled,omitempty"`
+	PlaceCodes  []string  `json:"place_codes"`
+	CreatedAt   time.Time `json:"created_at"`
+
+	PasswordHash string `json:"-"`
+}
+
+// Session is a signed-in console or API session.
+type Session struct {
+	UserID    int64
+	CSRFToken string
+	ExpiresAt time.Time
+}
+
+// Device is an enrolled tablet or phone.
+type Device struct {
+	ID         string     `json:"id"`
+	UserID     int64      `json:"user_id"`
+	Username   string     `json:"username,omitempty"`
+	Name       string     `json:"name"`
+	CreatedAt  time.Time  `json:"created_at"`
+	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+	LastSeenAt *time.Time `json:"last_seen_at,omitempty"`
+
+	// Sync state, filled by listings.
+	LastSeq      int64           `json:"last_seq"`
+	LastSyncOKAt *time.Time      `json:"last_sync_ok_at,omitempty"`
+	AppVersion   string          `json:"app_version,omitempty"`
+	Health       json.RawMessage `json:"health,omitempty"`
+}
+
+// Principal is who is making a request: a user through a session, or a
+// device through its token (then DeviceID is set).
+type Principal struct {
+	User     User
+	DeviceID string
+	// Session auth via cookie needs a CSRF check on writes.
+	ViaCookie bool
+	CSRFToken string
+}
+
+// Timestamp formats t the way stores keep times.
+func Timestamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// ParseTimestamp reads a stored time.
+func ParseTimestamp(s string) time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, s)
+	return t
+}

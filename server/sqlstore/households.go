@@ -1,0 +1,94 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+
+	"fieldsync/server/domain"
+	"fieldsync/server/merge"
+	"fieldsync/syncproto"
+)
+
+// ImportHouseholds adds or replaces households from a register (the demo
+// data, an XLSX/CSV import) in one transaction. Each import is a change
+// that devices in scope receive.
+func (s *Store) ImportHouseholds(ctx context.Context, hs []syncproto.Household, by int64) error {
+	now := s.ts()
+	hlc := s.clock.Tick()
+	return s.writeTx(ctx, func(tx *sql.Tx) error {
+		for _, h := range hs {
+			if !syncproto.ValidID(h.ID) {
+				return fmt.Errorf("household %q: id is not a ULID or UUID: %w", h.ID, domain.ErrInvalid)
+			}
+			if perr := syncproto.CheckHouseholdFields(h.Fields); perr != nil {
+				return fmt.Errorf("household %s: %w: %w", h.ID, domain.ErrInvalid, perr)
+			}
+			var one int
+			if err := tx.QueryRowContext(ctx, `SELECT 1 FROM places WHERE code = ?`, h.PlaceCode).Scan(&one); err != nil {
+				return fmt.Errorf("household %s: place %s: %w", h.ID, h.PlaceCode, domain.ErrNotFound)
+			}
+			seq, err := logChange(tx, now, "household", h.ID, h.PlaceCode, "put")
+			if err != nil {
+				return err
+			}
+			meta := map[string]merge.FieldMeta{"place_code": {HLC: hlc, Version: seq, UserID: by}}
+			for k := range h.Fields {
+				meta[k] = merge.FieldMeta{HLC: hlc, Version: seq, UserID: by}
+			}
+			fb, _ := json.Marshal(h.Fields)
+			mb, _ := json.Marshal(meta)
+			lon, lat := locationOf(h.Fields)
+			if _, err := tx.ExecContext(ctx, `INSERT INTO households(id, place_code, fields, field_meta, version, lon, lat, created_at, updated_at)
+					VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+					ON CONFLICT(id) DO UPDATE SET place_code = excluded.place_code, fields = excluded.fields, field_meta = excluded.field_meta,
+						version = excluded.version, lon = excluded.lon, lat = excluded.lat, deleted = 0, updated_at = excluded.updated_at`,
+				h.ID, h.PlaceCode, string(fb), string(mb), seq, lon, lat, now, now); err != nil {
+				return fmt.Errorf("household %s: %w", h.ID, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Household returns the server's current copy of a household and whether
+// it is deleted.
+func (s *Store) Household(ctx context.Context, id string) (*syncproto.Household, bool, error) {
+	return loadHousehold(ctx, s.r, id)
+}
+
+// Visit returns one visit.
+func (s *Store) Visit(ctx context.Context, id string) (*syncproto.Visit, error) {
+	return loadVisit(ctx, s.r, id)
+}
+
+// Conflicts lists conflict records of a household.
+func (s *Store) Conflicts(ctx context.Context, householdID string) ([]syncproto.Conflict, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM conflicts WHERE household_id = ? ORDER BY created_at, id`, householdID)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	out := []syncproto.Conflict{}
+	for _, id := range ids {
+		c, _, err := loadConflict(ctx, s.r, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *c)
+	}
+	return out, nil
+}
+
+// DB returns a read-only handle for tests and reports.
+func (s *Store) DB() *sql.DB { return s.r }

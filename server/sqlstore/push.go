@@ -1,0 +1,715 @@
+package sqlstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"fieldsync/server/domain"
+	"fieldsync/server/merge"
+	"fieldsync/syncproto"
+)
+
+// PushDevice is who is pushing: the device and its user.
+type PushDevice struct {
+	DeviceID string
+	UserID   int64
+}
+
+type pushJob struct {
+	ctx  context.Context
+	dev  PushDevice
+	req  *syncproto.PushRequest
+	resp *syncproto.PushResponse
+	err  error
+	done chan struct{}
+}
+
+// Push applies a batch of mutations from one device and returns the
+// per-mutation results once they are committed. Concurrent pushes are
+// group-committed: the single writer applies up to MaxGroup of them in one
+// transaction (each in its own savepoint) and answers all after one fsync.
+func (s *Store) Push(ctx context.Context, dev PushDevice, req *syncproto.PushRequest) (*syncproto.PushResponse, error) {
+	j := &pushJob{ctx: ctx, dev: dev, req: req, done: make(chan struct{})}
+	select {
+	case s.pushes <- j:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.done:
+		return nil, fmt.Errorf("push: store closed: %w", domain.ErrUnavailable)
+	}
+	// Once queued, wait for the answer even if the client went away: the
+	// job may already be applied, and the answer must match what landed.
+	<-j.done
+	return j.resp, j.err
+}
+
+func (s *Store) writerLoop() {
+	defer s.wg.Done()
+	for {
+		var first *pushJob
+		select {
+		case <-s.done:
+			s.failQueued()
+			return
+		case first = <-s.pushes:
+		}
+		group := []*pushJob{first}
+		if !s.cfg.DisableGroupCommit {
+		fill:
+			for len(group) < s.cfg.MaxGroup {
+				select {
+				case j := <-s.pushes:
+					group = append(group, j)
+				default:
+					break fill
+				}
+			}
+		}
+		s.commitGroup(group)
+	}
+}
+
+func (s *Store) failQueued() {
+	for {
+		select {
+		case j := <-s.pushes:
+			j.err = fmt.Errorf("push: store closed: %w", domain.ErrUnavailable)
+			close(j.done)
+		default:
+			return
+		}
+	}
+}
+
+func (s *Store) commitGroup(group []*pushJob) {
+	ctx := context.Background()
+	finish := func(err error) {
+		for _, j := range group {
+			if err != nil && j.err == nil {
+				j.err, j.resp = err, nil
+			}
+			close(j.done)
+		}
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		finish(fmt.Errorf("push: begin: %w", err))
+		return
+	}
+	applied := 0
+	for i, j := range group {
+		if j.ctx.Err() != nil {
+			j.err = j.ctx.Err()
+			continue
+		}
+		sp := fmt.Sprintf("push%d", i)
+		if _, err := tx.Exec(`SAVEPOINT ` + sp); err != nil {
+			j.err = fmt.Errorf("push: savepoint: %w", err)
+			continue
+		}
+		resp, err := s.applyPush(ctx, tx, j.dev, j.req)
+		if err != nil {
+			_, _ = tx.Exec(`ROLLBACK TO ` + sp)
+			j.err = err
+		} else {
+			j.resp = resp
+			applied++
+		}
+		if _, err := tx.Exec(`RELEASE ` + sp); err != nil && j.err == nil {
+			j.err = fmt.Errorf("push: release: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		finish(fmt.Errorf("push: commit: %w", err))
+		return
+	}
+	finish(nil)
+}
+
+// SequenceGapError says which sequence number the server expects next.
+type SequenceGapError struct {
+	Expected int64
+	Got      int64
+}
+
+func (e *SequenceGapError) Error() string {
+	return fmt.Sprintf("sequence gap: expected seq %d, got %d", e.Expected, e.Got)
+}
+
+// Unwrap lets errors.Is(err, domain.ErrSequenceGap) work.
+func (e *SequenceGapError) Unwrap() error { return domain.ErrSequenceGap }
+
+func (s *Store) applyPush(ctx context.Context, tx *sql.Tx, dev PushDevice, req *syncproto.PushRequest) (*syncproto.PushResponse, error) {
+	var lastSeq int64
+	err := tx.QueryRowContext(ctx, `SELECT last_seq FROM device_sync WHERE device_id = ?`, dev.DeviceID).Scan(&lastSeq)
+	if errors.Is(err, sql.ErrNoRows) {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO device_sync(device_id) VALUES (?)`, dev.DeviceID); err != nil {
+			return nil, fmt.Errorf("push: device state: %w", err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("push: device state: %w", err)
+	}
+	if first := req.Mutations[0].Seq; first > lastSeq+1 {
+		return nil, &SequenceGapError{Expected: lastSeq + 1, Got: first}
+	}
+	resp := &syncproto.PushResponse{ProtocolVersion: syncproto.ProtocolVersion}
+	var scope map[string]bool
+	now := s.ts()
+	for _, m := range req.Mutations {
+		if m.Seq <= lastSeq {
+			var body string
+			err := tx.QueryRowContext(ctx, `SELECT result FROM mutation_results WHERE device_id = ? AND seq = ?`, dev.DeviceID, m.Seq).Scan(&body)
+			if err != nil {
+				return nil, fmt.Errorf("push: stored result %d: %w", m.Seq, err)
+			}
+			var r syncproto.MutationResult
+			if err := json.Unmarshal([]byte(body), &r); err != nil {
+				return nil, fmt.Errorf("push: stored result %d: %w", m.Seq, err)
+			}
+			resp.Results = append(resp.Results, r)
+			continue
+		}
+		if scope == nil {
+			roots, err := userPlaces(ctx, tx, dev.UserID)
+			if err != nil {
+				return nil, fmt.Errorf("push: scope: %w", err)
+			}
+			if scope, err = subtree(ctx, tx, roots); err != nil {
+				return nil, fmt.Errorf("push: scope: %w", err)
+			}
+		}
+		r, err := s.applyOne(ctx, tx, dev, scope, m)
+		if err != nil {
+			return nil, err
+		}
+		rb, _ := json.Marshal(r)
+		mb, _ := json.Marshal(m)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO mutation_results(device_id, seq, kind, result, body, applied_at) VALUES (?, ?, ?, ?, ?, ?)`,
+			dev.DeviceID, m.Seq, string(m.Kind), string(rb), string(mb), now); err != nil {
+			return nil, fmt.Errorf("push: store result: %w", err)
+		}
+		resp.Results = append(resp.Results, r)
+		lastSeq = m.Seq
+	}
+	var health, appVersion any
+	if req.Health != nil {
+		hb, _ := json.Marshal(req.Health)
+		health = string(hb)
+		appVersion = req.Health.AppVersion
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE device_sync SET last_seq = ?, last_push_at = ?,
+			health = COALESCE(?, health), health_at = CASE WHEN ? IS NULL THEN health_at ELSE ? END,
+			app_version = COALESCE(NULLIF(?, ''), app_version) WHERE device_id = ?`,
+		lastSeq, now, health, health, now, appVersion, dev.DeviceID); err != nil {
+		return nil, fmt.Errorf("push: device state: %w", err)
+	}
+	resp.LastSeq = lastSeq
+	resp.ServerHLC = s.clock.Tick()
+	return resp, nil
+}
+
+// rejection is a mutation that can never apply.
+type rejection struct{ e *syncproto.Error }
+
+func (r rejection) Error() string { return r.e.Error() }
+
+func reject(code syncproto.Code, format string, args ...any) error {
+	return rejection{syncproto.Errorf(code, format, args...)}
+}
+
+// applyOne applies one mutation inside its own savepoint. A rejection rolls
+// the savepoint back and becomes a rejected result; any other error fails
+// the whole push.
+func (s *Store) applyOne(ctx context.Context, tx *sql.Tx, dev PushDevice, scope map[string]bool, m syncproto.Mutation) (syncproto.MutationResult, error) {
+	res := syncproto.MutationResult{Seq: m.Seq, Status: syncproto.StatusApplied}
+	if perr := m.Check(); perr != nil {
+		res.Status, res.Code, res.Message = syncproto.StatusRejected, perr.Code, perr.Message
+		return res, nil
+	}
+	hlc, clamped := syncproto.ClampHLC(m.HLC, s.now(), s.cfg.MaxClockAhead)
+	if hlc.IsZero() {
+		hlc = s.clock.Tick()
+	} else {
+		s.clock.Observe(hlc)
+	}
+	res.ClockClamped = clamped
+	if _, err := tx.ExecContext(ctx, `SAVEPOINT m`); err != nil {
+		return res, fmt.Errorf("push: savepoint: %w", err)
+	}
+	a := &applier{s: s, ctx: ctx, tx: tx, dev: dev, scope: scope, hlc: hlc, now: s.ts(), res: &res}
+	var err error
+	switch m.Kind {
+	case syncproto.KindVisitCreate:
+		err = a.visitCreate(m.Visit)
+	case syncproto.KindHouseholdCreate:
+		err = a.householdCreate(m.Household)
+	case syncproto.KindHouseholdUpdate:
+		err = a.householdUpdate(m.HouseholdUpdate)
+	case syncproto.KindHouseholdMove:
+		err = a.householdMove(m.HouseholdMove)
+	case syncproto.KindHouseholdDelete:
+		err = a.householdDelete(m.HouseholdDelete)
+	case syncproto.KindEvidenceAttach:
+		err = a.evidenceAttach(m.EvidenceAttach)
+	}
+	var rj rejection
+	if errors.As(err, &rj) {
+		if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO m`); rerr != nil {
+			return res, fmt.Errorf("push: rollback mutation: %w", rerr)
+		}
+		res = syncproto.MutationResult{Seq: m.Seq, Status: syncproto.StatusRejected, Code: rj.e.Code, Message: rj.e.Message, ClockClamped: clamped}
+		err = nil
+	}
+	if err != nil {
+		return res, fmt.Errorf("push: mutation %d: %w", m.Seq, err)
+	}
+	if _, err := tx.ExecContext(ctx, `RELEASE m`); err != nil {
+		return res, fmt.Errorf("push: release: %w", err)
+	}
+	return res, nil
+}
+
+type applier struct {
+	s     *Store
+	ctx   context.Context
+	tx    *sql.Tx
+	dev   PushDevice
+	scope map[string]bool
+	hlc   syncproto.HLC
+	now   string
+	res   *syncproto.MutationResult
+}
+
+func contentHash(v any) string {
+	b, _ := json.Marshal(v)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func compactAnswers(in map[string]json.RawMessage) map[string]json.RawMessage {
+	out := make(map[string]json.RawMessage, len(in))
+	for k, v := range in {
+		var b bytes.Buffer
+		if json.Compact(&b, v) == nil {
+			out[k] = b.Bytes()
+		} else {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+type householdRow struct {
+	id, place string
+	fields    map[string]json.RawMessage
+	meta      map[string]merge.FieldMeta
+	version   int64
+	deleted   bool
+}
+
+func (a *applier) household(id string) (*householdRow, error) {
+	h := &householdRow{id: id}
+	var fields, meta string
+	err := a.tx.QueryRowContext(a.ctx, `SELECT place_code, fields, field_meta, version, deleted FROM households WHERE id = ?`, id).
+		Scan(&h.place, &fields, &meta, &h.version, &h.deleted)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, reject(syncproto.CodeUnknownEntity, "household %s does not exist", id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(fields), &h.fields); err != nil {
+		return nil, fmt.Errorf("household %s fields: %w", id, err)
+	}
+	if err := json.Unmarshal([]byte(meta), &h.meta); err != nil {
+		return nil, fmt.Errorf("household %s meta: %w", id, err)
+	}
+	return h, nil
+}
+
+func (a *applier) inScope(place string) error {
+	if !a.scope[place] {
+		return reject(syncproto.CodeOutOfScope, "place %s is outside this device's places", place)
+	}
+	return nil
+}
+
+func (a *applier) visitCreate(v *syncproto.Visit) error {
+	pushed := *v
+	pushed.Answers = compactAnswers(v.Answers)
+	pushed.PlaceCode, pushed.DeviceID, pushed.UserName, pushed.ReviewState = "", "", "", ""
+	pushed.ServerTime = time.Time{}
+	hash := contentHash(pushed)
+	var existing string
+	err := a.tx.QueryRowContext(a.ctx, `SELECT content_hash FROM visits WHERE id = ?`, v.ID).Scan(&existing)
+	if err == nil {
+		if existing == hash {
+			return nil // the same visit again, e.g. re-queued after a device crash
+		}
+		return reject(syncproto.CodeDuplicateID, "visit %s exists with different content", v.ID)
+	} else if !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	h, err := a.household(v.HouseholdID)
+	if err != nil {
+		return err
+	}
+	if h.deleted {
+		return reject(syncproto.CodeGone, "household %s was deleted", v.HouseholdID)
+	}
+	if err := a.inScope(h.place); err != nil {
+		return err
+	}
+	form, err := formBy(a.ctx, a.tx, v.FormID, v.FormVersion)
+	if errors.Is(err, domain.ErrNotFound) {
+		return reject(syncproto.CodeUnknownEntity, "form %s version %d does not exist", v.FormID, v.FormVersion)
+	}
+	if err != nil {
+		return err
+	}
+	if err := form.ValidateAnswers(pushed.Answers); err != nil {
+		return reject(syncproto.CodeValidation, "%v", err)
+	}
+	for _, e := range v.Evidence {
+		if _, ok := form.Slot(e.Slot); !ok {
+			return reject(syncproto.CodeValidation, "evidence slot %q is not in form %s@%d", e.Slot, v.FormID, v.FormVersion)
+		}
+	}
+	if v.CorrectsVisitID != "" {
+		var hh string
+		err := a.tx.QueryRowContext(a.ctx, `SELECT household_id FROM visits WHERE id = ?`, v.CorrectsVisitID).Scan(&hh)
+		if errors.Is(err, sql.ErrNoRows) {
+			return reject(syncproto.CodeUnknownEntity, "corrected visit %s does not exist", v.CorrectsVisitID)
+		}
+		if err != nil {
+			return err
+		}
+		if hh != v.HouseholdID {
+			return reject(syncproto.CodeValidation, "corrected visit %s belongs to another household", v.CorrectsVisitID)
+		}
+	}
+	answers, _ := json.Marshal(pushed.Answers)
+	var lon, lat any
+	if v.Point != nil {
+		lon, lat = v.Point.Lon, v.Point.Lat
+	}
+	var corrects any
+	if v.CorrectsVisitID != "" {
+		corrects = v.CorrectsVisitID
+	}
+	if _, err := a.tx.ExecContext(a.ctx, `INSERT INTO visits(id, household_id, place_code, device_id, user_id, form_id, form_version, answers,
+			lon, lat, accuracy_m, device_time, server_time, hlc, corrects_visit_id, content_hash)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		v.ID, v.HouseholdID, h.place, a.dev.DeviceID, a.dev.UserID, v.FormID, v.FormVersion, string(answers),
+		lon, lat, v.AccuracyM, domain.Timestamp(v.DeviceTime), a.now, a.hlc.String(), corrects, hash); err != nil {
+		return fmt.Errorf("insert visit: %w", err)
+	}
+	for _, e := range v.Evidence {
+		if err := a.insertEvidence(v.ID, e); err != nil {
+			return err
+		}
+	}
+	if v.CorrectsVisitID != "" {
+		if err := a.closeTasks(v.CorrectsVisitID, v.ID, h.place); err != nil {
+			return err
+		}
+	}
+	_, err = logChange(a.tx, a.now, "visit", v.ID, h.place, "put")
+	return err
+}
+
+func (a *applier) insertEvidence(visitID string, e syncproto.EvidenceRef) error {
+	_, err := a.tx.ExecContext(a.ctx, `INSERT OR IGNORE INTO visit_evidence(visit_id, slot, sha256, size, media_type) VALUES (?, ?, ?, ?, ?)`,
+		visitID, e.Slot, e.SHA256, e.Size, e.MediaType)
+	if err != nil {
+		return fmt.Errorf("insert evidence: %w", err)
+	}
+	return nil
+}
+
+// closeTasks marks the open tasks of a corrected visit done.
+func (a *applier) closeTasks(correctedID, byVisit, place string) error {
+	rows, err := a.tx.QueryContext(a.ctx, `SELECT id FROM tasks WHERE visit_id = ? AND state = 'open'`, correctedID)
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	for _, id := range ids {
+		if _, err := a.tx.ExecContext(a.ctx, `UPDATE tasks SET state = 'done', closed_by_visit = ?, updated_at = ? WHERE id = ?`, byVisit, a.now, id); err != nil {
+			return err
+		}
+		if _, err := logChange(a.tx, a.now, "task", id, place, "put"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func locationOf(fields map[string]json.RawMessage) (lon, lat any) {
+	v, ok := fields[syncproto.FieldLocation]
+	if !ok || syncproto.IsNull(v) {
+		return nil, nil
+	}
+	var p syncproto.Point
+	if json.Unmarshal(v, &p) != nil || !p.Valid() {
+		return nil, nil
+	}
+	return p.Lon, p.Lat
+}
+
+func (a *applier) householdCreate(h *syncproto.Household) error {
+	fields := compactAnswers(h.Fields)
+	for k, v := range fields {
+		if syncproto.IsNull(v) {
+			delete(fields, k)
+		}
+	}
+	hash := contentHash(struct {
+		Place  string
+		Fields map[string]json.RawMessage
+	}{h.PlaceCode, fields})
+	var createdBy sql.NullString
+	var existingPlace string
+	err := a.tx.QueryRowContext(a.ctx, `SELECT created_by_device, place_code FROM households WHERE id = ?`, h.ID).Scan(&createdBy, &existingPlace)
+	if err == nil {
+		// A replay of the same creation (device re-queued it) is a no-op;
+		// anything else is a clashing id.
+		if createdBy.String == a.dev.DeviceID+":"+hash {
+			return nil
+		}
+		return reject(syncproto.CodeDuplicateID, "household %s already exists", h.ID)
+	} else if !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	var level string
+	if err := a.tx.QueryRowContext(a.ctx, `SELECT level FROM places WHERE code = ?`, h.PlaceCode).Scan(&level); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return reject(syncproto.CodeUnknownEntity, "place %s does not exist", h.PlaceCode)
+		}
+		return err
+	}
+	if err := a.inScope(h.PlaceCode); err != nil {
+		return err
+	}
+	seq, err := logChange(a.tx, a.now, "household", h.ID, h.PlaceCode, "put")
+	if err != nil {
+		return err
+	}
+	meta := map[string]merge.FieldMeta{}
+	for k := range fields {
+		meta[k] = merge.FieldMeta{HLC: a.hlc, Version: seq, Device: a.dev.DeviceID, UserID: a.dev.UserID}
+	}
+	meta["place_code"] = merge.FieldMeta{HLC: a.hlc, Version: seq, Device: a.dev.DeviceID, UserID: a.dev.UserID}
+	fb, _ := json.Marshal(fields)
+	mb, _ := json.Marshal(meta)
+	lon, lat := locationOf(fields)
+	if _, err := a.tx.ExecContext(a.ctx, `INSERT INTO households(id, place_code, fields, field_meta, version, lon, lat, created_by_device, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		h.ID, h.PlaceCode, string(fb), string(mb), seq, lon, lat, a.dev.DeviceID+":"+hash, a.now, a.now); err != nil {
+		return fmt.Errorf("insert household: %w", err)
+	}
+	a.res.Version = seq
+	return nil
+}
+
+func (a *applier) householdUpdate(u *syncproto.HouseholdUpdate) error {
+	h, err := a.household(u.HouseholdID)
+	if err != nil {
+		return err
+	}
+	if err := a.inScope(h.place); err != nil {
+		return err
+	}
+	if h.deleted {
+		// A delete won against this edit: keep every value the edit carried
+		// as a conflict record so it can be retrieved, and report it.
+		for f, v := range u.Fields {
+			c := merge.Conflict{Field: f, Kept: nil, Losing: v, State: merge.StateAutoResolved,
+				LosingMeta: merge.FieldMeta{HLC: a.hlc, Device: a.dev.DeviceID, UserID: a.dev.UserID}}
+			if err := a.recordConflict(h, c); err != nil {
+				return err
+			}
+		}
+		return reject(syncproto.CodeGone, "household %s was deleted; the edit is kept in %d conflict record(s)", h.id, len(u.Fields))
+	}
+	seq, err := logChange(a.tx, a.now, "household", h.id, h.place, "put")
+	if err != nil {
+		return err
+	}
+	out := merge.Apply(h.fields, h.meta, merge.Edit{
+		Fields: compactAnswers(u.Fields), Base: u.BaseVersion, HLC: a.hlc, Device: a.dev.DeviceID, UserID: a.dev.UserID,
+		Version: seq, Sensitive: syncproto.SensitiveField,
+	})
+	for f, v := range out.Set {
+		if syncproto.IsNull(v) {
+			delete(h.fields, f)
+		} else {
+			h.fields[f] = v
+		}
+		h.meta[f] = out.Meta[f]
+	}
+	for _, c := range out.Conflicts {
+		if err := a.recordConflict(h, c); err != nil {
+			return err
+		}
+	}
+	a.res.Conflicts = len(out.Conflicts)
+	return a.saveHousehold(h, seq)
+}
+
+func (a *applier) saveHousehold(h *householdRow, seq int64) error {
+	fb, _ := json.Marshal(h.fields)
+	mb, _ := json.Marshal(h.meta)
+	lon, lat := locationOf(h.fields)
+	if _, err := a.tx.ExecContext(a.ctx, `UPDATE households SET place_code = ?, fields = ?, field_meta = ?, version = ?, lon = ?, lat = ?, deleted = ?, updated_at = ? WHERE id = ?`,
+		h.place, string(fb), string(mb), seq, lon, lat, h.deleted, a.now, h.id); err != nil {
+		return fmt.Errorf("update household: %w", err)
+	}
+	a.res.Version = seq
+	return nil
+}
+
+func (a *applier) recordConflict(h *householdRow, c merge.Conflict) error {
+	id := syncproto.NewID(a.s.now())
+	var kept, losing any
+	if c.Kept != nil {
+		kept = string(c.Kept)
+	}
+	if c.Losing != nil {
+		losing = string(c.Losing)
+	}
+	if _, err := a.tx.ExecContext(a.ctx, `INSERT INTO conflicts(id, household_id, place_code, field, kept_value, losing_value, losing_device, losing_user_id, losing_hlc, state, sensitive, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		id, h.id, h.place, c.Field, kept, losing, c.LosingMeta.Device, c.LosingMeta.UserID, c.LosingMeta.HLC.String(), c.State, c.Sensitive, a.now); err != nil {
+		return fmt.Errorf("insert conflict: %w", err)
+	}
+	_, err := logChange(a.tx, a.now, "conflict", id, h.place, "put")
+	return err
+}
+
+func (a *applier) householdMove(mv *syncproto.HouseholdMove) error {
+	h, err := a.household(mv.HouseholdID)
+	if err != nil {
+		return err
+	}
+	if h.deleted {
+		return reject(syncproto.CodeGone, "household %s was deleted", h.id)
+	}
+	if err := a.inScope(h.place); err != nil {
+		return err
+	}
+	if mv.PlaceCode == h.place {
+		return nil
+	}
+	var level string
+	if err := a.tx.QueryRowContext(a.ctx, `SELECT level FROM places WHERE code = ?`, mv.PlaceCode).Scan(&level); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return reject(syncproto.CodeUnknownEntity, "place %s does not exist", mv.PlaceCode)
+		}
+		return err
+	}
+	if m, ok := h.meta["place_code"]; ok && m.Version > mv.BaseVersion && m.HLC.Compare(a.hlc) > 0 {
+		// Someone moved it later than this device did: theirs stays.
+		place, _ := json.Marshal(h.place)
+		target, _ := json.Marshal(mv.PlaceCode)
+		a.res.Conflicts = 1
+		return a.recordConflict(h, merge.Conflict{Field: "place_code", Kept: place, Losing: target, State: merge.StateAutoResolved,
+			LosingMeta: merge.FieldMeta{HLC: a.hlc, Device: a.dev.DeviceID, UserID: a.dev.UserID}})
+	}
+	old := h.place
+	if _, err := logChange(a.tx, a.now, "household", h.id, old, "moved_out"); err != nil {
+		return err
+	}
+	seq, err := logChange(a.tx, a.now, "household", h.id, mv.PlaceCode, "put")
+	if err != nil {
+		return err
+	}
+	h.place = mv.PlaceCode
+	h.meta["place_code"] = merge.FieldMeta{HLC: a.hlc, Version: seq, Device: a.dev.DeviceID, UserID: a.dev.UserID}
+	if _, err := a.tx.ExecContext(a.ctx, `UPDATE visits SET place_code = ? WHERE household_id = ?`, h.place, h.id); err != nil {
+		return err
+	}
+	if _, err := a.tx.ExecContext(a.ctx, `UPDATE conflicts SET place_code = ? WHERE household_id = ?`, h.place, h.id); err != nil {
+		return err
+	}
+	if _, err := a.tx.ExecContext(a.ctx, `UPDATE tasks SET place_code = ? WHERE household_id = ?`, h.place, h.id); err != nil {
+		return err
+	}
+	return a.saveHousehold(h, seq)
+}
+
+func (a *applier) householdDelete(d *syncproto.HouseholdDelete) error {
+	h, err := a.household(d.HouseholdID)
+	if err != nil {
+		return err
+	}
+	if err := a.inScope(h.place); err != nil {
+		return err
+	}
+	if h.deleted {
+		return nil
+	}
+	seq, err := logChange(a.tx, a.now, "household", h.id, h.place, "moved_out")
+	if err != nil {
+		return err
+	}
+	// Edits made after the device's base are kept in conflict records: the
+	// delete wins, but nothing is lost.
+	for f, m := range h.meta {
+		if m.Version > d.BaseVersion && f != "place_code" {
+			if err := a.recordConflict(h, merge.Conflict{Field: f, Kept: nil, Losing: h.fields[f], LosingMeta: m, State: merge.StateAutoResolved}); err != nil {
+				return err
+			}
+			a.res.Conflicts++
+		}
+	}
+	h.deleted = true
+	return a.saveHousehold(h, seq)
+}
+
+func (a *applier) evidenceAttach(e *syncproto.EvidenceAttach) error {
+	var place, formID string
+	var formVersion int
+	err := a.tx.QueryRowContext(a.ctx, `SELECT place_code, form_id, form_version FROM visits WHERE id = ?`, e.VisitID).Scan(&place, &formID, &formVersion)
+	if errors.Is(err, sql.ErrNoRows) {
+		return reject(syncproto.CodeUnknownEntity, "visit %s does not exist", e.VisitID)
+	}
+	if err != nil {
+		return err
+	}
+	if err := a.inScope(place); err != nil {
+		return err
+	}
+	form, err := formBy(a.ctx, a.tx, formID, formVersion)
+	if err != nil {
+		return err
+	}
+	if _, ok := form.Slot(e.Evidence.Slot); !ok {
+		return reject(syncproto.CodeValidation, "evidence slot %q is not in form %s@%d", e.Evidence.Slot, formID, formVersion)
+	}
+	if err := a.insertEvidence(e.VisitID, e.Evidence); err != nil {
+		return err
+	}
+	_, err = logChange(a.tx, a.now, "visit", e.VisitID, place, "put")
+	return err
+}
+
+// isUniqueErr reports a UNIQUE constraint failure.
+func isUniqueErr(err error) bool { return err != nil && strings.Contains(err.Error(), "UNIQUE") }

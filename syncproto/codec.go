@@ -1,0 +1,301 @@
+package syncproto
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Limits on what one message may hold. A server answers bigger messages
+// with CodeTooLarge before it reads them whole.
+const (
+	MaxMessageBytes  = 16 << 20 // decoded JSON of one request
+	MaxPushMutations = 500
+	DefaultPullBytes = 256 << 10
+	MaxPullBytes     = 4 << 20
+	MinPullBytes     = 4 << 10
+)
+
+// ErrTooLarge is returned by the decoders when a message exceeds
+// MaxMessageBytes. It is wrapped in an *Error with CodeTooLarge.
+var ErrTooLarge = errors.New("message too large")
+
+// Encode writes v as JSON to w, gzip-compressed when gz is set.
+func Encode(w io.Writer, v any, gz bool) error {
+	if !gz {
+		return json.NewEncoder(w).Encode(v)
+	}
+	zw := gzip.NewWriter(w)
+	if err := json.NewEncoder(zw).Encode(v); err != nil {
+		return fmt.Errorf("encode: %w", err)
+	}
+	return zw.Close()
+}
+
+// decode reads one JSON value from r into v, refusing more than
+// MaxMessageBytes. Unknown fields are ignored (rule 8).
+func decode(r io.Reader, v any) error {
+	lr := &io.LimitedReader{R: r, N: MaxMessageBytes + 1}
+	data, err := io.ReadAll(lr)
+	if err != nil {
+		return Wrap(CodeBadRequest, fmt.Errorf("read body: %w", err))
+	}
+	if lr.N <= 0 {
+		return Wrap(CodeTooLarge, fmt.Errorf("body over %d bytes: %w", MaxMessageBytes, ErrTooLarge))
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return Errorf(CodeInvalidJSON, "empty body")
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return Wrap(CodeInvalidJSON, fmt.Errorf("decode: %w", err))
+	}
+	return nil
+}
+
+func checkVersion(v int) error {
+	if v == 0 {
+		return Errorf(CodeUnsupportedVersion, "protocol_version missing; this server speaks %d..%d", MinProtocolVersion, ProtocolVersion).
+			With("min", MinProtocolVersion).With("max", ProtocolVersion)
+	}
+	if !SupportsVersion(v) {
+		return Errorf(CodeUnsupportedVersion, "protocol_version %d not supported; this server speaks %d..%d", v, MinProtocolVersion, ProtocolVersion).
+			With("min", MinProtocolVersion).With("max", ProtocolVersion)
+	}
+	return nil
+}
+
+// DecodePushRequest reads and checks a push request: version, device id,
+// batch size and sequence continuity. Problems with a single mutation's
+// payload are not errors here; see Mutation.Check.
+func DecodePushRequest(r io.Reader) (*PushRequest, error) {
+	var req PushRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	if err := checkVersion(req.ProtocolVersion); err != nil {
+		return nil, err
+	}
+	if req.DeviceID == "" {
+		return nil, Errorf(CodeBadRequest, "device_id missing")
+	}
+	if len(req.Mutations) == 0 {
+		return nil, Errorf(CodeBadRequest, "no mutations")
+	}
+	if len(req.Mutations) > MaxPushMutations {
+		return nil, Errorf(CodeTooLarge, "%d mutations in one push; at most %d", len(req.Mutations), MaxPushMutations)
+	}
+	for i, m := range req.Mutations {
+		if m.Seq < 1 {
+			return nil, Errorf(CodeBadRequest, "mutation %d: seq %d < 1", i, m.Seq)
+		}
+		if i > 0 && m.Seq != req.Mutations[i-1].Seq+1 {
+			return nil, Errorf(CodeBadRequest, "mutation %d: seq %d does not follow %d", i, m.Seq, req.Mutations[i-1].Seq)
+		}
+	}
+	return &req, nil
+}
+
+// DecodePushResponse reads a push response.
+func DecodePushResponse(r io.Reader) (*PushResponse, error) {
+	var resp PushResponse
+	if err := decode(r, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// DecodePullRequest reads and checks a pull request.
+func DecodePullRequest(r io.Reader) (*PullRequest, error) {
+	var req PullRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	if err := checkVersion(req.ProtocolVersion); err != nil {
+		return nil, err
+	}
+	if req.DeviceID == "" {
+		return nil, Errorf(CodeBadRequest, "device_id missing")
+	}
+	if len(req.Cursor) > MaxCursorLen {
+		return nil, Errorf(CodeInvalidCursor, "cursor too long")
+	}
+	switch {
+	case req.MaxBytes == 0:
+		req.MaxBytes = DefaultPullBytes
+	case req.MaxBytes < MinPullBytes:
+		req.MaxBytes = MinPullBytes
+	case req.MaxBytes > MaxPullBytes:
+		req.MaxBytes = MaxPullBytes
+	}
+	return &req, nil
+}
+
+// DecodePullResponse reads a pull response.
+func DecodePullResponse(r io.Reader) (*PullResponse, error) {
+	var resp PullResponse
+	if err := decode(r, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// DecodeError reads an error body.
+func DecodeError(r io.Reader) (*Error, error) {
+	var e Error
+	if err := decode(r, &e); err != nil {
+		return nil, err
+	}
+	if e.Code == "" {
+		return nil, Errorf(CodeInvalidJSON, "error body without code")
+	}
+	return &e, nil
+}
+
+// Check validates a mutation's payload on its own, without the server's
+// state: the payload matches the kind, ids are valid, points are in range.
+// A failing mutation is rejected (and still advances the sequence).
+func (m *Mutation) Check() *Error {
+	set := 0
+	for _, p := range []bool{m.Visit != nil, m.Household != nil, m.HouseholdUpdate != nil, m.HouseholdMove != nil, m.HouseholdDelete != nil, m.EvidenceAttach != nil} {
+		if p {
+			set++
+		}
+	}
+	if set != 1 {
+		return Errorf(CodeBadRequest, "mutation %d: want exactly one payload, got %d", m.Seq, set)
+	}
+	badID := func(what, id string) *Error {
+		return Errorf(CodeBadRequest, "%s %q is not a ULID or UUID", what, id)
+	}
+	switch m.Kind {
+	case KindVisitCreate:
+		v := m.Visit
+		if v == nil {
+			return Errorf(CodeBadRequest, "visit.create without visit")
+		}
+		if !ValidID(v.ID) {
+			return badID("visit id", v.ID)
+		}
+		if !ValidID(v.HouseholdID) {
+			return badID("household id", v.HouseholdID)
+		}
+		if v.CorrectsVisitID != "" && !ValidID(v.CorrectsVisitID) {
+			return badID("corrects_visit_id", v.CorrectsVisitID)
+		}
+		if v.FormID == "" || v.FormVersion < 1 {
+			return Errorf(CodeBadRequest, "visit %s: form_id and form_version required", v.ID)
+		}
+		if v.Point != nil && !v.Point.Valid() {
+			return Errorf(CodeValidation, "visit %s: point outside WGS84 or not finite", v.ID)
+		}
+		if !finite(v.AccuracyM) || v.AccuracyM < 0 {
+			return Errorf(CodeValidation, "visit %s: accuracy_m must be finite and >= 0", v.ID)
+		}
+		if v.DeviceTime.IsZero() {
+			return Errorf(CodeValidation, "visit %s: device_time required", v.ID)
+		}
+		for _, e := range v.Evidence {
+			if err := e.Check(); err != nil {
+				return err
+			}
+		}
+	case KindHouseholdCreate:
+		h := m.Household
+		if h == nil {
+			return Errorf(CodeBadRequest, "household.create without household")
+		}
+		if !ValidID(h.ID) {
+			return badID("household id", h.ID)
+		}
+		if h.PlaceCode == "" {
+			return Errorf(CodeValidation, "household %s: place_code required", h.ID)
+		}
+		if err := CheckHouseholdFields(h.Fields); err != nil {
+			return err
+		}
+	case KindHouseholdUpdate:
+		u := m.HouseholdUpdate
+		if u == nil {
+			return Errorf(CodeBadRequest, "household.update without household_update")
+		}
+		if !ValidID(u.HouseholdID) {
+			return badID("household id", u.HouseholdID)
+		}
+		if len(u.Fields) == 0 {
+			return Errorf(CodeValidation, "household %s: update without fields", u.HouseholdID)
+		}
+		if err := CheckHouseholdFields(u.Fields); err != nil {
+			return err
+		}
+	case KindHouseholdMove:
+		mv := m.HouseholdMove
+		if mv == nil {
+			return Errorf(CodeBadRequest, "household.move without household_move")
+		}
+		if !ValidID(mv.HouseholdID) {
+			return badID("household id", mv.HouseholdID)
+		}
+		if mv.PlaceCode == "" {
+			return Errorf(CodeValidation, "household %s: move without place_code", mv.HouseholdID)
+		}
+	case KindHouseholdDelete:
+		d := m.HouseholdDelete
+		if d == nil {
+			return Errorf(CodeBadRequest, "household.delete without household_delete")
+		}
+		if !ValidID(d.HouseholdID) {
+			return badID("household id", d.HouseholdID)
+		}
+	case KindEvidenceAttach:
+		a := m.EvidenceAttach
+		if a == nil {
+			return Errorf(CodeBadRequest, "evidence.attach without evidence_attach")
+		}
+		if !ValidID(a.VisitID) {
+			return badID("visit id", a.VisitID)
+		}
+		if err := a.Evidence.Check(); err != nil {
+			return err
+		}
+	default:
+		return Errorf(CodeBadRequest, "unknown mutation kind %q", m.Kind)
+	}
+	return nil
+}
+
+// MaxEvidenceBytes is the largest single evidence blob a device may declare.
+const MaxEvidenceBytes = 64 << 20
+
+// Check validates an evidence reference.
+func (e EvidenceRef) Check() *Error {
+	if !ValidSHA256(e.SHA256) {
+		return Errorf(CodeValidation, "evidence sha256 %q is not 64 lowercase hex digits", e.SHA256)
+	}
+	if e.Size <= 0 || e.Size > MaxEvidenceBytes {
+		return Errorf(CodeValidation, "evidence %s: size %d outside 1..%d", e.SHA256, e.Size, MaxEvidenceBytes)
+	}
+	if e.Slot == "" || len(e.Slot) > 64 {
+		return Errorf(CodeValidation, "evidence %s: slot required", e.SHA256)
+	}
+	if e.MediaType == "" || len(e.MediaType) > 100 {
+		return Errorf(CodeValidation, "evidence %s: media_type required", e.SHA256)
+	}
+	return nil
+}
+
+// ValidSHA256 reports whether s is 64 lowercase hex digits.
+func ValidSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
