@@ -14,10 +14,10 @@ import (
 // Who may call a route.
 const (
 	authNone       = "none"
-	authUser       = "user"        // any signed-in user
-	authAdmin      = "admin"       // admin only
-	authSupervisor = "supervisor"  // admin or supervisor
-	authDevice     = "device"      // enrolled device token
+	authUser       = "user"       // any signed-in user
+	authAdmin      = "admin"      // admin only
+	authSupervisor = "supervisor" // admin or supervisor
+	authDevice     = "device"     // enrolled device token
 )
 
 // RouteDoc documents one route for the OpenAPI document.
