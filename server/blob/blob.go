@@ -27,9 +27,9 @@ type Info struct {
 	Size int64
 }
 
-// Store is content-addressed blob storage. Every method validates sum
-// with ValidSum and answers ErrNotFound-wrapping errors for absent blobs.
-// Errors that mean "the backend cannot be reached right now" wrap
+// Store is content-addressed blob storage. Every method rejects a sum
+// that fails ValidSum with ErrBadName, and reports absent blobs with
+// errors wrapping ErrNotFound. Errors that mean "the backend cannot be reached right now" wrap
 // ErrUnavailable so that callers can answer 503 and ask the client to
 // retry later. Implementations are safe for concurrent use.
 type Store interface {
