@@ -17,6 +17,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"golang.org/x/time/rate"
 
+	"fieldsync/server/blob"
 	"fieldsync/server/domain"
 	"fieldsync/server/geo"
 	"fieldsync/server/sqlstore"
@@ -83,6 +84,10 @@ type Config struct {
 	// LoginRate and EnrollRate limit attempts per client IP per minute
 	// (defaults 10 and 10).
 	LoginRate, EnrollRate int
+	// Blobs is the evidence blob store (local folder or S3).
+	Blobs blob.Store
+	// UploadDir holds partial resumable uploads (they survive restarts).
+	UploadDir string
 	// Now replaces time.Now in tests.
 	Now func() time.Time
 }

@@ -76,6 +76,8 @@ func (s *Server) register() {
 
 	add(http.MethodPost, p+"/sync/push", authDevice, "sync", "Push a batch of device mutations (syncproto.PushRequest)", s.push)
 	add(http.MethodPost, p+"/sync/pull", authDevice, "sync", "Pull the next page of changes (syncproto.PullRequest)", s.pull)
+
+	s.registerEvidence(add)
 }
 
 func (s *Server) openapi(c echo.Context) error {

@@ -124,6 +124,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	srv, err := api.New(api.Config{
 		Store: st, Logger: log, PublicURL: cfg.PublicURL, SecureCookies: cfg.TLSCert != "",
+		Blobs: blobs, UploadDir: filepath.Join(cfg.DataDir, "uploads"),
 		HealthChecks: map[string]func(context.Context) error{"blobs": blobs.Check},
 	})
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"fieldsync/server/api"
 	"fieldsync/server/auth"
+	"fieldsync/server/blob/localblob"
 	"fieldsync/server/domain"
 	"fieldsync/server/geo"
 	"fieldsync/server/sqlstore"
@@ -84,6 +85,16 @@ func StartWith(t testing.TB, o Options) *Env {
 	}
 	acfg := o.API
 	acfg.Store = st
+	if acfg.Blobs == nil {
+		blobs, err := localblob.New(filepath.Join(dir, "blobs"))
+		if err != nil {
+			t.Fatalf("servertest: blobs: %v", err)
+		}
+		acfg.Blobs = blobs
+	}
+	if acfg.UploadDir == "" {
+		acfg.UploadDir = filepath.Join(dir, "uploads")
+	}
 	if acfg.Logger == nil {
 		acfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
