@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/paulmach/orb"
@@ -181,4 +183,22 @@ func (e *Env) AddHouseholds(t testing.TB, hs ...syncproto.Household) {
 	if err := e.Store.ImportHouseholds(context.Background(), hs, 0); err != nil {
 		t.Fatalf("servertest: households: %v", err)
 	}
+}
+
+// Device enrolls a new device for a user through the HTTP API and returns
+// its id and bearer token.
+func (e *Env) Device(t testing.TB, userID int64) (deviceID, token string) {
+	t.Helper()
+	code := e.EnrollCode(t, userID)
+	body := strings.NewReader(`{"code":"` + code + `","name":"test device"}`)
+	resp, err := http.Post(e.URL+"/api/v1/devices/enroll", "application/json", body)
+	if err != nil {
+		t.Fatalf("servertest: enroll: %v", err)
+	}
+	defer resp.Body.Close()
+	var er api.EnrollResponse
+	if err := json.NewDecoder(resp.Body).Decode(&er); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("servertest: enroll: %d %v", resp.StatusCode, err)
+	}
+	return er.DeviceID, er.Token
 }

@@ -17,7 +17,7 @@ func (s *Store) CreateUser(ctx context.Context, u domain.User) (domain.User, err
 	if !u.Role.Valid() {
 		return u, fmt.Errorf("user role %q: %w", u.Role, domain.ErrInvalid)
 	}
-	if len(u.Username) < 2 || len(u.Username) > 64 || strings.ContainsAny(u.Username, " \t\r\n/\\") {
+	if len(u.Username) < 1 || len(u.Username) > 64 || strings.ContainsAny(u.Username, " \t\r\n/\\") {
 		return u, fmt.Errorf("username %q: %w", u.Username, domain.ErrInvalid)
 	}
 	now := s.now()
@@ -204,8 +204,12 @@ func (s *Store) RevokeSession(ctx context.Context, tokenHash string) error {
 
 // CreateEnrollmentCode stores a one-time enrollment code's hash.
 func (s *Store) CreateEnrollmentCode(ctx context.Context, codeHash string, userID, createdBy int64, expires time.Time) error {
+	var by any
+	if createdBy > 0 {
+		by = createdBy
+	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO enrollment_codes(code_hash, user_id, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
-		codeHash, userID, createdBy, s.ts(), domain.Timestamp(expires))
+		codeHash, userID, by, s.ts(), domain.Timestamp(expires))
 	if err != nil {
 		return fmt.Errorf("enrollment code: %w", err)
 	}

@@ -33,6 +33,7 @@ const logPage = 500
 // places that left and a copy of places that entered; then the change log
 // is replayed from the cursor, filtered to the device's places.
 func (s *Store) Pull(ctx context.Context, dev PushDevice, req *syncproto.PullRequest) (*syncproto.PullResponse, error) {
+	req.MaxBytes = min(max(req.MaxBytes, syncproto.MinPullBytes), syncproto.MaxPullBytes)
 	cur, err := syncproto.DecodeCursor(s.cursorKey, req.Cursor)
 	if err != nil {
 		return nil, err
@@ -46,7 +47,9 @@ func (s *Store) Pull(ctx context.Context, dev PushDevice, req *syncproto.PullReq
 	}
 	defer tx.Rollback()
 	p := &puller{s: s, ctx: ctx, tx: tx, budget: req.MaxBytes, emitted: map[string]bool{}}
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(max(seq), 0) FROM changes`).Scan(&p.maxSeq); err != nil {
+	// The head comes from AUTOINCREMENT's counter, not max(seq): a pruned
+	// log may be empty while its sequence goes on.
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)`).Scan(&p.maxSeq); err != nil {
 		return nil, fmt.Errorf("pull: head: %w", err)
 	}
 	floor, err := s.logFloor(ctx, tx)

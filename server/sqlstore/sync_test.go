@@ -1,0 +1,497 @@
+package sqlstore_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"fieldsync/server/domain"
+	"fieldsync/server/servertest"
+	"fieldsync/server/sqlstore"
+	"fieldsync/syncproto"
+)
+
+var ctx = context.Background()
+
+// device is a test device speaking to the store directly.
+type device struct {
+	t     testing.TB
+	env   *servertest.Env
+	dev   sqlstore.PushDevice
+	seq   int64
+	clock syncproto.Clock
+}
+
+func newDevice(t testing.TB, env *servertest.Env, user domain.User) *device {
+	id, _ := env.Device(t, user.ID)
+	return &device{t: t, env: env, dev: sqlstore.PushDevice{DeviceID: id, UserID: user.ID}}
+}
+
+func (d *device) mut(kind syncproto.MutationKind, set func(m *syncproto.Mutation)) syncproto.Mutation {
+	d.seq++
+	m := syncproto.Mutation{Seq: d.seq, Kind: kind, HLC: d.clock.Tick()}
+	set(&m)
+	return m
+}
+
+func (d *device) push(ms ...syncproto.Mutation) *syncproto.PushResponse {
+	d.t.Helper()
+	resp, err := d.env.Store.Push(ctx, d.dev, &syncproto.PushRequest{ProtocolVersion: 1, DeviceID: d.dev.DeviceID, Mutations: ms})
+	if err != nil {
+		d.t.Fatalf("push: %v", err)
+	}
+	return resp
+}
+
+func (d *device) pullAll(cursor string, maxBytes int) ([]syncproto.Op, string) {
+	d.t.Helper()
+	var ops []syncproto.Op
+	for i := 0; i < 10000; i++ {
+		resp, err := d.env.Store.Pull(ctx, d.dev, &syncproto.PullRequest{ProtocolVersion: 1, DeviceID: d.dev.DeviceID, Cursor: cursor, MaxBytes: maxBytes})
+		if err != nil {
+			d.t.Fatalf("pull: %v", err)
+		}
+		ops = append(ops, resp.Ops...)
+		cursor = resp.Cursor
+		if !resp.HasMore {
+			return ops, cursor
+		}
+	}
+	d.t.Fatal("pull did not finish")
+	return nil, ""
+}
+
+func household(id, place, head string) syncproto.Household {
+	return syncproto.Household{ID: id, PlaceCode: place, Fields: map[string]json.RawMessage{"head_name": json.RawMessage(fmt.Sprintf("%q", head))}}
+}
+
+func visitMut(d *device, hh string) syncproto.Mutation {
+	return d.mut(syncproto.KindVisitCreate, func(m *syncproto.Mutation) {
+		m.Visit = &syncproto.Visit{ID: syncproto.NewID(time.Now()), HouseholdID: hh, FormID: "water_cellar_progress", FormVersion: 1,
+			Answers: waterAnswers(), Point: &syncproto.Point{Lon: 103.15, Lat: 25.15}, AccuracyM: 8, DeviceTime: time.Now()}
+	})
+}
+
+// waterAnswers is a valid answer set for the water-cellar template.
+func waterAnswers() map[string]json.RawMessage {
+	f, ok := syncproto.Template("water_cellar_progress")
+	if !ok {
+		panic("template")
+	}
+	out := map[string]json.RawMessage{}
+	for _, fd := range f.Fields {
+		if !fd.Required {
+			continue
+		}
+		switch fd.Type {
+		case syncproto.FieldText:
+			out[fd.Name] = json.RawMessage(`"塘子 1號水窖"`)
+		case syncproto.FieldDecimal, syncproto.FieldInteger:
+			out[fd.Name] = json.RawMessage(`24`)
+		case syncproto.FieldSelectOne:
+			out[fd.Name] = json.RawMessage(fmt.Sprintf("%q", fd.Choices[0].Value))
+		case syncproto.FieldDate:
+			out[fd.Name] = json.RawMessage(`"2026-11-30"`)
+		case syncproto.FieldSelectMany:
+			out[fd.Name] = json.RawMessage(fmt.Sprintf("[%q]", fd.Choices[0].Value))
+		case syncproto.FieldGeopoint:
+			out[fd.Name] = json.RawMessage(`{"lon":103.1,"lat":25.1}`)
+		default:
+			panic("unhandled required field type " + string(fd.Type))
+		}
+	}
+	return out
+}
+
+func count(t testing.TB, env *servertest.Env, q string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := env.Store.DB().QueryRow(q, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestPush_ReplayIsIdempotent(t *testing.T) {
+	env := servertest.Start(t)
+	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
+	env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "王建國"))
+	d := newDevice(t, env, u)
+	batch := []syncproto.Mutation{visitMut(d, "01JDZX5Q7R8S9T0V1W2X3Y4Z5A"), visitMut(d, "01JDZX5Q7R8S9T0V1W2X3Y4Z5A"),
+		d.mut(syncproto.KindHouseholdUpdate, func(m *syncproto.Mutation) {
+			m.HouseholdUpdate = &syncproto.HouseholdUpdate{HouseholdID: "01JDZX5Q7R8S9T0V1W2X3Y4Z5A", BaseVersion: 1, Fields: map[string]json.RawMessage{"notes": json.RawMessage(`"修好了"`)}}
+		})}
+	first := d.push(batch...)
+	visits := count(t, env, `SELECT count(*) FROM visits`)
+	changes := count(t, env, `SELECT count(*) FROM changes`)
+	for i := 0; i < 3; i++ {
+		again := d.push(batch...)
+		a, _ := json.Marshal(first.Results)
+		b, _ := json.Marshal(again.Results)
+		if string(a) != string(b) || again.LastSeq != first.LastSeq {
+			t.Fatalf("replay %d answered differently:\n%s\n%s", i, a, b)
+		}
+	}
+	if count(t, env, `SELECT count(*) FROM visits`) != visits || visits != 2 {
+		t.Fatalf("visits changed by replay")
+	}
+	if count(t, env, `SELECT count(*) FROM changes`) != changes {
+		t.Fatalf("change log grew on replay")
+	}
+	// A replay that overlaps old and new mutations applies only the new.
+	next := visitMut(d, "01JDZX5Q7R8S9T0V1W2X3Y4Z5A")
+	resp := d.push(append(batch[1:], next)...)
+	if resp.LastSeq != next.Seq || len(resp.Results) != 3 || count(t, env, `SELECT count(*) FROM visits`) != 3 {
+		t.Fatalf("overlap: %+v", resp)
+	}
+}
+
+func TestPush_GapRefusedAndChangesNothing(t *testing.T) {
+	env := servertest.Start(t)
+	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
+	env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "王建國"))
+	d := newDevice(t, env, u)
+	d.push(visitMut(d, "01JDZX5Q7R8S9T0V1W2X3Y4Z5A"))
+	d.seq += 3 // the device lost track of three mutations
+	_, err := env.Store.Push(ctx, d.dev, &syncproto.PushRequest{ProtocolVersion: 1, DeviceID: d.dev.DeviceID, Mutations: []syncproto.Mutation{visitMut(d, "01JDZX5Q7R8S9T0V1W2X3Y4Z5A")}})
+	var gap *sqlstore.SequenceGapError
+	if !errors.As(err, &gap) || gap.Expected != 2 || gap.Got != 5 || !errors.Is(err, domain.ErrSequenceGap) {
+		t.Fatalf("err = %v", err)
+	}
+	if count(t, env, `SELECT count(*) FROM visits`) != 1 {
+		t.Fatal("gap push changed data")
+	}
+}
+
+func TestPush_BadMutationAdvancesAndDoesNotBlock(t *testing.T) {
+	env := servertest.Start(t)
+	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
+	env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "王建國"), household("01JDZX5Q7R8S9T0V1W2X3Y4Z5B", "G21", "外村"))
+	d := newDevice(t, env, u)
+	bad := visitMut(d, "01JDZX5Q7R8S9T0V1W2X3Y4Z5A")
+	bad.Visit.Answers = map[string]json.RawMessage{"nonsense": json.RawMessage(`1`)}
+	unknownHH := visitMut(d, "01JDZX5Q7R8S9T0V1W2X3Y4Z5C")
+	outside := visitMut(d, "01JDZX5Q7R8S9T0V1W2X3Y4Z5B")
+	outsideHH := d.mut(syncproto.KindHouseholdCreate, func(m *syncproto.Mutation) {
+		h := household("01JDZX5Q7R8S9T0V1W2X3Y4Z5D", "G21", "越界")
+		m.Household = &h
+	})
+	badForm := visitMut(d, "01JDZX5Q7R8S9T0V1W2X3Y4Z5A")
+	badForm.Visit.FormVersion = 99
+	good := visitMut(d, "01JDZX5Q7R8S9T0V1W2X3Y4Z5A")
+	resp := d.push(bad, unknownHH, outside, outsideHH, badForm, good)
+	want := []syncproto.Code{syncproto.CodeValidation, syncproto.CodeUnknownEntity, syncproto.CodeOutOfScope, syncproto.CodeOutOfScope, syncproto.CodeUnknownEntity, ""}
+	for i, r := range resp.Results {
+		if r.Code != want[i] || (want[i] == "") != (r.Status == syncproto.StatusApplied) || (want[i] != "" && r.Message == "") {
+			t.Errorf("result %d = %+v, want code %q", i, r, want[i])
+		}
+	}
+	if resp.LastSeq != good.Seq {
+		t.Fatalf("last seq %d", resp.LastSeq)
+	}
+	if count(t, env, `SELECT count(*) FROM visits`) != 1 || count(t, env, `SELECT count(*) FROM households WHERE id = '01JDZX5Q7R8S9T0V1W2X3Y4Z5D'`) != 0 {
+		t.Fatal("a rejected mutation left effects")
+	}
+	// Nothing a device sent is lost: the rejected bodies are kept.
+	if count(t, env, `SELECT count(*) FROM mutation_results WHERE device_id = ? AND result LIKE '%rejected%'`, d.dev.DeviceID) != 5 {
+		t.Fatal("rejections not stored")
+	}
+}
+
+func TestPush_DuplicateIDDifferentContent(t *testing.T) {
+	env := servertest.Start(t)
+	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
+	env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "王建國"))
+	d := newDevice(t, env, u)
+	v := visitMut(d, "01JDZX5Q7R8S9T0V1W2X3Y4Z5A")
+	d.push(v)
+	// The same visit re-queued under a new seq (device crashed before it
+	// saved the answer) is accepted as the same visit.
+	same := v
+	d.seq++
+	same.Seq = d.seq
+	if r := d.push(same).Results[0]; r.Status != syncproto.StatusApplied {
+		t.Fatalf("same content: %+v", r)
+	}
+	other := visitMut(d, "01JDZX5Q7R8S9T0V1W2X3Y4Z5A")
+	other.Visit.ID = v.Visit.ID
+	other.Visit.AccuracyM = 99
+	if r := d.push(other).Results[0]; r.Code != syncproto.CodeDuplicateID {
+		t.Fatalf("different content: %+v", r)
+	}
+	if count(t, env, `SELECT count(*) FROM visits`) != 1 {
+		t.Fatal("duplicate stored")
+	}
+}
+
+// TestPullNeverMissesConcurrentCommits is the out-of-order-commit test:
+// many devices push concurrently while a puller pages with a small byte
+// budget. Every visit must be seen exactly once, in change-log order.
+func TestPullNeverMissesConcurrentCommits(t *testing.T) {
+	for _, gc := range []bool{true, false} {
+		t.Run(fmt.Sprintf("group_commit=%v", gc), func(t *testing.T) {
+			env := servertest.StartWith(t, servertest.Options{Store: sqlstore.Config{DisableGroupCommit: !gc}})
+			env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "王建國"))
+			const pushers, perPusher = 8, 25
+			var devs []*device
+			for i := 0; i < pushers; i++ {
+				devs = append(devs, newDevice(t, env, env.CreateUser(t, fmt.Sprintf("w%d", i), domain.RoleFieldWorker, "V1")))
+			}
+			reader := newDevice(t, env, env.CreateUser(t, "reader", domain.RoleSupervisor, "T1"))
+			_, cursor := reader.pullAll("", 0) // initial copy
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			sent := map[string]bool{}
+			errc := make(chan error, pushers)
+			for _, d := range devs {
+				wg.Add(1)
+				go func(d *device) {
+					defer wg.Done()
+					for i := 0; i < perPusher; i++ {
+						m := visitMut(d, "01JDZX5Q7R8S9T0V1W2X3Y4Z5A")
+						resp, err := env.Store.Push(ctx, d.dev, &syncproto.PushRequest{ProtocolVersion: 1, DeviceID: d.dev.DeviceID, Mutations: []syncproto.Mutation{m}})
+						if err != nil || resp.Results[0].Status != syncproto.StatusApplied {
+							errc <- fmt.Errorf("push: %v %+v", err, resp)
+							return
+						}
+						mu.Lock()
+						sent[m.Visit.ID] = true
+						mu.Unlock()
+					}
+				}(d)
+			}
+			done := make(chan struct{})
+			go func() { wg.Wait(); close(done) }()
+			seen := map[string]int{}
+			var lastSeq int64
+			finished := false
+			for rounds := 0; rounds < 100000; rounds++ {
+				select {
+				case <-done:
+					finished = true
+				default:
+				}
+				resp, err := env.Store.Pull(ctx, reader.dev, &syncproto.PullRequest{ProtocolVersion: 1, DeviceID: reader.dev.DeviceID, Cursor: cursor, MaxBytes: syncproto.MinPullBytes})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, op := range resp.Ops {
+					if op.Type != syncproto.EntityVisit {
+						continue
+					}
+					if op.Seq <= lastSeq {
+						t.Fatalf("op seq %d after %d: out of order", op.Seq, lastSeq)
+					}
+					lastSeq = op.Seq
+					seen[op.ID]++
+				}
+				cursor = resp.Cursor
+				if finished && !resp.HasMore {
+					break
+				}
+			}
+			select {
+			case err := <-errc:
+				t.Fatal(err)
+			default:
+			}
+			if len(sent) != pushers*perPusher {
+				t.Fatalf("sent %d", len(sent))
+			}
+			for id := range sent {
+				if seen[id] != 1 {
+					t.Errorf("visit %s seen %d times", id, seen[id])
+				}
+			}
+			if len(seen) != len(sent) {
+				t.Errorf("seen %d visits, sent %d", len(seen), len(sent))
+			}
+		})
+	}
+}
+
+func opsByType(ops []syncproto.Op) map[string][]syncproto.Op {
+	out := map[string][]syncproto.Op{}
+	for _, op := range ops {
+		k := string(op.Op)
+		if op.Type != "" {
+			k += "/" + string(op.Type)
+		}
+		out[k] = append(out[k], op)
+	}
+	return out
+}
+
+func ids(ops []syncproto.Op) map[string]bool {
+	out := map[string]bool{}
+	for _, op := range ops {
+		out[op.ID+op.Place] = true
+	}
+	return out
+}
+
+func TestPull_ScopeChanges(t *testing.T) {
+	env := servertest.Start(t)
+	env.AddHouseholds(t,
+		household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "一"),
+		household("01JDZX5Q7R8S9T0V1W2X3Y4Z5B", "G12", "二"),
+		household("01JDZX5Q7R8S9T0V1W2X3Y4Z5C", "G21", "三"))
+	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
+	d := newDevice(t, env, u)
+	ops, cursor := d.pullAll("", 0)
+	by := opsByType(ops)
+	if len(by["put/household"]) != 2 || ids(by["put/household"])["01JDZX5Q7R8S9T0V1W2X3Y4Z5C"+"G21"] {
+		t.Fatalf("first pull households = %v", by["put/household"])
+	}
+	if len(by["put/form"]) != 4 {
+		t.Fatalf("forms in first pull = %d", len(by["put/form"]))
+	}
+	places := map[string]bool{}
+	for _, op := range by["put/place"] {
+		places[op.ID] = true
+	}
+	if !places["C1"] || !places["T1"] || !places["V1"] || !places["G11"] || places["V2"] || places["G21"] {
+		t.Fatalf("places = %v", places)
+	}
+	// Gain V2 while offline: exactly V2's places and households arrive.
+	env.SetPlaces(t, u.ID, "V1", "V2")
+	ops, cursor = d.pullAll(cursor, 0)
+	by = opsByType(ops)
+	if len(by["scope_enter"]) != 1 || by["scope_enter"][0].Place != "V2" || len(by["scope_leave"]) != 0 {
+		t.Fatalf("scope ops = %+v", ops)
+	}
+	if len(by["put/household"]) != 1 || by["put/household"][0].ID != "01JDZX5Q7R8S9T0V1W2X3Y4Z5C" || len(by["put/form"]) != 0 {
+		t.Fatalf("gain brought %+v", by)
+	}
+	// Lose V1: a leave op, and nothing else of V1.
+	env.SetPlaces(t, u.ID, "V2")
+	ops, cursor = d.pullAll(cursor, 0)
+	by = opsByType(ops)
+	if len(by["scope_leave"]) != 1 || by["scope_leave"][0].Place != "V1" || len(by["put/household"]) != 0 {
+		t.Fatalf("lose: %+v", ops)
+	}
+	// No change: an empty page.
+	ops, _ = d.pullAll(cursor, 0)
+	if len(ops) != 0 {
+		t.Fatalf("no-op pull = %+v", ops)
+	}
+}
+
+func TestPull_HouseholdMovesBetweenDevices(t *testing.T) {
+	env := servertest.Start(t)
+	env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "搬家戶"))
+	a := newDevice(t, env, env.CreateUser(t, "a", domain.RoleFieldWorker, "V1"))
+	b := newDevice(t, env, env.CreateUser(t, "b", domain.RoleFieldWorker, "V2"))
+	_, ca := a.pullAll("", 0)
+	_, cb := b.pullAll("", 0)
+	hh, _, _ := env.Store.Household(ctx, "01JDZX5Q7R8S9T0V1W2X3Y4Z5A")
+	r := a.push(a.mut(syncproto.KindHouseholdMove, func(m *syncproto.Mutation) {
+		m.HouseholdMove = &syncproto.HouseholdMove{HouseholdID: hh.ID, BaseVersion: hh.Version, PlaceCode: "G21"}
+	}))
+	if r.Results[0].Status != syncproto.StatusApplied {
+		t.Fatalf("move: %+v", r.Results[0])
+	}
+	opsA, _ := a.pullAll(ca, 0)
+	opsB, _ := b.pullAll(cb, 0)
+	if by := opsByType(opsA); len(by["delete/household"]) != 1 || len(by["put/household"]) != 0 {
+		t.Fatalf("device A after move: %+v", opsA)
+	}
+	if by := opsByType(opsB); len(by["put/household"]) != 1 || by["put/household"][0].Household.PlaceCode != "G21" {
+		t.Fatalf("device B after move: %+v", opsB)
+	}
+	// A can no longer write to it: the push is reported, not lost.
+	r = a.push(a.mut(syncproto.KindHouseholdUpdate, func(m *syncproto.Mutation) {
+		m.HouseholdUpdate = &syncproto.HouseholdUpdate{HouseholdID: hh.ID, BaseVersion: hh.Version, Fields: map[string]json.RawMessage{"notes": json.RawMessage(`"late"`)}}
+	}))
+	if r.Results[0].Code != syncproto.CodeOutOfScope {
+		t.Fatalf("late edit: %+v", r.Results[0])
+	}
+}
+
+func TestPull_ResetAndBadCursors(t *testing.T) {
+	env := servertest.Start(t)
+	env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "一"))
+	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
+	d := newDevice(t, env, u)
+	other := newDevice(t, env, u)
+	_, cursor := d.pullAll("", 0)
+	pull := func(dev *device, cur string) (*syncproto.PullResponse, error) {
+		return env.Store.Pull(ctx, dev.dev, &syncproto.PullRequest{ProtocolVersion: 1, DeviceID: dev.dev.DeviceID, Cursor: cur, MaxBytes: 1 << 20})
+	}
+	if _, err := pull(other, cursor); syncproto.CodeOf(err) != syncproto.CodeInvalidCursor {
+		t.Fatalf("foreign device cursor: %v", err)
+	}
+	if _, err := pull(d, cursor[:len(cursor)-3]+"AAA"); syncproto.CodeOf(err) != syncproto.CodeInvalidCursor {
+		t.Fatalf("forged cursor: %v", err)
+	}
+	// Expired: the log was pruned past the cursor.
+	env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5B", "G11", "二"))
+	var head int64
+	env.Store.DB().QueryRow(`SELECT max(seq) FROM changes`).Scan(&head)
+	if err := env.Store.PruneLog(ctx, head); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := pull(d, cursor)
+	if err != nil || len(resp.Ops) == 0 || resp.Ops[0].Op != syncproto.OpReset {
+		t.Fatalf("expired cursor: %v %+v", err, resp)
+	}
+	ops, cur2 := d.pullAll(cursor, 0)
+	if by := opsByType(ops); len(by["put/household"]) != 2 || len(by["reset"]) != 1 {
+		t.Fatalf("re-sync after reset = %+v", by)
+	}
+	// Another epoch (a restore): reset too.
+	if err := env.Store.NewEpoch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = pull(d, cur2)
+	if err != nil || resp.Ops[0].Op != syncproto.OpReset {
+		t.Fatalf("foreign epoch: %v %+v", err, resp)
+	}
+}
+
+func TestPull_PagesRespectByteBudget(t *testing.T) {
+	env := servertest.Start(t)
+	var hs []syncproto.Household
+	for i := 0; i < 300; i++ {
+		hs = append(hs, household(syncproto.NewID(time.Now()), "G11", fmt.Sprintf("戶主%03d", i)))
+	}
+	env.AddHouseholds(t, hs...)
+	d := newDevice(t, env, env.CreateUser(t, "w", domain.RoleFieldWorker, "V1"))
+	cursor := ""
+	got := map[string]int{}
+	pages := 0
+	for {
+		resp, err := env.Store.Pull(ctx, d.dev, &syncproto.PullRequest{ProtocolVersion: 1, DeviceID: d.dev.DeviceID, Cursor: cursor, MaxBytes: syncproto.MinPullBytes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		size := 0
+		for _, op := range resp.Ops {
+			b, _ := json.Marshal(op)
+			size += len(b)
+			if op.Type == syncproto.EntityHousehold {
+				got[op.ID]++
+			}
+		}
+		if len(resp.Ops) > 1 && size > syncproto.MinPullBytes {
+			t.Fatalf("page of %d bytes over budget %d", size, syncproto.MinPullBytes)
+		}
+		cursor = resp.Cursor
+		if !resp.HasMore {
+			break
+		}
+	}
+	if len(got) != 300 || pages < 5 {
+		t.Fatalf("households %d in %d pages", len(got), pages)
+	}
+	for id, n := range got {
+		if n != 1 {
+			t.Fatalf("%s sent %d times", id, n)
+		}
+	}
+}
