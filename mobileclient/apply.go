@@ -1,0 +1,320 @@
+package mobileclient
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"fieldsync/syncproto"
+)
+
+// errBadOp marks a pulled op the device cannot apply (a put without its
+// payload, say); the whole page is refused and its cursor not saved.
+var errBadOp = fmt.Errorf("%w: malformed op", ErrServer)
+
+// applier applies pulled ops inside one transaction. Households whose base
+// changed are recomputed once, at the end.
+type applier struct {
+	ctx     context.Context
+	tx      *sql.Tx
+	rep     *SyncReport
+	touched map[string]bool
+}
+
+func newApplier(ctx context.Context, tx *sql.Tx, rep *SyncReport) *applier {
+	return &applier{ctx: ctx, tx: tx, rep: rep, touched: map[string]bool{}}
+}
+
+func (a *applier) exec(q string, args ...any) error {
+	if _, err := a.tx.ExecContext(a.ctx, q, args...); err != nil {
+		return err
+	}
+	return nil
+}
+
+// apply applies one op. Unknown op kinds and entity types are ignored
+// (a newer server may send more than this device understands).
+func (a *applier) apply(op *syncproto.Op) error {
+	switch op.Op {
+	case syncproto.OpPut:
+		return a.put(op)
+	case syncproto.OpDelete:
+		return a.del(op)
+	case syncproto.OpScopeEnter:
+		// The places' entities follow as puts.
+		a.rep.ScopeEntered++
+		return nil
+	case syncproto.OpScopeLeave:
+		if op.Place == "" {
+			return fmt.Errorf("scope_leave without place: %w", errBadOp)
+		}
+		a.rep.ScopeLeft++
+		return a.leave(op.Place)
+	case syncproto.OpReset:
+		a.rep.Resets++
+		return a.reset()
+	}
+	return nil
+}
+
+func jsonText(v any) (string, error) {
+	b, err := json.Marshal(v)
+	return string(b), err
+}
+
+func (a *applier) put(op *syncproto.Op) error {
+	switch op.Type {
+	case syncproto.EntityPlace:
+		p := op.PlaceData
+		if p == nil || p.Code == "" {
+			return errBadOp
+		}
+		return a.exec(`INSERT INTO places(code, name, level, parent_code, boundary) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT(code) DO UPDATE SET name = excluded.name, level = excluded.level,
+				parent_code = excluded.parent_code, boundary = excluded.boundary`,
+			p.Code, p.Name, p.Level, p.ParentCode, string(p.Boundary))
+	case syncproto.EntityForm:
+		f := op.Form
+		if f == nil || f.ID == "" {
+			return errBadOp
+		}
+		def, err := jsonText(f)
+		if err != nil {
+			return err
+		}
+		return a.exec(`INSERT INTO forms(id, version, definition) VALUES (?, ?, ?)
+			ON CONFLICT(id, version) DO UPDATE SET definition = excluded.definition`, f.ID, f.Version, def)
+	case syncproto.EntityHousehold:
+		h := op.Household
+		if h == nil {
+			return errBadOp
+		}
+		id := h.ID
+		if id == "" {
+			id = op.ID
+		}
+		if id == "" {
+			return errBadOp
+		}
+		place := h.PlaceCode
+		if place == "" {
+			place = op.Place
+		}
+		fields := h.Fields
+		if fields == nil {
+			fields = map[string]json.RawMessage{}
+		}
+		fb, err := jsonText(fields)
+		if err != nil {
+			return err
+		}
+		if err := a.exec(`INSERT INTO households(id, place_code, has_base, base_place, base_version, base_fields)
+				VALUES (?, ?, 1, ?, ?, ?)
+			ON CONFLICT(id) DO UPDATE SET has_base = 1, base_place = excluded.base_place,
+				base_version = excluded.base_version, base_fields = excluded.base_fields`,
+			id, place, place, h.Version, fb); err != nil {
+			return err
+		}
+		// Applied changes the server copy now includes stop overlaying it.
+		if err := a.exec(`UPDATE results SET overlay = 0 WHERE household_id = ? AND overlay = 1 AND version <= ?`, id, h.Version); err != nil {
+			return err
+		}
+		a.touched[id] = true
+		return nil
+	case syncproto.EntityVisit:
+		v := op.Visit
+		if v == nil {
+			return errBadOp
+		}
+		if v.ID == "" {
+			v.ID = op.ID
+		}
+		if v.ID == "" {
+			return errBadOp
+		}
+		if v.PlaceCode == "" {
+			v.PlaceCode = op.Place
+		}
+		body, err := jsonText(v)
+		if err != nil {
+			return err
+		}
+		return a.exec(`INSERT INTO visits(id, household_id, place_code, device_time, body, review_state, local_only)
+				VALUES (?, ?, ?, ?, ?, ?, 0)
+			ON CONFLICT(id) DO UPDATE SET household_id = excluded.household_id, place_code = excluded.place_code,
+				device_time = excluded.device_time, body = excluded.body, review_state = excluded.review_state, local_only = 0`,
+			v.ID, v.HouseholdID, v.PlaceCode, ts(v.DeviceTime), body, v.ReviewState)
+	case syncproto.EntityConflict:
+		cf := op.Conflict
+		if cf == nil {
+			return errBadOp
+		}
+		if cf.ID == "" {
+			cf.ID = op.ID
+		}
+		if cf.ID == "" {
+			return errBadOp
+		}
+		body, err := jsonText(cf)
+		if err != nil {
+			return err
+		}
+		return a.exec(`INSERT INTO conflicts(id, household_id, place_code, state, body) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT(id) DO UPDATE SET household_id = excluded.household_id, place_code = excluded.place_code,
+				state = excluded.state, body = excluded.body`,
+			cf.ID, cf.HouseholdID, op.Place, cf.State, body)
+	case syncproto.EntityTask:
+		t := op.Task
+		if t == nil {
+			return errBadOp
+		}
+		if t.ID == "" {
+			t.ID = op.ID
+		}
+		if t.ID == "" {
+			return errBadOp
+		}
+		body, err := jsonText(t)
+		if err != nil {
+			return err
+		}
+		return a.exec(`INSERT INTO tasks(id, household_id, visit_id, place_code, state, body) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT(id) DO UPDATE SET household_id = excluded.household_id, visit_id = excluded.visit_id,
+				place_code = excluded.place_code, state = excluded.state, body = excluded.body`,
+			t.ID, t.HouseholdID, t.VisitID, op.Place, t.State, body)
+	}
+	return nil
+}
+
+func (a *applier) del(op *syncproto.Op) error {
+	id := op.ID
+	switch op.Type {
+	case syncproto.EntityPlace:
+		if id == "" {
+			id = op.Place
+		}
+		return a.exec(`DELETE FROM places WHERE code = ?`, id)
+	case syncproto.EntityForm:
+		fid, ver, ok := strings.Cut(id, "@")
+		if !ok {
+			return a.exec(`DELETE FROM forms WHERE id = ?`, id)
+		}
+		v, err := strconv.Atoi(ver)
+		if err != nil {
+			return fmt.Errorf("form id %q: %w", id, errBadOp)
+		}
+		return a.exec(`DELETE FROM forms WHERE id = ? AND version = ?`, fid, v)
+	case syncproto.EntityHousehold:
+		return a.dropBase(id)
+	case syncproto.EntityVisit:
+		return a.exec(`DELETE FROM visits WHERE id = ?`, id)
+	case syncproto.EntityConflict:
+		return a.exec(`DELETE FROM conflicts WHERE id = ?`, id)
+	case syncproto.EntityTask:
+		return a.exec(`DELETE FROM tasks WHERE id = ?`, id)
+	}
+	return nil
+}
+
+// dropBase forgets the server's copy of a household (deleted, or out of
+// scope). The recompute at the end keeps it only if the outbox still
+// creates it; unpushed edits stay in the outbox either way.
+func (a *applier) dropBase(id string) error {
+	if err := a.exec(`UPDATE households SET has_base = 0, base_place = '', base_version = 0, base_fields = '{}' WHERE id = ?`, id); err != nil {
+		return err
+	}
+	if err := a.exec(`UPDATE results SET overlay = 0 WHERE household_id = ? AND overlay = 1`, id); err != nil {
+		return err
+	}
+	a.touched[id] = true
+	return nil
+}
+
+// leave drops everything held under place and its descendants: places,
+// households (by the server's place), visits, conflicts, tasks. The device's
+// own unacknowledged households and visits stay, and so does the outbox.
+func (a *applier) leave(place string) error {
+	rows, err := a.tx.QueryContext(a.ctx, subtreeCTE+` SELECT id FROM households WHERE has_base = 1 AND base_place IN (SELECT code FROM sub)`, place)
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := a.dropBase(id); err != nil {
+			return err
+		}
+	}
+	for _, q := range []string{
+		`DELETE FROM visits WHERE local_only = 0 AND place_code IN (SELECT code FROM sub)`,
+		`DELETE FROM conflicts WHERE place_code IN (SELECT code FROM sub)`,
+		`DELETE FROM tasks WHERE place_code IN (SELECT code FROM sub)`,
+		// Places last: the subtree is computed from them.
+		`DELETE FROM places WHERE code IN (SELECT code FROM sub)`,
+	} {
+		if err := a.exec(subtreeCTE+" "+q, place); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reset drops the whole local copy except the device's own unacknowledged
+// households and visits; the outbox and the results stay.
+func (a *applier) reset() error {
+	rows, err := a.tx.QueryContext(a.ctx, `SELECT id FROM households`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		a.touched[id] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, q := range []string{
+		`DELETE FROM places`,
+		`DELETE FROM forms`,
+		`DELETE FROM conflicts`,
+		`DELETE FROM tasks`,
+		`DELETE FROM visits WHERE local_only = 0`,
+		`UPDATE households SET has_base = 0, base_place = '', base_version = 0, base_fields = '{}'`,
+		`UPDATE results SET overlay = 0 WHERE overlay = 1`,
+	} {
+		if err := a.exec(q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// finish recomputes the local view of every household whose base changed.
+func (a *applier) finish() error {
+	for id := range a.touched {
+		if err := recompute(a.ctx, a.tx, id); err != nil {
+			return err
+		}
+	}
+	a.touched = map[string]bool{}
+	return nil
+}

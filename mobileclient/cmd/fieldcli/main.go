@@ -1,0 +1,307 @@
+// Command fieldcli acts as one fieldsync device from the command line: it
+// enrolls, records visits and household edits offline into its own device
+// database, and syncs them with the server.
+//
+//	fieldcli [-dir DIR] enroll -server URL -code CODE [-name N]
+//	fieldcli [-dir DIR] places
+//	fieldcli [-dir DIR] households [-place CODE]
+//	fieldcli [-dir DIR] visit -household ID -form ID [-version N] -answers JSON [-lon X -lat Y] [-acc M]
+//	fieldcli [-dir DIR] create -place CODE -set field=jsonvalue ...
+//	fieldcli [-dir DIR] edit -household ID -set field=jsonvalue ...
+//	fieldcli [-dir DIR] sync
+//	fieldcli [-dir DIR] pending
+//
+// A -set value that is not valid JSON is taken as a string.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+
+	"fieldsync/mobileclient"
+	"fieldsync/syncproto"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "fieldcli:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: fieldcli [-dir DIR] COMMAND [flags]
+
+commands:
+  enroll      -server URL -code CODE [-name N]
+  places
+  households  [-place CODE]
+  visit       -household ID -form ID [-version N] -answers JSON [-lon X -lat Y] [-acc M]
+  create      -place CODE -set field=jsonvalue ...
+  edit        -household ID -set field=jsonvalue ...
+  sync
+  pending
+`
+
+func run(args []string, stdout, stderr io.Writer) error {
+	global := flag.NewFlagSet("fieldcli", flag.ContinueOnError)
+	global.SetOutput(stderr)
+	global.Usage = func() { fmt.Fprint(stderr, usage); global.PrintDefaults() }
+	dir := global.String("dir", "./fieldcli-data", "device data folder")
+	if err := global.Parse(args); err != nil {
+		return err
+	}
+	if global.NArg() == 0 {
+		global.Usage()
+		return flag.ErrHelp
+	}
+	cmd, rest := global.Arg(0), global.Args()[1:]
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(dir, "dir", *dir, "device data folder")
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+
+	open := func(server string) (*mobileclient.Client, error) {
+		return mobileclient.Open(*dir, server, &mobileclient.Options{AppVersion: "fieldcli"})
+	}
+	switch cmd {
+	case "enroll":
+		server := fs.String("server", "", "server base URL")
+		code := fs.String("code", "", "one-time enrollment code")
+		name := fs.String("name", hostname(), "device name")
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		if *server == "" || *code == "" {
+			return errors.New("enroll: -server and -code are required")
+		}
+		c, err := open(*server)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := c.Enroll(ctx, *code, *name); err != nil {
+			return err
+		}
+		info, err := c.Info()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "enrolled as device %s (user %s) at %s\n", info.DeviceID, info.Username, info.ServerURL)
+		return nil
+
+	case "places":
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		c, err := open("")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		ps, err := c.Places()
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			fmt.Fprintf(stdout, "%s\t%s\t%s\tparent=%s\n", p.Code, p.Level, p.Name, p.ParentCode)
+		}
+		return nil
+
+	case "households":
+		place := fs.String("place", "", "place code (with its descendants); empty for all")
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		c, err := open("")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		hs, err := c.Households(*place)
+		if err != nil {
+			return err
+		}
+		for _, h := range hs {
+			fb, _ := json.Marshal(h.Fields)
+			fmt.Fprintf(stdout, "%s\t%s\tv%d\t%s\n", h.ID, h.PlaceCode, h.Version, fb)
+		}
+		return nil
+
+	case "visit":
+		household := fs.String("household", "", "household id")
+		form := fs.String("form", "", "form id")
+		version := fs.Int("version", 0, "form version (0: newest on the device)")
+		answers := fs.String("answers", "{}", "answers as a JSON object")
+		lon := fs.Float64("lon", 0, "longitude")
+		lat := fs.Float64("lat", 0, "latitude")
+		acc := fs.Float64("acc", 0, "GPS accuracy in metres")
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		if *household == "" || *form == "" {
+			return errors.New("visit: -household and -form are required")
+		}
+		v := syncproto.Visit{HouseholdID: *household, FormID: *form, FormVersion: *version, AccuracyM: *acc}
+		if err := json.Unmarshal([]byte(*answers), &v.Answers); err != nil {
+			return fmt.Errorf("visit: -answers: %w", err)
+		}
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if set["lon"] || set["lat"] {
+			v.Point = &syncproto.Point{Lon: *lon, Lat: *lat}
+		}
+		c, err := open("")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		id, err := c.RecordVisit(v)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "queued visit %s\n", id)
+		return nil
+
+	case "create", "edit":
+		household := fs.String("household", "", "household id (edit)")
+		place := fs.String("place", "", "place code (create)")
+		sets := setFlag{}
+		fs.Var(sets, "set", "field=jsonvalue (repeatable); null removes a field")
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		c, err := open("")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if cmd == "create" {
+			if *place == "" {
+				return errors.New("create: -place is required")
+			}
+			id, err := c.CreateHousehold(*place, sets)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "queued household %s\n", id)
+			return nil
+		}
+		if *household == "" || len(sets) == 0 {
+			return errors.New("edit: -household and at least one -set are required")
+		}
+		if err := c.UpdateHousehold(*household, sets); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "queued edit of %s (%d field(s))\n", *household, len(sets))
+		return nil
+
+	case "sync":
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		c, err := open("")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		rep, err := c.Sync(ctx)
+		printReport(stdout, rep)
+		return err
+
+	case "pending":
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		c, err := open("")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		p, err := c.Pending()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "pending mutations: %d (%d bytes)\n", p.Mutations, p.Bytes)
+		if !p.OldestAt.IsZero() {
+			fmt.Fprintf(stdout, "oldest pending:    %s\n", p.OldestAt.Format("2006-01-02 15:04:05Z07:00"))
+		}
+		fmt.Fprintf(stdout, "pending uploads:   %d (%d bytes)\n", p.Uploads, p.UploadBytes)
+		if !p.LastSyncAt.IsZero() {
+			fmt.Fprintf(stdout, "last sync:         %s\n", p.LastSyncAt.Format("2006-01-02 15:04:05Z07:00"))
+		}
+		rs, err := c.Rejections()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "rejected:          %d\n", len(rs))
+		for _, r := range rs {
+			fmt.Fprintf(stdout, "  seq %d %s %s: %s: %s\n", r.Seq, r.Kind, r.EntityID, r.Code, r.Message)
+		}
+		return nil
+	}
+	global.Usage()
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+func printReport(w io.Writer, r mobileclient.SyncReport) {
+	fmt.Fprintf(w, "pushed %d mutation(s) in %d batch(es): %d applied, %d rejected, %d conflict(s)\n",
+		r.Pushed, r.Batches, r.Pushed-r.Rejected, r.Rejected, r.Conflicts)
+	fmt.Fprintf(w, "pulled %d op(s) in %d page(s)", r.PulledOps, r.Pages)
+	if r.ScopeEntered+r.ScopeLeft+r.Resets > 0 {
+		fmt.Fprintf(w, " (scope: +%d -%d, resets %d)", r.ScopeEntered, r.ScopeLeft, r.Resets)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "sent %d bytes, received %d bytes, %d retr(ies)\n", r.BytesSent, r.BytesReceived, r.Retries)
+	for _, e := range r.Errors {
+		fmt.Fprintf(w, "  retried: %s\n", e)
+	}
+	for _, rj := range r.Rejections {
+		fmt.Fprintf(w, "  rejected seq %d %s %s: %s: %s\n", rj.Seq, rj.Kind, rj.EntityID, rj.Code, rj.Message)
+	}
+}
+
+// setFlag collects -set field=jsonvalue.
+type setFlag map[string]json.RawMessage
+
+func (s setFlag) String() string {
+	keys := make([]string, 0, len(s))
+	for k := range s {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ",")
+}
+
+func (s setFlag) Set(v string) error {
+	name, val, ok := strings.Cut(v, "=")
+	if !ok || name == "" {
+		return fmt.Errorf("want field=jsonvalue, got %q", v)
+	}
+	if json.Valid([]byte(val)) {
+		s[name] = json.RawMessage(val)
+	} else {
+		b, _ := json.Marshal(val)
+		s[name] = b
+	}
+	return nil
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "fieldcli"
+	}
+	return h
+}

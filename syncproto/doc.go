@@ -1,0 +1,147 @@
+// Package syncproto is fieldsync's wire protocol: the messages a device
+// and the server exchange, the rules both sides follow, and the pure
+// helpers they share (form validation, hybrid logical clocks, cursor
+// tokens, error codes). It does no I/O beyond io.Reader and io.Writer, so
+// the device library, the server and tests all use the same code.
+//
+// This comment is written for someone writing a new client (an Android or
+// iOS app) in another language.
+//
+// # Transport
+//
+// HTTP/1.1 or HTTP/2, JSON bodies (UTF-8), Content-Type application/json.
+// Request bodies may be gzip-compressed (Content-Encoding: gzip); send
+// Accept-Encoding: gzip and responses over 1 KiB come back compressed.
+// Every sync request carries "protocol_version" (currently 1). A server
+// that cannot speak it answers 426 with code "unsupported_protocol_version"
+// and details {"min":..,"max":..}; it never guesses. Unknown JSON fields
+// are ignored by both sides, so a newer peer may add fields freely within
+// a version.
+//
+// Encoding choice: JSON with gzip. We weighed CBOR (fxamacker/cbor) and
+// protobuf. BenchmarkWireBytesPerVisit encodes a batch of 20 household
+// survey visits (Chinese answers, GPS, two evidence references each):
+// JSON+gzip is about 181 bytes a visit, CBOR+gzip about 203 (836 bytes of
+// plain JSON). After gzip the repeated keys cost almost nothing, while
+// JSON stays readable in logs and proxies, needs no code generation on
+// Android or iOS, and every HTTP stack already gzips it. Protobuf would
+// save a little more only by giving up the self-describing "unknown fields
+// are ignored" property that rule 8 relies on.
+//
+// # Enrollment
+//
+// An admin issues a one-time code (typed, or scanned as the QR payload
+// "fieldsync://enroll?server=<url>&code=<code>"). The device posts
+// {"code","name"} to /api/v1/devices/enroll and receives {"device_id",
+// "token"}. The token goes in "Authorization: Bearer <token>" on every
+// later request; a revoked device gets 401 "unauthorized" on its very next
+// request and must stop syncing.
+//
+// # Ids and clocks
+//
+// The device makes every id (ULID or UUIDv7, see ValidID and NewID); the
+// server never renames. Each mutation carries an HLC (hybrid logical
+// clock) from the device's Clock, written as "<13-digit unix ms>-<4 hex>".
+// Observe the server_hlc of every response so the device clock never runs
+// behind what it has seen. A device HLC that runs ahead of the server by
+// more than a few minutes is clamped (the result says clock_clamped); a
+// clock that is behind is kept. Neither is ever a reason to reject.
+//
+// # Push: POST /api/v1/sync/push
+//
+// The device keeps an outbox: every local change is a Mutation with the
+// next per-device sequence number (1, 2, 3, ... never reused), written in
+// the same local transaction as the change itself. Push sends the oldest
+// outbox mutations in order (at most MaxPushMutations per request; keep
+// batches small, ~20, so a retry over a weak link is cheap):
+//
+//	{"protocol_version":1,"device_id":"...","mutations":[{"seq":41,"kind":"visit.create","hlc":"...","visit":{...}}, ...],
+//	 "health":{"pending_mutations":3,"pending_blobs":2,"pending_bytes":512000,"oldest_pending":"...","app_version":"1.4.0"}}
+//
+// The server applies the batch in one transaction together with the
+// device's last applied sequence, and answers only after commit:
+//
+//	{"protocol_version":1,"last_seq":43,"results":[{"seq":41,"status":"applied","version":17}, {"seq":42,"status":"rejected","code":"validation_failed","message":"..."}, ...],"server_hlc":"..."}
+//
+// Rules:
+//   - A mutation whose seq the server already applied is not applied again;
+//     its stored result is returned. Replaying a whole batch is always safe,
+//     so after a timeout or a dropped connection just send it again.
+//   - The first seq of a batch must be at most last_seq+1. A gap is refused
+//     with 409 "sequence_gap" and details {"expected": n}.
+//   - A mutation that can never apply (fails its form's validation, names
+//     an unknown household, lies outside the device's places, reuses an id
+//     with different content) is "rejected" with a code and message. It
+//     still advances the sequence; show it to the worker and drop it from
+//     the outbox. One bad record never blocks the queue. The server keeps
+//     the rejected body, so nothing a device sent is lost.
+//   - Delete outbox rows only after saving the results, in one local
+//     transaction. A crash between push and save just repeats the push.
+//
+// Mutation kinds (payload field in brackets): visit.create [visit],
+// household.create [household], household.update [household_update],
+// household.move [household_move], household.delete [household_delete],
+// evidence.attach [evidence_attach].
+//
+// Households are a flat map of fields (see HouseholdSchema). Members are
+// fields "member.<member id>", so member lists merge member by member.
+// An update names the household version the device started from
+// (base_version) and only the fields it changed. The server merges field
+// by field: a field nobody else changed since base_version applies; a field
+// changed on both sides keeps the later HLC (server sequence breaks ties)
+// and stores the other value in a conflict record; sensitive fields
+// (head_name, poverty_status, dibao_class, location) are never settled
+// automatically: the current value stays and an open conflict waits for a
+// supervisor. Visits are append-only; a correction is a new visit naming
+// corrects_visit_id.
+//
+// # Pull: POST /api/v1/sync/pull
+//
+//	{"protocol_version":1,"device_id":"...","cursor":"<opaque>","max_bytes":262144}
+//	→ {"protocol_version":1,"ops":[...],"cursor":"<opaque>","has_more":true,"server_hlc":"..."}
+//
+// Start with an empty cursor. Apply all ops of a page AND save the new
+// cursor in one local transaction, then pull again while has_more. The
+// cursor is opaque, HMAC-signed and bound to the device: a forged, altered
+// or other device's cursor gets 400 "invalid_cursor".
+//
+// Ops, in order:
+//   - put: store the entity (type place, form, household, visit, conflict,
+//     task), replacing any local copy. For households, keep unpushed local
+//     edits on top of the new server copy.
+//   - delete: remove the entity (it was deleted, or it left your places,
+//     e.g. a household that moved to another village).
+//   - scope_enter {place}: the place and its descendants joined your scope;
+//     their entities follow as puts.
+//   - scope_leave {place}: drop everything held under that place and its
+//     descendants. Never touch the outbox: unpushed edits are still pushed
+//     (and reported if they are now out of scope).
+//   - reset: drop the whole local copy (never the outbox) and apply the
+//     ops that follow; they rebuild it. Sent when the cursor is older than
+//     the retained change log or comes from another server epoch (after a
+//     restore).
+//
+// The server's change log is ordered by commit (sequence numbers are
+// assigned inside the single writer's transaction), so a cursor never
+// skips a change that commits later. Pages are capped at max_bytes
+// (between MinPullBytes and MaxPullBytes) of encoded ops. The place tree
+// and forms a device needs come in the same pull.
+//
+// # Evidence
+//
+// Photos, scans and signatures travel apart from records. A visit
+// references each as {sha256, size, media_type, slot}. After pushing, the
+// device asks which hashes the server lacks (POST /api/v1/evidence/missing)
+// and uploads each with the tus 1.0 resumable protocol at /api/v1/uploads/
+// (creation with the sha256 in Upload-Metadata, HEAD for the offset, PATCH
+// with Upload-Checksum), keeping the upload URL and offset so it resumes
+// after a cut or an app restart. The server re-hashes before it marks a
+// blob present.
+//
+// # Errors
+//
+// Every error is {"code": "...", "message": "...", "details": {...}} with
+// the HTTP status from Code.HTTPStatus. Retry with backoff and jitter on
+// 429, 5xx and network errors (503 carries Retry-After); never retry 4xx
+// other than 429 and 409 sequence_gap after fixing the gap.
+package syncproto
