@@ -76,6 +76,8 @@ type Store struct {
 	epoch     string
 	cursorKey []byte
 
+	forms formCache
+
 	pushes    chan *pushJob
 	closeOnce sync.Once
 	done      chan struct{}

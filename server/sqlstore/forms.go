@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 
 	"fieldsync/server/domain"
 	"fieldsync/syncproto"
@@ -46,6 +47,35 @@ func (s *Store) PublishForm(ctx context.Context, def syncproto.FormDef, by int64
 // Form returns one version of a form (version 0: the latest).
 func (s *Store) Form(ctx context.Context, id string, version int) (syncproto.FormDef, error) {
 	return formBy(ctx, s.r, id, version)
+}
+
+// formCache holds parsed form versions. Published versions never change,
+// so an entry never goes stale.
+type formCache struct {
+	mu sync.RWMutex
+	m  map[string]*syncproto.FormDef
+}
+
+// cachedForm returns a published form version, parsed once.
+func (s *Store) cachedForm(ctx context.Context, q querier, id string, version int) (*syncproto.FormDef, error) {
+	key := fmt.Sprintf("%s@%d", id, version)
+	s.forms.mu.RLock()
+	f := s.forms.m[key]
+	s.forms.mu.RUnlock()
+	if f != nil {
+		return f, nil
+	}
+	def, err := formBy(ctx, q, id, version)
+	if err != nil {
+		return nil, err
+	}
+	s.forms.mu.Lock()
+	if s.forms.m == nil {
+		s.forms.m = map[string]*syncproto.FormDef{}
+	}
+	s.forms.m[key] = &def
+	s.forms.mu.Unlock()
+	return &def, nil
 }
 
 func formBy(ctx context.Context, q querier, id string, version int) (syncproto.FormDef, error) {

@@ -358,7 +358,12 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 	} else if !errors.Is(err, sql.ErrNoRows) {
 		return err
 	}
-	h, err := a.household(v.HouseholdID)
+	// A visit needs only the household's place, not its fields.
+	h := &householdRow{id: v.HouseholdID}
+	err = a.tx.QueryRowContext(a.ctx, `SELECT place_code, deleted FROM households WHERE id = ?`, v.HouseholdID).Scan(&h.place, &h.deleted)
+	if errors.Is(err, sql.ErrNoRows) {
+		return reject(syncproto.CodeUnknownEntity, "household %s does not exist", v.HouseholdID)
+	}
 	if err != nil {
 		return err
 	}
@@ -368,7 +373,7 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 	if err := a.inScope(h.place); err != nil {
 		return err
 	}
-	form, err := formBy(a.ctx, a.tx, v.FormID, v.FormVersion)
+	form, err := a.s.cachedForm(a.ctx, a.tx, v.FormID, v.FormVersion)
 	if errors.Is(err, domain.ErrNotFound) {
 		return reject(syncproto.CodeUnknownEntity, "form %s version %d does not exist", v.FormID, v.FormVersion)
 	}
@@ -697,7 +702,7 @@ func (a *applier) evidenceAttach(e *syncproto.EvidenceAttach) error {
 	if err := a.inScope(place); err != nil {
 		return err
 	}
-	form, err := formBy(a.ctx, a.tx, formID, formVersion)
+	form, err := a.s.cachedForm(a.ctx, a.tx, formID, formVersion)
 	if err != nil {
 		return err
 	}

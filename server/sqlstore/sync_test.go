@@ -76,8 +76,12 @@ func visitMut(d *device, hh string) syncproto.Mutation {
 	})
 }
 
+var waterOnce = sync.OnceValue(buildWaterAnswers)
+
 // waterAnswers is a valid answer set for the water-cellar template.
-func waterAnswers() map[string]json.RawMessage {
+func waterAnswers() map[string]json.RawMessage { return waterOnce() }
+
+func buildWaterAnswers() map[string]json.RawMessage {
 	f, ok := syncproto.Template("water_cellar_progress")
 	if !ok {
 		panic("template")
