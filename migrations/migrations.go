@@ -100,31 +100,58 @@ func ensureTable(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
-// Up applies every migration in fsys newer than the database, up to and
-// including target (0 means all). It returns the versions it applied.
+// Up applies, in version order, every migration in fsys that the
+// database has not recorded, up to and including target (0 means all). It
+// returns the versions it applied.
 func Up(ctx context.Context, db *sql.DB, fsys fs.FS, target int) ([]int, error) {
 	all, err := List(fsys)
 	if err != nil {
 		return nil, err
 	}
-	cur, err := Current(ctx, db)
+	done, err := applied(ctx, db)
 	if err != nil {
 		return nil, err
 	}
-	if len(all) > 0 && cur > all[len(all)-1].Version {
-		return nil, fmt.Errorf("migrations: at %d, binary knows %d: %w", cur, all[len(all)-1].Version, ErrNewer)
-	}
-	var applied []int
+	known := map[int]bool{}
 	for _, m := range all {
-		if m.Version <= cur || (target > 0 && m.Version > target) {
+		known[m.Version] = true
+	}
+	for v := range done {
+		if !known[v] {
+			return nil, fmt.Errorf("migrations: database has version %d that this binary does not know: %w", v, ErrNewer)
+		}
+	}
+	var out []int
+	for _, m := range all {
+		if done[m.Version] || (target > 0 && m.Version > target) {
 			continue
 		}
 		if err := apply(ctx, db, m); err != nil {
-			return applied, err
+			return out, err
 		}
-		applied = append(applied, m.Version)
+		out = append(out, m.Version)
 	}
-	return applied, nil
+	return out, nil
+}
+
+func applied(ctx context.Context, db *sql.DB) (map[int]bool, error) {
+	if err := ensureTable(ctx, db); err != nil {
+		return nil, err
+	}
+	rows, err := db.QueryContext(ctx, `SELECT version FROM schema_migrations`)
+	if err != nil {
+		return nil, fmt.Errorf("migrations: applied: %w", err)
+	}
+	defer rows.Close()
+	out := map[int]bool{}
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out[v] = true
+	}
+	return out, rows.Err()
 }
 
 func apply(ctx context.Context, db *sql.DB, m Migration) error {

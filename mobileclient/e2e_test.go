@@ -451,9 +451,7 @@ func TestE2E_ScopeChanges(t *testing.T) {
 		t.Errorf("V2 households = %v, want %v", got, v2)
 	}
 	assertConverged(t, "after enter", c, env)
-	v1Places := []string{"V1", "G11", "G12"}
 	v2Places := []string{"V2", "G21"}
-	_ = v1Places
 
 	// Unpushed work in V1, then V1 is taken away.
 	if err := c.UpdateHousehold(v1[0], map[string]json.RawMessage{"notes": str("late edit")}); err != nil {
@@ -660,4 +658,94 @@ func TestE2E_SmallPagesAndBatches(t *testing.T) {
 		t.Errorf("report = %+v", rep)
 	}
 	assertConverged(t, "device", c, env)
+}
+
+// TestE2E_TwoOfflineEditsOfOneField: a worker edits the same field twice
+// before syncing. Both updates carry the base version the device last
+// pulled; the server must not see the second as clashing with the first
+// (a field last written by the same device is not a clash), so the
+// device's own later write simply wins, with no conflict record.
+func TestE2E_TwoOfflineEditsOfOneField(t *testing.T) {
+	env := servertest.Start(t)
+	u := env.CreateUser(t, "worker1", domain.RoleFieldWorker, "V1")
+	hs := importHouseholds(t, env, "G11")
+	c := device(t, env, u, nil)
+	for _, v := range []string{`"a"`, `"b"`} {
+		if err := c.UpdateHousehold(hs[0], map[string]json.RawMessage{"head_name": raw(v), "notes": raw(v)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep := mustSync(t, c)
+	if rep.Conflicts != 0 {
+		t.Errorf("%d conflicts", rep.Conflicts)
+	}
+	h := serverHouseholds(t, env)[hs[0]]
+	if compact(h.Fields["head_name"]) != `"b"` || compact(h.Fields["notes"]) != `"b"` {
+		t.Errorf("server = %s, want the later edit", fieldsJSON(h.Fields))
+	}
+	assertConverged(t, "device", c, env)
+}
+
+// wireCounter counts response bodies as they come off the wire and notes
+// their encodings and the request encodings.
+type wireCounter struct {
+	inner    http.RoundTripper
+	bytes    atomic.Int64
+	gzipResp atomic.Int32
+	gzipReq  atomic.Int32
+}
+
+type countBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b countBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+func (w *wireCounter) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Content-Encoding") == "gzip" {
+		w.gzipReq.Add(1)
+	}
+	resp, err := w.inner.RoundTrip(r)
+	if err != nil {
+		return resp, err
+	}
+	if resp.Header.Get("Content-Encoding") == "gzip" {
+		w.gzipResp.Add(1)
+	}
+	resp.Body = countBody{resp.Body, &w.bytes}
+	return resp, nil
+}
+
+func TestE2E_CompressedOnTheWire(t *testing.T) {
+	env := servertest.Start(t)
+	u := env.CreateUser(t, "worker1", domain.RoleFieldWorker, "V1")
+	importHouseholds(t, env, "G11", "G12", "V1")
+	wc := &wireCounter{inner: http.DefaultTransport}
+	c := openTest(t, t.TempDir(), env.URL, &Options{HTTPClient: &http.Client{Transport: wc}, Backoff: fastBackoff})
+	if err := c.Enroll(context.Background(), env.EnrollCode(t, u.ID), "t"); err != nil {
+		t.Fatal(err)
+	}
+	wc.bytes.Store(0)
+	rep := mustSync(t, c)
+	if wc.gzipResp.Load() == 0 || wc.gzipReq.Load() == 0 {
+		t.Errorf("gzip responses %d, gzip requests %d", wc.gzipResp.Load(), wc.gzipReq.Load())
+	}
+	if rep.BytesReceived != wc.bytes.Load() {
+		t.Errorf("BytesReceived %d, wire %d", rep.BytesReceived, wc.bytes.Load())
+	}
+	// The forms alone are far larger than what crossed the wire.
+	var forms int
+	fs, _ := c.Forms()
+	for _, f := range fs {
+		b, _ := json.Marshal(f)
+		forms += len(b)
+	}
+	if rep.BytesReceived >= int64(forms) {
+		t.Errorf("received %d bytes for %d bytes of forms: not compressed?", rep.BytesReceived, forms)
+	}
 }

@@ -175,7 +175,7 @@ func fieldEq(t *testing.T, h syncproto.Household, name, want string) {
 // status for all and household versions from version.
 func ack(t *testing.T, c *Client, status string, version int64) SyncReport {
 	t.Helper()
-	batch, err := c.loadBatch(context.Background())
+	batch, err := c.loadBatch(context.Background(), c.opts.MaxBatch)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -298,7 +298,9 @@ type Result struct {
 }
 
 // Rejections returns the rejected mutations not yet dismissed, in sequence
-// order, so the worker can see what did not apply and why.
+// order, so the worker can see what did not apply and why. A rejected
+// visit or household creation leaves the local view (the server never had
+// it); the mutation JSON here keeps everything that was entered.
 func (c *Client) Rejections() ([]Result, error) {
 	if err := c.check(); err != nil {
 		return nil, err

@@ -144,8 +144,8 @@ type pushBody struct {
 	Health          *syncproto.OutboxHealth `json:"health,omitempty"`
 }
 
-func (c *Client) loadBatch(ctx context.Context) ([]outboxRow, error) {
-	rows, err := c.db.QueryContext(ctx, `SELECT seq, kind, entity_id, household_id, body, created_at FROM outbox ORDER BY seq LIMIT ?`, c.opts.MaxBatch)
+func (c *Client) loadBatch(ctx context.Context, limit int) ([]outboxRow, error) {
+	rows, err := c.db.QueryContext(ctx, `SELECT seq, kind, entity_id, household_id, body, created_at FROM outbox ORDER BY seq LIMIT ?`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: %w", err)
 	}
@@ -185,8 +185,9 @@ func (c *Client) health(ctx context.Context) *syncproto.OutboxHealth {
 func (c *Client) push(ctx context.Context, cr credentials, rep *SyncReport) error {
 	var cnt counters
 	defer rep.add(&cnt)
+	limit := c.opts.MaxBatch
 	for {
-		batch, err := c.loadBatch(ctx)
+		batch, err := c.loadBatch(ctx, limit)
 		if err != nil {
 			return fmt.Errorf("push: %w", err)
 		}
@@ -206,6 +207,14 @@ func (c *Client) push(ctx context.Context, cr credentials, rep *SyncReport) erro
 			var gap *SequenceGapError
 			if errors.As(err, &gap) {
 				gap.Sent = batch[0].seq
+			}
+			var se *syncproto.Error
+			if errors.As(err, &se) && se.Code == syncproto.CodeTooLarge && len(batch) > 1 {
+				// The server (or a proxy) refuses bodies this big: halve the
+				// batch for the rest of this push.
+				limit = len(batch) / 2
+				cnt.errors = append(cnt.errors, err.Error())
+				continue
 			}
 			return err
 		}

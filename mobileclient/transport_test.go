@@ -478,3 +478,26 @@ func TestBackoffDelay_Bounds(t *testing.T) {
 		t.Errorf("Retry-After not capped: %v", d)
 	}
 }
+
+func TestSync_HalvesBatchOnTooLarge(t *testing.T) {
+	f := newFake(t, func(f *fakeServer, w http.ResponseWriter, r *http.Request, body []byte) any {
+		if r.URL.Path == PushPath {
+			f.mu.Lock()
+			n := len(f.pushes[len(f.pushes)-1].Mutations)
+			f.mu.Unlock()
+			if n > 2 {
+				return syncproto.Errorf(syncproto.CodeTooLarge, "body too large")
+			}
+		}
+		return okHandler(f, w, r, body)
+	})
+	c := enrolledWithWork(t, f, &Options{MaxBatch: 10, Backoff: fastBackoff}, 5)
+	rep, err := c.Sync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 5 refused, 2 refused, then 2+2+1 in batches of at most 2.
+	if rep.Pushed != 5 || rep.Batches != 3 {
+		t.Errorf("report = %+v", rep)
+	}
+}

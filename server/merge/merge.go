@@ -62,7 +62,8 @@ type Outcome struct {
 
 // Apply merges e into the current fields cur with metadata meta.
 //
-// For each field of e: if nobody wrote it after e.Base, e's value applies.
+// For each field of e: if nobody else wrote it after e.Base, e's value
+// applies.
 // Otherwise the field was changed on both sides: equal values are no
 // conflict; a sensitive field keeps the current value and opens a conflict
 // for a supervisor; any other field goes to the later hybrid logical clock
@@ -74,7 +75,10 @@ func Apply(cur map[string]json.RawMessage, meta map[string]FieldMeta, e Edit) Ou
 	for _, f := range sortedFields(e.Fields) {
 		v := e.Fields[f]
 		m, written := meta[f]
-		if !written || m.Version <= e.Base {
+		// Not a clash: nobody wrote the field since the device's base, or
+		// the last writer is this same device (two offline edits of one
+		// field carry the same base; the later one supersedes its own).
+		if !written || m.Version <= e.Base || (e.Device != "" && m.Device == e.Device) {
 			out.Set[f] = v
 			out.Meta[f] = mine
 			continue

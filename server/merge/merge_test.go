@@ -70,3 +70,20 @@ func TestApply_LoserIsKept(t *testing.T) {
 		t.Fatalf("loser case: %+v", lose.Conflicts[0])
 	}
 }
+
+// TestApply_SameDeviceTwiceIsNoClash: two offline edits of one field by
+// the same device share a base; the second supersedes the first.
+func TestApply_SameDeviceTwiceIsNoClash(t *testing.T) {
+	cur := map[string]json.RawMessage{"head_name": raw(`"first"`)}
+	meta := map[string]FieldMeta{"head_name": {HLC: syncproto.HLC{WallMs: 5}, Version: 7, Device: "A"}}
+	out := Apply(cur, meta, Edit{Fields: map[string]json.RawMessage{"head_name": raw(`"second"`)}, Base: 3, HLC: syncproto.HLC{WallMs: 6}, Version: 8, Device: "A",
+		Sensitive: func(string) bool { return true }})
+	if len(out.Conflicts) != 0 || string(out.Set["head_name"]) != `"second"` {
+		t.Fatalf("out = %+v", out)
+	}
+	other := Apply(cur, meta, Edit{Fields: map[string]json.RawMessage{"head_name": raw(`"second"`)}, Base: 3, HLC: syncproto.HLC{WallMs: 6}, Version: 8, Device: "B",
+		Sensitive: func(string) bool { return true }})
+	if len(other.Conflicts) != 1 || other.Conflicts[0].State != StateOpen {
+		t.Fatalf("other device = %+v", other)
+	}
+}
