@@ -72,6 +72,7 @@ func (s *Server) authenticate(level string) echo.MiddlewareFunc {
 					return unauthorized("user disabled")
 				}
 				c.Set(principalKey, &domain.Principal{User: u, DeviceID: dev.ID})
+				c.SetRequest(c.Request().WithContext(domain.WithActor(ctx, domain.Actor{UserID: u.ID, Name: u.Username, DeviceID: dev.ID})))
 				return next(c)
 			}
 			viaCookie := false
@@ -103,6 +104,7 @@ func (s *Server) authenticate(level string) echo.MiddlewareFunc {
 				}
 			}
 			c.Set(principalKey, &domain.Principal{User: u, ViaCookie: viaCookie, CSRFToken: sess.CSRFToken})
+			c.SetRequest(c.Request().WithContext(domain.WithActor(ctx, domain.Actor{UserID: u.ID, Name: u.Username, Session: auth.HashToken(token)[:12]})))
 			switch level {
 			case authAdmin:
 				if u.Role != domain.RoleAdmin {

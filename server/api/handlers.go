@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/paulmach/orb/geojson"
@@ -431,6 +432,14 @@ func (s *Server) enroll(c echo.Context) error {
 
 func (s *Server) listDevices(c echo.Context) error {
 	p := principal(c)
+	var stuck time.Duration
+	if h := c.QueryParam("stuck_hours"); h != "" {
+		n, err := strconv.ParseFloat(h, 64)
+		if err != nil || n < 0 {
+			return syncproto.Errorf(syncproto.CodeBadRequest, "stuck_hours must be a number of hours")
+		}
+		stuck = time.Duration(n * float64(time.Hour))
+	}
 	var userIDs []int64
 	if p.User.Role != domain.RoleAdmin {
 		vis, err := s.visible(c, p.User)
@@ -448,7 +457,13 @@ func (s *Server) listDevices(c echo.Context) error {
 			}
 		}
 	}
-	ds, err := s.store.Devices(c.Request().Context(), userIDs)
+	var ds []domain.Device
+	var err error
+	if c.QueryParam("stuck_hours") != "" {
+		ds, err = s.reviewStore().StuckDevices(c.Request().Context(), userIDs, stuck)
+	} else {
+		ds, err = s.store.Devices(c.Request().Context(), userIDs)
+	}
 	if err != nil {
 		return err
 	}

@@ -77,6 +77,7 @@ func (s *Server) register() {
 	add(http.MethodPost, p+"/sync/push", authDevice, "sync", "Push a batch of device mutations (syncproto.PushRequest)", s.push)
 	add(http.MethodPost, p+"/sync/pull", authDevice, "sync", "Pull the next page of changes (syncproto.PullRequest)", s.pull)
 
+	s.registerReview(add)
 	s.registerEvidence(add)
 }
 

@@ -4,6 +4,7 @@
 package domain
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -124,3 +125,56 @@ func ParseTimestamp(s string) time.Time {
 	t, _ := time.Parse(time.RFC3339Nano, s)
 	return t
 }
+
+// Actor is who makes a change, for the audit log: a user through a session
+// (Session is a short hash identifying it, never the token), or a device.
+type Actor struct {
+	UserID   int64
+	Name     string
+	DeviceID string
+	Session  string
+}
+
+type actorKey struct{}
+
+// WithActor returns a context that carries the actor of a request.
+func WithActor(ctx context.Context, a Actor) context.Context {
+	return context.WithValue(ctx, actorKey{}, a)
+}
+
+// ActorFrom returns the request's actor (zero for the system itself).
+func ActorFrom(ctx context.Context) Actor {
+	a, _ := ctx.Value(actorKey{}).(Actor)
+	return a
+}
+
+// AuditEvent is one row of the append-only audit log.
+type AuditEvent struct {
+	ID         int64           `json:"id"`
+	At         time.Time       `json:"at"`
+	ActorUser  int64           `json:"actor_user,omitempty"`
+	ActorName  string          `json:"actor_name,omitempty"`
+	DeviceID   string          `json:"device_id,omitempty"`
+	Session    string          `json:"session,omitempty"`
+	Action     string          `json:"action"`
+	EntityType string          `json:"entity_type"`
+	EntityID   string          `json:"entity_id"`
+	PlaceCode  string          `json:"place_code,omitempty"`
+	Before     json.RawMessage `json:"before,omitempty"`
+	After      json.RawMessage `json:"after,omitempty"`
+}
+
+// Review actions on a visit.
+const (
+	ReviewApprove = "approve"
+	ReviewRework  = "rework"
+	ReviewReject  = "reject"
+)
+
+// Review states of a visit.
+const (
+	StateSubmitted   = "submitted"
+	StateApproved    = "approved"
+	StateNeedsRework = "needs_rework"
+	StateRejected    = "rejected"
+)

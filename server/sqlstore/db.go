@@ -76,7 +76,8 @@ type Store struct {
 	epoch     string
 	cursorKey []byte
 
-	forms formCache
+	forms  formCache
+	health healthBuffer
 
 	pushes    chan *pushJob
 	closeOnce sync.Once
@@ -139,8 +140,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.writerLoop()
+	go s.healthLoop()
 	return s, nil
 }
 

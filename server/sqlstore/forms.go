@@ -38,8 +38,10 @@ func (s *Store) PublishForm(ctx context.Context, def syncproto.FormDef, by int64
 			def.ID, def.Version, def.Title, string(body), now, byArg); err != nil {
 			return fmt.Errorf("form %s: %w", def.ID, err)
 		}
-		_, err = logChange(tx, now, "form", fmt.Sprintf("%s@%d", def.ID, def.Version), "", "put")
-		return err
+		if _, err = logChange(tx, now, "form", fmt.Sprintf("%s@%d", def.ID, def.Version), "", "put"); err != nil {
+			return err
+		}
+		return audit(ctx, tx, now, "form.publish", "form", def.ID, "", nil, map[string]any{"version": def.Version, "title": def.Title})
 	})
 	return def, err
 }

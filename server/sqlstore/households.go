@@ -47,6 +47,9 @@ func (s *Store) ImportHouseholds(ctx context.Context, hs []syncproto.Household, 
 				h.ID, h.PlaceCode, string(fb), string(mb), seq, lon, lat, now, now); err != nil {
 				return fmt.Errorf("household %s: %w", h.ID, err)
 			}
+			if err := audit(ctx, tx, now, "household.import", "household", h.ID, h.PlaceCode, nil, h.Fields); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -92,3 +95,78 @@ func (s *Store) Conflicts(ctx context.Context, householdID string) ([]syncproto.
 
 // DB returns a read-only handle for tests and reports.
 func (s *Store) DB() *sql.DB { return s.r }
+
+// HouseholdRow is a household as listings show it.
+type HouseholdRow struct {
+	syncproto.Household
+	PlaceName   string `json:"place_name"`
+	Deleted     bool   `json:"deleted,omitempty"`
+	Visits      int    `json:"visits"`
+	LastVisitAt string `json:"last_visit_at,omitempty"`
+}
+
+// Households lists the households of the given places (not deleted), by id.
+func (s *Store) Households(ctx context.Context, places map[string]bool, limit int) ([]HouseholdRow, error) {
+	codes := sortedKeys(places)
+	out := []HouseholdRow{}
+	if limit <= 0 || limit > 20000 {
+		limit = 5000
+	}
+	for _, c := range codes {
+		rows, err := s.r.QueryContext(ctx, `SELECT h.id, h.place_code, h.fields, h.version, p.name,
+				(SELECT count(*) FROM visits v WHERE v.household_id = h.id), COALESCE((SELECT max(server_time) FROM visits v WHERE v.household_id = h.id), '')
+			FROM households h JOIN places p ON p.code = h.place_code WHERE h.place_code = ? AND h.deleted = 0 ORDER BY h.id`, c)
+		if err != nil {
+			return nil, fmt.Errorf("households: %w", err)
+		}
+		for rows.Next() {
+			var r HouseholdRow
+			var fields string
+			if err := rows.Scan(&r.ID, &r.PlaceCode, &fields, &r.Version, &r.PlaceName, &r.Visits, &r.LastVisitAt); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if err := json.Unmarshal([]byte(fields), &r.Fields); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out = append(out, r)
+			if len(out) >= limit {
+				rows.Close()
+				return out, nil
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// HouseholdVisits lists a household's visits, newest first.
+func (s *Store) HouseholdVisits(ctx context.Context, id string) ([]syncproto.Visit, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM visits WHERE household_id = ? ORDER BY server_time DESC, id`, id)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids = append(ids, v)
+	}
+	rows.Close()
+	out := []syncproto.Visit{}
+	for _, v := range ids {
+		vis, err := loadVisit(ctx, s.r, v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *vis)
+	}
+	return out, nil
+}

@@ -31,7 +31,11 @@ func (s *Store) CreateUser(ctx context.Context, u domain.User) (domain.User, err
 			return err
 		}
 		u.ID, _ = res.LastInsertId()
-		return setUserPlaces(ctx, tx, u.ID, u.PlaceCodes)
+		if err := setUserPlaces(ctx, tx, u.ID, u.PlaceCodes); err != nil {
+			return err
+		}
+		return audit(ctx, tx, domain.Timestamp(now), "user.create", "user", fmt.Sprint(u.ID), "", nil,
+			map[string]any{"username": u.Username, "role": u.Role, "place_codes": u.PlaceCodes})
 	})
 	u.CreatedAt = now
 	return u, err
@@ -66,24 +70,34 @@ func (s *Store) SetUserPlaces(ctx context.Context, userID int64, codes []string)
 			}
 			return err
 		}
+		before, err := userPlaces(ctx, tx, userID)
+		if err != nil {
+			return err
+		}
 		if err := setUserPlaces(ctx, tx, userID, codes); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE users SET updated_at = ? WHERE id = ?`, s.ts(), userID)
-		return err
+		now := s.ts()
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET updated_at = ? WHERE id = ?`, now, userID); err != nil {
+			return err
+		}
+		return audit(ctx, tx, now, "user.places", "user", fmt.Sprint(userID), "", map[string]any{"place_codes": before}, map[string]any{"place_codes": codes})
 	})
 }
 
 // SetPassword replaces a user's password hash.
 func (s *Store) SetPassword(ctx context.Context, userID int64, hash string) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?`, hash, s.ts(), userID)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("user %d: %w", userID, domain.ErrNotFound)
-	}
-	return nil
+	return s.writeTx(ctx, func(tx *sql.Tx) error {
+		now := s.ts()
+		res, err := tx.ExecContext(ctx, `UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?`, hash, now, userID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("user %d: %w", userID, domain.ErrNotFound)
+		}
+		return audit(ctx, tx, now, "user.password", "user", fmt.Sprint(userID), "", nil, nil)
+	})
 }
 
 const userCols = `id, username, display_name, role, password_hash, disabled, created_at`
@@ -253,8 +267,10 @@ func (s *Store) Enroll(ctx context.Context, codeHash string, dev domain.Device, 
 			dev.ID, userID, dev.Name, tokenHash, domain.Timestamp(now)); err != nil {
 			return fmt.Errorf("device: %w", err)
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO device_sync(device_id) VALUES (?)`, dev.ID)
-		return err
+		if _, err = tx.ExecContext(ctx, `INSERT INTO device_sync(device_id) VALUES (?)`, dev.ID); err != nil {
+			return err
+		}
+		return audit(ctx, tx, domain.Timestamp(now), "device.enroll", "device", dev.ID, "", nil, map[string]any{"user_id": userID, "name": dev.Name})
 	})
 	return dev, err
 }
@@ -282,14 +298,17 @@ func (s *Store) DeviceByToken(ctx context.Context, tokenHash string) (domain.Dev
 
 // RevokeDevice revokes a device's token; its next request gets 401.
 func (s *Store) RevokeDevice(ctx context.Context, id string) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`, s.ts(), id)
-	if err != nil {
-		return fmt.Errorf("revoke: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("device %s: %w", id, domain.ErrNotFound)
-	}
-	return nil
+	return s.writeTx(ctx, func(tx *sql.Tx) error {
+		now := s.ts()
+		res, err := tx.ExecContext(ctx, `UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`, now, id)
+		if err != nil {
+			return fmt.Errorf("revoke: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("device %s: %w", id, domain.ErrNotFound)
+		}
+		return audit(ctx, tx, now, "device.revoke", "device", id, "", nil, nil)
+	})
 }
 
 // Devices lists devices with their sync state. userIDs, when non-nil,

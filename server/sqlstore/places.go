@@ -80,8 +80,12 @@ func (s *Store) UpsertPlaces(ctx context.Context, places []domain.Place) error {
 				boundary = string(geo.Marshal(g))
 				minLon, minLat, maxLon, maxLat = b.Min[0], b.Min[1], b.Max[0], b.Max[1]
 			}
-			var oldPath string
-			err := tx.QueryRowContext(ctx, `SELECT path FROM places WHERE code = ?`, p.Code).Scan(&oldPath)
+			var oldPath, oldName, oldParent string
+			err := tx.QueryRowContext(ctx, `SELECT path, name, COALESCE(parent_code, '') FROM places WHERE code = ?`, p.Code).Scan(&oldPath, &oldName, &oldParent)
+			var before any
+			if err == nil {
+				before = map[string]string{"name": oldName, "parent_code": oldParent}
+			}
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
 				_, err = tx.ExecContext(ctx, `INSERT INTO places(code, name, level, parent_code, path, boundary, min_lon, min_lat, max_lon, max_lat, created_at, updated_at)
@@ -100,6 +104,10 @@ func (s *Store) UpsertPlaces(ctx context.Context, places []domain.Place) error {
 				return fmt.Errorf("place %s: %w", p.Code, err)
 			}
 			if _, err := logChange(tx, now, "place", p.Code, p.Code, "put"); err != nil {
+				return err
+			}
+			after := map[string]any{"name": p.Name, "parent_code": p.ParentCode, "level": p.Level, "has_boundary": boundary != nil}
+			if err := audit(ctx, tx, now, "place.upsert", "place", p.Code, p.Code, before, after); err != nil {
 				return err
 			}
 		}

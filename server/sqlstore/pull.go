@@ -98,6 +98,7 @@ func (s *Store) Pull(ctx context.Context, dev PushDevice, req *syncproto.PullReq
 	if resp.Ops == nil {
 		resp.Ops = []syncproto.Op{}
 	}
+	s.notePull(dev.DeviceID, req.Health, !resp.HasMore)
 	return resp, nil
 }
 

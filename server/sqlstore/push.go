@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -217,12 +218,19 @@ func (s *Store) applyPush(ctx context.Context, tx *sql.Tx, dev PushDevice, req *
 }
 
 // rejection is a mutation that can never apply.
-type rejection struct{ e *syncproto.Error }
+// rejection is a mutation that can never apply. keep, if set, runs after
+// the mutation's savepoint is rolled back: what must survive a rejection
+// (the losing values of an edit against a deleted household) is written
+// there.
+type rejection struct {
+	e    *syncproto.Error
+	keep func() error
+}
 
 func (r rejection) Error() string { return r.e.Error() }
 
 func reject(code syncproto.Code, format string, args ...any) error {
-	return rejection{syncproto.Errorf(code, format, args...)}
+	return rejection{e: syncproto.Errorf(code, format, args...)}
 }
 
 // applyOne applies one mutation inside its own savepoint. A rejection rolls
@@ -244,7 +252,8 @@ func (s *Store) applyOne(ctx context.Context, tx *sql.Tx, dev PushDevice, scope 
 	if _, err := tx.ExecContext(ctx, `SAVEPOINT m`); err != nil {
 		return res, fmt.Errorf("push: savepoint: %w", err)
 	}
-	a := &applier{s: s, ctx: ctx, tx: tx, dev: dev, scope: scope, hlc: hlc, now: s.ts(), res: &res}
+	actx := domain.WithActor(ctx, domain.Actor{UserID: dev.UserID, DeviceID: dev.DeviceID})
+	a := &applier{s: s, ctx: actx, tx: tx, dev: dev, scope: scope, hlc: hlc, now: s.ts(), res: &res}
 	var err error
 	switch m.Kind {
 	case syncproto.KindVisitCreate:
@@ -264,6 +273,11 @@ func (s *Store) applyOne(ctx context.Context, tx *sql.Tx, dev PushDevice, scope 
 	if errors.As(err, &rj) {
 		if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO m`); rerr != nil {
 			return res, fmt.Errorf("push: rollback mutation: %w", rerr)
+		}
+		if rj.keep != nil {
+			if kerr := rj.keep(); kerr != nil {
+				return res, fmt.Errorf("push: mutation %d: %w", m.Seq, kerr)
+			}
 		}
 		res = syncproto.MutationResult{Seq: m.Seq, Status: syncproto.StatusRejected, Code: rj.e.Code, Message: rj.e.Message, ClockClamped: clamped}
 		err = nil
@@ -427,8 +441,11 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 			return err
 		}
 	}
-	_, err = logChange(a.tx, a.now, "visit", v.ID, h.place, "put")
-	return err
+	if _, err = logChange(a.tx, a.now, "visit", v.ID, h.place, "put"); err != nil {
+		return err
+	}
+	return audit(a.ctx, a.tx, a.now, "visit.create", "visit", v.ID, h.place, nil,
+		map[string]any{"household_id": v.HouseholdID, "form": fmt.Sprintf("%s@%d", v.FormID, v.FormVersion), "corrects": v.CorrectsVisitID, "evidence": len(v.Evidence)})
 }
 
 func (a *applier) insertEvidence(visitID string, e syncproto.EvidenceRef) error {
@@ -531,7 +548,7 @@ func (a *applier) householdCreate(h *syncproto.Household) error {
 		return fmt.Errorf("insert household: %w", err)
 	}
 	a.res.Version = seq
-	return nil
+	return audit(a.ctx, a.tx, a.now, "household.create", "household", h.ID, h.PlaceCode, nil, fields)
 }
 
 func (a *applier) householdUpdate(u *syncproto.HouseholdUpdate) error {
@@ -545,18 +562,27 @@ func (a *applier) householdUpdate(u *syncproto.HouseholdUpdate) error {
 	if h.deleted {
 		// A delete won against this edit: keep every value the edit carried
 		// as a conflict record so it can be retrieved, and report it.
-		for f, v := range u.Fields {
-			c := merge.Conflict{Field: f, Kept: nil, Losing: v, State: merge.StateAutoResolved,
-				LosingMeta: merge.FieldMeta{HLC: a.hlc, Device: a.dev.DeviceID, UserID: a.dev.UserID}}
-			if err := a.recordConflict(h, c); err != nil {
-				return err
-			}
+		return rejection{
+			e: syncproto.Errorf(syncproto.CodeGone, "household %s was deleted; the edit is kept in %d conflict record(s)", h.id, len(u.Fields)),
+			keep: func() error {
+				for _, f := range sortedRaw(u.Fields) {
+					c := merge.Conflict{Field: f, Losing: u.Fields[f], State: merge.StateAutoResolved,
+						LosingMeta: merge.FieldMeta{HLC: a.hlc, Device: a.dev.DeviceID, UserID: a.dev.UserID}}
+					if err := a.recordConflict(h, c); err != nil {
+						return err
+					}
+				}
+				return nil
+			},
 		}
-		return reject(syncproto.CodeGone, "household %s was deleted; the edit is kept in %d conflict record(s)", h.id, len(u.Fields))
 	}
 	seq, err := logChange(a.tx, a.now, "household", h.id, h.place, "put")
 	if err != nil {
 		return err
+	}
+	before := map[string]json.RawMessage{}
+	for f := range u.Fields {
+		before[f] = h.fields[f]
 	}
 	out := merge.Apply(h.fields, h.meta, merge.Edit{
 		Fields: compactAnswers(u.Fields), Base: u.BaseVersion, HLC: a.hlc, Device: a.dev.DeviceID, UserID: a.dev.UserID,
@@ -576,7 +602,15 @@ func (a *applier) householdUpdate(u *syncproto.HouseholdUpdate) error {
 		}
 	}
 	a.res.Conflicts = len(out.Conflicts)
-	return a.saveHousehold(h, seq)
+	if err := a.saveHousehold(h, seq); err != nil {
+		return err
+	}
+	after := map[string]json.RawMessage{}
+	for f := range u.Fields {
+		after[f] = h.fields[f]
+	}
+	return audit(a.ctx, a.tx, a.now, "household.update", "household", h.id, h.place, before,
+		map[string]any{"fields": after, "base_version": u.BaseVersion, "conflicts": len(out.Conflicts)})
 }
 
 func (a *applier) saveHousehold(h *householdRow, seq int64) error {
@@ -657,7 +691,10 @@ func (a *applier) householdMove(mv *syncproto.HouseholdMove) error {
 	if _, err := a.tx.ExecContext(a.ctx, `UPDATE tasks SET place_code = ? WHERE household_id = ?`, h.place, h.id); err != nil {
 		return err
 	}
-	return a.saveHousehold(h, seq)
+	if err := a.saveHousehold(h, seq); err != nil {
+		return err
+	}
+	return audit(a.ctx, a.tx, a.now, "household.move", "household", h.id, h.place, map[string]string{"place_code": old}, map[string]string{"place_code": h.place})
 }
 
 func (a *applier) householdDelete(d *syncproto.HouseholdDelete) error {
@@ -686,7 +723,10 @@ func (a *applier) householdDelete(d *syncproto.HouseholdDelete) error {
 		}
 	}
 	h.deleted = true
-	return a.saveHousehold(h, seq)
+	if err := a.saveHousehold(h, seq); err != nil {
+		return err
+	}
+	return audit(a.ctx, a.tx, a.now, "household.delete", "household", h.id, h.place, h.fields, nil)
 }
 
 func (a *applier) evidenceAttach(e *syncproto.EvidenceAttach) error {
@@ -712,9 +752,20 @@ func (a *applier) evidenceAttach(e *syncproto.EvidenceAttach) error {
 	if err := a.insertEvidence(e.VisitID, e.Evidence); err != nil {
 		return err
 	}
-	_, err = logChange(a.tx, a.now, "visit", e.VisitID, place, "put")
-	return err
+	if _, err = logChange(a.tx, a.now, "visit", e.VisitID, place, "put"); err != nil {
+		return err
+	}
+	return audit(a.ctx, a.tx, a.now, "evidence.attach", "visit", e.VisitID, place, nil, e.Evidence)
 }
 
 // isUniqueErr reports a UNIQUE constraint failure.
 func isUniqueErr(err error) bool { return err != nil && strings.Contains(err.Error(), "UNIQUE") }
+
+func sortedRaw(m map[string]json.RawMessage) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,283 @@
+package evidence
+
+import (
+	"fmt"
+	"math"
+	"math/bits"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/paulmach/orb"
+
+	"fieldsync/server/geo"
+)
+
+// The flags the checks raise. A flag points something out for a
+// supervisor; it never rejects the visit or the blob.
+const (
+	// FlagGPSFar: the photo's EXIF position is more than
+	// Config.MaxDistanceM from the visit's point.
+	FlagGPSFar = "gps_far_from_visit"
+	// FlagOtherDay: the photo's EXIF capture time is not on the visit's day.
+	FlagOtherDay = "taken_other_day"
+	// FlagOutsidePlace: the visit's point is outside the boundary of the
+	// household's place. A visit flag (sha256 "").
+	FlagOutsidePlace = "visit_outside_place"
+	// FlagPoorAccuracy: the visit's GPS accuracy is worse than its form
+	// allows (FormDef.MaxAccuracyM). A visit flag (sha256 "").
+	FlagPoorAccuracy = "poor_gps_accuracy"
+	// FlagSameBlob: the same bytes (SHA-256) are attached to visits of
+	// another household.
+	FlagSameBlob = "same_photo_other_household"
+	// FlagNearDuplicate: a photo whose perceptual hash is within
+	// Config.NearDuplicateDistance of a photo attached to another
+	// household.
+	FlagNearDuplicate = "near_duplicate_other_household"
+)
+
+// Flags lists every flag, for filters and documentation.
+var Flags = []string{FlagGPSFar, FlagOtherDay, FlagOutsidePlace, FlagPoorAccuracy, FlagSameBlob, FlagNearDuplicate}
+
+// ChinaStandardTime is UTC+8, the default zone of a visit day.
+var ChinaStandardTime = time.FixedZone("UTC+08:00", 8*3600)
+
+// Config tunes the checks. The zero value means the defaults.
+type Config struct {
+	// MaxDistanceM: a photo further than this from the visit point is
+	// flagged (default 200 m).
+	MaxDistanceM float64
+	// DefaultZone is the zone of the visit day when the device did not say
+	// (default UTC+8, China Standard Time).
+	DefaultZone *time.Location
+	// NearDuplicateDistance is the largest Hamming distance between two
+	// 64-bit perceptual hashes that counts as the same picture (default 8;
+	// 0 means identical hashes only; negative disables the check).
+	NearDuplicateDistance int
+}
+
+// DefaultNearDuplicateDistance is the default NearDuplicateDistance.
+const DefaultNearDuplicateDistance = 8
+
+// WithDefaults fills unset fields.
+func (c Config) WithDefaults() Config {
+	if c.MaxDistanceM <= 0 || math.IsNaN(c.MaxDistanceM) {
+		c.MaxDistanceM = 200
+	}
+	if c.DefaultZone == nil {
+		c.DefaultZone = ChinaStandardTime
+	}
+	if c.NearDuplicateDistance == 0 {
+		c.NearDuplicateDistance = DefaultNearDuplicateDistance
+	}
+	return c
+}
+
+// Visit is what the checks need to know about a visit.
+type Visit struct {
+	ID          string
+	HouseholdID string
+	// Point is where the visit was recorded; nil if the device had no fix.
+	Point     *orb.Point
+	AccuracyM float64 // 0: unknown
+	// DeviceTime is when the visit was recorded; Zone, if set, is the
+	// device's zone at the time (else Config.DefaultZone).
+	DeviceTime time.Time
+	Zone       *time.Location
+	// PlaceCode and Boundary are the household's place and its polygon
+	// (nil: the place has no boundary).
+	PlaceCode string
+	Boundary  orb.Geometry
+	// MaxAccuracyM is the form's accuracy threshold (0: none).
+	MaxAccuracyM float64
+}
+
+// Blob is what the checks need to know about a present blob.
+type Blob struct {
+	SHA256 string
+	GPS    *orb.Point
+	Taken  CaptureTime
+}
+
+// Flag is one raised flag. SHA256 is "" for a flag about the visit itself.
+type Flag struct {
+	VisitID string `json:"visit_id"`
+	SHA256  string `json:"sha256"`
+	Flag    string `json:"flag"`
+	Detail  string `json:"detail"`
+}
+
+// Key identifies a flag (its primary key).
+func (f Flag) Key() string { return f.VisitID + "\x00" + f.SHA256 + "\x00" + f.Flag }
+
+// CheckVisit runs the checks about the visit itself: point outside the
+// place's boundary, GPS accuracy worse than the form allows.
+func CheckVisit(cfg Config, v Visit) []Flag {
+	var out []Flag
+	if v.Point != nil && v.Boundary != nil && !geo.Contains(v.Boundary, *v.Point) {
+		out = append(out, Flag{VisitID: v.ID, Flag: FlagOutsidePlace,
+			Detail: fmt.Sprintf("visit point %.6f,%.6f is outside the boundary of place %s", v.Point[0], v.Point[1], v.PlaceCode)})
+	}
+	if v.MaxAccuracyM > 0 && v.AccuracyM > v.MaxAccuracyM {
+		out = append(out, Flag{VisitID: v.ID, Flag: FlagPoorAccuracy,
+			Detail: fmt.Sprintf("GPS accuracy %.0f m is worse than the form's limit of %.0f m", v.AccuracyM, v.MaxAccuracyM)})
+	}
+	return out
+}
+
+// CheckBlob runs the checks of one present blob against the visit it is
+// attached to: EXIF position too far from the visit point, EXIF time not
+// on the visit's day. A photo without EXIF position or time is not
+// flagged for what it lacks.
+func CheckBlob(cfg Config, v Visit, b Blob) []Flag {
+	cfg = cfg.WithDefaults()
+	var out []Flag
+	if b.GPS != nil && v.Point != nil {
+		if d := geo.DistanceM(*b.GPS, *v.Point); d > cfg.MaxDistanceM {
+			out = append(out, Flag{VisitID: v.ID, SHA256: b.SHA256, Flag: FlagGPSFar,
+				Detail: fmt.Sprintf("photo taken %.0f m from the visit point (limit %.0f m)", d, cfg.MaxDistanceM)})
+		}
+	}
+	if !b.Taken.IsZero() && !v.DeviceTime.IsZero() {
+		zone := v.Zone
+		if zone == nil {
+			zone = cfg.DefaultZone
+		}
+		vd := v.DeviceTime.In(zone)
+		pd := b.Taken.Time
+		if !b.Taken.Floating {
+			pd = pd.In(zone)
+		}
+		if vd.Year() != pd.Year() || vd.YearDay() != pd.YearDay() {
+			out = append(out, Flag{VisitID: v.ID, SHA256: b.SHA256, Flag: FlagOtherDay,
+				Detail: fmt.Sprintf("photo taken on %s, visit on %s (%s)", pd.Format("2006-01-02"), vd.Format("2006-01-02"), zoneName(zone))})
+		}
+	}
+	return out
+}
+
+func zoneName(z *time.Location) string {
+	_, off := time.Date(2000, 1, 1, 0, 0, 0, 0, z).Zone()
+	sign := "+"
+	if off < 0 {
+		sign, off = "-", -off
+	}
+	return fmt.Sprintf("UTC%s%02d:%02d", sign, off/3600, off/60%60)
+}
+
+// Use is one attachment of a blob to a visit of a household.
+type Use struct {
+	VisitID     string
+	HouseholdID string
+	SHA256      string
+	// PHash is the blob's perceptual hash, if it is present and an image.
+	PHash *uint64
+}
+
+// SameBlob flags every use of a SHA-256 that is also attached to a visit
+// of another household: both sides are flagged. uses may hold any mix of
+// hashes.
+func SameBlob(uses []Use) []Flag {
+	bySum := map[string][]Use{}
+	for _, u := range uses {
+		bySum[u.SHA256] = append(bySum[u.SHA256], u)
+	}
+	var out []Flag
+	for _, us := range bySum {
+		for _, u := range us {
+			var others []string
+			seen := map[string]bool{}
+			for _, o := range us {
+				if o.HouseholdID != u.HouseholdID && !seen[o.HouseholdID] {
+					seen[o.HouseholdID] = true
+					others = append(others, fmt.Sprintf("household %s (visit %s)", o.HouseholdID, o.VisitID))
+				}
+			}
+			if len(others) > 0 {
+				out = append(out, Flag{VisitID: u.VisitID, SHA256: u.SHA256, Flag: FlagSameBlob,
+					Detail: "the same file is attached to " + listSome(others)})
+			}
+		}
+	}
+	sortFlags(out)
+	return out
+}
+
+// Distance is the Hamming distance between two 64-bit perceptual hashes.
+func Distance(a, b uint64) int { return bits.OnesCount64(a ^ b) }
+
+// NearDuplicates compares the uses in mine (one visit's, or one blob's)
+// with candidates (uses of other blobs that have a perceptual hash) and
+// flags both sides of every pair that belongs to different households,
+// has different SHA-256s and whose hashes are within
+// Config.NearDuplicateDistance.
+func NearDuplicates(cfg Config, mine, candidates []Use) []Flag {
+	cfg = cfg.WithDefaults()
+	if cfg.NearDuplicateDistance < 0 {
+		return nil
+	}
+	type side struct{ visit, sum string }
+	notes := map[side][]string{}
+	var order []side
+	note := func(s side, text string) {
+		if _, ok := notes[s]; !ok {
+			order = append(order, s)
+		}
+		notes[s] = append(notes[s], text)
+	}
+	for _, m := range mine {
+		if m.PHash == nil {
+			continue
+		}
+		for _, c := range candidates {
+			if c.PHash == nil || c.SHA256 == m.SHA256 || c.HouseholdID == m.HouseholdID {
+				continue
+			}
+			d := Distance(*m.PHash, *c.PHash)
+			if d > cfg.NearDuplicateDistance {
+				continue
+			}
+			note(side{m.VisitID, m.SHA256}, fmt.Sprintf("photo %s of household %s (visit %s, distance %d)", short(c.SHA256), c.HouseholdID, c.VisitID, d))
+			note(side{c.VisitID, c.SHA256}, fmt.Sprintf("photo %s of household %s (visit %s, distance %d)", short(m.SHA256), m.HouseholdID, m.VisitID, d))
+		}
+	}
+	var out []Flag
+	for _, s := range order {
+		out = append(out, Flag{VisitID: s.visit, SHA256: s.sum, Flag: FlagNearDuplicate,
+			Detail: "looks like " + listSome(dedupe(notes[s]))})
+	}
+	sortFlags(out)
+	return out
+}
+
+func short(sum string) string {
+	if len(sum) > 12 {
+		return sum[:12]
+	}
+	return sum
+}
+
+func dedupe(ss []string) []string {
+	seen := map[string]bool{}
+	out := ss[:0:0]
+	for _, s := range ss {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// listSome joins up to three items and says how many more there are.
+func listSome(items []string) string {
+	sort.Strings(items)
+	if len(items) <= 3 {
+		return strings.Join(items, "; ")
+	}
+	return strings.Join(items[:3], "; ") + fmt.Sprintf("; and %d more", len(items)-3)
+}
+
+func sortFlags(fs []Flag) {
+	sort.Slice(fs, func(i, j int) bool { return fs[i].Key() < fs[j].Key() })
+}

@@ -1,0 +1,171 @@
+package evidence_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/paulmach/orb"
+
+	"fieldsync/server/evidence"
+)
+
+var (
+	cst   = time.FixedZone("", 8*3600)
+	visit = evidence.Visit{
+		ID: "v1", HouseholdID: "h1", PlaceCode: "G11",
+		Point:      &orb.Point{103.15, 25.15},
+		AccuracyM:  8,
+		DeviceTime: time.Date(2026, 3, 1, 10, 0, 0, 0, cst),
+		Boundary:   orb.Polygon{{{103.1, 25.1}, {103.2, 25.1}, {103.2, 25.2}, {103.1, 25.2}, {103.1, 25.1}}},
+	}
+)
+
+func flagNames(fs []evidence.Flag) string {
+	var names []string
+	for _, f := range fs {
+		names = append(names, f.Flag)
+	}
+	return strings.Join(names, ",")
+}
+
+func pt(lon, lat float64) *orb.Point { return &orb.Point{lon, lat} }
+
+func TestCheckVisit(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(v *evidence.Visit)
+		want string
+	}{
+		{"inside, accurate", func(v *evidence.Visit) { v.MaxAccuracyM = 20 }, ""},
+		{"outside the place", func(v *evidence.Visit) { v.Point = pt(103.25, 25.15) }, evidence.FlagOutsidePlace},
+		{"no boundary", func(v *evidence.Visit) { v.Point, v.Boundary = pt(103.25, 25.15), nil }, ""},
+		{"no point", func(v *evidence.Visit) { v.Point = nil }, ""},
+		{"accuracy worse than the form allows", func(v *evidence.Visit) { v.AccuracyM, v.MaxAccuracyM = 35, 20 }, evidence.FlagPoorAccuracy},
+		{"accuracy at the limit", func(v *evidence.Visit) { v.AccuracyM, v.MaxAccuracyM = 20, 20 }, ""},
+		{"form without a limit", func(v *evidence.Visit) { v.AccuracyM, v.MaxAccuracyM = 500, 0 }, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := visit
+			tt.edit(&v)
+			fs := evidence.CheckVisit(evidence.Config{}, v)
+			if got := flagNames(fs); got != tt.want {
+				t.Errorf("flags = %q, want %q (%+v)", got, tt.want, fs)
+			}
+			for _, f := range fs {
+				if f.SHA256 != "" || f.VisitID != "v1" || f.Detail == "" {
+					t.Errorf("flag %+v", f)
+				}
+			}
+		})
+	}
+}
+
+func TestCheckBlob(t *testing.T) {
+	abs := func(tm time.Time) evidence.CaptureTime { return evidence.CaptureTime{Time: tm} }
+	floating := func(s string) evidence.CaptureTime {
+		c, err := evidence.ParseCaptureTime(s)
+		if err != nil || !c.Floating {
+			t.Fatalf("floating %q: %v", s, err)
+		}
+		return c
+	}
+	tests := []struct {
+		name string
+		cfg  evidence.Config
+		blob evidence.Blob
+		zone *time.Location
+		want string
+	}{
+		{"near and same day", evidence.Config{}, evidence.Blob{GPS: pt(103.1505, 25.1505), Taken: abs(time.Date(2026, 3, 1, 9, 0, 0, 0, cst))}, nil, ""},
+		{"no EXIF at all", evidence.Config{}, evidence.Blob{}, nil, ""},
+		{"600 m away", evidence.Config{}, evidence.Blob{GPS: pt(103.156, 25.15)}, nil, evidence.FlagGPSFar},
+		{"600 m away, limit 1 km", evidence.Config{MaxDistanceM: 1000}, evidence.Blob{GPS: pt(103.156, 25.15)}, nil, ""},
+		{"150 m away", evidence.Config{}, evidence.Blob{GPS: pt(103.1515, 25.15)}, nil, ""},
+		{"day before", evidence.Config{}, evidence.Blob{Taken: abs(time.Date(2026, 2, 28, 23, 0, 0, 0, cst))}, nil, evidence.FlagOtherDay},
+		// 16:30 UTC on 28 Feb is 00:30 on 1 Mar in China.
+		{"UTC instant on the visit day in UTC+8", evidence.Config{}, evidence.Blob{Taken: abs(time.Date(2026, 2, 28, 16, 30, 0, 0, time.UTC))}, nil, ""},
+		{"same instant, visit zone UTC", evidence.Config{}, evidence.Blob{Taken: abs(time.Date(2026, 2, 28, 16, 30, 0, 0, time.UTC))}, time.UTC, evidence.FlagOtherDay},
+		{"floating time, same wall day", evidence.Config{}, evidence.Blob{Taken: floating("2026-03-01T23:59:00")}, nil, ""},
+		{"floating time, next day", evidence.Config{}, evidence.Blob{Taken: floating("2026-03-02T00:01:00")}, nil, evidence.FlagOtherDay},
+		{"far and another day", evidence.Config{}, evidence.Blob{GPS: pt(104, 26), Taken: abs(time.Date(2025, 3, 1, 10, 0, 0, 0, cst))}, nil, evidence.FlagGPSFar + "," + evidence.FlagOtherDay},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := visit
+			v.Zone = tt.zone
+			tt.blob.SHA256 = "ab"
+			fs := evidence.CheckBlob(tt.cfg, v, tt.blob)
+			if got := flagNames(fs); got != tt.want {
+				t.Errorf("flags = %q, want %q (%+v)", got, tt.want, fs)
+			}
+			for _, f := range fs {
+				if f.SHA256 != "ab" || f.Detail == "" {
+					t.Errorf("flag %+v", f)
+				}
+			}
+		})
+	}
+	// No visit point: no distance check.
+	v := visit
+	v.Point = nil
+	if fs := evidence.CheckBlob(evidence.Config{}, v, evidence.Blob{GPS: pt(104, 26)}); len(fs) != 0 {
+		t.Errorf("flags without a visit point: %+v", fs)
+	}
+}
+
+func TestSameBlob(t *testing.T) {
+	uses := []evidence.Use{
+		{VisitID: "v1", HouseholdID: "h1", SHA256: "aa"},
+		{VisitID: "v2", HouseholdID: "h1", SHA256: "aa"}, // same household again: fine
+		{VisitID: "v3", HouseholdID: "h2", SHA256: "bb"},
+	}
+	if fs := evidence.SameBlob(uses); len(fs) != 0 {
+		t.Errorf("flags for one household: %+v", fs)
+	}
+	uses = append(uses, evidence.Use{VisitID: "v4", HouseholdID: "h3", SHA256: "aa"})
+	fs := evidence.SameBlob(uses)
+	got := map[string]bool{}
+	for _, f := range fs {
+		if f.Flag != evidence.FlagSameBlob || f.SHA256 != "aa" {
+			t.Errorf("flag %+v", f)
+		}
+		got[f.VisitID] = true
+	}
+	if len(fs) != 3 || !got["v1"] || !got["v2"] || !got["v4"] {
+		t.Errorf("flags = %+v, want v1, v2 and v4", fs)
+	}
+}
+
+func TestNearDuplicates(t *testing.T) {
+	h := func(v uint64) *uint64 { return &v }
+	mine := []evidence.Use{{VisitID: "v1", HouseholdID: "h1", SHA256: "aa", PHash: h(0xF0F0F0F0F0F0F0F0)}}
+	tests := []struct {
+		name string
+		cand evidence.Use
+		want int
+	}{
+		{"3 bits off, other household", evidence.Use{VisitID: "v9", HouseholdID: "h2", SHA256: "bb", PHash: h(0xF0F0F0F0F0F0F0F7)}, 2},
+		{"3 bits off, same household", evidence.Use{VisitID: "v9", HouseholdID: "h1", SHA256: "bb", PHash: h(0xF0F0F0F0F0F0F0F7)}, 0},
+		{"same sha (SameBlob's job)", evidence.Use{VisitID: "v9", HouseholdID: "h2", SHA256: "aa", PHash: h(0xF0F0F0F0F0F0F0F0)}, 0},
+		{"far apart", evidence.Use{VisitID: "v9", HouseholdID: "h2", SHA256: "bb", PHash: h(0x0F0F0F0F0F0F0F0F)}, 0},
+		{"no hash", evidence.Use{VisitID: "v9", HouseholdID: "h2", SHA256: "bb"}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := evidence.NearDuplicates(evidence.Config{}, mine, []evidence.Use{tt.cand})
+			if len(fs) != tt.want {
+				t.Fatalf("flags = %+v, want %d", fs, tt.want)
+			}
+			for _, f := range fs {
+				if f.Flag != evidence.FlagNearDuplicate || !strings.Contains(f.Detail, "distance 3") {
+					t.Errorf("flag %+v", f)
+				}
+			}
+		})
+	}
+	if fs := evidence.NearDuplicates(evidence.Config{NearDuplicateDistance: -1}, mine, []evidence.Use{tests[0].cand}); len(fs) != 0 {
+		t.Errorf("disabled check flagged: %+v", fs)
+	}
+}

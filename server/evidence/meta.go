@@ -1,0 +1,381 @@
+// Package evidence reads what a piece of evidence says about itself (EXIF
+// capture time and GPS, pixel size, a perceptual hash), makes thumbnails,
+// and holds the checks that run when evidence or a visit arrives: photo
+// far from the visit point, photo taken on another day, visit point
+// outside its place, poor GPS accuracy, the same bytes or a near-identical
+// photo attached to two households.
+//
+// Everything here is pure: functions take bytes or facts and return
+// results, with no database and no HTTP. sqlstore gathers the facts and
+// stores the flags; server/upload calls Analyze when a blob arrives.
+package evidence
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"image"
+	_ "image/gif" // decoders for Analyze and Thumbnail
+	_ "image/jpeg"
+	_ "image/png"
+	"io"
+	"math"
+	"net/http"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/corona10/goimagehash"
+	"github.com/paulmach/orb"
+	"github.com/rwcarlsen/goexif/exif"
+	"github.com/rwcarlsen/goexif/tiff"
+	_ "golang.org/x/image/webp" // WebP decoder
+)
+
+// Limits on what Analyze and Thumbnail will decode.
+const (
+	// MaxPixels bounds the images that are decoded in full (perceptual
+	// hash, thumbnail); bigger ones get neither, so a decompression bomb
+	// costs nothing.
+	MaxPixels = 40_000_000
+	// exifWindow is how far into a file Analyze looks for EXIF (a JPEG's
+	// APP1 segment is at most 64 KiB and comes first).
+	exifWindow = 256 << 10
+)
+
+// decodeSlots bounds concurrent full-image decodes, which are the memory
+// hungry part (a 40 MP image takes ~60-160 MB while it is decoded).
+var decodeSlots = make(chan struct{}, max(1, runtime.NumCPU()))
+
+// ErrNotImage is returned by Thumbnail for content that is not an image
+// it can decode.
+var ErrNotImage = errors.New("evidence: not a decodable image")
+
+// Meta is what a blob says about itself.
+type Meta struct {
+	// MediaType is sniffed from the first bytes (http.DetectContentType);
+	// "" when it is only application/octet-stream.
+	MediaType string
+	// Width and Height are the stored pixel dimensions (0 if not an image).
+	Width, Height int
+	// Orientation is the EXIF orientation (1..8), 0 if absent.
+	Orientation int
+	// Taken is the capture time from EXIF; zero if absent.
+	Taken CaptureTime
+	// GPS is the EXIF position; nil if absent or invalid.
+	GPS *orb.Point
+	// PHash is the 64-bit perceptual hash; nil if not computed (not an
+	// image, or bigger than MaxPixels).
+	PHash *uint64
+}
+
+// CaptureTime is when a photo was taken, as EXIF tells it. Cameras record
+// wall-clock time, often without saying which zone: such a time is
+// Floating, and is compared with the visit day on the wall clock.
+type CaptureTime struct {
+	// Time is the instant, when Floating is false; when Floating is true
+	// only its wall-clock fields count (and its location is UTC).
+	Time     time.Time
+	Floating bool
+}
+
+// IsZero reports whether there is no capture time.
+func (c CaptureTime) IsZero() bool { return c.Time.IsZero() }
+
+const floatingLayout = "2006-01-02T15:04:05"
+
+// String encodes the capture time for storage: RFC 3339 with an offset, or
+// "2006-01-02T15:04:05" for a floating time, or "" for none.
+func (c CaptureTime) String() string {
+	switch {
+	case c.IsZero():
+		return ""
+	case c.Floating:
+		return c.Time.Format(floatingLayout)
+	}
+	return c.Time.Format(time.RFC3339)
+}
+
+// ParseCaptureTime reads what String wrote.
+func ParseCaptureTime(s string) (CaptureTime, error) {
+	if s == "" {
+		return CaptureTime{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return CaptureTime{Time: t}, nil
+	}
+	t, err := time.Parse(floatingLayout, s)
+	if err != nil {
+		return CaptureTime{}, fmt.Errorf("evidence: capture time %q: %w", s, err)
+	}
+	return CaptureTime{Time: t, Floating: true}, nil
+}
+
+// Analyze reads a blob's metadata from r (size bytes). It never fails on
+// content it cannot understand: unknown formats, broken EXIF or images too
+// big to decode give a Meta with fewer fields. Only read errors are
+// returned.
+func Analyze(r io.ReaderAt, size int64) (Meta, error) {
+	var m Meta
+	head := make([]byte, min(size, 512))
+	if _, err := r.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
+		return m, fmt.Errorf("evidence: read: %w", err)
+	}
+	if mt := http.DetectContentType(head); mt != "application/octet-stream" {
+		m.MediaType = mt
+	}
+	if !strings.HasPrefix(m.MediaType, "image/") {
+		return m, nil
+	}
+	win := make([]byte, min(size, exifWindow))
+	if n, err := r.ReadAt(win, 0); err != nil && !errors.Is(err, io.EOF) {
+		return m, fmt.Errorf("evidence: read: %w", err)
+	} else {
+		win = win[:n]
+	}
+	readEXIF(win, &m)
+	cfg, _, err := image.DecodeConfig(io.NewSectionReader(r, 0, size))
+	if err != nil {
+		return m, nil // not an image we can decode; keep what we have
+	}
+	m.Width, m.Height = cfg.Width, cfg.Height
+	if int64(cfg.Width)*int64(cfg.Height) > MaxPixels || cfg.Width <= 0 || cfg.Height <= 0 {
+		return m, nil
+	}
+	decodeSlots <- struct{}{}
+	defer func() { <-decodeSlots }()
+	img, _, err := image.Decode(io.NewSectionReader(r, 0, size))
+	if err != nil {
+		return m, nil
+	}
+	if h, err := goimagehash.PerceptionHash(img); err == nil {
+		v := h.GetHash()
+		m.PHash = &v
+	}
+	return m, nil
+}
+
+// Tags goexif does not name; read from the EXIF sub-IFD by number.
+const (
+	tagOffsetTimeOriginal exif.FieldName = "OffsetTimeOriginal" // 0x9011
+	tagOffsetTime         exif.FieldName = "OffsetTime"         // 0x9010
+)
+
+// readEXIF fills m from the EXIF block of the JPEG whose first bytes are
+// head, ignoring anything malformed. goexif is not hardened against
+// hostile input: the IFD chain is checked first (goexif loops forever on
+// a cycle of two), and panics are contained.
+func readEXIF(head []byte, m *Meta) {
+	defer func() { _ = recover() }()
+	tb := jpegEXIF(head)
+	if tb == nil || !tiffChainOK(tb) {
+		return
+	}
+	x, err := exif.Decode(io.MultiReader(strings.NewReader("Exif\x00\x00"), bytes.NewReader(tb)))
+	if x == nil || (err != nil && exif.IsCriticalError(err)) {
+		return
+	}
+	loadOffsetTags(x)
+	if tag, err := x.Get(exif.Orientation); err == nil {
+		if v, err := tag.Int(0); err == nil && v >= 1 && v <= 8 {
+			m.Orientation = v
+		}
+	}
+	if lat, lon, err := x.LatLong(); err == nil {
+		p := orb.Point{lon, lat}
+		if validPoint(p) && !(lat == 0 && lon == 0) {
+			m.GPS = &p
+		}
+	}
+	m.Taken = captureTime(x)
+}
+
+// jpegEXIF returns the TIFF structure inside the first APP1 "Exif"
+// segment of a JPEG, or nil. It stops at the start of the image data.
+func jpegEXIF(b []byte) []byte {
+	if len(b) < 4 || b[0] != 0xFF || b[1] != 0xD8 {
+		return nil
+	}
+	i := 2
+	for i+4 <= len(b) {
+		if b[i] != 0xFF {
+			return nil
+		}
+		m := b[i+1]
+		switch {
+		case m == 0xFF: // fill byte
+			i++
+			continue
+		case m == 0xD9 || m == 0xDA: // end of image, start of scan
+			return nil
+		case m == 0x01 || (m >= 0xD0 && m <= 0xD7): // markers without a length
+			i += 2
+			continue
+		}
+		n := int(b[i+2])<<8 | int(b[i+3])
+		if n < 2 || i+2+n > len(b) {
+			return nil
+		}
+		seg := b[i+4 : i+2+n]
+		if m == 0xE1 && len(seg) >= 6 && string(seg[:6]) == "Exif\x00\x00" {
+			return seg[6:]
+		}
+		i += 2 + n
+	}
+	return nil
+}
+
+// tiffChainOK checks that a TIFF header is sound and its chain of IFDs is
+// short, in bounds and free of cycles.
+func tiffChainOK(t []byte) bool {
+	if len(t) < 8 {
+		return false
+	}
+	var order binary.ByteOrder
+	switch string(t[:2]) {
+	case "II":
+		order = binary.LittleEndian
+	case "MM":
+		order = binary.BigEndian
+	default:
+		return false
+	}
+	if order.Uint16(t[2:4]) != 42 {
+		return false
+	}
+	seen := map[uint32]bool{}
+	for off := order.Uint32(t[4:8]); off != 0; {
+		if len(seen) >= 4 || seen[off] || off > math.MaxInt32 || int64(off)+2 > int64(len(t)) {
+			return false
+		}
+		seen[off] = true
+		next := int64(off) + 2 + 12*int64(order.Uint16(t[off:]))
+		if next+4 > int64(len(t)) {
+			return false
+		}
+		off = order.Uint32(t[next:])
+	}
+	return true
+}
+
+func validPoint(p orb.Point) bool {
+	return !math.IsNaN(p[0]) && !math.IsNaN(p[1]) && !math.IsInf(p[0], 0) && !math.IsInf(p[1], 0) &&
+		p[0] >= -180 && p[0] <= 180 && p[1] >= -90 && p[1] <= 90
+}
+
+// loadOffsetTags reads OffsetTimeOriginal and OffsetTime (EXIF 2.31) from
+// the EXIF sub-IFD, which goexif leaves out.
+func loadOffsetTags(x *exif.Exif) {
+	ptr, err := x.Get(exif.ExifIFDPointer)
+	if err != nil {
+		return
+	}
+	off, err := ptr.Int64(0)
+	if err != nil || off <= 0 || off >= int64(len(x.Raw)) {
+		return
+	}
+	rd := bytes.NewReader(x.Raw)
+	if _, err := rd.Seek(off, io.SeekStart); err != nil {
+		return
+	}
+	dir, _, err := tiff.DecodeDir(rd, x.Tiff.Order)
+	if err != nil {
+		return
+	}
+	x.LoadTags(dir, map[uint16]exif.FieldName{0x9011: tagOffsetTimeOriginal, 0x9010: tagOffsetTime}, false)
+}
+
+func stringTag(x *exif.Exif, name exif.FieldName) string {
+	tag, err := x.Get(name)
+	if err != nil || tag.Format() != tiff.StringVal {
+		return ""
+	}
+	s, err := tag.StringVal()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(strings.TrimRight(s, "\x00"))
+}
+
+// parseOffset reads "+08:00" / "-05:30"; ok false for anything else.
+func parseOffset(s string) (int, bool) {
+	if len(s) != 6 || (s[0] != '+' && s[0] != '-') || s[3] != ':' {
+		return 0, false
+	}
+	t, err := time.Parse("15:04", s[1:])
+	if err != nil {
+		return 0, false
+	}
+	secs := t.Hour()*3600 + t.Minute()*60
+	if secs > 14*3600 {
+		return 0, false
+	}
+	if s[0] == '-' {
+		secs = -secs
+	}
+	return secs, true
+}
+
+const exifLayout = "2006:01:02 15:04:05"
+
+// captureTime picks the best capture time the EXIF offers:
+// DateTimeOriginal with OffsetTimeOriginal (an instant), else the GPS
+// date and time (UTC, an instant), else DateTimeOriginal or DateTime on
+// its own (floating wall-clock time).
+func captureTime(x *exif.Exif) CaptureTime {
+	wall := stringTag(x, exif.DateTimeOriginal)
+	offs := stringTag(x, tagOffsetTimeOriginal)
+	if wall == "" {
+		wall = stringTag(x, exif.DateTime)
+		offs = stringTag(x, tagOffsetTime)
+	}
+	var wt time.Time
+	if wall != "" {
+		if t, err := time.Parse(exifLayout, wall); err == nil && t.Year() >= 1990 {
+			wt = t
+		}
+	}
+	if !wt.IsZero() {
+		if secs, ok := parseOffset(offs); ok {
+			return CaptureTime{Time: time.Date(wt.Year(), wt.Month(), wt.Day(), wt.Hour(), wt.Minute(), wt.Second(), 0, time.FixedZone("", secs))}
+		}
+	}
+	if t, ok := gpsTime(x); ok {
+		return CaptureTime{Time: t}
+	}
+	if !wt.IsZero() {
+		return CaptureTime{Time: wt, Floating: true}
+	}
+	return CaptureTime{}
+}
+
+// gpsTime reads GPSDateStamp ("2006:01:02") and GPSTimeStamp (three
+// rationals, UTC).
+func gpsTime(x *exif.Exif) (time.Time, bool) {
+	ds := stringTag(x, exif.GPSDateStamp)
+	if ds == "" {
+		return time.Time{}, false
+	}
+	d, err := time.Parse("2006:01:02", ds)
+	if err != nil || d.Year() < 1990 {
+		return time.Time{}, false
+	}
+	tag, err := x.Get(exif.GPSTimeStamp)
+	if err != nil || tag.Count < 3 {
+		return time.Time{}, false
+	}
+	var hms [3]float64
+	for i := range hms {
+		n, dd, err := tag.Rat2(i)
+		if err != nil || dd == 0 {
+			return time.Time{}, false
+		}
+		hms[i] = float64(n) / float64(dd)
+	}
+	if hms[0] < 0 || hms[0] >= 24 || hms[1] < 0 || hms[1] >= 60 || hms[2] < 0 || hms[2] >= 61 {
+		return time.Time{}, false
+	}
+	secs := hms[0]*3600 + hms[1]*60 + hms[2]
+	return d.Add(time.Duration(secs * float64(time.Second))).UTC(), true
+}

@@ -1,0 +1,161 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"fieldsync/server/domain"
+	"fieldsync/server/merge"
+	"fieldsync/syncproto"
+)
+
+// ConflictRow is a conflict with the place it belongs to.
+type ConflictRow struct {
+	syncproto.Conflict
+	PlaceCode  string `json:"place_code"`
+	HeadName   string `json:"head_name,omitempty"`
+	Resolution string `json:"resolution,omitempty"`
+}
+
+// ListConflicts lists conflicts in places (nil: all) with state ("" any).
+func (s *Store) ListConflicts(ctx context.Context, places map[string]bool, state string) ([]ConflictRow, error) {
+	q := `SELECT c.id, c.place_code, COALESCE(json_extract(h.fields, '$.head_name'), ''), COALESCE(c.resolution, '')
+		FROM conflicts c JOIN households h ON h.id = c.household_id WHERE 1=1`
+	var args []any
+	if state != "" {
+		q += ` AND c.state = ?`
+		args = append(args, state)
+	}
+	if places != nil {
+		codes := sortedKeys(places)
+		if len(codes) == 0 {
+			return []ConflictRow{}, nil
+		}
+		q += ` AND c.place_code IN (?` + strings.Repeat(",?", len(codes)-1) + `)`
+		for _, c := range codes {
+			args = append(args, c)
+		}
+	}
+	rows, err := s.r.QueryContext(ctx, q+` ORDER BY c.created_at DESC, c.id LIMIT 2000`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("conflicts: %w", err)
+	}
+	var heads []ConflictRow
+	for rows.Next() {
+		var r ConflictRow
+		if err := rows.Scan(&r.ID, &r.PlaceCode, &r.HeadName, &r.Resolution); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		heads = append(heads, r)
+	}
+	rows.Close()
+	out := make([]ConflictRow, 0, len(heads))
+	for _, h := range heads {
+		c, _, err := loadConflict(ctx, s.r, h.ID)
+		if err != nil {
+			return nil, err
+		}
+		h.Conflict = *c
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+// Conflict resolutions.
+const (
+	ResolveKeep  = "keep"  // keep the current value
+	ResolveTake  = "take"  // take the losing value
+	ResolveValue = "value" // enter a new value
+)
+
+// ResolveConflict settles a conflict. Taking the other value or entering a
+// new one is a household change like any other: it gets a new version and
+// reaches every device in scope.
+func (s *Store) ResolveConflict(ctx context.Context, id string, by domain.User, action string, value json.RawMessage) (ConflictRow, error) {
+	var out ConflictRow
+	if action != ResolveKeep && action != ResolveTake && action != ResolveValue {
+		return out, fmt.Errorf("resolve: action must be keep, take or value: %w", domain.ErrInvalid)
+	}
+	now := s.ts()
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		c, place, err := loadConflict(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if c.State == "resolved" {
+			return fmt.Errorf("conflict %s already resolved: %w", id, domain.ErrExists)
+		}
+		var set json.RawMessage
+		switch action {
+		case ResolveTake:
+			set = c.LosingValue
+			if set == nil {
+				set = json.RawMessage("null")
+			}
+		case ResolveValue:
+			if !json.Valid(value) {
+				return fmt.Errorf("resolve: value is not JSON: %w", domain.ErrInvalid)
+			}
+			if perr := syncproto.CheckHouseholdFields(map[string]json.RawMessage{c.Field: value}); perr != nil {
+				return fmt.Errorf("resolve: %w: %w", domain.ErrInvalid, perr)
+			}
+			set = value
+		}
+		if set != nil && c.Field != "place_code" {
+			a := &applier{s: s, ctx: ctx, tx: tx, dev: PushDevice{UserID: by.ID}, hlc: s.clock.Tick(), now: now, res: &syncproto.MutationResult{}}
+			h, err := a.household(c.HouseholdID)
+			if err != nil {
+				return fmt.Errorf("resolve: %w", err)
+			}
+			before := map[string]json.RawMessage{c.Field: h.fields[c.Field]}
+			seq, err := logChange(tx, now, "household", h.id, h.place, "put")
+			if err != nil {
+				return err
+			}
+			if syncproto.IsNull(set) {
+				delete(h.fields, c.Field)
+			} else {
+				h.fields[c.Field] = set
+			}
+			h.meta[c.Field] = merge.FieldMeta{HLC: a.hlc, Version: seq, UserID: by.ID}
+			if err := a.saveHousehold(h, seq); err != nil {
+				return err
+			}
+			if err := audit(ctx, tx, now, "household.resolve", "household", h.id, h.place, before, map[string]json.RawMessage{c.Field: set}); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE conflicts SET state = 'resolved', resolution = ?, resolved_by = ?, resolved_at = ? WHERE id = ?`,
+			action, by.ID, now, id); err != nil {
+			return err
+		}
+		if _, err := logChange(tx, now, "conflict", id, place, "put"); err != nil {
+			return err
+		}
+		return audit(ctx, tx, now, "conflict.resolve", "conflict", id, place, map[string]any{"state": c.State},
+			map[string]any{"state": "resolved", "resolution": action, "field": c.Field, "value": set})
+	})
+	if err != nil {
+		return out, err
+	}
+	c, place, err := loadConflict(ctx, s.r, id)
+	if err != nil {
+		return out, err
+	}
+	return ConflictRow{Conflict: *c, PlaceCode: place, Resolution: action}, nil
+}
+
+// ConflictPlace returns the place of a conflict (for access checks).
+func (s *Store) ConflictPlace(ctx context.Context, id string) (string, error) {
+	var place string
+	err := s.r.QueryRowContext(ctx, `SELECT place_code FROM conflicts WHERE id = ?`, id).Scan(&place)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("conflict %s: %w", id, domain.ErrNotFound)
+	}
+	return place, err
+}
