@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"time"
 
 	"fieldsync/server/auth"
 	"fieldsync/server/demo"
@@ -74,13 +75,20 @@ func LoadDemo(ctx context.Context, st *sqlstore.Store, out io.Writer) error {
 	if err := st.ImportHouseholds(ctx, hs, 0); err != nil {
 		return fmt.Errorf("households: %w", err)
 	}
+	visits, err := demoVisits(ctx, st, ds, time.Now())
+	if err != nil {
+		return fmt.Errorf("visits: %w", err)
+	}
+	if err := st.ImportVisits(ctx, visits); err != nil {
+		return fmt.Errorf("visits: %w", err)
+	}
 	names := make([]string, 0, len(ds.Users))
 	for _, u := range ds.Users {
 		names = append(names, fmt.Sprintf("%s (%s)", u.Username, u.Role))
 	}
 	sort.Strings(names)
-	fmt.Fprintf(out, "demo data loaded: %d places, %d households, forms %d; users %v, password %q\n",
-		len(places), len(hs), len(ds.Forms), names, demo.DemoPassword)
+	fmt.Fprintf(out, "demo data loaded: %d places, %d households, %d visits (retrofit inspections: %d passed, %d sent back for rework), forms %d; users %v, password %q\n",
+		len(places), len(hs), len(visits), DemoRetrofitPassed, DemoRetrofitRework, len(ds.Forms), names, demo.DemoPassword)
 	return nil
 }
 

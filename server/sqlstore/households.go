@@ -170,3 +170,84 @@ func (s *Store) HouseholdVisits(ctx context.Context, id string) ([]syncproto.Vis
 	}
 	return out, nil
 }
+
+// ImportedVisit is a visit loaded from outside the sync path (the demo
+// data, a migration from another system), with its review state.
+type ImportedVisit struct {
+	Visit  syncproto.Visit
+	UserID int64
+	// State is the review state (default submitted); Step the review step.
+	State string
+	Step  int
+	// TaskReason, with State needs_rework, opens a rework task.
+	TaskReason string
+}
+
+// ImportVisits stores visits in one transaction. Their answers are checked
+// against their form version like pushed visits.
+func (s *Store) ImportVisits(ctx context.Context, vs []ImportedVisit) error {
+	now := s.ts()
+	return s.writeTx(ctx, func(tx *sql.Tx) error {
+		for _, iv := range vs {
+			v := iv.Visit
+			if !syncproto.ValidID(v.ID) {
+				return fmt.Errorf("visit %q: bad id: %w", v.ID, domain.ErrInvalid)
+			}
+			var place string
+			if err := tx.QueryRowContext(ctx, `SELECT place_code FROM households WHERE id = ?`, v.HouseholdID).Scan(&place); err != nil {
+				return fmt.Errorf("visit %s: household %s: %w", v.ID, v.HouseholdID, domain.ErrNotFound)
+			}
+			form, err := s.cachedForm(ctx, tx, v.FormID, v.FormVersion)
+			if err != nil {
+				return fmt.Errorf("visit %s: %w", v.ID, err)
+			}
+			if err := form.ValidateAnswers(v.Answers); err != nil {
+				return fmt.Errorf("visit %s: %w: %w", v.ID, domain.ErrInvalid, err)
+			}
+			state := iv.State
+			if state == "" {
+				state = domain.StateSubmitted
+			}
+			answers, _ := json.Marshal(v.Answers)
+			var lon, lat any
+			if v.Point != nil {
+				lon, lat = v.Point.Lon, v.Point.Lat
+			}
+			serverTime := v.ServerTime
+			if serverTime.IsZero() {
+				serverTime = v.DeviceTime
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO visits(id, household_id, place_code, user_id, form_id, form_version, answers,
+					lon, lat, accuracy_m, device_time, server_time, hlc, review_state, review_step, content_hash)
+					VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				v.ID, v.HouseholdID, place, iv.UserID, v.FormID, v.FormVersion, string(answers), lon, lat, v.AccuracyM,
+				domain.Timestamp(v.DeviceTime), domain.Timestamp(serverTime), syncproto.HLC{WallMs: v.DeviceTime.UnixMilli()}.String(),
+				state, iv.Step, contentHash(v)); err != nil {
+				return fmt.Errorf("visit %s: %w", v.ID, err)
+			}
+			for _, e := range v.Evidence {
+				if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO visit_evidence(visit_id, slot, sha256, size, media_type) VALUES (?, ?, ?, ?, ?)`,
+					v.ID, e.Slot, e.SHA256, e.Size, e.MediaType); err != nil {
+					return err
+				}
+			}
+			if _, err := logChange(tx, now, "visit", v.ID, place, "put"); err != nil {
+				return err
+			}
+			if state == domain.StateNeedsRework && iv.TaskReason != "" {
+				tid := syncproto.NewID(v.DeviceTime)
+				if _, err := tx.ExecContext(ctx, `INSERT INTO tasks(id, kind, visit_id, household_id, place_code, user_id, reason, state, created_at, updated_at)
+					VALUES (?, 'rework', ?, ?, ?, ?, ?, 'open', ?, ?)`, tid, v.ID, v.HouseholdID, place, iv.UserID, iv.TaskReason, now, now); err != nil {
+					return err
+				}
+				if _, err := logChange(tx, now, "task", tid, place, "put"); err != nil {
+					return err
+				}
+			}
+			if err := audit(ctx, tx, now, "visit.import", "visit", v.ID, place, nil, map[string]any{"form": v.FormID, "state": state}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
