@@ -44,6 +44,11 @@ type SyncReport struct {
 	Errors  []string
 	// Rejections are the rejected mutations of this sync.
 	Rejections []Result
+	// Resent counts acknowledged mutations sent again because the server
+	// had lost them (it was restored from a backup).
+	Resent int
+
+	serverLastSeq int64
 }
 
 func (r *SyncReport) add(cnt *counters) {
@@ -86,6 +91,19 @@ func (c *Client) Sync(ctx context.Context) (SyncReport, error) {
 	// push (which makes the visits known) and the pull.
 	if err := c.pull(ctx, cr, &rep); err != nil {
 		return rep, fmt.Errorf("sync: %w", err)
+	}
+	if n, err := c.resendLost(ctx, rep.serverLastSeq); err != nil {
+		return rep, fmt.Errorf("sync: %w", err)
+	} else if n > 0 {
+		// The server lost acknowledged mutations (a restore): they are
+		// back in the outbox; push them and pull their effects.
+		rep.Resent += n
+		if err := c.push(ctx, cr, &rep); err != nil {
+			return rep, fmt.Errorf("sync: %w", err)
+		}
+		if err := c.pull(ctx, cr, &rep); err != nil {
+			return rep, fmt.Errorf("sync: %w", err)
+		}
 	}
 	if err := c.withTx(ctx, func(tx *sql.Tx) error {
 		return setMeta(ctx, tx, metaLastSyncAt, ts(c.now()))
@@ -186,6 +204,7 @@ func (c *Client) push(ctx context.Context, cr credentials, rep *SyncReport) erro
 	var cnt counters
 	defer rep.add(&cnt)
 	limit := c.opts.MaxBatch
+	requeued := false
 	for {
 		batch, err := c.loadBatch(ctx, limit)
 		if err != nil {
@@ -207,6 +226,18 @@ func (c *Client) push(ctx context.Context, cr credentials, rep *SyncReport) erro
 			var gap *SequenceGapError
 			if errors.As(err, &gap) {
 				gap.Sent = batch[0].seq
+				if gap.Expected >= 1 && gap.Expected < batch[0].seq && !requeued {
+					// The server is behind what it acknowledged (it was
+					// restored from a backup): send the lost mutations
+					// again from the saved results, then carry on.
+					requeued = true
+					n, rerr := c.requeueLost(ctx, gap.Expected, batch[0].seq)
+					if rerr == nil {
+						cnt.errors = append(cnt.errors, fmt.Sprintf("server was behind: re-sent %d acknowledged mutations from seq %d", n, gap.Expected))
+						continue
+					}
+					return fmt.Errorf("%w (%v)", err, rerr)
+				}
 			}
 			var se *syncproto.Error
 			if errors.As(err, &se) && se.Code == syncproto.CodeTooLarge && len(batch) > 1 {
@@ -390,6 +421,7 @@ func (c *Client) pull(ctx context.Context, cr credentials, rep *SyncReport) erro
 			return fmt.Errorf("pull: %w", err)
 		}
 		rep.Pages++
+		rep.serverLastSeq = resp.LastSeq
 		if !resp.HasMore {
 			return nil
 		}
@@ -426,4 +458,53 @@ func (c *Client) applyPage(ctx context.Context, resp *syncproto.PullResponse, re
 	rep.ScopeLeft += local.ScopeLeft
 	rep.Resets += local.Resets
 	return nil
+}
+
+// requeueLost puts the mutations with seq in [from, to) back into the
+// outbox from the saved results, in one transaction. It fails if any of
+// them is no longer known: then the gap cannot be closed from here.
+func (c *Client) requeueLost(ctx context.Context, from, to int64) (int, error) {
+	tx, err := c.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT seq, kind, entity_id, household_id, body, queued_at FROM results WHERE seq >= ? AND seq < ? ORDER BY seq`, from, to)
+	if err != nil {
+		return 0, err
+	}
+	var lost []outboxRow
+	for rows.Next() {
+		var r outboxRow
+		if err := rows.Scan(&r.seq, &r.kind, &r.entity, &r.household, &r.body, &r.created); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		lost = append(lost, r)
+	}
+	rows.Close()
+	if int64(len(lost)) != to-from {
+		return 0, fmt.Errorf("requeue: %d of %d lost mutations are still known: %w", len(lost), to-from, ErrSequenceGap)
+	}
+	for _, r := range lost {
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO outbox(seq, kind, entity_id, household_id, body, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+			r.seq, r.kind, r.entity, r.household, r.body, r.created); err != nil {
+			return 0, err
+		}
+	}
+	return len(lost), tx.Commit()
+}
+
+// resendLost compares the server's last_seq for this device with the
+// answers the device holds. If the server holds less than it once
+// acknowledged, the lost mutations go back into the outbox.
+func (c *Client) resendLost(ctx context.Context, serverLast int64) (int, error) {
+	var answered sql.NullInt64
+	if err := c.db.QueryRowContext(ctx, `SELECT max(seq) FROM results`).Scan(&answered); err != nil {
+		return 0, err
+	}
+	if !answered.Valid || serverLast >= answered.Int64 {
+		return 0, nil
+	}
+	return c.requeueLost(ctx, serverLast+1, answered.Int64+1)
 }

@@ -121,6 +121,11 @@
 //     the retained change log or comes from another server epoch (after a
 //     restore).
 //
+// Every page also carries last_seq, the last of the device's own mutation
+// sequence numbers the server holds. If the device has answers for later
+// ones, the server lost them (it was restored from a backup): put those
+// mutations back in the outbox from the saved answers and push again.
+//
 // The server's change log is ordered by commit (sequence numbers are
 // assigned inside the single writer's transaction), so a cursor never
 // skips a change that commits later. Pages are capped at max_bytes

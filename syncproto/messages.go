@@ -281,4 +281,9 @@ type PullResponse struct {
 	Cursor          string `json:"cursor"`
 	HasMore         bool   `json:"has_more"`
 	ServerHLC       HLC    `json:"server_hlc"`
+	// LastSeq is the last of this device's mutation sequence numbers the
+	// server holds. A device that has answers for later ones knows the
+	// server lost them (it was restored from a backup) and sends them
+	// again from its saved results.
+	LastSeq int64 `json:"last_seq"`
 }

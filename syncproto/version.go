@@ -13,7 +13,9 @@ package syncproto
 //     household.move, household.delete and evidence.attach with per-device
 //     sequence numbers; pull of put, delete, scope_enter, scope_leave and
 //     reset ops over an HMAC'd, device-bound cursor; hybrid logical clocks
-//     as "<13-digit unix ms>-<4 hex counter>" strings.
+//     as "<13-digit unix ms>-<4 hex counter>" strings; pull responses
+//     carry the device's last_seq as the server holds it, so a device can
+//     re-send what a restored server lost.
 const ProtocolVersion = 1
 
 // MinProtocolVersion is the oldest version the server still accepts.

@@ -46,7 +46,9 @@ type Options struct {
 	Store sqlstore.Config
 	// API overrides API settings (Store is always set by Start).
 	API api.Config
-	// Dir reuses a data folder (to restart on the same database).
+	// Dir is the data folder (default a new temp dir). Starting on a
+	// folder that already holds a database restarts the same server; a new
+	// database is seeded with the fixture places, forms and admin.
 	Dir string
 }
 
@@ -111,7 +113,9 @@ func StartWith(t testing.TB, o Options) *Env {
 		hs.Close()
 		st.Close()
 	})
-	if o.Dir == "" {
+	if users, err := st.Users(ctx); err != nil {
+		t.Fatalf("servertest: %v", err)
+	} else if len(users) == 0 {
 		env.seed(t)
 	}
 	tok, err := srv.Login(ctx, "admin", AdminPassword)
@@ -201,4 +205,11 @@ func (e *Env) Device(t testing.TB, userID int64) (deviceID, token string) {
 		t.Fatalf("servertest: enroll: %d %v", resp.StatusCode, err)
 	}
 	return er.DeviceID, er.Token
+}
+
+// Stop shuts the server down (as a crash or an operator would) before the
+// test ends; starting again on e.Dir brings it back.
+func (e *Env) Stop() {
+	e.Server.Close()
+	e.Store.Close()
 }

@@ -56,6 +56,10 @@ func (s *Store) Pull(ctx context.Context, dev PushDevice, req *syncproto.PullReq
 	if err != nil {
 		return nil, err
 	}
+	var lastSeq int64
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE((SELECT last_seq FROM device_sync WHERE device_id = ?), 0)`, dev.DeviceID).Scan(&lastSeq); err != nil {
+		return nil, fmt.Errorf("pull: device state: %w", err)
+	}
 	roots, err := userPlaces(ctx, tx, dev.UserID)
 	if err != nil {
 		return nil, fmt.Errorf("pull: scope: %w", err)
@@ -94,6 +98,7 @@ func (s *Store) Pull(ctx context.Context, dev PushDevice, req *syncproto.PullReq
 		Cursor:          syncproto.EncodeCursor(s.cursorKey, cur),
 		HasMore:         p.full,
 		ServerHLC:       s.clock.Tick(),
+		LastSeq:         lastSeq,
 	}
 	if resp.Ops == nil {
 		resp.Ops = []syncproto.Op{}

@@ -3,6 +3,10 @@
 //	fieldsync [run] [flags]     serve (the default)
 //	fieldsync migrate [flags]   apply database migrations and exit
 //	fieldsync demo [flags]      load the demo county and exit
+//	fieldsync backup [flags] -out FILE | -to-object-store
+//	                            write a consistent snapshot while the server runs
+//	fieldsync restore [flags] -from FILE | -from-object-store NAME
+//	                            replace the database with a backup (server stopped)
 //
 // Every flag has an environment variable (FIELDSYNC_<FLAG>, upper case,
 // dashes as underscores); a flag given on the command line wins.
@@ -59,6 +63,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&cfg.Demo, "demo", false, "load the demo county on start (once)")
 	fs.BoolVar(&cfg.DisableGroupCommit, "no-group-commit", false, "commit each push on its own (for measurements)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	var bk backupFlags
+	if cmd == "backup" || cmd == "restore" {
+		fs.StringVar(&bk.out, "out", "", "backup: file to write")
+		fs.BoolVar(&bk.toStore, "to-object-store", false, "backup: store the snapshot in the blob store under backups/")
+		fs.StringVar(&bk.from, "from", "", "restore: backup file to restore")
+		fs.StringVar(&bk.fromStore, "from-object-store", "", "restore: name of a backup in the blob store (as printed by backup)")
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -93,8 +104,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer st.Close()
 		return app.LoadDemo(ctx, st, stdout)
+	case "backup":
+		return runBackup(ctx, cfg, bk, stdout)
+	case "restore":
+		return runRestore(ctx, cfg, bk, stdout)
 	default:
-		return fmt.Errorf("unknown command %q (run, migrate, demo)", cmd)
+		return fmt.Errorf("unknown command %q (run, migrate, demo, backup, restore)", cmd)
 	}
 }
 

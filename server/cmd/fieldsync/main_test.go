@@ -5,10 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"fieldsync/server/sqlstore"
 )
 
 type syncBuffer struct {
@@ -94,5 +98,49 @@ func TestRun_UnknownCommand(t *testing.T) {
 	var out, errb bytes.Buffer
 	if err := run(context.Background(), []string{"frobnicate"}, &out, &errb); err == nil {
 		t.Fatal("want error")
+	}
+}
+
+// TestBackupRestore_CLI: backup while the server runs, restore into a new
+// folder, the restored server has the same data and a new epoch.
+func TestBackupRestore_CLI(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	var out, errb syncBuffer
+	if err := run(ctx, []string{"demo", "-data", dir}, &out, &errb); err != nil {
+		t.Fatalf("demo: %v %s", err, errb.String())
+	}
+	file := filepath.Join(t.TempDir(), "b.db")
+	if err := run(ctx, []string{"backup", "-data", dir, "-out", file}, &out, &errb); err != nil {
+		t.Fatalf("backup: %v", err)
+	}
+	if err := run(ctx, []string{"backup", "-data", dir, "-out", file}, &out, &errb); err == nil {
+		t.Fatal("backup over an existing file must fail")
+	}
+	if err := run(ctx, []string{"backup", "-data", dir, "-to-object-store"}, &out, &errb); err != nil || !strings.Contains(out.String(), "backups/fieldsync-") {
+		t.Fatalf("backup to object store: %v %s", err, out.String())
+	}
+	dir2 := t.TempDir()
+	if err := run(ctx, []string{"restore", "-data", dir2, "-from", file}, &out, &errb); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	count := func(d, q string) (n int, epoch string) {
+		st, err := sqlstore.Open(ctx, sqlstore.Config{Path: filepath.Join(d, "fieldsync.db")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		st.DB().QueryRow(q).Scan(&n)
+		return n, st.Epoch()
+	}
+	n1, e1 := count(dir, `SELECT count(*) FROM households`)
+	n2, e2 := count(dir2, `SELECT count(*) FROM households`)
+	if n1 != 875 || n2 != n1 || e1 == e2 {
+		t.Fatalf("households %d/%d, epochs %s/%s", n1, n2, e1, e2)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.db")
+	os.WriteFile(bad, []byte("not a database"), 0o600)
+	if err := run(ctx, []string{"restore", "-data", t.TempDir(), "-from", bad}, &out, &errb); err == nil {
+		t.Fatal("restoring garbage must fail")
 	}
 }
