@@ -1,0 +1,5 @@
+//go:build !race
+
+package mobileclient
+
+const raceEnabled = false
