@@ -20,6 +20,7 @@ const (
 	CodeUnauthorized       Code = "unauthorized"
 	CodeForbidden          Code = "forbidden"
 	CodeNotFound           Code = "not_found"
+	CodeMethodNotAllowed   Code = "method_not_allowed"
 	CodeConflict           Code = "conflict"
 	CodeSequenceGap        Code = "sequence_gap"
 	CodeTooLarge           Code = "too_large"
@@ -52,6 +53,7 @@ var codeStatus = map[Code]int{
 	CodeOutOfScope:         403,
 	CodeNotFound:           404,
 	CodeUnknownEntity:      404,
+	CodeMethodNotAllowed:   405,
 	CodeConflict:           409,
 	CodeSequenceGap:        409,
 	CodeDuplicateID:        409,
@@ -92,6 +94,8 @@ func CodeForStatus(status int) Code {
 		return CodeForbidden
 	case status == 404:
 		return CodeNotFound
+	case status == 405:
+		return CodeMethodNotAllowed
 	case status == 409:
 		return CodeConflict
 	case status == 413:

@@ -5,9 +5,12 @@
 package api
 
 import (
+	"compress/flate"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -236,6 +239,9 @@ func errorCode(err error) (syncproto.Code, map[string]any) {
 		return syncproto.CodeUnavailable, nil
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return syncproto.CodeUnavailable, nil
+	case errors.Is(err, gzip.ErrHeader), errors.Is(err, gzip.ErrChecksum), errors.As(err, new(flate.CorruptInputError)),
+		errors.Is(err, io.ErrUnexpectedEOF):
+		return syncproto.CodeBadRequest, nil
 	}
 	return syncproto.CodeInternal, nil
 }

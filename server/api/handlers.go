@@ -25,7 +25,7 @@ func bind(c echo.Context, v any) error {
 	dec := json.NewDecoder(c.Request().Body)
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) || strings.Contains(err.Error(), "too large") {
+		if errors.As(err, &mbe) || errors.Is(err, echo.ErrStatusRequestEntityTooLarge) || strings.Contains(strings.ToLower(err.Error()), "too large") {
 			return syncproto.Errorf(syncproto.CodeTooLarge, "body too large")
 		}
 		return syncproto.Errorf(syncproto.CodeInvalidJSON, "body: %v", err)
