@@ -213,6 +213,10 @@ func (s *Store) ImportVisits(ctx context.Context, vs []ImportedVisit) error {
 			if v.Point != nil {
 				lon, lat = v.Point.Lon, v.Point.Lat
 			}
+			var userID any
+			if iv.UserID > 0 {
+				userID = iv.UserID
+			}
 			serverTime := v.ServerTime
 			if serverTime.IsZero() {
 				serverTime = v.DeviceTime
@@ -220,7 +224,7 @@ func (s *Store) ImportVisits(ctx context.Context, vs []ImportedVisit) error {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO visits(id, household_id, place_code, user_id, form_id, form_version, answers,
 					lon, lat, accuracy_m, device_time, server_time, hlc, review_state, review_step, content_hash)
 					VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-				v.ID, v.HouseholdID, place, iv.UserID, v.FormID, v.FormVersion, string(answers), lon, lat, v.AccuracyM,
+				v.ID, v.HouseholdID, place, userID, v.FormID, v.FormVersion, string(answers), lon, lat, v.AccuracyM,
 				domain.Timestamp(v.DeviceTime), domain.Timestamp(serverTime), syncproto.HLC{WallMs: v.DeviceTime.UnixMilli()}.String(),
 				state, iv.Step, contentHash(v)); err != nil {
 				return fmt.Errorf("visit %s: %w", v.ID, err)
@@ -237,7 +241,7 @@ func (s *Store) ImportVisits(ctx context.Context, vs []ImportedVisit) error {
 			if state == domain.StateNeedsRework && iv.TaskReason != "" {
 				tid := syncproto.NewID(v.DeviceTime)
 				if _, err := tx.ExecContext(ctx, `INSERT INTO tasks(id, kind, visit_id, household_id, place_code, user_id, reason, state, created_at, updated_at)
-					VALUES (?, 'rework', ?, ?, ?, ?, ?, 'open', ?, ?)`, tid, v.ID, v.HouseholdID, place, iv.UserID, iv.TaskReason, now, now); err != nil {
+					VALUES (?, 'rework', ?, ?, ?, ?, ?, 'open', ?, ?)`, tid, v.ID, v.HouseholdID, place, userID, iv.TaskReason, now, now); err != nil {
 					return err
 				}
 				if _, err := logChange(tx, now, "task", tid, place, "put"); err != nil {
