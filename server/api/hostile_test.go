@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"fieldsync/server/api"
 	"fieldsync/server/domain"
 	"fieldsync/server/servertest"
 	"fieldsync/server/sqlstore"
@@ -222,4 +223,23 @@ func TestHostileInput_ClearErrorsAndNoChange(t *testing.T) {
 		t.Fatalf("only %d hostile cases", n)
 	}
 	t.Logf("%d hostile cases, state unchanged", n)
+}
+
+func FuzzParsePlaces(f *testing.F) {
+	f.Add([]byte(`{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"code":"V9","name":"x","level":"village","parent_code":"T1"},"geometry":null}]}`))
+	f.Add([]byte(`{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"code":1},"geometry":{"type":"Point"}}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		places, err := api.ParsePlaces(bytes.NewReader(data))
+		if err != nil {
+			if syncproto.CodeOf(err) == syncproto.CodeInternal {
+				t.Fatalf("parse error without a code: %v", err)
+			}
+			return
+		}
+		for _, p := range places {
+			if p.Code == "" {
+				t.Fatal("place without code accepted")
+			}
+		}
+	})
 }
