@@ -291,6 +291,8 @@ type Result struct {
 	Version int64
 	// Conflicts counts fields of the change that clashed with another edit.
 	Conflicts int
+	// ClockClamped is set when the device clock ran ahead of the server's.
+	ClockClamped bool
 	// Mutation is the mutation as pushed (syncproto.Mutation JSON).
 	Mutation   string
 	QueuedAt   time.Time

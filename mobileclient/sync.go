@@ -47,6 +47,9 @@ type SyncReport struct {
 	// Resent counts acknowledged mutations sent again because the server
 	// had lost them (it was restored from a backup).
 	Resent int
+	// ClockClamped counts mutations whose timestamp ran ahead of the
+	// server's clock: the device clock is wrong and the app should say so.
+	ClockClamped int
 
 	serverLastSeq int64
 }
@@ -340,7 +343,7 @@ func (c *Client) savePush(ctx context.Context, batch []outboxRow, resp *syncprot
 			}
 			saved = append(saved, Result{Seq: row.seq, Kind: row.kind, EntityID: row.entity, HouseholdID: row.household,
 				Status: res.Status, Code: string(res.Code), Message: res.Message, Version: res.Version, Conflicts: res.Conflicts,
-				Mutation: row.body, QueuedAt: parseTS(row.created), AnsweredAt: parseTS(now)})
+				ClockClamped: res.ClockClamped, Mutation: row.body, QueuedAt: parseTS(row.created), AnsweredAt: parseTS(now)})
 		}
 		for id := range touched {
 			if err := recompute(ctx, tx, id); err != nil {
@@ -355,6 +358,9 @@ func (c *Client) savePush(ctx context.Context, batch []outboxRow, resp *syncprot
 	for _, r := range saved {
 		rep.Pushed++
 		rep.Conflicts += r.Conflicts
+		if r.ClockClamped {
+			rep.ClockClamped++
+		}
 		if r.Status == syncproto.StatusRejected {
 			rep.Rejected++
 			rep.Rejections = append(rep.Rejections, r)

@@ -113,6 +113,10 @@ func (s *Store) ResolveConflict(ctx context.Context, id string, by domain.User, 
 				return fmt.Errorf("resolve: %w", err)
 			}
 			before := map[string]json.RawMessage{c.Field: h.fields[c.Field]}
+			restored := h.deleted
+			// Taking a value that lost to a delete brings the household
+			// back: a supervisor's decision must land somewhere visible.
+			h.deleted = false
 			seq, err := logChange(tx, now, "household", h.id, h.place, "put")
 			if err != nil {
 				return err
@@ -126,7 +130,7 @@ func (s *Store) ResolveConflict(ctx context.Context, id string, by domain.User, 
 			if err := a.saveHousehold(h, seq); err != nil {
 				return err
 			}
-			if err := audit(ctx, tx, now, "household.resolve", "household", h.id, h.place, before, map[string]json.RawMessage{c.Field: set}); err != nil {
+			if err := audit(ctx, tx, now, "household.resolve", "household", h.id, h.place, before, map[string]any{c.Field: set, "restored": restored}); err != nil {
 				return err
 			}
 		}

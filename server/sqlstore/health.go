@@ -93,8 +93,10 @@ func (s *Store) FlushHealth(ctx context.Context) error {
 	return tx.Commit()
 }
 
-// StuckDevices lists live devices that report pending work and have not
-// completed a sync for longer than d.
+// StuckDevices lists live devices that report pending work which is older
+// than d, or that have not completed a sync for longer than d. A device
+// whose pulls succeed while its pushes fail is stuck too: its oldest
+// pending item keeps ageing.
 func (s *Store) StuckDevices(ctx context.Context, userIDs []int64, d time.Duration) ([]domain.Device, error) {
 	all, err := s.Devices(ctx, userIDs)
 	if err != nil {
@@ -110,7 +112,8 @@ func (s *Store) StuckDevices(ctx context.Context, userIDs []int64, d time.Durati
 		if json.Unmarshal(dev.Health, &h) != nil || h.PendingMutations+h.PendingBlobs == 0 {
 			continue
 		}
-		if dev.LastSyncOKAt == nil || dev.LastSyncOKAt.Before(cutoff) {
+		oldPending := !h.OldestPending.IsZero() && h.OldestPending.Before(cutoff)
+		if oldPending || dev.LastSyncOKAt == nil || dev.LastSyncOKAt.Before(cutoff) {
 			out = append(out, dev)
 		}
 	}

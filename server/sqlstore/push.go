@@ -202,7 +202,14 @@ func (s *Store) applyPush(ctx context.Context, tx *sql.Tx, dev PushDevice, req *
 	}
 	var health, appVersion any
 	if req.Health != nil {
-		hb, _ := json.Marshal(req.Health)
+		// The device measured its outbox before sending this batch; every
+		// mutation in it now has an answer and leaves the outbox.
+		h := *req.Health
+		h.PendingMutations = max(0, h.PendingMutations-len(req.Mutations))
+		if h.PendingMutations == 0 && h.PendingBlobs == 0 {
+			h.OldestPending = time.Time{}
+		}
+		hb, _ := json.Marshal(h)
 		health = string(hb)
 		appVersion = req.Health.AppVersion
 	}
