@@ -270,7 +270,13 @@ func (s *Store) Enroll(ctx context.Context, codeHash string, dev domain.Device, 
 		if _, err = tx.ExecContext(ctx, `INSERT INTO device_sync(device_id) VALUES (?)`, dev.ID); err != nil {
 			return err
 		}
-		return audit(ctx, tx, domain.Timestamp(now), "device.enroll", "device", dev.ID, "", nil, map[string]any{"user_id": userID, "name": dev.Name})
+		actx := ctx
+		if domain.ActorFrom(ctx) == (domain.Actor{}) {
+			// Enrollment is unauthenticated: the actor is the device itself,
+			// on behalf of the user whose code it redeemed.
+			actx = domain.WithActor(ctx, domain.Actor{UserID: userID, DeviceID: dev.ID})
+		}
+		return audit(actx, tx, domain.Timestamp(now), "device.enroll", "device", dev.ID, "", nil, map[string]any{"user_id": userID, "name": dev.Name})
 	})
 	return dev, err
 }
