@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -91,6 +92,8 @@ type Config struct {
 	Blobs blob.Store
 	// UploadDir holds partial resumable uploads (they survive restarts).
 	UploadDir string
+	// Evidence tunes uploads and downloads (zero: defaults).
+	Evidence EvidenceConfig
 	// Now replaces time.Now in tests.
 	Now func() time.Time
 }
@@ -133,6 +136,8 @@ type Server struct {
 	log    *slog.Logger
 	e      *echo.Echo
 	routes []route
+
+	evidence *evidenceState
 }
 
 // New builds the server and its routes.
@@ -163,9 +168,16 @@ func New(cfg Config) (*Server, error) {
 	}))
 	e.Use(metricsMiddleware)
 	e.Use(middleware.Decompress())
-	e.Use(middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: fmt.Sprintf("%dB", cfg.MaxBodyBytes)}))
+	uploads := APIPrefix + "/uploads"
+	e.Use(middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: fmt.Sprintf("%dB", cfg.MaxBodyBytes), Skipper: func(c echo.Context) bool {
+		// The tus handler bounds every body by its declared Upload-Length.
+		return strings.HasPrefix(c.Request().URL.Path, uploads)
+	}}))
 	e.Use(middleware.GzipWithConfig(middleware.GzipConfig{MinLength: 1024, Skipper: func(c echo.Context) bool {
-		return c.Path() == "/metrics"
+		p := c.Request().URL.Path
+		// Blobs are JPEGs and PDFs already compressed, and downloads need
+		// byte ranges over the stored bytes.
+		return p == "/metrics" || strings.HasPrefix(p, uploads) || strings.HasPrefix(p, APIPrefix+"/evidence/")
 	}}))
 	s.e = e
 	s.register()

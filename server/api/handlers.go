@@ -593,6 +593,18 @@ func (s *Server) push(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	// Checks on arrival (EXIF distance, place polygon, GPS accuracy,
+	// reused photos) run after the commit: they never fail a push, and a
+	// blob's arrival runs them again.
+	if ev := s.ev(); ev != nil {
+		if cs, ok := ev.store.(interface {
+			RunEvidenceChecksForPush(context.Context, *syncproto.PushRequest, *syncproto.PushResponse) error
+		}); ok {
+			if err := cs.RunEvidenceChecksForPush(context.WithoutCancel(c.Request().Context()), req, resp); err != nil {
+				s.log.Warn("evidence checks after push", "device", dev.DeviceID, "err", err)
+			}
+		}
+	}
 	return c.JSON(http.StatusOK, resp)
 }
 

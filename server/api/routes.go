@@ -110,6 +110,8 @@ func OpenAPI(routes []RouteDoc) map[string]any {
 			op["security"] = []any{}
 		case authDevice:
 			op["security"] = []any{map[string]any{"deviceToken": []string{}}}
+		case authUserOrDevice:
+			op["security"] = []any{map[string]any{"deviceToken": []string{}}, map[string]any{"bearer": []string{}}, map[string]any{"sessionCookie": []string{}}}
 		default:
 			op["security"] = []any{map[string]any{"bearer": []string{}}, map[string]any{"sessionCookie": []string{}}}
 			op["x-fieldsync-role"] = r.Auth

@@ -131,6 +131,9 @@ func Run(ctx context.Context, cfg Config) error {
 		ln.Close()
 		return err
 	}
+	if up := srv.Uploads(); up != nil {
+		go up.Janitor(ctx, 10*time.Minute)
+	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 15 * time.Second, IdleTimeout: 2 * time.Minute}
 	errc := make(chan error, 1)
 	go func() {

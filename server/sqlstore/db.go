@@ -14,12 +14,14 @@ import (
 	"net/url"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the SQLite driver
 
 	"fieldsync/migrations"
 	"fieldsync/server/domain"
+	"fieldsync/server/evidence"
 	"fieldsync/syncproto"
 )
 
@@ -40,6 +42,10 @@ type Config struct {
 	// MaxClockAhead is how far a device HLC may run ahead of the server
 	// clock before it is clamped (default 5 minutes).
 	MaxClockAhead time.Duration
+	// Evidence sets the thresholds of the checks on arrival (distance
+	// from the visit, time zone of the visit day, near-duplicate distance);
+	// zero fields take the defaults.
+	Evidence evidence.Config
 	// Now replaces time.Now in tests.
 	Now func() time.Time
 }
@@ -78,6 +84,7 @@ type Store struct {
 
 	forms  formCache
 	health healthBuffer
+	evCfg  atomic.Pointer[evidence.Config]
 
 	pushes    chan *pushJob
 	closeOnce sync.Once
@@ -136,6 +143,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	r.SetMaxIdleConns(cfg.Readers)
 	s := &Store{cfg: cfg, w: w, r: r, done: make(chan struct{}), pushes: make(chan *pushJob, 1024)}
 	s.clock.Now = cfg.Now
+	s.SetEvidenceConfig(cfg.Evidence)
 	if err := s.initMeta(ctx); err != nil {
 		s.Close()
 		return nil, err

@@ -1,0 +1,829 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/paulmach/orb"
+
+	"fieldsync/server/domain"
+	"fieldsync/server/evidence"
+	"fieldsync/server/geo"
+	"fieldsync/server/upload"
+	"fieldsync/syncproto"
+)
+
+// Evidence: blobs, resumable uploads, checks on arrival, completeness.
+
+var _ upload.Store = (*Store)(nil)
+
+// SetEvidenceConfig sets the thresholds of the evidence checks (distance,
+// default zone, near-duplicate distance). Unset fields keep their
+// defaults. Call it before serving; Config.Evidence sets them at Open.
+func (s *Store) SetEvidenceConfig(cfg evidence.Config) {
+	c := cfg.WithDefaults()
+	s.evCfg.Store(&c)
+}
+
+func (s *Store) evidenceConfig() evidence.Config {
+	if c := s.evCfg.Load(); c != nil {
+		return *c
+	}
+	return evidence.Config{}.WithDefaults()
+}
+
+// --- blobs ---
+
+// MissingBlobs returns, in the order given and without duplicates, the
+// hashes that are not present (never verified and stored).
+func (s *Store) MissingBlobs(ctx context.Context, sums []string) ([]string, error) {
+	missing := []string{}
+	seen := map[string]bool{}
+	for start := 0; start < len(sums); start += 500 {
+		batch := sums[start:min(len(sums), start+500)]
+		args := make([]any, len(batch))
+		for i, v := range batch {
+			args[i] = v
+		}
+		rows, err := s.r.QueryContext(ctx, `SELECT sha256 FROM blobs WHERE sha256 IN (`+placeholders(len(batch))+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("missing blobs: %w", err)
+		}
+		present := map[string]bool{}
+		for rows.Next() {
+			var sum string
+			if err := rows.Scan(&sum); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			present[sum] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		for _, sum := range batch {
+			if !present[sum] && !seen[sum] {
+				seen[sum] = true
+				missing = append(missing, sum)
+			}
+		}
+	}
+	return missing, nil
+}
+
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
+}
+
+// BlobPresent implements upload.Store.
+func (s *Store) BlobPresent(ctx context.Context, sum string) (bool, error) {
+	var ok bool
+	if err := s.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM blobs WHERE sha256 = ?)`, sum).Scan(&ok); err != nil {
+		return false, fmt.Errorf("blob present: %w", err)
+	}
+	return ok, nil
+}
+
+// BlobRecord is a present blob as recorded.
+type BlobRecord struct {
+	SHA256    string
+	Size      int64
+	MediaType string
+	StoredAt  time.Time
+	Taken     evidence.CaptureTime
+	GPS       *orb.Point
+	PHash     *uint64
+	Width     int
+	Height    int
+}
+
+const blobCols = `sha256, size, media_type, stored_at, exif_time, exif_lon, exif_lat, phash, width, height`
+
+func scanBlob(sc interface{ Scan(...any) error }) (BlobRecord, error) {
+	var b BlobRecord
+	var stored string
+	var taken sql.NullString
+	var lon, lat sql.NullFloat64
+	var phash, w, h sql.NullInt64
+	if err := sc.Scan(&b.SHA256, &b.Size, &b.MediaType, &stored, &taken, &lon, &lat, &phash, &w, &h); err != nil {
+		return b, err
+	}
+	b.StoredAt = domain.ParseTimestamp(stored)
+	b.Taken, _ = evidence.ParseCaptureTime(taken.String)
+	if lon.Valid && lat.Valid {
+		b.GPS = &orb.Point{lon.Float64, lat.Float64}
+	}
+	if phash.Valid {
+		v := uint64(phash.Int64)
+		b.PHash = &v
+	}
+	b.Width, b.Height = int(w.Int64), int(h.Int64)
+	return b, nil
+}
+
+// Blob returns a present blob's record (domain.ErrNotFound if absent).
+func (s *Store) Blob(ctx context.Context, sum string) (BlobRecord, error) {
+	b, err := scanBlob(s.r.QueryRowContext(ctx, `SELECT `+blobCols+` FROM blobs WHERE sha256 = ?`, sum))
+	if errors.Is(err, sql.ErrNoRows) {
+		return b, fmt.Errorf("blob %s: %w", sum, domain.ErrNotFound)
+	}
+	if err != nil {
+		return b, fmt.Errorf("blob %s: %w", sum, err)
+	}
+	return b, nil
+}
+
+// BlobPlaces lists the places of the visits that reference a blob, for
+// deciding who may see it.
+func (s *Store) BlobPlaces(ctx context.Context, sum string) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT DISTINCT v.place_code FROM visit_evidence ve JOIN visits v ON v.id = ve.visit_id
+		WHERE ve.sha256 = ? ORDER BY v.place_code`, sum)
+	if err != nil {
+		return nil, fmt.Errorf("blob places: %w", err)
+	}
+	return scanStrings(rows)
+}
+
+func scanStrings(rows *sql.Rows) ([]string, error) {
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// --- uploads (upload.Store) ---
+
+// sortableTS formats upload times with a fixed width, so that they
+// compare as strings (domain.Timestamp trims trailing zeros).
+func sortableTS(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000000Z") }
+
+const uploadCols = `id, device_id, sha256, length, "offset", created_at, expires_at, metadata, state`
+
+func scanUpload(sc interface{ Scan(...any) error }) (upload.Upload, error) {
+	var u upload.Upload
+	var created, expires, meta, state string
+	if err := sc.Scan(&u.ID, &u.DeviceID, &u.SHA256, &u.Length, &u.Offset, &created, &expires, &meta, &state); err != nil {
+		return u, err
+	}
+	u.CreatedAt, u.ExpiresAt = domain.ParseTimestamp(created), domain.ParseTimestamp(expires)
+	u.Done = state == "done"
+	if err := json.Unmarshal([]byte(meta), &u.Metadata); err != nil {
+		return u, fmt.Errorf("upload %s metadata: %w", u.ID, err)
+	}
+	return u, nil
+}
+
+func (s *Store) queryUploads(ctx context.Context, q string, args ...any) ([]upload.Upload, error) {
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("uploads: %w", err)
+	}
+	defer rows.Close()
+	var out []upload.Upload
+	for rows.Next() {
+		u, err := scanUpload(rows)
+		if err != nil {
+			return nil, fmt.Errorf("uploads: %w", err)
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// CreateUpload implements upload.Store.
+func (s *Store) CreateUpload(ctx context.Context, u upload.Upload) error {
+	meta, err := json.Marshal(u.Metadata)
+	if err != nil {
+		return fmt.Errorf("create upload: %w", err)
+	}
+	if u.Metadata == nil {
+		meta = []byte("{}")
+	}
+	state := "active"
+	if u.Done {
+		state = "done"
+	}
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO uploads(id, device_id, sha256, length, "offset", created_at, expires_at, metadata, state)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		u.ID, u.DeviceID, u.SHA256, u.Length, u.Offset, sortableTS(u.CreatedAt), sortableTS(u.ExpiresAt), string(meta), state); err != nil {
+		return fmt.Errorf("create upload: %w", err)
+	}
+	return nil
+}
+
+// Upload implements upload.Store.
+func (s *Store) Upload(ctx context.Context, id string) (upload.Upload, error) {
+	u, err := scanUpload(s.r.QueryRowContext(ctx, `SELECT `+uploadCols+` FROM uploads WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return u, fmt.Errorf("upload %s: %w", id, domain.ErrNotFound)
+	}
+	if err != nil {
+		return u, fmt.Errorf("upload %s: %w", id, err)
+	}
+	return u, nil
+}
+
+// UpdateUpload implements upload.Store.
+func (s *Store) UpdateUpload(ctx context.Context, id string, offset int64, expires time.Time) error {
+	if _, err := s.w.ExecContext(ctx, `UPDATE uploads SET "offset" = ?, expires_at = ? WHERE id = ? AND state = 'active'`,
+		offset, sortableTS(expires), id); err != nil {
+		return fmt.Errorf("update upload: %w", err)
+	}
+	return nil
+}
+
+// CompleteUpload implements upload.Store: the blob row (kept if already
+// there) and the upload's done state are written in one transaction.
+func (s *Store) CompleteUpload(ctx context.Context, id string, b upload.Blob, expires time.Time) error {
+	return s.writeTx(ctx, func(tx *sql.Tx) error {
+		var taken, lon, lat, phash, w, h any
+		if t := b.Meta.Taken.String(); t != "" {
+			taken = t
+		}
+		if b.Meta.GPS != nil {
+			lon, lat = b.Meta.GPS[0], b.Meta.GPS[1]
+		}
+		if b.Meta.PHash != nil {
+			phash = int64(*b.Meta.PHash)
+		}
+		if b.Meta.Width > 0 && b.Meta.Height > 0 {
+			w, h = b.Meta.Width, b.Meta.Height
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO blobs(`+blobCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			b.SHA256, b.Size, b.MediaType, domain.Timestamp(b.StoredAt), taken, lon, lat, phash, w, h); err != nil {
+			return fmt.Errorf("record blob: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE uploads SET state = 'done', "offset" = length, expires_at = ? WHERE id = ?`,
+			sortableTS(expires), id); err != nil {
+			return fmt.Errorf("complete upload: %w", err)
+		}
+		return nil
+	})
+}
+
+// DeleteUpload implements upload.Store.
+func (s *Store) DeleteUpload(ctx context.Context, id string) error {
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM uploads WHERE id = ?`, id); err != nil {
+		return fmt.Errorf("delete upload: %w", err)
+	}
+	return nil
+}
+
+// ActiveUploads implements upload.Store.
+func (s *Store) ActiveUploads(ctx context.Context, deviceID string) (int, error) {
+	var n int
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM uploads WHERE device_id = ? AND state = 'active'`, deviceID).Scan(&n); err != nil {
+		return 0, fmt.Errorf("active uploads: %w", err)
+	}
+	return n, nil
+}
+
+// ExpiredUploads implements upload.Store.
+func (s *Store) ExpiredUploads(ctx context.Context, now time.Time) ([]upload.Upload, error) {
+	return s.queryUploads(ctx, `SELECT `+uploadCols+` FROM uploads WHERE expires_at < ?
+		UNION SELECT `+uploadCols+` FROM uploads WHERE device_id IN (SELECT id FROM devices WHERE revoked_at IS NOT NULL)
+		ORDER BY 1`, sortableTS(now))
+}
+
+// DeviceUploads implements upload.Store.
+func (s *Store) DeviceUploads(ctx context.Context, deviceID string) ([]upload.Upload, error) {
+	return s.queryUploads(ctx, `SELECT `+uploadCols+` FROM uploads WHERE device_id = ? ORDER BY id`, deviceID)
+}
+
+// Referenced implements upload.Store: a visit the device pushed names the
+// blob, or the device attached it to a visit (evidence.attach).
+func (s *Store) Referenced(ctx context.Context, deviceID, sum string) (bool, error) {
+	var ok bool
+	err := s.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM visit_evidence ve JOIN visits v ON v.id = ve.visit_id
+			WHERE ve.sha256 = ? AND v.device_id = ?)
+		OR EXISTS (SELECT 1 FROM mutation_results WHERE device_id = ? AND kind = 'evidence.attach'
+			AND json_extract(result, '$.status') = 'applied'
+			AND json_extract(body, '$.evidence_attach.evidence.sha256') = ?)`, sum, deviceID, deviceID, sum).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("referenced: %w", err)
+	}
+	return ok, nil
+}
+
+// BlobArrived implements upload.Store: the checks run again for every
+// visit that references the blob.
+func (s *Store) BlobArrived(ctx context.Context, sum string) error {
+	rows, err := s.r.QueryContext(ctx, `SELECT DISTINCT visit_id FROM visit_evidence WHERE sha256 = ? ORDER BY visit_id`, sum)
+	if err != nil {
+		return fmt.Errorf("blob arrived: %w", err)
+	}
+	ids, err := scanStrings(rows)
+	if err != nil {
+		return fmt.Errorf("blob arrived: %w", err)
+	}
+	var errs []error
+	for _, id := range ids {
+		errs = append(errs, s.RunEvidenceChecks(ctx, id))
+	}
+	return errors.Join(errs...)
+}
+
+// --- checks ---
+
+// RunEvidenceChecksForPush runs RunEvidenceChecks for every visit that a
+// committed push created or attached evidence to. Call it after Push
+// returns (the checks are not part of the push's transaction: a failure
+// here must not fail the push, and the next blob arrival runs them again).
+func (s *Store) RunEvidenceChecksForPush(ctx context.Context, req *syncproto.PushRequest, resp *syncproto.PushResponse) error {
+	applied := map[int64]bool{}
+	if resp != nil {
+		for _, r := range resp.Results {
+			if r.Status == syncproto.StatusApplied {
+				applied[r.Seq] = true
+			}
+		}
+	}
+	seen := map[string]bool{}
+	var errs []error
+	for _, m := range req.Mutations {
+		if !applied[m.Seq] {
+			continue
+		}
+		var id string
+		switch {
+		case m.Kind == syncproto.KindVisitCreate && m.Visit != nil:
+			id = m.Visit.ID
+		case m.Kind == syncproto.KindEvidenceAttach && m.EvidenceAttach != nil:
+			id = m.EvidenceAttach.VisitID
+		}
+		if id != "" && !seen[id] {
+			seen[id] = true
+			errs = append(errs, s.RunEvidenceChecks(ctx, id))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// visitFacts loads what the checks need to know about a visit.
+func (s *Store) visitFacts(ctx context.Context, id string) (evidence.Visit, syncproto.FormDef, error) {
+	var v evidence.Visit
+	var formID, deviceTime string
+	var formVersion int
+	var lon, lat, acc sql.NullFloat64
+	var deviceID, boundary sql.NullString
+	err := s.r.QueryRowContext(ctx, `SELECT v.household_id, v.place_code, v.form_id, v.form_version, v.lon, v.lat, v.accuracy_m,
+			v.device_time, v.device_id, p.boundary
+		FROM visits v LEFT JOIN places p ON p.code = v.place_code WHERE v.id = ?`, id).
+		Scan(&v.HouseholdID, &v.PlaceCode, &formID, &formVersion, &lon, &lat, &acc, &deviceTime, &deviceID, &boundary)
+	if errors.Is(err, sql.ErrNoRows) {
+		return v, syncproto.FormDef{}, fmt.Errorf("visit %s: %w", id, domain.ErrNotFound)
+	}
+	if err != nil {
+		return v, syncproto.FormDef{}, fmt.Errorf("visit %s: %w", id, err)
+	}
+	v.ID = id
+	if lon.Valid && lat.Valid {
+		v.Point = &orb.Point{lon.Float64, lat.Float64}
+	}
+	v.AccuracyM = acc.Float64
+	v.DeviceTime = domain.ParseTimestamp(deviceTime)
+	if boundary.Valid && boundary.String != "" {
+		if g, err := geo.ParseBoundary(json.RawMessage(boundary.String)); err == nil {
+			v.Boundary = g
+		}
+	}
+	form, err := formBy(ctx, s.r, formID, formVersion)
+	if err != nil {
+		return v, form, fmt.Errorf("visit %s: %w", id, err)
+	}
+	v.MaxAccuracyM = form.MaxAccuracyM
+	if deviceID.Valid {
+		v.Zone = s.visitZone(ctx, deviceID.String, id)
+	}
+	return v, form, nil
+}
+
+// visitZone reads the zone offset the device wrote in the visit's
+// device_time when it pushed it (stored times are UTC). A "Z" time or
+// none gives nil: the default zone applies.
+func (s *Store) visitZone(ctx context.Context, deviceID, visitID string) *time.Location {
+	var raw sql.NullString
+	// instr first: a cheap substring test keeps json_extract to the one
+	// matching row of the device's results.
+	err := s.r.QueryRowContext(ctx, `SELECT json_extract(body, '$.visit.device_time') FROM mutation_results
+		WHERE device_id = ? AND kind = 'visit.create' AND instr(body, ?) > 0 AND json_extract(body, '$.visit.id') = ? LIMIT 1`,
+		deviceID, visitID, visitID).Scan(&raw)
+	if err != nil || !raw.Valid {
+		return nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, raw.String)
+	if err != nil || strings.HasSuffix(raw.String, "Z") || strings.HasSuffix(raw.String, "z") {
+		return nil
+	}
+	_, off := t.Zone()
+	return time.FixedZone("", off)
+}
+
+// usesOf lists every attachment of the given blobs to any visit, with the
+// visit's household and the blob's perceptual hash if present.
+func (s *Store) usesOf(ctx context.Context, sums []string) ([]evidence.Use, error) {
+	if len(sums) == 0 {
+		return nil, nil
+	}
+	var out []evidence.Use
+	for start := 0; start < len(sums); start += 500 {
+		batch := sums[start:min(len(sums), start+500)]
+		args := make([]any, len(batch))
+		for i, v := range batch {
+			args[i] = v
+		}
+		rows, err := s.r.QueryContext(ctx, `SELECT DISTINCT ve.visit_id, v.household_id, ve.sha256, b.phash
+			FROM visit_evidence ve JOIN visits v ON v.id = ve.visit_id LEFT JOIN blobs b ON b.sha256 = ve.sha256
+			WHERE ve.sha256 IN (`+placeholders(len(batch))+`)`, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var u evidence.Use
+			var ph sql.NullInt64
+			if err := rows.Scan(&u.VisitID, &u.HouseholdID, &u.SHA256, &ph); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if ph.Valid {
+				v := uint64(ph.Int64)
+				u.PHash = &v
+			}
+			out = append(out, u)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// nearHashes returns the present blobs whose perceptual hash is within
+// the near-duplicate distance of any of hashes, except those in skip.
+func (s *Store) nearHashes(ctx context.Context, hashes []uint64, skip map[string]bool, maxDist int) ([]string, error) {
+	if len(hashes) == 0 || maxDist < 0 {
+		return nil, nil
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT sha256, phash FROM blobs WHERE phash IS NOT NULL`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var sum string
+		var ph int64
+		if err := rows.Scan(&sum, &ph); err != nil {
+			return nil, err
+		}
+		if skip[sum] {
+			continue
+		}
+		for _, h := range hashes {
+			if evidence.Distance(h, uint64(ph)) <= maxDist {
+				out = append(out, sum)
+				break
+			}
+		}
+	}
+	return out, rows.Err()
+}
+
+// RunEvidenceChecks runs every evidence check for one visit and stores the
+// flags: the visit's own flags are replaced by the current set; flags the
+// checks raise on other visits (the other side of a shared or
+// near-identical photo) are added. Call it after a push that created the
+// visit or attached evidence to it commits (RunEvidenceChecksForPush);
+// uploads call it when a blob arrives.
+func (s *Store) RunEvidenceChecks(ctx context.Context, visitID string) error {
+	cfg := s.evidenceConfig()
+	v, _, err := s.visitFacts(ctx, visitID)
+	if err != nil {
+		return fmt.Errorf("evidence checks: %w", err)
+	}
+	flags := evidence.CheckVisit(cfg, v)
+
+	rows, err := s.r.QueryContext(ctx, `SELECT DISTINCT ve.sha256 FROM visit_evidence ve WHERE ve.visit_id = ? ORDER BY 1`, visitID)
+	if err != nil {
+		return fmt.Errorf("evidence checks: %w", err)
+	}
+	sums, err := scanStrings(rows)
+	if err != nil {
+		return fmt.Errorf("evidence checks: %w", err)
+	}
+	var mine []evidence.Use
+	var hashes []uint64
+	mySums := map[string]bool{}
+	for _, sum := range sums {
+		mySums[sum] = true
+		b, err := s.Blob(ctx, sum)
+		if errors.Is(err, domain.ErrNotFound) {
+			continue // not arrived yet: checked again when it does
+		}
+		if err != nil {
+			return fmt.Errorf("evidence checks: %w", err)
+		}
+		flags = append(flags, evidence.CheckBlob(cfg, v, evidence.Blob{SHA256: sum, GPS: b.GPS, Taken: b.Taken})...)
+		if b.PHash != nil {
+			mine = append(mine, evidence.Use{VisitID: visitID, HouseholdID: v.HouseholdID, SHA256: sum, PHash: b.PHash})
+			hashes = append(hashes, *b.PHash)
+		}
+	}
+	uses, err := s.usesOf(ctx, sums)
+	if err != nil {
+		return fmt.Errorf("evidence checks: %w", err)
+	}
+	for _, f := range evidence.SameBlob(uses) {
+		if mySums[f.SHA256] {
+			flags = append(flags, f)
+		}
+	}
+	near, err := s.nearHashes(ctx, hashes, mySums, cfg.NearDuplicateDistance)
+	if err != nil {
+		return fmt.Errorf("evidence checks: %w", err)
+	}
+	candidates, err := s.usesOf(ctx, near)
+	if err != nil {
+		return fmt.Errorf("evidence checks: %w", err)
+	}
+	flags = append(flags, evidence.NearDuplicates(cfg, mine, candidates)...)
+	return s.storeFlags(ctx, visitID, flags)
+}
+
+// storeFlags replaces visitID's flags with those in flags that are about
+// it, and adds (or refreshes) the others.
+func (s *Store) storeFlags(ctx context.Context, visitID string, flags []evidence.Flag) error {
+	now := s.ts()
+	return s.writeTx(ctx, func(tx *sql.Tx) error {
+		keep := map[string]bool{}
+		for _, f := range flags {
+			if f.VisitID == visitID {
+				keep[f.SHA256+"\x00"+f.Flag] = true
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO evidence_flags(visit_id, sha256, flag, detail, created_at) VALUES (?, ?, ?, ?, ?)
+					ON CONFLICT (visit_id, sha256, flag) DO UPDATE SET detail = excluded.detail`,
+				f.VisitID, f.SHA256, f.Flag, f.Detail, now); err != nil {
+				return fmt.Errorf("store flag: %w", err)
+			}
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT sha256, flag FROM evidence_flags WHERE visit_id = ?`, visitID)
+		if err != nil {
+			return err
+		}
+		var stale [][2]string
+		for rows.Next() {
+			var sum, flag string
+			if err := rows.Scan(&sum, &flag); err != nil {
+				rows.Close()
+				return err
+			}
+			if !keep[sum+"\x00"+flag] {
+				stale = append(stale, [2]string{sum, flag})
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, k := range stale {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM evidence_flags WHERE visit_id = ? AND sha256 = ? AND flag = ?`, visitID, k[0], k[1]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// EvidenceFlags lists a visit's flags (visit flags have sha256 "").
+func (s *Store) EvidenceFlags(ctx context.Context, visitID string) ([]evidence.Flag, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT visit_id, sha256, flag, detail FROM evidence_flags WHERE visit_id = ? ORDER BY sha256, flag`, visitID)
+	if err != nil {
+		return nil, fmt.Errorf("evidence flags: %w", err)
+	}
+	defer rows.Close()
+	out := []evidence.Flag{}
+	for rows.Next() {
+		var f evidence.Flag
+		if err := rows.Scan(&f.VisitID, &f.SHA256, &f.Flag, &f.Detail); err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, rows.Err()
+}
+
+// --- completeness ---
+
+// VisitEvidence reports a visit's evidence: slots, references with their
+// blobs and flags, and the visit's own flags.
+func (s *Store) VisitEvidence(ctx context.Context, visitID string) (evidence.VisitReport, error) {
+	r := evidence.VisitReport{VisitID: visitID, Evidence: []evidence.Item{}, Flags: []evidence.Flag{}}
+	err := s.r.QueryRowContext(ctx, `SELECT household_id, place_code, form_id, form_version FROM visits WHERE id = ?`, visitID).
+		Scan(&r.HouseholdID, &r.PlaceCode, &r.FormID, &r.FormVersion)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, fmt.Errorf("visit %s: %w", visitID, domain.ErrNotFound)
+	}
+	if err != nil {
+		return r, fmt.Errorf("visit evidence: %w", err)
+	}
+	form, err := formBy(ctx, s.r, r.FormID, r.FormVersion)
+	if err != nil {
+		return r, fmt.Errorf("visit evidence: %w", err)
+	}
+	flags, err := s.EvidenceFlags(ctx, visitID)
+	if err != nil {
+		return r, err
+	}
+	bySum := map[string][]evidence.Flag{}
+	for _, f := range flags {
+		if f.SHA256 == "" {
+			r.Flags = append(r.Flags, f)
+		} else {
+			bySum[f.SHA256] = append(bySum[f.SHA256], f)
+		}
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT ve.sha256, ve.slot, ve.size, ve.media_type, b.stored_at
+		FROM visit_evidence ve LEFT JOIN blobs b ON b.sha256 = ve.sha256 WHERE ve.visit_id = ? ORDER BY ve.slot, ve.sha256`, visitID)
+	if err != nil {
+		return r, fmt.Errorf("visit evidence: %w", err)
+	}
+	counts := evidence.Counts{}
+	for rows.Next() {
+		var it evidence.Item
+		var stored sql.NullString
+		if err := rows.Scan(&it.SHA256, &it.Slot, &it.Size, &it.MediaType, &stored); err != nil {
+			rows.Close()
+			return r, err
+		}
+		it.Present = stored.Valid
+		c := counts[it.Slot]
+		c.Referenced++
+		if it.Present {
+			c.Present++
+		}
+		counts[it.Slot] = c
+		it.Flags = bySum[it.SHA256]
+		if it.Flags == nil {
+			it.Flags = []evidence.Flag{}
+		}
+		r.Evidence = append(r.Evidence, it)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return r, err
+	}
+	for i := range r.Evidence {
+		it := &r.Evidence[i]
+		if !it.Present {
+			continue
+		}
+		b, err := s.Blob(ctx, it.SHA256)
+		if err != nil {
+			return r, err
+		}
+		st := b.StoredAt
+		it.StoredAt, it.Width, it.Height, it.TakenAt = &st, b.Width, b.Height, b.Taken.String()
+		it.Size, it.MediaType = b.Size, b.MediaType
+		if b.GPS != nil {
+			it.GPS = &syncproto.Point{Lon: b.GPS[0], Lat: b.GPS[1]}
+		}
+	}
+	r.Slots = evidence.Slots(&form, counts)
+	r.Complete = len(evidence.MissingSlots(r.Slots)) == 0
+	return r, nil
+}
+
+// EvidenceGaps lists the visits under the given places (nil: everywhere)
+// whose evidence is incomplete: some slot of the visit's form version
+// holds fewer present blobs than its MinCount. Visits that a later visit
+// corrects and rejected visits are left out (their evidence no longer
+// matters). At most limit visits are returned, ordered by place, household
+// and time; truncated says whether there were more.
+func (s *Store) EvidenceGaps(ctx context.Context, roots []string, limit int) (gaps []evidence.VisitGap, truncated bool, err error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	type rng struct{ lo, hi string }
+	var ranges []rng
+	if roots == nil {
+		ranges = []rng{{"", "\xff"}}
+	} else {
+		seen := map[string]bool{}
+		for _, code := range roots {
+			var path string
+			err := s.r.QueryRowContext(ctx, `SELECT path FROM places WHERE code = ?`, code).Scan(&path)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue
+			}
+			if err != nil {
+				return nil, false, fmt.Errorf("evidence gaps: %w", err)
+			}
+			if !seen[path] {
+				seen[path] = true
+				ranges = append(ranges, rng{path, path + "\xff"})
+			}
+		}
+		// Drop ranges inside other ranges, so no visit is listed twice.
+		sort.Slice(ranges, func(i, j int) bool { return ranges[i].lo < ranges[j].lo })
+		var outer []rng
+		for _, r := range ranges {
+			if len(outer) > 0 && strings.HasPrefix(r.lo, outer[len(outer)-1].lo) {
+				continue
+			}
+			outer = append(outer, r)
+		}
+		ranges = outer
+	}
+	forms := map[string]*syncproto.FormDef{}
+	gaps = []evidence.VisitGap{}
+	for _, r := range ranges {
+		rows, err := s.r.QueryContext(ctx, `SELECT v.id, v.household_id, v.place_code, v.form_id, v.form_version,
+				COALESCE(v.device_id, ''), COALESCE(u.username, ''), v.device_time, v.review_state,
+				COALESCE(ve.slot, ''), count(ve.sha256), count(b.sha256)
+			FROM visits v
+			JOIN places p ON p.code = v.place_code
+			LEFT JOIN users u ON u.id = v.user_id
+			LEFT JOIN visit_evidence ve ON ve.visit_id = v.id
+			LEFT JOIN blobs b ON b.sha256 = ve.sha256
+			WHERE p.path >= ? AND p.path < ? AND v.review_state <> 'rejected'
+				AND NOT EXISTS (SELECT 1 FROM visits c WHERE c.corrects_visit_id = v.id)
+			GROUP BY v.id, ve.slot
+			ORDER BY p.path, v.household_id, v.device_time, v.id`, r.lo, r.hi)
+		if err != nil {
+			return nil, false, fmt.Errorf("evidence gaps: %w", err)
+		}
+		var cur *evidence.VisitGap
+		counts := evidence.Counts{}
+		flush := func() error {
+			if cur == nil {
+				return nil
+			}
+			key := fmt.Sprintf("%s@%d", cur.FormID, cur.FormVersion)
+			f := forms[key]
+			if f == nil {
+				def, err := formBy(ctx, s.r, cur.FormID, cur.FormVersion)
+				if err != nil {
+					return err
+				}
+				f = &def
+				forms[key] = f
+			}
+			if missing := evidence.MissingSlots(evidence.Slots(f, counts)); len(missing) > 0 {
+				cur.Missing = missing
+				gaps = append(gaps, *cur)
+			}
+			cur, counts = nil, evidence.Counts{}
+			return nil
+		}
+		for rows.Next() {
+			var g evidence.VisitGap
+			var deviceTime, slot string
+			var ref, present int
+			if err := rows.Scan(&g.VisitID, &g.HouseholdID, &g.PlaceCode, &g.FormID, &g.FormVersion, &g.DeviceID, &g.UserName,
+				&deviceTime, &g.ReviewState, &slot, &ref, &present); err != nil {
+				rows.Close()
+				return nil, false, err
+			}
+			if cur == nil || cur.VisitID != g.VisitID {
+				if err := flush(); err != nil {
+					rows.Close()
+					return nil, false, err
+				}
+				if len(gaps) > limit {
+					rows.Close()
+					return gaps[:limit], true, nil
+				}
+				g.DeviceTime = domain.ParseTimestamp(deviceTime)
+				cur = &g
+			}
+			if slot != "" {
+				counts[slot] = struct{ Referenced, Present int }{ref, present}
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, false, err
+		}
+		if err := flush(); err != nil {
+			return nil, false, err
+		}
+		if len(gaps) > limit {
+			return gaps[:limit], true, nil
+		}
+	}
+	return gaps, false, nil
+}

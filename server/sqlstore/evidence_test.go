@@ -1,0 +1,293 @@
+package sqlstore_test
+
+import (
+	"bytes"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"fieldsync/server/evidence"
+	"fieldsync/server/evidence/evidencetest"
+	"fieldsync/server/servertest"
+	"fieldsync/server/upload"
+	"fieldsync/server/upload/uploadtest"
+	"fieldsync/syncproto"
+)
+
+// arrive records data as a present blob (what a finished upload does) and
+// runs the checks of the visits that reference it.
+func arrive(t *testing.T, env *servertest.Env, data []byte) {
+	t.Helper()
+	meta, err := evidence.Analyze(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := uploadtest.Sum(data)
+	b := upload.Blob{SHA256: sum, Size: int64(len(data)), MediaType: meta.MediaType, StoredAt: time.Now(), Meta: meta}
+	if err := env.Store.CompleteUpload(ctx, "no-such-upload", b, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Store.BlobArrived(ctx, sum); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// flagsOf lists a visit's flags as "flag" (visit flags) or "flag@sum[:6]".
+func flagsOf(t *testing.T, env *servertest.Env, visitID string) string {
+	t.Helper()
+	fs, err := env.Store.EvidenceFlags(ctx, visitID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range fs {
+		if f.Detail == "" || f.VisitID != visitID {
+			t.Errorf("flag %+v", f)
+		}
+		s := f.Flag
+		if f.SHA256 != "" {
+			s += "@" + f.SHA256[:6]
+		}
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
+}
+
+func at(sum string, flags ...string) string {
+	var out []string
+	for _, f := range flags {
+		out = append(out, f+"@"+sum[:6])
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
+}
+
+var cst = time.FixedZone("", 8*3600)
+
+// onVisitDay is 09:30 China time on the day uploadtest.Visit is recorded.
+var onVisitDay = time.Date(2026, 3, 1, 9, 30, 0, 0, cst)
+
+func TestEvidenceChecks_PerFlag(t *testing.T) {
+	env := servertest.Start(t)
+	dev := uploadtest.NewDevice(t, env, "worker", "G11", "G12")
+	hh := syncproto.NewID(time.Now())
+	uploadtest.Household(t, env, hh, "G11")
+	seed := uint64(100)
+	photo := func(p evidencetest.Photo) []byte {
+		seed++
+		p.Seed = seed
+		return evidencetest.JPEG(p)
+	}
+	gps := func(lon, lat float64) *[2]float64 { return &[2]float64{lon, lat} }
+	tests := []struct {
+		name  string
+		photo evidencetest.Photo
+		edit  func(v *syncproto.Visit)
+		want  func(sum string) string
+	}{
+		{"clean: near, same day, inside, accurate",
+			evidencetest.Photo{GPS: gps(103.1505, 25.1505), Taken: onVisitDay, TakenOffset: true}, nil,
+			func(string) string { return "" }},
+		{"no EXIF at all", evidencetest.Photo{NoEXIF: true}, nil, func(string) string { return "" }},
+		{"photo 1 km from the visit point",
+			evidencetest.Photo{GPS: gps(103.16, 25.15), Taken: onVisitDay, TakenOffset: true}, nil,
+			func(s string) string { return at(s, evidence.FlagGPSFar) }},
+		{"photo 150 m from the visit point",
+			evidencetest.Photo{GPS: gps(103.1515, 25.15)}, nil,
+			func(string) string { return "" }},
+		{"photo taken the day before",
+			evidencetest.Photo{Taken: onVisitDay.AddDate(0, 0, -1), TakenOffset: true}, nil,
+			func(s string) string { return at(s, evidence.FlagOtherDay) }},
+		{"photo time without zone, same wall-clock day",
+			evidencetest.Photo{Taken: time.Date(2026, 3, 1, 23, 50, 0, 0, time.UTC)}, nil,
+			func(string) string { return "" }},
+		{"photo GPS time (UTC) on the visit day in China",
+			evidencetest.Photo{GPSTime: time.Date(2026, 2, 28, 17, 0, 0, 0, time.UTC)}, nil,
+			func(string) string { return "" }},
+		// 20:00 and 08:00 on 1 March in UTC-5 are 09:00 on 2 March and
+		// 21:00 on 1 March in China: the device's own zone decides.
+		{"same day in the zone the device gave",
+			evidencetest.Photo{Taken: time.Date(2026, 3, 1, 8, 0, 0, 0, time.FixedZone("", -5*3600)), TakenOffset: true},
+			func(v *syncproto.Visit) {
+				v.DeviceTime = time.Date(2026, 3, 1, 20, 0, 0, 0, time.FixedZone("", -5*3600))
+			},
+			func(string) string { return "" }},
+		{"device gave UTC: the day is China's",
+			evidencetest.Photo{Taken: time.Date(2026, 3, 1, 8, 0, 0, 0, time.FixedZone("", -5*3600)), TakenOffset: true},
+			func(v *syncproto.Visit) { v.DeviceTime = time.Date(2026, 3, 2, 1, 0, 0, 0, time.UTC) },
+			func(s string) string { return at(s, evidence.FlagOtherDay) }},
+		{"visit point outside the household's place",
+			evidencetest.Photo{}, func(v *syncproto.Visit) { v.Point = &syncproto.Point{Lon: 103.25, Lat: 25.15} },
+			func(string) string { return evidence.FlagOutsidePlace }},
+		{"accuracy worse than the form allows",
+			evidencetest.Photo{}, func(v *syncproto.Visit) { v.AccuracyM = 31 },
+			func(string) string { return evidence.FlagPoorAccuracy }},
+		{"accuracy at the form's limit",
+			evidencetest.Photo{}, func(v *syncproto.Visit) { v.AccuracyM = 30 },
+			func(string) string { return "" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := photo(tt.photo)
+			id := syncproto.NewID(time.Now())
+			v := uploadtest.Visit(id, hh, uploadtest.Ref(data, "progress"))
+			if tt.edit != nil {
+				tt.edit(&v)
+			}
+			dev.PushVisit(t, v)
+			arrive(t, env, data)
+			if got, want := flagsOf(t, env, id), tt.want(uploadtest.Sum(data)); got != want {
+				t.Errorf("flags = %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+func TestEvidenceChecks_AcrossHouseholds(t *testing.T) {
+	env := servertest.Start(t)
+	dev := uploadtest.NewDevice(t, env, "worker", "G11")
+	h1, h2, h3 := syncproto.NewID(time.Now()), syncproto.NewID(time.Now()), syncproto.NewID(time.Now())
+	for _, h := range []string{h1, h2, h3} {
+		uploadtest.Household(t, env, h, "G11")
+	}
+	push := func(hh string, refs ...[]byte) string {
+		id := syncproto.NewID(time.Now())
+		var rs []syncproto.EvidenceRef
+		for _, r := range refs {
+			rs = append(rs, uploadtest.Ref(r, "progress"))
+		}
+		req := dev.Push(t, syncproto.Mutation{Kind: syncproto.KindVisitCreate, Visit: ptr(uploadtest.Visit(id, hh, rs...))})
+		// What the lead's push hook does once the push has committed.
+		if err := env.Store.RunEvidenceChecksForPush(ctx, &syncproto.PushRequest{Mutations: []syncproto.Mutation{
+			{Seq: req.Results[0].Seq, Kind: syncproto.KindVisitCreate, Visit: &syncproto.Visit{ID: id}}}}, req); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+
+	// The same photo on two visits of one household is fine.
+	same := evidencetest.JPEG(evidencetest.Photo{Seed: 1})
+	a1 := push(h1, same)
+	a2 := push(h1, same)
+	if got := flagsOf(t, env, a1) + flagsOf(t, env, a2); got != "" {
+		t.Errorf("one household: %q", got)
+	}
+	// Attached to a second household: both sides are flagged, before the
+	// photo has even arrived.
+	b1 := push(h2, same)
+	want := at(uploadtest.Sum(same), evidence.FlagSameBlob)
+	for _, id := range []string{a1, a2, b1} {
+		if got := flagsOf(t, env, id); got != want {
+			t.Errorf("visit %s: %q, want %q", id, got, want)
+		}
+	}
+	arrive(t, env, same)
+	if got := flagsOf(t, env, b1); got != want {
+		t.Errorf("after arrival: %q", got)
+	}
+
+	// Near-identical photos (re-encoded, resized) on two households: both
+	// flagged; a different picture is not.
+	orig := evidencetest.JPEG(evidencetest.Photo{Seed: 7, Width: 640, Height: 480})
+	copyOf := evidencetest.JPEG(evidencetest.Photo{Seed: 7, Width: 480, Height: 360, Quality: 50})
+	other := evidencetest.JPEG(evidencetest.Photo{Seed: 8, Width: 640, Height: 480})
+	n1 := push(h1, orig)
+	arrive(t, env, orig)
+	n3 := push(h3, other)
+	arrive(t, env, other)
+	// The copy's visit arrives after the photo it copies is present, and
+	// its own photo arrives later still.
+	n2 := push(h2, copyOf)
+	if got := flagsOf(t, env, n2); got != "" {
+		t.Errorf("before its photo arrived: %q", got)
+	}
+	arrive(t, env, copyOf)
+	if got, want := flagsOf(t, env, n1), at(uploadtest.Sum(orig), evidence.FlagNearDuplicate); got != want {
+		t.Errorf("original: %q, want %q", got, want)
+	}
+	if got, want := flagsOf(t, env, n2), at(uploadtest.Sum(copyOf), evidence.FlagNearDuplicate); got != want {
+		t.Errorf("copy: %q, want %q", got, want)
+	}
+	if got := flagsOf(t, env, n3); got != "" {
+		t.Errorf("different picture: %q", got)
+	}
+
+	// A visit whose photo is already present gets its checks when it is
+	// pushed (no upload follows).
+	far := evidencetest.JPEG(evidencetest.Photo{Seed: 9, GPS: &[2]float64{103.2, 25.2}})
+	first := push(h1, far)
+	arrive(t, env, far)
+	later := push(h1, far)
+	if got, want := flagsOf(t, env, later), at(uploadtest.Sum(far), evidence.FlagGPSFar); got != want || flagsOf(t, env, first) != want {
+		t.Errorf("visit pushed after its photo: %q / %q, want %q", got, flagsOf(t, env, first), want)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestEvidenceChecks_RerunReplacesOwnFlags(t *testing.T) {
+	env := servertest.Start(t)
+	dev := uploadtest.NewDevice(t, env, "worker", "G11")
+	hh := syncproto.NewID(time.Now())
+	uploadtest.Household(t, env, hh, "G11")
+	data := evidencetest.JPEG(evidencetest.Photo{Seed: 3, GPS: &[2]float64{103.16, 25.15}})
+	id := syncproto.NewID(time.Now())
+	dev.PushVisit(t, uploadtest.Visit(id, hh, uploadtest.Ref(data, "progress")))
+	arrive(t, env, data)
+	want := at(uploadtest.Sum(data), evidence.FlagGPSFar)
+	if got := flagsOf(t, env, id); got != want {
+		t.Fatalf("flags %q", got)
+	}
+	// A wider limit: running the checks again drops the flag.
+	env.Store.SetEvidenceConfig(evidence.Config{MaxDistanceM: 5000})
+	if err := env.Store.RunEvidenceChecks(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if got := flagsOf(t, env, id); got != "" {
+		t.Errorf("after widening: %q", got)
+	}
+	if err := env.Store.RunEvidenceChecks(ctx, syncproto.NewID(time.Now())); err == nil {
+		t.Errorf("checks of an unknown visit succeeded")
+	}
+}
+
+func TestUploadsStore(t *testing.T) {
+	env := servertest.Start(t)
+	st := env.Store
+	now := time.Now().UTC()
+	u := upload.Upload{ID: strings.Repeat("a", 32), DeviceID: "dev", SHA256: strings.Repeat("b", 64), Length: 10,
+		CreatedAt: now, ExpiresAt: now.Add(time.Hour), Metadata: map[string]string{"filename": "a.jpg"}}
+	if err := st.CreateUpload(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Upload(ctx, u.ID)
+	if err != nil || got.Length != 10 || got.Done || got.Metadata["filename"] != "a.jpg" || !got.ExpiresAt.Equal(u.ExpiresAt.Truncate(time.Nanosecond)) {
+		t.Fatalf("upload %+v %v", got, err)
+	}
+	if err := st.UpdateUpload(ctx, u.ID, 4, now.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := st.ActiveUploads(ctx, "dev"); n != 1 {
+		t.Errorf("active = %d", n)
+	}
+	// Expiry compares times, not strings: 10:00:00.5 is after 10:00:00.
+	exp, err := st.ExpiredUploads(ctx, now.Add(2*time.Hour).Add(-time.Millisecond))
+	if err != nil || len(exp) != 0 {
+		t.Errorf("expired early: %v %v", exp, err)
+	}
+	exp, err = st.ExpiredUploads(ctx, now.Add(2*time.Hour).Add(time.Millisecond))
+	if err != nil || len(exp) != 1 || exp[0].Offset != 4 {
+		t.Errorf("expired: %+v %v", exp, err)
+	}
+	if err := st.DeleteUpload(ctx, u.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Upload(ctx, u.ID); err == nil {
+		t.Errorf("deleted upload found")
+	}
+	if missing, err := st.MissingBlobs(ctx, []string{u.SHA256, u.SHA256}); err != nil || len(missing) != 1 {
+		t.Errorf("missing %v %v", missing, err)
+	}
+}

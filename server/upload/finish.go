@@ -1,0 +1,370 @@
+package upload
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"fieldsync/server/blob"
+	"fieldsync/server/domain"
+	"fieldsync/server/evidence"
+	"fieldsync/syncproto"
+)
+
+// finish verifies a fully received upload and stores it: re-hash the
+// partial file; on a mismatch discard everything; else read its metadata,
+// stream it into the blob store, record the blob and mark the upload
+// done, delete the partial file and run the evidence checks. It goes on
+// when the client has gone away (bounded by the configured timeouts). The
+// caller holds the lock.
+func (h *Handler) finish(ctx context.Context, u Upload) (Upload, error) {
+	ctx, cancel := detached(ctx, h.cfg.BlobTimeout+h.cfg.DBTimeout)
+	defer cancel()
+	path := h.partPath(u.ID)
+	f, err := os.Open(path)
+	if err != nil {
+		return u, fmt.Errorf("upload: finish %s: %w", u.ID, err)
+	}
+	defer f.Close()
+	hs := sha256.New()
+	if _, err := io.Copy(hs, f); err != nil {
+		return u, fmt.Errorf("upload: finish %s: %w", u.ID, err)
+	}
+	if got := hex.EncodeToString(hs.Sum(nil)); got != u.SHA256 {
+		if err := h.discard(ctx, u); err != nil {
+			h.cfg.Logger.Error("upload: discarding mismatched upload", "upload", u.ID, "err", err)
+		}
+		return u, syncproto.Errorf(syncproto.CodeHashMismatch,
+			"the %d bytes received hash to %s, not to the declared sha256 %s; nothing was stored, start a new upload", u.Length, got, u.SHA256).
+			With("sha256", got)
+	}
+	meta, err := evidence.Analyze(f, u.Length)
+	if err != nil {
+		return u, fmt.Errorf("upload: finish %s: %w", u.ID, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return u, fmt.Errorf("upload: finish %s: %w", u.ID, err)
+	}
+	bctx, bcancel := context.WithTimeout(ctx, h.cfg.BlobTimeout)
+	err = h.cfg.Blobs.Put(bctx, u.SHA256, u.Length, f)
+	bcancel()
+	switch {
+	case errors.Is(err, blob.ErrHashMismatch), errors.Is(err, blob.ErrSizeMismatch):
+		// We hashed the file a moment ago: it changed under us, or the
+		// store holds something else under this sum. Keep nothing.
+		h.cfg.Logger.Error("upload: blob store refused verified bytes", "upload", u.ID, "sha256", u.SHA256, "err", err)
+		if derr := h.discard(ctx, u); derr != nil {
+			h.cfg.Logger.Error("upload: discarding", "upload", u.ID, "err", derr)
+		}
+		return u, syncproto.Errorf(syncproto.CodeHashMismatch, "the blob store refused the bytes (%v); nothing was stored, start a new upload", err)
+	case err != nil:
+		h.cfg.Logger.Warn("upload: blob store unavailable; the upload stays complete on disk", "upload", u.ID, "err", err)
+		return u, syncproto.Wrap(syncproto.CodeUnavailable, fmt.Errorf("storing the blob: %w; all bytes are kept, retry (HEAD) later", err))
+	}
+	now := h.cfg.Now().UTC()
+	b := Blob{SHA256: u.SHA256, Size: u.Length, MediaType: mediaType(meta.MediaType, u.Metadata[MetaFiletype]), StoredAt: now, Meta: meta}
+	expires := now.Add(h.cfg.TTL)
+	if err := h.cfg.Store.CompleteUpload(ctx, u.ID, b, expires); err != nil {
+		return u, err
+	}
+	u.Done, u.Offset, u.ExpiresAt = true, u.Length, expires
+	f.Close()
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		h.cfg.Logger.Warn("upload: removing partial file", "upload", u.ID, "err", err)
+	}
+	if err := h.cfg.Store.BlobArrived(ctx, u.SHA256); err != nil {
+		h.cfg.Logger.Error("upload: evidence checks", "sha256", u.SHA256, "err", err)
+	}
+	return u, nil
+}
+
+// mediaType picks the type to serve a blob with. The bytes decide when
+// they can (a JPEG is a JPEG whatever the client said); the declared type
+// is used only where sniffing cannot tell: binary formats it does not know,
+// and text formats for plain text.
+func mediaType(sniffed, declared string) string {
+	declared = strings.ToLower(declared)
+	switch {
+	case sniffed == "":
+		if declared != "" {
+			return declared
+		}
+		return "application/octet-stream"
+	case strings.HasPrefix(sniffed, "text/plain"):
+		if strings.HasPrefix(declared, "text/") || declared == "application/json" || declared == "application/xml" {
+			return declared
+		}
+	}
+	return sniffed
+}
+
+// fail writes an error response: a syncproto.Error body (none for HEAD)
+// with the status of its code; 412 for a wrong Tus-Resumable; 503 with
+// Retry-After when storage is unavailable.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status, body := h.errorBody(w, r, err)
+	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", "5")
+	}
+	if r.Method == http.MethodHead {
+		w.WriteHeader(status)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Del("Content-Length")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func (h *Handler) errorBody(w http.ResponseWriter, r *http.Request, err error) (int, *syncproto.Error) {
+	var pe *syncproto.Error
+	switch {
+	case errors.Is(err, errPrecondition):
+		// tus requires 412; the body's code says what is wrong.
+		return http.StatusPreconditionFailed, syncproto.Errorf(syncproto.CodeUnsupportedVersion, "%v", err).
+			With("tus_version", TusVersion)
+	case errors.As(err, &pe):
+		return pe.Code.HTTPStatus(), pe
+	case errors.Is(err, blob.ErrUnavailable), errors.Is(err, domain.ErrUnavailable),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return http.StatusServiceUnavailable, syncproto.Errorf(syncproto.CodeUnavailable, "%v; retry later", err)
+	case errors.Is(err, domain.ErrNotFound):
+		return http.StatusNotFound, syncproto.Errorf(syncproto.CodeNotFound, "%v", err)
+	}
+	rid := w.Header().Get("X-Request-Id")
+	h.cfg.Logger.Error("upload: internal error", "err", err, "method", r.Method, "path", r.URL.Path, "request_id", rid)
+	return http.StatusInternalServerError, syncproto.Errorf(syncproto.CodeInternal, "internal error; see the server log for request %s", rid)
+}
+
+// locks serialises requests on one upload, in the order they arrived
+// (see Preflight). A request that arrived later takes over from a PATCH
+// still reading (its stop func ends the read), then waits for it to
+// record what it received; a request that arrived earlier never cuts off
+// a later one.
+type locks struct {
+	mu    sync.Mutex
+	m     map[string]*held
+	queue map[string][]*ticket
+	seq   atomic.Int64
+}
+
+type held struct {
+	stop func()
+	seq  int64
+	done chan struct{}
+}
+
+// ticket is a request's place in an upload's queue.
+type ticket struct {
+	id   string
+	seq  int64
+	gone chan struct{} // closed once it holds the lock or has left
+	once sync.Once
+}
+
+type ticketKey struct{}
+
+func (l *locks) arrive(id string) *ticket {
+	tk := &ticket{id: id, seq: l.seq.Add(1), gone: make(chan struct{})}
+	l.mu.Lock()
+	if l.queue == nil {
+		l.queue = map[string][]*ticket{}
+	}
+	l.queue[id] = append(l.queue[id], tk)
+	l.mu.Unlock()
+	return tk
+}
+
+// leave takes a ticket out of its queue (idempotent).
+func (l *locks) leave(tk *ticket) {
+	tk.once.Do(func() {
+		l.mu.Lock()
+		q := l.queue[tk.id]
+		for i, o := range q {
+			if o == tk {
+				q = append(q[:i:i], q[i+1:]...)
+				break
+			}
+		}
+		if len(q) == 0 {
+			delete(l.queue, tk.id)
+		} else {
+			l.queue[tk.id] = q
+		}
+		l.mu.Unlock()
+		close(tk.gone)
+	})
+}
+
+func (l *locks) acquire(ctx context.Context, id string, stop func(), wait time.Duration) (func(), error) {
+	tk, _ := ctx.Value(ticketKey{}).(*ticket)
+	if tk != nil && tk.id != id {
+		tk = nil
+	}
+	seq := l.seq.Add(1)
+	if tk != nil {
+		seq = tk.seq
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	busy := func() error {
+		return syncproto.Errorf(syncproto.CodeUnavailable, "another request on upload %s is still running; retry shortly", id)
+	}
+	// First let the requests that arrived earlier go.
+	for {
+		l.mu.Lock()
+		var earlier *ticket
+		for _, o := range l.queue[id] {
+			if o.seq < seq {
+				earlier = o
+				break
+			}
+		}
+		l.mu.Unlock()
+		if earlier == nil {
+			break
+		}
+		select {
+		case <-earlier.gone:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timer.C:
+			return nil, busy()
+		}
+	}
+	for {
+		l.mu.Lock()
+		cur := l.m[id]
+		if cur == nil {
+			me := &held{stop: stop, seq: seq, done: make(chan struct{})}
+			l.m[id] = me
+			l.mu.Unlock()
+			if tk != nil {
+				l.leave(tk)
+			}
+			return func() {
+				l.mu.Lock()
+				delete(l.m, id)
+				l.mu.Unlock()
+				close(me.done)
+			}, nil
+		}
+		l.mu.Unlock()
+		if cur.stop != nil && seq > cur.seq {
+			cur.stop()
+		}
+		select {
+		case <-cur.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timer.C:
+			return nil, busy()
+		}
+	}
+}
+
+func (l *locks) busy(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.m[id] != nil
+}
+
+// ExpireUploads deletes expired uploads (unfinished ones with their
+// partial files, finished ones' records), the uploads of revoked devices,
+// and partial files that no upload owns. It returns how many uploads and
+// stray files it removed. Uploads in use right now are left for the next
+// run.
+func (h *Handler) ExpireUploads(ctx context.Context) (int, error) {
+	h.lastSweep.Store(h.cfg.Now().UnixNano())
+	us, err := h.cfg.Store.ExpiredUploads(ctx, h.cfg.Now().UTC())
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, u := range us {
+		if h.locks.busy(u.ID) {
+			continue
+		}
+		if err := h.discardLocked(ctx, u); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	entries, err := os.ReadDir(h.cfg.Dir)
+	if err != nil {
+		return n, errors.Join(append(errs, fmt.Errorf("upload: %w", err))...)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		id := strings.TrimSuffix(strings.TrimSuffix(name, ".part"), ".chk")
+		if id == name || !ValidID(id) || h.locks.busy(id) {
+			continue
+		}
+		if _, err := h.cfg.Store.Upload(ctx, id); !errors.Is(err, domain.ErrNotFound) {
+			if err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		// Uploads are recorded before their file is made and forgotten
+		// after it is removed, so a file without a record is a leftover.
+		if err := os.Remove(filepath.Join(h.cfg.Dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+// Janitor runs ExpireUploads every interval (default 10 min) until ctx
+// ends. The server's main starts it.
+func (h *Handler) Janitor(ctx context.Context, every time.Duration) {
+	if every <= 0 {
+		every = 10 * time.Minute
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := h.ExpireUploads(ctx); err != nil && ctx.Err() == nil {
+				h.cfg.Logger.Warn("upload: janitor", "err", err)
+			}
+		}
+	}
+}
+
+// sweepEvery is how often creations trigger a background ExpireUploads,
+// so that expired partials go even when nobody runs the Janitor.
+const sweepEvery = 10 * time.Minute
+
+func (h *Handler) maybeSweep() {
+	last := time.Unix(0, h.lastSweep.Load())
+	if h.cfg.Now().Sub(last) < min(sweepEvery, h.cfg.TTL) || !h.sweeping.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer h.sweeping.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := h.ExpireUploads(ctx); err != nil {
+			h.cfg.Logger.Warn("upload: sweep", "err", err)
+		}
+	}()
+}

@@ -1,0 +1,867 @@
+// Package upload is fieldsync's resumable evidence upload endpoint: tus
+// 1.0 (https://tus.io/protocols/resumable-upload) with the creation,
+// creation-with-upload, checksum (sha256), expiration and termination
+// extensions, so that standard tus clients (tus-js-client, TUSKit,
+// tus-android-client) work against it unchanged.
+//
+// Every upload declares, in its Upload-Metadata, the SHA-256 of the whole
+// file; the server accepts it only if a visit the calling device pushed
+// references that hash, so a stranger cannot fill the store. Bytes go to a
+// partial file in Config.Dir (local disk, also when blobs live in S3) as
+// they arrive, and are fsynced, so a cut connection keeps everything that
+// reached the server and a restarted server resumes where it stopped. On
+// the final byte the server re-hashes the whole file: if it matches it
+// streams it into the blob store, records the blob with what EXIF and the
+// pixels say (server/evidence) and runs the evidence checks; if not it
+// discards the upload and answers hash_mismatch.
+//
+// # Completed and already-present uploads
+//
+// When a creation names a blob that is already present (uploaded before,
+// by anyone), the server answers 201 Created with a Location and
+// Upload-Offset equal to Upload-Length: a client using
+// creation-with-upload sees the upload complete at once. A client that
+// ignores the offset of a creation response and PATCHes from 0 gets 204
+// with Upload-Offset equal to Upload-Length (the server does not store the
+// body), which every tus client treats as complete; a HEAD also reports
+// the full offset. The same holds for an upload that completed earlier.
+// Device clients should ask POST /api/v1/evidence/missing first and never
+// upload a present blob at all.
+//
+// # For device clients
+//
+// Ask POST /api/v1/evidence/missing first; create with Upload-Length and
+// Upload-Metadata "sha256 <base64 of the hex sum>" (filetype and filename
+// optional); keep the Location; after any failure HEAD it and PATCH from
+// the offset it gives (409 means the offset moved: HEAD again). Send big
+// PATCHes with "Expect: 100-continue": a PATCH at a stale offset is then
+// refused before its body crosses the link. Requests on one upload are
+// served in the order they reach the server; a newer one ends an older
+// PATCH that is still reading (a link that died unnoticed) and keeps what
+// it received.
+//
+// # Why not tusd's handler
+//
+// The issue asks for github.com/tus/tusd/v2/pkg/handler if it fits
+// cleanly. It does not, for three reasons. (1) tusd v2.9.1 does not
+// implement the checksum extension at all: it never reads Upload-Checksum
+// and cannot answer 460 or discard a bad chunk, which our acceptance tests
+// and weak-link clients need. (2) Its error bodies are its own plain text,
+// not syncproto.Error JSON, and its status mapping is fixed: a
+// hash_mismatch on the final byte, 503 with Retry-After when the blob
+// store is down, and 401 for a revoked token mid-upload would all need
+// hooks that rewrite tusd's responses. (3) Verification-before-storage
+// and content addressing fight its model: tusd's DataStore owns the final
+// object under the upload id and a FinishUpload hook can only react after
+// the fact, while we must re-hash, write the blob under its SHA-256 into a
+// blob.Store, and keep nothing on mismatch. Authorising per device and
+// per referenced hash (a pre-create hook) would fit, but the rest would
+// be a wrapper as large as the protocol itself, which is small. So this
+// package implements the protocol directly (about as much code as the
+// adapter would have been) and is tested against tus-js-client.
+package upload
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"fieldsync/server/blob"
+	"fieldsync/server/domain"
+	"fieldsync/server/evidence"
+	"fieldsync/syncproto"
+)
+
+// TusVersion is the protocol version spoken.
+const TusVersion = "1.0.0"
+
+// Extensions lists the tus extensions supported.
+const Extensions = "creation,creation-with-upload,checksum,expiration,termination"
+
+// OffsetContentType is the content type of PATCH bodies.
+const OffsetContentType = "application/offset+octet-stream"
+
+// Upload is one resumable upload as the database keeps it.
+type Upload struct {
+	ID        string
+	DeviceID  string
+	SHA256    string
+	Length    int64
+	Offset    int64
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	Metadata  map[string]string
+	// Done: verified and stored; the record stays until ExpiresAt so that
+	// a client can still ask for its offset.
+	Done bool
+}
+
+// Blob is a verified blob and what was read from it, as recorded when an
+// upload completes.
+type Blob struct {
+	SHA256    string
+	Size      int64
+	MediaType string
+	StoredAt  time.Time
+	Meta      evidence.Meta
+}
+
+// Store is what the upload handler needs from the database. Lookups of
+// absent uploads return errors wrapping domain.ErrNotFound.
+type Store interface {
+	// CreateUpload records a new upload.
+	CreateUpload(ctx context.Context, u Upload) error
+	// Upload returns one upload.
+	Upload(ctx context.Context, id string) (Upload, error)
+	// UpdateUpload records the offset reached and the new expiry.
+	UpdateUpload(ctx context.Context, id string, offset int64, expires time.Time) error
+	// CompleteUpload records the blob as present (if it is not yet) and
+	// marks the upload done, in one transaction.
+	CompleteUpload(ctx context.Context, id string, b Blob, expires time.Time) error
+	// DeleteUpload forgets an upload (absent is not an error).
+	DeleteUpload(ctx context.Context, id string) error
+	// ActiveUploads counts the device's uploads still receiving.
+	ActiveUploads(ctx context.Context, deviceID string) (int, error)
+	// ExpiredUploads lists uploads whose expiry is before now, and every
+	// upload of a revoked device.
+	ExpiredUploads(ctx context.Context, now time.Time) ([]Upload, error)
+	// DeviceUploads lists a device's uploads.
+	DeviceUploads(ctx context.Context, deviceID string) ([]Upload, error)
+	// Referenced reports whether a visit pushed by the device references
+	// the blob.
+	Referenced(ctx context.Context, deviceID, sum string) (bool, error)
+	// BlobPresent reports whether the blob is present (verified and
+	// stored).
+	BlobPresent(ctx context.Context, sum string) (bool, error)
+	// BlobArrived runs the evidence checks for every visit that
+	// references a blob that has just become present.
+	BlobArrived(ctx context.Context, sum string) error
+}
+
+// Config configures a Handler.
+type Config struct {
+	// Store and Blobs are required.
+	Store Store
+	Blobs blob.Store
+	// Dir holds the partial files. Required; created if missing.
+	Dir string
+	// BasePath is the URL path of the upload collection, ending in "/"
+	// (default "/api/v1/uploads/"); Location headers are built from it.
+	BasePath string
+	// MaxSize is the largest Upload-Length accepted (default
+	// syncproto.MaxEvidenceBytes); bigger creations get 413.
+	MaxSize int64
+	// TTL is how long an upload lives after its last PATCH (default 24 h);
+	// expired partial files are deleted by ExpireUploads.
+	TTL time.Duration
+	// BlobTimeout bounds each blob-store call (default 2 min); a store
+	// that does not answer in time gives 503, never a hang.
+	BlobTimeout time.Duration
+	// DBTimeout bounds database calls made after the client has gone
+	// (default 30 s).
+	DBTimeout time.Duration
+	// IdleTimeout ends a PATCH that sends nothing for this long, keeping
+	// what arrived (default 60 s).
+	IdleTimeout time.Duration
+	// LockWait is how long a request waits for another request on the
+	// same upload to finish before answering 503 (default 15 s).
+	LockWait time.Duration
+	// MaxActivePerDevice bounds a device's unfinished uploads (default
+	// 100); more get 429.
+	MaxActivePerDevice int
+	// SyncEvery is how many received bytes may wait before an fsync
+	// (default 1 MiB). Every PATCH ends with an fsync.
+	SyncEvery int64
+	// Now replaces time.Now in tests.
+	Now func() time.Time
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Store == nil || c.Blobs == nil || c.Dir == "" {
+		return errors.New("upload: Store, Blobs and Dir are required")
+	}
+	if c.BasePath == "" {
+		c.BasePath = "/api/v1/uploads/"
+	}
+	if !strings.HasSuffix(c.BasePath, "/") {
+		c.BasePath += "/"
+	}
+	if c.MaxSize <= 0 {
+		c.MaxSize = syncproto.MaxEvidenceBytes
+	}
+	if c.TTL <= 0 {
+		c.TTL = 24 * time.Hour
+	}
+	if c.BlobTimeout <= 0 {
+		c.BlobTimeout = 2 * time.Minute
+	}
+	if c.DBTimeout <= 0 {
+		c.DBTimeout = 30 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.LockWait <= 0 {
+		c.LockWait = 15 * time.Second
+	}
+	if c.MaxActivePerDevice <= 0 {
+		c.MaxActivePerDevice = 100
+	}
+	if c.SyncEvery <= 0 {
+		c.SyncEvery = 1 << 20
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Handler serves the tus endpoints. Authentication is the caller's job:
+// each method takes the id of the authenticated device.
+type Handler struct {
+	cfg   Config
+	locks locks
+
+	lastSweep atomic.Int64 // unix nanos of the last ExpireUploads
+	sweeping  atomic.Bool
+}
+
+// New returns a Handler, creating Config.Dir.
+func New(cfg Config) (*Handler, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	h := &Handler{cfg: cfg}
+	h.locks.m = map[string]*held{}
+	h.lastSweep.Store(cfg.Now().UnixNano())
+	return h, nil
+}
+
+// Config returns the handler's configuration with defaults filled in.
+func (h *Handler) Config() Config { return h.cfg }
+
+// errPrecondition is a wrong or missing Tus-Resumable header (412).
+var errPrecondition = errors.New("upload: unsupported Tus-Resumable")
+
+// SetCommonHeaders sets the headers every tus response carries.
+func SetCommonHeaders(w http.ResponseWriter) {
+	w.Header().Set("Tus-Resumable", TusVersion)
+	w.Header().Set("Tus-Version", TusVersion)
+}
+
+// Preflight sets the common headers, checks the request's Tus-Resumable
+// header (not needed on OPTIONS) and, for a request on one upload, takes
+// its place in that upload's queue: requests get the upload in the order
+// they arrived, so a HEAD never overtakes a PATCH that reached the server
+// first but is slower to authenticate. If the version is wrong it writes
+// 412 Precondition Failed and returns false. Call it before
+// authentication, pass the returned request on, and call done when the
+// request is over.
+func (h *Handler) Preflight(w http.ResponseWriter, r *http.Request) (_ *http.Request, done func(), ok bool) {
+	SetCommonHeaders(w)
+	done = func() {}
+	if r.Method == http.MethodOptions {
+		return r, done, true
+	}
+	if v := r.Header.Get("Tus-Resumable"); v != TusVersion {
+		h.fail(w, r, fmt.Errorf("%w: got %q, this server speaks %s", errPrecondition, v, TusVersion))
+		return r, done, false
+	}
+	if id, found := strings.CutPrefix(r.URL.Path, h.cfg.BasePath); found && ValidID(id) {
+		tk := h.locks.arrive(id)
+		r = r.WithContext(context.WithValue(r.Context(), ticketKey{}, tk))
+		done = func() { h.locks.leave(tk) }
+	}
+	return r, done, true
+}
+
+// Options answers OPTIONS: the protocol version, extensions, maximum size
+// and checksum algorithm.
+func (h *Handler) Options(w http.ResponseWriter, r *http.Request) {
+	SetCommonHeaders(w)
+	w.Header().Set("Tus-Extension", Extensions)
+	w.Header().Set("Tus-Max-Size", strconv.FormatInt(h.cfg.MaxSize, 10))
+	w.Header().Set("Tus-Checksum-Algorithm", ChecksumAlgorithm)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// ValidID reports whether id could name an upload (32 lowercase hex).
+func ValidID(id string) bool {
+	if len(id) != 32 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func newID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (h *Handler) partPath(id string) string { return filepath.Join(h.cfg.Dir, id+".part") }
+func (h *Handler) markPath(id string) string { return filepath.Join(h.cfg.Dir, id+".chk") }
+
+// location builds the absolute URL of an upload from the request.
+func (h *Handler) location(r *http.Request, id string) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
+		scheme = p
+	}
+	return scheme + "://" + r.Host + h.cfg.BasePath + id
+}
+
+func (h *Handler) setExpires(w http.ResponseWriter, u Upload) {
+	if !u.Done {
+		w.Header().Set("Upload-Expires", u.ExpiresAt.UTC().Format(http.TimeFormat))
+	}
+}
+
+// detached returns a context that survives the client going away, bounded
+// by d: what arrived must be recorded even when the connection is cut.
+func detached(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), d)
+}
+
+// Create answers POST (creation, creation-with-upload).
+func (h *Handler) Create(w http.ResponseWriter, r *http.Request, deviceID string) {
+	if err := h.create(w, r, deviceID); err != nil {
+		h.fail(w, r, err)
+	}
+}
+
+func (h *Handler) create(w http.ResponseWriter, r *http.Request, deviceID string) error {
+	ctx := r.Context()
+	if r.Header.Get("Upload-Defer-Length") != "" {
+		return syncproto.Errorf(syncproto.CodeBadRequest, "Upload-Defer-Length is not supported: declare Upload-Length")
+	}
+	length, ok := parseOffset(r.Header.Get("Upload-Length"))
+	if !ok {
+		return syncproto.Errorf(syncproto.CodeBadRequest, "Upload-Length must be a non-negative integer")
+	}
+	if length > h.cfg.MaxSize {
+		return syncproto.Errorf(syncproto.CodeTooLarge, "Upload-Length %d is over the maximum of %d bytes", length, h.cfg.MaxSize).
+			With("max", h.cfg.MaxSize)
+	}
+	meta, err := ParseMetadata(r.Header.Get("Upload-Metadata"))
+	if err != nil {
+		return syncproto.Errorf(syncproto.CodeBadRequest, "%v", err)
+	}
+	sum := strings.ToLower(meta[MetaSHA256])
+	if sum == "" {
+		return syncproto.Errorf(syncproto.CodeBadRequest, "Upload-Metadata must carry %q: the hex SHA-256 of the whole file", MetaSHA256)
+	}
+	if !blob.ValidSum(sum) {
+		return syncproto.Errorf(syncproto.CodeBadRequest, "Upload-Metadata sha256 is not 64 hex digits")
+	}
+	meta[MetaSHA256] = sum
+	withBody := r.Header.Get("Content-Type") == OffsetContentType
+	if ct := r.Header.Get("Content-Type"); ct != "" && !withBody && r.ContentLength != 0 {
+		return syncproto.Errorf(syncproto.CodeUnsupportedMedia, "a creation with data needs Content-Type: %s", OffsetContentType)
+	}
+	if withBody && r.ContentLength > length {
+		return syncproto.Errorf(syncproto.CodeTooLarge, "%d bytes of data for an upload of %d bytes", r.ContentLength, length)
+	}
+	var checksum []byte
+	if withBody && r.Header.Get("Upload-Checksum") != "" {
+		if checksum, err = ParseChecksum(r.Header.Get("Upload-Checksum")); err != nil {
+			return syncproto.Errorf(syncproto.CodeBadRequest, "%v", err)
+		}
+	}
+	ref, err := h.cfg.Store.Referenced(ctx, deviceID, sum)
+	if err != nil {
+		return err
+	}
+	if !ref {
+		return syncproto.Errorf(syncproto.CodeForbidden, "no visit pushed by this device references sha256 %s; push the visit first", sum)
+	}
+	now := h.cfg.Now().UTC()
+	u := Upload{ID: newID(), DeviceID: deviceID, SHA256: sum, Length: length, CreatedAt: now, ExpiresAt: now.Add(h.cfg.TTL), Metadata: meta}
+	present, err := h.cfg.Store.BlobPresent(ctx, sum)
+	if err != nil {
+		return err
+	}
+	if present {
+		u.Done, u.Offset = true, length
+		if err := h.cfg.Store.CreateUpload(ctx, u); err != nil {
+			return err
+		}
+		drain(w, r)
+		w.Header().Set("Location", h.location(r, u.ID))
+		w.Header().Set("Upload-Offset", strconv.FormatInt(length, 10))
+		w.WriteHeader(http.StatusCreated)
+		return nil
+	}
+	n, err := h.cfg.Store.ActiveUploads(ctx, deviceID)
+	if err != nil {
+		return err
+	}
+	if n >= h.cfg.MaxActivePerDevice {
+		return syncproto.Errorf(syncproto.CodeRateLimited, "this device has %d unfinished uploads; finish or DELETE some first", n)
+	}
+	h.maybeSweep()
+	if err := h.cfg.Store.CreateUpload(ctx, u); err != nil {
+		return err
+	}
+	w.Header().Set("Location", h.location(r, u.ID))
+	if !withBody {
+		h.setExpires(w, u)
+		w.Header().Set("Upload-Offset", "0")
+		w.WriteHeader(http.StatusCreated)
+		return nil
+	}
+	sh := newStopHandle(w)
+	release, err := h.locks.acquire(ctx, u.ID, sh.stop, h.cfg.LockWait)
+	if err != nil {
+		return err
+	}
+	defer release()
+	defer sh.finish()
+	if u, err = h.receive(r, u, 0, checksum, sh); err != nil {
+		return err // the upload exists (Location is set); its data failed
+	}
+	h.setExpires(w, u)
+	w.Header().Set("Upload-Offset", strconv.FormatInt(u.Offset, 10))
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// drain reads and drops a little of an unwanted body so that the
+// connection can be reused; a bigger body closes the connection.
+func drain(w http.ResponseWriter, r *http.Request) {
+	const limit = 1 << 20
+	if r.ContentLength > limit {
+		w.Header().Set("Connection", "close")
+		return
+	}
+	n, _ := io.Copy(io.Discard, io.LimitReader(r.Body, limit+1))
+	if n > limit {
+		w.Header().Set("Connection", "close")
+	}
+}
+
+// load returns the device's upload (others' uploads are not found) and
+// deals with expiry. The caller holds the upload's lock.
+func (h *Handler) load(ctx context.Context, id, deviceID string) (Upload, error) {
+	if !ValidID(id) {
+		return Upload{}, syncproto.Errorf(syncproto.CodeNotFound, "upload %s not found", trunc(id))
+	}
+	u, err := h.cfg.Store.Upload(ctx, id)
+	if errors.Is(err, domain.ErrNotFound) || (err == nil && u.DeviceID != deviceID) {
+		return Upload{}, syncproto.Errorf(syncproto.CodeNotFound, "upload %s not found", id)
+	}
+	if err != nil {
+		return Upload{}, err
+	}
+	if !u.Done && h.cfg.Now().After(u.ExpiresAt) {
+		dctx, cancel := detached(ctx, h.cfg.DBTimeout)
+		defer cancel()
+		if err := h.discard(dctx, u); err != nil {
+			h.cfg.Logger.Warn("upload: discarding expired upload", "upload", id, "err", err)
+		}
+		return Upload{}, syncproto.Errorf(syncproto.CodeGone, "upload %s expired; start a new one", id)
+	}
+	return u, nil
+}
+
+// offset recovers and returns how many bytes of the upload are on disk.
+// A checksum marker left by a crash mid-chunk means the bytes after it
+// were never verified: they are cut off. The caller holds the lock.
+func (h *Handler) offset(u Upload) (int64, error) {
+	if u.Done {
+		return u.Length, nil
+	}
+	if b, err := os.ReadFile(h.markPath(u.ID)); err == nil {
+		start, ok := parseOffset(strings.TrimSpace(string(b)))
+		if ok {
+			if err := os.Truncate(h.partPath(u.ID), start); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return 0, fmt.Errorf("upload: recover %s: %w", u.ID, err)
+			}
+		}
+		_ = os.Remove(h.markPath(u.ID))
+	}
+	fi, err := os.Stat(h.partPath(u.ID))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("upload: %w", err)
+	}
+	if fi.Size() > u.Length {
+		if err := os.Truncate(h.partPath(u.ID), u.Length); err != nil {
+			return 0, fmt.Errorf("upload: %w", err)
+		}
+		return u.Length, nil
+	}
+	return fi.Size(), nil
+}
+
+// Head answers HEAD: the offset reached. An upload whose bytes are all
+// there but which could not be stored yet (blob store down) is finished
+// now, or answered 503 so the client retries.
+func (h *Handler) Head(w http.ResponseWriter, r *http.Request, deviceID, id string) {
+	if err := h.head(w, r, deviceID, id); err != nil {
+		h.fail(w, r, err)
+	}
+}
+
+func (h *Handler) head(w http.ResponseWriter, r *http.Request, deviceID, id string) error {
+	release, err := h.locks.acquire(r.Context(), id, nil, h.cfg.LockWait)
+	if err != nil {
+		return err
+	}
+	defer release()
+	u, err := h.load(r.Context(), id, deviceID)
+	if err != nil {
+		return err
+	}
+	off, err := h.offset(u)
+	if err != nil {
+		return err
+	}
+	if !u.Done && off == u.Length {
+		if u, err = h.finish(r.Context(), u); err != nil {
+			return err
+		}
+	}
+	u.Offset = off
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Upload-Offset", strconv.FormatInt(off, 10))
+	w.Header().Set("Upload-Length", strconv.FormatInt(u.Length, 10))
+	if len(u.Metadata) > 0 {
+		w.Header().Set("Upload-Metadata", EncodeMetadata(u.Metadata))
+	}
+	h.setExpires(w, u)
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// Patch answers PATCH: append the body at Upload-Offset.
+func (h *Handler) Patch(w http.ResponseWriter, r *http.Request, deviceID, id string) {
+	if err := h.patch(w, r, deviceID, id); err != nil {
+		h.fail(w, r, err)
+	}
+}
+
+func (h *Handler) patch(w http.ResponseWriter, r *http.Request, deviceID, id string) error {
+	if ct := r.Header.Get("Content-Type"); ct != OffsetContentType {
+		return syncproto.Errorf(syncproto.CodeUnsupportedMedia, "PATCH needs Content-Type: %s, got %q", OffsetContentType, trunc(ct))
+	}
+	at, ok := parseOffset(r.Header.Get("Upload-Offset"))
+	if !ok {
+		return syncproto.Errorf(syncproto.CodeBadRequest, "Upload-Offset must be a non-negative integer")
+	}
+	var checksum []byte
+	if v := r.Header.Get("Upload-Checksum"); v != "" {
+		var err error
+		if checksum, err = ParseChecksum(v); err != nil {
+			return syncproto.Errorf(syncproto.CodeBadRequest, "%v", err)
+		}
+	}
+	sh := newStopHandle(w)
+	release, err := h.locks.acquire(r.Context(), id, sh.stop, h.cfg.LockWait)
+	if err != nil {
+		return err
+	}
+	defer release()
+	defer sh.finish()
+	u, err := h.load(r.Context(), id, deviceID)
+	if err != nil {
+		return err
+	}
+	if u.Done {
+		// Complete already (or the blob was present at creation): say so
+		// and drop the body.
+		drain(w, r)
+		w.Header().Set("Upload-Offset", strconv.FormatInt(u.Length, 10))
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	off, err := h.offset(u)
+	if err != nil {
+		return err
+	}
+	if at != off {
+		return syncproto.Errorf(syncproto.CodeOffsetMismatch, "Upload-Offset %d does not match the %d bytes received; HEAD the upload and resume from there", at, off).
+			With("offset", off)
+	}
+	if r.ContentLength > 0 && off+r.ContentLength > u.Length {
+		return syncproto.Errorf(syncproto.CodeTooLarge, "%d bytes at offset %d would go past Upload-Length %d", r.ContentLength, off, u.Length).
+			With("offset", off)
+	}
+	if u, err = h.receive(r, u, off, checksum, sh); err != nil {
+		return err
+	}
+	h.setExpires(w, u)
+	w.Header().Set("Upload-Offset", strconv.FormatInt(u.Offset, 10))
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// errCut marks a body that ended early (connection cut, idle timeout,
+// taken over by a newer request): what arrived is kept.
+var errCut = errors.New("upload: request body ended early")
+
+// receive appends the request body to the partial file at off, keeping
+// every byte that arrives unless a checksum was given (then the chunk is
+// all or nothing). It records the new offset, and finishes the upload on
+// its last byte. A body that ends early is not an error: the answer
+// carries the offset kept, which a tus client continues from (the client
+// that was cut off never sees it). The caller holds the lock.
+func (h *Handler) receive(r *http.Request, u Upload, off int64, checksum []byte, sh *stopHandle) (Upload, error) {
+	f, err := os.OpenFile(h.partPath(u.ID), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return u, fmt.Errorf("upload: %w", err)
+	}
+	defer f.Close()
+	if checksum != nil {
+		if err := writeSynced(h.markPath(u.ID), strconv.FormatInt(off, 10)); err != nil {
+			return u, fmt.Errorf("upload: %w", err)
+		}
+	}
+	n, sum, rerr := h.copyBody(r, f, off, u.Length-off, sh)
+	over := errors.Is(rerr, errOverflow)
+	cut := rerr != nil && !over
+	bad := checksum != nil && !cut && !over && string(sum) != string(checksum)
+	if over || bad || (checksum != nil && cut) {
+		// Discard this chunk: past the length, failed its checksum, or
+		// cut before its checksum could be checked.
+		n = 0
+		if err := f.Truncate(off); err != nil {
+			return u, fmt.Errorf("upload: %w", err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return u, fmt.Errorf("upload: %w", err)
+	}
+	if checksum != nil {
+		_ = os.Remove(h.markPath(u.ID))
+	}
+	u.Offset = off + n
+	u.ExpiresAt = h.cfg.Now().UTC().Add(h.cfg.TTL)
+	dctx, cancel := detached(r.Context(), h.cfg.DBTimeout)
+	defer cancel()
+	if n > 0 && u.Offset < u.Length { // a complete upload is recorded by finish
+		if err := h.cfg.Store.UpdateUpload(dctx, u.ID, u.Offset, u.ExpiresAt); err != nil {
+			return u, err
+		}
+	}
+	switch {
+	case over:
+		return u, syncproto.Errorf(syncproto.CodeTooLarge, "the body goes past Upload-Length %d; the chunk is discarded", u.Length).With("offset", off)
+	case bad:
+		return u, syncproto.Errorf(syncproto.CodeChecksumMismatch, "the chunk at offset %d does not match its Upload-Checksum; it is discarded, send it again", off).With("offset", off)
+	case cut:
+		h.cfg.Logger.Info("upload: body ended early", "upload", u.ID, "kept", n, "offset", u.Offset, "err", rerr)
+		return u, nil
+	}
+	if u.Offset == u.Length {
+		f.Close()
+		return h.finish(r.Context(), u)
+	}
+	return u, nil
+}
+
+var errOverflow = errors.New("upload: body longer than the upload")
+
+// copyBody writes the body to f at off, at most limit bytes, fsyncing
+// every SyncEvery bytes; it returns the bytes written and their SHA-256.
+// Reads have an idle deadline and stop when a newer request on the same
+// upload takes over (see stopHandle).
+func (h *Handler) copyBody(r *http.Request, f *os.File, off, limit int64, sh *stopHandle) (int64, []byte, error) {
+	hs := sha256.New()
+	buf := make([]byte, 64<<10)
+	var n, unsynced int64
+	for {
+		sh.setDeadline(time.Now().Add(h.cfg.IdleTimeout))
+		if sh.stopped.Load() {
+			// Taken over: read on only while bytes are already waiting.
+			if time.Since(time.Unix(0, sh.stoppedAt.Load())) > stopDrainMax {
+				return n, nil, fmt.Errorf("%w: taken over by a newer request", errCut)
+			}
+			sh.setDeadline(time.Now().Add(stopGrace))
+		}
+		k, err := r.Body.Read(buf)
+		if k > 0 {
+			if int64(k) > limit-n {
+				return n, nil, errOverflow
+			}
+			if _, werr := f.WriteAt(buf[:k], off+n); werr != nil {
+				return n, nil, fmt.Errorf("upload: write: %w", werr)
+			}
+			hs.Write(buf[:k])
+			n += int64(k)
+			if unsynced += int64(k); unsynced >= h.cfg.SyncEvery {
+				if serr := f.Sync(); serr != nil {
+					return n, nil, fmt.Errorf("upload: sync: %w", serr)
+				}
+				unsynced = 0
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return n, hs.Sum(nil), nil
+		}
+		if err != nil {
+			return n, nil, fmt.Errorf("%w: %v", errCut, err)
+		}
+	}
+}
+
+// stopHandle lets a newer request on the same upload end a PATCH whose
+// client has gone without the server noticing yet (a dead link keeps a
+// TCP connection open for minutes). The PATCH then reads on only while
+// bytes keep arriving within stopGrace (what the kernel already holds),
+// for at most stopDrainMax, and keeps all it read.
+type stopHandle struct {
+	rc        *http.ResponseController
+	stopped   atomic.Bool
+	stoppedAt atomic.Int64 // unix nanos
+
+	mu       sync.Mutex
+	finished bool
+}
+
+// Bounds of the drain after a takeover.
+const (
+	stopGrace    = 200 * time.Millisecond
+	stopDrainMax = 3 * time.Second
+)
+
+func newStopHandle(w http.ResponseWriter) *stopHandle {
+	return &stopHandle{rc: http.NewResponseController(w)}
+}
+
+func (s *stopHandle) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.finished {
+		return // the connection may already serve another request
+	}
+	s.stoppedAt.Store(time.Now().UnixNano())
+	s.stopped.Store(true)
+	_ = s.rc.SetReadDeadline(time.Now().Add(stopGrace))
+}
+
+// finish ends the handle's life: later stops do nothing, and the idle
+// deadline is lifted unless the request was stopped (its connection is
+// best closed). Defer it after the lock's release, so it runs first.
+func (s *stopHandle) finish() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.finished = true
+	if !s.stopped.Load() {
+		_ = s.rc.SetReadDeadline(time.Time{})
+	}
+}
+
+// setDeadline sets the idle deadline of the next read. It is set before
+// the stopped flag is checked, so a stop cannot be undone by it.
+func (s *stopHandle) setDeadline(t time.Time) { _ = s.rc.SetReadDeadline(t) }
+
+// Delete answers DELETE (termination): the partial data and the upload
+// are removed. A completed upload's blob stays: other visits may use it.
+func (h *Handler) Delete(w http.ResponseWriter, r *http.Request, deviceID, id string) {
+	if err := h.delete(r, deviceID, id); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Handler) delete(r *http.Request, deviceID, id string) error {
+	if !ValidID(id) {
+		return syncproto.Errorf(syncproto.CodeNotFound, "upload %s not found", trunc(id))
+	}
+	release, err := h.locks.acquire(r.Context(), id, nil, h.cfg.LockWait)
+	if err != nil {
+		return err
+	}
+	defer release()
+	u, err := h.cfg.Store.Upload(r.Context(), id)
+	if errors.Is(err, domain.ErrNotFound) || (err == nil && u.DeviceID != deviceID) {
+		return syncproto.Errorf(syncproto.CodeNotFound, "upload %s not found", id)
+	}
+	if err != nil {
+		return err
+	}
+	return h.discard(r.Context(), u)
+}
+
+// discard removes an upload's files, then its record. The caller holds
+// the lock (or the upload is unreachable).
+func (h *Handler) discard(ctx context.Context, u Upload) error {
+	for _, p := range []string{h.markPath(u.ID), h.partPath(u.ID)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("upload: %w", err)
+		}
+	}
+	return h.cfg.Store.DeleteUpload(ctx, u.ID)
+}
+
+// PurgeDevice discards every unfinished upload of a device (a revoked
+// one): its partial files go at once instead of at expiry.
+func (h *Handler) PurgeDevice(ctx context.Context, deviceID string) error {
+	us, err := h.cfg.Store.DeviceUploads(ctx, deviceID)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, u := range us {
+		errs = append(errs, h.discardLocked(ctx, u))
+	}
+	return errors.Join(errs...)
+}
+
+func (h *Handler) discardLocked(ctx context.Context, u Upload) error {
+	release, err := h.locks.acquire(ctx, u.ID, nil, h.cfg.LockWait)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return h.discard(ctx, u)
+}
+
+func writeSynced(path, content string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(content)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
