@@ -94,6 +94,10 @@ type Config struct {
 	UploadDir string
 	// Evidence tunes uploads and downloads (zero: defaults).
 	Evidence EvidenceConfig
+	// TrustProxy takes the client address from X-Forwarded-For / X-Real-IP
+	// (for rate limits and logs). Leave it off unless a trusted reverse
+	// proxy sits in front: anyone can send those headers.
+	TrustProxy bool
 	// Now replaces time.Now in tests.
 	Now func() time.Time
 }
@@ -148,6 +152,11 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
+	if cfg.TrustProxy {
+		e.IPExtractor = echo.ExtractIPFromXFFHeader()
+	} else {
+		e.IPExtractor = echo.ExtractIPDirect()
+	}
 	e.HTTPErrorHandler = s.handleError
 	e.Use(middleware.RequestID())
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, LogErrorFunc: func(c echo.Context, err error, stack []byte) error {

@@ -8,6 +8,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"fieldsync/server/export"
 	"fieldsync/syncproto"
 )
 
@@ -76,6 +77,9 @@ func (s *Server) register() {
 
 	add(http.MethodPost, p+"/sync/push", authDevice, "sync", "Push a batch of device mutations (syncproto.PushRequest)", s.push)
 	add(http.MethodPost, p+"/sync/pull", authDevice, "sync", "Pull the next page of changes (syncproto.PullRequest)", s.pull)
+
+	add(http.MethodGet, p+"/export", authSupervisor, "export", "Export visits or households (CSV with BOM, XLSX, GeoJSON; ?what,format,place,form,state,from,to,lang,mask)",
+		export.Handler(s.store.(export.Store), export.Options{Source: "api"}))
 
 	s.registerReview(add)
 	s.registerEvidence(add)

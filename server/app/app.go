@@ -23,6 +23,7 @@ import (
 	"fieldsync/server/blob/s3blob"
 	"fieldsync/server/domain"
 	"fieldsync/server/sqlstore"
+	"fieldsync/server/web"
 )
 
 // Config is everything the server can be told. Zero values take the
@@ -42,6 +43,12 @@ type Config struct {
 	S3 s3blob.Config
 	// Demo loads the demo county on start (once).
 	Demo bool
+	// TileURL, if set, draws map tiles under the console's map, e.g.
+	// "https://tiles.example.org/{z}/{x}/{y}.png"; empty: no tiles.
+	TileURL string
+	// TrustProxy takes client addresses from X-Forwarded-For (only behind
+	// a trusted reverse proxy).
+	TrustProxy bool
 	// DisableGroupCommit turns off group commit (for measurements).
 	DisableGroupCommit bool
 	// Logger defaults to JSON logs on stderr.
@@ -124,10 +131,14 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	srv, err := api.New(api.Config{
 		Store: st, Logger: log, PublicURL: cfg.PublicURL, SecureCookies: cfg.TLSCert != "",
-		Blobs: blobs, UploadDir: filepath.Join(cfg.DataDir, "uploads"),
+		Blobs: blobs, UploadDir: filepath.Join(cfg.DataDir, "uploads"), TrustProxy: cfg.TrustProxy,
 		HealthChecks: map[string]func(context.Context) error{"blobs": blobs.Check},
 	})
 	if err != nil {
+		ln.Close()
+		return err
+	}
+	if _, err := web.Mount(srv, web.Config{Store: st, Logger: log, TileURL: cfg.TileURL, SecureCookies: cfg.TLSCert != ""}); err != nil {
 		ln.Close()
 		return err
 	}
@@ -187,7 +198,7 @@ func firstStart(ctx context.Context, st *sqlstore.Store, cfg Config) error {
 	fmt.Fprintf(cfg.Out, `
 fieldsync is running for the first time.
 
-  Open:      %[1]s   (API under %[1]s/api/v1, OpenAPI at %[1]s/openapi.json)
+  Open:      %[1]s/console/   (API under %[1]s/api/v1, OpenAPI at %[1]s/openapi.json)
   Sign in:   admin / %[2]s   (shown only this once; change it)
   Data:      %[3]s
 

@@ -3,6 +3,7 @@
 //	fieldsync [run] [flags]     serve (the default)
 //	fieldsync migrate [flags]   apply database migrations and exit
 //	fieldsync demo [flags]      load the demo county and exit
+//	fieldsync export [flags]    export visits or households (CSV, XLSX, GeoJSON)
 //	fieldsync backup [flags] -out FILE | -to-object-store
 //	                            write a consistent snapshot while the server runs
 //	fieldsync restore [flags] -from FILE | -from-object-store NAME
@@ -44,6 +45,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
 	}
+	if cmd == "export" {
+		return runExport(ctx, args, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("fieldsync "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg app.Config
@@ -61,6 +65,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.S3.Region, "s3-region", "", "S3 region (default us-east-1)")
 	fs.BoolVar(&cfg.S3.UseTLS, "s3-tls", false, "use HTTPS to reach the S3 endpoint")
 	fs.BoolVar(&cfg.Demo, "demo", false, "load the demo county on start (once)")
+	fs.StringVar(&cfg.TileURL, "tile-url", "", "map tile URL template for the console, e.g. https://tiles.example.org/{z}/{x}/{y}.png (default: no tiles)")
+	fs.BoolVar(&cfg.TrustProxy, "trust-proxy", false, "take client addresses from X-Forwarded-For (only behind a trusted reverse proxy)")
 	fs.BoolVar(&cfg.DisableGroupCommit, "no-group-commit", false, "commit each push on its own (for measurements)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	var bk backupFlags
@@ -109,7 +115,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "restore":
 		return runRestore(ctx, cfg, bk, stdout)
 	default:
-		return fmt.Errorf("unknown command %q (run, migrate, demo, backup, restore)", cmd)
+		return fmt.Errorf("unknown command %q (run, migrate, demo, export, backup, restore)", cmd)
 	}
 }
 
