@@ -71,8 +71,8 @@ func checkVersion(v int) error {
 // batch size and sequence continuity. Problems with a single mutation's
 // payload are not errors here; see Mutation.Check.
 func DecodePushRequest(r io.Reader) (*PushRequest, error) {
-	var req PushRequest
-	if err := decode(r, &req); err != nil {
+	req, err := decodeAs[PushRequest](r)
+	if err != nil {
 		return nil, err
 	}
 	if err := checkVersion(req.ProtocolVersion); err != nil {
@@ -95,22 +95,25 @@ func DecodePushRequest(r io.Reader) (*PushRequest, error) {
 			return nil, Errorf(CodeBadRequest, "mutation %d: seq %d does not follow %d", i, m.Seq, req.Mutations[i-1].Seq)
 		}
 	}
-	return &req, nil
+	return req, nil
+}
+
+// decodeAs reads one message of type T.
+func decodeAs[T any](r io.Reader) (*T, error) {
+	var v T
+	if err := decode(r, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
 }
 
 // DecodePushResponse reads a push response.
-func DecodePushResponse(r io.Reader) (*PushResponse, error) {
-	var resp PushResponse
-	if err := decode(r, &resp); err != nil {
-		return nil, err
-	}
-	return &resp, nil
-}
+func DecodePushResponse(r io.Reader) (*PushResponse, error) { return decodeAs[PushResponse](r) }
 
 // DecodePullRequest reads and checks a pull request.
 func DecodePullRequest(r io.Reader) (*PullRequest, error) {
-	var req PullRequest
-	if err := decode(r, &req); err != nil {
+	req, err := decodeAs[PullRequest](r)
+	if err != nil {
 		return nil, err
 	}
 	if err := checkVersion(req.ProtocolVersion); err != nil {
@@ -130,17 +133,11 @@ func DecodePullRequest(r io.Reader) (*PullRequest, error) {
 	case req.MaxBytes > MaxPullBytes:
 		req.MaxBytes = MaxPullBytes
 	}
-	return &req, nil
+	return req, nil
 }
 
 // DecodePullResponse reads a pull response.
-func DecodePullResponse(r io.Reader) (*PullResponse, error) {
-	var resp PullResponse
-	if err := decode(r, &resp); err != nil {
-		return nil, err
-	}
-	return &resp, nil
-}
+func DecodePullResponse(r io.Reader) (*PullResponse, error) { return decodeAs[PullResponse](r) }
 
 // DecodeError reads an error body.
 func DecodeError(r io.Reader) (*Error, error) {

@@ -784,20 +784,11 @@ func (s *Store) ConsoleVisitFlags(ctx context.Context, visitIDs []string) (map[s
 
 // ConsoleFlagNames lists the evidence flag names that occur.
 func (s *Store) ConsoleFlagNames(ctx context.Context) ([]string, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT DISTINCT flag FROM evidence_flags ORDER BY flag`)
+	out, err := queryStrings(ctx, s.r, `SELECT DISTINCT flag FROM evidence_flags ORDER BY flag`)
 	if err != nil {
 		return nil, fmt.Errorf("console flag names: %w", err)
 	}
-	defer rows.Close()
-	out := []string{}
-	for rows.Next() {
-		var f string
-		if err := rows.Scan(&f); err != nil {
-			return nil, err
-		}
-		out = append(out, f)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // ExportFilter selects what an export holds.

@@ -246,3 +246,27 @@ func logChange(tx *sql.Tx, now, entityType, entityID, placeCode, kind string) (i
 	}
 	return res.LastInsertId()
 }
+
+// scanStrings reads a one-column result into a slice (never nil) and
+// closes rows.
+func scanStrings(rows *sql.Rows) ([]string, error) {
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// queryStrings runs a query whose result is one text column.
+func queryStrings(ctx context.Context, q querier, query string, args ...any) ([]string, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanStrings(rows)
+}

@@ -151,19 +151,6 @@ func (s *Store) BlobPlaces(ctx context.Context, sum string) ([]string, error) {
 	return scanStrings(rows)
 }
 
-func scanStrings(rows *sql.Rows) ([]string, error) {
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var v string
-		if err := rows.Scan(&v); err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
-}
-
 // --- uploads (upload.Store) ---
 
 // sortableTS formats upload times with a fixed width, so that they

@@ -68,20 +68,10 @@ func (s *Store) Visit(ctx context.Context, id string) (*syncproto.Visit, error) 
 
 // Conflicts lists conflict records of a household.
 func (s *Store) Conflicts(ctx context.Context, householdID string) ([]syncproto.Conflict, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT id FROM conflicts WHERE household_id = ? ORDER BY created_at, id`, householdID)
+	ids, err := queryStrings(ctx, s.r, `SELECT id FROM conflicts WHERE household_id = ? ORDER BY created_at, id`, householdID)
 	if err != nil {
 		return nil, err
 	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
 	out := []syncproto.Conflict{}
 	for _, id := range ids {
 		c, _, err := loadConflict(ctx, s.r, id)
@@ -146,20 +136,10 @@ func (s *Store) Households(ctx context.Context, places map[string]bool, limit in
 
 // HouseholdVisits lists a household's visits, newest first.
 func (s *Store) HouseholdVisits(ctx context.Context, id string) ([]syncproto.Visit, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT id FROM visits WHERE household_id = ? ORDER BY server_time DESC, id`, id)
+	ids, err := queryStrings(ctx, s.r, `SELECT id FROM visits WHERE household_id = ? ORDER BY server_time DESC, id`, id)
 	if err != nil {
 		return nil, err
 	}
-	var ids []string
-	for rows.Next() {
-		var v string
-		if err := rows.Scan(&v); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		ids = append(ids, v)
-	}
-	rows.Close()
 	out := []syncproto.Visit{}
 	for _, v := range ids {
 		vis, err := loadVisit(ctx, s.r, v)

@@ -134,20 +134,7 @@ func (s *Store) scanUsers(ctx context.Context, q querier, query string, args ...
 }
 
 func userPlaces(ctx context.Context, q querier, userID int64) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT place_code FROM user_places WHERE user_id = ? ORDER BY place_code`, userID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []string{}
-	for rows.Next() {
-		var c string
-		if err := rows.Scan(&c); err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
+	return queryStrings(ctx, q, `SELECT place_code FROM user_places WHERE user_id = ? ORDER BY place_code`, userID)
 }
 
 func (s *Store) oneUser(ctx context.Context, where string, arg any) (domain.User, error) {

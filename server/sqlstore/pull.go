@@ -376,20 +376,7 @@ func (p *puller) snapRows(places []string, after string, typ syncproto.EntityTyp
 }
 
 func (p *puller) ids(q, place, after string) ([]string, error) {
-	rows, err := p.tx.QueryContext(p.ctx, q, place, after, 200)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return queryStrings(p.ctx, p.tx, q, place, after, 200)
 }
 
 // replay sends change-log entries after cur.Seq in the device's places.

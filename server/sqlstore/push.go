@@ -466,20 +466,10 @@ func (a *applier) insertEvidence(visitID string, e syncproto.EvidenceRef) error 
 
 // closeTasks marks the open tasks of a corrected visit done.
 func (a *applier) closeTasks(correctedID, byVisit, place string) error {
-	rows, err := a.tx.QueryContext(a.ctx, `SELECT id FROM tasks WHERE visit_id = ? AND state = 'open'`, correctedID)
+	ids, err := queryStrings(a.ctx, a.tx, `SELECT id FROM tasks WHERE visit_id = ? AND state = 'open'`, correctedID)
 	if err != nil {
 		return err
 	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return err
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
 	for _, id := range ids {
 		if _, err := a.tx.ExecContext(a.ctx, `UPDATE tasks SET state = 'done', closed_by_visit = ?, updated_at = ? WHERE id = ?`, byVisit, a.now, id); err != nil {
 			return err
