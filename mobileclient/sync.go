@@ -51,7 +51,7 @@ type SyncReport struct {
 	// server's clock: the device clock is wrong and the app should say so.
 	ClockClamped int
 
-	serverLastSeq int64
+	serverLastSeq *int64
 }
 
 func (r *SyncReport) add(cnt *counters) {
@@ -427,7 +427,9 @@ func (c *Client) pull(ctx context.Context, cr credentials, rep *SyncReport) erro
 			return fmt.Errorf("pull: %w", err)
 		}
 		rep.Pages++
-		rep.serverLastSeq = resp.LastSeq
+		if resp.LastSeq != nil {
+			rep.serverLastSeq = resp.LastSeq
+		}
 		if !resp.HasMore {
 			return nil
 		}
@@ -504,7 +506,11 @@ func (c *Client) requeueLost(ctx context.Context, from, to int64) (int, error) {
 // resendLost compares the server's last_seq for this device with the
 // answers the device holds. If the server holds less than it once
 // acknowledged, the lost mutations go back into the outbox.
-func (c *Client) resendLost(ctx context.Context, serverLast int64) (int, error) {
+func (c *Client) resendLost(ctx context.Context, serverLastSeq *int64) (int, error) {
+	if serverLastSeq == nil {
+		return 0, nil // the server did not say
+	}
+	serverLast := *serverLastSeq
 	var answered sql.NullInt64
 	if err := c.db.QueryRowContext(ctx, `SELECT max(seq) FROM results`).Scan(&answered); err != nil {
 		return 0, err

@@ -285,5 +285,7 @@ type PullResponse struct {
 	// server holds. A device that has answers for later ones knows the
 	// server lost them (it was restored from a backup) and sends them
 	// again from its saved results.
-	LastSeq int64 `json:"last_seq"`
+	// Absent from servers that do not track it: then the device must not
+	// draw conclusions.
+	LastSeq *int64 `json:"last_seq,omitempty"`
 }

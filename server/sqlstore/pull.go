@@ -98,7 +98,7 @@ func (s *Store) Pull(ctx context.Context, dev PushDevice, req *syncproto.PullReq
 		Cursor:          syncproto.EncodeCursor(s.cursorKey, cur),
 		HasMore:         p.full,
 		ServerHLC:       s.clock.Tick(),
-		LastSeq:         lastSeq,
+		LastSeq:         &lastSeq,
 	}
 	if resp.Ops == nil {
 		resp.Ops = []syncproto.Op{}
