@@ -20,6 +20,7 @@
 package s3test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -261,7 +262,29 @@ func (s *Server) Start() {
 
 // Pause freezes the server (SIGSTOP): the kernel still accepts
 // connections but nothing answers, like a hung server.
-func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+func (s *Server) Pause() {
+	s.signal(syscall.SIGSTOP)
+	// The signal is delivered asynchronously: on a loaded machine the
+	// server may still answer a request or two. Wait until the kernel
+	// reports it stopped.
+	s.mu.Lock()
+	pid := s.proc.Pid
+	s.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return // not Linux, or gone: nothing to wait for
+		}
+		// Fields: pid (comm) state ...; comm may hold spaces, so look
+		// after the last ')'.
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && (b[i+2] == 'T' || b[i+2] == 't') {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.t.Fatalf("s3test: server did not stop after SIGSTOP")
+}
 
 // Resume unfreezes a paused server (SIGCONT).
 func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
