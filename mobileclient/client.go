@@ -51,6 +51,11 @@ var (
 	ErrInvalid = errors.New("invalid")
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("client closed")
+	// ErrCorrupt: a queued evidence file no longer matches the SHA-256 it
+	// was queued under (changed or damaged on the device), or the server
+	// found that the bytes it received do not. The upload is marked failed
+	// and is not retried.
+	ErrCorrupt = errors.New("evidence file corrupt")
 )
 
 // SequenceGapError is returned (wrapping ErrSequenceGap) when the server
@@ -114,6 +119,24 @@ type Options struct {
 	AppVersion string
 	// Backoff configures retries.
 	Backoff Backoff
+	// MaxPhotoPx is the longest side, in pixels, of a photo (JPEG or PNG)
+	// queued by PrepareEvidence or AttachEvidence (default 1600). Bigger
+	// photos are downscaled and re-encoded as JPEG before they are hashed.
+	MaxPhotoPx int
+	// PhotoQuality is the JPEG quality of downscaled photos (default 85).
+	PhotoQuality int
+	// ChunkSize is the most evidence bytes sent in one PATCH (default
+	// 256 KiB). Once a PATCH was cut, the rest of that sync sends a
+	// quarter of it (at least 16 KiB).
+	ChunkSize int
+	// ChunkChecksums sends each chunk's SHA-256 (tus Upload-Checksum),
+	// until the first cut. Off by default: the server discards a
+	// checksummed chunk that arrives only in part, so every cut would cost
+	// up to a chunk, while without it the server keeps every byte that
+	// arrived. The server re-hashes the whole file before it stores
+	// anything, so the content is guarded either way; checksums only find
+	// a corrupt chunk earlier.
+	ChunkChecksums bool
 }
 
 func (o *Options) setDefaults() error {
@@ -159,6 +182,26 @@ func (o *Options) setDefaults() error {
 	if b.MaxAttempts == 0 {
 		b.MaxAttempts = 5
 	}
+	switch {
+	case o.MaxPhotoPx < 0:
+		return fmt.Errorf("options: MaxPhotoPx %d < 0: %w", o.MaxPhotoPx, ErrInvalid)
+	case o.MaxPhotoPx == 0:
+		o.MaxPhotoPx = 1600
+	}
+	switch {
+	case o.PhotoQuality < 0 || o.PhotoQuality > 100:
+		return fmt.Errorf("options: PhotoQuality %d outside 1..100: %w", o.PhotoQuality, ErrInvalid)
+	case o.PhotoQuality == 0:
+		o.PhotoQuality = 85
+	}
+	switch {
+	case o.ChunkSize < 0:
+		return fmt.Errorf("options: ChunkSize %d < 0: %w", o.ChunkSize, ErrInvalid)
+	case o.ChunkSize == 0:
+		o.ChunkSize = 256 << 10
+	case o.ChunkSize > syncproto.MaxEvidenceBytes:
+		o.ChunkSize = syncproto.MaxEvidenceBytes
+	}
 	return nil
 }
 
@@ -167,6 +210,7 @@ func (o *Options) setDefaults() error {
 // at a time.
 type Client struct {
 	db     *sql.DB
+	dir    string // the client's folder (device.db, evidence/)
 	opts   Options
 	server string
 	clock  *syncproto.Clock
@@ -205,8 +249,10 @@ func Open(dir, serverURL string, opts *Options) (*Client, error) {
 		db.Close()
 		return nil, fmt.Errorf("open: %w", err)
 	}
+	removeTempEvidence(dir)
 	c := &Client{
 		db:      db,
+		dir:     dir,
 		opts:    o,
 		clock:   &syncproto.Clock{Now: o.Now},
 		syncSem: make(chan struct{}, 1),
@@ -268,6 +314,7 @@ const (
 	metaLastSeq    = "last_seq"
 	metaHLC        = "hlc"
 	metaLastSyncAt = "last_sync_at"
+	metaUploadPol  = "upload_policy"
 )
 
 type querier interface {

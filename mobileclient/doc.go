@@ -32,11 +32,34 @@
 // and sequence gaps are returned at once as ErrUnauthorized,
 // ErrUnsupportedVersion and ErrSequenceGap.
 //
-// Evidence uploads (DESIGN.md rule 7) are the next piece: the uploads table
-// exists and Pending and the outbox health already count its rows; an
-// AddEvidence call will queue a blob there together with an evidence.attach
-// mutation (or the visit's Evidence list), and Sync will run the upload
-// step (ask which hashes the server lacks, then tus creation, HEAD offset,
-// PATCH with checksum) between the push and the pull. Nothing of it is
-// built yet.
+// Evidence (DESIGN.md rule 7) travels apart from records. PrepareEvidence
+// readies a file the app made: a photo (JPEG or PNG) longer than
+// Options.MaxPhotoPx on its long side is downscaled and re-encoded as JPEG
+// with the original's EXIF block (capture time, GPS) spliced back in; a
+// smaller JPEG or PNG, or any other file (a PDF scan), is kept byte for
+// byte. The result is hashed and copied into the client's folder
+// (EvidenceDir/<sha256>), and the returned syncproto.EvidenceRef goes into
+// the visit given to RecordVisit, which queues the upload in the same
+// transaction as the visit. AttachEvidence does both for a visit already
+// on the device, with an evidence.attach mutation.
+//
+// Sync uploads between the push (which makes the visits known: the server
+// accepts uploads only for blobs a pushed visit names) and the pull. It
+// asks the server which hashes it lacks (POST /api/v1/evidence/missing)
+// and marks the others done, then uploads each missing one with tus 1.0:
+// creation, then PATCHes of Options.ChunkSize bytes, each with its
+// Upload-Checksum, big ones waiting for 100 Continue. The upload's path
+// and the offset the server confirmed are saved after every answer, so an
+// upload resumes, after a cut link or an app restart, from a HEAD. A 404
+// or 410 (the server dropped an old partial upload) starts a new one. On
+// a link that cuts, the rest of the step sends smaller PATCHes without
+// checksums: the server drops a checksummed chunk that arrives only in
+// part, but keeps every byte of an unchecksummed one, and it checks the
+// SHA-256 of the whole file before it stores anything. Before sending, the
+// device re-hashes its copy: a file that no longer matches (and a
+// hash_mismatch from the server, when the copy has changed or it happens
+// twice) marks the upload failed, reported in SyncReport.BlobsFailed and
+// Uploads, and never retried. With the UploadRecordsOnly policy
+// (SetUploadPolicy) Sync moves records only and photos wait; Pending and
+// the outbox health count them.
 package mobileclient

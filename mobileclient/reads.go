@@ -234,9 +234,14 @@ type PendingInfo struct {
 	Bytes int64
 	// OldestAt is when the oldest of them was recorded (zero if none).
 	OldestAt time.Time
-	// Uploads and UploadBytes count evidence blobs waiting for upload.
+	// Uploads and UploadBytes count evidence blobs not on the server yet:
+	// waiting for upload (also under the UploadRecordsOnly policy), or
+	// failed.
 	Uploads     int
 	UploadBytes int64
+	// FailedUploads counts those of them that failed for good (Uploads
+	// says why).
+	FailedUploads int
 	// Rejected counts rejections not yet dismissed.
 	Rejected int
 	// LastSyncAt is when the last Sync finished without error.
@@ -262,9 +267,10 @@ func pendingInfo(ctx context.Context, q querier) (PendingInfo, error) {
 			(SELECT created_at FROM outbox ORDER BY seq LIMIT 1),
 			(SELECT count(*) FROM uploads WHERE state <> 'done'),
 			(SELECT COALESCE(sum(size), 0) FROM uploads WHERE state <> 'done'),
+			(SELECT count(*) FROM uploads WHERE state = 'failed'),
 			(SELECT count(*) FROM results WHERE status = 'rejected' AND dismissed = 0),
 			(SELECT value FROM device_meta WHERE key = 'last_sync_at')
-		FROM outbox`).Scan(&p.Mutations, &p.Bytes, &oldest, &p.Uploads, &p.UploadBytes, &p.Rejected, &last)
+		FROM outbox`).Scan(&p.Mutations, &p.Bytes, &oldest, &p.Uploads, &p.UploadBytes, &p.FailedUploads, &p.Rejected, &last)
 	if err != nil {
 		return p, err
 	}

@@ -50,6 +50,17 @@ type SyncReport struct {
 	// ClockClamped counts mutations whose timestamp ran ahead of the
 	// server's clock: the device clock is wrong and the app should say so.
 	ClockClamped int
+	// BlobsUploaded counts evidence files whose last byte the server
+	// confirmed in this sync; BlobsPresent those it had already (the
+	// missing-blob check or the upload's creation said so), sent not at
+	// all; BlobsFailed those that can never be uploaded as queued (Uploads
+	// says why; Errors too). BlobBytesSent counts the evidence bytes handed
+	// to the transport, every attempt and cut included (they are in
+	// BytesSent as well).
+	BlobsUploaded int
+	BlobsPresent  int
+	BlobsFailed   int
+	BlobBytesSent int64
 
 	serverLastSeq *int64
 }
@@ -74,8 +85,10 @@ func (c *Client) acquire(ctx context.Context) (func(), error) {
 	}
 }
 
-// Sync pushes the whole outbox, then pulls until the server has nothing
-// more. The report is filled as far as the sync got, also on error.
+// Sync pushes the whole outbox, then uploads the queued evidence the
+// server lacks (unless the upload policy is UploadRecordsOnly), then pulls
+// until the server has nothing more. The report is filled as far as the
+// sync got, also on error.
 func (c *Client) Sync(ctx context.Context) (SyncReport, error) {
 	var rep SyncReport
 	release, err := c.acquire(ctx)
@@ -90,8 +103,14 @@ func (c *Client) Sync(ctx context.Context) (SyncReport, error) {
 	if err := c.push(ctx, cr, &rep); err != nil {
 		return rep, fmt.Errorf("sync: %w", err)
 	}
-	// The evidence upload step (DESIGN.md rule 7) goes here, between the
-	// push (which makes the visits known) and the pull.
+	// Evidence travels after the records that reference it (DESIGN.md
+	// rule 7). An upload that ran out of attempts on a bad link does not
+	// keep the records from coming in: the pull still runs, and the error
+	// is returned at the end.
+	upErr := c.maybeUpload(ctx, cr, &rep)
+	if upErr != nil && !errors.Is(upErr, ErrUnavailable) {
+		return rep, fmt.Errorf("sync: %w", upErr)
+	}
 	if err := c.pull(ctx, cr, &rep); err != nil {
 		return rep, fmt.Errorf("sync: %w", err)
 	}
@@ -104,9 +123,18 @@ func (c *Client) Sync(ctx context.Context) (SyncReport, error) {
 		if err := c.push(ctx, cr, &rep); err != nil {
 			return rep, fmt.Errorf("sync: %w", err)
 		}
+		if upErr == nil {
+			// Uploads the server refused for want of the lost visits.
+			if upErr = c.maybeUpload(ctx, cr, &rep); upErr != nil && !errors.Is(upErr, ErrUnavailable) {
+				return rep, fmt.Errorf("sync: %w", upErr)
+			}
+		}
 		if err := c.pull(ctx, cr, &rep); err != nil {
 			return rep, fmt.Errorf("sync: %w", err)
 		}
+	}
+	if upErr != nil {
+		return rep, fmt.Errorf("sync: %w", upErr)
 	}
 	if err := c.withTx(ctx, func(tx *sql.Tx) error {
 		return setMeta(ctx, tx, metaLastSyncAt, ts(c.now()))
@@ -326,6 +354,14 @@ func (c *Client) savePush(ctx context.Context, batch []outboxRow, resp *syncprot
 					}
 				}
 				touched[row.household] = true
+			case syncproto.KindEvidenceAttach:
+				if !applied && m.EvidenceAttach != nil {
+					// The server never attached it: neither does the
+					// local copy of the visit.
+					if err := dropLocalEvidence(ctx, tx, m.EvidenceAttach); err != nil {
+						return err
+					}
+				}
 			case syncproto.KindHouseholdUpdate, syncproto.KindHouseholdMove, syncproto.KindHouseholdDelete:
 				// Keep showing an applied change until a pull brings the
 				// version it made.

@@ -117,11 +117,7 @@ func (c *Client) roundTrip(ctx context.Context, r request, cnt *counters) (int, 
 	// decompression) so that the compressed bytes can be counted.
 	req.Header.Set("Accept-Encoding", "gzip")
 	req.Header.Set("Fieldsync-Protocol", strconv.Itoa(syncproto.ProtocolVersion))
-	ua := "fieldsync-mobileclient"
-	if c.opts.AppVersion != "" {
-		ua += "/" + c.opts.AppVersion
-	}
-	req.Header.Set("User-Agent", ua)
+	req.Header.Set("User-Agent", c.userAgent())
 	if r.token != "" {
 		req.Header.Set("Authorization", "Bearer "+r.token)
 	}
@@ -155,6 +151,14 @@ func (c *Client) roundTrip(ctx context.Context, r request, cnt *counters) (int, 
 		return 0, nil, nil, fmt.Errorf("response over %d bytes: %w", syncproto.MaxMessageBytes, syncproto.ErrTooLarge)
 	}
 	return resp.StatusCode, resp.Header, data, nil
+}
+
+func (c *Client) userAgent() string {
+	ua := "fieldsync-mobileclient"
+	if c.opts.AppVersion != "" {
+		ua += "/" + c.opts.AppVersion
+	}
+	return ua
 }
 
 type countingReader struct {

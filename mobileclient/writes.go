@@ -111,7 +111,8 @@ func checkMutation(m *syncproto.Mutation) error {
 // the answers and evidence slots are checked against it, and an invalid
 // visit is refused with an error wrapping ErrInvalid (and
 // syncproto.ValidationErrors) without queuing anything. The household must
-// be in the local view. It returns the visit id.
+// be in the local view. Evidence references made by PrepareEvidence are
+// queued for upload in the same transaction. It returns the visit id.
 func (c *Client) RecordVisit(v syncproto.Visit) (string, error) {
 	ctx := context.Background()
 	now := c.now()
@@ -161,12 +162,8 @@ func (c *Client) RecordVisit(v syncproto.Visit) (string, error) {
 				return fmt.Errorf("visit: %w: %w", ErrInvalid, err)
 			}
 			for _, e := range v.Evidence {
-				s, ok := form.Slot(e.Slot)
-				if !ok {
-					return fmt.Errorf("visit: evidence slot %q is not in form %s@%d: %w", e.Slot, v.FormID, v.FormVersion, ErrInvalid)
-				}
-				if !s.Accepts(e.MediaType) {
-					return fmt.Errorf("visit: slot %q does not accept %s: %w", e.Slot, e.MediaType, ErrInvalid)
+				if err := checkSlot(form, e); err != nil {
+					return fmt.Errorf("visit: %w", err)
 				}
 			}
 		}
@@ -176,6 +173,11 @@ func (c *Client) RecordVisit(v syncproto.Visit) (string, error) {
 		}
 		if err := c.enqueue(ctx, tx, &m, v.ID, v.HouseholdID); err != nil {
 			return err
+		}
+		for _, e := range v.Evidence {
+			if err := c.queueUpload(ctx, tx, e); err != nil {
+				return err
+			}
 		}
 		local := v
 		local.PlaceCode = h.place

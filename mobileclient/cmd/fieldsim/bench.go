@@ -1,0 +1,376 @@
+package main
+
+// fieldsim bench measures issue 7's figures in one run, each next to its
+// comparison, on this machine:
+//
+//   - p1: 200 devices (one worker each, over the demo village's groups)
+//     record 100 visits each offline, then push at once, batches of 20,
+//     over HTTP to an in-process server; acknowledged visits ÷ wall time.
+//     The raw limit copies the visits table's columns and indexes into a
+//     fresh SQLite file beside the server's and inserts the same rows, 20
+//     per transaction, with sqlstore.DSN's settings, in the same process.
+//   - p2: 10,000 households imported with ImportHouseholds into one group;
+//     a fresh device's first Sync: wall time, and SyncReport's bytes.
+//   - p3: a wire-level device of that worker pulls with a cursor at the
+//     head, 200 times (after 20 unmeasured); then the server stops, 990k
+//     households are imported outside the worker's places in batches of
+//     20k, the server restarts on the same folder and the same device and
+//     cursor pull 200 times again. p99 of each.
+//   - p4, p5, f1_2g_photos_ratio: not yet (evidence uploads); tusd is
+//     installed, started, measured with the same tus client and stopped.
+//   - p6: one real push of 20 household-survey visits with references to
+//     the form's three required photos: gzip body ÷ 20. OpenRosa: each
+//     visit as Collect's instance XML, gzipped alone (one submission per
+//     request is how OpenRosa sends them).
+//   - p7: the p1 workload against the fieldsync binary built from this
+//     checkout and run as a subprocess (in-process, the 200 devices'
+//     memory would count too); its VmHWM.
+//   - p8: 20 devices × 1,000 visits pushed at once to an in-process server;
+//     the same visits as documents in 20 local PouchDBs replicated at once
+//     into pouchdb-server on loopback.
+//   - f1: the 2g-day scenario (30 visits, 5 edits, 50 kbps, 800 ms RTT, a
+//     cut every 2 minutes at a seeded phase), median of 3 trials.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"runtime/trace"
+	"slices"
+	"strings"
+	"time"
+)
+
+// benchReport is the JSON file of `fieldsim bench --json FILE`: exactly
+// the keys of issue 7, each a number; -1 means not measured (the table
+// says why).
+type benchReport struct {
+	P1VisitsPerS            float64 `json:"p1_visits_per_s"`
+	P1RawSQLiteRowsPerS     float64 `json:"p1_raw_sqlite_rows_per_s"`
+	P2FirstPullMs10k        float64 `json:"p2_first_pull_ms_10k"`
+	P2FirstPullBytes10k     float64 `json:"p2_first_pull_bytes_10k"`
+	P3NoopPullP99Ms10k      float64 `json:"p3_noop_pull_p99_ms_10k"`
+	P3NoopPullP99Ms1m       float64 `json:"p3_noop_pull_p99_ms_1m"`
+	P4UploadMBsLocal        float64 `json:"p4_upload_mb_s_local"`
+	P4UploadMBsS3           float64 `json:"p4_upload_mb_s_s3"`
+	P4UploadMBsTusd         float64 `json:"p4_upload_mb_s_tusd"`
+	P5ResentRatio           float64 `json:"p5_resent_ratio"`
+	P6BytesPerVisit         float64 `json:"p6_bytes_per_visit"`
+	P6OpenRosaBytesPerVisit float64 `json:"p6_openrosa_bytes_per_visit"`
+	P7RSSMBPeak             float64 `json:"p7_rss_mb_peak"`
+	P8Sync20kS              float64 `json:"p8_sync_20k_s"`
+	P8PouchDB20kS           float64 `json:"p8_pouchdb_20k_s"`
+	F12GVisitsS             float64 `json:"f1_2g_visits_s"`
+	F12GPhotosRatio         float64 `json:"f1_2g_photos_ratio"`
+}
+
+func newBenchReport() benchReport {
+	return benchReport{-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1}
+}
+
+// benchOptions sizes the benchmark; the defaults are issue 7's.
+type benchOptions struct {
+	JSON     string
+	CacheDir string
+	WorkDir  string
+	Keep     bool
+	Only     []string
+	Skip     []string
+	Timeout  time.Duration
+	Seed     uint64
+
+	P1Devices, P1Visits int // p1 and p7: devices, visits per device
+	P2Households        int
+	P3Pulls, P3Total    int
+	P3Batch             int
+	P4Photos, P4Bytes   int
+	P4Uploaders         int
+	P8Devices, P8Visits int // p8: devices, visits in all
+	F1Visits, F1Edits   int
+	F1Trials            int
+	MaxSyncs            int
+	// CPUProfile, if set, is the prefix of CPU profiles of the timed
+	// phases: PREFIX.p1 and PREFIX.p8 (the in-process server and the
+	// devices together), PREFIX.p2 (the first pull).
+	CPUProfile string
+	// Trace, if set, is the prefix of execution traces of the same phases.
+	Trace string
+	// MemProfile, if set, is the prefix of heap profiles written at the
+	// end of the same phases (alloc_space shows what the phase allocated).
+	MemProfile string
+}
+
+// The sections of the benchmark, in the order they run.
+var benchSections = []string{"p6", "f1", "p1", "p7", "p8", "p4", "p23"}
+
+type bench struct {
+	o     benchOptions
+	rep   benchReport
+	work  string
+	out   io.Writer
+	notes map[string]string // metric → how it was measured, or why not
+	extra []string          // informational lines
+	rss   *rssSampler       // set while p7 samples the server
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.out, "  "+format+"\n", args...)
+}
+
+func (b *bench) note(key, how string) { b.notes[key] = how }
+
+func (b *bench) info(format string, args ...any) {
+	line := fmt.Sprintf(format, args...)
+	b.extra = append(b.extra, line)
+	b.logf("%s", line)
+}
+
+func (b *bench) path(section string) string { return filepath.Join(b.work, section) }
+
+// profile starts a CPU profile and an execution trace of a timed phase
+// when -cpuprofile or -trace is set; the returned func stops them.
+func (b *bench) profile(section string) func() {
+	var stops []func()
+	if b.o.CPUProfile != "" {
+		if f, err := os.Create(b.o.CPUProfile + "." + section); err != nil {
+			b.logf("cpuprofile: %v", err)
+		} else if err := pprof.StartCPUProfile(f); err != nil {
+			b.logf("cpuprofile: %v", err)
+			f.Close()
+		} else {
+			stops = append(stops, func() { pprof.StopCPUProfile(); f.Close(); b.logf("CPU profile of the timed phase: %s", f.Name()) })
+		}
+	}
+	if b.o.Trace != "" {
+		if f, err := os.Create(b.o.Trace + "." + section); err != nil {
+			b.logf("trace: %v", err)
+		} else if err := trace.Start(f); err != nil {
+			b.logf("trace: %v", err)
+			f.Close()
+		} else {
+			stops = append(stops, func() { trace.Stop(); f.Close(); b.logf("execution trace of the timed phase: %s", f.Name()) })
+		}
+	}
+	if b.o.MemProfile != "" {
+		stops = append(stops, func() {
+			f, err := os.Create(b.o.MemProfile + "." + section)
+			if err != nil {
+				b.logf("memprofile: %v", err)
+				return
+			}
+			defer f.Close()
+			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+				b.logf("memprofile: %v", err)
+			}
+			b.logf("heap profile at the end of the timed phase: %s", f.Name())
+		})
+	}
+	return func() {
+		for _, s := range stops {
+			s()
+		}
+	}
+}
+
+func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fieldsim bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o benchOptions
+	var only, skip string
+	fs.StringVar(&o.JSON, "json", "", "write the report (issue 7's keys) to this file")
+	fs.StringVar(&o.CacheDir, "cache-dir", defaultCacheDir(), "where peers (tusd, PouchDB) are installed")
+	fs.StringVar(&o.WorkDir, "dir", "", "work folder (default: a temp folder, removed unless -keep)")
+	fs.BoolVar(&o.Keep, "keep", false, "keep the work folder")
+	fs.StringVar(&only, "only", "", "run only these sections (comma-separated: "+strings.Join(benchSections, ",")+")")
+	fs.StringVar(&skip, "skip", "", "skip these sections")
+	fs.DurationVar(&o.Timeout, "timeout", 90*time.Minute, "bound of the whole benchmark")
+	fs.Uint64Var(&o.Seed, "seed", 1, "seed of workloads and links")
+	fs.IntVar(&o.P1Devices, "p1-devices", 200, "p1/p7: concurrent devices")
+	fs.IntVar(&o.P1Visits, "p1-visits", 100, "p1/p7: visits per device (pushed in batches of 20)")
+	fs.IntVar(&o.P2Households, "p2-households", 10_000, "p2/p3: households in the device's scope")
+	fs.IntVar(&o.P3Pulls, "p3-pulls", 200, "p3: no-op pulls timed per database size")
+	fs.IntVar(&o.P3Total, "p3-total", 1_000_000, "p3: households in the database for the large case (0: skip it)")
+	fs.IntVar(&o.P3Batch, "p3-batch", 20_000, "p3: households per ImportHouseholds call")
+	fs.IntVar(&o.P4Photos, "p4-photos", 200, "p4: photos uploaded")
+	fs.IntVar(&o.P4Bytes, "p4-bytes", 250_000, "p4: bytes per photo")
+	fs.IntVar(&o.P4Uploaders, "p4-uploaders", 8, "p4: concurrent uploads")
+	fs.IntVar(&o.P8Devices, "p8-devices", 20, "p8: devices")
+	fs.IntVar(&o.P8Visits, "p8-visits", 20_000, "p8: visits in all")
+	fs.IntVar(&o.F1Visits, "f1-visits", 30, "f1: visits of the 2G day")
+	fs.IntVar(&o.F1Edits, "f1-edits", 5, "f1: household edits of the 2G day")
+	fs.IntVar(&o.F1Trials, "f1-trials", 3, "f1: trials (the median is reported)")
+	fs.IntVar(&o.MaxSyncs, "max-syncs", 10, "syncs a device tries in one phase before giving up")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write CPU profiles of the timed phases to PREFIX.<section>")
+	fs.StringVar(&o.Trace, "trace", "", "write execution traces of the timed phases to PREFIX.<section>")
+	fs.StringVar(&o.MemProfile, "memprofile", "", "write heap profiles at the end of the timed phases to PREFIX.<section>")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bench: unexpected arguments %v", fs.Args())
+	}
+	o.Only, o.Skip = splitList(only), splitList(skip)
+	for _, s := range append(slices.Clone(o.Only), o.Skip...) {
+		if !slices.Contains(benchSections, s) {
+			return fmt.Errorf("bench: unknown section %q (%s)", s, strings.Join(benchSections, ","))
+		}
+	}
+	rep, err := runBench(ctx, o, stdout)
+	if o.JSON != "" {
+		data, jerr := json.MarshalIndent(rep, "", "  ")
+		if jerr == nil {
+			jerr = os.WriteFile(o.JSON, append(data, '\n'), 0o644)
+		}
+		if jerr != nil {
+			return errors.Join(err, jerr)
+		}
+		fmt.Fprintf(stdout, "\nwrote %s\n", o.JSON)
+	}
+	return err
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// runBench runs the selected sections and prints the table. A section
+// that fails leaves its figures at -1 and the others still run.
+func runBench(ctx context.Context, o benchOptions, out io.Writer) (benchReport, error) {
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	b := &bench{o: o, rep: newBenchReport(), out: out, notes: map[string]string{}}
+	work := o.WorkDir
+	if work == "" {
+		dir, err := os.MkdirTemp("", "fieldsim-bench-")
+		if err != nil {
+			return b.rep, err
+		}
+		work = dir
+		if !o.Keep {
+			defer os.RemoveAll(dir)
+		}
+	}
+	b.work = work
+	fmt.Fprintf(out, "fieldsim bench: %s, %d CPUs, Go %s; work folder %s\n", runtime.GOOS+"/"+runtime.GOARCH, runtime.NumCPU(), runtime.Version(), work)
+	run := map[string]func(context.Context) error{
+		"p6": b.p6, "f1": b.f1, "p1": b.p1, "p7": b.p7, "p8": b.p8, "p4": b.p4, "p23": b.p23,
+	}
+	var failed []string
+	for _, name := range benchSections {
+		if (len(o.Only) > 0 && !slices.Contains(o.Only, name)) || slices.Contains(o.Skip, name) {
+			continue
+		}
+		if ctx.Err() != nil {
+			failed = append(failed, name+": "+ctx.Err().Error())
+			break
+		}
+		fmt.Fprintf(out, "\n== %s\n", name)
+		t0 := time.Now()
+		if err := run[name](ctx); err != nil {
+			fmt.Fprintf(out, "  %s FAILED: %v\n", name, err)
+			failed = append(failed, name+": "+err.Error())
+		}
+		fmt.Fprintf(out, "  (%s took %v)\n", name, time.Since(t0).Round(time.Second))
+	}
+	b.printTable(out)
+	if len(failed) > 0 {
+		return b.rep, fmt.Errorf("bench: %d section(s) failed: %s", len(failed), strings.Join(failed, "; "))
+	}
+	return b.rep, nil
+}
+
+// round keeps a figure readable: 2 decimals, or 3 significant digits
+// below 1.
+func round(v float64) float64 {
+	if v < 0 || v == 0 {
+		return v
+	}
+	if v < 1 {
+		p := math.Pow(10, 2-math.Floor(math.Log10(v)))
+		return math.Round(v*p) / p
+	}
+	return math.Round(v*100) / 100
+}
+
+func (b *bench) printTable(w io.Writer) {
+	r := b.rep
+	val := func(v float64) string {
+		if v < 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%g", v)
+	}
+	ratio := func(a, c float64) string {
+		if a < 0 || c <= 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", a/c)
+	}
+	goal := func(ok bool, have bool, s string) string {
+		switch {
+		case !have:
+			return s
+		case ok:
+			return s + "  ok"
+		}
+		return s + "  SHORT"
+	}
+	t := &table{}
+	t.add("metric", "value", "unit", "comparison / goal", "how")
+	row := func(key string, v float64, unit, cmp string) {
+		t.add(key, val(v), unit, cmp, b.notes[key])
+	}
+	p1ok := r.P1VisitsPerS >= 0 && r.P1RawSQLiteRowsPerS > 0
+	row("p1_visits_per_s", r.P1VisitsPerS, "visits/s", goal(p1ok && r.P1VisitsPerS >= 0.5*r.P1RawSQLiteRowsPerS, p1ok,
+		"÷ raw = "+ratio(r.P1VisitsPerS, r.P1RawSQLiteRowsPerS)+" (goal ≥ 0.5)"))
+	row("p1_raw_sqlite_rows_per_s", r.P1RawSQLiteRowsPerS, "rows/s", "the limit")
+	row("p2_first_pull_ms_10k", r.P2FirstPullMs10k, "ms", "")
+	row("p2_first_pull_bytes_10k", r.P2FirstPullBytes10k, "bytes", perUnit(r.P2FirstPullBytes10k, float64(b.o.P2Households), "B/household"))
+	row("p3_noop_pull_p99_ms_10k", r.P3NoopPullP99Ms10k, "ms", "")
+	p3ok := r.P3NoopPullP99Ms1m >= 0 && r.P3NoopPullP99Ms10k > 0
+	row("p3_noop_pull_p99_ms_1m", r.P3NoopPullP99Ms1m, "ms", goal(p3ok && r.P3NoopPullP99Ms1m <= 1.5*r.P3NoopPullP99Ms10k, p3ok,
+		"1m ÷ 10k = "+ratio(r.P3NoopPullP99Ms1m, r.P3NoopPullP99Ms10k)+" (goal ≤ 1.5)"))
+	p4ok := r.P4UploadMBsLocal >= 0 && r.P4UploadMBsTusd > 0
+	row("p4_upload_mb_s_local", r.P4UploadMBsLocal, "MB/s", goal(p4ok && r.P4UploadMBsLocal >= r.P4UploadMBsTusd, p4ok,
+		"÷ tusd = "+ratio(r.P4UploadMBsLocal, r.P4UploadMBsTusd)+" (goal ≥ 1.0)"))
+	row("p4_upload_mb_s_s3", r.P4UploadMBsS3, "MB/s", "")
+	row("p4_upload_mb_s_tusd", r.P4UploadMBsTusd, "MB/s", "peer: tusd "+tusdVersion+", filestore")
+	row("p5_resent_ratio", r.P5ResentRatio, "", goal(r.P5ResentRatio >= 0 && r.P5ResentRatio <= 1.02, r.P5ResentRatio >= 0, "goal ≤ 1.02"))
+	row("p6_bytes_per_visit", r.P6BytesPerVisit, "B", goal(r.P6BytesPerVisit >= 0 && r.P6BytesPerVisit <= 250, r.P6BytesPerVisit >= 0,
+		"÷ OpenRosa = "+ratio(r.P6BytesPerVisit, r.P6OpenRosaBytesPerVisit)+" (goal ≤ 250 B)"))
+	row("p6_openrosa_bytes_per_visit", r.P6OpenRosaBytesPerVisit, "B", "peer: ODK Collect instance XML")
+	row("p7_rss_mb_peak", r.P7RSSMBPeak, "MiB", goal(r.P7RSSMBPeak >= 0 && r.P7RSSMBPeak <= 150, r.P7RSSMBPeak >= 0, "goal ≤ 150"))
+	row("p8_sync_20k_s", r.P8Sync20kS, "s", "PouchDB ÷ ours = "+ratio(r.P8PouchDB20kS, r.P8Sync20kS))
+	row("p8_pouchdb_20k_s", r.P8PouchDB20kS, "s", "peer: pouchdb "+pouchdbVersion+" → pouchdb-server "+pouchSrvVer)
+	row("f1_2g_visits_s", r.F12GVisitsS, "s", "")
+	row("f1_2g_photos_ratio", r.F12GPhotosRatio, "", "")
+	fmt.Fprintln(w, "\n== report")
+	t.print(w)
+	if len(b.extra) > 0 {
+		fmt.Fprintln(w, "\nalso measured:")
+		for _, l := range b.extra {
+			fmt.Fprintln(w, "  "+l)
+		}
+	}
+}
+
+func perUnit(v, n float64, unit string) string {
+	if v < 0 || n <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.0f %s", v/n, unit)
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"fieldsync/server/app"
+	"fieldsync/server/demo"
+	"fieldsync/server/domain"
+	"fieldsync/server/sqlstore"
+)
+
+// --- p2 and p3: the first pull of 10k households, no-op pulls at 10k and 1M ---
+
+// Places the benchmark adds under the demo's second village.
+const (
+	benchScopeGroup = demo.OtherVillageCode + "901" // the device's 10k households
+	benchFillGroup  = demo.OtherVillageCode + "902" // the rest of the 1M, outside the scope
+)
+
+func (b *bench) p23(ctx context.Context) error {
+	dir := filepath.Join(b.path("p23"), "server")
+	g := newHouseholdGen(b.o.Seed + 23)
+	prepare := func(ctx context.Context, st *sqlstore.Store) error {
+		if err := st.UpsertPlaces(ctx, []domain.Place{
+			{Code: benchScopeGroup, Name: "萬戶測試組", Level: "group", ParentCode: demo.OtherVillageCode},
+			{Code: benchFillGroup, Name: "百萬戶填充組", Level: "group", ParentCode: demo.OtherVillageCode},
+		}); err != nil {
+			return err
+		}
+		p, err := st.Place(ctx, benchScopeGroup)
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		if err := importHouseholds(ctx, st, g, p, b.o.P2Households, 5000); err != nil {
+			return err
+		}
+		b.logf("imported %d households into %s in %v", b.o.P2Households, benchScopeGroup, time.Since(t0).Round(time.Millisecond))
+		return nil
+	}
+	srv, err := startLocal(ctx, localOptions{Dir: dir, Prepare: prepare})
+	if err != nil {
+		return err
+	}
+	defer func() { srv.Close() }()
+	e, err := b.env(ctx, srv, "p23", "p2", b.o.Seed)
+	if err != nil {
+		return err
+	}
+	u, err := srv.admin.createUser(ctx, "fieldsim_"+e.fleet.runID+"_10k", "field_worker", []string{benchScopeGroup})
+	if err != nil {
+		return err
+	}
+	d, err := e.fleet.newDevice(0, u.ID, benchScopeGroup)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	code, err := srv.admin.enrollmentCode(ctx, u.ID)
+	if err != nil {
+		return err
+	}
+	if err := d.c.Enroll(ctx, code, d.name); err != nil {
+		return err
+	}
+	stop := b.profile("p2")
+	t0 := time.Now()
+	rep, err := d.c.Sync(ctx)
+	took := time.Since(t0)
+	stop()
+	if err != nil {
+		return fmt.Errorf("first sync: %w", err)
+	}
+	hs, err := d.c.Households("")
+	if err != nil {
+		return err
+	}
+	if len(hs) != b.o.P2Households {
+		return fmt.Errorf("the device holds %d households after its first sync, want %d", len(hs), b.o.P2Households)
+	}
+	b.rep.P2FirstPullMs10k = round(ms(took))
+	b.rep.P2FirstPullBytes10k = float64(rep.BytesSent + rep.BytesReceived)
+	b.note("p2_first_pull_ms_10k", fmt.Sprintf("first Sync of a fresh mobileclient device (applying into its SQLite included), %d pages", rep.Pages))
+	b.note("p2_first_pull_bytes_10k", fmt.Sprintf("SyncReport bytes on the wire (gzip bodies): %d received + %d sent", rep.BytesReceived, rep.BytesSent))
+	if rep.Retries > 0 {
+		b.info("p2: the first sync retried %d requests: %v", rep.Retries, rep.Errors)
+	}
+
+	// p3 at 10k: a wire device of the same worker, at the head of the log.
+	w, err := enrollWire(ctx, srv, u.ID, 240)
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	cursor, _, err := w.pullAll(ctx, "", 10_000)
+	if err != nil {
+		return err
+	}
+	lat10k, err := w.noopPulls(ctx, cursor, 20, b.o.P3Pulls)
+	if err != nil {
+		return err
+	}
+	b.rep.P3NoopPullP99Ms10k = round(ms(percentile(lat10k, 0.99)))
+	total, err := countHouseholds(ctx, dir)
+	if err != nil {
+		return err
+	}
+	b.note("p3_noop_pull_p99_ms_10k", fmt.Sprintf("p99 of %d pulls over HTTP with nothing new (after 20 unmeasured), %d households in the database", len(lat10k), total))
+	b.logf("no-op pull at %d households: p50 %.2f ms, p99 %.2f ms", total, ms(percentile(lat10k, 0.5)), ms(percentile(lat10k, 0.99)))
+	if b.o.P3Total <= 0 {
+		b.note("p3_noop_pull_p99_ms_1m", "skipped (-p3-total 0)")
+		return nil
+	}
+
+	// p3 at 1M: stop, import the rest outside the worker's places, restart.
+	if err := srv.Close(); err != nil {
+		return err
+	}
+	rest := b.o.P3Total - total
+	if rest > 0 {
+		b.logf("importing %d more households (batches of %d) to reach %d", rest, b.o.P3Batch, b.o.P3Total)
+		t0 := time.Now()
+		err := func() error {
+			st, err := app.OpenStore(ctx, app.Config{DataDir: dir})
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			p, err := st.Place(ctx, benchFillGroup)
+			if err != nil {
+				return err
+			}
+			return importHouseholds(ctx, st, g, p, rest, max(1, b.o.P3Batch))
+		}()
+		if err != nil {
+			return err
+		}
+		b.info("p3: imported %d households with ImportHouseholds in %v (%.0f/s)", rest, time.Since(t0).Round(time.Second), float64(rest)/time.Since(t0).Seconds())
+	}
+	if srv, err = startLocal(ctx, localOptions{Dir: dir}); err != nil {
+		return err
+	}
+	w.base = srv.url
+	cursor, ops, err := w.pullAll(ctx, cursor, 10_000)
+	if err != nil {
+		return err
+	}
+	if ops != 0 {
+		return fmt.Errorf("catching up after the import outside the scope brought %d ops", ops)
+	}
+	lat1m, err := w.noopPulls(ctx, cursor, 20, b.o.P3Pulls)
+	if err != nil {
+		return err
+	}
+	b.rep.P3NoopPullP99Ms1m = round(ms(percentile(lat1m, 0.99)))
+	total, err = countHouseholds(ctx, dir)
+	if err != nil {
+		return err
+	}
+	b.note("p3_noop_pull_p99_ms_1m", fmt.Sprintf("the same device and cursor, %d households in the database", total))
+	b.logf("no-op pull at %d households: p50 %.2f ms, p99 %.2f ms", total, ms(percentile(lat1m, 0.5)), ms(percentile(lat1m, 0.99)))
+	if fi, err := os.Stat(app.DBPath(dir)); err == nil {
+		b.info("p3: the 1M database file is %.0f MiB", float64(fi.Size())/(1<<20))
+	}
+	return nil
+}
+
+func countHouseholds(ctx context.Context, dataDir string) (int, error) {
+	db, err := openServerDB(dataDir)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	var n int
+	err = db.QueryRowContext(ctx, `SELECT count(*) FROM households`).Scan(&n)
+	return n, err
+}

@@ -1,0 +1,328 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"fieldsync/server/demo"
+	"fieldsync/server/sqlstore"
+	"fieldsync/syncproto"
+)
+
+// --- p1: durably acknowledged visits per second, and the raw limit ---
+
+func (b *bench) p1(ctx context.Context) error {
+	srv, err := b.startServer(ctx, "p1", nil)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	h, err := b.pushHerd(ctx, srv, "p1", b.o.P1Devices, b.o.P1Visits)
+	if err != nil {
+		return err
+	}
+	defer h.close()
+	b.rep.P1VisitsPerS = round(float64(h.acked) / h.elapsed.Seconds())
+	b.note("p1_visits_per_s", fmt.Sprintf("%d devices × %d visits, batches of 20, over HTTP to the in-process server", b.o.P1Devices, b.o.P1Visits))
+	if _, err := checkVisitsExactlyOnce(ctx, srv.dataDir, h.devs); err != nil {
+		return err
+	}
+	if hwm, err := peakRSS(os.Getpid()); err == nil {
+		b.info("p1: peak RSS of this whole process (server and %d devices) %.0f MiB", b.o.P1Devices, float64(hwm)/(1<<20))
+	}
+	var ids []string
+	for _, d := range h.devs {
+		id, err := d.deviceID()
+		if err != nil {
+			return err
+		}
+		ids = append(ids, id)
+	}
+	rate, n, err := rawInsert(ctx, srv.dataDir, filepath.Join(b.path("p1"), "raw"), ids)
+	if err != nil {
+		return fmt.Errorf("raw insert: %w", err)
+	}
+	b.rep.P1RawSQLiteRowsPerS = round(rate)
+	b.note("p1_raw_sqlite_rows_per_s", fmt.Sprintf("the same %d rows, same table and indexes, 20 per transaction, sqlstore.DSN (WAL, synchronous=FULL), one writer", n))
+	return nil
+}
+
+// rawInsert copies the visits table's columns and indexes (without its
+// foreign keys and checks) into a fresh database next to the server's and
+// inserts the given devices' visit rows there, 20 per transaction, with
+// the server's connection settings. It returns rows per second.
+func rawInsert(ctx context.Context, serverDir, dir string, deviceIDs []string) (float64, int, error) {
+	src, err := openServerDB(serverDir)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer src.Close()
+	type column struct {
+		name, typ string
+		notNull   bool
+		dflt      sql.NullString
+		pk        int
+	}
+	rs, err := src.QueryContext(ctx, `SELECT name, type, "notnull", dflt_value, pk FROM pragma_table_info('visits')`)
+	if err != nil {
+		return 0, 0, err
+	}
+	var cols []column
+	for rs.Next() {
+		var c column
+		if err := rs.Scan(&c.name, &c.typ, &c.notNull, &c.dflt, &c.pk); err != nil {
+			rs.Close()
+			return 0, 0, err
+		}
+		cols = append(cols, c)
+	}
+	rs.Close()
+	if len(cols) == 0 {
+		return 0, 0, errors.New("no visits table")
+	}
+	var defs, names []string
+	for _, c := range cols {
+		d := c.name + " " + c.typ
+		if c.notNull {
+			d += " NOT NULL"
+		}
+		if c.dflt.Valid {
+			d += " DEFAULT " + c.dflt.String
+		}
+		if c.pk == 1 {
+			d += " PRIMARY KEY"
+		}
+		defs = append(defs, d)
+		names = append(names, c.name)
+	}
+	ddl := []string{"CREATE TABLE visits (" + strings.Join(defs, ", ") + ") STRICT"}
+	is, err := src.QueryContext(ctx, `SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'visits' AND sql IS NOT NULL`)
+	if err != nil {
+		return 0, 0, err
+	}
+	for is.Next() {
+		var s string
+		if err := is.Scan(&s); err != nil {
+			is.Close()
+			return 0, 0, err
+		}
+		ddl = append(ddl, s)
+	}
+	is.Close()
+	var rows [][]any
+	for chunk := range slices.Chunk(deviceIDs, 500) {
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		q := `SELECT ` + strings.Join(names, ", ") + ` FROM visits WHERE device_id IN (?` + strings.Repeat(",?", len(chunk)-1) + `) ORDER BY rowid`
+		vr, err := src.QueryContext(ctx, q, args...)
+		if err != nil {
+			return 0, 0, err
+		}
+		for vr.Next() {
+			vals := make([]any, len(names))
+			ptrs := make([]any, len(names))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := vr.Scan(ptrs...); err != nil {
+				vr.Close()
+				return 0, 0, err
+			}
+			rows = append(rows, vals)
+		}
+		vr.Close()
+	}
+	if len(rows) == 0 {
+		return 0, 0, errors.New("no visit rows to copy")
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return 0, 0, err
+	}
+	path := filepath.Join(dir, "raw.db")
+	db, err := sql.Open("sqlite3", sqlstore.DSN(path, false, 10*time.Second))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	for _, s := range ddl {
+		if _, err := db.ExecContext(ctx, s); err != nil {
+			return 0, 0, fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	ins, err := db.PrepareContext(ctx, `INSERT INTO visits (`+strings.Join(names, ", ")+`) VALUES (?`+strings.Repeat(",?", len(names)-1)+`)`)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer ins.Close()
+	t0 := time.Now()
+	for i := 0; i < len(rows); i += 20 {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return 0, 0, err
+		}
+		st := tx.StmtContext(ctx, ins)
+		for _, r := range rows[i:min(i+20, len(rows))] {
+			if _, err := st.ExecContext(ctx, r...); err != nil {
+				tx.Rollback()
+				return 0, 0, err
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			return 0, 0, err
+		}
+	}
+	took := time.Since(t0)
+	return float64(len(rows)) / took.Seconds(), len(rows), nil
+}
+
+// --- p7: the server's peak RSS ---
+
+// p7 runs the p1 workload against the fieldsync binary built from this
+// checkout and run as a subprocess, and reads its VmHWM: in-process, the
+// devices' memory would count too.
+func (b *bench) p7(ctx context.Context) error {
+	dir := b.path("p7")
+	b.logf("building ./server/cmd/fieldsync")
+	bin, err := buildServer(ctx, dir)
+	if err != nil {
+		return err
+	}
+	proc, addr, err := startServerProcess(ctx, bin, filepath.Join(dir, "server"))
+	if err != nil {
+		return err
+	}
+	defer proc.stop()
+	admin, err := login(ctx, proc.url, "admin", demo.DemoPassword)
+	if err != nil {
+		return err
+	}
+	srv := &server{url: proc.url, addr: addr, admin: admin}
+	b.rss = startRSSSampler(proc.cmd.Process.Pid, 50*time.Millisecond)
+	h, err := b.pushHerd(ctx, srv, "p7", b.o.P1Devices, b.o.P1Visits)
+	phases := b.rss.stop()
+	b.rss = nil
+	if err != nil {
+		return err
+	}
+	defer h.close()
+	hwm, err := peakRSS(proc.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	b.info("p7: peak RSS by phase (MiB, sampled every 50 ms): %s", phases)
+	if m, err := goMemory(ctx, proc.url); err == nil {
+		b.info("p7: after the run, the server's Go runtime holds %.0f MiB from the OS (heap in use %.0f MiB), its RSS is %.0f MiB: the rest is C memory (SQLite) and freed-but-kept pages",
+			m["go_memstats_sys_bytes"]/(1<<20), m["go_memstats_heap_inuse_bytes"]/(1<<20), m["process_resident_memory_bytes"]/(1<<20))
+	}
+	b.rep.P7RSSMBPeak = round(float64(hwm) / (1 << 20))
+	b.note("p7_rss_mb_peak", "VmHWM of the fieldsync binary (subprocess) through the p1 workload; p4 uploads to follow")
+	b.info("p7: the subprocess server took the p1 workload at %.0f visits/s", float64(h.acked)/h.elapsed.Seconds())
+	if err := proc.stop(); err != nil {
+		b.info("p7: %v", err)
+	}
+	return nil
+}
+
+// --- p8: 20,000 visits from 20 devices, ours and PouchDB's ---
+
+func (b *bench) p8(ctx context.Context) error {
+	srv, err := b.startServer(ctx, "p8", nil)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	per := b.o.P8Visits / max(1, b.o.P8Devices)
+	h, err := b.pushHerd(ctx, srv, "p8", b.o.P8Devices, per)
+	if err != nil {
+		return err
+	}
+	defer h.close()
+	b.rep.P8Sync20kS = round(h.elapsed.Seconds())
+	b.note("p8_sync_20k_s", fmt.Sprintf("%d devices push %d visits each at once (mobileclient Push, batches of 20) until acknowledged", b.o.P8Devices, per))
+	if _, err := checkVisitsExactlyOnce(ctx, srv.dataDir, h.devs); err != nil {
+		return err
+	}
+	srv.Close() // free the CPU for the peer
+	docs := filepath.Join(b.path("p8"), "docs.jsonl")
+	if err := writeDocs(docs, h.devs); err != nil {
+		return err
+	}
+	h.close()
+	secs, err := b.pouch(ctx, docs)
+	if err != nil {
+		b.note("p8_pouchdb_20k_s", "not measured: "+firstLine(err.Error()))
+		return fmt.Errorf("pouchdb: %w", err)
+	}
+	b.rep.P8PouchDB20kS = round(secs)
+	b.note("p8_pouchdb_20k_s", fmt.Sprintf("the same visits as documents in %d local PouchDBs (LevelDB), replicate.to pouchdb-server (LevelDB) at once, default batch_size 100", b.o.P8Devices))
+	return nil
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}
+
+// writeDocs writes every device's visits as PouchDB documents, one JSON
+// line {"device":n,"doc":{...}} each.
+func writeDocs(path string, devs []*device) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	type doc struct {
+		ID   string `json:"_id"`
+		Type string `json:"type"`
+		syncproto.Visit
+	}
+	enc := json.NewEncoder(w)
+	for _, d := range devs {
+		for _, v := range d.visits {
+			if err := enc.Encode(struct {
+				Device int `json:"device"`
+				Doc    doc `json:"doc"`
+			}{d.idx, doc{ID: v.ID, Type: "visit", Visit: v}}); err != nil {
+				f.Close()
+				return err
+			}
+		}
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func (b *bench) pouch(ctx context.Context, docs string) (float64, error) {
+	mods, err := ensurePouch(ctx, b.o.CacheDir, b.logf)
+	if err != nil {
+		return 0, err
+	}
+	dir := filepath.Join(b.path("p8"), "pouchdb")
+	proc, err := startPouchServer(ctx, mods, dir)
+	if err != nil {
+		return 0, err
+	}
+	defer proc.stop()
+	b.logf("pouchdb-server on %s; replicating", proc.url)
+	r, err := runPouchBench(ctx, mods, dir, docs, proc.url+"/visits")
+	if err != nil {
+		return 0, err
+	}
+	b.logf("PouchDB: %d documents from %d devices replicated in %.2f s (local load %.1f s)", r.Docs, r.Devices, r.Seconds, r.LoadSecs)
+	return r.Seconds, nil
+}

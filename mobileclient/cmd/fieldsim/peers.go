@@ -1,0 +1,341 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Peers of the benchmark, pinned, installed into the cache folder on first
+// use with their registries' own clients.
+const (
+	tusdModule     = "github.com/tus/tusd/v2/cmd/tusd"
+	tusdVersion    = "v2.9.1"
+	pouchdbVersion = "9.0.0"
+	pouchSrvVer    = "4.2.0"
+)
+
+// defaultCacheDir is where peers are installed: $XDG_CACHE_HOME (or
+// ~/.cache)/fieldsync-bench.
+func defaultCacheDir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "fieldsync-bench")
+	}
+	return filepath.Join(os.TempDir(), "fieldsync-bench")
+}
+
+// freePort asks the kernel for a free loopback port.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// process is a peer the benchmark started; only it is ever stopped, by
+// its own pid.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	url  string
+	logs string
+	done chan error
+}
+
+// startProcess starts cmd with its output in logFile and waits until
+// ready answers true (at most wait).
+func startProcess(ctx context.Context, name string, cmd *exec.Cmd, logFile string, wait time.Duration, ready func() bool) (*process, error) {
+	lf, err := os.Create(logFile)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = lf, lf
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &process{name: name, cmd: cmd, logs: logFile, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait(); lf.Close() }()
+	deadline := time.Now().Add(wait)
+	for {
+		select {
+		case err := <-p.done:
+			p.done <- err
+			return nil, fmt.Errorf("%s exited before it was ready (%v); log %s:\n%s", name, err, logFile, lastLines(logFile, 10))
+		default:
+		}
+		if ready() {
+			return p, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			p.stop()
+			return nil, fmt.Errorf("%s not ready in %v; log %s:\n%s", name, wait, logFile, lastLines(logFile, 10))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// stop asks the process to end (SIGTERM), then kills it after 10 s. It
+// signals only the process it started, by pid.
+func (p *process) stop() error {
+	if p == nil || p.cmd.Process == nil {
+		return nil
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return nil
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		err := <-p.done
+		p.done <- err
+		return fmt.Errorf("%s did not stop on SIGTERM; killed", p.name)
+	}
+}
+
+func lastLines(path string, n int) string {
+	data, _ := os.ReadFile(path)
+	lines := splitLines(string(data))
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// answers reports whether GET url answers with a status below 500.
+func answers(url string) bool {
+	c := &http.Client{Timeout: time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return false
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode < 500
+}
+
+// --- the fieldsync server as a subprocess (p7) ---
+
+// moduleRoot finds the fieldsync module the benchmark runs from.
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("not inside the fieldsync module (run from the repository)")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// buildServer builds the fieldsync binary from this checkout into dir.
+func buildServer(ctx context.Context, dir string) (string, error) {
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "fieldsync")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./server/cmd/fieldsync")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./server/cmd/fieldsync: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// startServerProcess runs the fieldsync binary on dataDir with the demo
+// county, on a free loopback port.
+func startServerProcess(ctx context.Context, bin, dataDir string) (*process, string, error) {
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return nil, "", err
+	}
+	var lastErr error
+	for try := 0; try < 3; try++ {
+		port, err := freePort()
+		if err != nil {
+			return nil, "", err
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		cmd := exec.Command(bin, "run", "-data", dataDir, "-addr", addr, "-demo", "-log-level", "warn")
+		p, err := startProcess(ctx, "fieldsync", cmd, filepath.Join(dataDir, "server.log"), 60*time.Second,
+			func() bool { return answers("http://" + addr + "/healthz") })
+		if err == nil {
+			p.url = "http://" + addr
+			return p, addr, nil
+		}
+		lastErr = err
+	}
+	return nil, "", lastErr
+}
+
+// peakRSS reads a process's peak resident set (VmHWM) in bytes.
+func peakRSS(pid int) (int64, error) { return procStatus(pid, "VmHWM:") }
+
+// --- tusd (p4) ---
+
+// ensureTusd installs tusd v2.9.1 into cache/bin with go install (GOBIN),
+// unless the binary there is already that version.
+func ensureTusd(ctx context.Context, cache string, logf func(string, ...any)) (string, error) {
+	binDir := filepath.Join(cache, "bin")
+	bin := filepath.Join(binDir, "tusd")
+	if out, err := exec.CommandContext(ctx, "go", "version", "-m", bin).Output(); err == nil &&
+		bytes.Contains(out, []byte("github.com/tus/tusd/v2\t"+tusdVersion)) {
+		return bin, nil
+	}
+	logf("installing tusd %s into %s (go install, first run only)", tusdVersion, binDir)
+	cmd := exec.CommandContext(ctx, "go", "install", tusdModule+"@"+tusdVersion)
+	cmd.Env = append(os.Environ(), "GOBIN="+binDir)
+	cmd.Dir = os.TempDir() // outside any module: go install pkg@version
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go install %s@%s: %w\n%s", tusdModule, tusdVersion, err, out)
+	}
+	return bin, nil
+}
+
+// startTusd runs tusd with its file store in dir on a free loopback port;
+// its tus endpoint is url + "/files/".
+func startTusd(ctx context.Context, bin, dir string) (*process, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "uploads"), 0o750); err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	cmd := exec.Command(bin, "-host", "127.0.0.1", "-port", strconv.Itoa(port), "-upload-dir", filepath.Join(dir, "uploads"),
+		"-base-path", "/files/", "-verbose=false", "-show-greeting=false", "-disable-download", "-disable-cors")
+	p, err := startProcess(ctx, "tusd", cmd, filepath.Join(dir, "tusd.log"), 30*time.Second, func() bool {
+		req, _ := http.NewRequest(http.MethodOptions, base+"/files/", nil)
+		resp, err := (&http.Client{Timeout: time.Second}).Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.Header.Get("Tus-Version") != ""
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.url = base
+	return p, nil
+}
+
+// --- PouchDB (p8) ---
+
+//go:embed pouchbench.js
+var pouchBenchJS []byte
+
+// ensurePouch installs pouchdb and pouchdb-server into cache/node with npm
+// (first run only) and returns the node_modules folder.
+func ensurePouch(ctx context.Context, cache string, logf func(string, ...any)) (string, error) {
+	if _, err := exec.LookPath("node"); err != nil {
+		return "", errors.New("node is not installed")
+	}
+	dir := filepath.Join(cache, "node")
+	mods := filepath.Join(dir, "node_modules")
+	if installedVersion(mods, "pouchdb") == pouchdbVersion && installedVersion(mods, "pouchdb-server") == pouchSrvVer {
+		return mods, nil
+	}
+	if _, err := exec.LookPath("npm"); err != nil {
+		return "", errors.New("npm is not installed")
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", err
+	}
+	logf("installing pouchdb %s and pouchdb-server %s into %s (npm, first run only)", pouchdbVersion, pouchSrvVer, dir)
+	cmd := exec.CommandContext(ctx, "npm", "install", "--prefix", dir, "--no-audit", "--no-fund", "--loglevel=error",
+		"pouchdb@"+pouchdbVersion, "pouchdb-server@"+pouchSrvVer)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("npm install: %w\n%s", err, out)
+	}
+	return mods, nil
+}
+
+func installedVersion(mods, pkg string) string {
+	data, err := os.ReadFile(filepath.Join(mods, pkg, "package.json"))
+	if err != nil {
+		return ""
+	}
+	var p struct {
+		Version string `json:"version"`
+	}
+	_ = json.Unmarshal(data, &p)
+	return p.Version
+}
+
+// startPouchServer runs pouchdb-server (LevelDB on disk in dir) on a free
+// loopback port.
+func startPouchServer(ctx context.Context, mods, dir string) (*process, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o750); err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	cmd := exec.Command("node", filepath.Join(mods, "pouchdb-server", "bin", "pouchdb-server"),
+		"--port", strconv.Itoa(port), "--host", "127.0.0.1", "--dir", filepath.Join(dir, "data"),
+		"--config", filepath.Join(dir, "config.json"), "--no-stdout-logs", "--no-color")
+	cmd.Dir = dir
+	p, err := startProcess(ctx, "pouchdb-server", cmd, filepath.Join(dir, "pouchdb-server.log"), 60*time.Second,
+		func() bool { return answers(base + "/") })
+	if err != nil {
+		return nil, err
+	}
+	p.url = base
+	return p, nil
+}
+
+// pouchResult is what pouchbench.js prints.
+type pouchResult struct {
+	Seconds  float64 `json:"seconds"`
+	Docs     int     `json:"docs"`
+	Written  int     `json:"written"`
+	Devices  int     `json:"devices"`
+	LoadSecs float64 `json:"load_seconds"`
+}
+
+// runPouchBench loads each device's documents (docsFile: JSON lines
+// {"device":i,"doc":{...}}) into its own local PouchDB (LevelDB) and times
+// all devices replicating into remote at once.
+func runPouchBench(ctx context.Context, mods, dir, docsFile, remote string) (pouchResult, error) {
+	script := filepath.Join(dir, "pouchbench.js")
+	if err := os.WriteFile(script, pouchBenchJS, 0o640); err != nil {
+		return pouchResult{}, err
+	}
+	cmd := exec.CommandContext(ctx, "node", script, docsFile, remote, filepath.Join(dir, "local"))
+	cmd.Env = append(os.Environ(), "NODE_PATH="+mods)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return pouchResult{}, fmt.Errorf("node pouchbench.js: %w\n%s", err, stderr.String())
+	}
+	lines := splitLines(string(out))
+	if len(lines) == 0 {
+		return pouchResult{}, errors.New("pouchbench.js printed nothing")
+	}
+	var r pouchResult
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
+		return r, fmt.Errorf("pouchbench.js: %w: %s", err, lines[len(lines)-1])
+	}
+	return r, nil
+}

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"fieldsync/mobileclient"
+	"fieldsync/server/app"
+	"fieldsync/server/sqlstore"
+	"fieldsync/syncproto"
+)
+
+// serverVisit is what the server holds of a visit.
+type serverVisit struct {
+	ID, HouseholdID, FormID, DeviceID string
+}
+
+// openServerDB opens the database of a server the simulator started,
+// read-only (the server may still be running: WAL readers do not block
+// it).
+func openServerDB(dataDir string) (*sql.DB, error) {
+	return sql.Open("sqlite3", sqlstore.DSN(app.DBPath(dataDir), true, 10*time.Second))
+}
+
+// visitsOnServer reads the visits of the given devices from the server's
+// database, keyed by visit id, with how many rows each id has.
+func visitsOnServer(ctx context.Context, dataDir string, deviceIDs []string) (map[string]serverVisit, map[string]int, error) {
+	db, err := openServerDB(dataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer db.Close()
+	byID := map[string]serverVisit{}
+	rows := map[string]int{}
+	for chunk := range slices.Chunk(deviceIDs, 500) {
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		rs, err := db.QueryContext(ctx, `SELECT id, household_id, form_id, device_id FROM visits WHERE device_id IN (?`+
+			strings.Repeat(",?", len(chunk)-1)+`)`, args...)
+		if err != nil {
+			return nil, nil, err
+		}
+		for rs.Next() {
+			var v serverVisit
+			if err := rs.Scan(&v.ID, &v.HouseholdID, &v.FormID, &v.DeviceID); err != nil {
+				rs.Close()
+				return nil, nil, err
+			}
+			byID[v.ID] = v
+			rows[v.ID]++
+		}
+		rs.Close()
+		if err := rs.Err(); err != nil {
+			return nil, nil, err
+		}
+	}
+	return byID, rows, nil
+}
+
+// householdsOnServer returns the ids of the live households in places.
+func householdsOnServer(ctx context.Context, dataDir string, places map[string]bool) (map[string]bool, error) {
+	db, err := openServerDB(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	rs, err := db.QueryContext(ctx, `SELECT id, place_code FROM households WHERE deleted = 0`)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	out := map[string]bool{}
+	for rs.Next() {
+		var id, place string
+		if err := rs.Scan(&id, &place); err != nil {
+			return nil, err
+		}
+		if places[place] {
+			out[id] = true
+		}
+	}
+	return out, rs.Err()
+}
+
+// deviceID returns the device's server-side id.
+func (d *device) deviceID() (string, error) {
+	info, err := d.c.Info()
+	if err != nil {
+		return "", err
+	}
+	return info.DeviceID, nil
+}
+
+// checkVisitsExactlyOnce checks, in the server's database, that every
+// visit recorded on the devices is there exactly once, from the device
+// that recorded it, for the same household and form, and that the devices
+// left nothing else.
+func checkVisitsExactlyOnce(ctx context.Context, dataDir string, devs []*device) (int, error) {
+	want := map[string]syncproto.Visit{}
+	var ids []string
+	dev := map[string]string{}
+	for _, d := range devs {
+		id, err := d.deviceID()
+		if err != nil {
+			return 0, err
+		}
+		ids = append(ids, id)
+		for _, v := range d.visits {
+			want[v.ID] = v
+			dev[v.ID] = id
+		}
+	}
+	got, rows, err := visitsOnServer(ctx, dataDir, ids)
+	if err != nil {
+		return 0, err
+	}
+	var problems []string
+	for id, v := range want {
+		s, ok := got[id]
+		switch {
+		case !ok:
+			problems = append(problems, "missing "+id)
+		case rows[id] != 1:
+			problems = append(problems, fmt.Sprintf("%s stored %d times", id, rows[id]))
+		case s.HouseholdID != v.HouseholdID || s.FormID != v.FormID || s.DeviceID != dev[id]:
+			problems = append(problems, fmt.Sprintf("%s differs: %+v", id, s))
+		}
+	}
+	for id := range got {
+		if _, ok := want[id]; !ok {
+			problems = append(problems, "unexpected "+id)
+		}
+	}
+	if len(problems) > 0 {
+		slices.Sort(problems)
+		if len(problems) > 10 {
+			problems = append(problems[:10], fmt.Sprintf("... %d more", len(problems)-10))
+		}
+		return len(got), fmt.Errorf("visits on the server: %s", strings.Join(problems, "; "))
+	}
+	return len(got), nil
+}
+
+// auditor is a device of a user assigned to given places, used to see
+// what the server holds through the sync protocol itself (for a server
+// given by URL, whose database the simulator cannot read).
+func (f *fleet) auditor(ctx context.Context, idx int, places []string, maxSyncs int) (*device, error) {
+	u, err := f.srv.admin.createUser(ctx, fmt.Sprintf("fieldsim_%s_audit%d", f.runID, idx), "field_worker", places)
+	if err != nil {
+		return nil, err
+	}
+	d, err := f.newDevice(idx, u.ID, places[0])
+	if err != nil {
+		return nil, err
+	}
+	if err := f.enrollAndSync(ctx, d, maxSyncs); err != nil {
+		d.close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// visitsSeenBy lists the visits in a device's local copy, by id.
+func visitsSeenBy(c *mobileclient.Client) (map[string]syncproto.Visit, error) {
+	hs, err := c.Households("")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]syncproto.Visit{}
+	for _, h := range hs {
+		vs, err := c.Visits(h.ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range vs {
+			out[v.ID] = v
+		}
+	}
+	return out, nil
+}
+
+// checkVisitsThroughAuditor checks through an auditor device that every
+// recorded visit reached the server for its household and form.
+func checkVisitsThroughAuditor(ctx context.Context, f *fleet, devs []*device, places []string, maxSyncs int) (int, error) {
+	a, err := f.auditor(ctx, len(devs)+900, places, maxSyncs)
+	if err != nil {
+		return 0, fmt.Errorf("auditor: %w", err)
+	}
+	defer a.close()
+	seen, err := visitsSeenBy(a.c)
+	if err != nil {
+		return 0, err
+	}
+	n, missing := 0, 0
+	for _, d := range devs {
+		for _, v := range d.visits {
+			s, ok := seen[v.ID]
+			if !ok || s.HouseholdID != v.HouseholdID || s.FormID != v.FormID {
+				missing++
+				continue
+			}
+			n++
+		}
+	}
+	if missing > 0 {
+		return n, fmt.Errorf("auditor sees %d of the recorded visits; %d missing or different", n, missing)
+	}
+	return n, nil
+}

@@ -1,0 +1,666 @@
+package mobileclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"fieldsync/syncproto"
+)
+
+// The evidence endpoints.
+const (
+	// MissingPath answers which of a list of blob hashes the server lacks.
+	MissingPath = "/api/v1/evidence/missing"
+	// UploadsPath is the tus 1.0 upload collection.
+	UploadsPath = "/api/v1/uploads/"
+)
+
+const (
+	tusVersion        = "1.0.0"
+	offsetContentType = "application/offset+octet-stream"
+	// expectContinueMin: PATCH bodies from this size wait for the server's
+	// 100 Continue, so a PATCH at a stale offset is refused before its
+	// body crosses the link (the transport needs an ExpectContinueTimeout,
+	// as http.DefaultTransport has).
+	expectContinueMin = 64 << 10
+	// maxMissingQuery is the most hashes one missing-blob request asks
+	// about (the server's limit).
+	maxMissingQuery = 1000
+	// maxServerMismatches: a second hash mismatch reported by the server
+	// while the device's copy is sound fails the upload.
+	maxServerMismatches = 2
+	// minCutChunk is the smallest PATCH on a link that cuts.
+	minCutChunk = 16 << 10
+	// maxRecreate bounds new uploads made for one file in one sync after
+	// the server forgot the previous one (404, 410).
+	maxRecreate = 3
+)
+
+type missingRequest struct {
+	ProtocolVersion int      `json:"protocol_version"`
+	SHA256          []string `json:"sha256"`
+}
+
+type missingResponse struct {
+	ProtocolVersion int      `json:"protocol_version"`
+	Missing         []string `json:"missing"`
+}
+
+// uploadRow is one pending upload as stored.
+type uploadRow struct {
+	sha, rel, mediaType string
+	url                 string // the upload's path on the server, "" before creation
+	size, offset        int64
+	failures            int
+}
+
+// blobFailure: this upload can never succeed as queued; it is marked
+// failed and not tried again.
+type blobFailure struct{ err error }
+
+func (e *blobFailure) Error() string { return e.err.Error() }
+func (e *blobFailure) Unwrap() error { return e.err }
+
+// keepPending: this upload cannot go on now but may later; it stays
+// pending and the step moves on to the next file.
+type keepPending struct{ err error }
+
+func (e *keepPending) Error() string { return e.err.Error() }
+func (e *keepPending) Unwrap() error { return e.err }
+
+// maybeUpload runs the upload step unless the app asked to keep the link
+// for records.
+func (c *Client) maybeUpload(ctx context.Context, cr credentials, rep *SyncReport) error {
+	p, err := c.uploadPolicy(ctx)
+	if err != nil {
+		return fmt.Errorf("uploads: %w", err)
+	}
+	if p == UploadRecordsOnly {
+		return nil
+	}
+	return c.uploadStep(ctx, cr, rep)
+}
+
+// UploadEvidence runs only the evidence upload step of Sync, whatever the
+// upload policy (for an app's "send photos now").
+func (c *Client) UploadEvidence(ctx context.Context) (SyncReport, error) {
+	var rep SyncReport
+	release, err := c.acquire(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("upload evidence: %w", err)
+	}
+	defer release()
+	cr, err := c.creds(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("upload evidence: %w", err)
+	}
+	if err := c.uploadStep(ctx, cr, &rep); err != nil {
+		return rep, fmt.Errorf("upload evidence: %w", err)
+	}
+	return rep, nil
+}
+
+// pendingUploads lists the pending uploads, oldest first, leaving out
+// those a mutation still in the outbox references: the server accepts an
+// upload only for a blob a pushed visit names.
+func (c *Client) pendingUploads(ctx context.Context) ([]uploadRow, error) {
+	rows, err := c.db.QueryContext(ctx, `SELECT sha256, path, media_type, upload_url, size, offset, failures FROM uploads u
+		WHERE state = 'pending' AND NOT EXISTS (SELECT 1 FROM outbox o WHERE instr(o.body, u.sha256) > 0)
+		ORDER BY created_at, sha256`)
+	if err != nil {
+		return nil, fmt.Errorf("uploads: %w", err)
+	}
+	defer rows.Close()
+	var out []uploadRow
+	for rows.Next() {
+		var r uploadRow
+		if err := rows.Scan(&r.sha, &r.rel, &r.mediaType, &r.url, &r.size, &r.offset, &r.failures); err != nil {
+			return nil, fmt.Errorf("uploads: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// uploadStep asks the server which pending blobs it lacks, marks the
+// others done, and uploads the missing ones one by one. A file that can
+// never be uploaded is marked failed and reported (BlobsFailed, Errors);
+// the step goes on with the next. It stops at 401 (ErrUnauthorized), 426
+// or 412 (ErrUnsupportedVersion), or when a file made no progress for
+// Backoff.MaxAttempts tries in a row (ErrUnavailable): what was confirmed
+// is saved and the next sync resumes from there.
+func (c *Client) uploadStep(ctx context.Context, cr credentials, rep *SyncReport) error {
+	var cnt counters
+	u := &uploader{c: c, cr: cr, cnt: &cnt, rep: rep, noChecksum: !c.opts.ChunkChecksums}
+	defer func() {
+		n := u.sent.Load()
+		cnt.sent += n
+		rep.BlobBytesSent += n
+		rep.add(&cnt)
+	}()
+	rows, err := c.pendingUploads(ctx)
+	if err != nil || len(rows) == 0 {
+		return err
+	}
+	sums := make([]string, len(rows))
+	for i, r := range rows {
+		sums[i] = r.sha
+	}
+	missing, err := c.missingBlobs(ctx, cr, sums, &cnt)
+	var se *syncproto.Error
+	if errors.As(err, &se) && se.Code == syncproto.CodeNotFound {
+		// A server without evidence endpoints: records still sync.
+		cnt.errors = append(cnt.errors, fmt.Sprintf("the server takes no evidence uploads (%v); %d files wait", err, len(rows)))
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for i := range rows {
+		r := &rows[i]
+		if !missing[r.sha] {
+			if err := c.uploadDone(ctx, r); err != nil {
+				return err
+			}
+			rep.BlobsPresent++
+			continue
+		}
+		err := u.upload(ctx, r)
+		var fail *blobFailure
+		var keep *keepPending
+		switch {
+		case err == nil:
+		case errors.As(err, &fail):
+			rep.BlobsFailed++
+			cnt.errors = append(cnt.errors, fmt.Sprintf("evidence %s failed: %v", r.sha, err))
+			if err := c.uploadFailed(ctx, r, err); err != nil {
+				return err
+			}
+		case errors.As(err, &keep):
+			cnt.errors = append(cnt.errors, fmt.Sprintf("evidence %s waits: %v", r.sha, err))
+			if err := c.uploadNote(ctx, r, err); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("evidence %s: %w", r.sha, err)
+		}
+	}
+	return nil
+}
+
+// missingBlobs asks the server which of sums it lacks.
+func (c *Client) missingBlobs(ctx context.Context, cr credentials, sums []string, cnt *counters) (map[string]bool, error) {
+	out := map[string]bool{}
+	for start := 0; start < len(sums); start += maxMissingQuery {
+		batch := sums[start:min(len(sums), start+maxMissingQuery)]
+		body, err := encodeBody(missingRequest{ProtocolVersion: syncproto.ProtocolVersion, SHA256: batch}, true)
+		if err != nil {
+			return nil, err
+		}
+		data, err := c.call(ctx, request{name: "evidence missing", path: MissingPath, body: body, gzip: true, token: cr.token}, cnt)
+		if err != nil {
+			return nil, err
+		}
+		var resp missingResponse
+		if err := json.Unmarshal(data, &resp); err != nil {
+			return nil, fmt.Errorf("evidence missing: %w: %v", ErrServer, err)
+		}
+		for _, s := range resp.Missing {
+			out[s] = true
+		}
+	}
+	return out, nil
+}
+
+// uploader runs the uploads of one upload step.
+type uploader struct {
+	c   *Client
+	cr  credentials
+	cnt *counters
+	rep *SyncReport
+	// sent counts PATCH body bytes the transport took (atomic: a cut
+	// request's body may still be read as Do returns).
+	sent atomic.Int64
+	// noChecksum is set once a PATCH was cut in this step. The server
+	// discards a checksummed chunk that arrives only in part (tus
+	// checksum semantics), so on a link that cuts, every cut would cost a
+	// whole chunk, and a link that cuts more often than a chunk's length
+	// would never get one through. Without the header the server keeps
+	// every byte that arrived; the SHA-256 of the whole file, which it
+	// checks before it stores anything, still guards the content.
+	noChecksum bool
+	// cutChunk, once set by a cut, replaces Options.ChunkSize for the rest
+	// of the step: the part of a PATCH still queued on the device when the
+	// link drops is sent again, so smaller PATCHes lose less on a link
+	// that cuts (and have their offset saved more often).
+	cutChunk int
+}
+
+// tusResp is a tus answer: status, headers and the decoded error body
+// (made from the status when there is none, as for HEAD).
+type tusResp struct {
+	status int
+	header http.Header
+	err    *syncproto.Error
+}
+
+// outcome sorts a tus answer.
+type outcome int
+
+const (
+	okay      outcome = iota
+	transient         // network error, 5xx, 429, 460: back off, HEAD, go on
+	recreate          // 404, 410: the server forgot the upload
+	resync            // 409: HEAD for the offset
+	mismatch          // 422: the bytes received do not hash to the sum
+	refused           // 403: the server will not take this blob from us
+	stop              // 401, 412, 426: stop the step
+	final             // any other 4xx: the upload fails
+)
+
+func judge(method string, res *tusResp, err error) (outcome, error) {
+	if err != nil {
+		return transient, err
+	}
+	s := res.status
+	switch {
+	case s >= 200 && s < 300:
+		return okay, nil
+	case s == http.StatusUnauthorized:
+		return stop, fmt.Errorf("%w: %w", ErrUnauthorized, res.err)
+	case s == http.StatusPreconditionFailed || s == http.StatusUpgradeRequired:
+		return stop, fmt.Errorf("%w: HTTP %d: %w", ErrUnsupportedVersion, s, res.err)
+	case s == http.StatusNotFound || s == http.StatusGone:
+		return recreate, fmt.Errorf("HTTP %d: %w", s, res.err)
+	case s == http.StatusConflict:
+		return resync, fmt.Errorf("HTTP %d: %w", s, res.err)
+	case s == 460 || s == http.StatusTooManyRequests || s >= 500:
+		return transient, fmt.Errorf("HTTP %d: %w", s, res.err)
+	case s == http.StatusUnprocessableEntity && (method == http.MethodHead || res.err.Code == syncproto.CodeHashMismatch):
+		return mismatch, fmt.Errorf("HTTP %d: %w", s, res.err)
+	case s == http.StatusForbidden:
+		return refused, fmt.Errorf("HTTP %d: %w", s, res.err)
+	}
+	return final, fmt.Errorf("%w: HTTP %d: %w", ErrServer, s, res.err)
+}
+
+// upload sends one file: create the upload (unless resuming one), then
+// PATCH chunks from the offset the server confirmed; after any failure,
+// back off, HEAD for the offset and go on from there. The upload's path
+// and confirmed offset are saved after every answer, so an app restart or
+// a later sync resumes where the server stands.
+func (u *uploader) upload(ctx context.Context, r *uploadRow) error {
+	c := u.c
+	f, err := os.Open(c.localPath(r.rel))
+	if errors.Is(err, fs.ErrNotExist) {
+		return &blobFailure{fmt.Errorf("the device's copy is gone: %w", ErrCorrupt)}
+	}
+	if err != nil {
+		return &keepPending{err}
+	}
+	defer f.Close()
+	// Never send a file that is not what the visit references.
+	if ok, err := readerMatches(f, r.sha, r.size); err != nil {
+		return &keepPending{err}
+	} else if !ok {
+		return &blobFailure{fmt.Errorf("the device's copy no longer matches its sha256 (changed after it was queued): %w", ErrCorrupt)}
+	}
+	b := c.opts.Backoff
+	var (
+		fails      int  // failed requests since the last progress
+		backoff    bool // the last request failed: wait before the next
+		lastErr    error
+		retryAfter time.Duration
+		recreated  int
+		best       = r.offset
+		needHead   = r.url != ""
+	)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if backoff {
+			backoff = false
+			if fails >= b.MaxAttempts {
+				return fmt.Errorf("%w after %d attempts without progress: %w", ErrUnavailable, fails, lastErr)
+			}
+			u.cnt.retries++
+			u.cnt.errors = append(u.cnt.errors, fmt.Sprintf("upload %s: attempt %d: %v", r.sha[:12], fails, lastErr))
+			if err := sleep(ctx, backoffDelay(b, fails, retryAfter)); err != nil {
+				return fmt.Errorf("%w (last error: %v)", err, lastErr)
+			}
+		}
+		retryAfter = 0
+		var (
+			method string
+			res    *tusResp
+			rerr   error
+		)
+		switch {
+		case r.url == "":
+			method = http.MethodPost
+			res, rerr = u.do(ctx, method, c.server+UploadsPath, map[string]string{
+				"Upload-Length":   strconv.FormatInt(r.size, 10),
+				"Upload-Metadata": uploadMetadata(r),
+			}, nil)
+		case needHead:
+			method = http.MethodHead
+			res, rerr = u.do(ctx, method, c.uploadURL(r.url), nil, nil)
+		default:
+			method = http.MethodPatch
+			size := c.opts.ChunkSize
+			if u.cutChunk > 0 {
+				size = u.cutChunk
+			}
+			// A new buffer each time: the transport may still be reading
+			// a cut request's body when Do returns.
+			chunk := make([]byte, min(int64(size), r.size-r.offset))
+			n := int64(len(chunk))
+			if _, err := f.ReadAt(chunk, r.offset); err != nil {
+				return &keepPending{err}
+			}
+			hdr := map[string]string{"Upload-Offset": strconv.FormatInt(r.offset, 10), "Content-Type": offsetContentType}
+			if !u.noChecksum {
+				s := sha256.Sum256(chunk)
+				hdr["Upload-Checksum"] = "sha256 " + base64.StdEncoding.EncodeToString(s[:])
+			}
+			if n >= expectContinueMin {
+				hdr["Expect"] = "100-continue"
+			}
+			res, rerr = u.do(ctx, method, c.uploadURL(r.url), hdr, chunk)
+			if rerr != nil {
+				// The link cuts: keep what arrives, lose less per cut.
+				u.noChecksum = true
+				u.cutChunk = min(c.opts.ChunkSize, max(minCutChunk, c.opts.ChunkSize/4))
+			}
+		}
+		o, err := judge(method, res, rerr)
+		switch o {
+		case okay:
+		case transient, resync:
+			fails, backoff = fails+1, true
+			lastErr = fmt.Errorf("%s: %w", method, err)
+			if res != nil {
+				retryAfter = parseRetryAfter(res.header.Get("Retry-After"))
+			}
+			needHead = r.url != ""
+			continue
+		case recreate:
+			if recreated++; recreated > maxRecreate {
+				return &keepPending{fmt.Errorf("the server keeps forgetting the upload: %w", err)}
+			}
+			u.cnt.errors = append(u.cnt.errors, fmt.Sprintf("upload %s: %s: %v; starting a new upload", r.sha[:12], method, err))
+			r.url, r.offset, best, needHead = "", 0, 0, false
+			if err := c.saveUpload(ctx, r); err != nil {
+				return err
+			}
+			continue
+		case mismatch:
+			if ok, verr := readerMatches(f, r.sha, r.size); verr != nil {
+				return &keepPending{verr}
+			} else if !ok {
+				return &blobFailure{fmt.Errorf("the server found a hash mismatch and the device's copy no longer matches its sha256: %w", ErrCorrupt)}
+			}
+			r.failures++
+			r.url, r.offset, best, needHead = "", 0, 0, false
+			if err := c.saveUpload(ctx, r); err != nil {
+				return err
+			}
+			if r.failures >= maxServerMismatches {
+				return &blobFailure{fmt.Errorf("the server found a hash mismatch %d times though the device's copy is sound (%v): %w", r.failures, err, ErrCorrupt)}
+			}
+			u.cnt.errors = append(u.cnt.errors, fmt.Sprintf("upload %s: %v; the device's copy is sound, starting again", r.sha[:12], err))
+			continue
+		case refused:
+			ok, lerr := c.referencedLocally(ctx, r.sha)
+			if lerr != nil {
+				return lerr
+			}
+			if ok {
+				// The server lost the visit (a restore) or has not
+				// applied it yet: the next sync tries again.
+				return &keepPending{err}
+			}
+			return &blobFailure{fmt.Errorf("no visit the server accepted references it: %w", err)}
+		case stop:
+			return err
+		default:
+			return &blobFailure{err}
+		}
+		// A success answer.
+		switch method {
+		case http.MethodPost:
+			loc := res.header.Get("Location")
+			p, err := uploadPath(c.server+UploadsPath, loc)
+			if err != nil {
+				return &keepPending{fmt.Errorf("%w: creation answered Location %q: %v", ErrServer, loc, err)}
+			}
+			off := int64(0)
+			if h := res.header.Get("Upload-Offset"); h != "" {
+				if off, err = parseOffset(h, r.size); err != nil {
+					return &keepPending{fmt.Errorf("%w: creation: %v", ErrServer, err)}
+				}
+			}
+			r.url, r.offset, best, needHead = p, off, off, false
+			fails = 0
+			if err := c.saveUpload(ctx, r); err != nil {
+				return err
+			}
+			if off == r.size {
+				// The server had the blob already.
+				u.rep.BlobsPresent++
+				return c.uploadDone(ctx, r)
+			}
+			continue
+		case http.MethodHead:
+			if l := res.header.Get("Upload-Length"); l != "" && l != strconv.FormatInt(r.size, 10) {
+				// Not the upload we made: start a new one.
+				if recreated++; recreated > maxRecreate {
+					return &keepPending{fmt.Errorf("%w: upload %s has length %s, the file %d", ErrServer, r.url, l, r.size)}
+				}
+				r.url, r.offset, best, needHead = "", 0, 0, false
+				if err := c.saveUpload(ctx, r); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		off, err := parseOffset(res.header.Get("Upload-Offset"), r.size)
+		if err != nil {
+			fails, backoff = fails+1, true
+			lastErr = fmt.Errorf("%s: %w: %v", method, ErrServer, err)
+			needHead = true
+			continue
+		}
+		needHead = false
+		r.offset = off
+		if err := c.saveUpload(ctx, r); err != nil {
+			return err
+		}
+		if off > best {
+			best, fails = off, 0
+		} else if method == http.MethodPatch {
+			// Answered, but nothing was kept.
+			fails, backoff = fails+1, true
+			lastErr = fmt.Errorf("PATCH at %d: the server kept nothing", off)
+			continue
+		}
+		if off == r.size {
+			u.rep.BlobsUploaded++
+			return c.uploadDone(ctx, r)
+		}
+	}
+}
+
+// do sends one tus request with the device's credentials.
+func (u *uploader) do(ctx context.Context, method, target string, hdr map[string]string, body []byte) (*tusResp, error) {
+	req, err := http.NewRequestWithContext(ctx, method, target, nil)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.ContentLength = int64(len(body))
+		req.Body = io.NopCloser(&countedBody{r: bytes.NewReader(body), n: &u.sent})
+		req.GetBody = func() (io.ReadCloser, error) {
+			return io.NopCloser(&countedBody{r: bytes.NewReader(body), n: &u.sent}), nil
+		}
+	}
+	req.Header.Set("Tus-Resumable", tusVersion)
+	req.Header.Set("Fieldsync-Protocol", strconv.Itoa(syncproto.ProtocolVersion))
+	req.Header.Set("User-Agent", u.c.userAgent())
+	req.Header.Set("Authorization", "Bearer "+u.cr.token)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := u.c.opts.HTTPClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	cr := &countingReader{r: resp.Body}
+	data, err := io.ReadAll(io.LimitReader(cr, 1<<20))
+	u.cnt.received += cr.n
+	if err != nil {
+		return nil, fmt.Errorf("read response: %w", err)
+	}
+	res := &tusResp{status: resp.StatusCode, header: resp.Header}
+	if resp.StatusCode >= 300 {
+		res.err = parseError(resp.StatusCode, data)
+	}
+	return res, nil
+}
+
+// countedBody counts the bytes the transport reads.
+type countedBody struct {
+	r *bytes.Reader
+	n *atomic.Int64
+}
+
+func (b *countedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+// uploadMetadata is the tus Upload-Metadata of a file: its SHA-256 (which
+// the server requires), media type and a file name.
+func uploadMetadata(r *uploadRow) string {
+	enc := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	name := r.sha
+	switch r.mediaType {
+	case "image/jpeg":
+		name += ".jpg"
+	case "image/png":
+		name += ".png"
+	case "application/pdf":
+		name += ".pdf"
+	}
+	meta := "filename " + enc(name) + ",sha256 " + enc(r.sha)
+	if r.mediaType != "" {
+		meta = "filename " + enc(name) + ",filetype " + enc(r.mediaType) + ",sha256 " + enc(r.sha)
+	}
+	return meta
+}
+
+// uploadPath keeps the path (and query) of the Location a creation
+// answered, resolved against the creation URL. Uploads are always
+// addressed on the server the device syncs with: the token never goes to
+// another host, and a server reached under a new address (or behind a
+// proxy that rewrote Host) is still found.
+func uploadPath(creation, loc string) (string, error) {
+	if loc == "" {
+		return "", errors.New("no Location")
+	}
+	base, err := url.Parse(creation)
+	if err != nil {
+		return "", err
+	}
+	l, err := base.Parse(loc)
+	if err != nil {
+		return "", err
+	}
+	p := l.RequestURI()
+	if !strings.HasPrefix(p, "/") || len(p) > 2048 {
+		return "", errors.New("not a usable path")
+	}
+	return p, nil
+}
+
+// uploadURL addresses a saved upload path on the server's origin.
+func (c *Client) uploadURL(p string) string {
+	u, err := url.Parse(c.server)
+	if err != nil || u.Host == "" {
+		return c.server + p
+	}
+	return u.Scheme + "://" + u.Host + p
+}
+
+func parseOffset(h string, size int64) (int64, error) {
+	n, err := strconv.ParseInt(strings.TrimSpace(h), 10, 64)
+	if err != nil || n < 0 || n > size {
+		return 0, fmt.Errorf("Upload-Offset %q outside 0..%d", h, size)
+	}
+	return n, nil
+}
+
+// referencedLocally reports whether a mutation the server applied, or one
+// still queued, references the blob.
+func (c *Client) referencedLocally(ctx context.Context, sum string) (bool, error) {
+	var ok bool
+	err := c.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM results WHERE status = 'applied' AND instr(body, ?) > 0)
+		OR EXISTS (SELECT 1 FROM outbox WHERE instr(body, ?) > 0)`, sum, sum).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("uploads: %w", err)
+	}
+	return ok, nil
+}
+
+// saveUpload records an upload's path, confirmed offset and mismatch
+// count.
+func (c *Client) saveUpload(ctx context.Context, r *uploadRow) error {
+	return c.withTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE uploads SET upload_url = ?, offset = ?, failures = ?, updated_at = ?
+			WHERE sha256 = ? AND state = 'pending'`, r.url, r.offset, r.failures, ts(c.now()), r.sha)
+		return err
+	})
+}
+
+func (c *Client) uploadDone(ctx context.Context, r *uploadRow) error {
+	return c.withTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE uploads SET state = 'done', offset = size, error = '', updated_at = ?
+			WHERE sha256 = ? AND state = 'pending'`, ts(c.now()), r.sha)
+		return err
+	})
+}
+
+func (c *Client) uploadFailed(ctx context.Context, r *uploadRow, cause error) error {
+	return c.withTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE uploads SET state = 'failed', error = ?, updated_at = ?
+			WHERE sha256 = ? AND state = 'pending'`, cause.Error(), ts(c.now()), r.sha)
+		return err
+	})
+}
+
+// uploadNote records why a pending upload could not go on.
+func (c *Client) uploadNote(ctx context.Context, r *uploadRow, cause error) error {
+	return c.withTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE uploads SET error = ?, updated_at = ? WHERE sha256 = ? AND state = 'pending'`,
+			cause.Error(), ts(c.now()), r.sha)
+		return err
+	})
+}
