@@ -365,11 +365,12 @@ func (s *Store) visitFacts(ctx context.Context, id string) (evidence.Visit, sync
 	var formID, deviceTime string
 	var formVersion int
 	var lon, lat, acc sql.NullFloat64
-	var deviceID, boundary sql.NullString
+	var boundary sql.NullString
+	var zone sql.NullInt64
 	err := s.r.QueryRowContext(ctx, `SELECT v.household_id, v.place_code, v.form_id, v.form_version, v.lon, v.lat, v.accuracy_m,
-			v.device_time, v.device_id, p.boundary
+			v.device_time, v.device_tz_offset, p.boundary
 		FROM visits v LEFT JOIN places p ON p.code = v.place_code WHERE v.id = ?`, id).
-		Scan(&v.HouseholdID, &v.PlaceCode, &formID, &formVersion, &lon, &lat, &acc, &deviceTime, &deviceID, &boundary)
+		Scan(&v.HouseholdID, &v.PlaceCode, &formID, &formVersion, &lon, &lat, &acc, &deviceTime, &zone, &boundary)
 	if errors.Is(err, sql.ErrNoRows) {
 		return v, syncproto.FormDef{}, fmt.Errorf("visit %s: %w", id, domain.ErrNotFound)
 	}
@@ -387,36 +388,17 @@ func (s *Store) visitFacts(ctx context.Context, id string) (evidence.Visit, sync
 			v.Boundary = g
 		}
 	}
-	form, err := formBy(ctx, s.r, formID, formVersion)
+	form, err := s.cachedForm(ctx, s.r, formID, formVersion)
 	if err != nil {
-		return v, form, fmt.Errorf("visit %s: %w", id, err)
+		return v, syncproto.FormDef{}, fmt.Errorf("visit %s: %w", id, err)
 	}
 	v.MaxAccuracyM = form.MaxAccuracyM
-	if deviceID.Valid {
-		v.Zone = s.visitZone(ctx, deviceID.String, id)
+	if zone.Valid {
+		// The zone the device wrote in device_time ("Z" leaves it nil and
+		// the default zone applies).
+		v.Zone = time.FixedZone("", int(zone.Int64))
 	}
-	return v, form, nil
-}
-
-// visitZone reads the zone offset the device wrote in the visit's
-// device_time when it pushed it (stored times are UTC). A "Z" time or
-// none gives nil: the default zone applies.
-func (s *Store) visitZone(ctx context.Context, deviceID, visitID string) *time.Location {
-	var raw sql.NullString
-	// instr first: a cheap substring test keeps json_extract to the one
-	// matching row of the device's results.
-	err := s.r.QueryRowContext(ctx, `SELECT json_extract(body, '$.visit.device_time') FROM mutation_results
-		WHERE device_id = ? AND kind = 'visit.create' AND instr(body, ?) > 0 AND json_extract(body, '$.visit.id') = ? LIMIT 1`,
-		deviceID, visitID, visitID).Scan(&raw)
-	if err != nil || !raw.Valid {
-		return nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, raw.String)
-	if err != nil || strings.HasSuffix(raw.String, "Z") || strings.HasSuffix(raw.String, "z") {
-		return nil
-	}
-	_, off := t.Zone()
-	return time.FixedZone("", off)
+	return v, *form, nil
 }
 
 // usesOf lists every attachment of the given blobs to any visit, with the

@@ -432,10 +432,10 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 		corrects = v.CorrectsVisitID
 	}
 	if _, err := a.tx.ExecContext(a.ctx, `INSERT INTO visits(id, household_id, place_code, device_id, user_id, form_id, form_version, answers,
-			lon, lat, accuracy_m, device_time, server_time, hlc, corrects_visit_id, content_hash)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			lon, lat, accuracy_m, device_time, device_tz_offset, server_time, hlc, corrects_visit_id, content_hash)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		v.ID, v.HouseholdID, h.place, a.dev.DeviceID, a.dev.UserID, v.FormID, v.FormVersion, string(answers),
-		lon, lat, v.AccuracyM, domain.Timestamp(v.DeviceTime), a.now, a.hlc.String(), corrects, hash); err != nil {
+		lon, lat, v.AccuracyM, domain.Timestamp(v.DeviceTime), zoneOffset(v.DeviceTime), a.now, a.hlc.String(), corrects, hash); err != nil {
 		return fmt.Errorf("insert visit: %w", err)
 	}
 	for _, e := range v.Evidence {
@@ -765,4 +765,14 @@ func sortedRaw(m map[string]json.RawMessage) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// zoneOffset is the zone offset a device wrote in a time, in seconds, or
+// nil for UTC ("Z").
+func zoneOffset(t time.Time) any {
+	if t.Location() == time.UTC {
+		return nil
+	}
+	_, off := t.Zone()
+	return off
 }
