@@ -107,7 +107,7 @@ func (s *Store) ResolveConflict(ctx context.Context, id string, by domain.User, 
 			set = value
 		}
 		if set != nil && c.Field != "place_code" {
-			a := &applier{s: s, ctx: ctx, tx: tx, dev: PushDevice{UserID: by.ID}, hlc: s.clock.Tick(), now: now, res: &syncproto.MutationResult{}}
+			a := &applier{s: s, ctx: ctx, tx: tx, x: cachedTx{tx: tx, s: s}, dev: PushDevice{UserID: by.ID}, hlc: s.clock.Tick(), now: now, res: &syncproto.MutationResult{}}
 			h, err := a.household(c.HouseholdID)
 			if err != nil {
 				return fmt.Errorf("resolve: %w", err)

@@ -133,6 +133,7 @@ func (s *Store) commitGroup(group []*pushJob) {
 		return
 	}
 	finish(nil)
+	s.prepareWanted(ctx)
 }
 
 // SequenceGapError says which sequence number the server expects next.
@@ -148,7 +149,8 @@ func (e *SequenceGapError) Error() string {
 // Unwrap lets errors.Is(err, domain.ErrSequenceGap) work.
 func (e *SequenceGapError) Unwrap() error { return domain.ErrSequenceGap }
 
-func (s *Store) applyPush(ctx context.Context, tx *sql.Tx, dev PushDevice, req *syncproto.PushRequest) (*syncproto.PushResponse, error) {
+func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, req *syncproto.PushRequest) (*syncproto.PushResponse, error) {
+	tx := cachedTx{tx: rawTx, s: s}
 	var lastSeq int64
 	err := tx.QueryRowContext(ctx, `SELECT last_seq FROM device_sync WHERE device_id = ?`, dev.DeviceID).Scan(&lastSeq)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -187,7 +189,7 @@ func (s *Store) applyPush(ctx context.Context, tx *sql.Tx, dev PushDevice, req *
 				return nil, fmt.Errorf("push: scope: %w", err)
 			}
 		}
-		r, err := s.applyOne(ctx, tx, dev, scope, m)
+		r, err := s.applyOne(ctx, rawTx, dev, scope, m)
 		if err != nil {
 			return nil, err
 		}
@@ -256,11 +258,12 @@ func (s *Store) applyOne(ctx context.Context, tx *sql.Tx, dev PushDevice, scope 
 		s.clock.Observe(hlc)
 	}
 	res.ClockClamped = clamped
-	if _, err := tx.ExecContext(ctx, `SAVEPOINT m`); err != nil {
+	x := cachedTx{tx: tx, s: s}
+	if _, err := x.ExecContext(ctx, `SAVEPOINT m`); err != nil {
 		return res, fmt.Errorf("push: savepoint: %w", err)
 	}
 	actx := domain.WithActor(ctx, domain.Actor{UserID: dev.UserID, DeviceID: dev.DeviceID})
-	a := &applier{s: s, ctx: actx, tx: tx, dev: dev, scope: scope, hlc: hlc, now: s.ts(), res: &res}
+	a := &applier{s: s, ctx: actx, tx: tx, x: x, dev: dev, scope: scope, hlc: hlc, now: s.ts(), res: &res}
 	var err error
 	switch m.Kind {
 	case syncproto.KindVisitCreate:
@@ -278,7 +281,7 @@ func (s *Store) applyOne(ctx context.Context, tx *sql.Tx, dev PushDevice, scope 
 	}
 	var rj rejection
 	if errors.As(err, &rj) {
-		if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO m`); rerr != nil {
+		if _, rerr := x.ExecContext(ctx, `ROLLBACK TO m`); rerr != nil {
 			return res, fmt.Errorf("push: rollback mutation: %w", rerr)
 		}
 		if rj.keep != nil {
@@ -292,7 +295,7 @@ func (s *Store) applyOne(ctx context.Context, tx *sql.Tx, dev PushDevice, scope 
 	if err != nil {
 		return res, fmt.Errorf("push: mutation %d: %w", m.Seq, err)
 	}
-	if _, err := tx.ExecContext(ctx, `RELEASE m`); err != nil {
+	if _, err := x.ExecContext(ctx, `RELEASE m`); err != nil {
 		return res, fmt.Errorf("push: release: %w", err)
 	}
 	return res, nil
@@ -302,6 +305,7 @@ type applier struct {
 	s     *Store
 	ctx   context.Context
 	tx    *sql.Tx
+	x     cachedTx // tx through the writer's statement cache
 	dev   PushDevice
 	scope map[string]bool
 	hlc   syncproto.HLC
@@ -339,7 +343,7 @@ type householdRow struct {
 func (a *applier) household(id string) (*householdRow, error) {
 	h := &householdRow{id: id}
 	var fields, meta string
-	err := a.tx.QueryRowContext(a.ctx, `SELECT place_code, fields, field_meta, version, deleted FROM households WHERE id = ?`, id).
+	err := a.x.QueryRowContext(a.ctx, `SELECT place_code, fields, field_meta, version, deleted FROM households WHERE id = ?`, id).
 		Scan(&h.place, &fields, &meta, &h.version, &h.deleted)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, reject(syncproto.CodeUnknownEntity, "household %s does not exist", id)
@@ -370,7 +374,7 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 	pushed.ServerTime = time.Time{}
 	hash := contentHash(pushed)
 	var existing string
-	err := a.tx.QueryRowContext(a.ctx, `SELECT content_hash FROM visits WHERE id = ?`, v.ID).Scan(&existing)
+	err := a.x.QueryRowContext(a.ctx, `SELECT content_hash FROM visits WHERE id = ?`, v.ID).Scan(&existing)
 	if err == nil {
 		if existing == hash {
 			return nil // the same visit again, e.g. re-queued after a device crash
@@ -381,7 +385,7 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 	}
 	// A visit needs only the household's place, not its fields.
 	h := &householdRow{id: v.HouseholdID}
-	err = a.tx.QueryRowContext(a.ctx, `SELECT place_code, deleted FROM households WHERE id = ?`, v.HouseholdID).Scan(&h.place, &h.deleted)
+	err = a.x.QueryRowContext(a.ctx, `SELECT place_code, deleted FROM households WHERE id = ?`, v.HouseholdID).Scan(&h.place, &h.deleted)
 	if errors.Is(err, sql.ErrNoRows) {
 		return reject(syncproto.CodeUnknownEntity, "household %s does not exist", v.HouseholdID)
 	}
@@ -411,7 +415,7 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 	}
 	if v.CorrectsVisitID != "" {
 		var hh string
-		err := a.tx.QueryRowContext(a.ctx, `SELECT household_id FROM visits WHERE id = ?`, v.CorrectsVisitID).Scan(&hh)
+		err := a.x.QueryRowContext(a.ctx, `SELECT household_id FROM visits WHERE id = ?`, v.CorrectsVisitID).Scan(&hh)
 		if errors.Is(err, sql.ErrNoRows) {
 			return reject(syncproto.CodeUnknownEntity, "corrected visit %s does not exist", v.CorrectsVisitID)
 		}
@@ -431,7 +435,7 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 	if v.CorrectsVisitID != "" {
 		corrects = v.CorrectsVisitID
 	}
-	if _, err := a.tx.ExecContext(a.ctx, `INSERT INTO visits(id, household_id, place_code, device_id, user_id, form_id, form_version, answers,
+	if _, err := a.x.ExecContext(a.ctx, `INSERT INTO visits(id, household_id, place_code, device_id, user_id, form_id, form_version, answers,
 			lon, lat, accuracy_m, device_time, device_tz_offset, server_time, hlc, corrects_visit_id, content_hash)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		v.ID, v.HouseholdID, h.place, a.dev.DeviceID, a.dev.UserID, v.FormID, v.FormVersion, string(answers),
@@ -448,15 +452,15 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 			return err
 		}
 	}
-	if _, err = logChange(a.tx, a.now, "visit", v.ID, h.place, "put"); err != nil {
+	if _, err = logChange(a.x, a.now, "visit", v.ID, h.place, "put"); err != nil {
 		return err
 	}
-	return audit(a.ctx, a.tx, a.now, "visit.create", "visit", v.ID, h.place, nil,
+	return audit(a.ctx, a.x, a.now, "visit.create", "visit", v.ID, h.place, nil,
 		map[string]any{"household_id": v.HouseholdID, "form": fmt.Sprintf("%s@%d", v.FormID, v.FormVersion), "corrects": v.CorrectsVisitID, "evidence": len(v.Evidence)})
 }
 
 func (a *applier) insertEvidence(visitID string, e syncproto.EvidenceRef) error {
-	_, err := a.tx.ExecContext(a.ctx, `INSERT OR IGNORE INTO visit_evidence(visit_id, slot, sha256, size, media_type) VALUES (?, ?, ?, ?, ?)`,
+	_, err := a.x.ExecContext(a.ctx, `INSERT OR IGNORE INTO visit_evidence(visit_id, slot, sha256, size, media_type) VALUES (?, ?, ?, ?, ?)`,
 		visitID, e.Slot, e.SHA256, e.Size, e.MediaType)
 	if err != nil {
 		return fmt.Errorf("insert evidence: %w", err)
@@ -471,10 +475,10 @@ func (a *applier) closeTasks(correctedID, byVisit, place string) error {
 		return err
 	}
 	for _, id := range ids {
-		if _, err := a.tx.ExecContext(a.ctx, `UPDATE tasks SET state = 'done', closed_by_visit = ?, updated_at = ? WHERE id = ?`, byVisit, a.now, id); err != nil {
+		if _, err := a.x.ExecContext(a.ctx, `UPDATE tasks SET state = 'done', closed_by_visit = ?, updated_at = ? WHERE id = ?`, byVisit, a.now, id); err != nil {
 			return err
 		}
-		if _, err := logChange(a.tx, a.now, "task", id, place, "put"); err != nil {
+		if _, err := logChange(a.x, a.now, "task", id, place, "put"); err != nil {
 			return err
 		}
 	}
@@ -506,7 +510,7 @@ func (a *applier) householdCreate(h *syncproto.Household) error {
 	}{h.PlaceCode, fields})
 	var createdBy sql.NullString
 	var existingPlace string
-	err := a.tx.QueryRowContext(a.ctx, `SELECT created_by_device, place_code FROM households WHERE id = ?`, h.ID).Scan(&createdBy, &existingPlace)
+	err := a.x.QueryRowContext(a.ctx, `SELECT created_by_device, place_code FROM households WHERE id = ?`, h.ID).Scan(&createdBy, &existingPlace)
 	if err == nil {
 		// A replay of the same creation (device re-queued it) is a no-op;
 		// anything else is a clashing id.
@@ -518,7 +522,7 @@ func (a *applier) householdCreate(h *syncproto.Household) error {
 		return err
 	}
 	var level string
-	if err := a.tx.QueryRowContext(a.ctx, `SELECT level FROM places WHERE code = ?`, h.PlaceCode).Scan(&level); err != nil {
+	if err := a.x.QueryRowContext(a.ctx, `SELECT level FROM places WHERE code = ?`, h.PlaceCode).Scan(&level); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return reject(syncproto.CodeUnknownEntity, "place %s does not exist", h.PlaceCode)
 		}
@@ -527,7 +531,7 @@ func (a *applier) householdCreate(h *syncproto.Household) error {
 	if err := a.inScope(h.PlaceCode); err != nil {
 		return err
 	}
-	seq, err := logChange(a.tx, a.now, "household", h.ID, h.PlaceCode, "put")
+	seq, err := logChange(a.x, a.now, "household", h.ID, h.PlaceCode, "put")
 	if err != nil {
 		return err
 	}
@@ -539,13 +543,13 @@ func (a *applier) householdCreate(h *syncproto.Household) error {
 	fb, _ := json.Marshal(fields)
 	mb, _ := json.Marshal(meta)
 	lon, lat := locationOf(fields)
-	if _, err := a.tx.ExecContext(a.ctx, `INSERT INTO households(id, place_code, fields, field_meta, version, lon, lat, created_by_device, created_at, updated_at)
+	if _, err := a.x.ExecContext(a.ctx, `INSERT INTO households(id, place_code, fields, field_meta, version, lon, lat, created_by_device, created_at, updated_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		h.ID, h.PlaceCode, string(fb), string(mb), seq, lon, lat, a.dev.DeviceID+":"+hash, a.now, a.now); err != nil {
 		return fmt.Errorf("insert household: %w", err)
 	}
 	a.res.Version = seq
-	return audit(a.ctx, a.tx, a.now, "household.create", "household", h.ID, h.PlaceCode, nil, fields)
+	return audit(a.ctx, a.x, a.now, "household.create", "household", h.ID, h.PlaceCode, nil, fields)
 }
 
 func (a *applier) householdUpdate(u *syncproto.HouseholdUpdate) error {
@@ -573,7 +577,7 @@ func (a *applier) householdUpdate(u *syncproto.HouseholdUpdate) error {
 			},
 		}
 	}
-	seq, err := logChange(a.tx, a.now, "household", h.id, h.place, "put")
+	seq, err := logChange(a.x, a.now, "household", h.id, h.place, "put")
 	if err != nil {
 		return err
 	}
@@ -606,7 +610,7 @@ func (a *applier) householdUpdate(u *syncproto.HouseholdUpdate) error {
 	for f := range u.Fields {
 		after[f] = h.fields[f]
 	}
-	return audit(a.ctx, a.tx, a.now, "household.update", "household", h.id, h.place, before,
+	return audit(a.ctx, a.x, a.now, "household.update", "household", h.id, h.place, before,
 		map[string]any{"fields": after, "base_version": u.BaseVersion, "conflicts": len(out.Conflicts)})
 }
 
@@ -614,7 +618,7 @@ func (a *applier) saveHousehold(h *householdRow, seq int64) error {
 	fb, _ := json.Marshal(h.fields)
 	mb, _ := json.Marshal(h.meta)
 	lon, lat := locationOf(h.fields)
-	if _, err := a.tx.ExecContext(a.ctx, `UPDATE households SET place_code = ?, fields = ?, field_meta = ?, version = ?, lon = ?, lat = ?, deleted = ?, updated_at = ? WHERE id = ?`,
+	if _, err := a.x.ExecContext(a.ctx, `UPDATE households SET place_code = ?, fields = ?, field_meta = ?, version = ?, lon = ?, lat = ?, deleted = ?, updated_at = ? WHERE id = ?`,
 		h.place, string(fb), string(mb), seq, lon, lat, h.deleted, a.now, h.id); err != nil {
 		return fmt.Errorf("update household: %w", err)
 	}
@@ -631,12 +635,12 @@ func (a *applier) recordConflict(h *householdRow, c merge.Conflict) error {
 	if c.Losing != nil {
 		losing = string(c.Losing)
 	}
-	if _, err := a.tx.ExecContext(a.ctx, `INSERT INTO conflicts(id, household_id, place_code, field, kept_value, losing_value, losing_device, losing_user_id, losing_hlc, state, sensitive, created_at)
+	if _, err := a.x.ExecContext(a.ctx, `INSERT INTO conflicts(id, household_id, place_code, field, kept_value, losing_value, losing_device, losing_user_id, losing_hlc, state, sensitive, created_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		id, h.id, h.place, c.Field, kept, losing, c.LosingMeta.Device, c.LosingMeta.UserID, c.LosingMeta.HLC.String(), c.State, c.Sensitive, a.now); err != nil {
 		return fmt.Errorf("insert conflict: %w", err)
 	}
-	_, err := logChange(a.tx, a.now, "conflict", id, h.place, "put")
+	_, err := logChange(a.x, a.now, "conflict", id, h.place, "put")
 	return err
 }
 
@@ -655,7 +659,7 @@ func (a *applier) householdMove(mv *syncproto.HouseholdMove) error {
 		return nil
 	}
 	var level string
-	if err := a.tx.QueryRowContext(a.ctx, `SELECT level FROM places WHERE code = ?`, mv.PlaceCode).Scan(&level); err != nil {
+	if err := a.x.QueryRowContext(a.ctx, `SELECT level FROM places WHERE code = ?`, mv.PlaceCode).Scan(&level); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return reject(syncproto.CodeUnknownEntity, "place %s does not exist", mv.PlaceCode)
 		}
@@ -670,28 +674,28 @@ func (a *applier) householdMove(mv *syncproto.HouseholdMove) error {
 			LosingMeta: merge.FieldMeta{HLC: a.hlc, Device: a.dev.DeviceID, UserID: a.dev.UserID}})
 	}
 	old := h.place
-	if _, err := logChange(a.tx, a.now, "household", h.id, old, "moved_out"); err != nil {
+	if _, err := logChange(a.x, a.now, "household", h.id, old, "moved_out"); err != nil {
 		return err
 	}
-	seq, err := logChange(a.tx, a.now, "household", h.id, mv.PlaceCode, "put")
+	seq, err := logChange(a.x, a.now, "household", h.id, mv.PlaceCode, "put")
 	if err != nil {
 		return err
 	}
 	h.place = mv.PlaceCode
 	h.meta["place_code"] = merge.FieldMeta{HLC: a.hlc, Version: seq, Device: a.dev.DeviceID, UserID: a.dev.UserID}
-	if _, err := a.tx.ExecContext(a.ctx, `UPDATE visits SET place_code = ? WHERE household_id = ?`, h.place, h.id); err != nil {
+	if _, err := a.x.ExecContext(a.ctx, `UPDATE visits SET place_code = ? WHERE household_id = ?`, h.place, h.id); err != nil {
 		return err
 	}
-	if _, err := a.tx.ExecContext(a.ctx, `UPDATE conflicts SET place_code = ? WHERE household_id = ?`, h.place, h.id); err != nil {
+	if _, err := a.x.ExecContext(a.ctx, `UPDATE conflicts SET place_code = ? WHERE household_id = ?`, h.place, h.id); err != nil {
 		return err
 	}
-	if _, err := a.tx.ExecContext(a.ctx, `UPDATE tasks SET place_code = ? WHERE household_id = ?`, h.place, h.id); err != nil {
+	if _, err := a.x.ExecContext(a.ctx, `UPDATE tasks SET place_code = ? WHERE household_id = ?`, h.place, h.id); err != nil {
 		return err
 	}
 	if err := a.saveHousehold(h, seq); err != nil {
 		return err
 	}
-	return audit(a.ctx, a.tx, a.now, "household.move", "household", h.id, h.place, map[string]string{"place_code": old}, map[string]string{"place_code": h.place})
+	return audit(a.ctx, a.x, a.now, "household.move", "household", h.id, h.place, map[string]string{"place_code": old}, map[string]string{"place_code": h.place})
 }
 
 func (a *applier) householdDelete(d *syncproto.HouseholdDelete) error {
@@ -705,7 +709,7 @@ func (a *applier) householdDelete(d *syncproto.HouseholdDelete) error {
 	if h.deleted {
 		return nil
 	}
-	seq, err := logChange(a.tx, a.now, "household", h.id, h.place, "moved_out")
+	seq, err := logChange(a.x, a.now, "household", h.id, h.place, "moved_out")
 	if err != nil {
 		return err
 	}
@@ -723,13 +727,13 @@ func (a *applier) householdDelete(d *syncproto.HouseholdDelete) error {
 	if err := a.saveHousehold(h, seq); err != nil {
 		return err
 	}
-	return audit(a.ctx, a.tx, a.now, "household.delete", "household", h.id, h.place, h.fields, nil)
+	return audit(a.ctx, a.x, a.now, "household.delete", "household", h.id, h.place, h.fields, nil)
 }
 
 func (a *applier) evidenceAttach(e *syncproto.EvidenceAttach) error {
 	var place, formID string
 	var formVersion int
-	err := a.tx.QueryRowContext(a.ctx, `SELECT place_code, form_id, form_version FROM visits WHERE id = ?`, e.VisitID).Scan(&place, &formID, &formVersion)
+	err := a.x.QueryRowContext(a.ctx, `SELECT place_code, form_id, form_version FROM visits WHERE id = ?`, e.VisitID).Scan(&place, &formID, &formVersion)
 	if errors.Is(err, sql.ErrNoRows) {
 		return reject(syncproto.CodeUnknownEntity, "visit %s does not exist", e.VisitID)
 	}
@@ -749,10 +753,10 @@ func (a *applier) evidenceAttach(e *syncproto.EvidenceAttach) error {
 	if err := a.insertEvidence(e.VisitID, e.Evidence); err != nil {
 		return err
 	}
-	if _, err = logChange(a.tx, a.now, "visit", e.VisitID, place, "put"); err != nil {
+	if _, err = logChange(a.x, a.now, "visit", e.VisitID, place, "put"); err != nil {
 		return err
 	}
-	return audit(a.ctx, a.tx, a.now, "evidence.attach", "visit", e.VisitID, place, nil, e.Evidence)
+	return audit(a.ctx, a.x, a.now, "evidence.attach", "visit", e.VisitID, place, nil, e.Evidence)
 }
 
 // isUniqueErr reports a UNIQUE constraint failure.
