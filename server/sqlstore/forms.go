@@ -58,6 +58,14 @@ type formCache struct {
 	m  map[string]*syncproto.FormDef
 }
 
+// peekForm returns a form version if it is already in the cache (no
+// database access), else nil.
+func (s *Store) peekForm(id string, version int) *syncproto.FormDef {
+	s.forms.mu.RLock()
+	defer s.forms.mu.RUnlock()
+	return s.forms.m[fmt.Sprintf("%s@%d", id, version)]
+}
+
 // cachedForm returns a published form version, parsed once.
 func (s *Store) cachedForm(ctx context.Context, q querier, id string, version int) (*syncproto.FormDef, error) {
 	key := fmt.Sprintf("%s@%d", id, version)

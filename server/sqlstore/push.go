@@ -28,6 +28,7 @@ type pushJob struct {
 	ctx  context.Context
 	dev  PushDevice
 	req  *syncproto.PushRequest
+	pre  map[int64]*visitPrep // work done before queueing, by seq
 	resp *syncproto.PushResponse
 	err  error
 	done chan struct{}
@@ -38,7 +39,11 @@ type pushJob struct {
 // group-committed: the single writer applies up to MaxGroup of them in one
 // transaction (each in its own savepoint) and answers all after one fsync.
 func (s *Store) Push(ctx context.Context, dev PushDevice, req *syncproto.PushRequest) (*syncproto.PushResponse, error) {
-	j := &pushJob{ctx: ctx, dev: dev, req: req, done: make(chan struct{})}
+	// What does not depend on the database's state (compacting answers,
+	// the content hash, validating answers against an immutable form
+	// version) is done here, in the request's goroutine, so the single
+	// writer does only what must be serialised.
+	j := &pushJob{ctx: ctx, dev: dev, req: req, done: make(chan struct{}), pre: s.prepareVisits(req)}
 	select {
 	case s.pushes <- j:
 	case <-ctx.Done():
@@ -116,7 +121,7 @@ func (s *Store) commitGroup(group []*pushJob) {
 			j.err = fmt.Errorf("push: savepoint: %w", err)
 			continue
 		}
-		resp, err := s.applyPush(ctx, tx, j.dev, j.req)
+		resp, err := s.applyPush(ctx, tx, j.dev, j.req, j.pre)
 		if err != nil {
 			_, _ = tx.Exec(`ROLLBACK TO ` + sp)
 			j.err = err
@@ -149,7 +154,7 @@ func (e *SequenceGapError) Error() string {
 // Unwrap lets errors.Is(err, domain.ErrSequenceGap) work.
 func (e *SequenceGapError) Unwrap() error { return domain.ErrSequenceGap }
 
-func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, req *syncproto.PushRequest) (*syncproto.PushResponse, error) {
+func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, req *syncproto.PushRequest, pre map[int64]*visitPrep) (*syncproto.PushResponse, error) {
 	tx := cachedTx{tx: rawTx, s: s}
 	var lastSeq int64
 	err := tx.QueryRowContext(ctx, `SELECT last_seq FROM device_sync WHERE device_id = ?`, dev.DeviceID).Scan(&lastSeq)
@@ -189,7 +194,7 @@ func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, re
 				return nil, fmt.Errorf("push: scope: %w", err)
 			}
 		}
-		r, err := s.applyOne(ctx, rawTx, dev, scope, m)
+		r, err := s.applyOne(ctx, rawTx, dev, scope, m, pre[m.Seq])
 		if err != nil {
 			return nil, err
 		}
@@ -245,7 +250,7 @@ func reject(code syncproto.Code, format string, args ...any) error {
 // applyOne applies one mutation inside its own savepoint. A rejection rolls
 // the savepoint back and becomes a rejected result; any other error fails
 // the whole push.
-func (s *Store) applyOne(ctx context.Context, tx *sql.Tx, dev PushDevice, scope map[string]bool, m syncproto.Mutation) (syncproto.MutationResult, error) {
+func (s *Store) applyOne(ctx context.Context, tx *sql.Tx, dev PushDevice, scope map[string]bool, m syncproto.Mutation, pre *visitPrep) (syncproto.MutationResult, error) {
 	res := syncproto.MutationResult{Seq: m.Seq, Status: syncproto.StatusApplied}
 	if perr := m.Check(); perr != nil {
 		res.Status, res.Code, res.Message = syncproto.StatusRejected, perr.Code, perr.Message
@@ -263,7 +268,7 @@ func (s *Store) applyOne(ctx context.Context, tx *sql.Tx, dev PushDevice, scope 
 		return res, fmt.Errorf("push: savepoint: %w", err)
 	}
 	actx := domain.WithActor(ctx, domain.Actor{UserID: dev.UserID, DeviceID: dev.DeviceID})
-	a := &applier{s: s, ctx: actx, tx: tx, x: x, dev: dev, scope: scope, hlc: hlc, now: s.ts(), res: &res}
+	a := &applier{s: s, ctx: actx, tx: tx, x: x, pre: pre, dev: dev, scope: scope, hlc: hlc, now: s.ts(), res: &res}
 	var err error
 	switch m.Kind {
 	case syncproto.KindVisitCreate:
@@ -306,6 +311,7 @@ type applier struct {
 	ctx   context.Context
 	tx    *sql.Tx
 	x     cachedTx // tx through the writer's statement cache
+	pre   *visitPrep
 	dev   PushDevice
 	scope map[string]bool
 	hlc   syncproto.HLC
@@ -367,12 +373,53 @@ func (a *applier) inScope(place string) error {
 	return nil
 }
 
-func (a *applier) visitCreate(v *syncproto.Visit) error {
+// visitPrep is the part of applying a visit that does not depend on the
+// database: its compacted answers, its content hash and, when its form
+// version was already known, the outcome of validating the answers.
+type visitPrep struct {
+	answers   map[string]json.RawMessage
+	hash      string
+	validated bool
+	invalid   error
+}
+
+func prepareVisit(v *syncproto.Visit) *visitPrep {
 	pushed := *v
 	pushed.Answers = compactAnswers(v.Answers)
 	pushed.PlaceCode, pushed.DeviceID, pushed.UserName, pushed.ReviewState = "", "", "", ""
 	pushed.ServerTime = time.Time{}
-	hash := contentHash(pushed)
+	return &visitPrep{answers: pushed.Answers, hash: contentHash(pushed)}
+}
+
+// prepareVisits prepares the visits of a push outside the writer. Form
+// versions are immutable, so a validation done here with a cached form
+// holds when the writer applies the visit.
+func (s *Store) prepareVisits(req *syncproto.PushRequest) map[int64]*visitPrep {
+	var out map[int64]*visitPrep
+	for _, m := range req.Mutations {
+		if m.Kind != syncproto.KindVisitCreate || m.Visit == nil {
+			continue
+		}
+		p := prepareVisit(m.Visit)
+		if f := s.peekForm(m.Visit.FormID, m.Visit.FormVersion); f != nil {
+			p.validated, p.invalid = true, f.ValidateAnswers(p.answers)
+		}
+		if out == nil {
+			out = map[int64]*visitPrep{}
+		}
+		out[m.Seq] = p
+	}
+	return out
+}
+
+func (a *applier) visitCreate(v *syncproto.Visit) error {
+	p := a.pre
+	if p == nil {
+		p = prepareVisit(v)
+	}
+	pushed := *v
+	pushed.Answers = p.answers
+	hash := p.hash
 	var existing string
 	err := a.x.QueryRowContext(a.ctx, `SELECT content_hash FROM visits WHERE id = ?`, v.ID).Scan(&existing)
 	if err == nil {
@@ -405,8 +452,12 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 	if err != nil {
 		return err
 	}
-	if err := form.ValidateAnswers(pushed.Answers); err != nil {
-		return reject(syncproto.CodeValidation, "%v", err)
+	invalid := p.invalid
+	if !p.validated {
+		invalid = form.ValidateAnswers(pushed.Answers)
+	}
+	if invalid != nil {
+		return reject(syncproto.CodeValidation, "%v", invalid)
 	}
 	for _, e := range v.Evidence {
 		if _, ok := form.Slot(e.Slot); !ok {
