@@ -22,14 +22,26 @@ type applier struct {
 	tx      *sql.Tx
 	rep     *SyncReport
 	touched map[string]bool
+	// stmts holds the statements prepared in tx, by query: a page repeats
+	// the same few statements hundreds of times, and parsing them each
+	// time cost more than running them. The transaction closes them.
+	stmts map[string]*sql.Stmt
 }
 
 func newApplier(ctx context.Context, tx *sql.Tx, rep *SyncReport) *applier {
-	return &applier{ctx: ctx, tx: tx, rep: rep, touched: map[string]bool{}}
+	return &applier{ctx: ctx, tx: tx, rep: rep, touched: map[string]bool{}, stmts: map[string]*sql.Stmt{}}
 }
 
 func (a *applier) exec(q string, args ...any) error {
-	if _, err := a.tx.ExecContext(a.ctx, q, args...); err != nil {
+	st := a.stmts[q]
+	if st == nil {
+		var err error
+		if st, err = a.tx.PrepareContext(a.ctx, q); err != nil {
+			return err
+		}
+		a.stmts[q] = st
+	}
+	if _, err := st.ExecContext(a.ctx, args...); err != nil {
 		return err
 	}
 	return nil
@@ -310,10 +322,8 @@ func (a *applier) reset() error {
 
 // finish recomputes the local view of every household whose base changed.
 func (a *applier) finish() error {
-	for id := range a.touched {
-		if err := recompute(a.ctx, a.tx, id); err != nil {
-			return err
-		}
+	if err := recomputeMany(a.ctx, a.tx, a.touched); err != nil {
+		return err
 	}
 	a.touched = map[string]bool{}
 	return nil

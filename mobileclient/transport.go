@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"fieldsync/syncproto"
@@ -33,12 +34,44 @@ type counters struct {
 	errors         []string
 }
 
+// A gzip.Writer holds some 800 KB of compressor state: writers are pooled
+// (after Reset one writes the same bytes as a new one), and so are the
+// buffers bodies are encoded into.
+var (
+	gzipWriters = sync.Pool{New: func() any { return gzip.NewWriter(io.Discard) }}
+	bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+)
+
+// maxPooledBuffer bounds the buffers kept for reuse.
+const maxPooledBuffer = 1 << 20
+
+// encodeBody encodes v as syncproto.Encode does (JSON and a newline,
+// gzip-compressed when gz) and returns a copy the caller owns: a request
+// keeps its body for every retry.
 func encodeBody(v any, gz bool) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := syncproto.Encode(&buf, v, gz); err != nil {
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= maxPooledBuffer {
+			bodyBuffers.Put(buf)
+		}
+	}()
+	if !gz {
+		if err := syncproto.Encode(buf, v, false); err != nil {
+			return nil, err
+		}
+		return bytes.Clone(buf.Bytes()), nil
+	}
+	zw := gzipWriters.Get().(*gzip.Writer)
+	defer gzipWriters.Put(zw)
+	zw.Reset(buf)
+	if err := json.NewEncoder(zw).Encode(v); err != nil {
+		return nil, fmt.Errorf("encode: %w", err)
+	}
+	if err := zw.Close(); err != nil {
 		return nil, err
 	}
-	return buf.Bytes(), nil
+	return bytes.Clone(buf.Bytes()), nil
 }
 
 // call sends r, retrying network errors, 5xx and 429 with exponential

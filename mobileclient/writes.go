@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"fieldsync/syncproto"
 )
@@ -324,6 +326,74 @@ func (c *Client) DeleteHousehold(id string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("delete household: %w", err)
+	}
+	return nil
+}
+
+// recomputeMany does what recompute does for every household in ids, with
+// a shortcut for the common case (a pull of households the device has not
+// changed): one query finds the households that have unpushed household
+// mutations or applied-but-not-yet-pulled changes (results.overlay); only
+// those go through recompute. For the rest the view is the server's copy
+// as it stands, set by one UPDATE (has_base = 1) and one DELETE
+// (has_base = 0: nothing left to show) for all of them at once.
+//
+// The shortcut copies base_fields verbatim where recompute re-encodes it.
+// That is the same text: base_fields is only ever written as json.Marshal
+// of a map[string]json.RawMessage (sorted keys, compact values), which a
+// decode and re-encode reproduces byte for byte.
+func recomputeMany(ctx context.Context, tx *sql.Tx, ids map[string]bool) error {
+	switch len(ids) {
+	case 0:
+		return nil
+	case 1:
+		for id := range ids {
+			return recompute(ctx, tx, id)
+		}
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT household_id FROM outbox WHERE kind LIKE 'household.%'
+		UNION SELECT household_id FROM results WHERE overlay = 1`)
+	if err != nil {
+		return fmt.Errorf("recompute: pending: %w", err)
+	}
+	pending := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return fmt.Errorf("recompute: pending: %w", err)
+		}
+		pending[id] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("recompute: pending: %w", err)
+	}
+	plain := make([]string, 0, len(ids))
+	for id := range ids {
+		// An id that is not valid UTF-8 (or holds a NUL) might not survive
+		// the JSON list unchanged.
+		if pending[id] || !utf8.ValidString(id) || strings.IndexByte(id, 0) >= 0 {
+			if err := recompute(ctx, tx, id); err != nil {
+				return err
+			}
+			continue
+		}
+		plain = append(plain, id)
+	}
+	if len(plain) == 0 {
+		return nil
+	}
+	list, err := json.Marshal(plain)
+	if err != nil {
+		return fmt.Errorf("recompute: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE households SET place_code = base_place, fields = base_fields, deleted = 0, local_only = 0
+		WHERE has_base = 1 AND id IN (SELECT value FROM json_each(?))`, string(list)); err != nil {
+		return fmt.Errorf("recompute: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM households WHERE has_base = 0 AND id IN (SELECT value FROM json_each(?))`, string(list)); err != nil {
+		return fmt.Errorf("recompute: %w", err)
 	}
 	return nil
 }
