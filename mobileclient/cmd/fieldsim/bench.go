@@ -16,20 +16,38 @@ package main
 //     households are imported outside the worker's places in batches of
 //     20k, the server restarts on the same folder and the same device and
 //     cursor pull 200 times again. p99 of each.
-//   - p4, p5, f1_2g_photos_ratio: not yet (evidence uploads); tusd is
-//     installed, started, measured with the same tus client and stopped.
+//   - p4: 200 photos of 250 KB (generated JPEGs with EXIF GPS and time),
+//     8 concurrent uploads of one small tus client (tus.go) against tusd
+//     v2.9.1 (go install, filestore, a subprocess on loopback), our
+//     endpoint /api/v1/uploads/ on an in-process server with the local
+//     blob store, and the same with the S3 store (the test script's shared
+//     versitygw, or a private one the bench installs and starts). Our
+//     endpoint takes an upload only for a blob a visit of the device
+//     names, so a wire device first pushes retrofit inspections naming
+//     every photo; its token authorises the uploads. Median of 3 rounds,
+//     other photos each round; every photo is then downloaded back and
+//     re-hashed.
+//   - p5: one real device (mobileclient) records visits with 40 photos of
+//     250 KB (PrepareEvidence, RecordVisit), pushes them, then runs the
+//     upload step through a link proxy that cuts the connection after
+//     every 256 KiB of upstream bytes: bytes the proxy delivered upward to
+//     the server (HTTP included) ÷ file bytes. fieldsim's tus client
+//     against our endpoint and against tusd on the same link: printed.
 //   - p6: one real push of 20 household-survey visits with references to
 //     the form's three required photos: gzip body ÷ 20. OpenRosa: each
 //     visit as Collect's instance XML, gzipped alone (one submission per
 //     request is how OpenRosa sends them).
-//   - p7: the p1 workload against the fieldsync binary built from this
-//     checkout and run as a subprocess (in-process, the 200 devices'
-//     memory would count too); its VmHWM.
+//   - p7: the p1 workload and then the p4 upload workload against the
+//     fieldsync binary built from this checkout and run as a subprocess
+//     (in-process, the 200 devices' memory would count too); its VmHWM.
 //   - p8: 20 devices × 1,000 visits pushed at once to an in-process server;
 //     the same visits as documents in 20 local PouchDBs replicated at once
 //     into pouchdb-server on loopback.
 //   - f1: the 2g-day scenario (30 visits, 5 edits, 50 kbps, 800 ms RTT, a
-//     cut every 2 minutes at a seeded phase), median of 3 trials.
+//     cut every 2 minutes at a seeded phase), median of 3 trials: seconds
+//     until every visit is acknowledged; then the upload step sends the
+//     day's photos (5 of 30 KB, small to bound the run): its time ÷ the
+//     photo bytes at 6250 B/s.
 
 import (
 	"context"
@@ -46,6 +64,7 @@ import (
 	"runtime/trace"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -96,6 +115,8 @@ type benchOptions struct {
 	P8Devices, P8Visits int // p8: devices, visits in all
 	F1Visits, F1Edits   int
 	F1Trials            int
+	F1Photos            int // f1: photos of the 2G day
+	F1PhotoBytes        int // f1: bytes per photo
 	MaxSyncs            int
 	// CPUProfile, if set, is the prefix of CPU profiles of the timed
 	// phases: PREFIX.p1 and PREFIX.p8 (the in-process server and the
@@ -119,6 +140,9 @@ type bench struct {
 	notes map[string]string // metric → how it was measured, or why not
 	extra []string          // informational lines
 	rss   *rssSampler       // set while p7 samples the server
+
+	mu        sync.Mutex
+	photoSets map[int][]Photo // p4's photos by round (uploadPhotos)
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -207,6 +231,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.F1Visits, "f1-visits", 30, "f1: visits of the 2G day")
 	fs.IntVar(&o.F1Edits, "f1-edits", 5, "f1: household edits of the 2G day")
 	fs.IntVar(&o.F1Trials, "f1-trials", 3, "f1: trials (the median is reported)")
+	fs.IntVar(&o.F1Photos, "f1-photos", 5, "f1: photos of the 2G day (on retrofit and water-cellar visits)")
+	fs.IntVar(&o.F1PhotoBytes, "f1-photo-bytes", 30_000, "f1: bytes per photo (small: a 250 KB photo takes 40 s at 50 kbps); 0: no photos")
 	fs.IntVar(&o.MaxSyncs, "max-syncs", 10, "syncs a device tries in one phase before giving up")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write CPU profiles of the timed phases to PREFIX.<section>")
 	fs.StringVar(&o.Trace, "trace", "", "write execution traces of the timed phases to PREFIX.<section>")

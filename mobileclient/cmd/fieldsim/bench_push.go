@@ -189,13 +189,18 @@ func rawInsert(ctx context.Context, serverDir, dir string, deviceIDs []string) (
 
 // --- p7: the server's peak RSS ---
 
-// p7 runs the p1 workload against the fieldsync binary built from this
-// checkout and run as a subprocess, and reads its VmHWM: in-process, the
-// devices' memory would count too.
+// p7 runs the p1 workload and then the p4 upload workload (round 0's
+// photos, the same tus client and concurrency) against the fieldsync
+// binary built from this checkout and run as a subprocess, and reads its
+// VmHWM: in-process, the devices' memory would count too.
 func (b *bench) p7(ctx context.Context) error {
 	dir := b.path("p7")
 	b.logf("building ./server/cmd/fieldsync")
 	bin, err := buildServer(ctx, dir)
+	if err != nil {
+		return err
+	}
+	photos, err := b.uploadPhotos(ctx, 0)
 	if err != nil {
 		return err
 	}
@@ -210,13 +215,34 @@ func (b *bench) p7(ctx context.Context) error {
 	}
 	srv := &server{url: proc.url, addr: addr, admin: admin}
 	b.rss = startRSSSampler(proc.cmd.Process.Pid, 50*time.Millisecond)
+	stopRSS := func() string {
+		if b.rss == nil {
+			return ""
+		}
+		phases := b.rss.stop()
+		b.rss = nil
+		return phases
+	}
+	defer stopRSS()
 	h, err := b.pushHerd(ctx, srv, "p7", b.o.P1Devices, b.o.P1Visits)
-	phases := b.rss.stop()
-	b.rss = nil
 	if err != nil {
 		return err
 	}
-	defer h.close()
+	h.close()
+	b.info("p7: the subprocess server took the p1 workload at %.0f visits/s", float64(h.acked)/h.elapsed.Seconds())
+	b.rss.setPhase("p4 set-up")
+	ep, err := newOurEndpoint(ctx, srv, b.o.Seed, 244, photos)
+	if err != nil {
+		return fmt.Errorf("p4 workload: %w", err)
+	}
+	defer ep.close()
+	b.rss.setPhase("p4 uploads")
+	mbps, took, err := ep.upload(ctx, photos, b.o.P4Uploaders)
+	if err != nil {
+		return fmt.Errorf("p4 workload: %w", err)
+	}
+	b.info("p7: the subprocess server (local blob store) took the p4 workload at %.1f MB/s (%d photos in %v)", mbps, len(photos), took.Round(time.Millisecond))
+	phases := stopRSS()
 	hwm, err := peakRSS(proc.cmd.Process.Pid)
 	if err != nil {
 		return err
@@ -226,9 +252,12 @@ func (b *bench) p7(ctx context.Context) error {
 		b.info("p7: after the run, the server's Go runtime holds %.0f MiB from the OS (heap in use %.0f MiB), its RSS is %.0f MiB: the rest is C memory (SQLite) and freed-but-kept pages",
 			m["go_memstats_sys_bytes"]/(1<<20), m["go_memstats_heap_inuse_bytes"]/(1<<20), m["process_resident_memory_bytes"]/(1<<20))
 	}
+	if _, _, err := ep.verify(ctx, photos); err != nil {
+		return fmt.Errorf("p4 workload: %w", err)
+	}
 	b.rep.P7RSSMBPeak = round(float64(hwm) / (1 << 20))
-	b.note("p7_rss_mb_peak", "VmHWM of the fieldsync binary (subprocess) through the p1 workload; p4 uploads to follow")
-	b.info("p7: the subprocess server took the p1 workload at %.0f visits/s", float64(h.acked)/h.elapsed.Seconds())
+	b.note("p7_rss_mb_peak", fmt.Sprintf("VmHWM of the fieldsync binary (subprocess, local blob store) through the p1 workload (%d devices × %d visits) and then the p4 workload (%d photos × %d B, %d uploaders)",
+		b.o.P1Devices, b.o.P1Visits, len(photos), b.o.P4Bytes, b.o.P4Uploaders))
 	if err := proc.stop(); err != nil {
 		b.info("p7: %v", err)
 	}

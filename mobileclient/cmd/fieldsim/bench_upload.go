@@ -4,73 +4,121 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"fieldsync/mobileclient"
 	"fieldsync/mobileclient/linkproxy"
 	"fieldsync/syncproto"
 )
 
-// --- p4: uploads ---
+// --- p4: uploads; p5: bytes resent on a link that cuts ---
 
+// p4Rounds is how many rounds each upload endpoint gets; the median
+// counts (a 50 MB round is short enough for noise to matter).
+const p4Rounds = 3
+
+// p5Photos bounds the photos of the cut-link runs.
+const p5Photos = 40
+
+// p4 measures, with the same tus client, the same photos and the same
+// concurrency: tusd (filestore), our endpoint with the local blob store
+// and our endpoint with the S3 store; then p5, the device library's
+// uploads through a link that cuts every 256 KiB. A part that fails
+// leaves its figure at -1 and the others still run.
 func (b *bench) p4(ctx context.Context) error {
-	for _, k := range []string{"p4_upload_mb_s_local", "p4_upload_mb_s_s3", "p5_resent_ratio"} {
-		b.note(k, "not yet measured: evidence uploads")
+	var errs []error
+	fail := func(what string, err error, keys ...string) {
+		for _, k := range keys {
+			b.note(k, "not measured: "+firstLine(err.Error()))
+		}
+		b.logf("%s FAILED: %v", what, err)
+		errs = append(errs, fmt.Errorf("%s: %w", what, err))
 	}
-	b.logf("p4 local and S3, p5 and f1 photos: not yet measured: evidence uploads")
-	// TODO(evidence): when the server's tus endpoint and the device
-	// uploader land, measure with the same tusClient and the same photos:
-	//   - p4_upload_mb_s_local: an in-process server (local blob store);
-	//     endpoint srv.url+"/api/v1/uploads/", header Authorization: Bearer
-	//     <device token> (enrollWire gives one); run it in p7's subprocess
-	//     too so p7 covers p1 and p4;
-	//   - p4_upload_mb_s_s3: the same with app.Config.S3 set from
-	//     FIELDSYNC_TEST_S3_* (or a versitygw the bench starts and stops);
-	//   - p5_resent_ratio: the same client through a linkproxy with
-	//     Link{CutEveryUpBytes: 256 << 10}: tusClient.sent ÷ file bytes;
-	//   - f1_2g_photos_ratio: twoGDay with PhotoBytes set (evidenceHook),
-	//     photo transfer time ÷ photo bytes / 6250 B/s.
+	sets := make([][]Photo, p4Rounds)
+	for r := range sets {
+		set, err := b.uploadPhotos(ctx, r)
+		if err != nil {
+			return err
+		}
+		sets[r] = set
+	}
+	b.logf("%d rounds of %d photos of %d B (EXIF GPS and time), %d concurrent uploads, one tus client for every endpoint",
+		len(sets), b.o.P4Photos, b.o.P4Bytes, b.o.P4Uploaders)
+	how := fmt.Sprintf("%d photos × %d B, %d uploaders, fieldsim's tus client (tus.go), median of %d rounds of other photos, MB = 10^6 B",
+		b.o.P4Photos, b.o.P4Bytes, b.o.P4Uploaders, len(sets))
+
+	if err := b.p4Tusd(ctx, sets, how); err != nil {
+		fail("tusd", err, "p4_upload_mb_s_tusd")
+	}
+	if err := b.p4Ours(ctx, "local", sets, how); err != nil {
+		fail("our endpoint, local store", err, "p4_upload_mb_s_local")
+	}
+	if err := b.p4Ours(ctx, "s3", sets, how); err != nil {
+		fail("our endpoint, S3 store", err, "p4_upload_mb_s_s3")
+	}
+	if err := b.p5(ctx); err != nil {
+		fail("p5", err, "p5_resent_ratio")
+	}
+	return errors.Join(errs...)
+}
+
+// uploadPhotos returns round r's photos (made once per bench run and
+// shared by p4 and p7): b.o.P4Photos photos of b.o.P4Bytes, other pixels
+// in every round, since our endpoint stores a blob once and would answer
+// a second upload of the same bytes at once.
+func (b *bench) uploadPhotos(ctx context.Context, r int) ([]Photo, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.photoSets == nil {
+		b.photoSets = map[int][]Photo{}
+	}
+	if set, ok := b.photoSets[r]; ok {
+		return set, nil
+	}
+	set, err := makePhotos(ctx, b.o.P4Photos, b.o.P4Bytes, b.o.Seed+uint64(r)*1_000_003)
+	if err != nil {
+		return nil, err
+	}
+	b.photoSets[r] = set
+	return set, nil
+}
+
+func (b *bench) p4Tusd(ctx context.Context, sets [][]Photo, how string) error {
 	dir := b.path("p4")
 	bin, err := ensureTusd(ctx, b.o.CacheDir, b.logf)
 	if err != nil {
 		return err
 	}
-	proc, err := startTusd(ctx, bin, dir)
+	proc, err := startTusd(ctx, bin, filepath.Join(dir, "tusd"))
 	if err != nil {
 		return err
 	}
 	defer proc.stop()
-	b.logf("tusd on %s; making %d photos of %d bytes", proc.url, b.o.P4Photos, b.o.P4Bytes)
-	photos, err := makePhotos(ctx, b.o.P4Photos, b.o.P4Bytes, b.o.Seed)
-	if err != nil {
-		return err
-	}
-	// Three rounds, each of fresh uploads of the same photos; the median
-	// round counts (a 50 MB round is short enough for noise to matter).
-	var rounds []time.Duration
 	var rates []float64
-	for round := 0; round < 3; round++ {
+	var took []time.Duration
+	for _, set := range sets {
 		tc := newTusClient(proc.url+"/files/", b.o.P4Uploaders)
-		mbps, took, err := uploadAll(ctx, tc, photos, b.o.P4Uploaders)
+		mbps, t, err := uploadAll(ctx, tc, set, b.o.P4Uploaders)
 		if err != nil {
-			return fmt.Errorf("tusd: %w", err)
+			return err
 		}
-		if sent, want := tc.sent.Load(), int64(len(photos))*int64(b.o.P4Bytes); sent != want {
-			return fmt.Errorf("tusd: %d body bytes sent for %d bytes of photos on a direct link", sent, want)
+		if sent, want := tc.sent.Load(), photoBytes(set); sent != want {
+			return fmt.Errorf("%d body bytes sent for %d bytes of photos on a direct link", sent, want)
 		}
-		rounds = append(rounds, took)
-		rates = append(rates, mbps)
+		rates, took = append(rates, mbps), append(took, t)
 	}
-	slices.Sort(rates)
-	b.rep.P4UploadMBsTusd = round(rates[len(rates)/2])
-	b.note("p4_upload_mb_s_tusd", fmt.Sprintf("%d photos × %d B, %d uploaders, fieldsim's tus client, median of 3 rounds, MB = 10^6 B", len(photos), b.o.P4Bytes, b.o.P4Uploaders))
-	b.logf("tusd: rounds of %d photos took %v (%.0f, %.0f, %.0f MB/s)", len(photos), rounds, rates[0], rates[1], rates[2])
-	// The peer's figure for p5: the same client through a link that cuts
+	b.rep.P4UploadMBsTusd = round(median(rates))
+	b.note("p4_upload_mb_s_tusd", how)
+	b.logf("tusd %s on %s: rounds took %v (%s MB/s)", tusdVersion, proc.url, roundAll(took), fmtRates(rates))
+	// The peer's figures for p5: the same client through a link that cuts
 	// every 256 KiB of upstream bytes.
 	px, err := linkproxy.Start(linkproxy.Config{Upstream: strings.TrimPrefix(proc.url, "http://"), Link: linkproxy.Link{CutEveryUpBytes: 256 << 10}})
 	if err != nil {
@@ -78,27 +126,202 @@ func (b *bench) p4(ctx context.Context) error {
 	}
 	defer px.Close()
 	cut := newTusClient(px.URL()+"/files/", 1)
-	some := photos[:min(len(photos), 40)]
-	var fileBytes int64
+	some := sets[0][:min(len(sets[0]), p5Photos)]
 	for _, p := range some {
-		fileBytes += int64(len(p.Data))
 		if err := cut.upload(ctx, p.Data, map[string]string{"filename": "p.jpg"}); err != nil {
 			return fmt.Errorf("tusd through cuts: %w", err)
 		}
 	}
-	st := px.Stats()
-	b.info("p5 peer: tusd, a cut every 256 KiB, %d photos, %d cuts: body bytes the client handed to its socket ÷ file bytes = %.3f; bytes that crossed the link (HTTP included) ÷ file bytes = %.4f",
-		len(some), st.Cuts, float64(cut.sent.Load())/float64(fileBytes), float64(st.BytesUp)/float64(fileBytes))
-	// Our endpoint gets other bytes for the cut run: it stores a blob
-	// once, and would answer a second upload of the same bytes at once.
-	cutPhotos, err := makePhotos(ctx, len(some), b.o.P4Bytes, b.o.Seed+1_000_003)
+	st, fb := px.Stats(), photoBytes(some)
+	b.info("p5 peer: tusd with fieldsim's tus client, a cut every 256 KiB, %d photos, %d cuts: bytes the proxy delivered to the server ÷ file bytes = %.4f; body bytes the client handed to its socket ÷ file bytes = %.3f",
+		len(some), st.Cuts, float64(st.BytesUp)/float64(fb), float64(cut.sent.Load())/float64(fb))
+	return nil
+}
+
+// p4Ours measures our endpoint (/api/v1/uploads/) of an in-process server
+// with the local blob store or, for "s3", an S3 store, with the tus
+// client and photos tusd got; then it downloads every photo back and
+// checks its hash.
+func (b *bench) p4Ours(ctx context.Context, store string, sets [][]Photo, how string) error {
+	key, desc := "p4_upload_mb_s_local", "local blob store (the data folder)"
+	o := localOptions{Dir: filepath.Join(b.path("p4"), store, "server")}
+	if store == "s3" {
+		key = "p4_upload_mb_s_s3"
+		s3, err := startS3(ctx, b.o.CacheDir, filepath.Join(b.path("p4"), store), b.logf)
+		if err != nil {
+			return err
+		}
+		defer s3.stop()
+		o.S3, desc = s3.cfg, "S3 store: "+s3.desc
+	}
+	srv, err := startLocal(ctx, o)
 	if err != nil {
 		return err
 	}
-	if err := b.uploadPreview(ctx, photos, cutPhotos); err != nil {
-		b.info("p4/p5 preview against our endpoint failed: %v", err)
+	defer srv.Close()
+	ep, err := newOurEndpoint(ctx, srv, b.o.Seed, 241, sets...)
+	if err != nil {
+		return err
+	}
+	defer ep.close()
+	var rates []float64
+	var took []time.Duration
+	stop := func() {}
+	if store == "local" {
+		stop = b.profile("p4")
+	}
+	for _, set := range sets {
+		mbps, t, err := ep.upload(ctx, set, b.o.P4Uploaders)
+		if err != nil {
+			stop()
+			return err
+		}
+		rates, took = append(rates, mbps), append(took, t)
+	}
+	stop()
+	if store == "s3" {
+		b.rep.P4UploadMBsS3 = round(median(rates))
+	} else {
+		b.rep.P4UploadMBsLocal = round(median(rates))
+	}
+	b.note(key, "in-process server, "+desc+"; "+how+"; every photo then downloaded and re-hashed")
+	b.logf("ours (%s): rounds took %v (%s MB/s)", desc, roundAll(took), fmtRates(rates))
+	n, bytes, err := ep.verify(ctx, sets...)
+	if err != nil {
+		return err
+	}
+	b.logf("ours (%s): all %d photos (%d B) download whole and hash to their sha256", store, n, bytes)
+	return nil
+}
+
+// p5: the device library (PrepareEvidence, RecordVisit, Push, then the
+// upload step Sync runs) sends p5Photos photos through a link proxy that
+// cuts the connection after every 256 KiB of upstream bytes. The figure is
+// the bytes the proxy delivered upward to the server (everything: request
+// lines, headers, the missing-blob check, creations, HEADs, PATCH bodies)
+// ÷ the photos' file bytes. For comparison, fieldsim's tus client does the
+// same against our endpoint (and against tusd in p4Tusd).
+func (b *bench) p5(ctx context.Context) error {
+	srv, err := startLocal(ctx, localOptions{Dir: filepath.Join(b.path("p5"), "server")})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	e, err := newEnv(ctx, srv, envOptions{tag: "p5", seed: b.o.Seed + 5, dir: filepath.Join(b.path("p5"), "devices"), link: &linkproxy.Link{},
+		backoff: fastBackoff, setupWorkers: 1}, b.logf)
+	if err != nil {
+		return err
+	}
+	devs, err := e.fleet.makeFleet(ctx, 1, demoGroups(e.tree)[:1], b.o.MaxSyncs)
+	if err != nil {
+		return err
+	}
+	defer closeAll(devs)
+	d := devs[0]
+	n := min(p5Photos, b.o.P4Photos)
+	d.work.setPhotos(b.o.P4Bytes, photoForms, n)
+	for i := 0; len(d.photos) < n && i < 40*n; i++ {
+		if err := d.record(1, 0); err != nil {
+			return err
+		}
+	}
+	if len(d.photos) == 0 {
+		return errors.New("the device recorded no photos")
+	}
+	if _, err := syncUntilDone(ctx, d, b.o.MaxSyncs, true); err != nil {
+		return err
+	}
+	var fileBytes int64
+	for _, p := range d.photos {
+		fileBytes += p.Size
+	}
+	before := d.proxy.Stats()
+	if err := d.proxy.SetLink(linkproxy.Link{CutEveryUpBytes: 256 << 10}); err != nil {
+		return err
+	}
+	out, err := uploadUntilDone(ctx, d, b.o.MaxSyncs)
+	if err != nil {
+		return err
+	}
+	after := d.proxy.Stats()
+	up := after.BytesUp - before.BytesUp
+	b.rep.P5ResentRatio = math.Round(float64(up)/float64(fileBytes)*1e4) / 1e4
+	b.note("p5_resent_ratio", fmt.Sprintf("the device library's upload step, %d photos × %d B, link cut after every 256 KiB upstream (%d cuts): bytes the link proxy delivered upward to the server, HTTP included, ÷ file bytes",
+		len(d.photos), b.o.P4Bytes, after.Cuts-before.Cuts))
+	b.info("p5: the device library handed %.3f × the file bytes to its sockets (the part of a PATCH still in the socket buffers when the link cut is sent again), in %d upload steps, %d retried requests",
+		float64(out.BlobBytesSent)/float64(fileBytes), out.Syncs, out.Retries)
+	res := &runResult{}
+	if err := photoCheck(ctx, srv, devs, res); err != nil {
+		return err
+	}
+	b.logf("p5: %s", res.Checks[0])
+
+	// The tus client of p4 against our endpoint through the same link.
+	cutPhotos, err := makePhotos(ctx, n, b.o.P4Bytes, b.o.Seed+5_000_011)
+	if err != nil {
+		return err
+	}
+	ep, err := newOurEndpoint(ctx, srv, b.o.Seed, 242, cutPhotos)
+	if err != nil {
+		return err
+	}
+	defer ep.close()
+	px, err := linkproxy.Start(linkproxy.Config{Upstream: srv.addr, LocalIP: sourceIP(243), Link: linkproxy.Link{CutEveryUpBytes: 256 << 10}})
+	if err != nil {
+		return err
+	}
+	defer px.Close()
+	cut := newTusClient(px.URL()+"/api/v1/uploads/", 1)
+	cut.header = ep.auth()
+	for _, p := range cutPhotos {
+		if err := cut.upload(ctx, p.Data, map[string]string{"sha256": p.SHA256, "filetype": "image/jpeg"}); err != nil {
+			return fmt.Errorf("tus client through cuts: %w", err)
+		}
+	}
+	st, fb := px.Stats(), photoBytes(cutPhotos)
+	b.info("p5 with fieldsim's tus client against our endpoint, same link, %d photos, %d cuts: bytes the proxy delivered to the server ÷ file bytes = %.4f; body bytes the client handed to its socket ÷ file bytes = %.3f",
+		len(cutPhotos), st.Cuts, float64(st.BytesUp)/float64(fb), float64(cut.sent.Load())/float64(fb))
+	if _, _, err := ep.verify(ctx, cutPhotos); err != nil {
+		return err
 	}
 	return nil
+}
+
+// fastBackoff is the device retry policy of loopback measurements that
+// count bytes, not time.
+var fastBackoff = mobileclient.Backoff{Base: 20 * time.Millisecond, Max: 200 * time.Millisecond}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return -1
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func fmtRates(v []float64) string {
+	parts := make([]string, len(v))
+	for i, r := range v {
+		parts[i] = fmt.Sprintf("%.1f", r)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func roundAll(ds []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Round(time.Millisecond)
+	}
+	return out
+}
+
+func photoBytes(ps []Photo) int64 {
+	var n int64
+	for _, p := range ps {
+		n += int64(len(p.Data))
+	}
+	return n
 }
 
 func newTusClient(endpoint string, conns int) *tusClient {
@@ -130,66 +353,79 @@ func makePhotos(ctx context.Context, n, size int, seed uint64) ([]Photo, error) 
 	return out, errors.Join(errs...)
 }
 
-// uploadPreview measures our own tus endpoint (/api/v1/uploads/, the local
-// blob store) with the same client and photos as tusd, and the same client
-// through a link cutting every 256 KiB. The endpoint is not committed yet,
-// so the figures are printed, not reported (TODO(evidence): move them into
-// p4_upload_mb_s_local and p5_resent_ratio once it is).
-func (b *bench) uploadPreview(ctx context.Context, photos, cutPhotos []Photo) error {
-	srv, err := b.startServer(ctx, "p4", nil)
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
+// ourEndpoint is our tus endpoint as the benchmark's tus client uses it: a
+// device enrolled on the wire (its token authorises the uploads) whose
+// pushed visits name every photo it will upload, as the server takes an
+// upload only for a blob a visit of the device references.
+type ourEndpoint struct {
+	srv *server
+	w   *wireDevice
+}
+
+// newOurEndpoint enrolls a wire device (source address idx) for a new
+// worker of the demo village and pushes house retrofit inspections naming
+// the photos, three a visit (before, after, certificate).
+func newOurEndpoint(ctx context.Context, srv *server, seed uint64, idx int, sets ...[]Photo) (*ourEndpoint, error) {
 	ps, err := srv.admin.places(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	group := demoGroups(newPlaceTree(ps))[0]
-	u, err := srv.admin.createUser(ctx, fmt.Sprintf("fieldsim_p4_%d", time.Now().UnixNano()%1e9), "field_worker", []string{group})
+	u, err := srv.admin.createUser(ctx, fmt.Sprintf("fieldsim_up%d_%d", idx, time.Now().UnixNano()%1e9), "field_worker", []string{group})
+	if err != nil {
+		return nil, err
+	}
+	w, err := enrollWire(ctx, srv, u.ID, idx)
+	if err != nil {
+		return nil, err
+	}
+	ep := &ourEndpoint{srv: srv, w: w}
+	if err := ep.pushRefs(ctx, seed, slices.Concat(sets...)); err != nil {
+		ep.close()
+		return nil, err
+	}
+	return ep, nil
+}
+
+func (ep *ourEndpoint) close() { ep.w.close() }
+
+func (ep *ourEndpoint) auth() map[string]string {
+	return map[string]string{"Authorization": "Bearer " + ep.w.token}
+}
+
+func (ep *ourEndpoint) pushRefs(ctx context.Context, seed uint64, photos []Photo) error {
+	_, hs, forms, err := ep.w.snapshot(ctx, 1000)
 	if err != nil {
 		return err
 	}
-	w, err := enrollWire(ctx, srv, u.ID, 241)
-	if err != nil {
-		return err
-	}
-	defer w.close()
-	_, hs, forms, err := w.snapshot(ctx, 1000)
-	if err != nil {
-		return err
-	}
-	form, ok := syncproto.FormDef{}, false
+	var form syncproto.FormDef
 	for _, f := range forms {
-		if f.ID == "household_survey" {
-			form, ok = f, true
+		if f.ID == "house_retrofit_inspection" && f.Version >= form.Version {
+			form = f
 		}
 	}
-	if !ok || len(hs) == 0 {
-		return errors.New("no household_survey form or no households in the worker's places")
+	if form.ID == "" || len(hs) == 0 {
+		return errors.New("no house_retrofit_inspection form or no households in the worker's places")
 	}
-	// The server takes an upload only for a hash a visit of the device
-	// references: push visits naming every photo first (3 per visit).
-	wl := newWorkload(rand.New(rand.NewPCG(b.o.Seed, 4)), forms, hs)
-	slots := []string{"household_register", "id_card", "household_head_signature"}
-	all := append(slices.Clone(photos), cutPhotos...)
+	slots := []string{"before", "after", "certificate"}
+	wl := newWorkload(rand.New(rand.NewPCG(seed, 4)), forms, hs)
 	clock := &syncproto.Clock{}
 	var muts []syncproto.Mutation
-	for i := 0; i < len(all); i += len(slots) {
+	for i := 0; i < len(photos); i += len(slots) {
 		h, _ := wl.household()
 		v, _, err := wl.visitWith(h, form)
 		if err != nil {
 			return err
 		}
 		v.ID = syncproto.NewID(time.Now())
-		for k, p := range all[i:min(i+len(slots), len(all))] {
+		for k, p := range photos[i:min(i+len(slots), len(photos))] {
 			p.Slot = slots[k]
 			v.Evidence = append(v.Evidence, p.Ref())
 		}
 		muts = append(muts, syncproto.Mutation{Seq: int64(len(muts) + 1), Kind: syncproto.KindVisitCreate, HLC: clock.Tick(), Visit: &v})
 	}
 	for i := 0; i < len(muts); i += 20 {
-		resp, err := w.push(ctx, muts[i:min(i+20, len(muts))])
+		resp, err := ep.w.push(ctx, muts[i:min(i+20, len(muts))])
 		if err != nil {
 			return err
 		}
@@ -199,33 +435,29 @@ func (b *bench) uploadPreview(ctx context.Context, photos, cutPhotos []Photo) er
 			}
 		}
 	}
-	auth := map[string]string{"Authorization": "Bearer " + w.token}
-	tc := newTusClient(srv.url+"/api/v1/uploads/", b.o.P4Uploaders)
-	tc.header = auth
-	stop := b.profile("p4")
-	mbps, took, err := uploadAll(ctx, tc, photos, b.o.P4Uploaders)
-	stop()
-	if err != nil {
-		return fmt.Errorf("our endpoint: %w", err)
-	}
-	b.info("p4 preview (not in the JSON: the upload endpoint is not committed yet): our endpoint, local store: %.1f MB/s (%d photos in %v)",
-		mbps, len(photos), took.Round(time.Millisecond))
-	px, err := linkproxy.Start(linkproxy.Config{Upstream: srv.addr, LocalIP: sourceIP(242), Link: linkproxy.Link{CutEveryUpBytes: 256 << 10}})
-	if err != nil {
-		return err
-	}
-	defer px.Close()
-	cut := newTusClient(px.URL()+"/api/v1/uploads/", 1)
-	cut.header = auth
-	var fileBytes int64
-	for _, p := range cutPhotos {
-		fileBytes += int64(len(p.Data))
-		if err := cut.upload(ctx, p.Data, map[string]string{"sha256": p.SHA256, "filetype": "image/jpeg"}); err != nil {
-			return fmt.Errorf("our endpoint through cuts: %w", err)
-		}
-	}
-	st := px.Stats()
-	b.info("p5 preview: our endpoint, a cut every 256 KiB, %d photos, %d cuts: body bytes the client handed to its socket ÷ file bytes = %.3f; bytes that crossed the link (HTTP included) ÷ file bytes = %.4f",
-		len(cutPhotos), st.Cuts, float64(cut.sent.Load())/float64(fileBytes), float64(st.BytesUp)/float64(fileBytes))
 	return nil
+}
+
+// upload sends the photos with workers concurrent uploads of one fresh tus
+// client and returns MB/s (10^6 B) of file bytes.
+func (ep *ourEndpoint) upload(ctx context.Context, photos []Photo, workers int) (float64, time.Duration, error) {
+	tc := newTusClient(ep.srv.url+"/api/v1/uploads/", workers)
+	tc.header = ep.auth()
+	mbps, took, err := uploadAll(ctx, tc, photos, workers)
+	if err != nil {
+		return 0, took, err
+	}
+	if sent, want := tc.sent.Load(), photoBytes(photos); sent != want {
+		return 0, took, fmt.Errorf("%d body bytes sent for %d bytes of photos on a direct link", sent, want)
+	}
+	return mbps, took, nil
+}
+
+// verify downloads every photo with the device's token and re-hashes it.
+func (ep *ourEndpoint) verify(ctx context.Context, sets ...[]Photo) (int, int64, error) {
+	var refs []syncproto.EvidenceRef
+	for _, p := range slices.Concat(sets...) {
+		refs = append(refs, p.Ref())
+	}
+	return verifyBlobs(ctx, ep.w.hc, ep.srv.url, ep.w.token, refs, 4)
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -13,10 +14,13 @@ import (
 var scenarioDefaults = map[string]struct {
 	devices, visits, edits int
 	link                   string
+	photoBytes, maxPhotos  int
 }{
-	"county-evening": {devices: 50, visits: 20, edits: 3, link: "none"},
-	"2g-day":         {devices: 1, visits: 30, edits: 5, link: "2g"},
-	"reassign":       {devices: 1, visits: 3, edits: 1, link: "direct"},
+	"county-evening": {devices: 50, visits: 20, edits: 3, link: "none", photoBytes: 250_000},
+	// 2g-day: at 50 kbps a 250 KB photo takes 40 s of raw link time, so
+	// the day's photos are bounded (-photos 0 sends them all).
+	"2g-day":   {devices: 1, visits: 30, edits: 5, link: "2g", photoBytes: 250_000, maxPhotos: 4},
+	"reassign": {devices: 1, visits: 3, edits: 1, link: "direct"},
 }
 
 func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -37,7 +41,10 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.IntVar(&o.MaxSyncs, "max-syncs", 10, "syncs a device tries in one phase before giving up")
 	fs.IntVar(&o.SetupWorkers, "setup-workers", 8, "devices enrolled at once")
 	fs.StringVar(&o.WorkDir, "dir", "", "keep the server and device folders here (default: a temp folder, removed)")
-	fs.IntVar(&o.PhotoBytes, "photo-bytes", 0, "attach JPEG photos of this size to required evidence slots (needs the device evidence API)")
+	var photoFormList string
+	fs.IntVar(&o.PhotoBytes, "photo-bytes", -1, "bytes of each JPEG photo (EXIF GPS and time) attached to the required slots of photo forms' visits; 0: no photos (default per scenario: 250000, 250000, 0)")
+	fs.StringVar(&photoFormList, "photo-forms", strings.Join(photoForms, ","), "forms whose visits carry photos (comma-separated, or all)")
+	fs.IntVar(&o.MaxPhotos, "photos", -1, "at most this many photos per device, 0: no bound (default per scenario: 0, 4, 0)")
 	fs.DurationVar(&o.ReqTimeout, "request-timeout", 2*time.Minute, "bound of one device HTTP request")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -66,10 +73,13 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	o.Link = link
-	if o.PhotoBytes > 0 && evidenceHook == nil {
-		fmt.Fprintln(stdout, "photos: "+errNoEvidence.Error()+"; running without them")
-		o.PhotoBytes = 0
+	if o.PhotoBytes < 0 {
+		o.PhotoBytes = def.photoBytes
 	}
+	if o.MaxPhotos < 0 {
+		o.MaxPhotos = def.maxPhotos
+	}
+	o.PhotoForms = splitList(photoFormList)
 	o.Out = stdout
 	res, err := runScenario(ctx, o)
 	if res != nil {

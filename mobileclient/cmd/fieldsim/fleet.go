@@ -49,6 +49,10 @@ type device struct {
 	// visits are the visits recorded on this device, in order.
 	visits []syncproto.Visit
 	edits  int
+	// photos are the evidence references of its visits' photos;
+	// downscaled counts those the library did not keep byte for byte.
+	photos     []syncproto.EvidenceRef
+	downscaled int
 }
 
 // sourceIP is the loopback address a device's connections come from, so
@@ -235,8 +239,11 @@ type syncOutcome struct {
 	Retries       int
 	BytesSent     int64
 	BytesReceived int64
-	Errors        []string
-	Took          time.Duration
+	// BlobsUploaded, BlobsPresent and BlobBytesSent are SyncReport's.
+	BlobsUploaded, BlobsPresent int
+	BlobBytesSent               int64
+	Errors                      []string
+	Took                        time.Duration
 }
 
 func (o *syncOutcome) add(r mobileclient.SyncReport) {
@@ -246,12 +253,16 @@ func (o *syncOutcome) add(r mobileclient.SyncReport) {
 	o.Retries += r.Retries
 	o.BytesSent += r.BytesSent
 	o.BytesReceived += r.BytesReceived
+	o.BlobsUploaded += r.BlobsUploaded
+	o.BlobsPresent += r.BlobsPresent
+	o.BlobBytesSent += r.BlobBytesSent
 }
 
 // syncUntilDone runs Sync (or, with pushOnly, Push) until the outbox is
-// empty and a sync ended without error, at most maxSyncs times. A device
-// whose library gave up on a request (ErrUnavailable) simply tries again,
-// as the app would on its next sync.
+// empty (and, for Sync, every queued photo is on the server) and a sync
+// ended without error, at most maxSyncs times. A device whose library gave
+// up on a request (ErrUnavailable) simply tries again, as the app would on
+// its next sync.
 func syncUntilDone(ctx context.Context, d *device, maxSyncs int, pushOnly bool) (out syncOutcome, _ error) {
 	start := time.Now()
 	defer func() { out.Took = time.Since(start) }()
@@ -281,10 +292,64 @@ func syncUntilDone(ctx context.Context, d *device, maxSyncs int, pushOnly bool) 
 		if err != nil {
 			return out, err
 		}
-		if p.Mutations == 0 {
+		if p.FailedUploads > 0 {
+			return out, d.uploadFailure(p.FailedUploads)
+		}
+		if p.Mutations == 0 && (pushOnly || p.Uploads == 0) {
 			return out, nil
 		}
-		lastErr = fmt.Errorf("%d mutations still pending", p.Mutations)
+		lastErr = fmt.Errorf("%d mutations and %d photos still pending", p.Mutations, p.Uploads)
 	}
 	return out, fmt.Errorf("not done after %d syncs: %w", maxSyncs, lastErr)
+}
+
+// uploadUntilDone runs the upload step alone (UploadEvidence, what Sync
+// does between push and pull) until no photo waits, at most maxSyncs
+// times.
+func uploadUntilDone(ctx context.Context, d *device, maxSyncs int) (out syncOutcome, _ error) {
+	start := time.Now()
+	defer func() { out.Took = time.Since(start) }()
+	var lastErr error
+	for out.Syncs < maxSyncs {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		out.Syncs++
+		rep, err := d.c.UploadEvidence(ctx)
+		out.add(rep)
+		if err != nil {
+			lastErr = err
+			out.Errors = append(out.Errors, err.Error())
+			if errors.Is(err, mobileclient.ErrUnavailable) || errors.Is(err, mobileclient.ErrServer) {
+				continue
+			}
+			return out, err
+		}
+		p, err := d.c.Pending()
+		if err != nil {
+			return out, err
+		}
+		if p.FailedUploads > 0 {
+			return out, d.uploadFailure(p.FailedUploads)
+		}
+		if p.Uploads == 0 {
+			return out, nil
+		}
+		lastErr = fmt.Errorf("%d photos still pending", p.Uploads)
+	}
+	return out, fmt.Errorf("uploads not done after %d tries: %w", maxSyncs, lastErr)
+}
+
+// uploadFailure describes the device's failed uploads.
+func (d *device) uploadFailure(n int) error {
+	why := ""
+	if us, err := d.c.Uploads(); err == nil {
+		for _, u := range us {
+			if u.State == mobileclient.UploadFailed {
+				why = u.SHA256[:12] + ": " + u.Error
+				break
+			}
+		}
+	}
+	return fmt.Errorf("%d photos failed for good (%s)", n, why)
 }

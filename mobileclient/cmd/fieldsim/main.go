@@ -15,10 +15,17 @@
 //
 //   - county-evening: many devices come online at once after a day
 //     offline; reports acknowledged visits/s and p50/p99 sync duration,
-//     and checks every visit is on the server exactly once.
+//     and checks every visit is on the server exactly once and every
+//     photo downloads back whole.
 //   - 2g-day: one device's day over a weak link (50 kbps, 800 ms RTT, a
 //     cut every 2 minutes); reports the seconds until all visits are
-//     acknowledged.
+//     acknowledged, then the photos' upload time against the link's raw
+//     time for their bytes.
+//
+// Photos: in county-evening and 2g-day, retrofit inspections and water
+// cellar visits carry generated JPEGs (EXIF GPS and time, -photo-bytes,
+// default 250 KB; 2g-day at most 4, -photos) through PrepareEvidence and
+// RecordVisit, and Sync uploads them.
 //   - reassign: a worker moves to another village; checks the device then
 //     holds exactly the new village's households.
 //

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,19 +14,22 @@ import (
 )
 
 // TestRun_CountyEveningSmoke is the simulator's smoke run in the test
-// suite: `fieldsim run -scenario county-evening -devices 3 -visits 5`,
-// called in-process. It checks, in the server's own SQLite file, that
-// every visit recorded on the devices is there exactly once.
+// suite: `fieldsim run -scenario county-evening -devices 3 -visits 5` with
+// a small photo per device, called in-process. It checks, in the server's
+// own SQLite file, that every visit recorded on the devices is there
+// exactly once, and that the photos arrived with the EXIF GPS and time
+// the server reads from them (the run itself downloads each photo back
+// and re-hashes it).
 func TestRun_CountyEveningSmoke(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	var out bytes.Buffer
 	err := run(context.Background(), []string{"run", "-scenario", "county-evening", "-devices", "3", "-visits", "5",
-		"-dir", dir, "-timeout", "2m"}, &out, &out)
+		"-photo-bytes", "6000", "-photos", "1", "-dir", dir, "-timeout", "2m"}, &out, &out)
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"visits recorded / acknowledged       15 / 15", "exactly once"} {
+	for _, want := range []string{"visits recorded / acknowledged              15 / 15", "exactly once", "downloads whole and hashes to its sha256"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}
@@ -45,6 +49,16 @@ func TestRun_CountyEveningSmoke(t *testing.T) {
 	if total != 15 || distinct != 15 || devices != 3 {
 		t.Fatalf("server holds %d visit rows (%d distinct) from %d devices, want 15 (15) from 3", total, distinct, devices)
 	}
+	var refs, present, gps, taken int
+	err = db.QueryRow(`SELECT count(*), count(b.sha256), count(b.exif_lat), count(b.exif_time) FROM visit_evidence ve
+		JOIN visits v ON v.id = ve.visit_id JOIN devices d ON d.id = v.device_id
+		LEFT JOIN blobs b ON b.sha256 = ve.sha256 AND b.size = ve.size WHERE d.name LIKE 'fieldsim-%'`).Scan(&refs, &present, &gps, &taken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refs < 2 || refs > 3 || present != refs || gps != refs || taken != refs {
+		t.Fatalf("photos: %d referenced (want 2 or 3), %d present, %d with EXIF GPS, %d with EXIF time", refs, present, gps, taken)
+	}
 }
 
 // TestScenarios_Faults runs the scenarios in small sizes, county-evening
@@ -60,13 +74,21 @@ func TestScenarios_Faults(t *testing.T) {
 	flaky.StallEvery, flaky.StallFor = 300*time.Millisecond, 100*time.Millisecond
 	fast2G := *linkProfiles["2g"]
 	fast2G.CutEvery = 2 * time.Second
+	// Photos need longer spells between cuts: after a cut the library asks
+	// for the offset (HEAD, a new connection: two round trips, 1.6 s here)
+	// before it sends more, so a link that cuts every 2 s never lets a
+	// PATCH body through.
+	photo2G := *linkProfiles["2g"]
+	photo2G.CutEvery = 6 * time.Second
 	cases := []struct {
 		name     string
 		o        runOptions
 		wantCuts bool
 	}{
-		{"county-evening flaky", runOptions{Scenario: "county-evening", Devices: 3, Visits: 25, Edits: 2, Link: &flaky}, true},
+		{"county-evening flaky", runOptions{Scenario: "county-evening", Devices: 3, Visits: 25, Edits: 2, Link: &flaky,
+			PhotoBytes: 40_000, MaxPhotos: 2}, true},
 		{"2g-day", runOptions{Scenario: "2g-day", Visits: 8, Edits: 1, Link: &fast2G}, false},
+		{"2g-day photos", runOptions{Scenario: "2g-day", Visits: 4, Edits: 1, Link: &photo2G, PhotoBytes: 8_000, MaxPhotos: 2}, false},
 		{"reassign", runOptions{Scenario: "reassign", Visits: 2, Edits: 1, Link: &linkproxy.Link{}}, false},
 	}
 	for _, tc := range cases {
@@ -87,6 +109,9 @@ func TestScenarios_Faults(t *testing.T) {
 			}
 			if tc.wantCuts && res.LinkStats.Cuts == 0 {
 				t.Fatalf("the flaky link never cut:\n%s", out.String())
+			}
+			if tc.o.PhotoBytes > 0 && (res.Photos == 0 || res.BlobsUploaded+res.BlobsPresent != res.Photos) {
+				t.Fatalf("%d photos attached, %d uploaded, %d present:\n%s", res.Photos, res.BlobsUploaded, res.BlobsPresent, out.String())
 			}
 			t.Log("\n" + out.String())
 		})
@@ -120,6 +145,46 @@ func TestBench_Mini(t *testing.T) {
 	if rep.P8Sync20kS != -1 || rep.P4UploadMBsLocal != -1 {
 		t.Errorf("sections that did not run must report -1")
 	}
+}
+
+// TestBench_Uploads runs p4's measurement of our endpoint (local store,
+// and S3 when the test script provides one) and p5 at toy sizes: no tusd.
+func TestBench_Uploads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	t.Parallel()
+	var out bytes.Buffer
+	b := &bench{o: benchOptions{Seed: 3, MaxSyncs: 5, P4Photos: 4, P4Bytes: 30_000, P4Uploaders: 2, CacheDir: t.TempDir()},
+		rep: newBenchReport(), out: &out, notes: map[string]string{}, work: t.TempDir()}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sets := [][]Photo{}
+	for r := 0; r < 2; r++ {
+		set, err := b.uploadPhotos(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sets = append(sets, set)
+	}
+	if err := b.p4Ours(ctx, "local", sets, "test"); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if os.Getenv(envS3Endpoint) != "" {
+		if err := b.p4Ours(ctx, "s3", sets, "test"); err != nil {
+			t.Fatalf("%v\n%s", err, out.String())
+		}
+		if b.rep.P4UploadMBsS3 <= 0 {
+			t.Errorf("p4 s3 = %v", b.rep.P4UploadMBsS3)
+		}
+	}
+	if err := b.p5(ctx); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if b.rep.P4UploadMBsLocal <= 0 || b.rep.P5ResentRatio < 1 {
+		t.Fatalf("p4 local %v, p5 %v\n%s", b.rep.P4UploadMBsLocal, b.rep.P5ResentRatio, out.String())
+	}
+	t.Log("\n" + out.String())
 }
 
 // TestBenchReport_Keys checks the JSON keys are exactly issue 7's.

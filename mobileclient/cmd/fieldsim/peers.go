@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	_ "embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +19,11 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/minio/minio-go/v7"
+
+	"fieldsync/mobileclient/linkproxy"
+	"fieldsync/server/blob/s3blob"
 )
 
 // Peers of the benchmark, pinned, installed into the cache folder on first
@@ -338,4 +345,122 @@ func runPouchBench(ctx context.Context, mods, dir, docsFile, remote string) (pou
 		return r, fmt.Errorf("pouchbench.js: %w: %s", err, lines[len(lines)-1])
 	}
 	return r, nil
+}
+
+// --- the S3 object store (p4_upload_mb_s_s3) ---
+
+// The object store p4 measures our endpoint's S3 store against: the
+// shared test server when the test script's variables name one, else a
+// private versitygw (posix backend) the benchmark starts and stops.
+const (
+	versitygwModule  = "github.com/versity/versitygw/cmd/versitygw"
+	versitygwVersion = "v1.8.0"
+	envS3Endpoint    = "FIELDSYNC_TEST_S3_ENDPOINT"
+	envS3AccessKey   = "FIELDSYNC_TEST_S3_ACCESS_KEY"
+	envS3SecretKey   = "FIELDSYNC_TEST_S3_SECRET_KEY"
+	envVersitygw     = "FIELDSYNC_TEST_VERSITYGW"
+)
+
+// s3Store is an object store for one measurement: its config (with a
+// fresh bucket, created by the server), what it is, and how to clean up.
+type s3Store struct {
+	cfg  s3blob.Config
+	desc string
+	stop func()
+}
+
+// startS3 returns the shared test S3 server's config with a fresh bucket
+// (emptied and removed by stop), or starts a private versitygw under dir.
+func startS3(ctx context.Context, cache, dir string, logf func(string, ...any)) (*s3Store, error) {
+	var rnd [4]byte
+	_, _ = crand.Read(rnd[:])
+	bucket := "fieldsim-p4-" + hex.EncodeToString(rnd[:])
+	if ep := os.Getenv(envS3Endpoint); ep != "" {
+		host, _, err := net.SplitHostPort(ep)
+		if err != nil || !linkproxy.IsLoopback(host) {
+			return nil, fmt.Errorf("%s=%s: want a loopback host:port", envS3Endpoint, ep)
+		}
+		cfg := s3blob.Config{Endpoint: ep, AccessKey: os.Getenv(envS3AccessKey), SecretKey: os.Getenv(envS3SecretKey), Bucket: bucket}
+		return &s3Store{cfg: cfg, desc: "the shared test S3 server (versitygw, posix) at " + ep,
+			stop: func() { removeBucket(cfg) }}, nil
+	}
+	bin, err := ensureVersitygw(ctx, cache, logf)
+	if err != nil {
+		return nil, err
+	}
+	data := filepath.Join(dir, "s3")
+	if err := os.MkdirAll(data, 0o750); err != nil {
+		return nil, err
+	}
+	access, secret := "fieldsim", "fieldsim-"+hex.EncodeToString(rnd[:])
+	var lastErr error
+	for try := 0; try < 3; try++ {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		ep := "127.0.0.1:" + strconv.Itoa(port)
+		cmd := exec.Command(bin, "--port", ep, "--access", access, "--secret", secret, "--quiet", "posix", data)
+		p, err := startProcess(ctx, "versitygw", cmd, filepath.Join(dir, "versitygw.log"), 30*time.Second,
+			func() bool { return answers("http://" + ep + "/") })
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		cfg := s3blob.Config{Endpoint: ep, AccessKey: access, SecretKey: secret, Bucket: bucket}
+		return &s3Store{cfg: cfg, desc: "a private versitygw " + versitygwVersion + " (posix backend) at " + ep,
+			stop: func() { _ = p.stop() }}, nil
+	}
+	return nil, lastErr
+}
+
+// ensureVersitygw finds versitygw v1.8.0: $FIELDSYNC_TEST_VERSITYGW, the
+// test script's .ci/bin/versitygw, or cache/bin/versitygw, which it
+// installs there with go install (GOBIN) when none is that version.
+func ensureVersitygw(ctx context.Context, cache string, logf func(string, ...any)) (string, error) {
+	var candidates []string
+	if p := os.Getenv(envVersitygw); p != "" {
+		candidates = append(candidates, p)
+	}
+	if root, err := moduleRoot(ctx); err == nil {
+		candidates = append(candidates, filepath.Join(root, ".ci", "bin", "versitygw"))
+	}
+	binDir := filepath.Join(cache, "bin")
+	bin := filepath.Join(binDir, "versitygw")
+	candidates = append(candidates, bin)
+	for _, c := range candidates {
+		if out, err := exec.CommandContext(ctx, "go", "version", "-m", c).Output(); err == nil &&
+			bytes.Contains(out, []byte("github.com/versity/versitygw\t"+versitygwVersion)) {
+			return c, nil
+		}
+	}
+	logf("installing versitygw %s into %s (go install, first run only, about a minute)", versitygwVersion, binDir)
+	cmd := exec.CommandContext(ctx, "go", "install", versitygwModule+"@"+versitygwVersion)
+	cmd.Env = append(os.Environ(), "GOBIN="+binDir)
+	cmd.Dir = os.TempDir()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go install %s@%s: %w\n%s", versitygwModule, versitygwVersion, err, out)
+	}
+	return bin, nil
+}
+
+// removeBucket empties and removes a bucket the benchmark made on a
+// shared server, best effort.
+func removeBucket(cfg s3blob.Config) {
+	cl, err := s3blob.NewClient(cfg)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if ok, err := cl.BucketExists(ctx, cfg.Bucket); err != nil || !ok {
+		return
+	}
+	for obj := range cl.ListObjects(ctx, cfg.Bucket, minio.ListObjectsOptions{Recursive: true}) {
+		if obj.Err != nil {
+			return
+		}
+		_ = cl.RemoveObject(ctx, cfg.Bucket, obj.Key, minio.RemoveObjectOptions{})
+	}
+	_ = cl.RemoveBucket(ctx, cfg.Bucket)
 }

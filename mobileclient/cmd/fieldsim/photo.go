@@ -11,9 +11,10 @@ import (
 	"image/jpeg"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"time"
 
-	"fieldsync/mobileclient"
 	"fieldsync/syncproto"
 )
 
@@ -42,30 +43,52 @@ func NewPhoto(size int, lat, lon float64, taken time.Time, seed uint64) (Photo, 
 	return Photo{Data: data, SHA256: hex.EncodeToString(sum[:]), Taken: taken, Lat: lat, Lon: lon}, nil
 }
 
-// attachPhotos hands a visit's photos to the device library.
-//
-// TODO(evidence): the device library has no evidence API yet
-// (mobileclient/doc.go: AddEvidence will queue a blob with its
-// evidence.attach mutation and Sync will upload it with tus). When it
-// lands, set evidenceHook to call it, and the scenarios' -photo-bytes flag
-// starts producing real uploads; until then visits carry no photos.
-func attachPhotos(d *device, visitID string, photos []Photo) error {
+// photoForms are the forms whose visits carry photos in the scenarios by
+// default: a retrofit inspection's before, after and certificate photos
+// and a water cellar's progress photo. (The household survey's slots hold
+// document scans and a signature.)
+var photoForms = []string{"house_retrofit_inspection", "water_cellar_progress"}
+
+// preparePhotos hands a visit's photos to the device library as the app
+// does: each photo is a file the camera wrote, PrepareEvidence copies it
+// into the client's folder and returns the reference the visit carries;
+// RecordVisit then queues the uploads with the visit. done removes the
+// camera's files (the app may delete them once the visit is recorded).
+func (d *device) preparePhotos(photos []Photo) (refs []syncproto.EvidenceRef, done func(), err error) {
 	if len(photos) == 0 {
-		return nil
+		return nil, func() {}, nil
 	}
-	if evidenceHook == nil {
-		return errNoEvidence
+	camera := d.dir + "-camera"
+	if err := os.MkdirAll(camera, 0o750); err != nil {
+		return nil, nil, err
 	}
-	return evidenceHook(d.c, visitID, photos)
+	var files []string
+	done = func() {
+		for _, f := range files {
+			os.Remove(f)
+		}
+	}
+	for i, p := range photos {
+		f := filepath.Join(camera, fmt.Sprintf("IMG_%s_%d.jpg", p.Taken.Format("20060102_150405"), i))
+		if err := os.WriteFile(f, p.Data, 0o640); err != nil {
+			done()
+			return nil, nil, err
+		}
+		files = append(files, f)
+		ref, err := d.c.PrepareEvidence(f, p.Slot, "image/jpeg")
+		if err != nil {
+			done()
+			return nil, nil, err
+		}
+		if ref.SHA256 != p.SHA256 || ref.Size != int64(len(p.Data)) {
+			// Not kept byte for byte: the library downscaled it (a photo
+			// over Options.MaxPhotoPx); the visit names what is queued.
+			d.downscaled++
+		}
+		refs = append(refs, ref)
+	}
+	return refs, done, nil
 }
-
-// evidenceHook attaches photos to a recorded visit; nil until the device
-// library can upload evidence.
-var evidenceHook func(c *mobileclient.Client, visitID string, photos []Photo) error
-
-// errNoEvidence is returned when photos are asked for before the device
-// library can upload them.
-var errNoEvidence = errors.New("not yet measured: evidence uploads (the device library has no evidence API yet)")
 
 // MakeJPEG returns a JPEG of exactly size bytes: a photo-like picture
 // (gradient sky and ground with sensor noise) with an EXIF APP1 segment

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,9 +39,14 @@ type runOptions struct {
 	// WorkDir holds the server's data folder ("server") and the devices'
 	// ("devices"); a temp folder, removed afterwards, when empty.
 	WorkDir string
-	// PhotoBytes > 0 attaches generated photos of that size to each
-	// required evidence slot (needs the device evidence API; see photo.go).
+	// PhotoBytes > 0 attaches generated JPEG photos (EXIF GPS and time)
+	// of that size to each required evidence slot of the visits of
+	// PhotoForms (empty: photoForms; "all": every form), at most MaxPhotos
+	// per device (0: no bound), through PrepareEvidence and RecordVisit;
+	// Sync uploads them and the run checks each one on the server.
 	PhotoBytes int
+	PhotoForms []string
+	MaxPhotos  int
 	// ReqTimeout bounds one HTTP request of a device.
 	ReqTimeout time.Duration
 	// Backoff is the devices' retry policy (zero: the library's default).
@@ -100,7 +106,19 @@ type runResult struct {
 	Rejected int
 	// Bytes on the wire (request and response bodies), every attempt.
 	BytesSent, BytesReceived int64
-	LinkStats                linkproxy.Stats
+	// Photos were attached to visits (PhotoBytes their file bytes);
+	// BlobsUploaded of them were uploaded by the syncs, BlobsPresent were
+	// on the server already; BlobBytesSent counts photo bytes handed to
+	// the transport, every attempt.
+	Photos                      int
+	PhotoBytes                  int64
+	BlobsUploaded, BlobsPresent int
+	BlobBytesSent               int64
+	// PhotoTime is, in 2g-day, how long the upload step took for all
+	// photos after the visits were acknowledged; PhotoRaw is the link's
+	// raw time for the photo bytes at its upstream rate.
+	PhotoTime, PhotoRaw time.Duration
+	LinkStats           linkproxy.Stats
 	// ServerDir is the server's data folder when the simulator ran it.
 	ServerDir string
 	// Checks lists what was verified.
@@ -125,6 +143,43 @@ func (r *runResult) addSync(o syncOutcome) {
 	r.Rejected += o.Rejected
 	r.BytesSent += o.BytesSent
 	r.BytesReceived += o.BytesReceived
+	r.BlobsUploaded += o.BlobsUploaded
+	r.BlobsPresent += o.BlobsPresent
+	r.BlobBytesSent += o.BlobBytesSent
+}
+
+// photoFormsOf resolves runOptions.PhotoForms (nil: every form).
+func photoFormsOf(forms []string) []string {
+	switch {
+	case len(forms) == 0:
+		return photoForms
+	case slices.Contains(forms, "all"):
+		return nil
+	}
+	return forms
+}
+
+// setPhotos makes the devices' workloads attach photos as o says.
+func setPhotos(devs []*device, o *runOptions) {
+	for _, d := range devs {
+		if d.work != nil {
+			d.work.setPhotos(o.PhotoBytes, photoFormsOf(o.PhotoForms), o.MaxPhotos)
+		}
+	}
+}
+
+// countPhotos adds up the photos the devices attached.
+func countPhotos(devs []*device, res *runResult) {
+	res.Photos, res.PhotoBytes = 0, 0
+	for _, d := range devs {
+		res.Photos += len(d.photos)
+		for _, p := range d.photos {
+			res.PhotoBytes += p.Size
+		}
+		if d.downscaled > 0 {
+			res.Notes = append(res.Notes, fmt.Sprintf("device %d: the library downscaled %d photos (over Options.MaxPhotoPx)", d.idx, d.downscaled))
+		}
+	}
 }
 
 // scenarios are the named presets of `fieldsim run`.
@@ -298,7 +353,8 @@ func countyEvening(ctx context.Context, e *env, o *runOptions) (*runResult, erro
 		return nil, err
 	}
 	defer closeAll(devs)
-	e.logf("day: each device records %d visits and %d household edits offline", o.Visits, o.Edits)
+	setPhotos(devs, o)
+	e.logf("day: each device records %d visits and %d household edits offline%s", o.Visits, o.Edits, photoNote(o))
 	if err := forEach(ctx, devs, o.SetupWorkers, func(ctx context.Context, d *device) error {
 		return d.record(o.Visits, o.Edits)
 	}); err != nil {
@@ -309,6 +365,7 @@ func countyEvening(ctx context.Context, e *env, o *runOptions) (*runResult, erro
 		res.Edits += d.edits
 		d.proxyReset()
 	}
+	countPhotos(devs, res)
 	e.logf("evening: %d devices sync at once", len(devs))
 	outs, elapsed, err := herdSync(ctx, devs, o.MaxSyncs, false)
 	res.Elapsed = elapsed
@@ -329,7 +386,44 @@ func countyEvening(ctx context.Context, e *env, o *runOptions) (*runResult, erro
 	if err := serverCheck(ctx, e, devs, groups, o, res); err != nil {
 		return res, err
 	}
+	if err := photoCheck(ctx, e.srv, devs, res); err != nil {
+		return res, err
+	}
 	return res, nil
+}
+
+func photoNote(o *runOptions) string {
+	if o.PhotoBytes <= 0 {
+		return ", no photos"
+	}
+	forms := "every form"
+	if f := photoFormsOf(o.PhotoForms); f != nil {
+		forms = strings.Join(f, ", ")
+	}
+	bound := ""
+	if o.MaxPhotos > 0 {
+		bound = fmt.Sprintf(", at most %d per device", o.MaxPhotos)
+	}
+	return fmt.Sprintf(", photos of %d B in the required slots of %s%s", o.PhotoBytes, forms, bound)
+}
+
+// photoCheck verifies on the server that every photo the devices attached
+// arrived whole: it downloads each (GET /api/v1/evidence/{sha256}, as the
+// admin) and hashes what comes back.
+func photoCheck(ctx context.Context, srv *server, devs []*device, res *runResult) error {
+	var refs []syncproto.EvidenceRef
+	for _, d := range devs {
+		refs = append(refs, d.photos...)
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	n, bytes, err := srv.admin.verifyBlobs(ctx, refs, 4)
+	if err != nil {
+		return fmt.Errorf("photos on the server: %w", err)
+	}
+	res.Checks = append(res.Checks, fmt.Sprintf("server: each of the %d photos (%d B) downloads whole and hashes to its sha256", n, bytes))
+	return nil
 }
 
 // proxyReset starts the device's link afresh (its byte counts and time
@@ -484,14 +578,17 @@ func twoGDay(ctx context.Context, e *env, o *runOptions) (*runResult, error) {
 	}
 	defer closeAll(devs)
 	d := devs[0]
+	setPhotos(devs, o)
 	if err := d.record(o.Visits, o.Edits); err != nil {
 		return res, err
 	}
 	res.Visits, res.Edits = len(d.visits), d.edits
+	countPhotos(devs, res)
 	if err := d.proxy.SetLink(weak); err != nil {
 		return res, err
 	}
-	e.logf("evening: 1 device syncs %d visits and %d edits over %s (first cut at %v)", res.Visits, res.Edits, res.Link, weak.CutPhase.Round(time.Second))
+	e.logf("evening: 1 device syncs %d visits, %d edits and %d photos (%d B) over %s (first cut at %v)",
+		res.Visits, res.Edits, res.Photos, res.PhotoBytes, res.Link, weak.CutPhase.Round(time.Second))
 	t0 := time.Now()
 	push, err := syncUntilDone(ctx, d, o.MaxSyncs, true)
 	res.Elapsed = time.Since(t0)
@@ -499,6 +596,18 @@ func twoGDay(ctx context.Context, e *env, o *runOptions) (*runResult, error) {
 	if err != nil {
 		res.addLink(d.linkStats())
 		return res, err
+	}
+	if res.Photos > 0 {
+		// The photos go next, as Sync sends them (after the records):
+		// the upload step alone, timed.
+		up, err := uploadUntilDone(ctx, d, o.MaxSyncs)
+		res.PhotoTime = up.Took
+		res.addSync(up)
+		if err != nil {
+			res.addLink(d.linkStats())
+			return res, err
+		}
+		res.PhotoRaw = time.Duration(float64(res.PhotoBytes) / float64(max(1, weak.UpBytesPerSec)) * float64(time.Second))
 	}
 	pull, err := syncUntilDone(ctx, d, o.MaxSyncs, false)
 	res.FullSync = time.Since(t0)
@@ -515,6 +624,9 @@ func twoGDay(ctx context.Context, e *env, o *runOptions) (*runResult, error) {
 	res.Notes = append(res.Notes, fmt.Sprintf("the sync moved %d body bytes: %.1f s of raw link time at %s",
 		res.BytesSent+res.BytesReceived, raw, formatRate(weak.UpBytesPerSec)))
 	if err := serverCheck(ctx, e, devs, groups[:1], o, res); err != nil {
+		return res, err
+	}
+	if err := photoCheck(ctx, e.srv, devs, res); err != nil {
 		return res, err
 	}
 	return res, nil

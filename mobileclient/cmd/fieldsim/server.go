@@ -19,6 +19,7 @@ import (
 
 	"fieldsync/mobileclient/linkproxy"
 	"fieldsync/server/app"
+	"fieldsync/server/blob/s3blob"
 	"fieldsync/server/demo"
 	"fieldsync/server/sqlstore"
 )
@@ -55,6 +56,9 @@ type localOptions struct {
 	// Quiet drops the server's log; otherwise warnings and errors go to
 	// Dir/server.log.
 	Quiet bool
+	// S3, if its Endpoint is set, stores evidence in that object store
+	// instead of Dir/blobs.
+	S3 s3blob.Config
 }
 
 // startLocal starts a full server in this process with app.Run on a data
@@ -87,6 +91,7 @@ func startLocal(ctx context.Context, o localOptions) (*server, error) {
 		errc <- app.Run(runCtx, app.Config{
 			DataDir: o.Dir,
 			Addr:    "127.0.0.1:0",
+			S3:      o.S3,
 			Logger:  slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelWarn})),
 			Out:     io.Discard,
 			Ready:   func(addr string) { ready <- addr },

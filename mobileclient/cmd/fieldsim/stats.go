@@ -57,6 +57,10 @@ func printResult(w io.Writer, r *runResult) {
 	t.add("devices", fmt.Sprint(r.Devices))
 	t.add("visits recorded / acknowledged", fmt.Sprintf("%d / %d", r.Visits, r.Acked))
 	t.add("household edits", fmt.Sprint(r.Edits))
+	if r.Photos > 0 {
+		t.add("photos attached / uploaded / already there", fmt.Sprintf("%d (%d B) / %d / %d", r.Photos, r.PhotoBytes, r.BlobsUploaded, r.BlobsPresent))
+		t.add("photo bytes sent ÷ photo bytes", fmt.Sprintf("%.3f", float64(r.BlobBytesSent)/float64(max(1, r.PhotoBytes))))
+	}
 	switch r.Scenario {
 	case "county-evening":
 		t.add("evening sync, all devices", r.Elapsed.Round(time.Millisecond).String())
@@ -64,7 +68,10 @@ func printResult(w io.Writer, r *runResult) {
 		t.add("one device's sync p50 / p99", fmt.Sprintf("%.0f ms / %.0f ms", ms(r.SyncP50), ms(r.SyncP99)))
 	case "2g-day":
 		t.add("seconds until all visits acknowledged", fmt.Sprintf("%.2f", r.Elapsed.Seconds()))
-		t.add("whole evening sync (push and pull)", fmt.Sprintf("%.2f s", r.FullSync.Seconds()))
+		if r.PhotoTime > 0 && r.PhotoRaw > 0 {
+			t.add("photo upload time / raw link time", fmt.Sprintf("%.2f s / %.2f s = %.2f", r.PhotoTime.Seconds(), r.PhotoRaw.Seconds(), r.PhotoTime.Seconds()/r.PhotoRaw.Seconds()))
+		}
+		t.add("whole evening sync (push, photos, pull)", fmt.Sprintf("%.2f s", r.FullSync.Seconds()))
 	case "reassign":
 		t.add("sync after the move", r.Elapsed.Round(time.Millisecond).String())
 	}

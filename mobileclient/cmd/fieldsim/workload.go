@@ -27,6 +27,23 @@ type workload struct {
 	// photoBytes > 0 gives every required evidence slot a generated JPEG
 	// of that size (see photo.go); 0 makes visits without evidence.
 	photoBytes int
+	// photoForms, if set, limits photos to visits of these forms.
+	photoForms map[string]bool
+	// maxPhotos > 0 bounds the photos of the day; photos counts them.
+	maxPhotos, photos int
+}
+
+// setPhotos makes the visits of the given forms (nil: every form) carry
+// photos of size bytes in their required slots, at most max of them in
+// all (0: no bound).
+func (w *workload) setPhotos(size int, forms []string, max int) {
+	w.photoBytes, w.maxPhotos, w.photoForms = size, max, nil
+	if forms != nil {
+		w.photoForms = map[string]bool{}
+		for _, f := range forms {
+			w.photoForms[f] = true
+		}
+	}
 }
 
 // formWeights says how often each shipped form is used.
@@ -128,12 +145,16 @@ func (w *workload) visitWith(h syncproto.Household, f syncproto.FormDef) (syncpr
 		return v, nil, fmt.Errorf("generated answers for %s: %w", f.ID, err)
 	}
 	var photos []Photo
-	if w.photoBytes > 0 {
+	if w.photoBytes > 0 && (w.photoForms == nil || w.photoForms[f.ID]) {
 		for _, s := range f.Slots {
 			if s.MinCount < 1 || !s.Accepts("image/jpeg") {
 				continue
 			}
 			for k := 0; k < s.MinCount; k++ {
+				if w.maxPhotos > 0 && w.photos >= w.maxPhotos {
+					break
+				}
+				w.photos++
 				p, err := NewPhoto(w.photoBytes, lat, lon, at.Add(-time.Duration(w.rng.IntN(600))*time.Second), w.rng.Uint64())
 				if err != nil {
 					return v, nil, err
@@ -415,15 +436,21 @@ func (d *device) record(n, e int) error {
 		if err != nil {
 			return fmt.Errorf("device %d: %w", d.idx, err)
 		}
+		// The camera's files become the visit's evidence references, as
+		// the app does it: PrepareEvidence, then RecordVisit.
+		refs, done, err := d.preparePhotos(photos)
+		if err != nil {
+			return fmt.Errorf("device %d: %w", d.idx, err)
+		}
+		v.Evidence = refs
 		id, err := d.c.RecordVisit(v)
+		done()
 		if err != nil {
 			return fmt.Errorf("device %d: record visit: %w", d.idx, err)
 		}
 		v.ID = id
 		d.visits = append(d.visits, v)
-		if err := attachPhotos(d, id, photos); err != nil {
-			return fmt.Errorf("device %d: %w", d.idx, err)
-		}
+		d.photos = append(d.photos, refs...)
 	}
 	for i := 0; i < e; i++ {
 		id, fields, ok := d.work.edit()
