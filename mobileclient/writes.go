@@ -260,13 +260,7 @@ func (c *Client) UpdateHousehold(id string, fields map[string]json.RawMessage) e
 		}
 		m := syncproto.Mutation{Seq: 1, Kind: syncproto.KindHouseholdUpdate,
 			HouseholdUpdate: &syncproto.HouseholdUpdate{HouseholdID: id, BaseVersion: h.version, Fields: fields}}
-		if err := checkMutation(&m); err != nil {
-			return err
-		}
-		if err := c.enqueue(ctx, tx, &m, id, id); err != nil {
-			return err
-		}
-		return recompute(ctx, tx, id)
+		return c.queueHouseholdChange(ctx, tx, id, &m)
 	})
 	if err != nil {
 		return fmt.Errorf("update household: %w", err)
@@ -291,13 +285,7 @@ func (c *Client) MoveHousehold(id, placeCode string) error {
 		}
 		m := syncproto.Mutation{Seq: 1, Kind: syncproto.KindHouseholdMove,
 			HouseholdMove: &syncproto.HouseholdMove{HouseholdID: id, BaseVersion: h.version, PlaceCode: placeCode}}
-		if err := checkMutation(&m); err != nil {
-			return err
-		}
-		if err := c.enqueue(ctx, tx, &m, id, id); err != nil {
-			return err
-		}
-		return recompute(ctx, tx, id)
+		return c.queueHouseholdChange(ctx, tx, id, &m)
 	})
 	if err != nil {
 		return fmt.Errorf("move household: %w", err)
@@ -316,18 +304,24 @@ func (c *Client) DeleteHousehold(id string) error {
 		}
 		m := syncproto.Mutation{Seq: 1, Kind: syncproto.KindHouseholdDelete,
 			HouseholdDelete: &syncproto.HouseholdDelete{HouseholdID: id, BaseVersion: h.version}}
-		if err := checkMutation(&m); err != nil {
-			return err
-		}
-		if err := c.enqueue(ctx, tx, &m, id, id); err != nil {
-			return err
-		}
-		return recompute(ctx, tx, id)
+		return c.queueHouseholdChange(ctx, tx, id, &m)
 	})
 	if err != nil {
 		return fmt.Errorf("delete household: %w", err)
 	}
 	return nil
+}
+
+// queueHouseholdChange checks a household mutation, queues it and
+// recomputes the household's local view, inside the caller's transaction.
+func (c *Client) queueHouseholdChange(ctx context.Context, tx *sql.Tx, id string, m *syncproto.Mutation) error {
+	if err := checkMutation(m); err != nil {
+		return err
+	}
+	if err := c.enqueue(ctx, tx, m, id, id); err != nil {
+		return err
+	}
+	return recompute(ctx, tx, id)
 }
 
 // recomputeMany does what recompute does for every household in ids, with
