@@ -67,6 +67,17 @@ func ParseHLC(s string) (HLC, error) {
 	if len(s) != 18 || s[13] != '-' {
 		return HLC{}, Errorf(CodeBadRequest, "hlc %q: want <13 digits>-<4 hex>", s)
 	}
+	for i := 0; i < 13; i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return HLC{}, Errorf(CodeBadRequest, "hlc %q: wall time must be 13 digits", s)
+		}
+	}
+	for i := 14; i < 18; i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return HLC{}, Errorf(CodeBadRequest, "hlc %q: counter must be 4 hex digits", s)
+		}
+	}
 	ms, err := strconv.ParseInt(s[:13], 10, 64)
 	if err != nil || ms < 0 {
 		return HLC{}, Errorf(CodeBadRequest, "hlc %q: bad wall time", s)

@@ -27,7 +27,7 @@ func TestHLC_WireFormRoundTripAndOrder(t *testing.T) {
 	if !(a.String() < later.String()) {
 		t.Fatal("wire form does not sort like the clock")
 	}
-	for _, bad := range []string{"x", "1764345600000-00021", "17643456000x0-0002", "1764345600000-zzzz", "-764345600000-0002"} {
+	for _, bad := range []string{"x", "+000000000000-0000", "1764345600000-+001", "1764345600000-00021", "17643456000x0-0002", "1764345600000-zzzz", "-764345600000-0002"} {
 		if _, err := ParseHLC(bad); err == nil {
 			t.Errorf("ParseHLC(%q) accepted", bad)
 		}
