@@ -217,6 +217,16 @@ func argsToAttrs(kv []any) []slog.Attr {
 // Handler returns the HTTP handler.
 func (s *Server) Handler() http.Handler { return s.e }
 
+// Close stops the server's background work (the upload handler's
+// analysis worker). Call it after the HTTP server has shut down and
+// before the store is closed.
+func (s *Server) Close() error {
+	if up := s.Uploads(); up != nil {
+		return up.Close()
+	}
+	return nil
+}
+
 // Echo returns the echo instance, so other packages (the web console) can
 // add their routes to the same server.
 func (s *Server) Echo() *echo.Echo { return s.e }

@@ -56,6 +56,9 @@ type EvidenceConfig struct {
 	// BlobTimeout bounds each blob-store call (default 2 min for uploads,
 	// 30 s to open a blob for download).
 	BlobTimeout time.Duration
+	// AnalyseDelay is how long a stored photo's analysis may wait for
+	// uploads in progress (default 10 s; see server/upload/analyse.go).
+	AnalyseDelay time.Duration
 }
 
 // MaxMissingQuery is the most hashes one missing-blob request may ask
@@ -97,7 +100,7 @@ func (s *Server) registerEvidence(add addRoute) {
 	up, err := upload.New(upload.Config{
 		Store: es, Blobs: s.cfg.Blobs, Dir: s.cfg.UploadDir, BasePath: APIPrefix + "/uploads/",
 		MaxSize: cfg.MaxUploadBytes, TTL: cfg.UploadTTL, BlobTimeout: cfg.BlobTimeout,
-		Now: s.cfg.Now, Logger: s.log,
+		AnalyseDelay: cfg.AnalyseDelay, Now: s.cfg.Now, Logger: s.log,
 	})
 	if err != nil {
 		s.log.Error("evidence endpoints disabled", "err", err)

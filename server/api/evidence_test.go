@@ -299,6 +299,10 @@ func TestEvidence_VisitEvidence(t *testing.T) {
 	f.w1.PushVisit(t, v)
 	f.upload(t, near)
 	f.upload(t, far)
+	// The checks run after the uploads are answered.
+	if err := f.env.API.Uploads().WaitAnalysed(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 
 	var rep evidence.VisitReport
 	if st := uploadtest.DoJSON(t, f.env.URL, f.sup1, http.MethodGet, "/api/v1/visits/"+id+"/evidence", nil, &rep); st != 200 {

@@ -80,7 +80,22 @@ var (
 	// ErrUnavailable: the backend cannot be reached now (network error,
 	// timeout, server error); the operation may succeed if retried later.
 	ErrUnavailable = errors.New("blob: storage unavailable")
+	// ErrCannotAdopt: an Adopter cannot take this file by renaming it
+	// (another file system); Put it instead.
+	ErrCannotAdopt = errors.New("blob: cannot adopt the file")
 )
+
+// Adopter is a Store that can take a local file into the store by
+// renaming it, without copying or re-reading it. The upload handler uses
+// it when the file is already fsynced and verified.
+type Adopter interface {
+	// Adopt moves the file at path, whose bytes the caller has verified
+	// to hash to sum and to be size long and has fsynced, into the store
+	// under sum, durably. On success the file is no longer at path (also
+	// when the blob was already present: the file is then removed). On
+	// ErrCannotAdopt nothing changed.
+	Adopt(ctx context.Context, sum string, size int64, path string) error
+}
 
 // ValidSum reports whether s is a lowercase hex SHA-256 (64 characters of
 // [0-9a-f]).

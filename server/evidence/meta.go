@@ -112,6 +112,16 @@ func ParseCaptureTime(s string) (CaptureTime, error) {
 	return CaptureTime{Time: t, Floating: true}, nil
 }
 
+// Sniff returns the media type that the first bytes of a blob (up to 512)
+// show, by http.DetectContentType, or "" when they show nothing more
+// specific than application/octet-stream.
+func Sniff(head []byte) string {
+	if mt := http.DetectContentType(head); mt != "application/octet-stream" {
+		return mt
+	}
+	return ""
+}
+
 // Analyze reads a blob's metadata from r (size bytes). It never fails on
 // content it cannot understand: unknown formats, broken EXIF or images too
 // big to decode give a Meta with fewer fields. Only read errors are
@@ -122,9 +132,7 @@ func Analyze(r io.ReaderAt, size int64) (Meta, error) {
 	if _, err := r.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
 		return m, fmt.Errorf("evidence: read: %w", err)
 	}
-	if mt := http.DetectContentType(head); mt != "application/octet-stream" {
-		m.MediaType = mt
-	}
+	m.MediaType = Sniff(head)
 	if !strings.HasPrefix(m.MediaType, "image/") {
 		return m, nil
 	}

@@ -84,8 +84,13 @@ type Item struct {
 	// TakenAt is the EXIF capture time (see CaptureTime.String).
 	TakenAt string `json:"taken_at,omitempty"`
 	// GPS is the EXIF position.
-	GPS   *syncproto.Point `json:"gps,omitempty"`
-	Flags []Flag           `json:"flags"`
+	GPS *syncproto.Point `json:"gps,omitempty"`
+	// AnalysisPending: the blob is stored but its metadata has not been
+	// read yet (it is, shortly after the upload); until then Width,
+	// Height, TakenAt and GPS are empty and the checks on the photo
+	// itself have not run.
+	AnalysisPending bool   `json:"analysis_pending,omitempty"`
+	Flags           []Flag `json:"flags"`
 }
 
 // VisitReport is a visit's evidence: each slot's status, each reference

@@ -117,6 +117,7 @@ func StartWith(t testing.TB, o Options) *Env {
 	env := &Env{URL: hs.URL, Dir: dir, Store: st, API: srv, Server: hs}
 	t.Cleanup(func() {
 		hs.Close()
+		srv.Close()
 		st.Close()
 	})
 	if users, err := st.Users(ctx); err != nil {
@@ -217,5 +218,6 @@ func (e *Env) Device(t testing.TB, userID int64) (deviceID, token string) {
 // test ends; starting again on e.Dir brings it back.
 func (e *Env) Stop() {
 	e.Server.Close()
+	e.API.Close()
 	e.Store.Close()
 }

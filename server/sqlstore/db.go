@@ -228,20 +228,32 @@ func (s *Store) now() time.Time { return s.cfg.Now().UTC() }
 
 func (s *Store) ts() string { return domain.Timestamp(s.now()) }
 
-// writeTx runs fn in one write transaction on the single writer.
+// writeTx runs fn as one write transaction on the single writer: in a
+// savepoint of the writer's next group commit, so concurrent writes
+// (pushes, uploads completing, reviews) share one fsync. fn's error rolls
+// back what fn did and is returned as is. fn must not call the Store's
+// write methods (the writer would wait for itself).
 func (s *Store) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+	j := &pushJob{ctx: ctx, fn: fn, done: make(chan struct{})}
+	if err := s.queueWrite(j); err != nil {
+		return fmt.Errorf("write: %w", err)
 	}
-	defer tx.Rollback()
-	if err := fn(tx); err != nil {
+	return j.err
+}
+
+// writeExec runs one statement as a write transaction (writeTx) and
+// returns the rows it changed.
+func (s *Store) writeExec(ctx context.Context, query string, args ...any) (int64, error) {
+	var n int64
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
 		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
+	})
+	return n, err
 }
 
 // logChange appends to the change log inside tx and returns its seq.

@@ -102,6 +102,9 @@ type BlobRecord struct {
 	PHash     *uint64
 	Width     int
 	Height    int
+	// Analysed: the metadata above was read (see upload's analysis
+	// worker); until then the checks that need it have not run.
+	Analysed bool
 }
 
 const blobCols = `sha256, size, media_type, stored_at, exif_time, exif_lon, exif_lat, phash, width, height`
@@ -112,7 +115,7 @@ func scanBlob(sc interface{ Scan(...any) error }) (BlobRecord, error) {
 	var taken sql.NullString
 	var lon, lat sql.NullFloat64
 	var phash, w, h sql.NullInt64
-	if err := sc.Scan(&b.SHA256, &b.Size, &b.MediaType, &stored, &taken, &lon, &lat, &phash, &w, &h); err != nil {
+	if err := sc.Scan(&b.SHA256, &b.Size, &b.MediaType, &stored, &taken, &lon, &lat, &phash, &w, &h, &b.Analysed); err != nil {
 		return b, err
 	}
 	b.StoredAt = domain.ParseTimestamp(stored)
@@ -130,7 +133,7 @@ func scanBlob(sc interface{ Scan(...any) error }) (BlobRecord, error) {
 
 // Blob returns a present blob's record (domain.ErrNotFound if absent).
 func (s *Store) Blob(ctx context.Context, sum string) (BlobRecord, error) {
-	b, err := scanBlob(s.r.QueryRowContext(ctx, `SELECT `+blobCols+` FROM blobs WHERE sha256 = ?`, sum))
+	b, err := scanBlob(s.r.QueryRowContext(ctx, `SELECT `+blobCols+`, analyzed_at IS NOT NULL FROM blobs WHERE sha256 = ?`, sum))
 	if errors.Is(err, sql.ErrNoRows) {
 		return b, fmt.Errorf("blob %s: %w", sum, domain.ErrNotFound)
 	}
@@ -203,7 +206,7 @@ func (s *Store) CreateUpload(ctx context.Context, u upload.Upload) error {
 	if u.Done {
 		state = "done"
 	}
-	if _, err := s.w.ExecContext(ctx, `INSERT INTO uploads(id, device_id, sha256, length, "offset", created_at, expires_at, metadata, state)
+	if _, err := s.writeExec(ctx, `INSERT INTO uploads(id, device_id, sha256, length, "offset", created_at, expires_at, metadata, state)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		u.ID, u.DeviceID, u.SHA256, u.Length, u.Offset, sortableTS(u.CreatedAt), sortableTS(u.ExpiresAt), string(meta), state); err != nil {
 		return fmt.Errorf("create upload: %w", err)
@@ -225,7 +228,7 @@ func (s *Store) Upload(ctx context.Context, id string) (upload.Upload, error) {
 
 // UpdateUpload implements upload.Store.
 func (s *Store) UpdateUpload(ctx context.Context, id string, offset int64, expires time.Time) error {
-	if _, err := s.w.ExecContext(ctx, `UPDATE uploads SET "offset" = ?, expires_at = ? WHERE id = ? AND state = 'active'`,
+	if _, err := s.writeExec(ctx, `UPDATE uploads SET "offset" = ?, expires_at = ? WHERE id = ? AND state = 'active'`,
 		offset, sortableTS(expires), id); err != nil {
 		return fmt.Errorf("update upload: %w", err)
 	}
@@ -233,24 +236,18 @@ func (s *Store) UpdateUpload(ctx context.Context, id string, offset int64, expir
 }
 
 // CompleteUpload implements upload.Store: the blob row (kept if already
-// there) and the upload's done state are written in one transaction.
+// there) and the upload's done state are written in one transaction. The
+// blob is queued for analysis (analyzed_at NULL) unless b.Meta already
+// holds what was read from it.
 func (s *Store) CompleteUpload(ctx context.Context, id string, b upload.Blob, expires time.Time) error {
 	return s.writeTx(ctx, func(tx *sql.Tx) error {
-		var taken, lon, lat, phash, w, h any
-		if t := b.Meta.Taken.String(); t != "" {
-			taken = t
+		taken, lon, lat, phash, w, h := metaArgs(b.Meta)
+		var analyzed any
+		if b.Meta != (evidence.Meta{}) {
+			analyzed = domain.Timestamp(b.StoredAt)
 		}
-		if b.Meta.GPS != nil {
-			lon, lat = b.Meta.GPS[0], b.Meta.GPS[1]
-		}
-		if b.Meta.PHash != nil {
-			phash = int64(*b.Meta.PHash)
-		}
-		if b.Meta.Width > 0 && b.Meta.Height > 0 {
-			w, h = b.Meta.Width, b.Meta.Height
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO blobs(`+blobCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			b.SHA256, b.Size, b.MediaType, domain.Timestamp(b.StoredAt), taken, lon, lat, phash, w, h); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO blobs(`+blobCols+`, analyzed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			b.SHA256, b.Size, b.MediaType, domain.Timestamp(b.StoredAt), taken, lon, lat, phash, w, h, analyzed); err != nil {
 			return fmt.Errorf("record blob: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE uploads SET state = 'done', "offset" = length, expires_at = ? WHERE id = ?`,
@@ -261,9 +258,65 @@ func (s *Store) CompleteUpload(ctx context.Context, id string, b upload.Blob, ex
 	})
 }
 
+// metaArgs returns the blobs columns exif_time, exif_lon, exif_lat, phash,
+// width and height for m (nil where m has nothing).
+func metaArgs(m evidence.Meta) (taken, lon, lat, phash, w, h any) {
+	if t := m.Taken.String(); t != "" {
+		taken = t
+	}
+	if m.GPS != nil {
+		lon, lat = m.GPS[0], m.GPS[1]
+	}
+	if m.PHash != nil {
+		phash = int64(*m.PHash)
+	}
+	if m.Width > 0 && m.Height > 0 {
+		w, h = m.Width, m.Height
+	}
+	return
+}
+
+// UnanalysedBlobs implements upload.Store.
+func (s *Store) UnanalysedBlobs(ctx context.Context, limit int) ([]upload.Blob, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT sha256, size, media_type, stored_at FROM blobs
+		WHERE analyzed_at IS NULL ORDER BY stored_at, sha256 LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("unanalysed blobs: %w", err)
+	}
+	defer rows.Close()
+	var out []upload.Blob
+	for rows.Next() {
+		var b upload.Blob
+		var stored string
+		if err := rows.Scan(&b.SHA256, &b.Size, &b.MediaType, &stored); err != nil {
+			return nil, fmt.Errorf("unanalysed blobs: %w", err)
+		}
+		b.StoredAt = domain.ParseTimestamp(stored)
+		out = append(out, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("unanalysed blobs: %w", err)
+	}
+	return out, nil
+}
+
+// BlobAnalysed implements upload.Store.
+func (s *Store) BlobAnalysed(ctx context.Context, sum string, m evidence.Meta) error {
+	taken, lon, lat, phash, w, h := metaArgs(m)
+	n, err := s.writeExec(ctx, `UPDATE blobs SET exif_time = ?, exif_lon = ?, exif_lat = ?, phash = ?, width = ?, height = ?,
+		analyzed_at = ? WHERE sha256 = ?`, taken, lon, lat, phash, w, h, s.ts(), sum)
+	if err != nil {
+		return fmt.Errorf("blob analysed: %w", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("blob analysed %s: %w", sum, domain.ErrNotFound)
+	}
+	return nil
+}
+
 // DeleteUpload implements upload.Store.
 func (s *Store) DeleteUpload(ctx context.Context, id string) error {
-	if _, err := s.w.ExecContext(ctx, `DELETE FROM uploads WHERE id = ?`, id); err != nil {
+	if _, err := s.writeExec(ctx, `DELETE FROM uploads WHERE id = ?`, id); err != nil {
 		return fmt.Errorf("delete upload: %w", err)
 	}
 	return nil
@@ -667,6 +720,7 @@ func (s *Store) VisitEvidence(ctx context.Context, visitID string) (evidence.Vis
 		st := b.StoredAt
 		it.StoredAt, it.Width, it.Height, it.TakenAt = &st, b.Width, b.Height, b.Taken.String()
 		it.Size, it.MediaType = b.Size, b.MediaType
+		it.AnalysisPending = !b.Analysed
 		if b.GPS != nil {
 			it.GPS = &syncproto.Point{Lon: b.GPS[0], Lat: b.GPS[1]}
 		}

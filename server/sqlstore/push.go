@@ -24,8 +24,11 @@ type PushDevice struct {
 	UserID   int64
 }
 
+// pushJob is one unit of work for the single writer: a push, or (fn set)
+// any other write transaction (writeTx).
 type pushJob struct {
 	ctx  context.Context
+	fn   func(tx *sql.Tx) error
 	dev  PushDevice
 	req  *syncproto.PushRequest
 	pre  map[int64]*visitPrep // work done before queueing, by seq
@@ -44,17 +47,25 @@ func (s *Store) Push(ctx context.Context, dev PushDevice, req *syncproto.PushReq
 	// version) is done here, in the request's goroutine, so the single
 	// writer does only what must be serialised.
 	j := &pushJob{ctx: ctx, dev: dev, req: req, done: make(chan struct{}), pre: s.prepareVisits(req)}
+	if err := s.queueWrite(j); err != nil {
+		return nil, fmt.Errorf("push: %w", err)
+	}
+	return j.resp, j.err
+}
+
+// queueWrite hands a job to the single writer and waits for it. Once
+// queued it waits for the answer even if the client went away: the job
+// may already be applied, and the answer must match what landed.
+func (s *Store) queueWrite(j *pushJob) error {
 	select {
 	case s.pushes <- j:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	case <-j.ctx.Done():
+		return j.ctx.Err()
 	case <-s.done:
-		return nil, fmt.Errorf("push: store closed: %w", domain.ErrUnavailable)
+		return fmt.Errorf("store closed: %w", domain.ErrUnavailable)
 	}
-	// Once queued, wait for the answer even if the client went away: the
-	// job may already be applied, and the answer must match what landed.
 	<-j.done
-	return j.resp, j.err
+	return nil
 }
 
 func (s *Store) writerLoop() {
@@ -117,11 +128,16 @@ func (s *Store) commitGroup(group []*pushJob) {
 			continue
 		}
 		sp := fmt.Sprintf("push%d", i)
-		if _, err := tx.Exec(`SAVEPOINT ` + sp); err != nil {
+		if _, err = tx.Exec(`SAVEPOINT ` + sp); err != nil {
 			j.err = fmt.Errorf("push: savepoint: %w", err)
 			continue
 		}
-		resp, err := s.applyPush(ctx, tx, j.dev, j.req, j.pre)
+		var resp *syncproto.PushResponse
+		if j.fn != nil {
+			err = j.fn(tx)
+		} else {
+			resp, err = s.applyPush(ctx, tx, j.dev, j.req, j.pre)
+		}
 		if err != nil {
 			_, _ = tx.Exec(`ROLLBACK TO ` + sp)
 			j.err = err

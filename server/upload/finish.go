@@ -23,12 +23,15 @@ import (
 )
 
 // finish verifies a fully received upload and stores it: re-hash the
-// partial file; on a mismatch discard everything; else read its metadata,
-// stream it into the blob store, record the blob and mark the upload
-// done, delete the partial file and run the evidence checks. It goes on
-// when the client has gone away (bounded by the configured timeouts). The
-// caller holds the lock.
-func (h *Handler) finish(ctx context.Context, u Upload) (Upload, error) {
+// partial file (unless sum, the hash the receiving PATCH computed over the
+// whole file, is given); on a mismatch discard everything; else move it
+// into the blob store (a rename when the store can adopt the file, else a
+// verified copy), record the blob and mark the upload done, and wake the
+// analysis worker, which reads EXIF and the perceptual hash and runs the
+// evidence checks after the client has its answer (analyse.go). It goes
+// on when the client has gone away (bounded by the configured timeouts).
+// The caller holds the lock.
+func (h *Handler) finish(ctx context.Context, u Upload, sum []byte) (Upload, error) {
 	ctx, cancel := detached(ctx, h.cfg.BlobTimeout+h.cfg.DBTimeout)
 	defer cancel()
 	path := h.partPath(u.ID)
@@ -37,11 +40,14 @@ func (h *Handler) finish(ctx context.Context, u Upload) (Upload, error) {
 		return u, fmt.Errorf("upload: finish %s: %w", u.ID, err)
 	}
 	defer f.Close()
-	hs := sha256.New()
-	if _, err := io.Copy(hs, f); err != nil {
-		return u, fmt.Errorf("upload: finish %s: %w", u.ID, err)
+	if sum == nil {
+		hs := sha256.New()
+		if _, err := io.Copy(hs, f); err != nil {
+			return u, fmt.Errorf("upload: finish %s: %w", u.ID, err)
+		}
+		sum = hs.Sum(nil)
 	}
-	if got := hex.EncodeToString(hs.Sum(nil)); got != u.SHA256 {
+	if got := hex.EncodeToString(sum); got != u.SHA256 {
 		if err := h.discard(ctx, u); err != nil {
 			h.cfg.Logger.Error("upload: discarding mismatched upload", "upload", u.ID, "err", err)
 		}
@@ -49,31 +55,28 @@ func (h *Handler) finish(ctx context.Context, u Upload) (Upload, error) {
 			"the %d bytes received hash to %s, not to the declared sha256 %s; nothing was stored, start a new upload", u.Length, got, u.SHA256).
 			With("sha256", got)
 	}
-	meta, err := evidence.Analyze(f, u.Length)
-	if err != nil {
+	head := make([]byte, min(u.Length, 512))
+	if _, err := f.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
 		return u, fmt.Errorf("upload: finish %s: %w", u.ID, err)
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return u, fmt.Errorf("upload: finish %s: %w", u.ID, err)
-	}
-	bctx, bcancel := context.WithTimeout(ctx, h.cfg.BlobTimeout)
-	err = h.cfg.Blobs.Put(bctx, u.SHA256, u.Length, f)
-	bcancel()
-	switch {
-	case errors.Is(err, blob.ErrHashMismatch), errors.Is(err, blob.ErrSizeMismatch):
-		// We hashed the file a moment ago: it changed under us, or the
-		// store holds something else under this sum. Keep nothing.
-		h.cfg.Logger.Error("upload: blob store refused verified bytes", "upload", u.ID, "sha256", u.SHA256, "err", err)
-		if derr := h.discard(ctx, u); derr != nil {
-			h.cfg.Logger.Error("upload: discarding", "upload", u.ID, "err", derr)
+	if err := h.store(ctx, u, f, path); err != nil {
+		switch {
+		case errors.Is(err, blob.ErrHashMismatch), errors.Is(err, blob.ErrSizeMismatch):
+			// We hashed the file a moment ago: it changed under us, or
+			// the store holds something else under this sum. Keep
+			// nothing.
+			h.cfg.Logger.Error("upload: blob store refused verified bytes", "upload", u.ID, "sha256", u.SHA256, "err", err)
+			if derr := h.discard(ctx, u); derr != nil {
+				h.cfg.Logger.Error("upload: discarding", "upload", u.ID, "err", derr)
+			}
+			return u, syncproto.Errorf(syncproto.CodeHashMismatch, "the blob store refused the bytes (%v); nothing was stored, start a new upload", err)
+		default:
+			h.cfg.Logger.Warn("upload: blob store unavailable; the upload stays complete on disk", "upload", u.ID, "err", err)
+			return u, syncproto.Wrap(syncproto.CodeUnavailable, fmt.Errorf("storing the blob: %w; all bytes are kept, retry (HEAD) later", err))
 		}
-		return u, syncproto.Errorf(syncproto.CodeHashMismatch, "the blob store refused the bytes (%v); nothing was stored, start a new upload", err)
-	case err != nil:
-		h.cfg.Logger.Warn("upload: blob store unavailable; the upload stays complete on disk", "upload", u.ID, "err", err)
-		return u, syncproto.Wrap(syncproto.CodeUnavailable, fmt.Errorf("storing the blob: %w; all bytes are kept, retry (HEAD) later", err))
 	}
 	now := h.cfg.Now().UTC()
-	b := Blob{SHA256: u.SHA256, Size: u.Length, MediaType: mediaType(meta.MediaType, u.Metadata[MetaFiletype]), StoredAt: now, Meta: meta}
+	b := Blob{SHA256: u.SHA256, Size: u.Length, MediaType: mediaType(evidence.Sniff(head), u.Metadata[MetaFiletype]), StoredAt: now}
 	expires := now.Add(h.cfg.TTL)
 	if err := h.cfg.Store.CompleteUpload(ctx, u.ID, b, expires); err != nil {
 		return u, err
@@ -83,10 +86,25 @@ func (h *Handler) finish(ctx context.Context, u Upload) (Upload, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		h.cfg.Logger.Warn("upload: removing partial file", "upload", u.ID, "err", err)
 	}
-	if err := h.cfg.Store.BlobArrived(ctx, u.SHA256); err != nil {
-		h.cfg.Logger.Error("upload: evidence checks", "sha256", u.SHA256, "err", err)
-	}
+	h.wakeAnalyser()
 	return u, nil
+}
+
+// store puts the verified, fsynced partial file f (at path) into the blob
+// store: adopted by a rename when the store can, else copied.
+func (h *Handler) store(ctx context.Context, u Upload, f *os.File, path string) error {
+	bctx, cancel := context.WithTimeout(ctx, h.cfg.BlobTimeout)
+	defer cancel()
+	if a, ok := h.cfg.Blobs.(blob.Adopter); ok {
+		err := a.Adopt(bctx, u.SHA256, u.Length, path)
+		if !errors.Is(err, blob.ErrCannotAdopt) {
+			return err
+		}
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("upload: finish %s: %w", u.ID, err)
+	}
+	return h.cfg.Blobs.Put(bctx, u.SHA256, u.Length, f)
 }
 
 // mediaType picks the type to serve a blob with. The bytes decide when

@@ -109,6 +109,7 @@ func rawServer(t *testing.T, env *servertest.Env, deviceID string, blobs blob.St
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { h.Close() })
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r, done, ok := h.Preflight(w, r)
 		defer done()

@@ -109,8 +109,8 @@ type Upload struct {
 	Done bool
 }
 
-// Blob is a verified blob and what was read from it, as recorded when an
-// upload completes.
+// Blob is a verified blob as recorded when an upload completes; Meta is
+// filled in by the analysis worker afterwards (analyse.go).
 type Blob struct {
 	SHA256    string
 	Size      int64
@@ -149,6 +149,13 @@ type Store interface {
 	// BlobArrived runs the evidence checks for every visit that
 	// references a blob that has just become present.
 	BlobArrived(ctx context.Context, sum string) error
+	// UnanalysedBlobs lists up to limit present blobs that have not been
+	// analysed yet, oldest first (SHA256, Size, MediaType and StoredAt
+	// set).
+	UnanalysedBlobs(ctx context.Context, limit int) ([]Blob, error)
+	// BlobAnalysed records what was read from a present blob and marks it
+	// analysed.
+	BlobAnalysed(ctx context.Context, sum string, m evidence.Meta) error
 }
 
 // Config configures a Handler.
@@ -185,6 +192,9 @@ type Config struct {
 	// SyncEvery is how many received bytes may wait before an fsync
 	// (default 1 MiB). Every PATCH ends with an fsync.
 	SyncEvery int64
+	// AnalyseDelay is how long the analysis of a stored blob may wait
+	// for uploads in progress to finish (default 10 s; see analyse.go).
+	AnalyseDelay time.Duration
 	// Now replaces time.Now in tests.
 	Now func() time.Time
 	// Logger defaults to slog.Default().
@@ -225,6 +235,9 @@ func (c *Config) setDefaults() error {
 	if c.SyncEvery <= 0 {
 		c.SyncEvery = 1 << 20
 	}
+	if c.AnalyseDelay <= 0 {
+		c.AnalyseDelay = 10 * time.Second
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -242,9 +255,13 @@ type Handler struct {
 
 	lastSweep atomic.Int64 // unix nanos of the last ExpireUploads
 	sweeping  atomic.Bool
+
+	an        *analyser
+	receiving atomic.Int64 // requests receiving bytes now
 }
 
-// New returns a Handler, creating Config.Dir.
+// New returns a Handler, creating Config.Dir, and starts its analysis
+// worker; Close stops it.
 func New(cfg Config) (*Handler, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -255,6 +272,7 @@ func New(cfg Config) (*Handler, error) {
 	h := &Handler{cfg: cfg}
 	h.locks.m = map[string]*held{}
 	h.lastSweep.Store(cfg.Now().UnixNano())
+	h.startAnalyser()
 	return h, nil
 }
 
@@ -550,7 +568,7 @@ func (h *Handler) head(w http.ResponseWriter, r *http.Request, deviceID, id stri
 		return err
 	}
 	if !u.Done && off == u.Length {
-		if u, err = h.finish(r.Context(), u); err != nil {
+		if u, err = h.finish(r.Context(), u, nil); err != nil {
 			return err
 		}
 	}
@@ -639,6 +657,8 @@ var errCut = errors.New("upload: request body ended early")
 // carries the offset kept, which a tus client continues from (the client
 // that was cut off never sees it). The caller holds the lock.
 func (h *Handler) receive(r *http.Request, u Upload, off int64, checksum []byte, sh *stopHandle) (Upload, error) {
+	h.receiving.Add(1)
+	defer h.receiving.Add(-1)
 	f, err := os.OpenFile(h.partPath(u.ID), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return u, fmt.Errorf("upload: %w", err)
@@ -687,7 +707,10 @@ func (h *Handler) receive(r *http.Request, u Upload, off int64, checksum []byte,
 	}
 	if u.Offset == u.Length {
 		f.Close()
-		return h.finish(r.Context(), u)
+		if off != 0 {
+			sum = nil // the hash of this chunk only
+		}
+		return h.finish(r.Context(), u, sum)
 	}
 	return u, nil
 }

@@ -53,6 +53,7 @@ func start(t *testing.T, o ...envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { srv.Close() })
 	rate, tiles := 1000, ""
 	if len(o) > 0 {
 		if o[0].loginRate > 0 {

@@ -25,7 +25,10 @@ import (
 	"fieldsync/server/blob"
 )
 
-var _ blob.Store = (*Store)(nil)
+var (
+	_ blob.Store   = (*Store)(nil)
+	_ blob.Adopter = (*Store)(nil)
+)
 
 // errNotDir is what opening "a/b" gives when "a" is a file.
 var errNotDir error = syscall.ENOTDIR
@@ -110,6 +113,49 @@ func (s *Store) Put(ctx context.Context, sum string, size int64, r io.Reader) er
 		return err
 	}
 	return s.writeFile(ctx, s.blobPath(sum), sum, size, r)
+}
+
+// Adopt implements blob.Adopter: a rename into place and an fsync of the
+// folder. A file on another file system gives blob.ErrCannotAdopt.
+func (s *Store) Adopt(ctx context.Context, sum string, size int64, path string) error {
+	if err := checkSum(sum); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if info, err := s.Stat(ctx, sum); err == nil {
+		if info.Size != size {
+			return fmt.Errorf("localblob adopt: %w: present blob has %d bytes, not %d", blob.ErrSizeMismatch, info.Size, size)
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("localblob adopt: %w", err)
+		}
+		return nil
+	} else if !errors.Is(err, blob.ErrNotFound) {
+		return err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("localblob adopt: %w", err)
+	}
+	if fi.Size() != size {
+		return fmt.Errorf("localblob adopt: %w: the file has %d bytes, not %d", blob.ErrSizeMismatch, fi.Size(), size)
+	}
+	dst := s.blobPath(sum)
+	if err := s.mkdirAllSync(filepath.Dir(dst)); err != nil {
+		return fmt.Errorf("localblob adopt: %w", err)
+	}
+	if err := os.Rename(path, dst); err != nil {
+		if errors.Is(err, syscall.EXDEV) {
+			return fmt.Errorf("localblob adopt: %w: %v", blob.ErrCannotAdopt, err)
+		}
+		return fmt.Errorf("localblob adopt: %w", err)
+	}
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		return fmt.Errorf("localblob adopt: %w", err)
+	}
+	return nil
 }
 
 // writeFile streams r through a Verifier into a temporary file, then

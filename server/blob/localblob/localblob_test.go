@@ -1,6 +1,9 @@
 package localblob_test
 
 import (
+	"bytes"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -52,5 +55,65 @@ func TestLayout(t *testing.T) {
 func TestNew_Empty(t *testing.T) {
 	if _, err := localblob.New(""); err == nil {
 		t.Fatal("New(\"\") succeeded")
+	}
+}
+
+func TestAdopt(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	data := blobtest.Data(7, 70_000)
+	sum := blobtest.Sum(data)
+
+	// A wrong size is refused and the file stays.
+	p := write("a.part", data)
+	if err := s.Adopt(ctx, sum, int64(len(data))+1, p); !errors.Is(err, blob.ErrSizeMismatch) {
+		t.Fatalf("adopt with a wrong size: %v", err)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("the refused file is gone: %v", err)
+	}
+	if _, err := s.Stat(ctx, sum); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("stored after a refusal: %v", err)
+	}
+
+	// Adopted: moved into place, readable through Open.
+	if err := s.Adopt(ctx, sum, int64(len(data)), p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the adopted file is still at its old path: %v", err)
+	}
+	rc, info, err := s.Open(ctx, sum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if info.Size != int64(len(data)) || !bytes.Equal(got, data) {
+		t.Fatalf("adopted blob: %d bytes, identical %v", info.Size, bytes.Equal(got, data))
+	}
+
+	// Adopting a present blob again removes the new copy and keeps the
+	// stored one.
+	p2 := write("b.part", data)
+	if err := s.Adopt(ctx, sum, int64(len(data)), p2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p2); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the duplicate file stays: %v", err)
+	}
+	if info, err := s.Stat(ctx, sum); err != nil || info.Size != int64(len(data)) {
+		t.Fatalf("after a duplicate adoption: %+v %v", info, err)
+	}
+	if err := s.Adopt(ctx, "../../etc", 1, p2); !errors.Is(err, blob.ErrBadName) {
+		t.Fatalf("bad name: %v", err)
 	}
 }
