@@ -64,7 +64,7 @@ func (s *Store) AuditTrail(ctx context.Context, entityType, id string) ([]domain
 			OR (entity_type = 'conflict' AND entity_id IN (SELECT id FROM conflicts WHERE household_id = ?))`
 		args = append(args, id, id)
 	}
-	rows, err := s.r.QueryContext(ctx, q+` ORDER BY id`, args...)
+	rows, err := s.readRows(ctx, q+` ORDER BY id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("audit trail: %w", err)
 	}

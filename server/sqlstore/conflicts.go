@@ -40,7 +40,7 @@ func (s *Store) ListConflicts(ctx context.Context, places map[string]bool, state
 			args = append(args, c)
 		}
 	}
-	rows, err := s.r.QueryContext(ctx, q+` ORDER BY c.created_at DESC, c.id LIMIT 2000`, args...)
+	rows, err := s.readRows(ctx, q+` ORDER BY c.created_at DESC, c.id LIMIT 2000`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("conflicts: %w", err)
 	}
@@ -157,7 +157,7 @@ func (s *Store) ResolveConflict(ctx context.Context, id string, by domain.User, 
 // ConflictPlace returns the place of a conflict (for access checks).
 func (s *Store) ConflictPlace(ctx context.Context, id string) (string, error) {
 	var place string
-	err := s.r.QueryRowContext(ctx, `SELECT place_code FROM conflicts WHERE id = ?`, id).Scan(&place)
+	err := s.readRow(ctx, `SELECT place_code FROM conflicts WHERE id = ?`, id).Scan(&place)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("conflict %s: %w", id, domain.ErrNotFound)
 	}

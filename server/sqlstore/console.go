@@ -43,7 +43,7 @@ func (s *Store) consoleScopeOf(ctx context.Context, roots []string) (consoleScop
 	var paths []string
 	for _, c := range roots {
 		var p string
-		err := s.r.QueryRowContext(ctx, `SELECT path FROM places WHERE code = ?`, c).Scan(&p)
+		err := s.readRow(ctx, `SELECT path FROM places WHERE code = ?`, c).Scan(&p)
 		if errors.Is(err, sql.ErrNoRows) {
 			continue
 		}
@@ -183,7 +183,7 @@ func (s *Store) ConsoleProgress(ctx context.Context, root string, monthFrom, mon
 		return p
 	}
 	scan := func(q string, args []any, fn func(rows *sql.Rows) error) error {
-		rows, err := s.r.QueryContext(ctx, q, args...)
+		rows, err := s.readRows(ctx, q, args...)
 		if err != nil {
 			return fmt.Errorf("console progress: %w", err)
 		}
@@ -299,7 +299,7 @@ func (s *Store) ConsoleProgress(ctx context.Context, root string, monthFrom, mon
 		total[rp.Code].add(st)
 	}
 	// Cadres: field workers with an assigned place in each subtree.
-	rows, err := s.r.QueryContext(ctx, `SELECT up.user_id, p.path FROM user_places up JOIN users u ON u.id = up.user_id JOIN places p ON p.code = up.place_code
+	rows, err := s.readRows(ctx, `SELECT up.user_id, p.path FROM user_places up JOIN users u ON u.id = up.user_id JOIN places p ON p.code = up.place_code
 		WHERE u.role = 'field_worker' AND u.disabled = 0 AND p.path >= ? AND p.path < ?`, rp.Path, rp.Path+"\xff")
 	if err != nil {
 		return nil, fmt.Errorf("console progress: cadres: %w", err)
@@ -361,7 +361,7 @@ func (s *Store) ConsoleCadres(ctx context.Context, root string, from, to time.Ti
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT u.id, u.username, u.display_name, group_concat(up.place_code, ','),
+	rows, err := s.readRows(ctx, `SELECT u.id, u.username, u.display_name, group_concat(up.place_code, ','),
 			(SELECT count(*) FROM visits v WHERE v.user_id = u.id AND v.device_time >= ? AND v.device_time < ?)
 		FROM users u JOIN user_places up ON up.user_id = u.id JOIN places p ON p.code = up.place_code
 		WHERE u.role = 'field_worker' AND u.disabled = 0 AND p.path >= ? AND p.path < ?
@@ -403,7 +403,7 @@ func (s *Store) ConsoleVisitsPerDay(ctx context.Context, root string, from, to t
 	in, inArgs := sc.placeIn("place_code")
 	mod := fmt.Sprintf("%+d minutes", offsetMinutes)
 	args := append([]any{mod, consoleBound(from), consoleBound(to)}, inArgs...)
-	rows, err := s.r.QueryContext(ctx, `SELECT date(device_time, ?) AS d, count(*) FROM visits
+	rows, err := s.readRows(ctx, `SELECT date(device_time, ?) AS d, count(*) FROM visits
 		WHERE device_time >= ? AND device_time < ? AND `+in+` GROUP BY d ORDER BY d`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("console visits per day: %w", err)
@@ -473,7 +473,7 @@ func (s *Store) ConsoleHouseholds(ctx context.Context, root string, since time.T
 	args = append(args, inArgs...) // flags
 	args = append(args, inArgs...) // tasks
 	args = append(args, inArgs...) // households
-	rows, err := s.r.QueryContext(ctx, `SELECT h.id, h.place_code, COALESCE(json_extract(h.fields, '$.head_name'), ''), h.lon, h.lat,
+	rows, err := s.readRows(ctx, `SELECT h.id, h.place_code, COALESCE(json_extract(h.fields, '$.head_name'), ''), h.lon, h.lat,
 			COALESCE(vs.n, 0), COALESCE(vs.last, ''), fl.household_id IS NOT NULL, tk.household_id IS NOT NULL
 		FROM households h
 		LEFT JOIN (SELECT v.household_id, count(*) AS n, max(v.device_time) AS last FROM visits v
@@ -536,7 +536,7 @@ func (s *Store) ConsoleVisitPoints(ctx context.Context, root string, since time.
 	sc := consoleScope{ranges: [][2]string{{rp.Path, rp.Path + "\xff"}}}
 	vin, inArgs := sc.placeIn("v.place_code")
 	args := append([]any{consoleBound(since)}, inArgs...)
-	rows, err := s.r.QueryContext(ctx, `SELECT v.id, v.household_id, v.form_id, v.lon, v.lat, COALESCE(v.accuracy_m, 0), v.review_state, v.device_time
+	rows, err := s.readRows(ctx, `SELECT v.id, v.household_id, v.form_id, v.lon, v.lat, COALESCE(v.accuracy_m, 0), v.review_state, v.device_time
 		FROM visits v WHERE v.lon IS NOT NULL AND v.lat IS NOT NULL AND v.device_time >= ? AND `+vin+`
 		ORDER BY v.device_time DESC, v.id LIMIT `+fmt.Sprint(limit), args...)
 	if err != nil {
@@ -626,7 +626,7 @@ func (s *Store) ConsoleEvidenceGaps(ctx context.Context, root string, limit int)
 		WHERE req.form_id = v.form_id AND req.form_version = v.form_version AND ` + vin + ` AND ` + consoleLive + `) WHERE present < min_count)`
 	args := append(append([]any{}, reqArgs...), inArgs...)
 	// Summaries, in one statement so that the gaps are worked out once.
-	rows, err := s.r.QueryContext(ctx, gaps+`
+	rows, err := s.readRows(ctx, gaps+`
 		SELECT 'total', '', '', count(DISTINCT visit_id), count(DISTINCT household_id) FROM g
 		UNION ALL SELECT 'place', place_code, '', count(DISTINCT visit_id), 0 FROM g GROUP BY place_code
 		UNION ALL SELECT 'slot', form_id, slot, count(DISTINCT visit_id), count(DISTINCT household_id) FROM g GROUP BY form_id, slot`, args...)
@@ -660,7 +660,7 @@ func (s *Store) ConsoleEvidenceGaps(ctx context.Context, root string, limit int)
 		return rep.BySlot[i].Slot < rep.BySlot[j].Slot
 	})
 	// Items: the newest visits with gaps, with every slot they lack.
-	rows, err = s.r.QueryContext(ctx, gaps+`, top AS (SELECT DISTINCT visit_id, device_time FROM g ORDER BY device_time DESC, visit_id LIMIT ?)
+	rows, err = s.readRows(ctx, gaps+`, top AS (SELECT DISTINCT visit_id, device_time FROM g ORDER BY device_time DESC, visit_id LIMIT ?)
 		SELECT g.visit_id, g.household_id, COALESCE(json_extract(h.fields, '$.head_name'), ''), g.place_code, p.name, g.form_id, g.form_version,
 			COALESCE(u.username, ''), g.device_time, g.review_state, g.slot, g.min_count, g.referenced, g.present
 		FROM g JOIN top ON top.visit_id = g.visit_id JOIN households h ON h.id = g.household_id JOIN places p ON p.code = g.place_code
@@ -715,7 +715,7 @@ type ConsoleFlag struct {
 // evidence flags.
 func (s *Store) ConsoleHouseholdEvidence(ctx context.Context, householdID string) (map[string]BlobMeta, map[string][]ConsoleFlag, error) {
 	blobs := map[string]BlobMeta{}
-	rows, err := s.r.QueryContext(ctx, `SELECT DISTINCT ve.sha256, b.sha256 IS NOT NULL, COALESCE(b.media_type, ve.media_type), COALESCE(b.size, ve.size),
+	rows, err := s.readRows(ctx, `SELECT DISTINCT ve.sha256, b.sha256 IS NOT NULL, COALESCE(b.media_type, ve.media_type), COALESCE(b.size, ve.size),
 			COALESCE(b.exif_time, ''), b.exif_lon, b.exif_lat
 		FROM visits v JOIN visit_evidence ve ON ve.visit_id = v.id LEFT JOIN blobs b ON b.sha256 = ve.sha256
 		WHERE v.household_id = ?`, householdID)
@@ -739,7 +739,7 @@ func (s *Store) ConsoleHouseholdEvidence(ctx context.Context, householdID string
 		return nil, nil, err
 	}
 	flags := map[string][]ConsoleFlag{}
-	rows, err = s.r.QueryContext(ctx, `SELECT f.visit_id, f.sha256, f.flag, f.detail FROM evidence_flags f JOIN visits v ON v.id = f.visit_id
+	rows, err = s.readRows(ctx, `SELECT f.visit_id, f.sha256, f.flag, f.detail FROM evidence_flags f JOIN visits v ON v.id = f.visit_id
 		WHERE v.household_id = ? ORDER BY f.visit_id, f.sha256, f.flag`, householdID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("console household flags: %w", err)
@@ -766,7 +766,7 @@ func (s *Store) ConsoleVisitFlags(ctx context.Context, visitIDs []string) (map[s
 	for i, id := range visitIDs {
 		args[i] = id
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT visit_id, flag FROM evidence_flags WHERE visit_id IN (?`+strings.Repeat(",?", len(visitIDs)-1)+`)
+	rows, err := s.readRows(ctx, `SELECT visit_id, flag FROM evidence_flags WHERE visit_id IN (?`+strings.Repeat(",?", len(visitIDs)-1)+`)
 		GROUP BY visit_id, flag ORDER BY visit_id, flag`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("console visit flags: %w", err)
@@ -868,7 +868,7 @@ func (s *Store) CountExport(ctx context.Context, what string, f ExportFilter) (i
 		q = `SELECT count(*) FROM visits v WHERE ` + cond
 	}
 	var n int
-	if err := s.r.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+	if err := s.readRow(ctx, q, args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count export: %w", err)
 	}
 	return n, nil
@@ -882,7 +882,7 @@ func (s *Store) ExportVisits(ctx context.Context, f ExportFilter, fn func(*Expor
 	if err != nil {
 		return err
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT v.id, v.household_id, COALESCE(json_extract(h.fields, '$.head_name'), ''), v.place_code, p.name,
+	rows, err := s.readRows(ctx, `SELECT v.id, v.household_id, COALESCE(json_extract(h.fields, '$.head_name'), ''), v.place_code, p.name,
 			v.form_id, v.form_version, v.answers, v.lon, v.lat, COALESCE(v.accuracy_m, 0), v.device_time, v.server_time,
 			v.review_state, v.review_step, COALESCE(u.username, ''), COALESCE(v.device_id, ''), COALESCE(v.corrects_visit_id, ''),
 			(SELECT count(*) FROM visit_evidence ve WHERE ve.visit_id = v.id),
@@ -939,7 +939,7 @@ func (s *Store) ExportHouseholds(ctx context.Context, f ExportFilter, fn func(*E
 	if err != nil {
 		return err
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT h.id, h.place_code, p.name, h.fields, h.lon, h.lat, h.version, h.updated_at,
+	rows, err := s.readRows(ctx, `SELECT h.id, h.place_code, p.name, h.fields, h.lon, h.lat, h.version, h.updated_at,
 			(SELECT count(*) FROM visits v WHERE v.household_id = h.id),
 			COALESCE((SELECT max(server_time) FROM visits v WHERE v.household_id = h.id), '')
 		FROM households h JOIN places p ON p.code = h.place_code
@@ -980,7 +980,7 @@ func (s *Store) ConsoleExportForms(ctx context.Context, f ExportFilter) ([]syncp
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT DISTINCT v.form_id, v.form_version FROM visits v WHERE `+cond+` ORDER BY v.form_id, v.form_version`, args...)
+	rows, err := s.readRows(ctx, `SELECT DISTINCT v.form_id, v.form_version FROM visits v WHERE `+cond+` ORDER BY v.form_id, v.form_version`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("export forms: %w", err)
 	}

@@ -82,10 +82,12 @@ type Store struct {
 	epoch     string
 	cursorKey []byte
 
-	forms  formCache
-	stmts  stmtCache
-	health healthBuffer
-	evCfg  atomic.Pointer[evidence.Config]
+	forms      formCache
+	boundaries boundaryCache
+	stmts      stmtCache
+	rstmts     readStmts
+	health     healthBuffer
+	evCfg      atomic.Pointer[evidence.Config]
 
 	pushes    chan *pushJob
 	closeOnce sync.Once
@@ -166,6 +168,7 @@ func (s *Store) Close() error {
 		}
 		s.stmts.m = nil
 		s.stmts.mu.Unlock()
+		s.rstmts.closeAll()
 	})
 	return errors.Join(s.r.Close(), s.w.Close())
 }
@@ -173,7 +176,7 @@ func (s *Store) Close() error {
 // Ping checks that the database answers a query.
 func (s *Store) Ping(ctx context.Context) error {
 	var one int
-	if err := s.r.QueryRowContext(ctx, `SELECT 1`).Scan(&one); err != nil {
+	if err := s.readRow(ctx, `SELECT 1`).Scan(&one); err != nil {
 		return fmt.Errorf("sqlstore: ping: %w", err)
 	}
 	return nil
@@ -288,6 +291,70 @@ func queryStrings(ctx context.Context, q querier, query string, args ...any) ([]
 		return nil, err
 	}
 	return scanStrings(rows)
+}
+
+// readStmts holds statements prepared once on the read pool
+// (database/sql prepares each on a connection the first time it runs
+// there). Preparing a query every call cost more than running it on the
+// hot read paths: the evidence checks after each push, pulls, uploads.
+type readStmts struct {
+	mu sync.RWMutex
+	m  map[string]*sql.Stmt
+}
+
+// maxReadStmts bounds the cache; queries built with a variable number of
+// placeholders beyond it run unprepared.
+const maxReadStmts = 512
+
+func (c *readStmts) get(db *sql.DB, q string) *sql.Stmt {
+	c.mu.RLock()
+	st := c.m[q]
+	c.mu.RUnlock()
+	if st != nil {
+		return st
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.m[q]; st != nil {
+		return st
+	}
+	if len(c.m) >= maxReadStmts {
+		return nil
+	}
+	st, err := db.Prepare(q)
+	if err != nil {
+		return nil // running it unprepared reports the error
+	}
+	if c.m == nil {
+		c.m = map[string]*sql.Stmt{}
+	}
+	c.m[q] = st
+	return st
+}
+
+func (c *readStmts) closeAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, st := range c.m {
+		st.Close()
+	}
+	c.m = nil
+}
+
+// readRow runs a one-row query on the read pool, prepared once.
+func (s *Store) readRow(ctx context.Context, q string, args ...any) *sql.Row {
+	if st := s.rstmts.get(s.r, q); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return s.readRow(ctx, q, args...)
+}
+
+// readRows runs a query on the read pool, prepared once.
+func (s *Store) readRows(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if st := s.rstmts.get(s.r, q); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return s.readRows(ctx, q, args...)
 }
 
 // stmtCache holds statements prepared once on the single writer

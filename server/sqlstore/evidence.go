@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/paulmach/orb"
@@ -51,7 +52,7 @@ func (s *Store) MissingBlobs(ctx context.Context, sums []string) ([]string, erro
 		for i, v := range batch {
 			args[i] = v
 		}
-		rows, err := s.r.QueryContext(ctx, `SELECT sha256 FROM blobs WHERE sha256 IN (`+placeholders(len(batch))+`)`, args...)
+		rows, err := s.readRows(ctx, `SELECT sha256 FROM blobs WHERE sha256 IN (`+placeholders(len(batch))+`)`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("missing blobs: %w", err)
 		}
@@ -85,7 +86,7 @@ func placeholders(n int) string {
 // BlobPresent implements upload.Store.
 func (s *Store) BlobPresent(ctx context.Context, sum string) (bool, error) {
 	var ok bool
-	if err := s.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM blobs WHERE sha256 = ?)`, sum).Scan(&ok); err != nil {
+	if err := s.readRow(ctx, `SELECT EXISTS (SELECT 1 FROM blobs WHERE sha256 = ?)`, sum).Scan(&ok); err != nil {
 		return false, fmt.Errorf("blob present: %w", err)
 	}
 	return ok, nil
@@ -133,7 +134,7 @@ func scanBlob(sc interface{ Scan(...any) error }) (BlobRecord, error) {
 
 // Blob returns a present blob's record (domain.ErrNotFound if absent).
 func (s *Store) Blob(ctx context.Context, sum string) (BlobRecord, error) {
-	b, err := scanBlob(s.r.QueryRowContext(ctx, `SELECT `+blobCols+`, analyzed_at IS NOT NULL FROM blobs WHERE sha256 = ?`, sum))
+	b, err := scanBlob(s.readRow(ctx, `SELECT `+blobCols+`, analyzed_at IS NOT NULL FROM blobs WHERE sha256 = ?`, sum))
 	if errors.Is(err, sql.ErrNoRows) {
 		return b, fmt.Errorf("blob %s: %w", sum, domain.ErrNotFound)
 	}
@@ -146,7 +147,7 @@ func (s *Store) Blob(ctx context.Context, sum string) (BlobRecord, error) {
 // BlobPlaces lists the places of the visits that reference a blob, for
 // deciding who may see it.
 func (s *Store) BlobPlaces(ctx context.Context, sum string) ([]string, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT DISTINCT v.place_code FROM visit_evidence ve JOIN visits v ON v.id = ve.visit_id
+	rows, err := s.readRows(ctx, `SELECT DISTINCT v.place_code FROM visit_evidence ve JOIN visits v ON v.id = ve.visit_id
 		WHERE ve.sha256 = ? ORDER BY v.place_code`, sum)
 	if err != nil {
 		return nil, fmt.Errorf("blob places: %w", err)
@@ -177,7 +178,7 @@ func scanUpload(sc interface{ Scan(...any) error }) (upload.Upload, error) {
 }
 
 func (s *Store) queryUploads(ctx context.Context, q string, args ...any) ([]upload.Upload, error) {
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	rows, err := s.readRows(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("uploads: %w", err)
 	}
@@ -216,7 +217,7 @@ func (s *Store) CreateUpload(ctx context.Context, u upload.Upload) error {
 
 // Upload implements upload.Store.
 func (s *Store) Upload(ctx context.Context, id string) (upload.Upload, error) {
-	u, err := scanUpload(s.r.QueryRowContext(ctx, `SELECT `+uploadCols+` FROM uploads WHERE id = ?`, id))
+	u, err := scanUpload(s.readRow(ctx, `SELECT `+uploadCols+` FROM uploads WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return u, fmt.Errorf("upload %s: %w", id, domain.ErrNotFound)
 	}
@@ -278,7 +279,7 @@ func metaArgs(m evidence.Meta) (taken, lon, lat, phash, w, h any) {
 
 // UnanalysedBlobs implements upload.Store.
 func (s *Store) UnanalysedBlobs(ctx context.Context, limit int) ([]upload.Blob, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT sha256, size, media_type, stored_at FROM blobs
+	rows, err := s.readRows(ctx, `SELECT sha256, size, media_type, stored_at FROM blobs
 		WHERE analyzed_at IS NULL ORDER BY stored_at, sha256 LIMIT ?`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("unanalysed blobs: %w", err)
@@ -325,7 +326,7 @@ func (s *Store) DeleteUpload(ctx context.Context, id string) error {
 // ActiveUploads implements upload.Store.
 func (s *Store) ActiveUploads(ctx context.Context, deviceID string) (int, error) {
 	var n int
-	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM uploads WHERE device_id = ? AND state = 'active'`, deviceID).Scan(&n); err != nil {
+	if err := s.readRow(ctx, `SELECT count(*) FROM uploads WHERE device_id = ? AND state = 'active'`, deviceID).Scan(&n); err != nil {
 		return 0, fmt.Errorf("active uploads: %w", err)
 	}
 	return n, nil
@@ -347,7 +348,7 @@ func (s *Store) DeviceUploads(ctx context.Context, deviceID string) ([]upload.Up
 // blob, or the device attached it to a visit (evidence.attach).
 func (s *Store) Referenced(ctx context.Context, deviceID, sum string) (bool, error) {
 	var ok bool
-	err := s.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM visit_evidence ve JOIN visits v ON v.id = ve.visit_id
+	err := s.readRow(ctx, `SELECT EXISTS (SELECT 1 FROM visit_evidence ve JOIN visits v ON v.id = ve.visit_id
 			WHERE ve.sha256 = ? AND v.device_id = ?)
 		OR EXISTS (SELECT 1 FROM mutation_results WHERE device_id = ? AND kind = 'evidence.attach'
 			AND json_extract(result, '$.status') = 'applied'
@@ -361,7 +362,7 @@ func (s *Store) Referenced(ctx context.Context, deviceID, sum string) (bool, err
 // BlobArrived implements upload.Store: the checks run again for every
 // visit that references the blob.
 func (s *Store) BlobArrived(ctx context.Context, sum string) error {
-	rows, err := s.r.QueryContext(ctx, `SELECT DISTINCT visit_id FROM visit_evidence WHERE sha256 = ? ORDER BY visit_id`, sum)
+	rows, err := s.readRows(ctx, `SELECT DISTINCT visit_id FROM visit_evidence WHERE sha256 = ? ORDER BY visit_id`, sum)
 	if err != nil {
 		return fmt.Errorf("blob arrived: %w", err)
 	}
@@ -418,12 +419,12 @@ func (s *Store) visitFacts(ctx context.Context, id string) (evidence.Visit, sync
 	var formID, deviceTime string
 	var formVersion int
 	var lon, lat, acc sql.NullFloat64
-	var boundary sql.NullString
+	var placeUpdated sql.NullString
 	var zone sql.NullInt64
-	err := s.r.QueryRowContext(ctx, `SELECT v.household_id, v.place_code, v.form_id, v.form_version, v.lon, v.lat, v.accuracy_m,
-			v.device_time, v.device_tz_offset, p.boundary
+	err := s.readRow(ctx, `SELECT v.household_id, v.place_code, v.form_id, v.form_version, v.lon, v.lat, v.accuracy_m,
+			v.device_time, v.device_tz_offset, p.updated_at
 		FROM visits v LEFT JOIN places p ON p.code = v.place_code WHERE v.id = ?`, id).
-		Scan(&v.HouseholdID, &v.PlaceCode, &formID, &formVersion, &lon, &lat, &acc, &deviceTime, &zone, &boundary)
+		Scan(&v.HouseholdID, &v.PlaceCode, &formID, &formVersion, &lon, &lat, &acc, &deviceTime, &zone, &placeUpdated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return v, syncproto.FormDef{}, fmt.Errorf("visit %s: %w", id, domain.ErrNotFound)
 	}
@@ -436,9 +437,9 @@ func (s *Store) visitFacts(ctx context.Context, id string) (evidence.Visit, sync
 	}
 	v.AccuracyM = acc.Float64
 	v.DeviceTime = domain.ParseTimestamp(deviceTime)
-	if boundary.Valid && boundary.String != "" {
-		if g, err := geo.ParseBoundary(json.RawMessage(boundary.String)); err == nil {
-			v.Boundary = g
+	if placeUpdated.Valid {
+		if v.Boundary, err = s.boundaries.get(ctx, s.r, v.PlaceCode, placeUpdated.String); err != nil {
+			return v, syncproto.FormDef{}, fmt.Errorf("visit %s: %w", id, err)
 		}
 	}
 	form, err := s.cachedForm(ctx, s.r, formID, formVersion)
@@ -467,7 +468,7 @@ func (s *Store) usesOf(ctx context.Context, sums []string) ([]evidence.Use, erro
 		for i, v := range batch {
 			args[i] = v
 		}
-		rows, err := s.r.QueryContext(ctx, `SELECT DISTINCT ve.visit_id, v.household_id, ve.sha256, b.phash
+		rows, err := s.readRows(ctx, `SELECT DISTINCT ve.visit_id, v.household_id, ve.sha256, b.phash
 			FROM visit_evidence ve JOIN visits v ON v.id = ve.visit_id LEFT JOIN blobs b ON b.sha256 = ve.sha256
 			WHERE ve.sha256 IN (`+placeholders(len(batch))+`)`, args...)
 		if err != nil {
@@ -500,7 +501,7 @@ func (s *Store) nearHashes(ctx context.Context, hashes []uint64, skip map[string
 	if len(hashes) == 0 || maxDist < 0 {
 		return nil, nil
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT sha256, phash FROM blobs WHERE phash IS NOT NULL`)
+	rows, err := s.readRows(ctx, `SELECT sha256, phash FROM blobs WHERE phash IS NOT NULL`)
 	if err != nil {
 		return nil, err
 	}
@@ -539,7 +540,7 @@ func (s *Store) RunEvidenceChecks(ctx context.Context, visitID string) error {
 	}
 	flags := evidence.CheckVisit(cfg, v)
 
-	rows, err := s.r.QueryContext(ctx, `SELECT DISTINCT ve.sha256 FROM visit_evidence ve WHERE ve.visit_id = ? ORDER BY 1`, visitID)
+	rows, err := s.readRows(ctx, `SELECT DISTINCT ve.sha256 FROM visit_evidence ve WHERE ve.visit_id = ? ORDER BY 1`, visitID)
 	if err != nil {
 		return fmt.Errorf("evidence checks: %w", err)
 	}
@@ -589,6 +590,11 @@ func (s *Store) RunEvidenceChecks(ctx context.Context, visitID string) error {
 // storeFlags replaces visitID's flags with those in flags that are about
 // it, and adds (or refreshes) the others.
 func (s *Store) storeFlags(ctx context.Context, visitID string, flags []evidence.Flag) error {
+	if same, err := s.flagsStored(ctx, visitID, flags); err != nil {
+		return err
+	} else if same {
+		return nil // most visits: no flags before, none now
+	}
 	now := s.ts()
 	return s.writeTx(ctx, func(tx *sql.Tx) error {
 		keep := map[string]bool{}
@@ -630,9 +636,35 @@ func (s *Store) storeFlags(ctx context.Context, visitID string, flags []evidence
 	})
 }
 
+// flagsStored reports whether flags are all about visitID and are exactly
+// the flags stored for it, details included (then storeFlags has nothing
+// to write).
+func (s *Store) flagsStored(ctx context.Context, visitID string, flags []evidence.Flag) (bool, error) {
+	want := map[[3]string]bool{}
+	for _, f := range flags {
+		if f.VisitID != visitID {
+			return false, nil
+		}
+		want[[3]string{f.SHA256, f.Flag, f.Detail}] = true
+	}
+	have, err := s.EvidenceFlags(ctx, visitID)
+	if err != nil {
+		return false, err
+	}
+	if len(have) != len(want) {
+		return false, nil
+	}
+	for _, f := range have {
+		if !want[[3]string{f.SHA256, f.Flag, f.Detail}] {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
 // EvidenceFlags lists a visit's flags (visit flags have sha256 "").
 func (s *Store) EvidenceFlags(ctx context.Context, visitID string) ([]evidence.Flag, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT visit_id, sha256, flag, detail FROM evidence_flags WHERE visit_id = ? ORDER BY sha256, flag`, visitID)
+	rows, err := s.readRows(ctx, `SELECT visit_id, sha256, flag, detail FROM evidence_flags WHERE visit_id = ? ORDER BY sha256, flag`, visitID)
 	if err != nil {
 		return nil, fmt.Errorf("evidence flags: %w", err)
 	}
@@ -654,7 +686,7 @@ func (s *Store) EvidenceFlags(ctx context.Context, visitID string) ([]evidence.F
 // blobs and flags, and the visit's own flags.
 func (s *Store) VisitEvidence(ctx context.Context, visitID string) (evidence.VisitReport, error) {
 	r := evidence.VisitReport{VisitID: visitID, Evidence: []evidence.Item{}, Flags: []evidence.Flag{}}
-	err := s.r.QueryRowContext(ctx, `SELECT household_id, place_code, form_id, form_version FROM visits WHERE id = ?`, visitID).
+	err := s.readRow(ctx, `SELECT household_id, place_code, form_id, form_version FROM visits WHERE id = ?`, visitID).
 		Scan(&r.HouseholdID, &r.PlaceCode, &r.FormID, &r.FormVersion)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, fmt.Errorf("visit %s: %w", visitID, domain.ErrNotFound)
@@ -678,7 +710,7 @@ func (s *Store) VisitEvidence(ctx context.Context, visitID string) (evidence.Vis
 			bySum[f.SHA256] = append(bySum[f.SHA256], f)
 		}
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT ve.sha256, ve.slot, ve.size, ve.media_type, b.stored_at
+	rows, err := s.readRows(ctx, `SELECT ve.sha256, ve.slot, ve.size, ve.media_type, b.stored_at
 		FROM visit_evidence ve LEFT JOIN blobs b ON b.sha256 = ve.sha256 WHERE ve.visit_id = ? ORDER BY ve.slot, ve.sha256`, visitID)
 	if err != nil {
 		return r, fmt.Errorf("visit evidence: %w", err)
@@ -748,7 +780,7 @@ func (s *Store) EvidenceGaps(ctx context.Context, roots []string, limit int) (ga
 		seen := map[string]bool{}
 		for _, code := range roots {
 			var path string
-			err := s.r.QueryRowContext(ctx, `SELECT path FROM places WHERE code = ?`, code).Scan(&path)
+			err := s.readRow(ctx, `SELECT path FROM places WHERE code = ?`, code).Scan(&path)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue
 			}
@@ -774,7 +806,7 @@ func (s *Store) EvidenceGaps(ctx context.Context, roots []string, limit int) (ga
 	forms := map[string]*syncproto.FormDef{}
 	gaps = []evidence.VisitGap{}
 	for _, r := range ranges {
-		rows, err := s.r.QueryContext(ctx, `SELECT v.id, v.household_id, v.place_code, v.form_id, v.form_version,
+		rows, err := s.readRows(ctx, `SELECT v.id, v.household_id, v.place_code, v.form_id, v.form_version,
 				COALESCE(v.device_id, ''), COALESCE(u.username, ''), v.device_time, v.review_state,
 				COALESCE(ve.slot, ''), count(ve.sha256), count(b.sha256)
 			FROM visits v
@@ -849,4 +881,50 @@ func (s *Store) EvidenceGaps(ctx context.Context, roots []string, limit int) (ga
 		}
 	}
 	return gaps, false, nil
+}
+
+// boundaryCache holds parsed place boundaries for the evidence checks,
+// which run for every visit pushed; reading and parsing the GeoJSON each
+// time was a sixth of a push's CPU. An entry is keyed by the place's
+// updated_at, which every change of its boundary moves.
+type boundaryCache struct {
+	mu sync.Mutex
+	m  map[string]parsedBoundary // place code →
+}
+
+type parsedBoundary struct {
+	updatedAt string
+	g         orb.Geometry
+}
+
+// maxCachedBoundaries bounds the cache (a county has a few thousand
+// places; beyond this it starts again).
+const maxCachedBoundaries = 10_000
+
+// get returns the parsed boundary of place as of updatedAt (nil when it
+// has none or it does not parse).
+func (c *boundaryCache) get(ctx context.Context, q querier, place, updatedAt string) (orb.Geometry, error) {
+	c.mu.Lock()
+	e, ok := c.m[place]
+	c.mu.Unlock()
+	if ok && e.updatedAt == updatedAt {
+		return e.g, nil
+	}
+	var raw sql.NullString
+	if err := q.QueryRowContext(ctx, `SELECT boundary, updated_at FROM places WHERE code = ?`, place).Scan(&raw, &updatedAt); err != nil {
+		return nil, fmt.Errorf("place %s boundary: %w", place, err)
+	}
+	var g orb.Geometry
+	if raw.Valid && raw.String != "" {
+		if pg, err := geo.ParseBoundary(json.RawMessage(raw.String)); err == nil {
+			g = pg
+		}
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCachedBoundaries {
+		c.m = map[string]parsedBoundary{}
+	}
+	c.m[place] = parsedBoundary{updatedAt: updatedAt, g: g}
+	c.mu.Unlock()
+	return g, nil
 }

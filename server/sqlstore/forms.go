@@ -115,7 +115,7 @@ func (s *Store) Forms(ctx context.Context, latestOnly bool) ([]syncproto.FormDef
 	if latestOnly {
 		q = `SELECT definition FROM forms f WHERE version = (SELECT max(version) FROM forms g WHERE g.id = f.id) ORDER BY id`
 	}
-	rows, err := s.r.QueryContext(ctx, q)
+	rows, err := s.readRows(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("forms: %w", err)
 	}

@@ -103,7 +103,7 @@ func (s *Store) Households(ctx context.Context, places map[string]bool, limit in
 		limit = 5000
 	}
 	for _, c := range codes {
-		rows, err := s.r.QueryContext(ctx, `SELECT h.id, h.place_code, h.fields, h.version, p.name,
+		rows, err := s.readRows(ctx, `SELECT h.id, h.place_code, h.fields, h.version, p.name,
 				(SELECT count(*) FROM visits v WHERE v.household_id = h.id), COALESCE((SELECT max(server_time) FROM visits v WHERE v.household_id = h.id), '')
 			FROM households h JOIN places p ON p.code = h.place_code WHERE h.place_code = ? AND h.deleted = 0 ORDER BY h.id`, c)
 		if err != nil {

@@ -179,7 +179,7 @@ func (s *Store) Session(ctx context.Context, tokenHash string) (domain.Session, 
 	var sess domain.Session
 	var expires string
 	var revoked sql.NullString
-	err := s.r.QueryRowContext(ctx, `SELECT user_id, csrf_token, expires_at, revoked_at FROM sessions WHERE token_hash = ?`, tokenHash).
+	err := s.readRow(ctx, `SELECT user_id, csrf_token, expires_at, revoked_at FROM sessions WHERE token_hash = ?`, tokenHash).
 		Scan(&sess.UserID, &sess.CSRFToken, &expires, &revoked)
 	if errors.Is(err, sql.ErrNoRows) {
 		return sess, fmt.Errorf("session: %w", domain.ErrNotFound)
@@ -274,7 +274,7 @@ func (s *Store) DeviceByToken(ctx context.Context, tokenHash string) (domain.Dev
 	var d domain.Device
 	var created string
 	var revoked sql.NullString
-	err := s.r.QueryRowContext(ctx, `SELECT id, user_id, name, created_at, revoked_at FROM devices WHERE token_hash = ?`, tokenHash).
+	err := s.readRow(ctx, `SELECT id, user_id, name, created_at, revoked_at FROM devices WHERE token_hash = ?`, tokenHash).
 		Scan(&d.ID, &d.UserID, &d.Name, &created, &revoked)
 	if errors.Is(err, sql.ErrNoRows) {
 		return d, fmt.Errorf("device: %w", domain.ErrNotFound)
@@ -307,7 +307,7 @@ func (s *Store) RevokeDevice(ctx context.Context, id string) error {
 // Devices lists devices with their sync state. userIDs, when non-nil,
 // limits the listing to those users' devices.
 func (s *Store) Devices(ctx context.Context, userIDs []int64) ([]domain.Device, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT d.id, d.user_id, u.username, d.name, d.created_at, d.revoked_at, d.last_seen_at,
+	rows, err := s.readRows(ctx, `SELECT d.id, d.user_id, u.username, d.name, d.created_at, d.revoked_at, d.last_seen_at,
 			COALESCE(ds.last_seq, 0), ds.last_sync_ok_at, COALESCE(ds.app_version, ''), COALESCE(ds.health, '')
 		FROM devices d JOIN users u ON u.id = d.user_id LEFT JOIN device_sync ds ON ds.device_id = d.id ORDER BY u.username, d.created_at`)
 	if err != nil {

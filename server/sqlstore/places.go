@@ -132,7 +132,7 @@ func scanPlace(sc interface{ Scan(...any) error }) (domain.Place, error) {
 
 // Place returns one place.
 func (s *Store) Place(ctx context.Context, code string) (domain.Place, error) {
-	p, err := scanPlace(s.r.QueryRowContext(ctx, `SELECT `+placeCols+` FROM places WHERE code = ?`, code))
+	p, err := scanPlace(s.readRow(ctx, `SELECT `+placeCols+` FROM places WHERE code = ?`, code))
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, fmt.Errorf("place %s: %w", code, domain.ErrNotFound)
 	}
@@ -184,7 +184,7 @@ func (s *Store) Places(ctx context.Context, roots []string, withAncestors bool) 
 }
 
 func (s *Store) queryPlaces(ctx context.Context, q string, args ...any) ([]domain.Place, error) {
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	rows, err := s.readRows(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("places: %w", err)
 	}

@@ -31,7 +31,7 @@ type pushJob struct {
 	fn   func(tx *sql.Tx) error
 	dev  PushDevice
 	req  *syncproto.PushRequest
-	pre  map[int64]*visitPrep // work done before queueing, by seq
+	pre  []*mutationPrep // work done before queueing, by index in req.Mutations
 	resp *syncproto.PushResponse
 	err  error
 	done chan struct{}
@@ -46,7 +46,7 @@ func (s *Store) Push(ctx context.Context, dev PushDevice, req *syncproto.PushReq
 	// the content hash, validating answers against an immutable form
 	// version) is done here, in the request's goroutine, so the single
 	// writer does only what must be serialised.
-	j := &pushJob{ctx: ctx, dev: dev, req: req, done: make(chan struct{}), pre: s.prepareVisits(req)}
+	j := &pushJob{ctx: ctx, dev: dev, req: req, done: make(chan struct{}), pre: s.preparePush(req)}
 	if err := s.queueWrite(j); err != nil {
 		return nil, fmt.Errorf("push: %w", err)
 	}
@@ -170,7 +170,7 @@ func (e *SequenceGapError) Error() string {
 // Unwrap lets errors.Is(err, domain.ErrSequenceGap) work.
 func (e *SequenceGapError) Unwrap() error { return domain.ErrSequenceGap }
 
-func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, req *syncproto.PushRequest, pre map[int64]*visitPrep) (*syncproto.PushResponse, error) {
+func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, req *syncproto.PushRequest, pre []*mutationPrep) (*syncproto.PushResponse, error) {
 	tx := cachedTx{tx: rawTx, s: s}
 	var lastSeq int64
 	err := tx.QueryRowContext(ctx, `SELECT last_seq FROM device_sync WHERE device_id = ?`, dev.DeviceID).Scan(&lastSeq)
@@ -187,7 +187,11 @@ func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, re
 	resp := &syncproto.PushResponse{ProtocolVersion: syncproto.ProtocolVersion}
 	var scope map[string]bool
 	now := s.ts()
-	for _, m := range req.Mutations {
+	for i, m := range req.Mutations {
+		p := &mutationPrep{}
+		if i < len(pre) && pre[i] != nil {
+			p = pre[i]
+		}
 		if m.Seq <= lastSeq {
 			var body string
 			err := tx.QueryRowContext(ctx, `SELECT result FROM mutation_results WHERE device_id = ? AND seq = ?`, dev.DeviceID, m.Seq).Scan(&body)
@@ -210,14 +214,16 @@ func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, re
 				return nil, fmt.Errorf("push: scope: %w", err)
 			}
 		}
-		r, err := s.applyOne(ctx, rawTx, dev, scope, m, pre[m.Seq])
+		r, err := s.applyOne(ctx, rawTx, dev, scope, m, p.visit)
 		if err != nil {
 			return nil, err
 		}
 		rb, _ := json.Marshal(r)
-		mb, _ := json.Marshal(m)
+		if p.body == "" {
+			p.body = mutationBody(m)
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO mutation_results(device_id, seq, kind, result, body, applied_at) VALUES (?, ?, ?, ?, ?, ?)`,
-			dev.DeviceID, m.Seq, string(m.Kind), string(rb), string(mb), now); err != nil {
+			dev.DeviceID, m.Seq, string(m.Kind), string(rb), p.body, now); err != nil {
 			return nil, fmt.Errorf("push: store result: %w", err)
 		}
 		resp.Results = append(resp.Results, r)
@@ -280,8 +286,13 @@ func (s *Store) applyOne(ctx context.Context, tx *sql.Tx, dev PushDevice, scope 
 	}
 	res.ClockClamped = clamped
 	x := cachedTx{tx: tx, s: s}
-	if _, err := x.ExecContext(ctx, `SAVEPOINT m`); err != nil {
-		return res, fmt.Errorf("push: savepoint: %w", err)
+	// A visit is rejected only before its first write (see visitCreate),
+	// so it needs no savepoint; other kinds may write, then reject.
+	savepoint := m.Kind != syncproto.KindVisitCreate
+	if savepoint {
+		if _, err := x.ExecContext(ctx, `SAVEPOINT m`); err != nil {
+			return res, fmt.Errorf("push: savepoint: %w", err)
+		}
 	}
 	actx := domain.WithActor(ctx, domain.Actor{UserID: dev.UserID, DeviceID: dev.DeviceID})
 	a := &applier{s: s, ctx: actx, tx: tx, x: x, pre: pre, dev: dev, scope: scope, hlc: hlc, now: s.ts(), res: &res}
@@ -302,8 +313,10 @@ func (s *Store) applyOne(ctx context.Context, tx *sql.Tx, dev PushDevice, scope 
 	}
 	var rj rejection
 	if errors.As(err, &rj) {
-		if _, rerr := x.ExecContext(ctx, `ROLLBACK TO m`); rerr != nil {
-			return res, fmt.Errorf("push: rollback mutation: %w", rerr)
+		if savepoint {
+			if _, rerr := x.ExecContext(ctx, `ROLLBACK TO m`); rerr != nil {
+				return res, fmt.Errorf("push: rollback mutation: %w", rerr)
+			}
 		}
 		if rj.keep != nil {
 			if kerr := rj.keep(); kerr != nil {
@@ -316,8 +329,10 @@ func (s *Store) applyOne(ctx context.Context, tx *sql.Tx, dev PushDevice, scope 
 	if err != nil {
 		return res, fmt.Errorf("push: mutation %d: %w", m.Seq, err)
 	}
-	if _, err := x.ExecContext(ctx, `RELEASE m`); err != nil {
-		return res, fmt.Errorf("push: release: %w", err)
+	if savepoint {
+		if _, err := x.ExecContext(ctx, `RELEASE m`); err != nil {
+			return res, fmt.Errorf("push: release: %w", err)
+		}
 	}
 	return res, nil
 }
@@ -397,6 +412,20 @@ type visitPrep struct {
 	hash      string
 	validated bool
 	invalid   error
+	audit     json.RawMessage // the visit.create audit event's "after"
+}
+
+// mutationPrep is what Push works out for one mutation before it queues
+// for the writer: nothing in it depends on the database's state.
+type mutationPrep struct {
+	body  string     // the mutation as pushed (mutation_results.body)
+	visit *visitPrep // visit.create only
+}
+
+// mutationBody is the JSON kept of a mutation as pushed.
+func mutationBody(m syncproto.Mutation) string {
+	b, _ := json.Marshal(m)
+	return string(b)
 }
 
 func prepareVisit(v *syncproto.Visit) *visitPrep {
@@ -404,30 +433,34 @@ func prepareVisit(v *syncproto.Visit) *visitPrep {
 	pushed.Answers = compactAnswers(v.Answers)
 	pushed.PlaceCode, pushed.DeviceID, pushed.UserName, pushed.ReviewState = "", "", "", ""
 	pushed.ServerTime = time.Time{}
-	return &visitPrep{answers: pushed.Answers, hash: contentHash(pushed)}
+	after, _ := json.Marshal(map[string]any{"household_id": v.HouseholdID, "form": fmt.Sprintf("%s@%d", v.FormID, v.FormVersion),
+		"corrects": v.CorrectsVisitID, "evidence": len(v.Evidence)})
+	return &visitPrep{answers: pushed.Answers, hash: contentHash(pushed), audit: after}
 }
 
-// prepareVisits prepares the visits of a push outside the writer. Form
-// versions are immutable, so a validation done here with a cached form
-// holds when the writer applies the visit.
-func (s *Store) prepareVisits(req *syncproto.PushRequest) map[int64]*visitPrep {
-	var out map[int64]*visitPrep
-	for _, m := range req.Mutations {
-		if m.Kind != syncproto.KindVisitCreate || m.Visit == nil {
-			continue
+// preparePush prepares a push's mutations outside the writer: each one's
+// body as kept, and for visits the compacted answers, content hash, audit
+// detail and, when the form version is cached, the validation outcome
+// (form versions are immutable, so it holds when the writer applies the
+// visit).
+func (s *Store) preparePush(req *syncproto.PushRequest) []*mutationPrep {
+	out := make([]*mutationPrep, len(req.Mutations))
+	for i, m := range req.Mutations {
+		p := &mutationPrep{body: mutationBody(m)}
+		if m.Kind == syncproto.KindVisitCreate && m.Visit != nil {
+			v := prepareVisit(m.Visit)
+			if f := s.peekForm(m.Visit.FormID, m.Visit.FormVersion); f != nil {
+				v.validated, v.invalid = true, f.ValidateAnswers(v.answers)
+			}
+			p.visit = v
 		}
-		p := prepareVisit(m.Visit)
-		if f := s.peekForm(m.Visit.FormID, m.Visit.FormVersion); f != nil {
-			p.validated, p.invalid = true, f.ValidateAnswers(p.answers)
-		}
-		if out == nil {
-			out = map[int64]*visitPrep{}
-		}
-		out[m.Seq] = p
+		out[i] = p
 	}
 	return out
 }
 
+// visitCreate applies a visit. Every rejection comes before its first
+// write: applyOne runs it without a savepoint.
 func (a *applier) visitCreate(v *syncproto.Visit) error {
 	p := a.pre
 	if p == nil {
@@ -522,8 +555,7 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 	if _, err = logChange(a.x, a.now, "visit", v.ID, h.place, "put"); err != nil {
 		return err
 	}
-	return audit(a.ctx, a.x, a.now, "visit.create", "visit", v.ID, h.place, nil,
-		map[string]any{"household_id": v.HouseholdID, "form": fmt.Sprintf("%s@%d", v.FormID, v.FormVersion), "corrects": v.CorrectsVisitID, "evidence": len(v.Evidence)})
+	return audit(a.ctx, a.x, a.now, "visit.create", "visit", v.ID, h.place, nil, p.audit)
 }
 
 func (a *applier) insertEvidence(visitID string, e syncproto.EvidenceRef) error {

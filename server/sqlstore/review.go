@@ -223,7 +223,7 @@ func (s *Store) Visits(ctx context.Context, f VisitFilter) ([]VisitRow, error) {
 		limit = 500
 	}
 	q += fmt.Sprintf(` LIMIT %d`, limit)
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	rows, err := s.readRows(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("visits: %w", err)
 	}
@@ -254,7 +254,7 @@ func (s *Store) Visits(ctx context.Context, f VisitFilter) ([]VisitRow, error) {
 
 // ReviewHistory lists the review events of a visit.
 func (s *Store) ReviewHistory(ctx context.Context, visitID string) ([]map[string]any, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT r.step, r.step_name, r.action, r.reason, COALESCE(u.username, ''), r.created_at
+	rows, err := s.readRows(ctx, `SELECT r.step, r.step_name, r.action, r.reason, COALESCE(u.username, ''), r.created_at
 		FROM review_events r LEFT JOIN users u ON u.id = r.user_id WHERE r.visit_id = ? ORDER BY r.id`, visitID)
 	if err != nil {
 		return nil, err

@@ -100,11 +100,14 @@ type benchOptions struct {
 	JSON     string
 	CacheDir string
 	WorkDir  string
-	Keep     bool
-	Only     []string
-	Skip     []string
-	Timeout  time.Duration
-	Seed     uint64
+	// DeviceDir is where the simulated phones' folders go (see
+	// bench.devices); "" puts them in the work folder.
+	DeviceDir string
+	Keep      bool
+	Only      []string
+	Skip      []string
+	Timeout   time.Duration
+	Seed      uint64
 
 	P1Devices, P1Visits int // p1 and p7: devices, visits per device
 	P2Households        int
@@ -133,13 +136,17 @@ type benchOptions struct {
 var benchSections = []string{"p6", "f1", "p1", "p7", "p8", "p4", "p23"}
 
 type bench struct {
-	o     benchOptions
-	rep   benchReport
-	work  string
-	out   io.Writer
-	notes map[string]string // metric → how it was measured, or why not
-	extra []string          // informational lines
-	rss   *rssSampler       // set while p7 samples the server
+	o    benchOptions
+	rep  benchReport
+	work string
+	// devices holds the simulated phones' folders: by default on tmpfs
+	// (-device-dir), since 200 phones have 200 flash chips, not a share
+	// of the server's disk and its journal.
+	devices string
+	out     io.Writer
+	notes   map[string]string // metric → how it was measured, or why not
+	extra   []string          // informational lines
+	rss     *rssSampler       // set while p7 samples the server
 
 	mu        sync.Mutex
 	photoSets map[int][]Photo // p4's photos by round (uploadPhotos)
@@ -158,6 +165,18 @@ func (b *bench) info(format string, args ...any) {
 }
 
 func (b *bench) path(section string) string { return filepath.Join(b.work, section) }
+
+// defaultDeviceDir is /dev/shm when it is a writable folder, else "".
+func defaultDeviceDir() string {
+	const shm = "/dev/shm"
+	f, err := os.CreateTemp(shm, ".fieldsim-probe-")
+	if err != nil {
+		return ""
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return shm
+}
 
 // profile starts a CPU profile and an execution trace of a timed phase
 // when -cpuprofile or -trace is set; the returned func stops them.
@@ -213,6 +232,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&o.CacheDir, "cache-dir", defaultCacheDir(), "where peers (tusd, PouchDB) are installed")
 	fs.StringVar(&o.WorkDir, "dir", "", "work folder (default: a temp folder, removed unless -keep)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the work folder")
+	fs.StringVar(&o.DeviceDir, "device-dir", defaultDeviceDir(), "where the simulated phones' databases go (tmpfs by default: each phone has its own flash, not a share of the server's disk); empty: the work folder")
 	fs.StringVar(&only, "only", "", "run only these sections (comma-separated: "+strings.Join(benchSections, ",")+")")
 	fs.StringVar(&skip, "skip", "", "skip these sections")
 	fs.DurationVar(&o.Timeout, "timeout", 90*time.Minute, "bound of the whole benchmark")
@@ -291,6 +311,18 @@ func runBench(ctx context.Context, o benchOptions, out io.Writer) (benchReport, 
 		}
 	}
 	b.work = work
+	b.devices = filepath.Join(work, "phones")
+	if o.DeviceDir != "" {
+		dir, err := os.MkdirTemp(o.DeviceDir, "fieldsim-phones-")
+		if err != nil {
+			return b.rep, fmt.Errorf("bench: -device-dir: %w", err)
+		}
+		b.devices = dir
+		if !o.Keep {
+			defer os.RemoveAll(dir)
+		}
+	}
+	fmt.Fprintf(out, "fieldsim bench: simulated phones' databases in %s\n", b.devices)
 	fmt.Fprintf(out, "fieldsim bench: %s, %d CPUs, Go %s; work folder %s\n", runtime.GOOS+"/"+runtime.GOARCH, runtime.NumCPU(), runtime.Version(), work)
 	run := map[string]func(context.Context) error{
 		"p6": b.p6, "f1": b.f1, "p1": b.p1, "p7": b.p7, "p8": b.p8, "p4": b.p4, "p23": b.p23,

@@ -348,7 +348,8 @@ func (b *bench) pouch(ctx context.Context, docs string) (float64, error) {
 	}
 	defer proc.stop()
 	b.logf("pouchdb-server on %s; replicating", proc.url)
-	r, err := runPouchBench(ctx, mods, dir, docs, proc.url+"/visits")
+	// The local PouchDBs are the phones: beside ours (bench.devices).
+	r, err := runPouchBench(ctx, mods, dir, filepath.Join(b.devices, "p8", "pouchdb-local"), docs, proc.url+"/visits")
 	if err != nil {
 		return 0, err
 	}

@@ -24,7 +24,7 @@ func (b *bench) startServer(ctx context.Context, section string, prepare func(co
 
 // env makes a fleet factory on srv whose devices live under the section.
 func (b *bench) env(ctx context.Context, srv *server, section, tag string, seed uint64) (*env, error) {
-	return newEnv(ctx, srv, envOptions{tag: tag, seed: seed, dir: filepath.Join(b.path(section), "devices-"+tag), setupWorkers: 8}, b.logf)
+	return newEnv(ctx, srv, envOptions{tag: tag, seed: seed, dir: filepath.Join(b.devices, section, "devices-"+tag), setupWorkers: 8}, b.logf)
 }
 
 // demoGroups are the groups of the demo village (the ones with

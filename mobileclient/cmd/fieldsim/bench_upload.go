@@ -207,7 +207,7 @@ func (b *bench) p5(ctx context.Context) error {
 		return err
 	}
 	defer srv.Close()
-	e, err := newEnv(ctx, srv, envOptions{tag: "p5", seed: b.o.Seed + 5, dir: filepath.Join(b.path("p5"), "devices"), link: &linkproxy.Link{},
+	e, err := newEnv(ctx, srv, envOptions{tag: "p5", seed: b.o.Seed + 5, dir: filepath.Join(b.devices, "p5", "devices"), link: &linkproxy.Link{},
 		backoff: fastBackoff, setupWorkers: 1}, b.logf)
 	if err != nil {
 		return err

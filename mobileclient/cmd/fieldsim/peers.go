@@ -321,13 +321,14 @@ type pouchResult struct {
 
 // runPouchBench loads each device's documents (docsFile: JSON lines
 // {"device":i,"doc":{...}}) into its own local PouchDB (LevelDB) and times
-// all devices replicating into remote at once.
-func runPouchBench(ctx context.Context, mods, dir, docsFile, remote string) (pouchResult, error) {
+// all devices replicating into remote at once. The local databases go in
+// localDir.
+func runPouchBench(ctx context.Context, mods, dir, localDir, docsFile, remote string) (pouchResult, error) {
 	script := filepath.Join(dir, "pouchbench.js")
 	if err := os.WriteFile(script, pouchBenchJS, 0o640); err != nil {
 		return pouchResult{}, err
 	}
-	cmd := exec.CommandContext(ctx, "node", script, docsFile, remote, filepath.Join(dir, "local"))
+	cmd := exec.CommandContext(ctx, "node", script, docsFile, remote, localDir)
 	cmd.Env = append(os.Environ(), "NODE_PATH="+mods)
 	cmd.Dir = dir
 	var stderr bytes.Buffer
