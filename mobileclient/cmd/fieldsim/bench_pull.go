@@ -110,7 +110,8 @@ func (b *bench) p23(ctx context.Context) error {
 		return err
 	}
 	b.note("p3_noop_pull_p99_ms_10k", fmt.Sprintf("p99 of %d pulls over HTTP with nothing new (after 20 unmeasured), %d households in the database", len(lat10k), total))
-	b.logf("no-op pull at %d households: p50 %.2f ms, p99 %.2f ms", total, ms(percentile(lat10k, 0.5)), ms(percentile(lat10k, 0.99)))
+	b.logf("no-op pull at %d households: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms (%d pulls)", total,
+		ms(percentile(lat10k, 0.5)), ms(percentile(lat10k, 0.9)), ms(percentile(lat10k, 0.99)), ms(percentile(lat10k, 1)), len(lat10k))
 	if b.o.P3Total <= 0 {
 		b.note("p3_noop_pull_p99_ms_1m", "skipped (-p3-total 0)")
 		return nil
@@ -162,7 +163,8 @@ func (b *bench) p23(ctx context.Context) error {
 		return err
 	}
 	b.note("p3_noop_pull_p99_ms_1m", fmt.Sprintf("the same device and cursor, %d households in the database", total))
-	b.logf("no-op pull at %d households: p50 %.2f ms, p99 %.2f ms", total, ms(percentile(lat1m, 0.5)), ms(percentile(lat1m, 0.99)))
+	b.logf("no-op pull at %d households: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms (%d pulls)", total,
+		ms(percentile(lat1m, 0.5)), ms(percentile(lat1m, 0.9)), ms(percentile(lat1m, 0.99)), ms(percentile(lat1m, 1)), len(lat1m))
 	if fi, err := os.Stat(app.DBPath(dir)); err == nil {
 		b.info("p3: the 1M database file is %.0f MiB", float64(fi.Size())/(1<<20))
 	}

@@ -20,6 +20,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	"fieldsync/server/blob"
@@ -35,7 +36,8 @@ var errNotDir error = syscall.ENOTDIR
 
 // Store is a blob.Store rooted at a folder.
 type Store struct {
-	dir string
+	dir  string
+	dirs sync.Map // folders known to exist (and to be durable)
 }
 
 // New returns a Store rooted at dir, creating the folder and its layout
@@ -53,7 +55,25 @@ func New(dir string) (*Store, error) {
 			return nil, fmt.Errorf("localblob: %w", err)
 		}
 	}
-	return &Store{dir: abs}, nil
+	s := &Store{dir: abs}
+	// The 256 first-level folders of sha256/ are made once, here, rather
+	// than each with an fsync of sha256/ on the write that first needs it.
+	made := false
+	for i := 0; i < 256; i++ {
+		d := filepath.Join(abs, "sha256", fmt.Sprintf("%02x", i))
+		if err := os.Mkdir(d, 0o755); err == nil {
+			made = true
+		} else if !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("localblob: %w", err)
+		}
+		s.dirs.Store(d, true)
+	}
+	if made {
+		if err := syncDir(filepath.Join(abs, "sha256")); err != nil {
+			return nil, fmt.Errorf("localblob: %w", err)
+		}
+	}
+	return s, nil
 }
 
 // Dir returns the store's root folder.
@@ -142,17 +162,10 @@ func (s *Store) Adopt(ctx context.Context, sum string, size int64, path string) 
 	if fi.Size() != size {
 		return fmt.Errorf("localblob adopt: %w: the file has %d bytes, not %d", blob.ErrSizeMismatch, fi.Size(), size)
 	}
-	dst := s.blobPath(sum)
-	if err := s.mkdirAllSync(filepath.Dir(dst)); err != nil {
-		return fmt.Errorf("localblob adopt: %w", err)
-	}
-	if err := os.Rename(path, dst); err != nil {
+	if err := s.moveInto(path, s.blobPath(sum)); err != nil {
 		if errors.Is(err, syscall.EXDEV) {
 			return fmt.Errorf("localblob adopt: %w: %v", blob.ErrCannotAdopt, err)
 		}
-		return fmt.Errorf("localblob adopt: %w", err)
-	}
-	if err := syncDir(filepath.Dir(dst)); err != nil {
 		return fmt.Errorf("localblob adopt: %w", err)
 	}
 	return nil
@@ -189,23 +202,45 @@ func (s *Store) writeFile(ctx context.Context, dst, sum string, size int64, r io
 	if err = f.Close(); err != nil {
 		return fmt.Errorf("localblob put: %w", err)
 	}
-	if err = s.mkdirAllSync(filepath.Dir(dst)); err != nil {
-		return fmt.Errorf("localblob put: %w", err)
-	}
-	if err = os.Rename(tmp, dst); err != nil {
-		return fmt.Errorf("localblob put: %w", err)
-	}
-	if err = syncDir(filepath.Dir(dst)); err != nil {
+	if err = s.moveInto(tmp, dst); err != nil {
 		return fmt.Errorf("localblob put: %w", err)
 	}
 	return nil
+}
+
+// moveInto renames the file at src to dst, making dst's folders as
+// needed, and fsyncs dst's folder. A folder that vanished since it was
+// cached as made is made again.
+func (s *Store) moveInto(src, dst string) error {
+	dir := filepath.Dir(dst)
+	if err := s.mkdirAllSync(dir); err != nil {
+		return err
+	}
+	err := os.Rename(src, dst)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, serr := os.Stat(src); serr == nil {
+			s.dirs.Delete(dir)
+			if err = s.mkdirAllSync(dir); err != nil {
+				return err
+			}
+			err = os.Rename(src, dst)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return syncDir(dir)
 }
 
 // mkdirAllSync creates dir and any missing parents below the store root,
 // fsyncing each parent whose entries changed so the new folders survive
 // a crash.
 func (s *Store) mkdirAllSync(dir string) error {
+	if _, ok := s.dirs.Load(dir); ok {
+		return nil
+	}
 	if _, err := os.Stat(dir); err == nil {
+		s.dirs.Store(dir, true)
 		return nil
 	}
 	parent := filepath.Dir(dir)

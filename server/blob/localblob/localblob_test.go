@@ -117,3 +117,24 @@ func TestAdopt(t *testing.T) {
 		t.Fatalf("bad name: %v", err)
 	}
 }
+
+// TestPut_FolderRemovedBehindItsBack: a folder the store made and
+// remembers, removed by someone else, is made again.
+func TestPut_FolderRemovedBehindItsBack(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	data := []byte("first")
+	sum := blobtest.Sum(data)
+	if err := s.Put(ctx, sum, int64(len(data)), blobtest.Stream(data)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(s.Dir(), "sha256", sum[:2], sum[2:4])); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, sum, int64(len(data)), blobtest.Stream(data)); err != nil {
+		t.Fatalf("put after its folder was removed: %v", err)
+	}
+	if info, err := s.Stat(ctx, sum); err != nil || info.Size != int64(len(data)) {
+		t.Fatalf("stat: %+v %v", info, err)
+	}
+}
