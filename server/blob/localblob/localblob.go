@@ -3,9 +3,17 @@
 //
 // Layout under the root folder:
 //
-//	sha256/ab/cd/<sum>   blobs, fanned out by the first two bytes of the sum
+//	sha256/ab/<sum>      blobs, fanned out by the first byte of the sum
 //	derived/<name>       derived objects (thumbnails, ...)
 //	tmp/                 files being written; safe to empty while stopped
+//
+// The 256 folders of sha256/ are made when the store opens. Until
+// 2026-11-29 blobs were fanned out by two bytes (sha256/ab/cd/<sum>):
+// mostly one blob per folder below a few hundred thousand blobs, and a
+// folder made and fsynced for nearly every upload. Blobs found at such a
+// path are still read and deleted; new ones go to the one-byte layout
+// (ext4 indexes big folders; a county's millions of photos make some
+// thousands per folder).
 //
 // Every write goes to a temporary file in tmp/, is fsynced, renamed into
 // place, and the destination folder is fsynced, so a blob is either fully
@@ -80,7 +88,24 @@ func New(dir string) (*Store, error) {
 func (s *Store) Dir() string { return s.dir }
 
 func (s *Store) blobPath(sum string) string {
+	return filepath.Join(s.dir, "sha256", sum[0:2], sum)
+}
+
+// legacyPath is where the two-byte layout kept a blob.
+func (s *Store) legacyPath(sum string) string {
 	return filepath.Join(s.dir, "sha256", sum[0:2], sum[2:4], sum)
+}
+
+// existingPath is the path of a present blob: the current layout's, else
+// the legacy one's if the blob is there.
+func (s *Store) existingPath(sum string) string {
+	p := s.blobPath(sum)
+	if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Lstat(s.legacyPath(sum)); err == nil {
+			return s.legacyPath(sum)
+		}
+	}
+	return p
 }
 
 func (s *Store) derivedPath(name string) string {
@@ -109,7 +134,7 @@ func (s *Store) Stat(ctx context.Context, sum string) (blob.Info, error) {
 	if err := ctx.Err(); err != nil {
 		return blob.Info{}, err
 	}
-	fi, err := os.Stat(s.blobPath(sum))
+	fi, err := os.Stat(s.existingPath(sum))
 	if err != nil {
 		return blob.Info{}, mapErr("stat", err)
 	}
@@ -275,7 +300,7 @@ func (s *Store) Open(ctx context.Context, sum string) (io.ReadSeekCloser, blob.I
 	if err := ctx.Err(); err != nil {
 		return nil, blob.Info{}, err
 	}
-	f, err := os.Open(s.blobPath(sum))
+	f, err := os.Open(s.existingPath(sum))
 	if err != nil {
 		return nil, blob.Info{}, mapErr("open", err)
 	}
@@ -295,15 +320,16 @@ func (s *Store) Delete(ctx context.Context, sum string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	p := s.blobPath(sum)
-	if err := os.Remove(p); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
+	for _, p := range []string{s.blobPath(sum), s.legacyPath(sum)} {
+		if err := os.Remove(p); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return fmt.Errorf("localblob delete: %w", err)
 		}
-		return fmt.Errorf("localblob delete: %w", err)
-	}
-	if err := syncDir(filepath.Dir(p)); err != nil {
-		return fmt.Errorf("localblob delete: %w", err)
+		if err := syncDir(filepath.Dir(p)); err != nil {
+			return fmt.Errorf("localblob delete: %w", err)
+		}
 	}
 	return nil
 }

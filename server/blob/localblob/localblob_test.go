@@ -33,7 +33,7 @@ func TestLayout(t *testing.T) {
 	if err := s.Put(t.Context(), sum, int64(len(data)), blobtest.Stream(data)); err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(s.Dir(), "sha256", sum[:2], sum[2:4], sum)
+	p := filepath.Join(s.Dir(), "sha256", sum[:2], sum)
 	got, err := os.ReadFile(p)
 	if err != nil || string(got) != string(data) {
 		t.Fatalf("read %s = %q, %v", p, got, err)
@@ -128,7 +128,7 @@ func TestPut_FolderRemovedBehindItsBack(t *testing.T) {
 	if err := s.Put(ctx, sum, int64(len(data)), blobtest.Stream(data)); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.RemoveAll(filepath.Join(s.Dir(), "sha256", sum[:2], sum[2:4])); err != nil {
+	if err := os.RemoveAll(filepath.Join(s.Dir(), "sha256", sum[:2])); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Put(ctx, sum, int64(len(data)), blobtest.Stream(data)); err != nil {
@@ -136,5 +136,45 @@ func TestPut_FolderRemovedBehindItsBack(t *testing.T) {
 	}
 	if info, err := s.Stat(ctx, sum); err != nil || info.Size != int64(len(data)) {
 		t.Fatalf("stat: %+v %v", info, err)
+	}
+}
+
+// TestLegacyLayout: a blob kept by the two-byte layout (sha256/ab/cd/sum)
+// is found, read, counts as present for Put and Adopt, and is deleted.
+func TestLegacyLayout(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	data := blobtest.Data(9, 5000)
+	sum := blobtest.Sum(data)
+	old := filepath.Join(s.Dir(), "sha256", sum[:2], sum[2:4], sum)
+	if err := os.MkdirAll(filepath.Dir(old), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(old, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := s.Stat(ctx, sum); err != nil || info.Size != int64(len(data)) {
+		t.Fatalf("stat: %+v %v", info, err)
+	}
+	rc, _, err := s.Open(ctx, sum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if !bytes.Equal(got, data) {
+		t.Fatal("open read other bytes")
+	}
+	if err := s.Put(ctx, sum, int64(len(data)), blobtest.Stream(data)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(s.Dir(), "sha256", sum[:2], sum)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("put copied a present legacy blob: %v", err)
+	}
+	if err := s.Delete(ctx, sum); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Stat(ctx, sum); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
 	}
 }
