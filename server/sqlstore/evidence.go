@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -393,58 +394,160 @@ func (s *Store) RunEvidenceChecksForPush(ctx context.Context, req *syncproto.Pus
 		}
 	}
 	seen := map[string]bool{}
-	var errs []error
+	var plain, full []string
 	for _, m := range req.Mutations {
 		if !applied[m.Seq] {
 			continue
 		}
-		var id string
 		switch {
-		case m.Kind == syncproto.KindVisitCreate && m.Visit != nil:
-			id = m.Visit.ID
-		case m.Kind == syncproto.KindEvidenceAttach && m.EvidenceAttach != nil:
-			id = m.EvidenceAttach.VisitID
+		case m.Kind == syncproto.KindVisitCreate && m.Visit != nil && !seen[m.Visit.ID]:
+			seen[m.Visit.ID] = true
+			if len(m.Visit.Evidence) == 0 {
+				plain = append(plain, m.Visit.ID)
+			} else {
+				full = append(full, m.Visit.ID)
+			}
+		case m.Kind == syncproto.KindEvidenceAttach && m.EvidenceAttach != nil && !seen[m.EvidenceAttach.VisitID]:
+			seen[m.EvidenceAttach.VisitID] = true
+			full = append(full, m.EvidenceAttach.VisitID)
 		}
-		if id != "" && !seen[id] {
-			seen[id] = true
-			errs = append(errs, s.RunEvidenceChecks(ctx, id))
-		}
+	}
+	// Where a visit was later given evidence in the same push, the full
+	// checks cover it.
+	plain = slices.DeleteFunc(plain, func(id string) bool { return slices.Contains(full, id) })
+	errs := []error{s.checkPlainVisits(ctx, plain)}
+	for _, id := range full {
+		errs = append(errs, s.RunEvidenceChecks(ctx, id))
 	}
 	return errors.Join(errs...)
 }
 
+// checkPlainVisits runs the checks of visits that reference no evidence:
+// only the visit's own (place boundary, accuracy), so two queries for the
+// whole batch (the visits' facts, their stored flags) and a write only
+// for a visit whose flags change.
+func (s *Store) checkPlainVisits(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	cfg := s.evidenceConfig()
+	facts, err := s.visitFactsOf(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("evidence checks: %w", err)
+	}
+	rows, err := s.readRows(ctx, `SELECT visit_id, sha256, flag, detail FROM evidence_flags WHERE visit_id IN (`+placeholders(len(ids))+`)`, anySlice(ids)...)
+	if err != nil {
+		return fmt.Errorf("evidence checks: %w", err)
+	}
+	stored := map[string][]evidence.Flag{}
+	for rows.Next() {
+		var f evidence.Flag
+		if err := rows.Scan(&f.VisitID, &f.SHA256, &f.Flag, &f.Detail); err != nil {
+			rows.Close()
+			return fmt.Errorf("evidence checks: %w", err)
+		}
+		stored[f.VisitID] = append(stored[f.VisitID], f)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("evidence checks: %w", err)
+	}
+	var errs []error
+	for _, id := range ids {
+		v, ok := facts[id]
+		if !ok {
+			errs = append(errs, fmt.Errorf("evidence checks: visit %s: %w", id, domain.ErrNotFound))
+			continue
+		}
+		flags := evidence.CheckVisit(cfg, v)
+		if sameFlags(flags, stored[id]) {
+			continue
+		}
+		errs = append(errs, s.storeFlags(ctx, id, flags))
+	}
+	return errors.Join(errs...)
+}
+
+func anySlice(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
 // visitFacts loads what the checks need to know about a visit.
 func (s *Store) visitFacts(ctx context.Context, id string) (evidence.Visit, syncproto.FormDef, error) {
+	rows, err := s.readRows(ctx, visitFactsQuery+` = ?`, id)
+	if err != nil {
+		return evidence.Visit{}, syncproto.FormDef{}, fmt.Errorf("visit %s: %w", id, err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return evidence.Visit{}, syncproto.FormDef{}, fmt.Errorf("visit %s: %w", id, err)
+		}
+		return evidence.Visit{}, syncproto.FormDef{}, fmt.Errorf("visit %s: %w", id, domain.ErrNotFound)
+	}
+	v, form, err := s.scanVisitFacts(ctx, rows)
+	if err != nil {
+		return v, syncproto.FormDef{}, fmt.Errorf("visit %s: %w", id, err)
+	}
+	return v, *form, nil
+}
+
+// visitFactsQuery selects what scanVisitFacts reads, up to the visit id
+// condition.
+const visitFactsQuery = `SELECT v.id, v.household_id, v.place_code, v.form_id, v.form_version, v.lon, v.lat, v.accuracy_m,
+		v.device_time, v.device_tz_offset, p.updated_at
+	FROM visits v LEFT JOIN places p ON p.code = v.place_code WHERE v.id`
+
+// visitFactsOf returns the facts of several visits (absent ones are
+// missing from the map).
+func (s *Store) visitFactsOf(ctx context.Context, ids []string) (map[string]evidence.Visit, error) {
+	rows, err := s.readRows(ctx, visitFactsQuery+` IN (`+placeholders(len(ids))+`)`, anySlice(ids)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]evidence.Visit{}
+	for rows.Next() {
+		v, _, err := s.scanVisitFacts(ctx, rows)
+		if err != nil {
+			return nil, err
+		}
+		out[v.ID] = v
+	}
+	return out, rows.Err()
+}
+
+// scanVisitFacts reads one row of visitFactsQuery into what the checks
+// need, with the place's boundary and the form version.
+func (s *Store) scanVisitFacts(ctx context.Context, rows *sql.Rows) (evidence.Visit, *syncproto.FormDef, error) {
 	var v evidence.Visit
 	var formID, deviceTime string
 	var formVersion int
 	var lon, lat, acc sql.NullFloat64
 	var placeUpdated sql.NullString
 	var zone sql.NullInt64
-	err := s.readRow(ctx, `SELECT v.household_id, v.place_code, v.form_id, v.form_version, v.lon, v.lat, v.accuracy_m,
-			v.device_time, v.device_tz_offset, p.updated_at
-		FROM visits v LEFT JOIN places p ON p.code = v.place_code WHERE v.id = ?`, id).
-		Scan(&v.HouseholdID, &v.PlaceCode, &formID, &formVersion, &lon, &lat, &acc, &deviceTime, &zone, &placeUpdated)
-	if errors.Is(err, sql.ErrNoRows) {
-		return v, syncproto.FormDef{}, fmt.Errorf("visit %s: %w", id, domain.ErrNotFound)
+	if err := rows.Scan(&v.ID, &v.HouseholdID, &v.PlaceCode, &formID, &formVersion, &lon, &lat, &acc, &deviceTime, &zone, &placeUpdated); err != nil {
+		return v, nil, err
 	}
-	if err != nil {
-		return v, syncproto.FormDef{}, fmt.Errorf("visit %s: %w", id, err)
-	}
-	v.ID = id
 	if lon.Valid && lat.Valid {
 		v.Point = &orb.Point{lon.Float64, lat.Float64}
 	}
 	v.AccuracyM = acc.Float64
 	v.DeviceTime = domain.ParseTimestamp(deviceTime)
 	if placeUpdated.Valid {
-		if v.Boundary, err = s.boundaries.get(ctx, s.r, v.PlaceCode, placeUpdated.String); err != nil {
-			return v, syncproto.FormDef{}, fmt.Errorf("visit %s: %w", id, err)
+		g, err := s.boundaries.get(ctx, s.r, v.PlaceCode, placeUpdated.String)
+		if err != nil {
+			return v, nil, err
 		}
+		v.Boundary = g
 	}
 	form, err := s.cachedForm(ctx, s.r, formID, formVersion)
 	if err != nil {
-		return v, syncproto.FormDef{}, fmt.Errorf("visit %s: %w", id, err)
+		return v, nil, err
 	}
 	v.MaxAccuracyM = form.MaxAccuracyM
 	if zone.Valid {
@@ -452,7 +555,7 @@ func (s *Store) visitFacts(ctx context.Context, id string) (evidence.Visit, sync
 		// the default zone applies).
 		v.Zone = time.FixedZone("", int(zone.Int64))
 	}
-	return v, *form, nil
+	return v, form, nil
 }
 
 // usesOf lists every attachment of the given blobs to any visit, with the
@@ -640,26 +743,37 @@ func (s *Store) storeFlags(ctx context.Context, visitID string, flags []evidence
 // the flags stored for it, details included (then storeFlags has nothing
 // to write).
 func (s *Store) flagsStored(ctx context.Context, visitID string, flags []evidence.Flag) (bool, error) {
-	want := map[[3]string]bool{}
 	for _, f := range flags {
 		if f.VisitID != visitID {
 			return false, nil
 		}
-		want[[3]string{f.SHA256, f.Flag, f.Detail}] = true
 	}
 	have, err := s.EvidenceFlags(ctx, visitID)
 	if err != nil {
 		return false, err
 	}
-	if len(have) != len(want) {
-		return false, nil
+	return sameFlags(flags, have), nil
+}
+
+// sameFlags reports whether a and b hold the same flags (visit, blob,
+// flag and detail), in any order.
+func sameFlags(a, b []evidence.Flag) bool {
+	if len(a) != len(b) {
+		return false
 	}
-	for _, f := range have {
-		if !want[[3]string{f.SHA256, f.Flag, f.Detail}] {
-			return false, nil
+	key := func(f evidence.Flag) [4]string { return [4]string{f.VisitID, f.SHA256, f.Flag, f.Detail} }
+	want := map[[4]string]int{}
+	for _, f := range a {
+		want[key(f)]++
+	}
+	for _, f := range b {
+		k := key(f)
+		if want[k] == 0 {
+			return false
 		}
+		want[k]--
 	}
-	return true, nil
+	return true
 }
 
 // EvidenceFlags lists a visit's flags (visit flags have sha256 "").

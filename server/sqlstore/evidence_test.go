@@ -2,6 +2,8 @@ package sqlstore_test
 
 import (
 	"bytes"
+	"encoding/json"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -158,10 +160,11 @@ func TestEvidenceChecks_AcrossHouseholds(t *testing.T) {
 		for _, r := range refs {
 			rs = append(rs, uploadtest.Ref(r, "progress"))
 		}
-		req := dev.Push(t, syncproto.Mutation{Kind: syncproto.KindVisitCreate, Visit: ptr(uploadtest.Visit(id, hh, rs...))})
-		// What the lead's push hook does once the push has committed.
-		if err := env.Store.RunEvidenceChecksForPush(ctx, &syncproto.PushRequest{Mutations: []syncproto.Mutation{
-			{Seq: req.Results[0].Seq, Kind: syncproto.KindVisitCreate, Visit: &syncproto.Visit{ID: id}}}}, req); err != nil {
+		m := syncproto.Mutation{Kind: syncproto.KindVisitCreate, Visit: ptr(uploadtest.Visit(id, hh, rs...))}
+		req := dev.Push(t, m)
+		// What the API's push handler does once the push has committed.
+		m.Seq = req.Results[0].Seq
+		if err := env.Store.RunEvidenceChecksForPush(ctx, &syncproto.PushRequest{Mutations: []syncproto.Mutation{m}}, req); err != nil {
 			t.Fatal(err)
 		}
 		return id
@@ -290,4 +293,75 @@ func TestUploadsStore(t *testing.T) {
 	if missing, err := st.MissingBlobs(ctx, []string{u.SHA256, u.SHA256}); err != nil || len(missing) != 1 {
 		t.Errorf("missing %v %v", missing, err)
 	}
+}
+
+// TestEvidenceChecks_PlainVisitsOfAPush: visits without evidence are
+// checked together after their push: the ones outside their place or
+// with poor accuracy are flagged, the others not; checking again changes
+// nothing, and a fixed boundary clears the flag.
+func TestEvidenceChecks_PlainVisitsOfAPush(t *testing.T) {
+	env := servertest.Start(t)
+	dev := uploadtest.NewDevice(t, env, "worker", "G11")
+	hh := syncproto.NewID(time.Now())
+	uploadtest.Household(t, env, hh, "G11")
+	var muts []syncproto.Mutation
+	var ids []string
+	for _, change := range []func(*syncproto.Visit){
+		func(*syncproto.Visit) {},
+		func(v *syncproto.Visit) { v.Point = &syncproto.Point{Lon: 103.25, Lat: 25.15} },
+		func(v *syncproto.Visit) { v.AccuracyM = 31 },
+		func(v *syncproto.Visit) { v.Point, v.AccuracyM = &syncproto.Point{Lon: 103.25, Lat: 25.15}, 50 },
+	} {
+		v := uploadtest.Visit(syncproto.NewID(time.Now()), hh)
+		change(&v)
+		ids = append(ids, v.ID)
+		muts = append(muts, syncproto.Mutation{Kind: syncproto.KindVisitCreate, Visit: &v})
+	}
+	resp := dev.Push(t, muts...)
+	for i := range muts {
+		muts[i].Seq = resp.Results[i].Seq
+	}
+	req := &syncproto.PushRequest{Mutations: muts}
+	if err := env.Store.RunEvidenceChecksForPush(ctx, req, resp); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"", evidence.FlagOutsidePlace, evidence.FlagPoorAccuracy, evidence.FlagPoorAccuracy + "," + evidence.FlagOutsidePlace} // sorted
+	check := func(when string) {
+		t.Helper()
+		for i, id := range ids {
+			var got []string
+			fs, err := env.Store.EvidenceFlags(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range fs {
+				got = append(got, f.Flag)
+			}
+			slices.Sort(got)
+			if g := strings.Join(got, ","); g != want[i] {
+				t.Errorf("%s: visit %d flags %q, want %q", when, i, g, want[i])
+			}
+		}
+	}
+	check("after the push")
+	if err := env.Store.RunEvidenceChecksForPush(ctx, req, resp); err != nil {
+		t.Fatal(err)
+	}
+	check("checked again")
+
+	// The place's boundary grows to take the far point in: the flag goes.
+	places := servertest.Places()
+	for i := range places {
+		if places[i].Code == "G11" {
+			places[i].Boundary = json.RawMessage(`{"type":"Polygon","coordinates":[[[103.0,25.0],[103.4,25.0],[103.4,25.4],[103.0,25.4],[103.0,25.0]]]}`)
+		}
+	}
+	if err := env.Store.UpsertPlaces(ctx, places); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Store.RunEvidenceChecksForPush(ctx, req, resp); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"", "", evidence.FlagPoorAccuracy, evidence.FlagPoorAccuracy}
+	check("after the boundary changed")
 }
