@@ -413,6 +413,7 @@ type visitPrep struct {
 	validated bool
 	invalid   error
 	audit     json.RawMessage // the visit.create audit event's "after"
+	answersJS string          // answers as stored (visits.answers)
 }
 
 // mutationPrep is what Push works out for one mutation before it queues
@@ -435,7 +436,8 @@ func prepareVisit(v *syncproto.Visit) *visitPrep {
 	pushed.ServerTime = time.Time{}
 	after, _ := json.Marshal(map[string]any{"household_id": v.HouseholdID, "form": fmt.Sprintf("%s@%d", v.FormID, v.FormVersion),
 		"corrects": v.CorrectsVisitID, "evidence": len(v.Evidence)})
-	return &visitPrep{answers: pushed.Answers, hash: contentHash(pushed), audit: after}
+	answers, _ := json.Marshal(pushed.Answers)
+	return &visitPrep{answers: pushed.Answers, hash: contentHash(pushed), audit: after, answersJS: string(answers)}
 }
 
 // preparePush prepares a push's mutations outside the writer: each one's
@@ -526,7 +528,6 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 			return reject(syncproto.CodeValidation, "corrected visit %s belongs to another household", v.CorrectsVisitID)
 		}
 	}
-	answers, _ := json.Marshal(pushed.Answers)
 	var lon, lat any
 	if v.Point != nil {
 		lon, lat = v.Point.Lon, v.Point.Lat
@@ -538,7 +539,7 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 	if _, err := a.x.ExecContext(a.ctx, `INSERT INTO visits(id, household_id, place_code, device_id, user_id, form_id, form_version, answers,
 			lon, lat, accuracy_m, device_time, device_tz_offset, server_time, hlc, corrects_visit_id, content_hash)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		v.ID, v.HouseholdID, h.place, a.dev.DeviceID, a.dev.UserID, v.FormID, v.FormVersion, string(answers),
+		v.ID, v.HouseholdID, h.place, a.dev.DeviceID, a.dev.UserID, v.FormID, v.FormVersion, p.answersJS,
 		lon, lat, v.AccuracyM, domain.Timestamp(v.DeviceTime), zoneOffset(v.DeviceTime), a.now, a.hlc.String(), corrects, hash); err != nil {
 		return fmt.Errorf("insert visit: %w", err)
 	}
