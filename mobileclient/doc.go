@@ -47,10 +47,15 @@
 // accepts uploads only for blobs a pushed visit names) and the pull. It
 // asks the server which hashes it lacks (POST /api/v1/evidence/missing)
 // and marks the others done, then uploads each missing one with tus 1.0:
-// creation, then PATCHes of Options.ChunkSize bytes, each with its
-// Upload-Checksum, big ones waiting for 100 Continue. The upload's path
-// and the offset the server confirmed are saved after every answer, so an
-// upload resumes, after a cut link or an app restart, from a HEAD. A 404
+// creation, then PATCHes of Options.ChunkSize bytes (with their
+// Upload-Checksum if Options.ChunkChecksums). The upload's path and the
+// offset the server confirmed are saved after every answer, so an upload
+// resumes, after a cut link or an app restart, with a PATCH at the saved
+// offset, without a HEAD first: on a weak link a HEAD's round trip can
+// take all the time between two cuts. When a cut PATCH may have landed
+// more than its answer confirmed, the next PATCH waits for 100 Continue
+// (or, if the transport does not wait, a HEAD asks first), and a 409
+// offset_mismatch carries the server's offset to go on from. A 404
 // or 410 (the server dropped an old partial upload) starts a new one. On
 // a link that cuts, the rest of the step sends smaller PATCHes without
 // checksums: the server drops a checksummed chunk that arrives only in

@@ -12,10 +12,12 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,11 +35,6 @@ const (
 const (
 	tusVersion        = "1.0.0"
 	offsetContentType = "application/offset+octet-stream"
-	// expectContinueMin: PATCH bodies from this size wait for the server's
-	// 100 Continue, so a PATCH at a stale offset is refused before its
-	// body crosses the link (the transport needs an ExpectContinueTimeout,
-	// as http.DefaultTransport has).
-	expectContinueMin = 64 << 10
 	// maxMissingQuery is the most hashes one missing-blob request asks
 	// about (the server's limit).
 	maxMissingQuery = 1000
@@ -146,7 +143,7 @@ func (c *Client) pendingUploads(ctx context.Context) ([]uploadRow, error) {
 // is saved and the next sync resumes from there.
 func (c *Client) uploadStep(ctx context.Context, cr credentials, rep *SyncReport) error {
 	var cnt counters
-	u := &uploader{c: c, cr: cr, cnt: &cnt, rep: rep, noChecksum: !c.opts.ChunkChecksums}
+	u := &uploader{c: c, cr: cr, cnt: &cnt, rep: rep, noChecksum: !c.opts.ChunkChecksums, expect: waitsForContinue(c.opts.HTTPClient)}
 	defer func() {
 		n := u.sent.Load()
 		cnt.sent += n
@@ -249,6 +246,71 @@ type uploader struct {
 	// link drops is sent again, so smaller PATCHes lose less on a link
 	// that cuts (and have their offset saved more often).
 	cutChunk int
+	// quickest is the shortest time seen from the headers of a request
+	// without a body going out (a HEAD, or a PATCH waiting for 100
+	// Continue) to the first byte of its answer: a round trip (and, on a
+	// new connection, whatever its set-up costs before the server reads).
+	quickest time.Duration
+	// expect: the transport holds a body back until 100 Continue (see
+	// waitsForContinue), so a PATCH at an offset that may be stale can ask
+	// for it; otherwise such an offset is checked with a HEAD.
+	expect bool
+}
+
+// waitsForContinue reports whether hc's transport waits for 100 Continue
+// before it sends the body of a request with "Expect: 100-continue": an
+// http.Transport with an ExpectContinueTimeout (http.DefaultTransport has
+// one); any other RoundTripper is assumed to, until a refused PATCH shows
+// that its body went anyway.
+func waitsForContinue(hc *http.Client) bool {
+	rt := hc.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	if t, ok := rt.(*http.Transport); ok {
+		return t.ExpectContinueTimeout > 0
+	}
+	return true
+}
+
+// A cut PATCH whose body had gone for less than half the quickest round
+// trip, less landSlack, cannot have landed a byte: bytes take half a round
+// trip to arrive. The judgement is made only on slow links (a quickest
+// round trip of slowLink or more), where it matters, and where the
+// server's own time (a lock, a read) is small beside the link's; on a
+// fast link every cut PATCH is taken to have landed bytes, and checking
+// the offset costs next to nothing.
+const (
+	landSlack = 25 * time.Millisecond
+	slowLink  = 100 * time.Millisecond
+)
+
+// cutPause is the wait (at most Backoff.Base) before the request after a
+// cut: time for the server to finish the request the cut ended and record
+// what of it arrived, so that the next request on the upload, which may
+// reach the server on its new connection first, finds the offset it
+// reached.
+const cutPause = 20 * time.Millisecond
+
+// exchange is what one request's trace tells.
+type exchange struct {
+	// wrote: the request's headers went out on a connection (an error
+	// then is the link breaking mid-exchange, not a dial failing).
+	wrote bool
+	// bodyFor is how long the body was going before the answer or the
+	// error (from the headers, or from 100 Continue when the request
+	// waited for it and got it).
+	bodyFor time.Duration
+	// continued: the server answered 100 Continue, so it found the
+	// request's Upload-Offset right (a tus server checks it before it
+	// reads the body).
+	continued bool
+}
+
+// mayHaveLanded reports whether a cut PATCH whose body was going for d
+// may have delivered bytes to the server.
+func (u *uploader) mayHaveLanded(d time.Duration) bool {
+	return u.quickest < slowLink || d+landSlack >= u.quickest/2
 }
 
 // tusResp is a tus answer: status, headers and the decoded error body
@@ -264,9 +326,9 @@ type outcome int
 
 const (
 	okay      outcome = iota
-	transient         // network error, 5xx, 429, 460: back off, HEAD, go on
+	transient         // network error, 5xx, 429, 460: back off, go on
 	recreate          // 404, 410: the server forgot the upload
-	resync            // 409: HEAD for the offset
+	resync            // 409: go on from the offset it carries, or HEAD
 	mismatch          // 422: the bytes received do not hash to the sum
 	refused           // 403: the server will not take this blob from us
 	stop              // 401, 412, 426: stop the step
@@ -300,10 +362,20 @@ func judge(method string, res *tusResp, err error) (outcome, error) {
 }
 
 // upload sends one file: create the upload (unless resuming one), then
-// PATCH chunks from the offset the server confirmed; after any failure,
-// back off, HEAD for the offset and go on from there. The upload's path
-// and confirmed offset are saved after every answer, so an app restart or
-// a later sync resumes where the server stands.
+// PATCH chunks from the offset the server last confirmed. The upload's
+// path and confirmed offset are saved after every answer, so an app
+// restart or a later sync resumes where the server stands.
+//
+// After a failure the next PATCH goes straight to the saved offset: no
+// HEAD first. On a weak link a HEAD's round trip, on top of a new
+// connection's, can take the whole time between two cuts, and no PATCH
+// byte would ever land. A cut PATCH may have landed more than its last
+// answer said (the server keeps every byte of an unchecksummed PATCH):
+// the server then answers 409 offset_mismatch with the offset it holds
+// (details.offset), and the upload goes on from there. HEAD is only for
+// an offset the device does not know: a 409 without one (another tus
+// server), an answer without Upload-Offset, or all bytes there but the
+// upload not finished (a HEAD finishes it).
 func (u *uploader) upload(ctx context.Context, r *uploadRow) error {
 	c := u.c
 	f, err := os.Open(c.localPath(r.rel))
@@ -324,11 +396,16 @@ func (u *uploader) upload(ctx context.Context, r *uploadRow) error {
 	var (
 		fails      int  // failed requests since the last progress
 		backoff    bool // the last request failed: wait before the next
+		cut        bool // ... the link broke mid-exchange: a short pause
 		lastErr    error
 		retryAfter time.Duration
 		recreated  int
 		best       = r.offset
-		needHead   = r.url != ""
+		needHead   bool // the offset is unknown: HEAD before the next PATCH
+		// stale: since the answer that gave the saved offset, a PATCH
+		// may have landed bytes no answer confirmed (so it is assumed of
+		// a resumed upload, whose last request may have been cut).
+		stale = true
 	)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -341,26 +418,31 @@ func (u *uploader) upload(ctx context.Context, r *uploadRow) error {
 			}
 			u.cnt.retries++
 			u.cnt.errors = append(u.cnt.errors, fmt.Sprintf("upload %s: attempt %d: %v", r.sha[:12], fails, lastErr))
-			if err := sleep(ctx, backoffDelay(b, fails, retryAfter)); err != nil {
+			d := backoffDelay(b, fails, retryAfter)
+			if cut {
+				d = min(b.Base, cutPause)
+			}
+			if err := sleep(ctx, d); err != nil {
 				return fmt.Errorf("%w (last error: %v)", err, lastErr)
 			}
 		}
-		retryAfter = 0
+		retryAfter, cut = 0, false
 		var (
 			method string
 			res    *tusResp
 			rerr   error
+			ex     exchange
 		)
 		switch {
 		case r.url == "":
 			method = http.MethodPost
-			res, rerr = u.do(ctx, method, c.server+UploadsPath, map[string]string{
+			res, ex, rerr = u.do(ctx, method, c.server+UploadsPath, map[string]string{
 				"Upload-Length":   strconv.FormatInt(r.size, 10),
 				"Upload-Metadata": uploadMetadata(r),
 			}, nil)
-		case needHead:
+		case needHead || (stale && !u.expect):
 			method = http.MethodHead
-			res, rerr = u.do(ctx, method, c.uploadURL(r.url), nil, nil)
+			res, ex, rerr = u.do(ctx, method, c.uploadURL(r.url), nil, nil)
 		default:
 			method = http.MethodPatch
 			size := c.opts.ChunkSize
@@ -370,7 +452,6 @@ func (u *uploader) upload(ctx context.Context, r *uploadRow) error {
 			// A new buffer each time: the transport may still be reading
 			// a cut request's body when Do returns.
 			chunk := make([]byte, min(int64(size), r.size-r.offset))
-			n := int64(len(chunk))
 			if _, err := f.ReadAt(chunk, r.offset); err != nil {
 				return &keepPending{err}
 			}
@@ -379,26 +460,88 @@ func (u *uploader) upload(ctx context.Context, r *uploadRow) error {
 				s := sha256.Sum256(chunk)
 				hdr["Upload-Checksum"] = "sha256 " + base64.StdEncoding.EncodeToString(s[:])
 			}
-			if n >= expectContinueMin {
+			if stale {
+				// A PATCH since the saved offset may have landed more:
+				// wait for 100 Continue, so that the server's 409 comes
+				// before the body crosses the link. Otherwise (the offset
+				// is the server's last answer, or the PATCH since was cut
+				// too early to land a byte) the body goes at once: on a
+				// link where a round trip is most of the time between
+				// cuts, waiting for 100 Continue would leave none for the
+				// body.
 				hdr["Expect"] = "100-continue"
 			}
-			res, rerr = u.do(ctx, method, c.uploadURL(r.url), hdr, chunk)
+			sent := u.sent.Load()
+			res, ex, rerr = u.do(ctx, method, c.uploadURL(r.url), hdr, chunk)
+			if ex.continued {
+				// The server found the offset right: nothing landed
+				// past it before this PATCH.
+				stale = false
+			}
+			if hdr["Expect"] != "" && res != nil && res.status == http.StatusConflict && u.sent.Load() > sent {
+				// The transport sent the body though the server refused
+				// it: check such offsets with a HEAD from now on.
+				u.expect = false
+			}
 			if rerr != nil {
 				// The link cuts: keep what arrives, lose less per cut.
 				u.noChecksum = true
 				u.cutChunk = min(c.opts.ChunkSize, max(minCutChunk, c.opts.ChunkSize/4))
+				if u.mayHaveLanded(ex.bodyFor) {
+					stale = true
+				}
 			}
 		}
 		o, err := judge(method, res, rerr)
 		switch o {
 		case okay:
-		case transient, resync:
+		case transient:
 			fails, backoff = fails+1, true
 			lastErr = fmt.Errorf("%s: %w", method, err)
+			if rerr != nil {
+				// Cut after the request went out: the link was up a
+				// moment ago, so try again after only a short pause (a
+				// dial that fails backs off). On a link that cuts every
+				// few seconds a backoff would eat the time between cuts.
+				cut = ex.wrote
+			}
 			if res != nil {
 				retryAfter = parseRetryAfter(res.header.Get("Retry-After"))
+				if off, ok := errorOffset(res, r.size); ok {
+					// 460, 413: the server says where it stands.
+					r.offset, stale = off, false
+					if err := c.saveUpload(ctx, r); err != nil {
+						return err
+					}
+				} else if method == http.MethodPatch {
+					// An answer such as a 503 may come after bytes landed.
+					stale = true
+				}
 			}
-			needHead = r.url != ""
+			continue
+		case resync:
+			off, ok := errorOffset(res, r.size)
+			if !ok {
+				// A 409 that does not say where the server stands.
+				fails, backoff = fails+1, true
+				lastErr = fmt.Errorf("%s: %w", method, err)
+				needHead = true
+				continue
+			}
+			// The server holds more (a cut PATCH landed bytes its answer
+			// never confirmed) or less than the device saved: go on from
+			// there. All bytes there but the upload not finished: HEAD
+			// finishes it.
+			r.offset, stale, needHead = off, false, off == r.size
+			if err := c.saveUpload(ctx, r); err != nil {
+				return err
+			}
+			if off > best {
+				best, fails = off, 0
+			} else {
+				fails, backoff = fails+1, true
+				lastErr = fmt.Errorf("%s: %w", method, err)
+			}
 			continue
 		case recreate:
 			if recreated++; recreated > maxRecreate {
@@ -456,7 +599,7 @@ func (u *uploader) upload(ctx context.Context, r *uploadRow) error {
 					return &keepPending{fmt.Errorf("%w: creation: %v", ErrServer, err)}
 				}
 			}
-			r.url, r.offset, best, needHead = p, off, off, false
+			r.url, r.offset, best, needHead, stale = p, off, off, false, false
 			fails = 0
 			if err := c.saveUpload(ctx, r); err != nil {
 				return err
@@ -487,7 +630,7 @@ func (u *uploader) upload(ctx context.Context, r *uploadRow) error {
 			needHead = true
 			continue
 		}
-		needHead = false
+		needHead, stale = false, false
 		r.offset = off
 		if err := c.saveUpload(ctx, r); err != nil {
 			return err
@@ -507,11 +650,81 @@ func (u *uploader) upload(ctx context.Context, r *uploadRow) error {
 	}
 }
 
-// do sends one tus request with the device's credentials.
-func (u *uploader) do(ctx context.Context, method, target string, hdr map[string]string, body []byte) (*tusResp, error) {
+// errorOffset reads the offset an error answer carries (details.offset of
+// 409 offset_mismatch, 460, 413).
+func errorOffset(res *tusResp, size int64) (int64, bool) {
+	if res == nil || res.err == nil {
+		return 0, false
+	}
+	if _, ok := res.err.Details["offset"]; !ok {
+		return 0, false
+	}
+	n := detailInt(res.err.Details, "offset")
+	if n < 0 || n > size {
+		return 0, false
+	}
+	return n, true
+}
+
+// do sends one tus request with the device's credentials, and notes
+// what its trace tells (see exchange, uploader.quickest).
+func (u *uploader) do(ctx context.Context, method, target string, hdr map[string]string, body []byte) (*tusResp, exchange, error) {
+	// The trace's callbacks may run on the transport's goroutines.
+	var (
+		mu                  sync.Mutex
+		wrote, cont, answer time.Time
+	)
+	note := func(t *time.Time) func() {
+		return func() {
+			mu.Lock()
+			if t.IsZero() {
+				*t = time.Now()
+			}
+			mu.Unlock()
+		}
+	}
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteHeaders:         note(&wrote),
+		Got100Continue:       note(&cont),
+		GotFirstResponseByte: note(&answer),
+	})
+	var ex exchange
+	_, waits := hdr["Expect"]
+	light := method == http.MethodHead || waits
+	done := func() exchange {
+		now := time.Now()
+		mu.Lock()
+		defer mu.Unlock()
+		if wrote.IsZero() {
+			return ex
+		}
+		ex.wrote = true
+		if !answer.IsZero() {
+			now = answer
+		}
+		// The first answer of a request that sent no body yet (a 100
+		// Continue is one) times a round trip.
+		first := answer
+		if !cont.IsZero() && (first.IsZero() || cont.Before(first)) {
+			first = cont
+		}
+		if light && !first.IsZero() {
+			if d := first.Sub(wrote); u.quickest <= 0 || d < u.quickest {
+				u.quickest = d
+			}
+		}
+		from := wrote
+		if !cont.IsZero() {
+			from, ex.continued = cont, true
+		}
+		if body != nil {
+			ex.bodyFor = max(0, now.Sub(from))
+		}
+		return ex
+	}
 	req, err := http.NewRequestWithContext(ctx, method, target, nil)
 	if err != nil {
-		return nil, err
+		return nil, ex, err
 	}
 	if body != nil {
 		req.ContentLength = int64(len(body))
@@ -529,20 +742,22 @@ func (u *uploader) do(ctx context.Context, method, target string, hdr map[string
 	}
 	resp, err := u.c.opts.HTTPClient.Do(req)
 	if err != nil {
-		return nil, err
+		ex := done()
+		ex.wrote = ex.wrote && ctx.Err() == nil
+		return nil, ex, err
 	}
 	defer resp.Body.Close()
 	cr := &countingReader{r: resp.Body}
 	data, err := io.ReadAll(io.LimitReader(cr, 1<<20))
 	u.cnt.received += cr.n
 	if err != nil {
-		return nil, fmt.Errorf("read response: %w", err)
+		return nil, done(), fmt.Errorf("read response: %w", err)
 	}
 	res := &tusResp{status: resp.StatusCode, header: resp.Header}
 	if resp.StatusCode >= 300 {
 		res.err = parseError(resp.StatusCode, data)
 	}
-	return res, nil
+	return res, done(), nil
 }
 
 // countedBody counts the bytes the transport reads.

@@ -3,12 +3,15 @@ package mobileclient
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -130,6 +133,7 @@ type tusCall struct {
 	method, path, offset, checksum, expect string
 	status                                 int
 	err                                    error
+	start, end                             time.Time
 }
 
 // recorder passes requests on and notes the evidence ones; after, if
@@ -146,10 +150,11 @@ func newRecorder() *recorder {
 }
 
 func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	start := time.Now()
 	resp, err := r.base.RoundTrip(req)
 	if strings.HasPrefix(req.URL.Path, UploadsPath) || req.URL.Path == MissingPath {
 		c := tusCall{method: req.Method, path: req.URL.Path, offset: req.Header.Get("Upload-Offset"),
-			checksum: req.Header.Get("Upload-Checksum"), expect: req.Header.Get("Expect"), err: err}
+			checksum: req.Header.Get("Upload-Checksum"), expect: req.Header.Get("Expect"), err: err, start: start, end: time.Now()}
 		if resp != nil {
 			c.status = resp.StatusCode
 		}
@@ -570,8 +575,14 @@ func resumeAfterRestart(t *testing.T, photo []byte, chunk int) {
 	if rep2.BlobsUploaded != 1 || rep2.BlobsFailed != 0 {
 		t.Errorf("second run: %+v", rep2)
 	}
-	if m := rec.methods(); len(m) == 0 || m[0] != http.MethodHead {
-		t.Errorf("resumed with %v, want HEAD first", m)
+	// No HEAD: a PATCH at the saved offset waits for 100 Continue (the
+	// cut PATCH may have landed more), the server refuses it with the
+	// offset it holds, and the upload goes on from there.
+	if m := rec.methods(); len(m) < 2 || slices.Contains(m, http.MethodHead) {
+		t.Errorf("resumed with %v, want PATCHes only", m)
+	} else if first, second := rec.calls[1], rec.calls[2]; first.offset != fmt.Sprint(us.Offset) || first.expect != "100-continue" || first.status != http.StatusConflict ||
+		second.offset != fmt.Sprint(serverHad) || second.expect != "" || second.status != http.StatusNoContent {
+		t.Errorf("resumed with %+v then %+v; want a PATCH at %d answered 409, then one at %d", first, second, us.Offset, serverHad)
 	}
 	s.verified(t, c2, ref)
 	// Only what the server lacked was sent again: without per-chunk
@@ -652,8 +663,15 @@ type tusFake struct {
 	data    []byte
 	script  map[string][]int
 	seen    []string
+	expects []string // the Expect header of each PATCH
 	created bool
+	// conflictOffset: a 409 carries details.offset, as fieldsync's does.
+	conflictOffset bool
 }
+
+// keepThen503 in a PATCH script: the body is kept but the answer is 503
+// (bytes landed that no answer confirmed, as on a cut).
+const keepThen503 = -1
 
 func (f *tusFake) handle(fs *fakeServer, w http.ResponseWriter, r *http.Request, body []byte) any {
 	switch {
@@ -667,8 +685,17 @@ func (f *tusFake) handle(fs *fakeServer, w http.ResponseWriter, r *http.Request,
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.seen = append(f.seen, r.Method)
+	if r.Method == http.MethodPatch {
+		f.expects = append(f.expects, r.Header.Get("Expect"))
+	}
 	if s := f.script[r.Method]; len(s) > 0 {
 		f.script[r.Method] = s[1:]
+		if s[0] == keepThen503 {
+			f.data = append(f.data, body...)
+			f.offset += int64(len(body))
+			w.Header().Set("Retry-After", "0")
+			return syncproto.Errorf(syncproto.CodeUnavailable, "scripted: %d bytes kept, then 503", len(body))
+		}
 		if s[0] != 0 {
 			w.Header().Set("Retry-After", "0")
 			code := map[int]syncproto.Code{503: syncproto.CodeUnavailable, 460: syncproto.CodeChecksumMismatch}[s[0]]
@@ -689,7 +716,11 @@ func (f *tusFake) handle(fs *fakeServer, w http.ResponseWriter, r *http.Request,
 	case http.MethodPatch:
 		off, _ := parseInt(r.Header.Get("Upload-Offset"))
 		if off != f.offset {
-			return withStatus{http.StatusConflict, syncproto.Errorf(syncproto.CodeOffsetMismatch, "at %d", f.offset)}
+			e := syncproto.Errorf(syncproto.CodeOffsetMismatch, "at %d", f.offset)
+			if f.conflictOffset {
+				e = e.With("offset", f.offset)
+			}
+			return withStatus{http.StatusConflict, e}
 		}
 		f.data = append(f.data, body...)
 		f.offset += int64(len(body))
@@ -726,8 +757,8 @@ func TestUpload_RetriesScriptedFaults(t *testing.T) {
 		t.Errorf("server got %d of %d bytes; report %+v", len(tf.data), len(data), rep)
 	}
 	// 503 on creation: again; the first PATCH goes through; 503 and 460:
-	// HEAD, then the same chunk again.
-	want := "POST POST PATCH PATCH HEAD PATCH HEAD PATCH PATCH PATCH"
+	// the same chunk again at the saved offset (no HEAD).
+	want := "POST POST PATCH PATCH PATCH PATCH PATCH PATCH"
 	if got := strings.Join(tf.seen, " "); got != want {
 		t.Errorf("requests %s\nwant     %s", got, want)
 	}
@@ -740,6 +771,70 @@ func TestUpload_RetriesScriptedFaults(t *testing.T) {
 	c.db.QueryRow(`SELECT upload_url FROM uploads`).Scan(&saved)
 	if saved != UploadsPath+"0123456789abcdef0123456789abcdef" {
 		t.Errorf("saved %q", saved)
+	}
+}
+
+// TestUpload_ConflictOffset: a PATCH lands bytes no answer confirms. The
+// next PATCH, at the saved offset, waits for 100 Continue; the 409 that
+// refuses it carries the server's offset, and the upload goes on from
+// there without a HEAD. A 409 without an offset (another tus server)
+// falls back to HEAD, and so does a 409 saying every byte is there (the
+// HEAD finishes the upload).
+func TestUpload_ConflictOffset(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		conflictOffset bool
+		script         []int
+		want           string
+		expects        []string // Expect of each PATCH
+	}{
+		{"409 with the offset", true, []int{0, keepThen503}, "POST PATCH PATCH PATCH PATCH PATCH", []string{"", "", "100-continue", "", ""}},
+		{"409 without", false, []int{0, keepThen503}, "POST PATCH PATCH PATCH HEAD PATCH PATCH", []string{"", "", "100-continue", "", ""}},
+		{"409 at the end", true, []int{0, 0, 0, keepThen503}, "POST PATCH PATCH PATCH PATCH PATCH HEAD", []string{"", "", "", "", "100-continue"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tf := &tusFake{conflictOffset: tc.conflictOffset, script: map[string][]int{http.MethodPatch: tc.script}}
+			f := newFake(t, tf.handle)
+			c := enrolledWithWork(t, f, &Options{Backoff: fastBackoff, ChunkSize: 1000}, 0)
+			data := certificatePDF(2, 3500)
+			ref := prepare(t, c, data, "certificate", "application/pdf")
+			hh, _ := c.Households("")
+			if _, err := c.RecordVisit(retrofitVisit(hh[0].ID, ref)); err != nil {
+				t.Fatal(err)
+			}
+			rep, err := c.Sync(context.Background())
+			if err != nil {
+				t.Fatalf("sync: %v (%+v)", err, rep)
+			}
+			if !bytes.Equal(tf.data, data) || rep.BlobsUploaded != 1 {
+				t.Errorf("server got %d of %d bytes; report %+v", len(tf.data), len(data), rep)
+			}
+			if got := strings.Join(tf.seen, " "); got != tc.want {
+				t.Errorf("requests %s\nwant     %s", got, tc.want)
+			}
+			// Only the PATCH at an offset the 503 may have made stale
+			// waited for 100 Continue.
+			if !slices.Equal(tf.expects, tc.expects) {
+				t.Errorf("Expect headers %q, want %q", tf.expects, tc.expects)
+			}
+		})
+	}
+}
+
+func TestWaitsForContinue_Transports(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hc   *http.Client
+		want bool
+	}{
+		{"default transport", &http.Client{}, true},
+		{"a clone of it", &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}, true},
+		{"no ExpectContinueTimeout", &http.Client{Transport: &http.Transport{}}, false},
+		{"another RoundTripper", newRecorder().client(), true},
+	} {
+		if got := waitsForContinue(tc.hc); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
 
@@ -909,5 +1004,129 @@ func TestEvidence_EndToEndOverCuttingLink(t *testing.T) {
 	}
 	if strings.Join(missing, ",") != "certificate" || len(g.Households) != 1 || g.Households[0].HouseholdID != devs[1].hhs[1] {
 		t.Errorf("gap: missing %v; households %+v", missing, g.Households)
+	}
+}
+
+// TestEvidence_UploadsOverLinkCutEveryTwoSeconds: a 2G link of 50 kbps
+// and 800 ms RTT whose connections are cut every 2 s. A new connection
+// costs a round trip before its first byte and each answer another, so a
+// resume that spends a HEAD before every PATCH never lands a byte before
+// the next cut. The device goes straight to PATCH at the offset it saved;
+// when a cut PATCH may have landed more than its last answer said, it
+// learns the server's offset from the 409 of a PATCH that waited for 100
+// Continue (or, with a transport that does not wait, from a HEAD), so
+// that every other window moves the upload on. The link is scaled 4× in
+// time (200 ms RTT, a cut every 500 ms) and 4× in bandwidth, keeping the
+// bytes that fit between two cuts and the ratio of round trip to cut
+// interval; the device's backoff is scaled the same way.
+func TestEvidence_UploadsOverLinkCutEveryTwoSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		base http.RoundTripper
+	}{
+		// http.DefaultTransport waits up to 1 s for 100 Continue.
+		{"transport waits for 100 Continue", http.DefaultTransport.(*http.Transport).Clone()},
+		// One without ExpectContinueTimeout sends the body at once.
+		{"transport sends bodies at once", &http.Transport{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { uploadOverShortLivedLink(t, tc.base) })
+	}
+}
+
+func uploadOverShortLivedLink(t *testing.T, base http.RoundTripper) {
+	const (
+		scale    = 4
+		maxSteps = 4
+	)
+	s := startEvidence(t, servertest.Options{})
+	p, err := linkproxy.Start(linkproxy.Config{Upstream: strings.TrimPrefix(s.env.URL, "http://"), Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	rec := &recorder{base: base}
+	backoff := Backoff{Base: 500 * time.Millisecond / scale, Max: 30 * time.Second / scale, MaxAttempts: 5}
+	c := s.worker(t, "w1", p.URL(), &Options{Backoff: backoff, HTTPClient: rec.client()}, "G11")
+	hh := importHouseholds(t, s.env, "G11")[0]
+	mustSync(t, c)
+	// The visit goes on the good link; the photo waits for the weak one.
+	if err := c.SetUploadPolicy(UploadRecordsOnly); err != nil {
+		t.Fatal(err)
+	}
+	ref := prepare(t, c, noisyPhoto(21, 300, 225), "before", "image/jpeg")
+	if _, err := c.RecordVisit(retrofitVisit(hh, ref)); err != nil {
+		t.Fatal(err)
+	}
+	if rep := mustSync(t, c); rep.Pushed != 1 || rep.BlobBytesSent != 0 {
+		t.Fatalf("push on the good link: %+v", rep)
+	}
+	if ref.Size < 25_000 || ref.Size > 40_000 {
+		t.Fatalf("photo of %d bytes, want about 30 KB", ref.Size)
+	}
+
+	link := linkproxy.Link{
+		UpBytesPerSec:   linkproxy.Kbps(50 * scale),
+		DownBytesPerSec: linkproxy.Kbps(50 * scale),
+		Latency:         400 * time.Millisecond / scale,
+		CutEvery:        2 * time.Second / scale,
+	}
+	if err := p.SetLink(link); err != nil {
+		t.Fatal(err)
+	}
+	up0 := p.Stats().BytesUp
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	steps, done := 0, false
+	var sent int64
+	for steps < maxSteps && !done {
+		steps++
+		rep, err := c.UploadEvidence(ctx)
+		sent += rep.BlobBytesSent
+		u := uploadStates(t, c)[ref.SHA256]
+		t.Logf("step %d: %v; uploaded %d, %d bytes handed to the socket, %d retries; saved offset %d of %d (%v)",
+			steps, err, rep.BlobsUploaded, rep.BlobBytesSent, rep.Retries, u.Offset, u.Size, time.Since(start).Round(time.Millisecond))
+		switch {
+		case err == nil && rep.BlobsUploaded == 1:
+			done = true
+		case err != nil && !errors.Is(err, ErrUnavailable):
+			t.Fatalf("step %d: %v", steps, err)
+		}
+	}
+	elapsed := time.Since(start)
+	if err := p.SetLink(linkproxy.Link{}); err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	rec.mu.Lock()
+	for _, call := range rec.calls {
+		k := call.method
+		if call.path == MissingPath {
+			k = "missing"
+		}
+		if call.expect != "" {
+			k += " (100-continue)"
+		}
+		if call.status != 0 {
+			k += fmt.Sprintf(" %d", call.status)
+		} else if call.err != nil {
+			k += " cut"
+		}
+		count[k]++
+	}
+	rec.mu.Unlock()
+	st := p.Stats()
+	t.Logf("%d-byte photo over %v: %d steps, %v, %d cuts; evidence requests %v; %d evidence bytes handed to the socket, %d bytes crossed the link up",
+		ref.Size, link, steps, elapsed.Round(time.Millisecond), st.Cuts, count, sent, st.BytesUp-up0)
+	if !done {
+		t.Fatalf("the upload did not complete in %d upload steps over a link cut every %v with %v RTT", maxSteps, link.CutEvery, 2*link.Latency)
+	}
+	if u := uploadStates(t, c)[ref.SHA256]; u.State != UploadDone {
+		t.Errorf("upload %+v", u)
+	}
+	s.verified(t, c, ref)
+	code, got := s.get(t, "/api/v1/evidence/"+ref.SHA256)
+	if sum := sha256.Sum256(got); code != http.StatusOK || hex.EncodeToString(sum[:]) != ref.SHA256 {
+		t.Errorf("download: %d, sha256 %x, want %s", code, sum, ref.SHA256)
 	}
 }
