@@ -156,7 +156,7 @@ func TestBench_Uploads(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
 	b := &bench{o: benchOptions{Seed: 3, MaxSyncs: 5, P4Photos: 4, P4Bytes: 30_000, P4Uploaders: 2, CacheDir: t.TempDir()},
-		rep: newBenchReport(), out: &out, notes: map[string]string{}, work: t.TempDir()}
+		rep: newBenchReport(), out: &out, notes: map[string]string{}, work: t.TempDir(), devices: t.TempDir()}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	sets := [][]Photo{}
