@@ -218,6 +218,9 @@ type Client struct {
 	writeMu sync.Mutex    // serializes write transactions (seq + HLC order)
 	syncSem chan struct{} // one Sync/Push/Pull at a time
 	closed  atomic.Bool
+	// pushV1: the server refused a compact (version 2) push; this Client
+	// pushes in the version 1 form from then on.
+	pushV1 atomic.Bool
 }
 
 // DBFile is the name of the device database inside the client's folder.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -195,6 +196,37 @@ func TestRecordVisit_Validation(t *testing.T) {
 }
 
 const sha64 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+// TestRecordVisit_RoundsPosition: a phone's GPS reading is kept to 7
+// decimals (about 1 cm) and its accuracy to 1 cm, in the outbox and the
+// local copy alike; the caller's visit is not changed.
+func TestRecordVisit_RoundsPosition(t *testing.T) {
+	c := openTest(t, t.TempDir(), "", nil)
+	hh := newID()
+	seed(t, c, hhOp(hh, "G11", 1, map[string]json.RawMessage{"head_name": str("王建國")}))
+	v := surveyVisit(hh, "王建國")
+	p := syncproto.Point{Lon: 103.70436123456789, Lat: 25.00169349999999}
+	v.Point, v.AccuracyM = &p, float64(float32(8.7))
+	id, err := c.RecordVisit(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := syncproto.Point{Lon: 103.7043612, Lat: 25.0016935}
+	ob := outbox(t, c)
+	if got := ob[0].M.Visit; *got.Point != want || got.AccuracyM != 8.7 {
+		t.Errorf("queued %+v ± %v, want %+v ± 8.7", *got.Point, got.AccuracyM, want)
+	}
+	var body string
+	if err := c.db.QueryRow(`SELECT body FROM visits WHERE id = ?`, id).Scan(&body); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(body, `"point":{"lon":103.7043612,"lat":25.0016935},"accuracy_m":8.7,`) {
+		t.Errorf("local copy %s", body)
+	}
+	if p.Lon != 103.70436123456789 || v.Point != &p {
+		t.Error("the caller's visit changed")
+	}
+}
 
 func TestHouseholdWrites_Validation(t *testing.T) {
 	c := openTest(t, t.TempDir(), "", nil)

@@ -7,6 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
+	"time"
 
 	"fieldsync/syncproto"
 )
@@ -184,13 +187,84 @@ type outboxRow struct {
 	created   string
 }
 
-// pushBody is syncproto.PushRequest with the mutations kept as the exact
-// bytes stored in the outbox, so every retry sends the same mutation.
+// pushBody is syncproto.PushRequest with the mutations kept as encoded
+// bytes: those stored in the outbox, or their compact form.
 type pushBody struct {
 	ProtocolVersion int                     `json:"protocol_version"`
 	DeviceID        string                  `json:"device_id"`
 	Mutations       []json.RawMessage       `json:"mutations"`
 	Health          *syncproto.OutboxHealth `json:"health,omitempty"`
+}
+
+// pushMutations encodes a batch for a push of the given protocol version:
+// the outbox bodies as they are for version 1; for version 2 their compact
+// form (syncproto.Mutation.Compact: no kind, no seq after the first, hashes
+// in base64url), which the server expands back to the same mutations.
+func pushMutations(batch []outboxRow, version int) []json.RawMessage {
+	out := make([]json.RawMessage, len(batch))
+	for i, r := range batch {
+		out[i] = json.RawMessage(r.body)
+		if version >= 2 {
+			out[i] = compactBody(r, i == 0 || batch[i-1].seq+1 != r.seq)
+		}
+	}
+	return out
+}
+
+// payloadKeys names the payload field of each mutation kind.
+var payloadKeys = map[string]string{
+	string(syncproto.KindVisitCreate):     "visit",
+	string(syncproto.KindHouseholdCreate): "household",
+	string(syncproto.KindHouseholdUpdate): "household_update",
+	string(syncproto.KindHouseholdMove):   "household_move",
+	string(syncproto.KindHouseholdDelete): "household_delete",
+	string(syncproto.KindEvidenceAttach):  "evidence_attach",
+}
+
+// compactBody is the compact form of an outbox row's mutation. A body
+// without evidence references, as enqueue writes it
+// ({"seq":N,"kind":"K","hlc":"...","<K's payload>":...), only loses its
+// seq (unless keepSeq) and kind, cut from the bytes: no decoding, as a
+// device pushes thousands of them. Any other is decoded and re-encoded
+// (syncproto.Mutation.Compact); one that does not decode as its row's
+// mutation goes as it is (valid in version 2 too).
+func compactBody(r outboxRow, keepSeq bool) json.RawMessage {
+	body := r.body
+	if !strings.Contains(body, `"sha256"`) {
+		seqPart := `{"seq":` + strconv.FormatInt(r.seq, 10) + `,`
+		rest, ok := strings.CutPrefix(body, seqPart+`"kind":"`+r.kind+`",`)
+		// Then "hlc":"<18 characters>", and the kind's payload.
+		const hlcLen = len(`"hlc":"0000000000000-0000",`)
+		if key := payloadKeys[r.kind]; ok && key != "" && len(rest) > hlcLen && strings.HasPrefix(rest, `"hlc":"`) &&
+			strings.HasPrefix(rest[hlcLen:], `"`+key+`":{`) {
+			if keepSeq {
+				return json.RawMessage(seqPart + rest)
+			}
+			return json.RawMessage("{" + rest)
+		}
+	}
+	var m syncproto.Mutation
+	if json.Unmarshal([]byte(body), &m) != nil || m.Seq != r.seq {
+		return json.RawMessage(body)
+	}
+	b, err := json.Marshal(m.Compact(keepSeq))
+	if err != nil {
+		return json.RawMessage(body)
+	}
+	return b
+}
+
+// refusedVersion reports whether err is a server's refusal of a request in
+// protocol version v because it speaks only older versions.
+func refusedVersion(err error, v int) bool {
+	var se *syncproto.Error
+	if !errors.Is(err, ErrUnsupportedVersion) || !errors.As(err, &se) {
+		return false
+	}
+	if _, ok := se.Details["max"]; !ok {
+		return true
+	}
+	return detailInt(se.Details, "max") < int64(v)
 }
 
 func (c *Client) loadBatch(ctx context.Context, limit int) ([]outboxRow, error) {
@@ -226,7 +300,7 @@ func (c *Client) health(ctx context.Context) *syncproto.OutboxHealth {
 		PendingMutations: p.Mutations,
 		PendingBlobs:     p.Uploads,
 		PendingBytes:     p.Bytes + p.UploadBytes,
-		OldestPending:    p.OldestAt,
+		OldestPending:    p.OldestAt.Truncate(time.Second),
 		AppVersion:       c.opts.AppVersion,
 	}
 }
@@ -244,16 +318,23 @@ func (c *Client) push(ctx context.Context, cr credentials, rep *SyncReport) erro
 		if len(batch) == 0 {
 			return nil
 		}
-		req := pushBody{ProtocolVersion: syncproto.ProtocolVersion, DeviceID: cr.deviceID, Health: c.health(ctx)}
-		for _, r := range batch {
-			req.Mutations = append(req.Mutations, json.RawMessage(r.body))
+		version := syncproto.MaxProtocolVersion
+		if c.pushV1.Load() {
+			version = syncproto.ProtocolVersion
 		}
+		req := pushBody{ProtocolVersion: version, DeviceID: cr.deviceID, Health: c.health(ctx), Mutations: pushMutations(batch, version)}
 		body, err := encodeBody(req, true)
 		if err != nil {
 			return fmt.Errorf("push: %w", err)
 		}
-		data, err := c.call(ctx, request{name: "push", path: PushPath, body: body, gzip: true, token: cr.token}, &cnt)
+		data, err := c.call(ctx, request{name: "push", path: PushPath, body: body, gzip: true, token: cr.token, version: version}, &cnt)
 		if err != nil {
+			if version > syncproto.ProtocolVersion && refusedVersion(err, version) {
+				// A server of protocol version 1: push to it in that form.
+				c.pushV1.Store(true)
+				cnt.errors = append(cnt.errors, fmt.Sprintf("the server takes no version %d push (%v); pushing in the version %d form", version, err, syncproto.ProtocolVersion))
+				continue
+			}
 			var gap *SequenceGapError
 			if errors.As(err, &gap) {
 				gap.Sent = batch[0].seq

@@ -25,6 +25,9 @@ type request struct {
 	gzip   bool   // body is gzip-compressed
 	token  string // bearer token, "" for none
 	status []int  // accepted success statuses (default: any 2xx)
+	// version is the protocol version the body speaks (default
+	// syncproto.ProtocolVersion), sent in the Fieldsync-Protocol header.
+	version int
 }
 
 // counters receives the wire byte counts and retry notes of a call.
@@ -36,9 +39,15 @@ type counters struct {
 
 // A gzip.Writer holds some 800 KB of compressor state: writers are pooled
 // (after Reset one writes the same bytes as a new one), and so are the
-// buffers bodies are encoded into.
+// buffers bodies are encoded into. Request bodies are compressed at
+// gzip.BestCompression: a device sends small bodies over slow links, and a
+// push of 20 visits takes some 35 µs more than at the default level for
+// about 1.5% fewer bytes.
 var (
-	gzipWriters = sync.Pool{New: func() any { return gzip.NewWriter(io.Discard) }}
+	gzipWriters = sync.Pool{New: func() any {
+		zw, _ := gzip.NewWriterLevel(io.Discard, gzip.BestCompression)
+		return zw
+	}}
 	bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 )
 
@@ -46,8 +55,8 @@ var (
 const maxPooledBuffer = 1 << 20
 
 // encodeBody encodes v as syncproto.Encode does (JSON and a newline,
-// gzip-compressed when gz) and returns a copy the caller owns: a request
-// keeps its body for every retry.
+// gzip-compressed when gz, here at gzip.BestCompression) and returns a
+// copy the caller owns: a request keeps its body for every retry.
 func encodeBody(v any, gz bool) ([]byte, error) {
 	buf := bodyBuffers.Get().(*bytes.Buffer)
 	buf.Reset()
@@ -149,7 +158,11 @@ func (c *Client) roundTrip(ctx context.Context, r request, cnt *counters) (int, 
 	// Set explicitly (instead of relying on the transport's transparent
 	// decompression) so that the compressed bytes can be counted.
 	req.Header.Set("Accept-Encoding", "gzip")
-	req.Header.Set("Fieldsync-Protocol", strconv.Itoa(syncproto.ProtocolVersion))
+	version := r.version
+	if version == 0 {
+		version = syncproto.ProtocolVersion
+	}
+	req.Header.Set("Fieldsync-Protocol", strconv.Itoa(version))
 	req.Header.Set("User-Agent", c.userAgent())
 	if r.token != "" {
 		req.Header.Set("Authorization", "Bearer "+r.token)

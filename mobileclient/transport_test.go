@@ -4,11 +4,16 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -205,7 +210,7 @@ func TestSync_BatchesGzipHealthAndCounts(t *testing.T) {
 	}
 	next := int64(1)
 	for i, p := range f.pushes {
-		if p.DeviceID != "dev-1" || p.ProtocolVersion != syncproto.ProtocolVersion {
+		if p.DeviceID != "dev-1" || p.ProtocolVersion != syncproto.MaxProtocolVersion {
 			t.Errorf("push %d: %+v", i, p)
 		}
 		for _, m := range p.Mutations {
@@ -231,6 +236,138 @@ func TestSync_BatchesGzipHealthAndCounts(t *testing.T) {
 	}
 	if n := count(t, c.db, `SELECT count(*) FROM visits WHERE local_only = 1`); n != 0 {
 		t.Errorf("%d visits still local_only after applied", n)
+	}
+}
+
+// TestPush_CompactForm: pushes go in the compact form of protocol version
+// 2 (no kinds, no seq after the first, hashes in base64url), and the
+// server reads exactly the mutations the outbox holds.
+func TestPush_CompactForm(t *testing.T) {
+	var raw [][]byte
+	f := newFake(t, func(f *fakeServer, w http.ResponseWriter, r *http.Request, body []byte) any {
+		if r.URL.Path == PushPath {
+			f.mu.Lock()
+			raw = append(raw, body)
+			f.mu.Unlock()
+		}
+		return okHandler(f, w, r, body)
+	})
+	c := enrolledWithWork(t, f, &Options{Backoff: fastBackoff}, 2)
+	ref := prepare(t, c, certificatePDF(4, 900), "certificate", "application/pdf")
+	hh, _ := c.Households("")
+	id, err := c.RecordVisit(retrofitVisit(hh[0].ID, ref))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every other kind of mutation too.
+	if _, err := c.AttachEvidence(id, writeFile(t, "rework.jpg", noisyPhoto(5, 200, 150)), "rework", "image/jpeg"); err != nil {
+		t.Fatal(err)
+	}
+	nh, err := c.CreateHousehold("G11", map[string]json.RawMessage{"head_name": str("趙")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.UpdateHousehold(nh, map[string]json.RawMessage{"notes": str(`say "hlc":"x"`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.MoveHousehold(nh, "G12"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteHousehold(nh); err != nil {
+		t.Fatal(err)
+	}
+	var queued []syncproto.Mutation
+	for _, e := range outbox(t, c) {
+		queued = append(queued, e.M)
+	}
+	// Bodies without evidence are cut, not decoded and encoded again.
+	rows, err := c.loadBatch(context.Background(), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := 0
+	for _, r := range rows {
+		if b := string(compactBody(r, false)); !strings.Contains(r.body, `"sha256"`) {
+			if cut++; "{"+b[1:] != b || !strings.HasSuffix(r.body, b[1:]) {
+				t.Errorf("seq %d (%s): %s from %s", r.seq, r.kind, b, r.body)
+			}
+		}
+	}
+	if cut < 5 {
+		t.Errorf("%d bodies without evidence", cut)
+	}
+	if rep, err := c.Push(context.Background()); err != nil || rep.Pushed != len(queued) {
+		t.Fatalf("push: %v %+v", err, rep)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(raw) != 1 || len(f.pushes) != 1 {
+		t.Fatalf("%d pushes", len(raw))
+	}
+	wire := string(raw[0])
+	if !strings.HasPrefix(wire, `{"protocol_version":2,`) || strings.Contains(wire, `"kind"`) || strings.Count(wire, `"seq"`) != 1 ||
+		strings.Contains(wire, ref.SHA256) || !strings.Contains(wire, base64.RawURLEncoding.EncodeToString(mustHex(t, ref.SHA256))) {
+		t.Errorf("push body not in the compact form:\n%s", wire)
+	}
+	if h := f.headers[len(f.headers)-1].Get("Fieldsync-Protocol"); h != "2" {
+		t.Errorf("Fieldsync-Protocol %q", h)
+	}
+	if !reflect.DeepEqual(f.pushes[0].Mutations, queued) {
+		t.Errorf("the server read\n%+v\nthe outbox held\n%+v", f.pushes[0].Mutations, queued)
+	}
+}
+
+func mustHex(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestPush_VersionOneServer: a server of protocol version 1 refuses a
+// compact push with 426; the device pushes the same batch in the version 1
+// form, and goes on in that form.
+func TestPush_VersionOneServer(t *testing.T) {
+	var versions []int
+	f := newFake(t, func(f *fakeServer, w http.ResponseWriter, r *http.Request, body []byte) any {
+		if r.URL.Path == PushPath {
+			var req struct {
+				V int `json:"protocol_version"`
+			}
+			json.Unmarshal(body, &req)
+			f.mu.Lock()
+			versions = append(versions, req.V)
+			f.mu.Unlock()
+			if req.V != 1 {
+				return syncproto.Errorf(syncproto.CodeUnsupportedVersion, "protocol_version %d not supported; this server speaks 1..1", req.V).With("min", 1).With("max", 1)
+			}
+		}
+		return okHandler(f, w, r, body)
+	})
+	c := enrolledWithWork(t, f, &Options{Backoff: fastBackoff}, 3)
+	rep, err := c.Sync(context.Background())
+	if err != nil || rep.Pushed != 3 {
+		t.Fatalf("sync: %v %+v", err, rep)
+	}
+	hh, _ := c.Households("")
+	if _, err := c.RecordVisit(surveyVisit(hh[0].ID, "b")); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := c.Sync(context.Background()); err != nil || rep.Pushed != 1 {
+		t.Fatalf("second sync: %v %+v", err, rep)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fmt.Sprint(versions) != "[2 1 1]" {
+		t.Errorf("push versions %v, want [2 1 1]", versions)
+	}
+	// A server that refuses version 2 for another reason (it needs a newer
+	// one) is not retried in version 1.
+	err = fmt.Errorf("push: %w: %w", ErrUnsupportedVersion, syncproto.Errorf(syncproto.CodeUnsupportedVersion, "x").With("min", 3).With("max", 3))
+	if refusedVersion(err, 2) {
+		t.Error("a server of version 3 taken for one of version 1")
 	}
 }
 

@@ -57,19 +57,21 @@ func decode(r io.Reader, v any) error {
 
 func checkVersion(v int) error {
 	if v == 0 {
-		return Errorf(CodeUnsupportedVersion, "protocol_version missing; this server speaks %d..%d", MinProtocolVersion, ProtocolVersion).
-			With("min", MinProtocolVersion).With("max", ProtocolVersion)
+		return Errorf(CodeUnsupportedVersion, "protocol_version missing; this server speaks %d..%d", MinProtocolVersion, MaxProtocolVersion).
+			With("min", MinProtocolVersion).With("max", MaxProtocolVersion)
 	}
 	if !SupportsVersion(v) {
-		return Errorf(CodeUnsupportedVersion, "protocol_version %d not supported; this server speaks %d..%d", v, MinProtocolVersion, ProtocolVersion).
-			With("min", MinProtocolVersion).With("max", ProtocolVersion)
+		return Errorf(CodeUnsupportedVersion, "protocol_version %d not supported; this server speaks %d..%d", v, MinProtocolVersion, MaxProtocolVersion).
+			With("min", MinProtocolVersion).With("max", MaxProtocolVersion)
 	}
 	return nil
 }
 
 // DecodePushRequest reads and checks a push request: version, device id,
-// batch size and sequence continuity. Problems with a single mutation's
-// payload are not errors here; see Mutation.Check.
+// batch size and sequence continuity. A compact push (version 2) is
+// expanded to the version 1 form: every seq and kind filled in, every
+// evidence sha256 in hex. Problems with a single mutation's payload are
+// not errors here; see Mutation.Check.
 func DecodePushRequest(r io.Reader) (*PushRequest, error) {
 	req, err := decodeAs[PushRequest](r)
 	if err != nil {
@@ -86,6 +88,15 @@ func DecodePushRequest(r io.Reader) (*PushRequest, error) {
 	}
 	if len(req.Mutations) > MaxPushMutations {
 		return nil, Errorf(CodeTooLarge, "%d mutations in one push; at most %d", len(req.Mutations), MaxPushMutations)
+	}
+	if req.ProtocolVersion >= 2 {
+		for i := range req.Mutations {
+			m := &req.Mutations[i]
+			if m.Seq == 0 && i > 0 && req.Mutations[i-1].Seq > 0 {
+				m.Seq = req.Mutations[i-1].Seq + 1
+			}
+			m.expand()
+		}
 	}
 	for i, m := range req.Mutations {
 		if m.Seq < 1 {

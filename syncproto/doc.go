@@ -12,9 +12,11 @@
 // HTTP/1.1 or HTTP/2, JSON bodies (UTF-8), Content-Type application/json.
 // Request bodies may be gzip-compressed (Content-Encoding: gzip); send
 // Accept-Encoding: gzip and responses over 1 KiB come back compressed.
-// Every sync request carries "protocol_version" (currently 1). A server
-// that cannot speak it answers 426 with code "unsupported_protocol_version"
-// and details {"min":..,"max":..}; it never guesses. Unknown JSON fields
+// Every sync request carries "protocol_version": 1, except a push in the
+// compact form of version 2 (see Push); responses say 1. A server that
+// cannot speak a request's version answers 426 with code
+// "unsupported_protocol_version" and details {"min":..,"max":..}; it never
+// guesses. See ProtocolVersion for the history. Unknown JSON fields
 // are ignored by both sides, so a newer peer may add fields freely within
 // a version.
 //
@@ -77,6 +79,14 @@
 //     the rejected body, so nothing a device sent is lost.
 //   - Delete outbox rows only after saving the results, in one local
 //     transaction. A crash between push and save just repeats the push.
+//
+// The compact push (protocol version 2) says "protocol_version": 2 and
+// may leave out what the server derives: "seq" on every mutation but the
+// first (each is the previous one's plus 1), "kind" (the one payload field
+// names it), and it may write an evidence sha256 as the 43 characters of
+// its unpadded base64url encoding. The server reads it as the same push in
+// version 1 form; a server that answers 426 with "max": 1 takes only that
+// form. Mutation.Compact makes the compact form of a mutation.
 //
 // Mutation kinds (payload field in brackets): visit.create [visit],
 // household.create [household], household.update [household_update],

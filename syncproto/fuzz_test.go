@@ -11,6 +11,7 @@ var fuzzSeeds = []string{
 	`{"protocol_version":1,"ops":[{"op":"reset"},{"op":"put","type":"place","place_data":{"code":"x"}}],"cursor":"","has_more":true}`,
 	`{"code":"sequence_gap","message":"m","details":{"expected":3}}`,
 	`[]`, `null`, `{"hlc":"1764345600000-0002"}`,
+	`{"protocol_version":2,"device_id":"d","mutations":[{"seq":7,"hlc":"1764345600000-0000","visit":{"id":"01JDZX5Q7R8S9T0V1W2X3Y4Z5A","household_id":"01JDZX5Q7R8S9T0V1W2X3Y4Z5B","form_id":"f","form_version":1,"answers":{},"device_time":"2026-11-28T09:00:00Z","evidence":[{"sha256":"47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU","size":1,"media_type":"image/jpeg","slot":"s"}]}},{"hlc":"1764345600001-0000","evidence_attach":{"visit_id":"01JDZX5Q7R8S9T0V1W2X3Y4Z5A","evidence":{"sha256":"x","size":1,"media_type":"m","slot":"s"}}}]}`,
 }
 
 func FuzzDecodePushRequest(f *testing.F) {

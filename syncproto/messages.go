@@ -143,10 +143,11 @@ type EvidenceAttach struct {
 
 // Mutation is one change made on a device. Seq is the device's own sequence
 // number: 1, 2, 3, ... without gaps, never reused. Exactly one payload field
-// matching Kind is set.
+// matching Kind is set. (Seq and Kind are left out only in the compact
+// form of a version 2 push; see Compact.)
 type Mutation struct {
-	Seq  int64        `json:"seq"`
-	Kind MutationKind `json:"kind"`
+	Seq  int64        `json:"seq,omitempty"`
+	Kind MutationKind `json:"kind,omitempty"`
 	HLC  HLC          `json:"hlc"`
 
 	Visit           *Visit           `json:"visit,omitempty"`
