@@ -55,7 +55,10 @@ func decode(r io.Reader, v any) error {
 	return nil
 }
 
-func checkVersion(v int) error {
+// CheckVersion checks a request's protocol_version: missing (0) or outside
+// MinProtocolVersion..MaxProtocolVersion gives CodeUnsupportedVersion with
+// the supported range in its details.
+func CheckVersion(v int) error {
 	if v == 0 {
 		return Errorf(CodeUnsupportedVersion, "protocol_version missing; this server speaks %d..%d", MinProtocolVersion, MaxProtocolVersion).
 			With("min", MinProtocolVersion).With("max", MaxProtocolVersion)
@@ -77,7 +80,7 @@ func DecodePushRequest(r io.Reader) (*PushRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkVersion(req.ProtocolVersion); err != nil {
+	if err := CheckVersion(req.ProtocolVersion); err != nil {
 		return nil, err
 	}
 	if req.DeviceID == "" {
@@ -127,7 +130,7 @@ func DecodePullRequest(r io.Reader) (*PullRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkVersion(req.ProtocolVersion); err != nil {
+	if err := CheckVersion(req.ProtocolVersion); err != nil {
 		return nil, err
 	}
 	if req.DeviceID == "" {

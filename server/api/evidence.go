@@ -254,14 +254,7 @@ type MissingResponse struct {
 	Missing         []string `json:"missing"`
 }
 
-func evCheckProtocol(v int) error {
-	if !syncproto.SupportsVersion(v) {
-		return syncproto.Errorf(syncproto.CodeUnsupportedVersion, "protocol_version %d not supported; this server speaks %d..%d",
-			v, syncproto.MinProtocolVersion, syncproto.ProtocolVersion).
-			With("min", syncproto.MinProtocolVersion).With("max", syncproto.ProtocolVersion)
-	}
-	return nil
-}
+func evCheckProtocol(v int) error { return syncproto.CheckVersion(v) }
 
 // evCheckProtocolHeader checks the Fieldsync-Protocol header of a request
 // without a body, if the client sent one.

@@ -10,10 +10,12 @@
 // partial file in Config.Dir (local disk, also when blobs live in S3) as
 // they arrive, and are fsynced, so a cut connection keeps everything that
 // reached the server and a restarted server resumes where it stopped. On
-// the final byte the server re-hashes the whole file: if it matches it
-// streams it into the blob store, records the blob with what EXIF and the
-// pixels say (server/evidence) and runs the evidence checks; if not it
-// discards the upload and answers hash_mismatch.
+// the final byte the server re-hashes the whole file (or uses the hash of
+// a PATCH that carried all of it): if it matches it moves it into the blob
+// store and records the blob, and answers; a background worker then
+// records what EXIF and the pixels say (server/evidence) and runs the
+// evidence checks (analyse.go). If not it discards the upload and answers
+// hash_mismatch.
 //
 // # Completed and already-present uploads
 //
@@ -32,10 +34,14 @@
 //
 // Ask POST /api/v1/evidence/missing first; create with Upload-Length and
 // Upload-Metadata "sha256 <base64 of the hex sum>" (filetype and filename
-// optional); keep the Location; after any failure HEAD it and PATCH from
-// the offset it gives (409 means the offset moved: HEAD again). Send big
-// PATCHes with "Expect: 100-continue": a PATCH at a stale offset is then
-// refused before its body crosses the link. Requests on one upload are
+// optional); keep the Location and the Upload-Offset of every answer.
+// After a failure PATCH from the last offset the server gave: on a weak
+// link a HEAD first costs a round trip that the next cut may not leave.
+// A 409 offset_mismatch carries the server's offset in details.offset
+// (more bytes of a cut PATCH may have landed than its client saw): go on
+// from there; HEAD only when no offset is known. Send a PATCH that may be
+// stale with "Expect: 100-continue": it is then refused before its body
+// crosses the link (mobileclient does all of this). Requests on one upload are
 // served in the order they reach the server; a newer one ends an older
 // PATCH that is still reading (a link that died unnoticed) and keeps what
 // it received.
