@@ -221,6 +221,9 @@ type Client struct {
 	// pushV1: the server refused a compact (version 2) push; this Client
 	// pushes in the version 1 form from then on.
 	pushV1 atomic.Bool
+	// lastCut is when an upload request last lost its connection mid-way
+	// (unix nanoseconds; 0: never since Open).
+	lastCut atomic.Int64
 }
 
 // DBFile is the name of the device database inside the client's folder.

@@ -131,6 +131,7 @@ func (s *evServer) gaps(t *testing.T, place string) api.GapsResponse {
 // tusCall is one evidence request a device made.
 type tusCall struct {
 	method, path, offset, checksum, expect string
+	length                                 int64 // request body bytes declared
 	status                                 int
 	err                                    error
 	start, end                             time.Time
@@ -154,7 +155,7 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := r.base.RoundTrip(req)
 	if strings.HasPrefix(req.URL.Path, UploadsPath) || req.URL.Path == MissingPath {
 		c := tusCall{method: req.Method, path: req.URL.Path, offset: req.Header.Get("Upload-Offset"),
-			checksum: req.Header.Get("Upload-Checksum"), expect: req.Header.Get("Expect"), err: err, start: start, end: time.Now()}
+			checksum: req.Header.Get("Upload-Checksum"), expect: req.Header.Get("Expect"), length: req.ContentLength, err: err, start: start, end: time.Now()}
 		if resp != nil {
 			c.status = resp.StatusCode
 		}
@@ -1129,4 +1130,46 @@ func uploadOverShortLivedLink(t *testing.T, base http.RoundTripper) {
 	if sum := sha256.Sum256(got); code != http.StatusOK || hex.EncodeToString(sum[:]) != ref.SHA256 {
 		t.Errorf("download: %d, sha256 %x, want %s", code, sum, ref.SHA256)
 	}
+}
+
+// TestEvidence_SmallFileGoesWithItsCreation: a photo of at most 64 KiB is
+// sent in its creation request (creation-with-upload), a round trip less
+// on a slow link; a bigger one is created, then PATCHed.
+func TestEvidence_SmallFileGoesWithItsCreation(t *testing.T) {
+	s := startEvidence(t, servertest.Options{})
+	rec := newRecorder()
+	c := s.worker(t, "w1", s.env.URL, &Options{Backoff: fastBackoff, HTTPClient: rec.client()}, "G11")
+	hh := importHouseholds(t, s.env, "G11")[0]
+	mustSync(t, c)
+	small := prepare(t, c, noisyPhoto(21, 300, 225), "before", "image/jpeg")
+	big := prepare(t, c, noisyPhoto(22, 900, 600), "after", "image/jpeg")
+	if small.Size > maxDataOnCreation || big.Size <= maxDataOnCreation {
+		t.Fatalf("photos of %d and %d bytes; want one under %d and one over", small.Size, big.Size, maxDataOnCreation)
+	}
+	if _, err := c.RecordVisit(retrofitVisit(hh, small, big)); err != nil {
+		t.Fatal(err)
+	}
+	rep := mustSync(t, c)
+	if rep.BlobsUploaded != 2 {
+		t.Fatalf("sync: %+v", rep)
+	}
+	var posts []int64
+	patched := map[string]bool{}
+	for _, call := range rec.calls {
+		switch call.method {
+		case http.MethodPost:
+			if call.path != MissingPath {
+				posts = append(posts, call.length)
+			}
+		case http.MethodPatch:
+			patched[call.path] = true
+		}
+	}
+	slices.Sort(posts)
+	if len(posts) != 2 || posts[0] != 0 || posts[1] != small.Size || len(patched) != 1 {
+		t.Errorf("creations with %v body bytes and PATCHes to %d uploads; want one creation carrying the %d-byte photo, one empty, and PATCHes to one upload",
+			posts, len(patched), small.Size)
+	}
+	s.verified(t, c, small)
+	s.verified(t, c, big)
 }
