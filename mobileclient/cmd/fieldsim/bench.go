@@ -406,7 +406,7 @@ func (b *bench) printTable(w io.Writer) {
 	row("p4_upload_mb_s_local", r.P4UploadMBsLocal, "MB/s", goal(p4ok && r.P4UploadMBsLocal >= r.P4UploadMBsTusd, p4ok,
 		"÷ tusd = "+ratio(r.P4UploadMBsLocal, r.P4UploadMBsTusd)+" (goal ≥ 1.0)"))
 	row("p4_upload_mb_s_s3", r.P4UploadMBsS3, "MB/s", "")
-	row("p4_upload_mb_s_tusd", r.P4UploadMBsTusd, "MB/s", "peer: tusd "+tusdVersion+", filestore")
+	row("p4_upload_mb_s_tusd", r.P4UploadMBsTusd, "MB/s", "peer: tusd "+tusdVersion+", filestore (never fsyncs)")
 	row("p5_resent_ratio", r.P5ResentRatio, "", goal(r.P5ResentRatio >= 0 && r.P5ResentRatio <= 1.02, r.P5ResentRatio >= 0, "goal ≤ 1.02"))
 	row("p6_bytes_per_visit", r.P6BytesPerVisit, "B", goal(r.P6BytesPerVisit >= 0 && r.P6BytesPerVisit <= 250, r.P6BytesPerVisit >= 0,
 		"÷ OpenRosa = "+ratio(r.P6BytesPerVisit, r.P6OpenRosaBytesPerVisit)+" (goal ≤ 250 B)"))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -179,6 +180,15 @@ func (b *bench) p4Ours(ctx context.Context, store string, sets [][]Photo, how st
 		rates, took = append(rates, mbps), append(took, t)
 	}
 	stop()
+	// The server answers an upload before it analyses the photo (EXIF,
+	// perceptual hash) and runs the checks: how long that takes after the
+	// last answer.
+	t0 := time.Now()
+	if err := ep.waitAnalysed(ctx, 5*time.Minute); err != nil {
+		return err
+	}
+	b.info("p4 ours (%s): the server finished analysing and checking the %d photos %.2f s after the last upload was answered",
+		store, len(slices.Concat(sets...)), time.Since(t0).Seconds())
 	if store == "s3" {
 		b.rep.P4UploadMBsS3 = round(median(rates))
 	} else {
@@ -358,8 +368,9 @@ func makePhotos(ctx context.Context, n, size int, seed uint64) ([]Photo, error) 
 // pushed visits name every photo it will upload, as the server takes an
 // upload only for a blob a visit of the device references.
 type ourEndpoint struct {
-	srv *server
-	w   *wireDevice
+	srv    *server
+	w      *wireDevice
+	visits []string // the visits naming the photos
 }
 
 // newOurEndpoint enrolls a wire device (source address idx) for a new
@@ -423,6 +434,7 @@ func (ep *ourEndpoint) pushRefs(ctx context.Context, seed uint64, photos []Photo
 			v.Evidence = append(v.Evidence, p.Ref())
 		}
 		muts = append(muts, syncproto.Mutation{Seq: int64(len(muts) + 1), Kind: syncproto.KindVisitCreate, HLC: clock.Tick(), Visit: &v})
+		ep.visits = append(ep.visits, v.ID)
 	}
 	for i := 0; i < len(muts); i += 20 {
 		resp, err := ep.w.push(ctx, muts[i:min(i+20, len(muts))])
@@ -451,6 +463,61 @@ func (ep *ourEndpoint) upload(ctx context.Context, photos []Photo, workers int) 
 		return 0, took, fmt.Errorf("%d body bytes sent for %d bytes of photos on a direct link", sent, want)
 	}
 	return mbps, took, nil
+}
+
+// waitAnalysed polls the evidence of every visit naming the photos until
+// none says analysis_pending (at most within bound).
+func (ep *ourEndpoint) waitAnalysed(ctx context.Context, bound time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	for _, id := range ep.visits {
+		for {
+			pending, err := ep.analysisPending(ctx, id)
+			if err != nil {
+				return fmt.Errorf("waiting for the analysis of visit %s: %w", id, err)
+			}
+			if !pending {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for the analysis of visit %s: %w", id, ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+func (ep *ourEndpoint) analysisPending(ctx context.Context, visitID string) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.srv.url+"/api/v1/visits/"+visitID+"/evidence", nil)
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Authorization", "Bearer "+ep.w.token)
+	resp, err := ep.w.hc.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("GET evidence: %s", resp.Status)
+	}
+	var rep struct {
+		Evidence []struct {
+			Present         bool `json:"present"`
+			AnalysisPending bool `json:"analysis_pending"`
+		} `json:"evidence"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
+		return false, err
+	}
+	for _, it := range rep.Evidence {
+		if !it.Present || it.AnalysisPending {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // verify downloads every photo with the device's token and re-hashes it.
