@@ -73,6 +73,10 @@ func TestUpload_S3(t *testing.T) {
 	if info, err := st.Stat(ctx, sum); err != nil || info.Size != int64(len(photo)) {
 		t.Fatalf("S3 stat: %v %+v", err, info)
 	}
+	// The photo is analysed after the upload is answered.
+	if err := env.API.Uploads().WaitAnalysed(ctx); err != nil {
+		t.Fatal(err)
+	}
 	rec, err := env.Store.Blob(ctx, sum)
 	if err != nil || rec.MediaType != "image/jpeg" || rec.Width != 1200 || rec.GPS == nil || rec.Taken.String() != "2026-03-01T09:30:00+08:00" || rec.PHash == nil {
 		t.Fatalf("blob record: %v %+v", err, rec)

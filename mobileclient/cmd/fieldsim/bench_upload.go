@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -465,59 +464,10 @@ func (ep *ourEndpoint) upload(ctx context.Context, photos []Photo, workers int) 
 	return mbps, took, nil
 }
 
-// waitAnalysed polls the evidence of every visit naming the photos until
-// none says analysis_pending (at most within bound).
+// waitAnalysed waits until the server has analysed every photo (at most
+// bound).
 func (ep *ourEndpoint) waitAnalysed(ctx context.Context, bound time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, bound)
-	defer cancel()
-	for _, id := range ep.visits {
-		for {
-			pending, err := ep.analysisPending(ctx, id)
-			if err != nil {
-				return fmt.Errorf("waiting for the analysis of visit %s: %w", id, err)
-			}
-			if !pending {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("waiting for the analysis of visit %s: %w", id, ctx.Err())
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}
-	return nil
-}
-
-func (ep *ourEndpoint) analysisPending(ctx context.Context, visitID string) (bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.srv.url+"/api/v1/visits/"+visitID+"/evidence", nil)
-	if err != nil {
-		return false, err
-	}
-	req.Header.Set("Authorization", "Bearer "+ep.w.token)
-	resp, err := ep.w.hc.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("GET evidence: %s", resp.Status)
-	}
-	var rep struct {
-		Evidence []struct {
-			Present         bool `json:"present"`
-			AnalysisPending bool `json:"analysis_pending"`
-		} `json:"evidence"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
-		return false, err
-	}
-	for _, it := range rep.Evidence {
-		if !it.Present || it.AnalysisPending {
-			return true, nil
-		}
-	}
-	return false, nil
+	return waitAnalysed(ctx, ep.w.hc, ep.srv.url, ep.w.token, ep.visits, bound)
 }
 
 // verify downloads every photo with the device's token and re-hashes it.

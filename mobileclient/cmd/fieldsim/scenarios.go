@@ -423,6 +423,19 @@ func photoCheck(ctx context.Context, srv *server, devs []*device, res *runResult
 		return fmt.Errorf("photos on the server: %w", err)
 	}
 	res.Checks = append(res.Checks, fmt.Sprintf("server: each of the %d photos (%d B) downloads whole and hashes to its sha256", n, bytes))
+	var visits []string
+	for _, d := range devs {
+		for _, v := range d.visits {
+			if len(v.Evidence) > 0 {
+				visits = append(visits, v.ID)
+			}
+		}
+	}
+	t0 := time.Now()
+	if err := waitAnalysed(ctx, srv.admin.hc, srv.admin.base, srv.admin.token, visits, 5*time.Minute); err != nil {
+		return fmt.Errorf("photos on the server: %w", err)
+	}
+	res.Checks = append(res.Checks, fmt.Sprintf("server: the photos of all %d visits with photos analysed and checked (%.1f s after the downloads)", len(visits), time.Since(t0).Seconds()))
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -217,6 +218,63 @@ func checkVisitsThroughAuditor(ctx context.Context, f *fleet, devs []*device, pl
 		return n, fmt.Errorf("auditor sees %d of the recorded visits; %d missing or different", n, missing)
 	}
 	return n, nil
+}
+
+// waitAnalysed polls the evidence of each visit (GET
+// /api/v1/visits/{id}/evidence) until none of its photos is missing or
+// says analysis_pending: the server answers an upload before it reads the
+// photo's EXIF and runs the checks. At most bound.
+func waitAnalysed(ctx context.Context, hc *http.Client, base, token string, visitIDs []string, bound time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	for _, id := range visitIDs {
+		for {
+			pending, err := analysisPending(ctx, hc, base, token, id)
+			if err != nil {
+				return fmt.Errorf("waiting for the analysis of visit %s: %w", id, err)
+			}
+			if !pending {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for the analysis of visit %s: %w", id, ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+func analysisPending(ctx context.Context, hc *http.Client, base, token, visitID string) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/visits/"+visitID+"/evidence", nil)
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("GET evidence: %s", resp.Status)
+	}
+	var rep struct {
+		Evidence []struct {
+			Present         bool `json:"present"`
+			AnalysisPending bool `json:"analysis_pending"`
+		} `json:"evidence"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
+		return false, err
+	}
+	for _, it := range rep.Evidence {
+		if !it.Present || it.AnalysisPending {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // verifyBlobs downloads every blob (GET /api/v1/evidence/{sha256}, as the
