@@ -737,14 +737,14 @@ func parseInt(s string) (int64, error) {
 	return n, err
 }
 
-func TestUpload_RetriesScriptedFaults(t *testing.T) {
-	tf := &tusFake{script: map[string][]int{
-		http.MethodPost:  {503, 0},
-		http.MethodPatch: {0, 503, 460, 0},
-	}}
+// syncFileThroughFake records a visit with a 3500-byte certificate on a
+// device of the fake tus server and syncs it once, in 1000-byte chunks;
+// the server must end up with the file.
+func syncFileThroughFake(t *testing.T, tf *tusFake, seed byte) (*Client, SyncReport) {
+	t.Helper()
 	f := newFake(t, tf.handle)
 	c := enrolledWithWork(t, f, &Options{Backoff: fastBackoff, ChunkSize: 1000}, 0)
-	data := certificatePDF(1, 3500)
+	data := certificatePDF(seed, 3500)
 	ref := prepare(t, c, data, "certificate", "application/pdf")
 	hh, _ := c.Households("")
 	if _, err := c.RecordVisit(retrofitVisit(hh[0].ID, ref)); err != nil {
@@ -757,6 +757,15 @@ func TestUpload_RetriesScriptedFaults(t *testing.T) {
 	if !bytes.Equal(tf.data, data) || rep.BlobsUploaded != 1 {
 		t.Errorf("server got %d of %d bytes; report %+v", len(tf.data), len(data), rep)
 	}
+	return c, rep
+}
+
+func TestUpload_RetriesScriptedFaults(t *testing.T) {
+	tf := &tusFake{script: map[string][]int{
+		http.MethodPost:  {503, 0},
+		http.MethodPatch: {0, 503, 460, 0},
+	}}
+	c, rep := syncFileThroughFake(t, tf, 1)
 	// 503 on creation: again; the first PATCH goes through; 503 and 460:
 	// the same chunk again at the saved offset (no HEAD).
 	want := "POST POST PATCH PATCH PATCH PATCH PATCH PATCH"
@@ -795,21 +804,7 @@ func TestUpload_ConflictOffset(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tf := &tusFake{conflictOffset: tc.conflictOffset, script: map[string][]int{http.MethodPatch: tc.script}}
-			f := newFake(t, tf.handle)
-			c := enrolledWithWork(t, f, &Options{Backoff: fastBackoff, ChunkSize: 1000}, 0)
-			data := certificatePDF(2, 3500)
-			ref := prepare(t, c, data, "certificate", "application/pdf")
-			hh, _ := c.Households("")
-			if _, err := c.RecordVisit(retrofitVisit(hh[0].ID, ref)); err != nil {
-				t.Fatal(err)
-			}
-			rep, err := c.Sync(context.Background())
-			if err != nil {
-				t.Fatalf("sync: %v (%+v)", err, rep)
-			}
-			if !bytes.Equal(tf.data, data) || rep.BlobsUploaded != 1 {
-				t.Errorf("server got %d of %d bytes; report %+v", len(tf.data), len(data), rep)
-			}
+			syncFileThroughFake(t, tf, 2)
 			if got := strings.Join(tf.seen, " "); got != tc.want {
 				t.Errorf("requests %s\nwant     %s", got, tc.want)
 			}
