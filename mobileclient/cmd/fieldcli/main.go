@@ -72,72 +72,76 @@ func run(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 
-	open := func(server string) (*mobileclient.Client, error) {
-		return mobileclient.Open(*dir, server, &mobileclient.Options{AppVersion: "fieldcli"})
+	// device parses the command's flags, runs check (if any) on them, then
+	// opens the device database (for server; "" keeps the enrolled one)
+	// and runs fn on it.
+	device := func(server func() string, check func() error, fn func(c *mobileclient.Client) error) error {
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		if check != nil {
+			if err := check(); err != nil {
+				return err
+			}
+		}
+		url := ""
+		if server != nil {
+			url = server()
+		}
+		c, err := mobileclient.Open(*dir, url, &mobileclient.Options{AppVersion: "fieldcli"})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return fn(c)
 	}
 	switch cmd {
 	case "enroll":
 		server := fs.String("server", "", "server base URL")
 		code := fs.String("code", "", "one-time enrollment code")
 		name := fs.String("name", hostname(), "device name")
-		if err := fs.Parse(rest); err != nil {
-			return err
-		}
-		if *server == "" || *code == "" {
-			return errors.New("enroll: -server and -code are required")
-		}
-		c, err := open(*server)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if err := c.Enroll(ctx, *code, *name); err != nil {
-			return err
-		}
-		info, err := c.Info()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "enrolled as device %s (user %s) at %s\n", info.DeviceID, info.Username, info.ServerURL)
-		return nil
+		return device(func() string { return *server }, func() error {
+			if *server == "" || *code == "" {
+				return errors.New("enroll: -server and -code are required")
+			}
+			return nil
+		}, func(c *mobileclient.Client) error {
+			if err := c.Enroll(ctx, *code, *name); err != nil {
+				return err
+			}
+			info, err := c.Info()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "enrolled as device %s (user %s) at %s\n", info.DeviceID, info.Username, info.ServerURL)
+			return nil
+		})
 
 	case "places":
-		if err := fs.Parse(rest); err != nil {
-			return err
-		}
-		c, err := open("")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		ps, err := c.Places()
-		if err != nil {
-			return err
-		}
-		for _, p := range ps {
-			fmt.Fprintf(stdout, "%s\t%s\t%s\tparent=%s\n", p.Code, p.Level, p.Name, p.ParentCode)
-		}
-		return nil
+		return device(nil, nil, func(c *mobileclient.Client) error {
+			ps, err := c.Places()
+			if err != nil {
+				return err
+			}
+			for _, p := range ps {
+				fmt.Fprintf(stdout, "%s\t%s\t%s\tparent=%s\n", p.Code, p.Level, p.Name, p.ParentCode)
+			}
+			return nil
+		})
 
 	case "households":
 		place := fs.String("place", "", "place code (with its descendants); empty for all")
-		if err := fs.Parse(rest); err != nil {
-			return err
-		}
-		c, err := open("")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		hs, err := c.Households(*place)
-		if err != nil {
-			return err
-		}
-		for _, h := range hs {
-			fb, _ := json.Marshal(h.Fields)
-			fmt.Fprintf(stdout, "%s\t%s\tv%d\t%s\n", h.ID, h.PlaceCode, h.Version, fb)
-		}
-		return nil
+		return device(nil, nil, func(c *mobileclient.Client) error {
+			hs, err := c.Households(*place)
+			if err != nil {
+				return err
+			}
+			for _, h := range hs {
+				fb, _ := json.Marshal(h.Fields)
+				fmt.Fprintf(stdout, "%s\t%s\tv%d\t%s\n", h.ID, h.PlaceCode, h.Version, fb)
+			}
+			return nil
+		})
 
 	case "visit":
 		household := fs.String("household", "", "household id")
@@ -147,109 +151,96 @@ func run(args []string, stdout, stderr io.Writer) error {
 		lon := fs.Float64("lon", 0, "longitude")
 		lat := fs.Float64("lat", 0, "latitude")
 		acc := fs.Float64("acc", 0, "GPS accuracy in metres")
-		if err := fs.Parse(rest); err != nil {
-			return err
-		}
-		if *household == "" || *form == "" {
-			return errors.New("visit: -household and -form are required")
-		}
-		v := syncproto.Visit{HouseholdID: *household, FormID: *form, FormVersion: *version, AccuracyM: *acc}
-		if err := json.Unmarshal([]byte(*answers), &v.Answers); err != nil {
-			return fmt.Errorf("visit: -answers: %w", err)
-		}
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		if set["lon"] || set["lat"] {
-			v.Point = &syncproto.Point{Lon: *lon, Lat: *lat}
-		}
-		c, err := open("")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		id, err := c.RecordVisit(v)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "queued visit %s\n", id)
-		return nil
+		var v syncproto.Visit
+		return device(nil, func() error {
+			if *household == "" || *form == "" {
+				return errors.New("visit: -household and -form are required")
+			}
+			v = syncproto.Visit{HouseholdID: *household, FormID: *form, FormVersion: *version, AccuracyM: *acc}
+			if err := json.Unmarshal([]byte(*answers), &v.Answers); err != nil {
+				return fmt.Errorf("visit: -answers: %w", err)
+			}
+			set := map[string]bool{}
+			fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+			if set["lon"] || set["lat"] {
+				v.Point = &syncproto.Point{Lon: *lon, Lat: *lat}
+			}
+			return nil
+		}, func(c *mobileclient.Client) error {
+			id, err := c.RecordVisit(v)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "queued visit %s\n", id)
+			return nil
+		})
 
-	case "create", "edit":
-		household := fs.String("household", "", "household id (edit)")
-		place := fs.String("place", "", "place code (create)")
+	case "create":
+		place := fs.String("place", "", "place code")
 		sets := setFlag{}
 		fs.Var(sets, "set", "field=jsonvalue (repeatable); null removes a field")
-		if err := fs.Parse(rest); err != nil {
-			return err
-		}
-		c, err := open("")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if cmd == "create" {
+		return device(nil, func() error {
 			if *place == "" {
 				return errors.New("create: -place is required")
 			}
+			return nil
+		}, func(c *mobileclient.Client) error {
 			id, err := c.CreateHousehold(*place, sets)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "queued household %s\n", id)
 			return nil
-		}
-		if *household == "" || len(sets) == 0 {
-			return errors.New("edit: -household and at least one -set are required")
-		}
-		if err := c.UpdateHousehold(*household, sets); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "queued edit of %s (%d field(s))\n", *household, len(sets))
-		return nil
+		})
+
+	case "edit":
+		household := fs.String("household", "", "household id")
+		sets := setFlag{}
+		fs.Var(sets, "set", "field=jsonvalue (repeatable); null removes a field")
+		return device(nil, func() error {
+			if *household == "" || len(sets) == 0 {
+				return errors.New("edit: -household and at least one -set are required")
+			}
+			return nil
+		}, func(c *mobileclient.Client) error {
+			if err := c.UpdateHousehold(*household, sets); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "queued edit of %s (%d field(s))\n", *household, len(sets))
+			return nil
+		})
 
 	case "sync":
-		if err := fs.Parse(rest); err != nil {
+		return device(nil, nil, func(c *mobileclient.Client) error {
+			rep, err := c.Sync(ctx)
+			printReport(stdout, rep)
 			return err
-		}
-		c, err := open("")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		rep, err := c.Sync(ctx)
-		printReport(stdout, rep)
-		return err
+		})
 
 	case "pending":
-		if err := fs.Parse(rest); err != nil {
-			return err
-		}
-		c, err := open("")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		p, err := c.Pending()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "pending mutations: %d (%d bytes)\n", p.Mutations, p.Bytes)
-		if !p.OldestAt.IsZero() {
-			fmt.Fprintf(stdout, "oldest pending:    %s\n", p.OldestAt.Format("2006-01-02 15:04:05Z07:00"))
-		}
-		fmt.Fprintf(stdout, "pending uploads:   %d (%d bytes)\n", p.Uploads, p.UploadBytes)
-		if !p.LastSyncAt.IsZero() {
-			fmt.Fprintf(stdout, "last sync:         %s\n", p.LastSyncAt.Format("2006-01-02 15:04:05Z07:00"))
-		}
-		rs, err := c.Rejections()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "rejected:          %d\n", len(rs))
-		for _, r := range rs {
-			fmt.Fprintf(stdout, "  seq %d %s %s: %s: %s\n", r.Seq, r.Kind, r.EntityID, r.Code, r.Message)
-		}
-		return nil
+		return device(nil, nil, func(c *mobileclient.Client) error {
+			p, err := c.Pending()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "pending mutations: %d (%d bytes)\n", p.Mutations, p.Bytes)
+			if !p.OldestAt.IsZero() {
+				fmt.Fprintf(stdout, "oldest pending:    %s\n", p.OldestAt.Format("2006-01-02 15:04:05Z07:00"))
+			}
+			fmt.Fprintf(stdout, "pending uploads:   %d (%d bytes)\n", p.Uploads, p.UploadBytes)
+			if !p.LastSyncAt.IsZero() {
+				fmt.Fprintf(stdout, "last sync:         %s\n", p.LastSyncAt.Format("2006-01-02 15:04:05Z07:00"))
+			}
+			rs, err := c.Rejections()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "rejected:          %d\n", len(rs))
+			for _, r := range rs {
+				fmt.Fprintf(stdout, "  seq %d %s %s: %s: %s\n", r.Seq, r.Kind, r.EntityID, r.Code, r.Message)
+			}
+			return nil
+		})
 	}
 	global.Usage()
 	return fmt.Errorf("unknown command %q", cmd)
