@@ -119,12 +119,11 @@ func (b *bench) p6(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	devs, err := e.fleet.makeFleet(ctx, 1, demoGroups(e.tree)[:1], b.o.MaxSyncs)
+	d, err := e.oneDevice(ctx, b.o.MaxSyncs)
 	if err != nil {
 		return err
 	}
-	defer closeAll(devs)
-	d := devs[0]
+	defer d.close()
 	form, ok := d.work.forms["household_survey"]
 	if !ok {
 		return errors.New("the household_survey form is not on the device")

@@ -221,12 +221,11 @@ func (b *bench) p5(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	devs, err := e.fleet.makeFleet(ctx, 1, demoGroups(e.tree)[:1], b.o.MaxSyncs)
+	d, err := e.oneDevice(ctx, b.o.MaxSyncs)
 	if err != nil {
 		return err
 	}
-	defer closeAll(devs)
-	d := devs[0]
+	defer d.close()
 	n := min(p5Photos, b.o.P4Photos)
 	d.work.setPhotos(b.o.P4Bytes, photoForms, n)
 	for i := 0; len(d.photos) < n && i < 40*n; i++ {
@@ -260,7 +259,7 @@ func (b *bench) p5(ctx context.Context) error {
 	b.info("p5: the device library handed %.3f × the file bytes to its sockets (the part of a PATCH still in the socket buffers when the link cut is sent again), in %d upload steps, %d retried requests",
 		float64(out.BlobBytesSent)/float64(fileBytes), out.Syncs, out.Retries)
 	res := &runResult{}
-	if err := photoCheck(ctx, srv, devs, res); err != nil {
+	if err := photoCheck(ctx, srv, []*device{d}, res); err != nil {
 		return err
 	}
 	b.logf("p5: %s", res.Checks[0])

@@ -263,59 +263,46 @@ func (o *syncOutcome) add(r mobileclient.SyncReport) {
 // ended without error, at most maxSyncs times. A device whose library gave
 // up on a request (ErrUnavailable) simply tries again, as the app would on
 // its next sync.
-func syncUntilDone(ctx context.Context, d *device, maxSyncs int, pushOnly bool) (out syncOutcome, _ error) {
-	start := time.Now()
-	defer func() { out.Took = time.Since(start) }()
-	var lastErr error
-	for out.Syncs < maxSyncs {
-		if err := ctx.Err(); err != nil {
-			return out, err
-		}
-		out.Syncs++
-		var rep mobileclient.SyncReport
-		var err error
-		if pushOnly {
-			rep, err = d.c.Push(ctx)
-		} else {
-			rep, err = d.c.Sync(ctx)
-		}
-		out.add(rep)
-		if err != nil {
-			lastErr = err
-			out.Errors = append(out.Errors, err.Error())
-			if errors.Is(err, mobileclient.ErrUnavailable) || errors.Is(err, mobileclient.ErrServer) {
-				continue
-			}
-			return out, err
-		}
-		p, err := d.c.Pending()
-		if err != nil {
-			return out, err
-		}
-		if p.FailedUploads > 0 {
-			return out, d.uploadFailure(p.FailedUploads)
-		}
-		if p.Mutations == 0 && (pushOnly || p.Uploads == 0) {
-			return out, nil
-		}
-		lastErr = fmt.Errorf("%d mutations and %d photos still pending", p.Mutations, p.Uploads)
+func syncUntilDone(ctx context.Context, d *device, maxSyncs int, pushOnly bool) (syncOutcome, error) {
+	step := d.c.Sync
+	if pushOnly {
+		step = d.c.Push
 	}
-	return out, fmt.Errorf("not done after %d syncs: %w", maxSyncs, lastErr)
+	return repeatUntilDone(ctx, d, maxSyncs, "syncs", step, func(p mobileclient.PendingInfo) error {
+		if p.Mutations == 0 && (pushOnly || p.Uploads == 0) {
+			return nil
+		}
+		return fmt.Errorf("%d mutations and %d photos still pending", p.Mutations, p.Uploads)
+	})
 }
 
 // uploadUntilDone runs the upload step alone (UploadEvidence, what Sync
 // does between push and pull) until no photo waits, at most maxSyncs
 // times.
-func uploadUntilDone(ctx context.Context, d *device, maxSyncs int) (out syncOutcome, _ error) {
+func uploadUntilDone(ctx context.Context, d *device, maxSyncs int) (syncOutcome, error) {
+	return repeatUntilDone(ctx, d, maxSyncs, "upload steps", d.c.UploadEvidence, func(p mobileclient.PendingInfo) error {
+		if p.Uploads == 0 {
+			return nil
+		}
+		return fmt.Errorf("%d photos still pending", p.Uploads)
+	})
+}
+
+// repeatUntilDone runs step until it ends without error and left says
+// nothing is left (nil), at most times times. An unavailable server or a
+// server error is tried again; any other error, and a failed upload, ends
+// it.
+func repeatUntilDone(ctx context.Context, d *device, times int, what string,
+	step func(context.Context) (mobileclient.SyncReport, error), left func(mobileclient.PendingInfo) error) (out syncOutcome, _ error) {
 	start := time.Now()
 	defer func() { out.Took = time.Since(start) }()
 	var lastErr error
-	for out.Syncs < maxSyncs {
+	for out.Syncs < times {
 		if err := ctx.Err(); err != nil {
 			return out, err
 		}
 		out.Syncs++
-		rep, err := d.c.UploadEvidence(ctx)
+		rep, err := step(ctx)
 		out.add(rep)
 		if err != nil {
 			lastErr = err
@@ -332,12 +319,11 @@ func uploadUntilDone(ctx context.Context, d *device, maxSyncs int) (out syncOutc
 		if p.FailedUploads > 0 {
 			return out, d.uploadFailure(p.FailedUploads)
 		}
-		if p.Uploads == 0 {
+		if lastErr = left(p); lastErr == nil {
 			return out, nil
 		}
-		lastErr = fmt.Errorf("%d photos still pending", p.Uploads)
 	}
-	return out, fmt.Errorf("uploads not done after %d tries: %w", maxSyncs, lastErr)
+	return out, fmt.Errorf("not done after %d %s: %w", times, what, lastErr)
 }
 
 // uploadFailure describes the device's failed uploads.

@@ -198,6 +198,16 @@ type env struct {
 	logf  func(format string, args ...any)
 }
 
+// oneDevice enrolls one device for a worker of the first demo group and
+// takes its first sync; the caller closes it.
+func (e *env) oneDevice(ctx context.Context, maxSyncs int) (*device, error) {
+	devs, err := e.fleet.makeFleet(ctx, 1, demoGroups(e.tree)[:1], maxSyncs)
+	if err != nil {
+		return nil, err
+	}
+	return devs[0], nil
+}
+
 // runScenario runs one named scenario end to end: server, devices,
 // workload, measurement, checks.
 func runScenario(ctx context.Context, o runOptions) (*runResult, error) {
