@@ -145,6 +145,19 @@ func (c *Console) placeParam(ec echo.Context, sc *scope) (domain.Place, bool, er
 	return p, true, nil
 }
 
+// placeOrFirstRoot is the ?place= place, else the first of the user's
+// places.
+func (c *Console) placeOrFirstRoot(ec echo.Context, sc *scope) (domain.Place, error) {
+	p, ok, err := c.placeParam(ec, sc)
+	if err != nil || ok {
+		return p, err
+	}
+	if len(sc.roots) == 0 {
+		return p, notFound("place")
+	}
+	return sc.roots[0], nil
+}
+
 // month returns the bounds of the current month in the console's zone.
 func (c *Console) month() (time.Time, time.Time) {
 	now := c.cfg.Now().In(c.cfg.Location)
@@ -254,15 +267,9 @@ func (c *Console) mapPage(ec echo.Context, v *view) error {
 		return err
 	}
 	v.Title, v.Nav = v.T("nav.map"), "map"
-	p, ok, err := c.placeParam(ec, sc)
+	p, err := c.placeOrFirstRoot(ec, sc)
 	if err != nil {
 		return err
-	}
-	if !ok {
-		if len(sc.roots) == 0 {
-			return notFound("place")
-		}
-		p = sc.roots[0]
 	}
 	period := ec.QueryParam("period")
 	if period != "month" && period != "30d" {
@@ -313,15 +320,9 @@ func (c *Console) gaps(ec echo.Context, v *view) error {
 		return err
 	}
 	v.Title, v.Nav = v.T("nav.gaps"), "gaps"
-	p, ok, err := c.placeParam(ec, sc)
+	p, err := c.placeOrFirstRoot(ec, sc)
 	if err != nil {
 		return err
-	}
-	if !ok {
-		if len(sc.roots) == 0 {
-			return notFound("place")
-		}
-		p = sc.roots[0]
 	}
 	rep, err := c.st.ConsoleEvidenceGaps(ctx, p.Code, 300)
 	if err != nil {

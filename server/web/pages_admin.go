@@ -128,18 +128,23 @@ func (c *Console) visibleUserIDs(ctx context.Context, sc *scope) ([]int64, []dom
 	return ids, vis, nil
 }
 
-func (c *Console) devices(ec echo.Context, v *view) error {
-	ctx := ec.Request().Context()
-	sc, err := c.scopeOf(ctx, v.User)
+// visibleDevices lists the devices of the users u may see.
+func (c *Console) visibleDevices(ctx context.Context, u domain.User) ([]domain.Device, error) {
+	sc, err := c.scopeOf(ctx, u)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	v.Title, v.Nav = v.T("nav.devices"), "devices"
 	ids, _, err := c.visibleUserIDs(ctx, sc)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ds, err := c.st.Devices(ctx, ids)
+	return c.st.Devices(ctx, ids)
+}
+
+func (c *Console) devices(ec echo.Context, v *view) error {
+	ctx := ec.Request().Context()
+	v.Title, v.Nav = v.T("nav.devices"), "devices"
+	ds, err := c.visibleDevices(ctx, v.User)
 	if err != nil {
 		return err
 	}
@@ -167,16 +172,8 @@ func (c *Console) devices(ec echo.Context, v *view) error {
 
 func (c *Console) revokeDevice(ec echo.Context, v *view) error {
 	ctx := ec.Request().Context()
-	sc, err := c.scopeOf(ctx, v.User)
-	if err != nil {
-		return err
-	}
 	id := ec.Param("id")
-	ids, _, err := c.visibleUserIDs(ctx, sc)
-	if err != nil {
-		return err
-	}
-	ds, err := c.st.Devices(ctx, ids)
+	ds, err := c.visibleDevices(ctx, v.User)
 	if err != nil {
 		return err
 	}

@@ -121,39 +121,34 @@ func (v *view) FlagName(f string) string {
 
 // Time formats a time in the console's zone.
 func (v *view) Time(t any) string {
-	var tt time.Time
-	switch x := t.(type) {
-	case time.Time:
-		tt = x
-	case *time.Time:
-		if x == nil {
-			return "—"
-		}
-		tt = *x
-	case string:
-		if x == "" {
-			return "—"
-		}
-		tt = domain.ParseTimestamp(x)
-	}
+	tt := asTime(t)
 	if tt.IsZero() {
 		return "—"
 	}
 	return tt.In(v.c.cfg.Location).Format("2006-01-02 15:04")
 }
 
-// Ago says how long ago t was, roughly.
-func (v *view) Ago(t any) string {
-	var tt time.Time
+// asTime reads a template value that is a time.Time, a *time.Time or a
+// stored timestamp string; anything else (nil, "") is the zero time.
+func asTime(t any) time.Time {
 	switch x := t.(type) {
 	case time.Time:
-		tt = x
+		return x
 	case *time.Time:
-		if x == nil {
-			return "—"
+		if x != nil {
+			return *x
 		}
-		tt = *x
+	case string:
+		if x != "" {
+			return domain.ParseTimestamp(x)
+		}
 	}
+	return time.Time{}
+}
+
+// Ago says how long ago t was, roughly.
+func (v *view) Ago(t any) string {
+	tt := asTime(t)
 	if tt.IsZero() {
 		return "—"
 	}
