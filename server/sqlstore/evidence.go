@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -393,28 +392,35 @@ func (s *Store) RunEvidenceChecksForPush(ctx context.Context, req *syncproto.Pus
 			}
 		}
 	}
-	seen := map[string]bool{}
-	var plain, full []string
+	// A visit needs the full checks if it references evidence, however
+	// it got it (in its creation or by an attach, in this push or not).
+	var order []string
+	needsFull := map[string]bool{}
+	note := func(id string, full bool) {
+		if _, ok := needsFull[id]; !ok {
+			order = append(order, id)
+		}
+		needsFull[id] = needsFull[id] || full
+	}
 	for _, m := range req.Mutations {
 		if !applied[m.Seq] {
 			continue
 		}
 		switch {
-		case m.Kind == syncproto.KindVisitCreate && m.Visit != nil && !seen[m.Visit.ID]:
-			seen[m.Visit.ID] = true
-			if len(m.Visit.Evidence) == 0 {
-				plain = append(plain, m.Visit.ID)
-			} else {
-				full = append(full, m.Visit.ID)
-			}
-		case m.Kind == syncproto.KindEvidenceAttach && m.EvidenceAttach != nil && !seen[m.EvidenceAttach.VisitID]:
-			seen[m.EvidenceAttach.VisitID] = true
-			full = append(full, m.EvidenceAttach.VisitID)
+		case m.Kind == syncproto.KindVisitCreate && m.Visit != nil:
+			note(m.Visit.ID, len(m.Visit.Evidence) > 0)
+		case m.Kind == syncproto.KindEvidenceAttach && m.EvidenceAttach != nil:
+			note(m.EvidenceAttach.VisitID, true)
 		}
 	}
-	// Where a visit was later given evidence in the same push, the full
-	// checks cover it.
-	plain = slices.DeleteFunc(plain, func(id string) bool { return slices.Contains(full, id) })
+	var plain, full []string
+	for _, id := range order {
+		if needsFull[id] {
+			full = append(full, id)
+		} else {
+			plain = append(plain, id)
+		}
+	}
 	errs := []error{s.checkPlainVisits(ctx, plain)}
 	for _, id := range full {
 		errs = append(errs, s.RunEvidenceChecks(ctx, id))
@@ -463,7 +469,7 @@ func (s *Store) checkPlainVisits(ctx context.Context, ids []string) error {
 		if sameFlags(flags, stored[id]) {
 			continue
 		}
-		errs = append(errs, s.storeFlags(ctx, id, flags))
+		errs = append(errs, s.writeFlags(ctx, id, flags))
 	}
 	return errors.Join(errs...)
 }
@@ -698,6 +704,11 @@ func (s *Store) storeFlags(ctx context.Context, visitID string, flags []evidence
 	} else if same {
 		return nil // most visits: no flags before, none now
 	}
+	return s.writeFlags(ctx, visitID, flags)
+}
+
+// writeFlags is storeFlags without the check that anything changed.
+func (s *Store) writeFlags(ctx context.Context, visitID string, flags []evidence.Flag) error {
 	now := s.ts()
 	return s.writeTx(ctx, func(tx *sql.Tx) error {
 		keep := map[string]bool{}

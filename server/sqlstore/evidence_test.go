@@ -365,3 +365,30 @@ func TestEvidenceChecks_PlainVisitsOfAPush(t *testing.T) {
 	want = []string{"", "", evidence.FlagPoorAccuracy, evidence.FlagPoorAccuracy}
 	check("after the boundary changed")
 }
+
+// TestEvidenceChecks_AttachInTheSamePush: a visit pushed without evidence
+// and given a photo by an evidence.attach later in the same push gets the
+// photo's checks too.
+func TestEvidenceChecks_AttachInTheSamePush(t *testing.T) {
+	env := servertest.Start(t)
+	dev := uploadtest.NewDevice(t, env, "worker", "G11")
+	hh := syncproto.NewID(time.Now())
+	uploadtest.Household(t, env, hh, "G11")
+	far := evidencetest.JPEG(evidencetest.Photo{Seed: 12, GPS: &[2]float64{103.2, 25.2}})
+	arrive(t, env, far)
+	v := uploadtest.Visit(syncproto.NewID(time.Now()), hh)
+	muts := []syncproto.Mutation{
+		{Kind: syncproto.KindVisitCreate, Visit: &v},
+		{Kind: syncproto.KindEvidenceAttach, EvidenceAttach: &syncproto.EvidenceAttach{VisitID: v.ID, Evidence: uploadtest.Ref(far, "progress")}},
+	}
+	resp := dev.Push(t, muts...)
+	for i := range muts {
+		muts[i].Seq = resp.Results[i].Seq
+	}
+	if err := env.Store.RunEvidenceChecksForPush(ctx, &syncproto.PushRequest{Mutations: muts}, resp); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := flagsOf(t, env, v.ID), at(uploadtest.Sum(far), evidence.FlagGPSFar); got != want {
+		t.Errorf("flags %q, want %q", got, want)
+	}
+}
