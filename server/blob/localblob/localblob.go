@@ -149,15 +149,25 @@ func (s *Store) Put(ctx context.Context, sum string, size int64, r io.Reader) er
 	if size < 0 {
 		return fmt.Errorf("%w: negative size %d", blob.ErrSizeMismatch, size)
 	}
-	if info, err := s.Stat(ctx, sum); err == nil {
-		if info.Size != size {
-			return fmt.Errorf("localblob put: %w: present blob has %d bytes, not %d", blob.ErrSizeMismatch, info.Size, size)
-		}
-		return nil
-	} else if !errors.Is(err, blob.ErrNotFound) {
+	if present, err := s.present(ctx, sum, size); err != nil || present {
 		return err
 	}
 	return s.writeFile(ctx, s.blobPath(sum), sum, size, r)
+}
+
+// present reports whether the blob is stored; one of another size is an
+// ErrSizeMismatch.
+func (s *Store) present(ctx context.Context, sum string, size int64) (bool, error) {
+	info, err := s.Stat(ctx, sum)
+	switch {
+	case errors.Is(err, blob.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	case info.Size != size:
+		return false, fmt.Errorf("localblob: %w: present blob has %d bytes, not %d", blob.ErrSizeMismatch, info.Size, size)
+	}
+	return true, nil
 }
 
 // Adopt implements blob.Adopter: a rename into place and an fsync of the
@@ -169,16 +179,13 @@ func (s *Store) Adopt(ctx context.Context, sum string, size int64, path string) 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if info, err := s.Stat(ctx, sum); err == nil {
-		if info.Size != size {
-			return fmt.Errorf("localblob adopt: %w: present blob has %d bytes, not %d", blob.ErrSizeMismatch, info.Size, size)
-		}
+	if present, err := s.present(ctx, sum, size); err != nil {
+		return err
+	} else if present {
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("localblob adopt: %w", err)
 		}
 		return nil
-	} else if !errors.Is(err, blob.ErrNotFound) {
-		return err
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
