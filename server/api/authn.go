@@ -1,6 +1,7 @@
 package api
 
 import (
+	"crypto/subtle"
 	"errors"
 	"net/http"
 	"strings"
@@ -99,7 +100,7 @@ func (s *Server) authenticate(level string) echo.MiddlewareFunc {
 				return unauthorized("user disabled")
 			}
 			if viaCookie && !safeMethod(c.Request().Method) {
-				if got := c.Request().Header.Get(CSRFHeader); got == "" || got != sess.CSRFToken {
+				if got := c.Request().Header.Get(CSRFHeader); got == "" || !SameSecret(got, sess.CSRFToken) {
 					return forbidden("missing or wrong %s header", CSRFHeader)
 				}
 			}
@@ -131,4 +132,23 @@ func (s *Server) visible(c echo.Context, u domain.User) (map[string]bool, error)
 		return nil, nil
 	}
 	return s.store.Subtree(c.Request().Context(), u.PlaceCodes)
+}
+
+// SameSecret compares two secrets (CSRF tokens) in constant time.
+func SameSecret(got, want string) bool {
+	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+// IsHTTPS tells whether the client reached us over HTTPS: directly, or,
+// with trustProxy, through a reverse proxy that says so in
+// X-Forwarded-Proto (the first value, for a chain of proxies).
+func IsHTTPS(r *http.Request, trustProxy bool) bool {
+	if r.TLS != nil {
+		return true
+	}
+	if !trustProxy {
+		return false
+	}
+	proto, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ",")
+	return strings.EqualFold(strings.TrimSpace(proto), "https")
 }

@@ -85,7 +85,7 @@ func (s *Server) login(c echo.Context) error {
 		return err
 	}
 	c.SetCookie(&http.Cookie{Name: SessionCookie, Value: resp.Token, Path: "/", HttpOnly: true,
-		Secure: s.cfg.SecureCookies || c.IsTLS(), SameSite: http.SameSiteLaxMode, MaxAge: int(s.cfg.SessionTTL.Seconds())})
+		Secure: s.cfg.SecureCookies || IsHTTPS(c.Request(), s.cfg.TrustProxy), SameSite: http.SameSiteLaxMode, MaxAge: int(s.cfg.SessionTTL.Seconds())})
 	return c.JSON(http.StatusOK, resp)
 }
 

@@ -57,6 +57,35 @@ type Config struct {
 	Out io.Writer
 	// Ready, if set, is called with the bound address once serving.
 	Ready func(addr string)
+	// Timeouts bound how long a client may take to send a request and
+	// keep an idle connection; zero fields take the defaults.
+	Timeouts Timeouts
+}
+
+// Timeouts are the HTTP server's limits on slow clients (slowloris).
+type Timeouts struct {
+	// ReadHeader bounds reading a request's headers (default 10 s).
+	ReadHeader time.Duration
+	// Read bounds reading a whole request, body included (default 2
+	// minutes). An upload PATCH moves its own read deadline as bytes
+	// arrive (upload.Config.IdleTimeout), so a long upload over 2G is not
+	// cut while a stalled one is.
+	Read time.Duration
+	// Idle bounds a kept-alive connection with no request (default 2
+	// minutes).
+	Idle time.Duration
+}
+
+func (t *Timeouts) setDefaults() {
+	if t.ReadHeader <= 0 {
+		t.ReadHeader = 10 * time.Second
+	}
+	if t.Read <= 0 {
+		t.Read = 2 * time.Minute
+	}
+	if t.Idle <= 0 {
+		t.Idle = 2 * time.Minute
+	}
 }
 
 func (c *Config) setDefaults() {
@@ -72,6 +101,7 @@ func (c *Config) setDefaults() {
 	if c.Out == nil {
 		c.Out = os.Stdout
 	}
+	c.Timeouts.setDefaults()
 }
 
 // DBPath is where the SQLite file lives in a data folder.
@@ -99,6 +129,11 @@ func OpenBlobs(ctx context.Context, cfg Config) (blob.Store, error) {
 func Run(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
 	log := cfg.Logger
+	unlock, err := LockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	st, err := OpenStore(ctx, cfg)
 	if err != nil {
 		return err
@@ -138,7 +173,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ln.Close()
 		return err
 	}
-	if _, err := web.Mount(srv, web.Config{Store: st, Logger: log, TileURL: cfg.TileURL, SecureCookies: cfg.TLSCert != ""}); err != nil {
+	if _, err := web.Mount(srv, web.Config{Store: st, Logger: log, TileURL: cfg.TileURL, SecureCookies: cfg.TLSCert != "", TrustProxy: cfg.TrustProxy}); err != nil {
 		ln.Close()
 		return err
 	}
@@ -146,7 +181,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if up := srv.Uploads(); up != nil {
 		go up.Janitor(ctx, 10*time.Minute)
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 15 * time.Second, IdleTimeout: 2 * time.Minute}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: cfg.Timeouts.ReadHeader,
+		ReadTimeout: cfg.Timeouts.Read, IdleTimeout: cfg.Timeouts.Idle}
 	errc := make(chan error, 1)
 	go func() {
 		if cfg.TLSCert != "" {

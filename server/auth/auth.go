@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -30,21 +31,30 @@ func HashPassword(pw string) (string, error) {
 	if len(pw) > 72 {
 		return "", fmt.Errorf("password longer than 72 bytes: %w", ErrWeakPassword)
 	}
-	h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), PasswordCost)
 	if err != nil {
 		return "", fmt.Errorf("hash password: %w", err)
 	}
 	return string(h), nil
 }
 
+// PasswordCost is the bcrypt cost of every stored password hash.
+const PasswordCost = bcrypt.DefaultCost
+
 // dummyHash is compared against when the user does not exist, so that a
-// login takes as long for unknown users as for known ones.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not-a-real-password"), bcrypt.MinCost)
+// login takes as long for unknown users as for known ones: it has the
+// same cost as the real hashes (a cheaper one answered unknown users in a
+// fraction of the time, which tells an attacker which names exist). Made
+// on first use, not at start-up.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("not-a-real-password"), PasswordCost)
+	return h
+})
 
 // CheckPassword compares pw with hash; an empty hash never matches.
 func CheckPassword(hash, pw string) error {
 	if hash == "" {
-		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(pw))
+		_ = bcrypt.CompareHashAndPassword(dummyHash(), []byte(pw))
 		return ErrWrongPassword
 	}
 	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(pw)) != nil {

@@ -46,6 +46,9 @@ type Options struct {
 	Store sqlstore.Config
 	// API overrides API settings (Store is always set by Start).
 	API api.Config
+	// HTTPServer, if set, configures the http.Server before it starts
+	// (timeouts).
+	HTTPServer func(*http.Server)
 	// Dir is the data folder (default a new temp dir). Starting on a
 	// folder that already holds a database restarts the same server; a new
 	// database is seeded with the fixture places, forms and admin.
@@ -113,7 +116,11 @@ func StartWith(t testing.TB, o Options) *Env {
 	if err != nil {
 		t.Fatalf("servertest: api: %v", err)
 	}
-	hs := httptest.NewServer(srv.Handler())
+	hs := httptest.NewUnstartedServer(srv.Handler())
+	if o.HTTPServer != nil {
+		o.HTTPServer(hs.Config)
+	}
+	hs.Start()
 	env := &Env{URL: hs.URL, Dir: dir, Store: st, API: srv, Server: hs}
 	t.Cleanup(func() {
 		hs.Close()

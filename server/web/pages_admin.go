@@ -59,7 +59,7 @@ func (c *Console) login(ec echo.Context, v *view) error {
 	v.Title = v.T("login.title")
 	data := map[string]any{"Next": safeNext(ec.FormValue("next")), "Username": ec.FormValue("username")}
 	ck, err := ec.Cookie(loginCSRFCookie)
-	if err != nil || ck.Value == "" || ec.FormValue(csrfField) != ck.Value || !sameOrigin(ec.Request()) {
+	if err != nil || ck.Value == "" || !api.SameSecret(ec.FormValue(csrfField), ck.Value) || !sameOrigin(ec.Request()) {
 		v.Status = http.StatusForbidden
 		data["Error"], data["Token"] = v.T("err.csrf"), c.loginToken(ec)
 		return c.render(ec, v, "login", data)

@@ -17,6 +17,8 @@ import (
 
 	"fieldsync/server/domain"
 	"fieldsync/server/export"
+
+	"fieldsync/server/api"
 )
 
 // view is what every page template gets.
@@ -66,7 +68,9 @@ func (c *Console) newView(ec echo.Context, s *session) *view {
 	return v
 }
 
-func (c *Console) secure(ec echo.Context) bool { return c.cfg.SecureCookies || ec.IsTLS() }
+func (c *Console) secure(ec echo.Context) bool {
+	return c.cfg.SecureCookies || api.IsHTTPS(ec.Request(), c.cfg.TrustProxy)
+}
 
 // flash shows msg on the next page.
 func (c *Console) flash(ec echo.Context, msg string) {

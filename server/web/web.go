@@ -113,6 +113,9 @@ type Config struct {
 	// SecureCookies marks cookies Secure (serving TLS or behind a TLS
 	// proxy).
 	SecureCookies bool
+	// TrustProxy honours X-Forwarded-Proto: a request the proxy received
+	// over HTTPS gets Secure cookies (only behind a trusted reverse proxy).
+	TrustProxy bool
 	// LoginRate limits sign-in attempts per client IP per minute (default
 	// 10).
 	LoginRate int

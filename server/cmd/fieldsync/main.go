@@ -88,6 +88,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.Logger = slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg.Out = stdout
+	// Commands that write the data folder hold its lock, so that none of
+	// them runs beside a server on the same folder (backup and export only
+	// read, and work beside a running server).
+	switch cmd {
+	case "migrate", "demo", "restore":
+		unlock, err := app.LockDataDir(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	switch cmd {
 	case "run":
 		return app.Run(ctx, cfg)
