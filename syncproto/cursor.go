@@ -68,11 +68,13 @@ func DecodeCursor(key []byte, token string) (Cursor, error) {
 	if !ok {
 		return bad("malformed")
 	}
-	payload, err := base64.RawURLEncoding.DecodeString(p)
+	// Strict: a token differs from the one handed out in no bit, not even
+	// in the unused low bits of its last character.
+	payload, err := base64.RawURLEncoding.Strict().DecodeString(p)
 	if err != nil {
 		return bad("malformed payload")
 	}
-	sum, err := base64.RawURLEncoding.DecodeString(m)
+	sum, err := base64.RawURLEncoding.Strict().DecodeString(m)
 	if err != nil || len(sum) != cursorMACLen {
 		return bad("malformed signature")
 	}

@@ -257,3 +257,43 @@ func TestCodes_StatusTable(t *testing.T) {
 		t.Fatal("reverse map")
 	}
 }
+
+// TestCursor_NonCanonicalRefused: a token whose base64 differs from the
+// one handed out only in the unused low bits of a last character decodes
+// to the same bytes under lenient base64; it is refused, so that one
+// cursor has exactly one spelling.
+func TestCursor_NonCanonicalRefused(t *testing.T) {
+	key := []byte("k")
+	found := 0
+	for seq := int64(1); seq < 64 && found < 8; seq++ {
+		tok := EncodeCursor(key, Cursor{Epoch: "e1", Device: "d1", Seq: seq})
+		p, m, _ := strings.Cut(tok, ".")
+		for part, s := range map[string]string{"payload": p, "mac": m} {
+			if len(s)%4 == 0 {
+				continue // no spare bits in the last character
+			}
+			// The last character then carries 2 or 4 unused bits: flipping
+			// the lowest changes the spelling, not the bytes.
+			last := strings.IndexByte(alphabetURL, s[len(s)-1])
+			alt := s[:len(s)-1] + string(alphabetURL[last^1])
+			var bad string
+			if part == "payload" {
+				bad = alt + "." + m
+			} else {
+				bad = p + "." + alt
+			}
+			if _, err := DecodeCursor(key, tok); err != nil {
+				t.Fatalf("canonical token refused: %v", err)
+			}
+			if _, err := DecodeCursor(key, bad); CodeOf(err) != CodeInvalidCursor {
+				t.Fatalf("non-canonical %s accepted: %q (%v)", part, bad, err)
+			}
+			found++
+		}
+	}
+	if found == 0 {
+		t.Fatal("no token with spare bits was made")
+	}
+}
+
+const alphabetURL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

@@ -167,11 +167,20 @@ func New(cfg Config) (*Server, error) {
 		LogStatus: true, LogURI: true, LogMethod: true, LogLatency: true, LogRequestID: true, LogError: true,
 		HandleError: true,
 		LogValuesFunc: func(c echo.Context, v middleware.RequestLoggerValues) error {
-			attrs := []any{"method", v.Method, "uri", v.URI, "status", v.Status, "latency_ms", v.Latency.Milliseconds(), "request_id", v.RequestID}
+			status, level := v.Status, levelFor(v.Status)
+			if errors.Is(c.Request().Context().Err(), context.Canceled) {
+				// The client went away (a cut link, a closed app): nothing
+				// failed here, and nobody received the status we wrote.
+				status, level = StatusClientClosed, slog.LevelInfo
+			}
+			attrs := []any{"method", v.Method, "uri", v.URI, "status", status, "latency_ms", v.Latency.Milliseconds(), "request_id", v.RequestID}
+			if status == StatusClientClosed {
+				attrs = append(attrs, "client_cancelled", true)
+			}
 			if v.Error != nil {
 				attrs = append(attrs, "err", v.Error.Error())
 			}
-			s.log.LogAttrs(c.Request().Context(), levelFor(v.Status), "request", argsToAttrs(attrs)...)
+			s.log.LogAttrs(c.Request().Context(), level, "request", argsToAttrs(attrs)...)
 			return nil
 		},
 	}))
@@ -195,6 +204,10 @@ func New(cfg Config) (*Server, error) {
 	s.register()
 	return s, nil
 }
+
+// StatusClientClosed is the status logged for a request whose client
+// disconnected before the answer (nginx's 499); it is never sent.
+const StatusClientClosed = 499
 
 func levelFor(status int) slog.Level {
 	switch {

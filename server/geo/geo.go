@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
 
 	"github.com/paulmach/orb"
 	"github.com/paulmach/orb/geojson"
@@ -22,8 +23,14 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalidGeometry, fmt.Sprintf(format, args...))
 }
 
-// MaxVertices bounds one boundary, to keep imports and pulls sane.
+// MaxVertices bounds one boundary (all rings of all polygons of a
+// MultiPolygon together), to keep imports and pulls sane.
 const MaxVertices = 100_000
+
+// MaxRingVertices bounds one ring, so that every ring accepted has been
+// checked for crossing itself (the check's worst case grows with the
+// square of the ring). A village boundary traced by hand has hundreds.
+const MaxRingVertices = 10_000
 
 // ParseBoundary decodes a GeoJSON geometry and validates it as a boundary.
 func ParseBoundary(raw json.RawMessage) (orb.Geometry, error) {
@@ -48,7 +55,14 @@ func ValidateBoundary(g orb.Geometry) error {
 		if len(g) == 0 {
 			return invalid("empty MultiPolygon")
 		}
+		n := 0
 		for i, p := range g {
+			for _, r := range p {
+				n += len(r)
+			}
+			if n > MaxVertices {
+				return invalid("polygon %d: more than %d vertices in the whole MultiPolygon", i, MaxVertices)
+			}
 			if err := validatePolygon(p, fmt.Sprintf("polygon %d: ", i)); err != nil {
 				return err
 			}
@@ -70,6 +84,9 @@ func validatePolygon(p orb.Polygon, where string) error {
 		n += len(ring)
 		if n > MaxVertices {
 			return invalid("%smore than %d vertices", where, MaxVertices)
+		}
+		if len(ring) > MaxRingVertices {
+			return invalid("%sring %d has %d positions; at most %d", where, ri, len(ring), MaxRingVertices)
 		}
 		if len(ring) < 4 {
 			return invalid("%sring %d has %d positions; at least 4 needed", where, ri, len(ring))
@@ -105,21 +122,35 @@ func ValidPoint(pt orb.Point) error {
 }
 
 // selfIntersection finds two non-adjacent segments of a closed ring that
-// touch or cross. It is O(n²), which is fine for village boundaries and
-// bounded by MaxVertices per import request size.
+// touch or cross, and returns their indexes (lower first). Every ring is
+// checked, whatever its size (ValidateBoundary refuses rings above
+// MaxRingVertices): segments sorted by their west end are compared only
+// with those whose longitude spans overlap, which makes ordinary
+// boundaries near n log n; the worst case stays n².
 func selfIntersection(r orb.Ring) (int, int, bool) {
 	n := len(r) - 1 // segments
-	if n > 5000 {
-		return 0, 0, false // too big to check quadratically; accepted as drawn
+	if n < 3 {
+		return 0, 0, false
 	}
-	for i := 0; i < n; i++ {
-		a1, a2 := r[i], r[i+1]
-		for j := i + 1; j < n; j++ {
-			if j == i+1 || (i == 0 && j == n-1) {
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	west := func(i int) float64 { return math.Min(r[i][0], r[i+1][0]) }
+	east := func(i int) float64 { return math.Max(r[i][0], r[i+1][0]) }
+	sort.Slice(order, func(a, b int) bool { return west(order[a]) < west(order[b]) })
+	for a, i := range order {
+		e := east(i)
+		for _, j := range order[a+1:] {
+			if west(j) > e {
+				break // sorted: no later segment reaches back to i
+			}
+			lo, hi := min(i, j), max(i, j)
+			if hi == lo+1 || (lo == 0 && hi == n-1) {
 				continue // adjacent segments share an end
 			}
-			if segmentsIntersect(a1, a2, r[j], r[j+1]) {
-				return i, j, true
+			if segmentsIntersect(r[lo], r[lo+1], r[hi], r[hi+1]) {
+				return lo, hi, true
 			}
 		}
 	}

@@ -96,8 +96,11 @@ func (s *Store) UpsertPlaces(ctx context.Context, places []domain.Place) error {
 					min_lon = ?, min_lat = ?, max_lon = ?, max_lat = ?, updated_at = ? WHERE code = ?`,
 					p.Name, p.Level, p.ParentCode, path, boundary, minLon, minLat, maxLon, maxLat, now, p.Code)
 				if err == nil && oldPath != path {
-					_, err = tx.ExecContext(ctx, `UPDATE places SET path = ? || substr(path, ?) WHERE path LIKE ? || '%' AND code != ?`,
-						path, len(oldPath)+1, oldPath, p.Code)
+					// A plain prefix comparison, not LIKE: a code may hold
+					// % or _, which LIKE would read as wildcards.
+					_, err = tx.ExecContext(ctx, `UPDATE places SET path = ?1 || substr(path, length(?2) + 1)
+						WHERE substr(path, 1, length(?2)) = ?2 AND code != ?3`,
+						path, oldPath, p.Code)
 				}
 			}
 			if err != nil {
