@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"fieldsync/server/domain"
@@ -29,9 +30,26 @@ func (s *Store) ImportHouseholds(ctx context.Context, hs []syncproto.Household, 
 			if err := tx.QueryRowContext(ctx, `SELECT 1 FROM places WHERE code = ?`, h.PlaceCode).Scan(&one); err != nil {
 				return fmt.Errorf("household %s: place %s: %w", h.ID, h.PlaceCode, domain.ErrNotFound)
 			}
+			// A household already known under another place moves: it and
+			// its visits, conflicts and tasks leave the old place's devices.
+			var old string
+			switch err := tx.QueryRowContext(ctx, `SELECT place_code FROM households WHERE id = ?`, h.ID).Scan(&old); {
+			case errors.Is(err, sql.ErrNoRows):
+			case err != nil:
+				return fmt.Errorf("household %s: %w", h.ID, err)
+			case old != h.PlaceCode:
+				if _, err := logChange(tx, now, "household", h.ID, old, "moved_out"); err != nil {
+					return err
+				}
+			}
 			seq, err := logChange(tx, now, "household", h.ID, h.PlaceCode, "put")
 			if err != nil {
 				return err
+			}
+			if old != "" && old != h.PlaceCode {
+				if err := moveHouseholdDependents(ctx, tx, now, h.ID, old, h.PlaceCode); err != nil {
+					return err
+				}
 			}
 			meta := map[string]merge.FieldMeta{"place_code": {HLC: hlc, Version: seq, UserID: by}}
 			for k := range h.Fields {

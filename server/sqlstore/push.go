@@ -783,13 +783,7 @@ func (a *applier) householdMove(mv *syncproto.HouseholdMove) error {
 	}
 	h.place = mv.PlaceCode
 	h.meta["place_code"] = merge.FieldMeta{HLC: a.hlc, Version: seq, Device: a.dev.DeviceID, UserID: a.dev.UserID}
-	if _, err := a.x.ExecContext(a.ctx, `UPDATE visits SET place_code = ? WHERE household_id = ?`, h.place, h.id); err != nil {
-		return err
-	}
-	if _, err := a.x.ExecContext(a.ctx, `UPDATE conflicts SET place_code = ? WHERE household_id = ?`, h.place, h.id); err != nil {
-		return err
-	}
-	if _, err := a.x.ExecContext(a.ctx, `UPDATE tasks SET place_code = ? WHERE household_id = ?`, h.place, h.id); err != nil {
+	if err := moveHouseholdDependents(a.ctx, a.x, a.now, h.id, old, h.place); err != nil {
 		return err
 	}
 	if err := a.saveHousehold(h, seq); err != nil {
