@@ -202,6 +202,13 @@ const (
 	FormCodeLevelOrder        FormCode = "level_order"
 )
 
+// FormCodes lists every FormCode, in the order above.
+func FormCodes() []FormCode {
+	return []FormCode{
+		FormCodeTooLarge, FormCodeDecode, FormCodeMissing, FormCodeBadID, FormCodeBadVersion, FormCodeEmptyTitle, FormCodeEmpty, FormCodeBadAccuracy, FormCodeBadFieldName, FormCodeDuplicateField, FormCodeUnknownFieldType, FormCodeEmptyFieldLabel, FormCodeNoChoices, FormCodeBadChoiceValue, FormCodeDuplicateChoice, FormCodeEmptyChoiceLabel, FormCodeChoicesNotAllowed, FormCodeBoundsNotAllowed, FormCodeBoundNotFinite, FormCodeBadCountBound, FormCodeMinAboveMax, FormCodeBadSlotName, FormCodeDuplicateSlot, FormCodeEmptySlotLabel, FormCodeBadSlotCount, FormCodeBadMediaType, FormCodeBadStepName, FormCodeDuplicateStep, FormCodeEmptyStepLabel, FormCodeNoRoles, FormCodeUnknownRole, FormCodeUnknownLevel, FormCodeLevelOrder,
+	}
+}
+
 func (e *FormError) Error() string { return "form definition: " + e.Reason }
 
 func formErrf(code FormCode, format string, args ...any) *FormError {

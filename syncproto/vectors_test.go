@@ -41,8 +41,9 @@ type vector struct {
 	MediaType     *string             `json:"media_type"`
 	Accepts       *bool               `json:"accepts"`
 
-	file string
-	form *FormDef
+	file      string
+	form      *FormDef
+	decodeErr error // form_error vectors only: Go's JSON decoding refused the form
 }
 
 func strictUnmarshal(data []byte, v any) error {
@@ -114,7 +115,10 @@ func loadVectors(t *testing.T) []*vector {
 				}
 				v.form = new(FormDef)
 				if err := json.Unmarshal(formJSON, v.form); err != nil {
-					t.Fatalf("%s: vector %q: form: %v", file, v.Name, err)
+					if v.FormError == nil {
+						t.Fatalf("%s: vector %q: form: %v", file, v.Name, err)
+					}
+					v.form, v.decodeErr = nil, err
 				}
 			}
 			out = append(out, v)
@@ -168,6 +172,12 @@ func TestVectors_Go(t *testing.T) {
 				var want *string
 				if err := json.Unmarshal(v.FormError, &want); err != nil {
 					t.Fatalf("form_error: %v", err)
+				}
+				if v.decodeErr != nil || (want != nil && FormCode(*want) == FormCodeDecode) {
+					if v.decodeErr == nil || want == nil || FormCode(*want) != FormCodeDecode {
+						t.Fatalf("decoding the form: %v, want form_error %v", v.decodeErr, v.FormError)
+					}
+					return
 				}
 				err := v.form.Check()
 				if want == nil {
@@ -231,10 +241,35 @@ func TestVectors_Coverage(t *testing.T) {
 			t.Errorf("vectors expect unknown code %q", c)
 		}
 	}
+	formCodes := map[FormCode]int{}
+	for _, v := range vs {
+		if v.FormError != nil && string(v.FormError) != "null" {
+			var c FormCode
+			if err := json.Unmarshal(v.FormError, &c); err != nil {
+				t.Fatalf("%s: form_error: %v", v.Name, err)
+			}
+			formCodes[c]++
+		}
+	}
+	for _, c := range FormCodes() {
+		switch c {
+		case FormCodeTooLarge, FormCodeMissing, FormCodeBoundNotFinite:
+			continue // no JSON text reaches these through Check alone
+		}
+		if formCodes[c] == 0 {
+			t.Errorf("no vector expects form code %s", c)
+		}
+	}
+	for c := range formCodes {
+		if !slices.Contains(FormCodes(), c) {
+			t.Errorf("vectors expect unknown form code %q", c)
+		}
+	}
 }
 
-// TestVectors_CodesFile keeps testdata/field_codes.json (read by the app's
-// test to check that every code has a Chinese message) equal to FieldCodes.
+// TestVectors_CodesFile keeps testdata/field_codes.json and form_codes.json
+// (read by the app's test to check that every code has a Chinese message)
+// equal to FieldCodes and FormCodes.
 func TestVectors_CodesFile(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join("testdata", "field_codes.json"))
 	if err != nil {
@@ -247,5 +282,17 @@ func TestVectors_CodesFile(t *testing.T) {
 	if !slices.Equal(got, FieldCodes()) {
 		want, _ := json.MarshalIndent(FieldCodes(), "", "  ")
 		t.Fatalf("testdata/field_codes.json is stale; want:\n%s", want)
+	}
+	data, err = os.ReadFile(filepath.Join("testdata", "form_codes.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotForm []FormCode
+	if err := json.Unmarshal(data, &gotForm); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(gotForm, FormCodes()) {
+		want, _ := json.MarshalIndent(FormCodes(), "", "  ")
+		t.Fatalf("testdata/form_codes.json is stale; want:\n%s", want)
 	}
 }
