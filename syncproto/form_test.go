@@ -634,6 +634,9 @@ func FuzzParseFormDef(f *testing.F) {
 			if !errors.As(err, &fe) {
 				t.Fatalf("error %T is not *FormError", err)
 			}
+			if !slices.Contains(FormCodes(), fe.Code) {
+				t.Fatalf("FormError %q has code %q, not one of FormCodes", fe.Reason, fe.Code)
+			}
 			return
 		}
 		// A parsed definition re-encodes to one that parses the same.
@@ -682,6 +685,11 @@ func FuzzValidateAnswers(f *testing.F) {
 		}
 		if !slices.IsSortedFunc(verrs, func(a, b FieldError) int { return strings.Compare(a.Field, b.Field) }) {
 			t.Fatalf("not sorted: %v", verrs)
+		}
+		for _, fe := range verrs {
+			if fe.Reason == "" || !slices.Contains(FieldCodes(), fe.Code) {
+				t.Fatalf("field %q: reason %q, code %q not one of FieldCodes", fe.Field, fe.Reason, fe.Code)
+			}
 		}
 		if again := form.ValidateAnswers(answers); again.Error() != err.Error() {
 			t.Fatalf("not deterministic: %v vs %v", err, again)

@@ -296,3 +296,26 @@ func TestVectors_CodesFile(t *testing.T) {
 		t.Fatalf("testdata/form_codes.json is stale; want:\n%s", want)
 	}
 }
+
+func TestCheckHouseholdFields_Codes(t *testing.T) {
+	cases := []struct {
+		name  string
+		field string
+		value string
+		code  FieldCode
+	}{
+		{"BadName", "Bad Name", `1`, FieldCodeBadFieldName},
+		{"TooLarge", "note", `"` + strings.Repeat("a", MaxFieldValueBytes) + `"`, FieldCodeValueTooLarge},
+		{"NotJSON", "note", `{`, FieldCodeNotJSON},
+		{"BadLocation", FieldLocation, `{"lon":200,"lat":1}`, FieldCodeBadLocation},
+		{"BadMember", MemberPrefix + "01J9ZQ4C3V8W7X6Y5Z4A3B2C1D", `{"name":" "}`, FieldCodeBadMember},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			perr := CheckHouseholdFields(map[string]json.RawMessage{tc.field: json.RawMessage(tc.value)})
+			if perr == nil || len(perr.Fields) != 1 || perr.Fields[0].Code != tc.code || perr.Fields[0].Reason == "" {
+				t.Fatalf("got %+v, want one field error with code %s", perr, tc.code)
+			}
+		})
+	}
+}

@@ -55,7 +55,7 @@ export const messagesZh = Object.freeze({
   not_finite: '数字太大',
   below_min: '不能小于 {min}',
   above_max: '不能大于 {max}',
-  not_a_date: '请填真实日期,格式 年-月-日(如 2026-03-01)',
+  not_a_date: '请填真实日期，格式为 年-月-日（如 2026-03-01）',
   unknown_choice: '不是可选的选项',
   not_string_array: '请从选项中选择',
   duplicate_choice: '同一选项选了两次',
@@ -68,7 +68,7 @@ export const messagesZh = Object.freeze({
   lon_out_of_range: '经度须在 -180 到 180 之间',
   lat_out_of_range: '纬度须在 -90 到 90 之间',
   negative_accuracy: '定位精度不能是负数',
-  not_sha256: '附件标识无效,请重新拍摄或选择',
+  not_sha256: '附件标识无效，请重新拍摄或选择',
   invalid_field_name: '字段名无效',
   value_too_large: '内容太长',
   not_json: '内容格式不对',
@@ -328,6 +328,7 @@ function codePointCount(s) {
   return k;
 }
 
+const hasOwn = (o, k) => Object.prototype.hasOwnProperty.call(o, k); // Object.hasOwn needs Chrome 93
 const num = (x) => (x instanceof JSONNumber ? Number(x.text) : x);
 const has = (x) => x !== undefined && x !== null;
 
@@ -391,7 +392,7 @@ function fieldError(field, code, fd) {
 
 /** formatMessage fills the Chinese template of a code ({min}, {max}). */
 export function formatMessage(code, params = {}) {
-  const t = Object.hasOwn(messagesZh, code) ? messagesZh[code] : messagesZh.unknown;
+  const t = hasOwn(messagesZh, code) ? messagesZh[code] : messagesZh.unknown;
   return t.replace(/\{(\w+)\}/g, (m, k) => (has(params[k]) ? String(params[k]) : m));
 }
 
@@ -501,7 +502,7 @@ function checkGeopoint(v) {
 export function missingSlots(form, presentCounts) {
   const count = (name) => {
     if (presentCounts instanceof Map) return presentCounts.get(name) ?? 0;
-    if (presentCounts && Object.hasOwn(presentCounts, name)) return num(presentCounts[name]) ?? 0;
+    if (presentCounts && hasOwn(presentCounts, name)) return num(presentCounts[name]) ?? 0;
     return 0;
   };
   const slots = Array.isArray(form?.slots) ? form.slots : [];
@@ -561,7 +562,7 @@ const validName = (s) => /^[a-z][a-z0-9_]{0,63}$/.test(s);
 export function checkFormError(form) {
   const code = formProblem(form);
   if (!code) return null;
-  return { code, message: Object.hasOwn(formMessagesZh, code) ? formMessagesZh[code] : formMessagesZh.unknown };
+  return { code, message: hasOwn(formMessagesZh, code) ? formMessagesZh[code] : formMessagesZh.unknown };
 }
 
 /** checkForm returns null when the form definition is usable, else a Chinese message. */
