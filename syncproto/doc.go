@@ -159,4 +159,12 @@
 // the HTTP status from Code.HTTPStatus. Retry with backoff and jitter on
 // 429, 5xx and network errors (503 carries Retry-After); never retry 4xx
 // other than 429 and 409 sequence_gap after fixing the gap.
+//
+// A body with code "validation_failed" may list "fields":
+// [{"field": "...", "reason": "...", "code": "..."}]. The code is a stable
+// FieldCode ("required", "below_min", "not_a_date", ...) for the client to
+// show in its own words; the reason is English for developers. The field
+// app validates answers before it sends them with the same rules
+// (mobileclient/webapp/js/formcheck.js); the shared vectors in
+// testdata/vectors, run by both sides' tests, pin every verdict.
 package syncproto

@@ -153,19 +153,136 @@ type FormDef struct {
 	Review []ReviewStep `json:"review,omitempty"`
 }
 
-// FormError says why a form definition is unusable.
-type FormError struct{ Reason string }
+// FormError says why a form definition is unusable: Code stably, Reason
+// in English for logs and developers.
+type FormError struct {
+	Code   FormCode
+	Reason string
+}
+
+// FormCode says, stably, what is wrong with a form definition. The field
+// app's formcheck.js checkForm gives the same codes (shared vectors in
+// testdata/vectors/formdef.json).
+type FormCode string
+
+// The form definition codes of ParseFormDef and FormDef.Check.
+const (
+	FormCodeTooLarge          FormCode = "too_large"
+	FormCodeDecode            FormCode = "decode" // not JSON, or a key of the wrong JSON type
+	FormCodeMissing           FormCode = "missing"
+	FormCodeBadID             FormCode = "bad_id"
+	FormCodeBadVersion        FormCode = "bad_version"
+	FormCodeEmptyTitle        FormCode = "empty_title"
+	FormCodeEmpty             FormCode = "no_fields_or_slots"
+	FormCodeBadAccuracy       FormCode = "bad_max_accuracy"
+	FormCodeBadFieldName      FormCode = "bad_field_name"
+	FormCodeDuplicateField    FormCode = "duplicate_field"
+	FormCodeUnknownFieldType  FormCode = "unknown_field_type"
+	FormCodeEmptyFieldLabel   FormCode = "empty_field_label"
+	FormCodeNoChoices         FormCode = "no_choices"
+	FormCodeBadChoiceValue    FormCode = "bad_choice_value"
+	FormCodeDuplicateChoice   FormCode = "duplicate_choice_value"
+	FormCodeEmptyChoiceLabel  FormCode = "empty_choice_label"
+	FormCodeChoicesNotAllowed FormCode = "choices_not_allowed"
+	FormCodeBoundsNotAllowed  FormCode = "bounds_not_allowed"
+	FormCodeBoundNotFinite    FormCode = "bound_not_finite"
+	FormCodeBadCountBound     FormCode = "bad_count_bound"
+	FormCodeMinAboveMax       FormCode = "min_above_max"
+	FormCodeBadSlotName       FormCode = "bad_slot_name"
+	FormCodeDuplicateSlot     FormCode = "duplicate_slot"
+	FormCodeEmptySlotLabel    FormCode = "empty_slot_label"
+	FormCodeBadSlotCount      FormCode = "bad_slot_count"
+	FormCodeBadMediaType      FormCode = "bad_media_type"
+	FormCodeBadStepName       FormCode = "bad_step_name"
+	FormCodeDuplicateStep     FormCode = "duplicate_step"
+	FormCodeEmptyStepLabel    FormCode = "empty_step_label"
+	FormCodeNoRoles           FormCode = "no_roles"
+	FormCodeUnknownRole       FormCode = "unknown_role"
+	FormCodeUnknownLevel      FormCode = "unknown_level"
+	FormCodeLevelOrder        FormCode = "level_order"
+)
+
+// FormCodes lists every FormCode, in the order above.
+func FormCodes() []FormCode {
+	return []FormCode{
+		FormCodeTooLarge, FormCodeDecode, FormCodeMissing, FormCodeBadID, FormCodeBadVersion, FormCodeEmptyTitle, FormCodeEmpty, FormCodeBadAccuracy, FormCodeBadFieldName, FormCodeDuplicateField, FormCodeUnknownFieldType, FormCodeEmptyFieldLabel, FormCodeNoChoices, FormCodeBadChoiceValue, FormCodeDuplicateChoice, FormCodeEmptyChoiceLabel, FormCodeChoicesNotAllowed, FormCodeBoundsNotAllowed, FormCodeBoundNotFinite, FormCodeBadCountBound, FormCodeMinAboveMax, FormCodeBadSlotName, FormCodeDuplicateSlot, FormCodeEmptySlotLabel, FormCodeBadSlotCount, FormCodeBadMediaType, FormCodeBadStepName, FormCodeDuplicateStep, FormCodeEmptyStepLabel, FormCodeNoRoles, FormCodeUnknownRole, FormCodeUnknownLevel, FormCodeLevelOrder,
+	}
+}
 
 func (e *FormError) Error() string { return "form definition: " + e.Reason }
 
-func formErrf(format string, args ...any) *FormError {
-	return &FormError{Reason: fmt.Sprintf(format, args...)}
+func formErrf(code FormCode, format string, args ...any) *FormError {
+	return &FormError{Code: code, Reason: fmt.Sprintf(format, args...)}
 }
 
-// FieldError is the reason one answer was refused.
+// FieldError is the reason one answer was refused: Code is stable and
+// machine-readable (the field app shows its own Simplified Chinese text for
+// it), Reason is an English explanation for logs and developers.
 type FieldError struct {
-	Field  string `json:"field"`
-	Reason string `json:"reason"`
+	Field  string    `json:"field"`
+	Reason string    `json:"reason"`
+	Code   FieldCode `json:"code,omitempty"`
+}
+
+// FieldCode says, stably, why one answer (or household field) was refused.
+// Codes never change meaning; new ones may be added, so a client must show
+// a generic message for a code it does not know. The field app mirrors
+// them in mobileclient/webapp/js/formcheck.js, and the shared vectors in
+// syncproto/testdata/vectors pin which answer gets which code.
+type FieldCode string
+
+// The answer codes of FormDef.ValidateAnswers.
+const (
+	FieldCodeRequired      FieldCode = "required"      // required field absent or null
+	FieldCodeUnknownField  FieldCode = "unknown_field" // key names no field of the form
+	FieldCodeUnknownType   FieldCode = "unknown_type"  // the field's type is unknown (form not checked)
+	FieldCodeNotString     FieldCode = "not_string"    // text, date, select_one, photo, document, signature
+	FieldCodeTooShort      FieldCode = "too_short"     // text length below Min
+	FieldCodeTooLong       FieldCode = "too_long"      // text length above Max (or MaxTextRunes)
+	FieldCodeNotInteger    FieldCode = "not_integer"   // not a number literal without fraction or exponent
+	FieldCodeIntegerRange  FieldCode = "integer_out_of_range"
+	FieldCodeNotNumber     FieldCode = "not_number" // decimal: not a JSON number
+	FieldCodeNotFinite     FieldCode = "not_finite" // decimal: overflows float64
+	FieldCodeBelowMin      FieldCode = "below_min"  // integer or decimal value below Min
+	FieldCodeAboveMax      FieldCode = "above_max"  // integer or decimal value above Max
+	FieldCodeNotDate       FieldCode = "not_a_date" // not a real calendar date YYYY-MM-DD
+	FieldCodeUnknownChoice FieldCode = "unknown_choice"
+	FieldCodeNotArray      FieldCode = "not_string_array" // select_many
+	FieldCodeChosenTwice   FieldCode = "duplicate_choice" // select_many
+	FieldCodeTooFew        FieldCode = "too_few"          // select_many count below Min
+	FieldCodeTooMany       FieldCode = "too_many"         // select_many count above Max
+	FieldCodeBadGeopoint   FieldCode = "bad_geopoint"     // not a JSON object
+	FieldCodeGeoUnknownKey FieldCode = "geopoint_unknown_key"
+	FieldCodeGeoMissing    FieldCode = "geopoint_missing"    // lon or lat absent or null
+	FieldCodeGeoNotNumber  FieldCode = "geopoint_not_number" // lon, lat, acc or alt not a finite number
+	FieldCodeLonRange      FieldCode = "lon_out_of_range"
+	FieldCodeLatRange      FieldCode = "lat_out_of_range"
+	FieldCodeNegativeAcc   FieldCode = "negative_accuracy"
+	FieldCodeNotSHA256     FieldCode = "not_sha256" // photo, document, signature
+)
+
+// The household field codes of CheckHouseholdFields.
+const (
+	FieldCodeBadFieldName  FieldCode = "invalid_field_name"
+	FieldCodeValueTooLarge FieldCode = "value_too_large"
+	FieldCodeNotJSON       FieldCode = "not_json"
+	FieldCodeBadLocation   FieldCode = "bad_location"
+	FieldCodeBadMember     FieldCode = "bad_member"
+)
+
+// FieldCodes lists every FieldCode, answer codes first, in the order above.
+func FieldCodes() []FieldCode {
+	return []FieldCode{
+		FieldCodeRequired, FieldCodeUnknownField, FieldCodeUnknownType, FieldCodeNotString,
+		FieldCodeTooShort, FieldCodeTooLong, FieldCodeNotInteger, FieldCodeIntegerRange,
+		FieldCodeNotNumber, FieldCodeNotFinite, FieldCodeBelowMin, FieldCodeAboveMax,
+		FieldCodeNotDate, FieldCodeUnknownChoice, FieldCodeNotArray, FieldCodeChosenTwice,
+		FieldCodeTooFew, FieldCodeTooMany, FieldCodeBadGeopoint, FieldCodeGeoUnknownKey,
+		FieldCodeGeoMissing, FieldCodeGeoNotNumber, FieldCodeLonRange, FieldCodeLatRange,
+		FieldCodeNegativeAcc, FieldCodeNotSHA256,
+		FieldCodeBadFieldName, FieldCodeValueTooLarge, FieldCodeNotJSON, FieldCodeBadLocation,
+		FieldCodeBadMember,
+	}
 }
 
 // ValidationErrors lists every refused answer of a visit, sorted by field
@@ -191,11 +308,11 @@ func (v ValidationErrors) Error() string {
 // unknown JSON keys are ignored) and checks it with Check.
 func ParseFormDef(data []byte) (*FormDef, error) {
 	if len(data) > MaxFormDefSize {
-		return nil, formErrf("larger than %d bytes", MaxFormDefSize)
+		return nil, formErrf(FormCodeTooLarge, "larger than %d bytes", MaxFormDefSize)
 	}
 	var f FormDef
 	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, &FormError{Reason: "decode: " + err.Error()}
+		return nil, &FormError{Code: FormCodeDecode, Reason: "decode: " + err.Error()}
 	}
 	if err := f.Check(); err != nil {
 		return nil, err
@@ -210,31 +327,31 @@ func ParseFormDef(data []byte) (*FormDef, error) {
 // *FormError naming the first problem found.
 func (f *FormDef) Check() error {
 	if f == nil {
-		return formErrf("missing")
+		return formErrf(FormCodeMissing, "missing")
 	}
 	if !formValidID(f.ID) {
-		return formErrf("id %q must match [a-z0-9_]{1,64}", f.ID)
+		return formErrf(FormCodeBadID, "id %q must match [a-z0-9_]{1,64}", f.ID)
 	}
 	if f.Version < 0 {
-		return formErrf("version %d is negative", f.Version)
+		return formErrf(FormCodeBadVersion, "version %d is negative", f.Version)
 	}
 	if strings.TrimSpace(f.Title) == "" {
-		return formErrf("title is empty")
+		return formErrf(FormCodeEmptyTitle, "title is empty")
 	}
 	if len(f.Fields) == 0 && len(f.Slots) == 0 {
-		return formErrf("no fields and no evidence slots")
+		return formErrf(FormCodeEmpty, "no fields and no evidence slots")
 	}
 	if math.IsNaN(f.MaxAccuracyM) || math.IsInf(f.MaxAccuracyM, 0) || f.MaxAccuracyM < 0 {
-		return formErrf("max_accuracy_m must be a finite number >= 0")
+		return formErrf(FormCodeBadAccuracy, "max_accuracy_m must be a finite number >= 0")
 	}
 	seen := make(map[string]bool, len(f.Fields))
 	for i := range f.Fields {
 		fd := &f.Fields[i]
 		if !formValidName(fd.Name) {
-			return formErrf("field %d: name %q must match [a-z][a-z0-9_]{0,63}", i, fd.Name)
+			return formErrf(FormCodeBadFieldName, "field %d: name %q must match [a-z][a-z0-9_]{0,63}", i, fd.Name)
 		}
 		if seen[fd.Name] {
-			return formErrf("field %q: duplicate name", fd.Name)
+			return formErrf(FormCodeDuplicateField, "field %q: duplicate name", fd.Name)
 		}
 		seen[fd.Name] = true
 		if err := fd.check(); err != nil {
@@ -244,25 +361,25 @@ func (f *FormDef) Check() error {
 	seenSlot := make(map[string]bool, len(f.Slots))
 	for i, s := range f.Slots {
 		if !formValidName(s.Name) {
-			return formErrf("slot %d: name %q must match [a-z][a-z0-9_]{0,63}", i, s.Name)
+			return formErrf(FormCodeBadSlotName, "slot %d: name %q must match [a-z][a-z0-9_]{0,63}", i, s.Name)
 		}
 		if seenSlot[s.Name] {
-			return formErrf("slot %q: duplicate name", s.Name)
+			return formErrf(FormCodeDuplicateSlot, "slot %q: duplicate name", s.Name)
 		}
 		seenSlot[s.Name] = true
 		if strings.TrimSpace(s.Label) == "" {
-			return formErrf("slot %q: label is empty", s.Name)
+			return formErrf(FormCodeEmptySlotLabel, "slot %q: label is empty", s.Name)
 		}
 		if s.MinCount < 0 {
-			return formErrf("slot %q: min_count is negative", s.Name)
+			return formErrf(FormCodeBadSlotCount, "slot %q: min_count is negative", s.Name)
 		}
 		if s.MaxCount < 0 || (s.MaxCount != 0 && s.MaxCount < s.MinCount) {
-			return formErrf("slot %q: max_count must be 0 (no limit) or >= min_count", s.Name)
+			return formErrf(FormCodeBadSlotCount, "slot %q: max_count must be 0 (no limit) or >= min_count", s.Name)
 		}
 		for _, mt := range s.MediaTypes {
 			typ, sub, ok := strings.Cut(mt, "/")
 			if !ok || typ == "" || sub == "" || strings.ContainsAny(mt, " ;,") {
-				return formErrf("slot %q: media type %q is not type/subtype", s.Name, mt)
+				return formErrf(FormCodeBadMediaType, "slot %q: media type %q is not type/subtype", s.Name, mt)
 			}
 		}
 	}
@@ -270,29 +387,29 @@ func (f *FormDef) Check() error {
 	lastLevel := 0
 	for i, st := range f.Review {
 		if !formValidName(st.Name) {
-			return formErrf("review step %d: name %q must match [a-z][a-z0-9_]{0,63}", i, st.Name)
+			return formErrf(FormCodeBadStepName, "review step %d: name %q must match [a-z][a-z0-9_]{0,63}", i, st.Name)
 		}
 		if seenStep[st.Name] {
-			return formErrf("review step %q: duplicate name", st.Name)
+			return formErrf(FormCodeDuplicateStep, "review step %q: duplicate name", st.Name)
 		}
 		seenStep[st.Name] = true
 		if strings.TrimSpace(st.Label) == "" {
-			return formErrf("review step %q: label is empty", st.Name)
+			return formErrf(FormCodeEmptyStepLabel, "review step %q: label is empty", st.Name)
 		}
 		if len(st.Roles) == 0 {
-			return formErrf("review step %q: no roles", st.Name)
+			return formErrf(FormCodeNoRoles, "review step %q: no roles", st.Name)
 		}
 		for _, r := range st.Roles {
 			if !slices.Contains(formReviewRoles, r) {
-				return formErrf("review step %q: unknown role %q", st.Name, r)
+				return formErrf(FormCodeUnknownRole, "review step %q: unknown role %q", st.Name, r)
 			}
 		}
 		lvl := slices.Index(formReviewLevels, st.Level)
 		if lvl < 0 {
-			return formErrf("review step %q: unknown level %q (want village, township or county)", st.Name, st.Level)
+			return formErrf(FormCodeUnknownLevel, "review step %q: unknown level %q (want village, township or county)", st.Name, st.Level)
 		}
 		if lvl < lastLevel {
-			return formErrf("review step %q: level %q comes after a higher level", st.Name, st.Level)
+			return formErrf(FormCodeLevelOrder, "review step %q: level %q comes after a higher level", st.Name, st.Level)
 		}
 		lastLevel = lvl
 	}
@@ -301,31 +418,31 @@ func (f *FormDef) Check() error {
 
 func (fd *Field) check() error {
 	if !fd.Type.Known() {
-		return formErrf("field %q: unknown type %q", fd.Name, fd.Type)
+		return formErrf(FormCodeUnknownFieldType, "field %q: unknown type %q", fd.Name, fd.Type)
 	}
 	if strings.TrimSpace(fd.Label) == "" {
-		return formErrf("field %q: label is empty", fd.Name)
+		return formErrf(FormCodeEmptyFieldLabel, "field %q: label is empty", fd.Name)
 	}
 	isSelect := fd.Type == FieldSelectOne || fd.Type == FieldSelectMany
 	if isSelect {
 		if len(fd.Choices) == 0 {
-			return formErrf("field %q: %s needs at least one choice", fd.Name, fd.Type)
+			return formErrf(FormCodeNoChoices, "field %q: %s needs at least one choice", fd.Name, fd.Type)
 		}
 		vals := make(map[string]bool, len(fd.Choices))
 		for _, c := range fd.Choices {
 			if c.Value == "" || !utf8.ValidString(c.Value) {
-				return formErrf("field %q: empty or invalid choice value", fd.Name)
+				return formErrf(FormCodeBadChoiceValue, "field %q: empty or invalid choice value", fd.Name)
 			}
 			if vals[c.Value] {
-				return formErrf("field %q: duplicate choice %q", fd.Name, c.Value)
+				return formErrf(FormCodeDuplicateChoice, "field %q: duplicate choice %q", fd.Name, c.Value)
 			}
 			vals[c.Value] = true
 			if strings.TrimSpace(c.Label) == "" {
-				return formErrf("field %q: choice %q has an empty label", fd.Name, c.Value)
+				return formErrf(FormCodeEmptyChoiceLabel, "field %q: choice %q has an empty label", fd.Name, c.Value)
 			}
 		}
 	} else if len(fd.Choices) > 0 {
-		return formErrf("field %q: choices are only allowed on select fields", fd.Name)
+		return formErrf(FormCodeChoicesNotAllowed, "field %q: choices are only allowed on select fields", fd.Name)
 	}
 	if fd.Min == nil && fd.Max == nil {
 		return nil
@@ -333,7 +450,7 @@ func (fd *Field) check() error {
 	switch fd.Type {
 	case FieldInteger, FieldDecimal, FieldText, FieldSelectMany:
 	default:
-		return formErrf("field %q: min/max do not apply to %s", fd.Name, fd.Type)
+		return formErrf(FormCodeBoundsNotAllowed, "field %q: min/max do not apply to %s", fd.Name, fd.Type)
 	}
 	counts := fd.Type == FieldText || fd.Type == FieldSelectMany
 	for _, b := range []*float64{fd.Min, fd.Max} {
@@ -342,14 +459,14 @@ func (fd *Field) check() error {
 		}
 		v := *b
 		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return formErrf("field %q: min/max must be finite", fd.Name)
+			return formErrf(FormCodeBoundNotFinite, "field %q: min/max must be finite", fd.Name)
 		}
 		if counts && (v < 0 || v != math.Trunc(v)) {
-			return formErrf("field %q: min/max of %s must be whole numbers >= 0", fd.Name, fd.Type)
+			return formErrf(FormCodeBadCountBound, "field %q: min/max of %s must be whole numbers >= 0", fd.Name, fd.Type)
 		}
 	}
 	if fd.Min != nil && fd.Max != nil && *fd.Min > *fd.Max {
-		return formErrf("field %q: min %v > max %v", fd.Name, *fd.Min, *fd.Max)
+		return formErrf(FormCodeMinAboveMax, "field %q: min %v > max %v", fd.Name, *fd.Min, *fd.Max)
 	}
 	return nil
 }
@@ -413,12 +530,14 @@ func (f *FormDef) MissingSlots(present map[string]int) []string {
 // Min and Max are inclusive. A required field must be present and not
 // null; an optional field may be absent or null. A key that names no field
 // of the form is refused as "unknown field". Answers are never coerced: a
-// number sent as a string is refused.
+// number sent as a string is refused. Each FieldError carries a FieldCode;
+// the shared vectors in testdata/vectors pin the code for each case, and
+// the field app's formcheck.js gives the same verdicts.
 func (f *FormDef) ValidateAnswers(answers map[string]json.RawMessage) error {
 	var errs ValidationErrors
 	for name := range answers {
 		if _, ok := f.Field(name); !ok {
-			errs = append(errs, FieldError{Field: name, Reason: "unknown field"})
+			errs = append(errs, FieldError{Field: name, Code: FieldCodeUnknownField, Reason: "unknown field"})
 		}
 	}
 	for _, fd := range f.Fields {
@@ -426,12 +545,12 @@ func (f *FormDef) ValidateAnswers(answers map[string]json.RawMessage) error {
 		raw = bytes.TrimSpace(raw)
 		if !ok || len(raw) == 0 || string(raw) == "null" {
 			if fd.Required {
-				errs = append(errs, FieldError{Field: fd.Name, Reason: "required"})
+				errs = append(errs, FieldError{Field: fd.Name, Code: FieldCodeRequired, Reason: "required"})
 			}
 			continue
 		}
-		if reason := fd.checkAnswer(raw); reason != "" {
-			errs = append(errs, FieldError{Field: fd.Name, Reason: reason})
+		if code, reason := fd.checkAnswer(raw); code != "" {
+			errs = append(errs, FieldError{Field: fd.Name, Code: code, Reason: reason})
 		}
 	}
 	if len(errs) == 0 {
@@ -447,90 +566,90 @@ func (f *FormDef) ValidateAnswers(answers map[string]json.RawMessage) error {
 }
 
 // checkAnswer returns why raw (not null, not empty) is a bad answer for
-// the field, or "".
-func (fd *Field) checkAnswer(raw []byte) string {
+// the field, as a code and a reason, or "", "".
+func (fd *Field) checkAnswer(raw []byte) (FieldCode, string) {
 	switch fd.Type {
 	case FieldText:
 		s, ok := answerString(raw)
 		if !ok {
-			return "not a string"
+			return FieldCodeNotString, "not a string"
 		}
 		n := utf8.RuneCountInString(s)
 		if fd.Max == nil && n > MaxTextRunes {
-			return fmt.Sprintf("longer than %d characters", MaxTextRunes)
+			return FieldCodeTooLong, fmt.Sprintf("longer than %d characters", MaxTextRunes)
 		}
-		return fd.checkBounds(float64(n), "length")
+		return fd.checkBounds(float64(n), "length", FieldCodeTooShort, FieldCodeTooLong)
 	case FieldInteger:
-		n, reason := answerInteger(raw)
-		if reason != "" {
-			return reason
+		n, code, reason := answerInteger(raw)
+		if code != "" {
+			return code, reason
 		}
-		return fd.checkBounds(float64(n), "value")
+		return fd.checkBounds(float64(n), "value", FieldCodeBelowMin, FieldCodeAboveMax)
 	case FieldDecimal:
-		v, reason := answerNumber(raw)
-		if reason != "" {
-			return reason
+		v, code, reason := answerNumber(raw)
+		if code != "" {
+			return code, reason
 		}
-		return fd.checkBounds(v, "value")
+		return fd.checkBounds(v, "value", FieldCodeBelowMin, FieldCodeAboveMax)
 	case FieldDate:
 		s, ok := answerString(raw)
 		if !ok {
-			return "not a string"
+			return FieldCodeNotString, "not a string"
 		}
 		if !answerIsDate(s) {
-			return "not a date YYYY-MM-DD"
+			return FieldCodeNotDate, "not a date YYYY-MM-DD"
 		}
 	case FieldSelectOne:
 		s, ok := answerString(raw)
 		if !ok {
-			return "not a string"
+			return FieldCodeNotString, "not a string"
 		}
 		if !fd.HasChoice(s) {
-			return fmt.Sprintf("%q is not a choice", s)
+			return FieldCodeUnknownChoice, fmt.Sprintf("%q is not a choice", s)
 		}
 	case FieldSelectMany:
 		if raw[0] != '[' {
-			return "not an array of strings"
+			return FieldCodeNotArray, "not an array of strings"
 		}
 		var vals []string
 		if err := json.Unmarshal(raw, &vals); err != nil {
-			return "not an array of strings"
+			return FieldCodeNotArray, "not an array of strings"
 		}
 		seen := make(map[string]bool, len(vals))
 		for _, s := range vals {
 			if seen[s] {
-				return fmt.Sprintf("%q chosen twice", s)
+				return FieldCodeChosenTwice, fmt.Sprintf("%q chosen twice", s)
 			}
 			seen[s] = true
 			if !fd.HasChoice(s) {
-				return fmt.Sprintf("%q is not a choice", s)
+				return FieldCodeUnknownChoice, fmt.Sprintf("%q is not a choice", s)
 			}
 		}
-		return fd.checkBounds(float64(len(vals)), "count")
+		return fd.checkBounds(float64(len(vals)), "count", FieldCodeTooFew, FieldCodeTooMany)
 	case FieldGeopoint:
 		return answerGeopoint(raw)
 	case FieldPhoto, FieldDocument, FieldSignature:
 		s, ok := answerString(raw)
 		if !ok {
-			return "not a string"
+			return FieldCodeNotString, "not a string"
 		}
 		if !answerIsSHA256Hex(s) {
-			return "not a lowercase hex SHA-256"
+			return FieldCodeNotSHA256, "not a lowercase hex SHA-256"
 		}
 	default:
-		return fmt.Sprintf("unknown type %q", fd.Type)
+		return FieldCodeUnknownType, fmt.Sprintf("unknown type %q", fd.Type)
 	}
-	return ""
+	return "", ""
 }
 
-func (fd *Field) checkBounds(v float64, what string) string {
+func (fd *Field) checkBounds(v float64, what string, below, above FieldCode) (FieldCode, string) {
 	if fd.Min != nil && v < *fd.Min {
-		return fmt.Sprintf("%s %s below min %s", what, answerFmt(v), answerFmt(*fd.Min))
+		return below, fmt.Sprintf("%s %s below min %s", what, answerFmt(v), answerFmt(*fd.Min))
 	}
 	if fd.Max != nil && v > *fd.Max {
-		return fmt.Sprintf("%s %s above max %s", what, answerFmt(v), answerFmt(*fd.Max))
+		return above, fmt.Sprintf("%s %s above max %s", what, answerFmt(v), answerFmt(*fd.Max))
 	}
-	return ""
+	return "", ""
 }
 
 func answerFmt(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
@@ -559,31 +678,31 @@ func answerNumberLiteral(raw []byte) (string, bool) {
 	return n.String(), true
 }
 
-func answerNumber(raw []byte) (float64, string) {
+func answerNumber(raw []byte) (float64, FieldCode, string) {
 	lit, ok := answerNumberLiteral(raw)
 	if !ok {
-		return 0, "not a number"
+		return 0, FieldCodeNotNumber, "not a number"
 	}
 	v, err := strconv.ParseFloat(lit, 64)
 	if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
-		return 0, "not a finite number"
+		return 0, FieldCodeNotFinite, "not a finite number"
 	}
-	return v, ""
+	return v, "", ""
 }
 
-func answerInteger(raw []byte) (int64, string) {
+func answerInteger(raw []byte) (int64, FieldCode, string) {
 	lit, ok := answerNumberLiteral(raw)
 	if !ok {
-		return 0, "not an integer"
+		return 0, FieldCodeNotInteger, "not an integer"
 	}
 	if strings.ContainsAny(lit, ".eE") {
-		return 0, "not an integer"
+		return 0, FieldCodeNotInteger, "not an integer"
 	}
 	n, err := strconv.ParseInt(lit, 10, 64)
 	if err != nil || n > MaxSafeInteger || n < -MaxSafeInteger {
-		return 0, "integer out of range"
+		return 0, FieldCodeIntegerRange, "integer out of range"
 	}
-	return n, ""
+	return n, "", ""
 }
 
 func answerIsDate(s string) bool {
@@ -617,14 +736,14 @@ func answerIsSHA256Hex(s string) bool {
 	return true
 }
 
-func answerGeopoint(raw []byte) string {
+func answerGeopoint(raw []byte) (FieldCode, string) {
 	const bad = `not an object {"lon","lat","acc"}`
 	if raw[0] != '{' {
-		return bad
+		return FieldCodeBadGeopoint, bad
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &obj); err != nil {
-		return bad
+		return FieldCodeBadGeopoint, bad
 	}
 	keys := make([]string, 0, len(obj))
 	for k := range obj {
@@ -635,49 +754,49 @@ func answerGeopoint(raw []byte) string {
 		switch k {
 		case "lon", "lat", "acc", "alt":
 		default:
-			return fmt.Sprintf("geopoint: unknown key %q", k)
+			return FieldCodeGeoUnknownKey, fmt.Sprintf("geopoint: unknown key %q", k)
 		}
 	}
-	get := func(key string, required bool) (float64, bool, string) {
+	get := func(key string, required bool) (float64, bool, FieldCode, string) {
 		r, ok := obj[key]
 		r = bytes.TrimSpace(r)
 		if !ok || len(r) == 0 || string(r) == "null" {
 			if required {
-				return 0, false, "geopoint: missing " + key
+				return 0, false, FieldCodeGeoMissing, "geopoint: missing " + key
 			}
-			return 0, false, ""
+			return 0, false, "", ""
 		}
-		v, reason := answerNumber(r)
-		if reason != "" {
-			return 0, false, "geopoint: " + key + " " + reason
+		v, code, reason := answerNumber(r)
+		if code != "" {
+			return 0, false, FieldCodeGeoNotNumber, "geopoint: " + key + " " + reason
 		}
-		return v, true, ""
+		return v, true, "", ""
 	}
-	lon, _, reason := get("lon", true)
-	if reason != "" {
-		return reason
+	lon, _, code, reason := get("lon", true)
+	if code != "" {
+		return code, reason
 	}
-	lat, _, reason := get("lat", true)
-	if reason != "" {
-		return reason
+	lat, _, code, reason := get("lat", true)
+	if code != "" {
+		return code, reason
 	}
-	acc, hasAcc, reason := get("acc", false)
-	if reason != "" {
-		return reason
+	acc, hasAcc, code, reason := get("acc", false)
+	if code != "" {
+		return code, reason
 	}
-	if _, _, reason := get("alt", false); reason != "" {
-		return reason
+	if _, _, code, reason := get("alt", false); code != "" {
+		return code, reason
 	}
 	if lon < -180 || lon > 180 {
-		return "geopoint: lon outside [-180, 180]"
+		return FieldCodeLonRange, "geopoint: lon outside [-180, 180]"
 	}
 	if lat < -90 || lat > 90 {
-		return "geopoint: lat outside [-90, 90]"
+		return FieldCodeLatRange, "geopoint: lat outside [-90, 90]"
 	}
 	if hasAcc && acc < 0 {
-		return "geopoint: acc is negative"
+		return FieldCodeNegativeAcc, "geopoint: acc is negative"
 	}
-	return ""
+	return "", ""
 }
 
 func formValidID(s string) bool {

@@ -223,13 +223,13 @@ func TestValidateAnswers_AllErrorsSorted(t *testing.T) {
 		// name and status missing
 	}
 	want := ValidationErrors{
-		{Field: "aaa", Reason: "unknown field"},
-		{Field: "changes", Reason: `"x" chosen twice`},
-		{Field: "count", Reason: "not an integer"},
-		{Field: "name", Reason: "required"},
-		{Field: "status", Reason: "required"},
-		{Field: "when", Reason: "not a date YYYY-MM-DD"},
-		{Field: "zzz", Reason: "unknown field"},
+		{Field: "aaa", Code: FieldCodeUnknownField, Reason: "unknown field"},
+		{Field: "changes", Code: FieldCodeChosenTwice, Reason: `"x" chosen twice`},
+		{Field: "count", Code: FieldCodeNotInteger, Reason: "not an integer"},
+		{Field: "name", Code: FieldCodeRequired, Reason: "required"},
+		{Field: "status", Code: FieldCodeRequired, Reason: "required"},
+		{Field: "when", Code: FieldCodeNotDate, Reason: "not a date YYYY-MM-DD"},
+		{Field: "zzz", Code: FieldCodeUnknownField, Reason: "unknown field"},
 	}
 	err := f.ValidateAnswers(answers)
 	var got ValidationErrors
@@ -251,9 +251,9 @@ func TestValidateAnswers_AllErrorsSorted(t *testing.T) {
 			t.Fatalf("non-deterministic: %v", again)
 		}
 	}
-	// Errors encode for the wire as field/reason pairs.
+	// Errors encode for the wire as field/reason/code triples.
 	b, _ := json.Marshal(got[:1])
-	if string(b) != `[{"field":"aaa","reason":"unknown field"}]` {
+	if string(b) != `[{"field":"aaa","reason":"unknown field","code":"unknown_field"}]` {
 		t.Fatalf("json: %s", b)
 	}
 }
@@ -634,6 +634,9 @@ func FuzzParseFormDef(f *testing.F) {
 			if !errors.As(err, &fe) {
 				t.Fatalf("error %T is not *FormError", err)
 			}
+			if !slices.Contains(FormCodes(), fe.Code) {
+				t.Fatalf("FormError %q has code %q, not one of FormCodes", fe.Reason, fe.Code)
+			}
 			return
 		}
 		// A parsed definition re-encodes to one that parses the same.
@@ -682,6 +685,11 @@ func FuzzValidateAnswers(f *testing.F) {
 		}
 		if !slices.IsSortedFunc(verrs, func(a, b FieldError) int { return strings.Compare(a.Field, b.Field) }) {
 			t.Fatalf("not sorted: %v", verrs)
+		}
+		for _, fe := range verrs {
+			if fe.Reason == "" || !slices.Contains(FieldCodes(), fe.Code) {
+				t.Fatalf("field %q: reason %q, code %q not one of FieldCodes", fe.Field, fe.Reason, fe.Code)
+			}
 		}
 		if again := form.ValidateAnswers(answers); again.Error() != err.Error() {
 			t.Fatalf("not deterministic: %v vs %v", err, again)

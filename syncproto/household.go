@@ -99,30 +99,30 @@ func CheckHouseholdFields(fields map[string]json.RawMessage) *Error {
 	var errs ValidationErrors
 	for name, v := range fields {
 		if !ValidFieldName(name) {
-			errs = append(errs, FieldError{Field: name, Reason: "invalid field name"})
+			errs = append(errs, FieldError{Field: name, Code: FieldCodeBadFieldName, Reason: "invalid field name"})
 			continue
 		}
 		if len(v) > MaxFieldValueBytes {
-			errs = append(errs, FieldError{Field: name, Reason: "value too large"})
+			errs = append(errs, FieldError{Field: name, Code: FieldCodeValueTooLarge, Reason: "value too large"})
 			continue
 		}
 		if IsNull(v) {
 			continue
 		}
 		if !json.Valid(v) {
-			errs = append(errs, FieldError{Field: name, Reason: "not JSON"})
+			errs = append(errs, FieldError{Field: name, Code: FieldCodeNotJSON, Reason: "not JSON"})
 			continue
 		}
 		switch {
 		case name == FieldLocation:
 			var p Point
 			if err := json.Unmarshal(v, &p); err != nil || !p.Valid() {
-				errs = append(errs, FieldError{Field: name, Reason: "location must be {lon,lat} inside WGS84"})
+				errs = append(errs, FieldError{Field: name, Code: FieldCodeBadLocation, Reason: "location must be {lon,lat} inside WGS84"})
 			}
 		case strings.HasPrefix(name, MemberPrefix):
 			var m Member
 			if err := json.Unmarshal(v, &m); err != nil || strings.TrimSpace(m.Name) == "" {
-				errs = append(errs, FieldError{Field: name, Reason: "member must be an object with a name"})
+				errs = append(errs, FieldError{Field: name, Code: FieldCodeBadMember, Reason: "member must be an object with a name"})
 			}
 		}
 	}

@@ -371,6 +371,8 @@ func TestForms_PublishAndVersioning(t *testing.T) {
 			json.Unmarshal(b, &e)
 			if len(e.Fields) != 2 || e.Fields[0].Field != "exits" || e.Fields[1].Field != "extinguisher" {
 				t.Errorf("field errors = %+v", e.Fields)
+			} else if e.Fields[0].Code != syncproto.FieldCodeNotInteger || e.Fields[1].Code != syncproto.FieldCodeUnknownChoice {
+				t.Errorf("field error codes = %+v", e.Fields) // the app maps these to Chinese
 			}
 		}},
 		{name: "v1 has no exits field", method: "POST", path: "/api/v1/forms/fire_safety/versions/1/validate", token: admin, body: `{"extinguisher":"yes","exits":2}`, status: 422, code: syncproto.CodeValidation},
