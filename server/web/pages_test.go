@@ -97,3 +97,30 @@ func TestMessages_EveryKeyUsedIsDefined(t *testing.T) {
 		}
 	}
 }
+
+// TestRoot_RedirectsToConsole: the URL a newcomer opens (the server's
+// root) leads to the console's sign-in, not to a JSON not_found.
+func TestRoot_RedirectsToConsole(t *testing.T) {
+	e := start(t)
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		req, _ := http.NewRequest(method, e.URL+"/", nil)
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/console/" {
+			t.Fatalf("%s /: %d to %q", method, resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
+	// Followed to the end, an anonymous visitor sees the sign-in page.
+	resp, err := http.Get(e.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Request.URL.Path, "/console/login") {
+		t.Fatalf("GET / ends at %s with %d", resp.Request.URL, resp.StatusCode)
+	}
+}

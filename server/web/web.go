@@ -177,6 +177,9 @@ func (c *Console) routes(e *echo.Echo) {
 	g := e.Group(Prefix, c.headers)
 	sub, _ := fs.Sub(staticFS, "static")
 	g.GET("/static/*", echo.WrapHandler(http.StripPrefix(Prefix+"/static/", cacheForever(http.FileServer(http.FS(sub))))))
+	// The server's root is where a newcomer lands: send her to the console.
+	e.GET("/", func(ec echo.Context) error { return ec.Redirect(http.StatusFound, Prefix+"/") })
+	e.HEAD("/", func(ec echo.Context) error { return ec.Redirect(http.StatusFound, Prefix+"/") })
 	g.GET("", func(ec echo.Context) error { return ec.Redirect(http.StatusFound, Prefix+"/overview") })
 	g.GET("/", func(ec echo.Context) error { return ec.Redirect(http.StatusFound, Prefix+"/overview") })
 	g.GET("/login", c.page(c.loginPage, roleNone))

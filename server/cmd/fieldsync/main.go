@@ -8,6 +8,10 @@
 //	                            write a consistent snapshot while the server runs
 //	fieldsync restore [flags] -from FILE | -from-object-store NAME
 //	                            replace the database with a backup (server stopped)
+//	fieldsync admin users [-data DIR]
+//	                            list the accounts
+//	fieldsync admin reset-password [-data DIR] [-stdin] USER
+//	                            print a new password for USER (or take it from stdin)
 //
 // Every flag has an environment variable (FIELDSYNC_<FLAG>, upper case,
 // dashes as underscores); a flag given on the command line wins.
@@ -40,6 +44,9 @@ func main() {
 	}
 }
 
+// stdin is where `admin reset-password -stdin` reads; tests replace it.
+var stdin io.Reader = os.Stdin
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := "run"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -47,6 +54,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if cmd == "export" {
 		return runExport(ctx, args, stdout, stderr)
+	}
+	if cmd == "admin" {
+		return runAdmin(ctx, args, stdin, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("fieldsync "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -126,7 +136,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "restore":
 		return runRestore(ctx, cfg, bk, stdout)
 	default:
-		return fmt.Errorf("unknown command %q (run, migrate, demo, export, backup, restore)", cmd)
+		return fmt.Errorf("unknown command %q (run, migrate, demo, export, backup, restore, admin)", cmd)
 	}
 }
 
