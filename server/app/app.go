@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+	_ "time/tzdata" // the programme's zone without a zone database on the host
 
 	"fieldsync/server/api"
 	"fieldsync/server/auth"
@@ -49,6 +50,10 @@ type Config struct {
 	// TrustProxy takes client addresses from X-Forwarded-For (only behind
 	// a trusted reverse proxy).
 	TrustProxy bool
+	// Location is the programme's time zone: the console shows every time
+	// in it, with its offset, and "this month" starts there (default
+	// Asia/Shanghai, whatever the server's own zone).
+	Location *time.Location
 	// DisableGroupCommit turns off group commit (for measurements).
 	DisableGroupCommit bool
 	// Logger defaults to JSON logs on stderr.
@@ -102,6 +107,22 @@ func (c *Config) setDefaults() {
 		c.Out = os.Stdout
 	}
 	c.Timeouts.setDefaults()
+	if c.Location == nil {
+		c.Location = DefaultLocation()
+	}
+}
+
+// DefaultTimeZone is the programme's zone unless -tz says otherwise.
+const DefaultTimeZone = "Asia/Shanghai"
+
+// DefaultLocation is DefaultTimeZone, loaded from the zone database
+// compiled into the binary (time/tzdata), so it needs none on the host.
+func DefaultLocation() *time.Location {
+	loc, err := time.LoadLocation(DefaultTimeZone)
+	if err != nil {
+		return time.FixedZone("CST", 8*3600)
+	}
+	return loc
 }
 
 // DBPath is where the SQLite file lives in a data folder.
@@ -173,7 +194,8 @@ func Run(ctx context.Context, cfg Config) error {
 		ln.Close()
 		return err
 	}
-	if _, err := web.Mount(srv, web.Config{Store: st, Logger: log, TileURL: cfg.TileURL, SecureCookies: cfg.TLSCert != "", TrustProxy: cfg.TrustProxy}); err != nil {
+	if _, err := web.Mount(srv, web.Config{Store: st, Logger: log, TileURL: cfg.TileURL, SecureCookies: cfg.TLSCert != "", TrustProxy: cfg.TrustProxy,
+		Location: cfg.Location}); err != nil {
 		ln.Close()
 		return err
 	}

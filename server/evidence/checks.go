@@ -116,11 +116,11 @@ func CheckVisit(cfg Config, v Visit) []Flag {
 	var out []Flag
 	if v.Point != nil && v.Boundary != nil && !geo.Contains(v.Boundary, *v.Point) {
 		out = append(out, Flag{VisitID: v.ID, Flag: FlagOutsidePlace,
-			Detail: fmt.Sprintf("visit point %.6f,%.6f is outside the boundary of place %s", v.Point[0], v.Point[1], v.PlaceCode)})
+			Detail: fmt.Sprintf("访问位置（经度 %.6f，纬度 %.6f）在地点 %s 的边界之外", v.Point[0], v.Point[1], v.PlaceCode)})
 	}
 	if v.MaxAccuracyM > 0 && v.AccuracyM > v.MaxAccuracyM {
 		out = append(out, Flag{VisitID: v.ID, Flag: FlagPoorAccuracy,
-			Detail: fmt.Sprintf("GPS accuracy %.0f m is worse than the form's limit of %.0f m", v.AccuracyM, v.MaxAccuracyM)})
+			Detail: fmt.Sprintf("GPS 精度 %.0f 米，差于表单要求的 %.0f 米", v.AccuracyM, v.MaxAccuracyM)})
 	}
 	return out
 }
@@ -135,7 +135,7 @@ func CheckBlob(cfg Config, v Visit, b Blob) []Flag {
 	if b.GPS != nil && v.Point != nil {
 		if d := geo.DistanceM(*b.GPS, *v.Point); d > cfg.MaxDistanceM {
 			out = append(out, Flag{VisitID: v.ID, SHA256: b.SHA256, Flag: FlagGPSFar,
-				Detail: fmt.Sprintf("photo taken %.0f m from the visit point (limit %.0f m)", d, cfg.MaxDistanceM)})
+				Detail: fmt.Sprintf("照片拍摄地点距访问位置 %.0f 米（上限 %.0f 米）", d, cfg.MaxDistanceM)})
 		}
 	}
 	if !b.Taken.IsZero() && !v.DeviceTime.IsZero() {
@@ -150,10 +150,22 @@ func CheckBlob(cfg Config, v Visit, b Blob) []Flag {
 		}
 		if vd.Year() != pd.Year() || vd.YearDay() != pd.YearDay() {
 			out = append(out, Flag{VisitID: v.ID, SHA256: b.SHA256, Flag: FlagOtherDay,
-				Detail: fmt.Sprintf("photo taken on %s, visit on %s (%s)", pd.Format("2006-01-02"), vd.Format("2006-01-02"), zoneName(zone))})
+				Detail: fmt.Sprintf("照片拍摄于 %s，访问在 %s（%s），相差 %d 天", pd.Format("2006-01-02"), vd.Format("2006-01-02"), zoneName(zone), daysApart(pd, vd))})
 		}
 	}
 	return out
+}
+
+// daysApart counts the calendar days between two dates, each in its own
+// zone as shown.
+func daysApart(a, b time.Time) int {
+	da := time.Date(a.Year(), a.Month(), a.Day(), 0, 0, 0, 0, time.UTC)
+	db := time.Date(b.Year(), b.Month(), b.Day(), 0, 0, 0, 0, time.UTC)
+	d := int(da.Sub(db).Hours() / 24)
+	if d < 0 {
+		d = -d
+	}
+	return d
 }
 
 func zoneName(z *time.Location) string {
@@ -190,12 +202,12 @@ func SameBlob(uses []Use) []Flag {
 			for _, o := range us {
 				if o.HouseholdID != u.HouseholdID && !seen[o.HouseholdID] {
 					seen[o.HouseholdID] = true
-					others = append(others, fmt.Sprintf("household %s (visit %s)", o.HouseholdID, o.VisitID))
+					others = append(others, fmt.Sprintf("户 %s（访问 %s）", o.HouseholdID, o.VisitID))
 				}
 			}
 			if len(others) > 0 {
 				out = append(out, Flag{VisitID: u.VisitID, SHA256: u.SHA256, Flag: FlagSameBlob,
-					Detail: "the same file is attached to " + listSome(others)})
+					Detail: "同一文件也附在：" + listSome(others)})
 			}
 		}
 	}
@@ -237,14 +249,14 @@ func NearDuplicates(cfg Config, mine, candidates []Use) []Flag {
 			if d > cfg.NearDuplicateDistance {
 				continue
 			}
-			note(side{m.VisitID, m.SHA256}, fmt.Sprintf("photo %s of household %s (visit %s, distance %d)", short(c.SHA256), c.HouseholdID, c.VisitID, d))
-			note(side{c.VisitID, c.SHA256}, fmt.Sprintf("photo %s of household %s (visit %s, distance %d)", short(m.SHA256), m.HouseholdID, m.VisitID, d))
+			note(side{m.VisitID, m.SHA256}, fmt.Sprintf("户 %s 的照片 %s（访问 %s，相似距离 %d）", c.HouseholdID, short(c.SHA256), c.VisitID, d))
+			note(side{c.VisitID, c.SHA256}, fmt.Sprintf("户 %s 的照片 %s（访问 %s，相似距离 %d）", m.HouseholdID, short(m.SHA256), m.VisitID, d))
 		}
 	}
 	var out []Flag
 	for _, s := range order {
 		out = append(out, Flag{VisitID: s.visit, SHA256: s.sum, Flag: FlagNearDuplicate,
-			Detail: "looks like " + listSome(dedupe(notes[s]))})
+			Detail: "与以下照片相似：" + listSome(dedupe(notes[s]))})
 	}
 	sortFlags(out)
 	return out
@@ -273,9 +285,9 @@ func dedupe(ss []string) []string {
 func listSome(items []string) string {
 	sort.Strings(items)
 	if len(items) <= 3 {
-		return strings.Join(items, "; ")
+		return strings.Join(items, "；")
 	}
-	return strings.Join(items[:3], "; ") + fmt.Sprintf("; and %d more", len(items)-3)
+	return strings.Join(items[:3], "；") + fmt.Sprintf("；另有 %d 处", len(items)-3)
 }
 
 func sortFlags(fs []Flag) {

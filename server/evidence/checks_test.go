@@ -159,7 +159,7 @@ func TestNearDuplicates(t *testing.T) {
 				t.Fatalf("flags = %+v, want %d", fs, tt.want)
 			}
 			for _, f := range fs {
-				if f.Flag != evidence.FlagNearDuplicate || !strings.Contains(f.Detail, "distance 3") {
+				if f.Flag != evidence.FlagNearDuplicate || !strings.Contains(f.Detail, "相似距离 3") {
 					t.Errorf("flag %+v", f)
 				}
 			}

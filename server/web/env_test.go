@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"fieldsync/server/api"
 	"fieldsync/server/blob/localblob"
@@ -61,7 +62,11 @@ func start(t *testing.T, o ...envOpts) *env {
 		}
 		tiles = o[0].tileURL
 	}
-	if _, err := web.Mount(srv, web.Config{Store: ex.Store, Logger: quiet, LoginRate: rate, TileURL: tiles}); err != nil {
+	shanghai, err := time.LoadLocation("Asia/Shanghai")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := web.Mount(srv, web.Config{Store: ex.Store, Logger: quiet, LoginRate: rate, TileURL: tiles, Location: shanghai}); err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv.Handler())

@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"html"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -10,6 +11,10 @@ import (
 
 	"fieldsync/server/demo"
 )
+
+// dateTime finds a date and time of day, with the zone offset after it if
+// there is one.
+var dateTime = regexp.MustCompile(`\d{4}-\d{2}-\d{2} \d{2}:\d{2}( [+-]\d{2}:\d{2})?`)
 
 // TestPages_RenderInBothLanguages opens every page as an admin and a
 // supervisor, in Chinese and English: 200, no missing message keys, the
@@ -48,6 +53,11 @@ func TestPages_RenderInBothLanguages(t *testing.T) {
 				zh := strings.Contains(body, `<html lang="zh-CN">`)
 				if zh != (lang == "zh") {
 					t.Errorf("%s %s: page language wrong", p, lang)
+				}
+				for _, m := range dateTime.FindAllStringSubmatch(html.UnescapeString(body), -1) {
+					if m[1] != " +08:00" {
+						t.Errorf("%s %s %s: time %q shown without its zone", who, lang, p, m[0])
+					}
 				}
 				if lang == "en" && !strings.Contains(body, ">Overview<") || lang == "zh" && !strings.Contains(body, ">概览<") {
 					t.Errorf("%s %s: navigation not translated", p, lang)

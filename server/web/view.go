@@ -123,14 +123,19 @@ func (v *view) FlagName(f string) string {
 	return f
 }
 
-// Time formats a time in the console's zone.
+// Time formats a time in the console's zone, with the zone's offset
+// (2026-11-28 14:03 +08:00), so that a time read off the screen or a
+// screenshot is never taken for another zone's.
 func (v *view) Time(t any) string {
 	tt := asTime(t)
 	if tt.IsZero() {
 		return "—"
 	}
-	return tt.In(v.c.cfg.Location).Format("2006-01-02 15:04")
+	return tt.In(v.c.cfg.Location).Format(TimeLayout)
 }
+
+// TimeLayout is how the console writes a time.
+const TimeLayout = "2006-01-02 15:04 -07:00"
 
 // asTime reads a template value that is a time.Time, a *time.Time or a
 // stored timestamp string; anything else (nil, "") is the zero time.

@@ -120,7 +120,7 @@ type Config struct {
 	// 10).
 	LoginRate int
 	// Location is the time zone pages show and "this month" uses (default
-	// time.Local).
+	// time.Local; the fieldsync binary passes its -tz, Asia/Shanghai).
 	Location *time.Location
 	// Now replaces time.Now in tests.
 	Now func() time.Time

@@ -43,6 +43,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	lang := fs.String("lang", "zh", "column headers: zh or en")
 	out := fs.String("out", "", "output file, or - for stdout (required)")
 	quiet := fs.Bool("quiet", false, "no progress bar")
+	tz := fs.String("tz", app.DefaultTimeZone, "time zone of the exported times (IANA name; ISO 8601 with its offset)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -51,11 +52,18 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if v, ok := os.LookupEnv("FIELDSYNC_DATA"); ok && !given["data"] {
 		*dataDir = v
 	}
+	if v, ok := os.LookupEnv("FIELDSYNC_TZ"); ok && !given["tz"] {
+		*tz = v
+	}
 	if *out == "" {
 		return errors.New("export: -out FILE (or - for stdout) is required")
 	}
+	loc, err := time.LoadLocation(*tz)
+	if err != nil {
+		return fmt.Errorf("-tz %q: %w", *tz, err)
+	}
 	req, err := export.ParseRequest(url.Values{"format": {*format}, "what": {*what}, "place": {*place}, "form": {*form},
-		"state": {*state}, "from": {*from}, "to": {*to}, "lang": {*lang}, "mask": {fmt.Sprint(*mask)}}, time.Local)
+		"state": {*state}, "from": {*from}, "to": {*to}, "lang": {*lang}, "mask": {fmt.Sprint(*mask)}}, loc)
 	if err != nil {
 		return err
 	}
@@ -84,7 +92,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		w = tmp
 	}
 	bar := &progressBar{w: stderr, quiet: *quiet}
-	res, err := export.Run(ctx, st, w, u, req, export.Options{Location: time.Local, Source: "cli",
+	res, err := export.Run(ctx, st, w, u, req, export.Options{Location: loc, Source: "cli",
 		Total: bar.total, Progress: bar.progress, ProgressEvery: 500})
 	bar.done()
 	if err != nil {

@@ -28,6 +28,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"fieldsync/migrations"
 	"fieldsync/server/app"
@@ -79,6 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&cfg.TrustProxy, "trust-proxy", false, "take client addresses from X-Forwarded-For (only behind a trusted reverse proxy)")
 	fs.BoolVar(&cfg.DisableGroupCommit, "no-group-commit", false, "commit each push on its own (for measurements)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	tz := fs.String("tz", app.DefaultTimeZone, "time zone the console shows times in (IANA name)")
 	var bk backupFlags
 	if cmd == "backup" || cmd == "restore" {
 		fs.StringVar(&bk.out, "out", "", "backup: file to write")
@@ -96,6 +98,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 		return fmt.Errorf("-log-level: %w", err)
 	}
+	loc, err := time.LoadLocation(*tz)
+	if err != nil {
+		return fmt.Errorf("-tz %q: %w", *tz, err)
+	}
+	cfg.Location = loc
 	cfg.Logger = slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg.Out = stdout
 	// Commands that write the data folder hold its lock, so that none of
