@@ -20,11 +20,11 @@ func benchHouseholds(n int, place string) []syncproto.Household {
 	t0 := time.Now()
 	for i := 0; i < n; i++ {
 		hs = append(hs, syncproto.Household{ID: syncproto.NewID(t0), PlaceCode: place, Fields: map[string]json.RawMessage{
-			"head_name":      json.RawMessage(fmt.Sprintf(`"戶主%06d"`, i)),
+			"head_name":      json.RawMessage(fmt.Sprintf(`"户主%06d"`, i)),
 			"members_count":  json.RawMessage(`4`),
 			"location":       json.RawMessage(fmt.Sprintf(`{"lon":%.6f,"lat":%.6f}`, 103.1+float64(i%1000)*0.00005, 25.1+float64(i/1000)*0.00005)),
 			"poverty_status": json.RawMessage(`"lifted"`),
-			"address":        json.RawMessage(`"采山坪組"`),
+			"address":        json.RawMessage(`"采山坪组"`),
 		}})
 	}
 	return hs
@@ -128,7 +128,7 @@ func countHouseholds(b *testing.B, c *Client) int {
 func BenchmarkEncodeBody(b *testing.B) {
 	req := syncproto.PushRequest{ProtocolVersion: 1, DeviceID: "dev"}
 	for i := 0; i < 20; i++ {
-		v := surveyVisit(benchHH, fmt.Sprintf("戶主%d", i))
+		v := surveyVisit(benchHH, fmt.Sprintf("户主%d", i))
 		v.ID = syncproto.NewID(time.Now())
 		req.Mutations = append(req.Mutations, syncproto.Mutation{Seq: int64(i + 1), Kind: syncproto.KindVisitCreate, Visit: &v})
 	}

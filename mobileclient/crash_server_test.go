@@ -191,7 +191,7 @@ func TestCrash_ServerKilledUnderLoad(t *testing.T) {
 				default:
 				}
 				for k := 0; k < 2; k++ {
-					id, err := d.c.RecordVisit(surveyVisit(d.hh[(n+k+i)%len(d.hh)], "王建國"))
+					id, err := d.c.RecordVisit(surveyVisit(d.hh[(n+k+i)%len(d.hh)], "王建国"))
 					if err != nil {
 						t.Errorf("record: %v", err)
 						return

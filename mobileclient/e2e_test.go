@@ -54,7 +54,7 @@ func importHouseholds(t *testing.T, env *servertest.Env, places ...string) []str
 		id := newID()
 		ids = append(ids, id)
 		hs = append(hs, syncproto.Household{ID: id, PlaceCode: p, Fields: map[string]json.RawMessage{
-			"head_name": raw(`"王建國"`),
+			"head_name": raw(`"王建国"`),
 			"notes":     str("imported " + string(rune('a'+i))),
 		}})
 	}
@@ -198,11 +198,11 @@ func TestE2E_TwoOfflineDevicesConverge(t *testing.T) {
 				}
 				visits = append(visits, id)
 			}
-			rec(a, hs[0], "王建國")
-			rec(a, hs[0], "王建國")
-			rec(a, hs[1], "王建國")
-			rec(b, hs[0], "王建國")
-			rec(b, hs[2], "王建國")
+			rec(a, hs[0], "王建国")
+			rec(a, hs[0], "王建国")
+			rec(a, hs[1], "王建国")
+			rec(b, hs[0], "王建国")
+			rec(b, hs[2], "王建国")
 			edit := func(c *Client, hh string, f map[string]json.RawMessage) {
 				if err := c.UpdateHousehold(hh, f); err != nil {
 					t.Fatal(err)
@@ -308,13 +308,13 @@ func TestE2E_ReplayAfterLostAnswer(t *testing.T) {
 	c := device(t, env, u, &Options{HTTPClient: &http.Client{Transport: tr}, Backoff: fastBackoff})
 	var ids []string
 	for i := 0; i < 3; i++ {
-		id, err := c.RecordVisit(surveyVisit(hs[0], "王建國"))
+		id, err := c.RecordVisit(surveyVisit(hs[0], "王建国"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, id)
 	}
-	created, err := c.CreateHousehold("G11", map[string]json.RawMessage{"head_name": raw(`"張三"`)})
+	created, err := c.CreateHousehold("G11", map[string]json.RawMessage{"head_name": raw(`"张三"`)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +357,7 @@ func TestE2E_CrashBetweenPushAndSave(t *testing.T) {
 	mustSync(t, c) // pulls only
 	var ids []string
 	for i := 0; i < 6; i++ {
-		id, err := c.RecordVisit(surveyVisit(hs[i%2], "王建國"))
+		id, err := c.RecordVisit(surveyVisit(hs[i%2], "王建国"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -457,7 +457,7 @@ func TestE2E_ScopeChanges(t *testing.T) {
 	if err := c.UpdateHousehold(v1[0], map[string]json.RawMessage{"notes": str("late edit")}); err != nil {
 		t.Fatal(err)
 	}
-	visit, err := c.RecordVisit(surveyVisit(v1[1], "王建國"))
+	visit, err := c.RecordVisit(surveyVisit(v1[1], "王建国"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -528,13 +528,13 @@ func TestE2E_RejectionsAndRevocation(t *testing.T) {
 	c := device(t, env, u, nil)
 	// A form version the device does not know passes locally; the server
 	// rejects it, and the queue goes on.
-	bad := surveyVisit(hs[0], "王建國")
+	bad := surveyVisit(hs[0], "王建国")
 	bad.FormVersion = 9
 	badID, err := c.RecordVisit(bad)
 	if err != nil {
 		t.Fatal(err)
 	}
-	good, err := c.RecordVisit(surveyVisit(hs[0], "王建國"))
+	good, err := c.RecordVisit(surveyVisit(hs[0], "王建国"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -557,7 +557,7 @@ func TestE2E_RejectionsAndRevocation(t *testing.T) {
 	if err := env.Store.RevokeDevice(context.Background(), info.DeviceID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.RecordVisit(surveyVisit(hs[0], "王建國")); err != nil {
+	if _, err := c.RecordVisit(surveyVisit(hs[0], "王建国")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Sync(context.Background()); !errors.Is(err, ErrUnauthorized) {
@@ -578,7 +578,7 @@ func TestE2E_SequenceGap(t *testing.T) {
 	if err := setMeta(context.Background(), c.db, metaLastSeq, "41"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.RecordVisit(surveyVisit(hs[0], "王建國")); err != nil {
+	if _, err := c.RecordVisit(surveyVisit(hs[0], "王建国")); err != nil {
 		t.Fatal(err)
 	}
 	_, err := c.Sync(context.Background())
@@ -596,11 +596,11 @@ func TestE2E_ResetKeepsUnpushedWork(t *testing.T) {
 	if err := c.UpdateHousehold(hs[0], map[string]json.RawMessage{"notes": str("unpushed")}); err != nil {
 		t.Fatal(err)
 	}
-	mine, err := c.CreateHousehold("G11", map[string]json.RawMessage{"head_name": raw(`"新戶"`)})
+	mine, err := c.CreateHousehold("G11", map[string]json.RawMessage{"head_name": raw(`"新户"`)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	visit, err := c.RecordVisit(surveyVisit(hs[1], "王建國"))
+	visit, err := c.RecordVisit(surveyVisit(hs[1], "王建国"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -648,7 +648,7 @@ func TestE2E_SmallPagesAndBatches(t *testing.T) {
 	hs, _ := c.Households("")
 	for i, h := range hs {
 		if i%2 == 0 {
-			if _, err := c.RecordVisit(surveyVisit(h.ID, "王建國")); err != nil {
+			if _, err := c.RecordVisit(surveyVisit(h.ID, "王建国")); err != nil {
 				t.Fatal(err)
 			}
 		}

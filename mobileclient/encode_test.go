@@ -22,7 +22,7 @@ func TestEncodeBody_SameBytesAsSyncproto(t *testing.T) {
 	}
 	big := syncproto.PushRequest{ProtocolVersion: 1, DeviceID: "dev"}
 	for i := 0; i < 200; i++ {
-		v := surveyVisit(benchHH, fmt.Sprintf("戶主%d", i))
+		v := surveyVisit(benchHH, fmt.Sprintf("户主%d", i))
 		v.ID = syncproto.NewID(time.Now())
 		big.Mutations = append(big.Mutations, syncproto.Mutation{Seq: int64(i + 1), Kind: syncproto.KindVisitCreate, Visit: &v})
 	}

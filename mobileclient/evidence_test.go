@@ -20,7 +20,7 @@ func retrofitVisit(householdID string, refs ...syncproto.EvidenceRef) syncproto.
 		FormID:      "house_retrofit_inspection",
 		FormVersion: 1,
 		Answers: map[string]json.RawMessage{
-			"head_name":         str("楊紹華"),
+			"head_name":         str("杨绍华"),
 			"house_grade":       str("C"),
 			"retrofit_method":   str("repair"),
 			"retrofit_finished": str("yes"),
@@ -40,7 +40,7 @@ func retrofitVisit(householdID string, refs ...syncproto.EvidenceRef) syncproto.
 func certificatePDF(seed byte, n int) []byte {
 	b := []byte("%PDF-1.7\n")
 	for len(b) < n {
-		b = append(b, "驗收單 "[len(b)%3], seed, byte(len(b)))
+		b = append(b, "验收单 "[len(b)%3], seed, byte(len(b)))
 	}
 	return b[:n]
 }
@@ -70,7 +70,7 @@ func uploadStates(t *testing.T, c *Client) map[string]UploadInfo {
 func TestRecordVisit_QueuesPreparedEvidence(t *testing.T) {
 	c := openTest(t, t.TempDir(), "", nil)
 	hh := newID()
-	seed(t, c, hhOp(hh, "G11", 1, map[string]json.RawMessage{"head_name": str("楊紹華")}))
+	seed(t, c, hhOp(hh, "G11", 1, map[string]json.RawMessage{"head_name": str("杨绍华")}))
 	g := gpsAt
 	before := prepare(t, c, evidencetest.JPEG(evidencetest.Photo{Seed: 1, Taken: taken, GPS: &g}), "before", "image/jpeg")
 	after := prepare(t, c, evidencetest.JPEG(evidencetest.Photo{Seed: 2, Taken: taken, GPS: &g}), "after", "image/jpeg")
@@ -130,7 +130,7 @@ func TestRecordVisit_QueuesPreparedEvidence(t *testing.T) {
 func TestAttachEvidence_Local(t *testing.T) {
 	c := openTest(t, t.TempDir(), "", nil)
 	hh := newID()
-	seed(t, c, hhOp(hh, "G11", 1, map[string]json.RawMessage{"head_name": str("楊紹華")}))
+	seed(t, c, hhOp(hh, "G11", 1, map[string]json.RawMessage{"head_name": str("杨绍华")}))
 	before := prepare(t, c, evidencetest.JPEG(evidencetest.Photo{Seed: 1}), "before", "image/jpeg")
 	id, err := c.RecordVisit(retrofitVisit(hh, before))
 	if err != nil {

@@ -175,7 +175,7 @@ func newMatrix(t *testing.T, s *mxServer, aSkew, bSkew time.Duration) *matrix {
 	ub := env.CreateUser(t, fmt.Sprintf("worker_b%d", s.n), domain.RoleFieldWorker, "V1")
 	m := &matrix{mxServer: s, hh: newID(), m1: newID(), m2: newID()}
 	env.AddHouseholds(t, syncproto.Household{ID: m.hh, PlaceCode: "G11", Fields: map[string]json.RawMessage{
-		"head_name":               str("王建國"),
+		"head_name":               str("王建国"),
 		"poverty_status":          str("lifted"),
 		"notes":                   str("imported"),
 		"phone":                   str("1300000"),
@@ -509,9 +509,9 @@ func mergeSensitiveField(t *testing.T, s *mxServer) {
 		value       string // for action "value"
 		want        string // after resolution
 	}{
-		{field: "head_name", a: `"王建国"`, b: `"王健國"`, action: "keep", want: `"王建国"`},
+		{field: "head_name", a: `"王建国"`, b: `"王健国"`, action: "keep", want: `"王建国"`},
 		{field: "poverty_status", a: `"monitored"`, b: `"poor"`, action: "take", want: `"poor"`},
-		{field: "head_name", a: `"王建国"`, b: `"王健國"`, action: "value", value: `"王建國(戶主)"`, want: `"王建國(戶主)"`},
+		{field: "head_name", a: `"王建国"`, b: `"王健国"`, action: "value", value: `"王建国(户主)"`, want: `"王建国(户主)"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.field+"/"+tc.action, func(t *testing.T) {
@@ -545,7 +545,7 @@ func mergeSensitiveField(t *testing.T, s *mxServer) {
 			apiCall(t, m.env, "POST", path, m.worker, `{"action":"keep"}`, 403)
 			apiCall(t, m.env, "POST", path, m.supV2, `{"action":"keep"}`, 404)
 			apiCall(t, m.env, "POST", path, m.sup, `{"action":"overrule"}`, 422)
-			apiCall(t, m.env, "POST", path, m.sup, `{"action":"value","value":"`+strings.Repeat("長", syncproto.MaxFieldValueBytes/3+1)+`"}`, 422)
+			apiCall(t, m.env, "POST", path, m.sup, `{"action":"value","value":"`+strings.Repeat("长", syncproto.MaxFieldValueBytes/3+1)+`"}`, 422)
 			apiCall(t, m.env, "POST", path, m.sup, `{"action":"value","value":"x`, 400)
 			m.loser(t, tc.field, tc.b, m.bID, "open")
 
@@ -671,7 +671,7 @@ func mergeClockOneYearBehind(t *testing.T, s *mxServer) {
 			m.edit(t, m.a, map[string]json.RawMessage{"notes": str("honest")})
 			m.clk.Add(time.Second)
 			m.edit(t, m.b, map[string]json.RawMessage{"notes": str("behind"), "pension": str("yes")})
-			visit, err := m.b.RecordVisit(surveyVisit(m.hh, "王建國"))
+			visit, err := m.b.RecordVisit(surveyVisit(m.hh, "王建国"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -807,7 +807,7 @@ func TestHouseholds_RandomInterleavingsConverge(t *testing.T) {
 		stats.checks++
 		hh, m1, m2, m3 := newID(), newID(), newID(), newID()
 		if err := env.Store.ImportHouseholds(context.Background(), []syncproto.Household{{ID: hh, PlaceCode: "G12", Fields: map[string]json.RawMessage{
-			"head_name": str("王建國"), "notes": str("imported"), "member." + m1: member("王大"), "member." + m2: member("王二"),
+			"head_name": str("王建国"), "notes": str("imported"), "member." + m1: member("王大"), "member." + m2: member("王二"),
 		}}}, 0); err != nil {
 			rt.Fatal(err)
 		}
@@ -852,7 +852,7 @@ func TestHouseholds_RandomInterleavingsConverge(t *testing.T) {
 					case strings.HasPrefix(f, syncproto.MemberPrefix) && rapid.Bool().Draw(rt, "remove member?"):
 						v = raw("null")
 					case strings.HasPrefix(f, syncproto.MemberPrefix):
-						v = member(fmt.Sprintf("成員%d-%d", d, n))
+						v = member(fmt.Sprintf("成员%d-%d", d, n))
 					default:
 						v = str(fmt.Sprintf("d%d-w%d", d, n))
 					}

@@ -25,9 +25,9 @@ func TestOutbox_SeqAllocation(t *testing.T) {
 	dir := t.TempDir()
 	c := openTest(t, dir, "", nil)
 	hh := newID()
-	seed(t, c, hhOp(hh, "G11", 7, map[string]json.RawMessage{"head_name": str("王建國")}))
+	seed(t, c, hhOp(hh, "G11", 7, map[string]json.RawMessage{"head_name": str("王建国")}))
 
-	if _, err := c.RecordVisit(surveyVisit(hh, "王建國")); err != nil {
+	if _, err := c.RecordVisit(surveyVisit(hh, "王建国")); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.UpdateHousehold(hh, map[string]json.RawMessage{"notes": str("a")}); err != nil {
@@ -92,10 +92,10 @@ func TestOutbox_ReopenKeepsEverything(t *testing.T) {
 	dir := t.TempDir()
 	c := openTest(t, dir, "", nil)
 	hh := newID()
-	seed(t, c, hhOp(hh, "G11", 3, map[string]json.RawMessage{"head_name": str("王建國")}))
+	seed(t, c, hhOp(hh, "G11", 3, map[string]json.RawMessage{"head_name": str("王建国")}))
 	var ids []string
 	for i := 0; i < 5; i++ {
-		id, err := c.RecordVisit(surveyVisit(hh, "王建國"))
+		id, err := c.RecordVisit(surveyVisit(hh, "王建国"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,7 +134,7 @@ func TestOutbox_ReopenKeepsEverything(t *testing.T) {
 func TestRecordVisit_Validation(t *testing.T) {
 	c := openTest(t, t.TempDir(), "", nil)
 	hh := newID()
-	seed(t, c, hhOp(hh, "G11", 1, map[string]json.RawMessage{"head_name": str("王建國")}))
+	seed(t, c, hhOp(hh, "G11", 1, map[string]json.RawMessage{"head_name": str("王建国")}))
 
 	tests := []struct {
 		name   string
@@ -154,7 +154,7 @@ func TestRecordVisit_Validation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v := surveyVisit(hh, "王建國")
+			v := surveyVisit(hh, "王建国")
 			tt.mutate(&v)
 			_, err := c.RecordVisit(v)
 			if !errors.Is(err, tt.is) {
@@ -163,7 +163,7 @@ func TestRecordVisit_Validation(t *testing.T) {
 		})
 	}
 	var ve syncproto.ValidationErrors
-	v := surveyVisit(hh, "王建國")
+	v := surveyVisit(hh, "王建国")
 	v.Answers["members_count"] = raw("99")
 	if _, err := c.RecordVisit(v); !errors.As(err, &ve) || len(ve) != 1 || ve[0].Field != "members_count" {
 		t.Errorf("RecordVisit(members_count 99) = %v, want one ValidationErrors entry", err)
@@ -176,7 +176,7 @@ func TestRecordVisit_Validation(t *testing.T) {
 	}
 	// Version 0 picks the newest local version; an unknown form with a
 	// version is left to the server.
-	v = surveyVisit(hh, "王建國")
+	v = surveyVisit(hh, "王建国")
 	v.FormVersion = 0
 	id, err := c.RecordVisit(v)
 	if err != nil {
@@ -203,8 +203,8 @@ const sha64 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 func TestRecordVisit_RoundsPosition(t *testing.T) {
 	c := openTest(t, t.TempDir(), "", nil)
 	hh := newID()
-	seed(t, c, hhOp(hh, "G11", 1, map[string]json.RawMessage{"head_name": str("王建國")}))
-	v := surveyVisit(hh, "王建國")
+	seed(t, c, hhOp(hh, "G11", 1, map[string]json.RawMessage{"head_name": str("王建国")}))
+	v := surveyVisit(hh, "王建国")
 	p := syncproto.Point{Lon: 103.70436123456789, Lat: 25.00169349999999}
 	v.Point, v.AccuracyM = &p, float64(float32(8.7))
 	id, err := c.RecordVisit(v)
@@ -231,7 +231,7 @@ func TestRecordVisit_RoundsPosition(t *testing.T) {
 func TestHouseholdWrites_Validation(t *testing.T) {
 	c := openTest(t, t.TempDir(), "", nil)
 	hh := newID()
-	seed(t, c, hhOp(hh, "G11", 1, map[string]json.RawMessage{"head_name": str("王建國")}))
+	seed(t, c, hhOp(hh, "G11", 1, map[string]json.RawMessage{"head_name": str("王建国")}))
 	if _, err := c.CreateHousehold("NOPE", map[string]json.RawMessage{"head_name": str("x")}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("create in unknown place = %v", err)
 	}
@@ -270,7 +270,7 @@ func TestHouseholdWrites_Validation(t *testing.T) {
 func TestLocalView_UnpushedEditsSurvivePull(t *testing.T) {
 	c := openTest(t, t.TempDir(), "", nil)
 	hh := newID()
-	seed(t, c, hhOp(hh, "G11", 5, map[string]json.RawMessage{"head_name": str("王建國"), "phone": str("1"), "notes": str("old")}))
+	seed(t, c, hhOp(hh, "G11", 5, map[string]json.RawMessage{"head_name": str("王建国"), "phone": str("1"), "notes": str("old")}))
 
 	if err := c.UpdateHousehold(hh, map[string]json.RawMessage{"notes": str("mine"), "phone": raw("null")}); err != nil {
 		t.Fatal(err)
@@ -377,12 +377,12 @@ func TestLocalView_CreatedHousehold(t *testing.T) {
 func TestLocalView_RejectedCreationDisappears(t *testing.T) {
 	c := openTest(t, t.TempDir(), "", nil)
 	hh := newID()
-	seed(t, c, hhOp(hh, "G11", 1, map[string]json.RawMessage{"head_name": str("王建國")}))
+	seed(t, c, hhOp(hh, "G11", 1, map[string]json.RawMessage{"head_name": str("王建国")}))
 	id, err := c.CreateHousehold("G11", map[string]json.RawMessage{"head_name": str("李四")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	vid, err := c.RecordVisit(surveyVisit(hh, "王建國"))
+	vid, err := c.RecordVisit(surveyVisit(hh, "王建国"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,7 @@ func TestE2E_BackupRestore(t *testing.T) {
 	var ids []string
 	record := func(n int) {
 		for i := 0; i < n; i++ {
-			id, err := c.RecordVisit(surveyVisit(hs[i%2], "王建國"))
+			id, err := c.RecordVisit(surveyVisit(hs[i%2], "王建国"))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -263,7 +263,7 @@ func TestPush_CompactForm(t *testing.T) {
 	if _, err := c.AttachEvidence(id, writeFile(t, "rework.jpg", noisyPhoto(5, 200, 150)), "rework", "image/jpeg"); err != nil {
 		t.Fatal(err)
 	}
-	nh, err := c.CreateHousehold("G11", map[string]json.RawMessage{"head_name": str("趙")})
+	nh, err := c.CreateHousehold("G11", map[string]json.RawMessage{"head_name": str("赵")})
 	if err != nil {
 		t.Fatal(err)
 	}

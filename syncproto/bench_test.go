@@ -21,7 +21,7 @@ func sampleBatch(n int) PushRequest {
 	for i := 0; i < n; i++ {
 		at := t0.Add(time.Duration(i) * 17 * time.Minute)
 		ans := map[string]json.RawMessage{
-			"head_name":         json.RawMessage(fmt.Sprintf(`"王建%s"`, string(rune('國'+i)))),
+			"head_name":         json.RawMessage(fmt.Sprintf(`"王建%s"`, string(rune('国'+i)))),
 			"members_count":     json.RawMessage(fmt.Sprint(3 + i%4)),
 			"poverty_status":    json.RawMessage(`"lifted"`),
 			"dibao_class":       json.RawMessage(`"none"`),
@@ -29,7 +29,7 @@ func sampleBatch(n int) PushRequest {
 			"pension":           json.RawMessage(`"yes"`),
 			"medical_insurance": json.RawMessage(`"yes"`),
 			"income_per_capita": json.RawMessage(fmt.Sprintf("%d.5", 5200+i*37)),
-			"notes":             json.RawMessage(`"房屋已加固,飲水正常"`),
+			"notes":             json.RawMessage(`"房屋已加固,饮水正常"`),
 		}
 		req.Mutations = append(req.Mutations, Mutation{
 			Seq: int64(100 + i), Kind: KindVisitCreate, HLC: HLC{WallMs: at.UnixMilli(), Counter: uint16(i % 3)},

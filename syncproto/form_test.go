@@ -20,24 +20,24 @@ func testForm() *FormDef {
 	return &FormDef{
 		ID:      "test_form",
 		Version: 3,
-		Title:   "測試表單",
+		Title:   "测试表单",
 		Fields: []Field{
 			{Name: "name", Type: FieldText, Label: "姓名", Required: true, Min: fptr(2), Max: fptr(5)},
-			{Name: "note", Type: FieldText, Label: "備注"},
-			{Name: "count", Type: FieldInteger, Label: "人數", Required: true, Min: fptr(1), Max: fptr(30)},
-			{Name: "big", Type: FieldInteger, Label: "大數"},
+			{Name: "note", Type: FieldText, Label: "备注"},
+			{Name: "count", Type: FieldInteger, Label: "人数", Required: true, Min: fptr(1), Max: fptr(30)},
+			{Name: "big", Type: FieldInteger, Label: "大数"},
 			{Name: "income", Type: FieldDecimal, Label: "收入", Min: fptr(0), Max: fptr(1e6)},
 			{Name: "when", Type: FieldDate, Label: "日期"},
-			{Name: "status", Type: FieldSelectOne, Label: "狀態", Required: true, Choices: []Choice{
+			{Name: "status", Type: FieldSelectOne, Label: "状态", Required: true, Choices: []Choice{
 				{Value: "a", Label: "甲"}, {Value: "b", Label: "乙"}, {Value: "c", Label: "丙"},
 			}},
-			{Name: "changes", Type: FieldSelectMany, Label: "變動", Max: fptr(2), Choices: []Choice{
+			{Name: "changes", Type: FieldSelectMany, Label: "变动", Max: fptr(2), Choices: []Choice{
 				{Value: "x", Label: "子"}, {Value: "y", Label: "丑"}, {Value: "z", Label: "寅"},
 			}},
 			{Name: "loc", Type: FieldGeopoint, Label: "位置"},
 			{Name: "photo", Type: FieldPhoto, Label: "照片"},
 			{Name: "doc", Type: FieldDocument, Label: "文件"},
-			{Name: "sig", Type: FieldSignature, Label: "簽字"},
+			{Name: "sig", Type: FieldSignature, Label: "签字"},
 		},
 		Slots: []EvidenceSlot{
 			{Name: "before", Label: "改造前", MinCount: 1},
@@ -45,8 +45,8 @@ func testForm() *FormDef {
 		},
 		MaxAccuracyM: 50,
 		Review: []ReviewStep{
-			{Name: "village_check", Label: "村審核", Roles: []string{"supervisor"}, Level: "village"},
-			{Name: "township_approval", Label: "鎮審批", Roles: []string{"supervisor", "admin"}, Level: "township"},
+			{Name: "village_check", Label: "村审核", Roles: []string{"supervisor"}, Level: "village"},
+			{Name: "township_approval", Label: "镇审批", Roles: []string{"supervisor", "admin"}, Level: "township"},
 		},
 	}
 }
@@ -58,7 +58,7 @@ const (
 
 func baseAnswers() map[string]json.RawMessage {
 	return map[string]json.RawMessage{
-		"name":   json.RawMessage(`"張三"`),
+		"name":   json.RawMessage(`"张三"`),
 		"count":  json.RawMessage(`4`),
 		"status": json.RawMessage(`"a"`),
 	}
@@ -79,9 +79,9 @@ func TestValidateAnswers(t *testing.T) {
 	}{
 		// text
 		{"Text_OK", "name", `"李四"`, ""},
-		{"Text_MaxRunes", "name", `"歐陽修文華"`, ""}, // 5 runes, 15 bytes
+		{"Text_MaxRunes", "name", `"欧阳修文华"`, ""}, // 5 runes, 15 bytes
 		{"Text_Escapes", "name", `"ab\u4e2d"`, ""},
-		{"Text_TooShort", "name", `"張"`, "length 1 below min 2"},
+		{"Text_TooShort", "name", `"张"`, "length 1 below min 2"},
 		{"Text_TooLong", "name", `"abcdef"`, "length 6 above max 5"},
 		{"Text_Number", "name", `12`, "not a string"},
 		{"Text_Array", "name", `["ab"]`, "not a string"},
@@ -290,7 +290,7 @@ func TestFormDefCheck(t *testing.T) {
 		{"IDUpper", func(f *FormDef) { f.ID = "Household" }, "id"},
 		{"IDDash", func(f *FormDef) { f.ID = "house-hold" }, "id"},
 		{"IDTooLong", func(f *FormDef) { f.ID = strings.Repeat("a", 65) }, "id"},
-		{"IDChinese", func(f *FormDef) { f.ID = "入戶" }, "id"},
+		{"IDChinese", func(f *FormDef) { f.ID = "入户" }, "id"},
 		{"VersionNegative", func(f *FormDef) { f.Version = -1 }, "version"},
 		{"TitleEmpty", func(f *FormDef) { f.Title = "  " }, "title"},
 		{"NothingToRecord", func(f *FormDef) { f.Fields, f.Slots = nil, nil }, "no fields"},
@@ -364,7 +364,7 @@ func TestFormDefCheck(t *testing.T) {
 }
 
 func TestParseFormDef(t *testing.T) {
-	good := `{"id":"visit","title":"走訪","fields":[{"name":"a","type":"text","label":"甲","future_key":1}],"future":{"x":1}}`
+	good := `{"id":"visit","title":"走访","fields":[{"name":"a","type":"text","label":"甲","future_key":1}],"future":{"x":1}}`
 	f, err := ParseFormDef([]byte(good))
 	if err != nil {
 		t.Fatalf("unknown keys must be ignored: %v", err)
@@ -376,10 +376,10 @@ func TestParseFormDef(t *testing.T) {
 		``,
 		`null`,
 		`[]`,
-		`{"id":"visit","title":"走訪","fields":[{"name":"a","type":"text","label":"甲"}]} x`,
+		`{"id":"visit","title":"走访","fields":[{"name":"a","type":"text","label":"甲"}]} x`,
 		`{"id":1}`,
-		`{"id":"visit","title":"走訪","fields":[{"name":"a","type":"text","label":"甲","min":"1"}]}`,
-		`{"id":"visit","title":"走訪","fields":[{"name":"a","type":"text","label":"甲"}],"version":1.5}`,
+		`{"id":"visit","title":"走访","fields":[{"name":"a","type":"text","label":"甲","min":"1"}]}`,
+		`{"id":"visit","title":"走访","fields":[{"name":"a","type":"text","label":"甲"}],"version":1.5}`,
 	}
 	for _, in := range bad {
 		var fe *FormError
@@ -387,7 +387,7 @@ func TestParseFormDef(t *testing.T) {
 			t.Errorf("ParseFormDef(%q) = %v, want *FormError", in, err)
 		}
 	}
-	huge := []byte(`{"id":"visit","title":"` + strings.Repeat("長", MaxFormDefSize/3+1) + `","fields":[{"name":"a","type":"text","label":"甲"}]}`)
+	huge := []byte(`{"id":"visit","title":"` + strings.Repeat("长", MaxFormDefSize/3+1) + `","fields":[{"name":"a","type":"text","label":"甲"}]}`)
 	if _, err := ParseFormDef(huge); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("oversized definition: %v", err)
 	}
@@ -466,7 +466,7 @@ func TestTemplates_NoPinyinAnnotations(t *testing.T) {
 // templateAnswers are plausible complete answers for each shipped template.
 var templateAnswers = map[string]map[string]json.RawMessage{
 	"household_survey": {
-		"head_name":         json.RawMessage(`"楊正華"`),
+		"head_name":         json.RawMessage(`"杨正华"`),
 		"members_count":     json.RawMessage(`5`),
 		"poverty_status":    json.RawMessage(`"registered_poor"`),
 		"dibao_class":       json.RawMessage(`"B"`),
@@ -476,23 +476,23 @@ var templateAnswers = map[string]map[string]json.RawMessage{
 		"income_per_capita": json.RawMessage(`4210.5`),
 		"id_card_no":        json.RawMessage(`"53012119650312401X"`),
 		"member_changes":    json.RawMessage(`["birth","army"]`),
-		"notes":             json.RawMessage(`"長子外出務工"`),
+		"notes":             json.RawMessage(`"长子外出务工"`),
 	},
 	"house_retrofit_inspection": {
-		"head_name":         json.RawMessage(`"馬國富"`),
+		"head_name":         json.RawMessage(`"马国富"`),
 		"house_grade":       json.RawMessage(`"D"`),
 		"retrofit_method":   json.RawMessage(`"rebuild"`),
 		"retrofit_finished": json.RawMessage(`"yes"`),
 		"inspection_round":  json.RawMessage(`"first"`),
 		"inspection_result": json.RawMessage(`"fail"`),
-		"failure_reason":    json.RawMessage(`"圈梁未封閉"`),
+		"failure_reason":    json.RawMessage(`"圈梁未封闭"`),
 		"rework_due":        json.RawMessage(`"2024-11-30"`),
 		"plaque_installed":  json.RawMessage(`"no"`),
 		"inspection_date":   json.RawMessage(`"2024-10-08"`),
 		"house_location":    json.RawMessage(`{"lon":103.71,"lat":25.02,"acc":6}`),
 	},
 	"water_cellar_progress": {
-		"site_name":   json.RawMessage(`"塘子3號水窖"`),
+		"site_name":   json.RawMessage(`"塘子3号水窖"`),
 		"capacity_m3": json.RawMessage(`24`),
 		"stage":       json.RawMessage(`"excavated"`),
 		"due_date":    json.RawMessage(`"2024-11-30"`),
@@ -500,7 +500,7 @@ var templateAnswers = map[string]map[string]json.RawMessage{
 	"dropout_followup": {
 		"student_name":       json.RawMessage(`"李小梅"`),
 		"age":                json.RawMessage(`15`),
-		"school":             json.RawMessage(`"示范縣第二中學"`),
+		"school":             json.RawMessage(`"示范县第二中学"`),
 		"current_location":   json.RawMessage(`"migrant_work"`),
 		"persuasion_outcome": json.RawMessage(`"promised"`),
 		"visit_method":       json.RawMessage(`"in_person"`),
@@ -600,7 +600,7 @@ func TestTemplates(t *testing.T) {
 	}
 	hs, _ := Template("household_survey")
 	ps, _ := hs.Field("poverty_status")
-	if !ps.HasChoice("registered_poor") || ps.Choices[0].Label != "建檔立卡戶" {
+	if !ps.HasChoice("registered_poor") || ps.Choices[0].Label != "建档立卡户" {
 		t.Errorf("poverty_status choices %+v", ps.Choices)
 	}
 	if hs.MaxAccuracyM != 50 {

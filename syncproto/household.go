@@ -30,17 +30,17 @@ const (
 
 // HouseholdSchema lists the known household fields.
 var HouseholdSchema = []HouseholdField{
-	{Name: FieldHeadName, Label: "戶主", Sensitive: true},
-	{Name: FieldPovertyStatus, Label: "貧困狀態", Sensitive: true},
-	{Name: FieldDibaoClass, Label: "低保類別", Sensitive: true},
+	{Name: FieldHeadName, Label: "户主", Sensitive: true},
+	{Name: FieldPovertyStatus, Label: "贫困状态", Sensitive: true},
+	{Name: FieldDibaoClass, Label: "低保类别", Sensitive: true},
 	{Name: FieldLocation, Label: "位置", Sensitive: true},
 	{Name: "wubao", Label: "五保"},
-	{Name: "pension", Label: "養老保險"},
-	{Name: "medical_insurance", Label: "醫療保險"},
+	{Name: "pension", Label: "养老保险"},
+	{Name: "medical_insurance", Label: "医疗保险"},
 	{Name: "address", Label: "地址"},
-	{Name: "phone", Label: "電話"},
-	{Name: "id_card_no", Label: "身份證號"},
-	{Name: "notes", Label: "備注"},
+	{Name: "phone", Label: "电话"},
+	{Name: "id_card_no", Label: "身份证号"},
+	{Name: "notes", Label: "备注"},
 }
 
 // SensitiveField reports whether a household field is sensitive.

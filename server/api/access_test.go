@@ -151,7 +151,7 @@ func TestAccessMatrix(t *testing.T) {
 		{"POST", "/api/v1/forms/water_cellar_progress/versions/1/validate", `{}`, session(func(p *who, v string) int { return 422 })},
 		{"GET", "/api/v1/me", "", session(func(p *who, v string) int { return 200 })},
 		{"GET", "/api/v1/device", "", deviceOnly},
-		{"POST", "/api/v1/visits/{visit:%s}/review", `{"action":"reject","reason":"矩陣測試"}`, session(func(p *who, v string) int {
+		{"POST", "/api/v1/visits/{visit:%s}/review", `{"action":"reject","reason":"矩阵测试"}`, session(func(p *who, v string) int {
 			switch {
 			case p.role == domain.RoleFieldWorker:
 				return 403
@@ -324,6 +324,6 @@ func TestRateLimits(t *testing.T) {
 
 // waterAnswers is a valid answer set for the water-cellar template.
 func waterAnswers() map[string]json.RawMessage {
-	return map[string]json.RawMessage{"site_name": json.RawMessage(`"塘子 1號水窖"`), "capacity_m3": json.RawMessage(`24`),
+	return map[string]json.RawMessage{"site_name": json.RawMessage(`"塘子 1号水窖"`), "capacity_m3": json.RawMessage(`24`),
 		"stage": json.RawMessage(`"planned"`), "due_date": json.RawMessage(`"2026-11-30"`)}
 }

@@ -118,9 +118,9 @@ func placeCount(t *testing.T, env *servertest.Env) int {
 func TestPlaces_GeoJSONRoundTrip(t *testing.T) {
 	env := servertest.Start(t)
 	fc := `{"type":"FeatureCollection","features":[
-	  {"type":"Feature","properties":{"code":"V9","name":"觀音巖村委會","level":"village","parent_code":"T1"},
+	  {"type":"Feature","properties":{"code":"V9","name":"观音岩村委会","level":"village","parent_code":"T1"},
 	   "geometry":{"type":"Polygon","coordinates":[[[103.5,25.3],[103.6,25.3],[103.6,25.4],[103.5,25.4],[103.5,25.3]]]}},
-	  {"type":"Feature","properties":{"code":"G91","name":"亞拉坡九公里","level":"group","parent_code":"V9"},
+	  {"type":"Feature","properties":{"code":"G91","name":"亚拉坡九公里","level":"group","parent_code":"V9"},
 	   "geometry":{"type":"MultiPolygon","coordinates":[[[[103.5,25.3],[103.55,25.3],[103.55,25.35],[103.5,25.3]]],[[[103.56,25.36],[103.58,25.36],[103.58,25.38],[103.56,25.36]]]]}},
 	  {"type":"Feature","properties":{"code":"G92","name":"石旮旯","level":"group","parent_code":"V9"},"geometry":null}
 	]}`
@@ -134,7 +134,7 @@ func TestPlaces_GeoJSONRoundTrip(t *testing.T) {
 	for _, f := range got.Features {
 		byCode[f.Properties.MustString("code")] = f
 	}
-	for code, want := range map[string]string{"V9": "觀音巖村委會", "G91": "亞拉坡九公里", "G92": "石旮旯"} {
+	for code, want := range map[string]string{"V9": "观音岩村委会", "G91": "亚拉坡九公里", "G92": "石旮旯"} {
 		f := byCode[code]
 		if f == nil {
 			t.Fatalf("place %s missing from export", code)
@@ -168,7 +168,7 @@ func TestPlaces_BadGeometryRejected(t *testing.T) {
 	env := servertest.Start(t)
 	before := placeCount(t, env)
 	feature := func(geom string) string {
-		return `{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"code":"VX","name":"壞村","level":"village","parent_code":"T1"},"geometry":` + geom + `}]}`
+		return `{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"code":"VX","name":"坏村","level":"village","parent_code":"T1"},"geometry":` + geom + `}]}`
 	}
 	cases := []call{
 		{name: "unclosed ring", body: feature(`{"type":"Polygon","coordinates":[[[103.5,25.3],[103.6,25.3],[103.6,25.4],[103.5,25.4]]]}`), status: 422, code: syncproto.CodeInvalidGeometry},
@@ -191,7 +191,7 @@ func TestPlaces_BadGeometryRejected(t *testing.T) {
 	// One good place and one bad in the same import: nothing is stored.
 	mixed := `{"type":"FeatureCollection","features":[
 	  {"type":"Feature","properties":{"code":"VOK","name":"好村","level":"village","parent_code":"T1"},"geometry":null},
-	  {"type":"Feature","properties":{"code":"VBAD","name":"壞村","level":"village","parent_code":"T1"},"geometry":{"type":"Polygon","coordinates":[[[0,0],[1,1],[1,0],[0,1],[0,0]]]}}]}`
+	  {"type":"Feature","properties":{"code":"VBAD","name":"坏村","level":"village","parent_code":"T1"},"geometry":{"type":"Polygon","coordinates":[[[0,0],[1,1],[1,0],[0,1],[0,0]]]}}]}`
 	call{method: "POST", path: "/api/v1/places/import", token: env.AdminToken, body: mixed, status: 422, code: syncproto.CodeInvalidGeometry}.run(t, env)
 	if n := placeCount(t, env); n != before {
 		t.Fatalf("places = %d after rejected imports, want %d", n, before)
@@ -204,9 +204,9 @@ func TestUsersAndDevices_EnrollmentLifecycle(t *testing.T) {
 	admin := env.AdminToken
 	var u domain.User
 	b := call{method: "POST", path: "/api/v1/users", token: admin, status: 201,
-		body: `{"username":"wangge_li","display_name":"李網格員","role":"field_worker","password":"field-pass-1","place_codes":["V1"]}`}.run(t, env)
+		body: `{"username":"wangge_li","display_name":"李网格员","role":"field_worker","password":"field-pass-1","place_codes":["V1"]}`}.run(t, env)
 	json.Unmarshal(b, &u)
-	if u.ID == 0 || u.Role != domain.RoleFieldWorker || len(u.PlaceCodes) != 1 || u.DisplayName != "李網格員" {
+	if u.ID == 0 || u.Role != domain.RoleFieldWorker || len(u.PlaceCodes) != 1 || u.DisplayName != "李网格员" {
 		t.Fatalf("created user = %+v", u)
 	}
 	if strings.Contains(string(b), "password") {
@@ -270,7 +270,7 @@ func TestRoles_FieldWorkerCannotCallAdminEndpoints(t *testing.T) {
 	sup := env.CreateUserWithPassword(t, "sup", domain.RoleSupervisor, "sup-pass-12", "V1")
 	w := login(t, env, "worker", "worker-pass-1")
 	s := login(t, env, "sup", "sup-pass-12")
-	form := `{"id":"x_form","title":"測試","fields":[{"name":"a","type":"text","label":"甲"}]}`
+	form := `{"id":"x_form","title":"测试","fields":[{"name":"a","type":"text","label":"甲"}]}`
 	cases := []call{
 		{name: "worker create user", method: "POST", path: "/api/v1/users", token: w, body: `{"username":"z","role":"admin"}`, status: 403, code: syncproto.CodeForbidden},
 		{name: "worker list users", method: "GET", path: "/api/v1/users", token: w, status: 403, code: syncproto.CodeForbidden},
@@ -330,8 +330,8 @@ func TestSession_CookieWritesNeedCSRF(t *testing.T) {
 func TestForms_PublishAndVersioning(t *testing.T) {
 	env := servertest.Start(t)
 	admin := env.AdminToken
-	v1 := `{"id":"fire_safety","title":"消防安全檢查","fields":[{"name":"extinguisher","type":"select_one","label":"滅火器","required":true,"choices":[{"value":"yes","label":"有"},{"value":"no","label":"無"}]}]}`
-	v2 := `{"id":"fire_safety","title":"消防安全檢查","fields":[{"name":"extinguisher","type":"select_one","label":"滅火器","required":true,"choices":[{"value":"yes","label":"有"},{"value":"no","label":"無"}]},{"name":"exits","type":"integer","label":"安全出口","min":0,"max":10}]}`
+	v1 := `{"id":"fire_safety","title":"消防安全检查","fields":[{"name":"extinguisher","type":"select_one","label":"灭火器","required":true,"choices":[{"value":"yes","label":"有"},{"value":"no","label":"无"}]}]}`
+	v2 := `{"id":"fire_safety","title":"消防安全检查","fields":[{"name":"extinguisher","type":"select_one","label":"灭火器","required":true,"choices":[{"value":"yes","label":"有"},{"value":"no","label":"无"}]},{"name":"exits","type":"integer","label":"安全出口","min":0,"max":10}]}`
 	version := func(b []byte) int {
 		var f syncproto.FormDef
 		json.Unmarshal(b, &f)
@@ -346,7 +346,7 @@ func TestForms_PublishAndVersioning(t *testing.T) {
 	b := call{method: "GET", path: "/api/v1/forms/fire_safety/versions/1", token: admin, status: 200}.run(t, env)
 	var old syncproto.FormDef
 	json.Unmarshal(b, &old)
-	if len(old.Fields) != 1 || old.Title != "消防安全檢查" {
+	if len(old.Fields) != 1 || old.Title != "消防安全检查" {
 		t.Fatalf("version 1 changed: %+v", old)
 	}
 	// The store refuses to rewrite a published version.

@@ -101,7 +101,7 @@ func newHousehold(t *testing.T, env *servertest.Env, place string) string {
 	t.Helper()
 	id := syncproto.NewID(time.Now())
 	env.AddHouseholds(t, syncproto.Household{ID: id, PlaceCode: place, Fields: map[string]json.RawMessage{
-		"head_name": rawStr("王建國"), "notes": rawStr("imported"),
+		"head_name": rawStr("王建国"), "notes": rawStr("imported"),
 	}})
 	return id
 }
@@ -110,13 +110,13 @@ func newHousehold(t *testing.T, env *servertest.Env, place string) string {
 // inspection that failed, or a re-inspection that passed.
 func retrofitVisit(household string, pass bool, corrects string) syncproto.Visit {
 	a := map[string]json.RawMessage{
-		"head_name":         rawStr("王建國"),
+		"head_name":         rawStr("王建国"),
 		"house_grade":       rawStr("C"),
 		"retrofit_method":   rawStr("repair"),
 		"retrofit_finished": rawStr("yes"),
 		"inspection_round":  rawStr("first"),
 		"inspection_result": rawStr("fail"),
-		"failure_reason":    rawStr("墻體裂縫未修補"),
+		"failure_reason":    rawStr("墙体裂缝未修补"),
 		"rework_due":        rawStr("2026-12-15"),
 		"plaque_installed":  rawStr("no"),
 		"inspection_date":   rawStr("2026-11-28"),
@@ -133,7 +133,7 @@ func retrofitVisit(household string, pass bool, corrects string) syncproto.Visit
 
 func surveyVisit(household string) syncproto.Visit {
 	return syncproto.Visit{HouseholdID: household, FormID: "household_survey", Answers: map[string]json.RawMessage{
-		"head_name":         rawStr("王建國"),
+		"head_name":         rawStr("王建国"),
 		"members_count":     json.RawMessage("4"),
 		"poverty_status":    rawStr("lifted"),
 		"dibao_class":       rawStr("none"),
@@ -225,7 +225,7 @@ func TestReview_RoundTrip(t *testing.T) {
 		t.Errorf("bulk approve by a village supervisor = %s", b)
 	}
 
-	const reason = "墻體裂縫未修補，請整改后復驗"
+	const reason = "墙体裂缝未修补，请整改后复验"
 	res := postReview(t, env, supT1, first, "rework", reason, 200, "")
 	if res.State != domain.StateNeedsRework || res.TaskID == "" || res.Steps != 2 {
 		t.Fatalf("rework = %+v", res)
@@ -373,7 +373,7 @@ func TestAudit_EveryMutationPathLeavesOne(t *testing.T) {
 	}
 
 	call{method: "POST", path: "/api/v1/places/import", token: admin, status: 200,
-		body: `{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"code":"V9","name":"觀音巖村","level":"village","parent_code":"T1"},"geometry":null}]}`}.run(t, env)
+		body: `{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"code":"V9","name":"观音岩村","level":"village","parent_code":"T1"},"geometry":null}]}`}.run(t, env)
 	step("place import", "place.upsert place:V9")
 
 	var u domain.User
@@ -389,7 +389,7 @@ func TestAudit_EveryMutationPathLeavesOne(t *testing.T) {
 	step("user places", "user.places user:"+uid)
 
 	call{method: "POST", path: "/api/v1/forms", token: admin, status: 201,
-		body: `{"id":"audit_form","title":"審計","fields":[{"name":"a","type":"text","label":"甲"}]}`}.run(t, env)
+		body: `{"id":"audit_form","title":"审计","fields":[{"name":"a","type":"text","label":"甲"}]}`}.run(t, env)
 	step("form publish", "form.publish form:audit_form")
 
 	u.Username = "audit_worker"
@@ -556,7 +556,7 @@ func TestAudit_RowsAreAppendOnly(t *testing.T) {
 		if err := env.Store.Audit(ctx, "export.csv", "export", "visits", "V1", map[string]any{"rows": 3}); err != nil {
 			t.Fatal(err)
 		}
-		if err := env.Store.ImportHouseholds(ctx, []syncproto.Household{{ID: hh, PlaceCode: "G12", Fields: map[string]json.RawMessage{"head_name": rawStr("重新導入")}}}, 0); err != nil {
+		if err := env.Store.ImportHouseholds(ctx, []syncproto.Household{{ID: hh, PlaceCode: "G12", Fields: map[string]json.RawMessage{"head_name": rawStr("重新导入")}}}, 0); err != nil {
 			t.Fatal(err)
 		}
 		if err := env.Store.SetUserPlaces(ctx, u.ID, []string{"V1", "V2"}); err != nil {

@@ -24,9 +24,9 @@ const (
 )
 
 var reworkReasons = []string{
-	"屋面漏雨未修復",
-	"墻體裂縫未加固",
-	"圈梁未按標準施工",
+	"屋面漏雨未修复",
+	"墙体裂缝未加固",
+	"圈梁未按标准施工",
 	"缺少改造后照片",
 }
 
@@ -87,7 +87,7 @@ func demoVisits(ctx context.Context, st *sqlstore.Store, ds *demo.Dataset, now t
 			ans["plaque_installed"] = jsonOf("no")
 			ans["failure_reason"] = jsonOf(reason)
 			ans["rework_due"] = jsonOf(at.AddDate(0, 1, 0).Format("2006-01-02"))
-			iv.State, iv.TaskReason = domain.StateNeedsRework, "初驗不達標:"+reason
+			iv.State, iv.TaskReason = domain.StateNeedsRework, "初验不达标:"+reason
 		}
 		iv.Visit = syncproto.Visit{ID: syncproto.NewID(at), HouseholdID: h.ID, FormID: "house_retrofit_inspection", FormVersion: 1,
 			Answers: ans, Point: point(h), AccuracyM: 5 + rng.Float64()*20, DeviceTime: at}

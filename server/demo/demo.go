@@ -42,11 +42,11 @@ const DemoPassword = "demo-1234"
 
 // Codes of the synthetic places.
 const (
-	CountyCode        = "530100"       // 示範縣
-	TownshipCode      = "530100101"    // 青山鎮
-	VillageCode       = "530100101201" // 石門村委會, the village of the reports
-	OtherTownshipCode = "530100102"    // 龍潭鄉, outside the demo village
-	OtherVillageCode  = "530100102201" // 龍潭村委會
+	CountyCode        = "530100"       // 示范县
+	TownshipCode      = "530100101"    // 青山镇
+	VillageCode       = "530100101201" // 石门村委会, the village of the reports
+	OtherTownshipCode = "530100102"    // 龙潭乡, outside the demo village
+	OtherVillageCode  = "530100102201" // 龙潭村委会
 )
 
 // The totals the demo village reproduces (DOMAIN.md).
@@ -84,7 +84,7 @@ type Place struct {
 	Boundary orb.Geometry
 }
 
-// Household is a demo household (戶).
+// Household is a demo household (户).
 type Household struct {
 	ID        string // UUIDv7, unique, deterministic for the seed
 	PlaceCode string // a villager group
@@ -102,7 +102,7 @@ type Household struct {
 type Member struct {
 	ID        string // UUIDv7
 	Name      string
-	Relation  string // 戶主, 配偶, 子, 女, 兒媳, 女婿, 孫子, 孫女, 父親, 母親
+	Relation  string // 户主, 配偶, 子, 女, 儿媳, 女婿, 孙子, 孙女, 父亲, 母亲
 	BirthYear int
 }
 
@@ -217,10 +217,10 @@ func buildUsers(groups []groupInfo) []User {
 		}
 	}
 	return []User{
-		{Username: "admin", DisplayName: "系統管理員", Role: RoleAdmin, Password: DemoPassword, PlaceCodes: []string{CountyCode}},
-		{Username: "zhen_supervisor", DisplayName: "周建平(青山鎮督導)", Role: RoleSupervisor, Password: DemoPassword, PlaceCodes: []string{TownshipCode}},
-		{Username: "cun_supervisor", DisplayName: "楊麗華(石門村委會)", Role: RoleSupervisor, Password: DemoPassword, PlaceCodes: []string{VillageCode}},
-		{Username: "wangge_li", DisplayName: "李文華(網格員)", Role: RoleFieldWorker, Password: DemoPassword, PlaceCodes: li},
-		{Username: "wangge_zhao", DisplayName: "趙秀英(網格員)", Role: RoleFieldWorker, Password: DemoPassword, PlaceCodes: zhao},
+		{Username: "admin", DisplayName: "系统管理员", Role: RoleAdmin, Password: DemoPassword, PlaceCodes: []string{CountyCode}},
+		{Username: "zhen_supervisor", DisplayName: "周建平(青山镇督导)", Role: RoleSupervisor, Password: DemoPassword, PlaceCodes: []string{TownshipCode}},
+		{Username: "cun_supervisor", DisplayName: "杨丽华(石门村委会)", Role: RoleSupervisor, Password: DemoPassword, PlaceCodes: []string{VillageCode}},
+		{Username: "wangge_li", DisplayName: "李文华(网格员)", Role: RoleFieldWorker, Password: DemoPassword, PlaceCodes: li},
+		{Username: "wangge_zhao", DisplayName: "赵秀英(网格员)", Role: RoleFieldWorker, Password: DemoPassword, PlaceCodes: zhao},
 	}
 }

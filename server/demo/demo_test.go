@@ -75,8 +75,8 @@ func TestBuild_RealGroupNames(t *testing.T) {
 		names = append(names, g.Name)
 	}
 	want := []string{
-		"采山坪", "楊家寨", "馬家寨", "塘子", "箐腳", "觀音巖", "石旮旯",
-		"谷地", "茅草坪", "亞拉坡", "亞拉坡九公里", "巖頭", "黃泥坡",
+		"采山坪", "杨家寨", "马家寨", "塘子", "箐脚", "观音岩", "石旮旯",
+		"谷地", "茅草坪", "亚拉坡", "亚拉坡九公里", "岩头", "黄泥坡",
 	}
 	if len(names) != 14 {
 		t.Fatalf("%d groups: %v", len(names), names)
@@ -91,7 +91,7 @@ func TestBuild_RealGroupNames(t *testing.T) {
 		t.Fatal("village missing")
 	}
 	// One group is named after the village itself.
-	village := strings.TrimSuffix(v.Name, "村委會")
+	village := strings.TrimSuffix(v.Name, "村委会")
 	if village == v.Name || !slices.Contains(names, village) {
 		t.Errorf("no group named after village %q in %v", v.Name, names)
 	}
@@ -125,7 +125,7 @@ func TestBuild_UniqueIDsAndSaneText(t *testing.T) {
 				t.Fatalf("member %+v", m)
 			}
 		}
-		if h.Members[0].Relation != "戶主" || h.Members[0].Name != h.HeadName {
+		if h.Members[0].Relation != "户主" || h.Members[0].Name != h.HeadName {
 			t.Fatalf("household %s: head %+v vs %s", h.ID, h.Members[0], h.HeadName)
 		}
 		// Children and grandchildren are listed eldest first.
@@ -135,8 +135,8 @@ func TestBuild_UniqueIDsAndSaneText(t *testing.T) {
 			if gen == "女" {
 				gen = "子"
 			}
-			if gen == "孫女" {
-				gen = "孫子"
+			if gen == "孙女" {
+				gen = "孙子"
 			}
 			if m.BirthYear < last[gen] {
 				t.Fatalf("household %s: %s listed after a younger sibling", h.ID, m.Name)

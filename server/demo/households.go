@@ -168,7 +168,7 @@ func buildHouseholds(rng *rand.Rand, ids *idGen, places []Place, groups []groupI
 		if base, ok := strings.CutSuffix(g.name, "家寨"); ok {
 			clan = base
 		}
-		addrPrefix := names[CountyCode] + names[TownshipCode] + names[VillageCode] + g.name + "村民小組"
+		addrPrefix := names[CountyCode] + names[TownshipCode] + names[VillageCode] + g.name + "村民小组"
 		for k := 0; k < counts[gi]; k++ {
 			idx := len(out)
 			kd := kind[idx]
@@ -190,7 +190,7 @@ func buildHouseholds(rng *rand.Rand, ids *idGen, places []Place, groups []groupI
 				"wubao":             "no",
 				"pension":           "yes",
 				"medical_insurance": "yes",
-				"address":           fmt.Sprintf("%s%d號", addrPrefix, k+1),
+				"address":           fmt.Sprintf("%s%d号", addrPrefix, k+1),
 			}
 			switch kd {
 			case "exit":
@@ -300,7 +300,7 @@ func makeMembers(rng *rand.Rand, ids *idGen, n int, clan string, poor bool) []Me
 		ms = append(ms, Member{ID: ids.next(), Name: name, Relation: relation, BirthYear: year})
 		return name
 	}
-	add(surname, headMale, headYear, "戶主")
+	add(surname, headMale, headYear, "户主")
 	family := surname // the children's surname
 	if len(ms) < n && rng.Float64() < 0.9 {
 		spouseSurname := pickSurname(rng)
@@ -313,22 +313,22 @@ func makeMembers(rng *rand.Rand, ids *idGen, n int, clan string, poor bool) []Me
 		// A parent of the head lives with the family.
 		year := headYear - 22 - rng.IntN(9)
 		if rng.Float64() < 0.5 {
-			add(surname, true, year, "父親")
+			add(surname, true, year, "父亲")
 		} else {
-			add(pickSurname(rng), false, year, "母親")
+			add(pickSurname(rng), false, year, "母亲")
 		}
 	}
 	if len(ms)+2 <= n && headAge >= 55 {
 		// An adult son with his wife and their children.
 		sonYear := headYear + 22 + rng.IntN(9)
 		add(family, true, sonYear, "子")
-		add(pickSurname(rng), false, sonYear-2+rng.IntN(5), "兒媳")
+		add(pickSurname(rng), false, sonYear-2+rng.IntN(5), "儿媳")
 		start := len(ms)
 		for len(ms) < n {
 			male := rng.Float64() < 0.52
-			rel := "孫女"
+			rel := "孙女"
 			if male {
-				rel = "孫子"
+				rel = "孙子"
 			}
 			add(family, male, sonYear+21+rng.IntN(12), rel)
 		}

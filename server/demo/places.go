@@ -12,8 +12,8 @@ import (
 // the reports, in the order they are laid out (west to east, south row
 // first). The last one carries the village's own name.
 var VillageGroupNames = []string{
-	"采山坪", "楊家寨", "馬家寨", "塘子", "箐腳", "觀音巖", "石旮旯",
-	"谷地", "茅草坪", "亞拉坡", "亞拉坡九公里", "巖頭", "黃泥坡", "石門",
+	"采山坪", "杨家寨", "马家寨", "塘子", "箐脚", "观音岩", "石旮旯",
+	"谷地", "茅草坪", "亚拉坡", "亚拉坡九公里", "岩头", "黄泥坡", "石门",
 }
 
 // OtherVillageGroupNames are the groups of the second, synthetic village.
@@ -47,11 +47,11 @@ func buildPlaces(rng *rand.Rand) ([]Place, []groupInfo) {
 	county := octagon(township.Bound().Union(otherTownship.Bound()).Pad(0.02), 0.015)
 
 	places := []Place{
-		{Code: CountyCode, Name: "示範縣", Level: LevelCounty, Boundary: county},
-		{Code: TownshipCode, Name: "青山鎮", Level: LevelTownship, ParentCode: CountyCode, Boundary: township},
-		{Code: OtherTownshipCode, Name: "龍潭鄉", Level: LevelTownship, ParentCode: CountyCode, Boundary: otherTownship},
-		{Code: VillageCode, Name: "石門村委會", Level: LevelVillage, ParentCode: TownshipCode, Boundary: village},
-		{Code: OtherVillageCode, Name: "龍潭村委會", Level: LevelVillage, ParentCode: OtherTownshipCode, Boundary: otherVillage},
+		{Code: CountyCode, Name: "示范县", Level: LevelCounty, Boundary: county},
+		{Code: TownshipCode, Name: "青山镇", Level: LevelTownship, ParentCode: CountyCode, Boundary: township},
+		{Code: OtherTownshipCode, Name: "龙潭乡", Level: LevelTownship, ParentCode: CountyCode, Boundary: otherTownship},
+		{Code: VillageCode, Name: "石门村委会", Level: LevelVillage, ParentCode: TownshipCode, Boundary: village},
+		{Code: OtherVillageCode, Name: "龙潭村委会", Level: LevelVillage, ParentCode: OtherTownshipCode, Boundary: otherVillage},
 	}
 	groups := append(demoGroups, otherGroups...)
 	for _, g := range groups {

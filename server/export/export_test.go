@@ -57,7 +57,7 @@ func newFixture(t *testing.T) *fixture {
 	env.BulkVisits(t, hs[:30], 60, env.UserID(t, "wangge_li"), time.Date(2024, 5, 1, 2, 0, 0, 0, time.UTC))
 	// One household in the other township, with a visit, for scope tests.
 	if err := env.Store.ImportHouseholds(bg, []syncproto.Household{{ID: "01J00000000000000000000001", PlaceCode: demo.OtherVillageCode + "001",
-		Fields: map[string]json.RawMessage{"head_name": json.RawMessage(`"龍潭戶主"`), "location": json.RawMessage(`{"lon":103.8,"lat":25.01}`)}}}, 0); err != nil {
+		Fields: map[string]json.RawMessage{"head_name": json.RawMessage(`"龙潭户主"`), "location": json.RawMessage(`{"lon":103.8,"lat":25.01}`)}}}, 0); err != nil {
 		t.Fatal(err)
 	}
 	other := env.Households(t, demo.OtherTownshipCode)
@@ -115,7 +115,7 @@ func TestExport_CSV_BOMRowsChineseAndMasking(t *testing.T) {
 			head, vid := col("户主"), col("走访ID")
 			idc := -1
 			for i, h := range hdr {
-				if strings.Contains(h, "身份證號") || strings.Contains(h, "身份证号") {
+				if strings.Contains(h, "身份证号") || strings.Contains(h, "身份证号") {
 					idc = i
 				}
 			}
@@ -223,7 +223,7 @@ func TestExport_XLSX_SheetPerFormTypedCells(t *testing.T) {
 				t.Errorf("%s time cell shows %q", sh, shown)
 			}
 			if form == "household_survey" {
-				ii := find("人均純收入(元)")
+				ii := find("人均纯收入(元)")
 				if ii < 0 {
 					ii = find("人均收入(元)")
 				}

@@ -10,7 +10,7 @@ import (
 func raw(s string) json.RawMessage { return json.RawMessage(s) }
 
 func TestApply_Matrix(t *testing.T) {
-	cur := map[string]json.RawMessage{"notes": raw(`"old"`), "head_name": raw(`"王建國"`), "phone": raw(`"1"`)}
+	cur := map[string]json.RawMessage{"notes": raw(`"old"`), "head_name": raw(`"王建国"`), "phone": raw(`"1"`)}
 	meta := map[string]FieldMeta{
 		"notes":     {HLC: syncproto.HLC{WallMs: 2000}, Version: 10, Device: "A"},
 		"head_name": {HLC: syncproto.HLC{WallMs: 2000}, Version: 10, Device: "A"},

@@ -63,12 +63,12 @@ func square(lon, lat, d float64) json.RawMessage {
 // Places is the fixture tree: C1 → T1 → V1 (G11, G12), V2 (G21).
 func Places() []domain.Place {
 	return []domain.Place{
-		{Code: "C1", Name: "示范縣", Level: "county", Boundary: square(103.0, 25.0, 1)},
-		{Code: "T1", Name: "青山鎮", Level: "township", ParentCode: "C1", Boundary: square(103.1, 25.1, 0.5)},
-		{Code: "V1", Name: "石門村", Level: "village", ParentCode: "T1", Boundary: square(103.1, 25.1, 0.2)},
+		{Code: "C1", Name: "示范县", Level: "county", Boundary: square(103.0, 25.0, 1)},
+		{Code: "T1", Name: "青山镇", Level: "township", ParentCode: "C1", Boundary: square(103.1, 25.1, 0.5)},
+		{Code: "V1", Name: "石门村", Level: "village", ParentCode: "T1", Boundary: square(103.1, 25.1, 0.2)},
 		{Code: "V2", Name: "白沙村", Level: "village", ParentCode: "T1", Boundary: square(103.35, 25.1, 0.2)},
 		{Code: "G11", Name: "采山坪", Level: "group", ParentCode: "V1", Boundary: square(103.1, 25.1, 0.1)},
-		{Code: "G12", Name: "楊家寨", Level: "group", ParentCode: "V1", Boundary: square(103.2, 25.1, 0.1)},
+		{Code: "G12", Name: "杨家寨", Level: "group", ParentCode: "V1", Boundary: square(103.2, 25.1, 0.1)},
 		{Code: "G21", Name: "马家寨", Level: "group", ParentCode: "V2", Boundary: square(103.35, 25.1, 0.1)},
 	}
 }

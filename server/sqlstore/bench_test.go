@@ -45,7 +45,7 @@ func BenchmarkPushVisits(b *testing.B) {
 		for _, gc := range []bool{true, false} {
 			b.Run(fmt.Sprintf("devices=%d/group_commit=%v", devices, gc), func(b *testing.B) {
 				env := servertest.StartWith(b, servertest.Options{Store: sqlstore.Config{DisableGroupCommit: !gc}})
-				env.AddHouseholds(b, household(benchHH, "G11", "王建國"))
+				env.AddHouseholds(b, household(benchHH, "G11", "王建国"))
 				u := env.CreateUser(b, "bench", domain.RoleFieldWorker, "V1")
 				devs := benchDevices(b, env, u, devices)
 				batches := max(1, 1000/(devices*20)) // ≥ 1000 visits a round
@@ -125,10 +125,10 @@ func manyHouseholds(n int, place string) []syncproto.Household {
 	hs := make([]syncproto.Household, 0, n)
 	t0 := time.Now()
 	for i := 0; i < n; i++ {
-		h := household(syncproto.NewID(t0), place, fmt.Sprintf("戶主%06d", i))
+		h := household(syncproto.NewID(t0), place, fmt.Sprintf("户主%06d", i))
 		h.Fields["location"] = json.RawMessage(fmt.Sprintf(`{"lon":%.6f,"lat":%.6f}`, 103.1+float64(i%1000)*0.00005, 25.1+float64(i/1000)*0.00005))
 		h.Fields["poverty_status"] = json.RawMessage(`"lifted"`)
-		h.Fields["address"] = json.RawMessage(`"采山坪組"`)
+		h.Fields["address"] = json.RawMessage(`"采山坪组"`)
 		hs = append(hs, h)
 	}
 	return hs

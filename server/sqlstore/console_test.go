@@ -57,19 +57,19 @@ func newConFixture(t *testing.T) *conFixture {
 			"head_name": conJSON(name), "location": conJSON(syncproto.Point{Lon: lon, Lat: lat}), "id_card_no": conJSON("530102199001011234"),
 		}})
 	}
-	add("張三", "G11", 103.12, 25.12)
+	add("张三", "G11", 103.12, 25.12)
 	add("李四", "G11", 103.13, 25.13)
 	add("王五", "G11", 103.14, 25.14)
-	add("趙六", "G12", 103.22, 25.12)
-	add("錢七", "G12", 103.23, 25.13)
-	add("孫八", "G21", 103.37, 25.12)
+	add("赵六", "G12", 103.22, 25.12)
+	add("钱七", "G12", 103.23, 25.13)
+	add("孙八", "G21", 103.37, 25.12)
 
 	retrofit := func(head string) map[string]json.RawMessage {
 		return map[string]json.RawMessage{"head_name": conJSON(head), "house_grade": conJSON("C"), "retrofit_finished": conJSON("yes"),
 			"inspection_round": conJSON("first"), "inspection_result": conJSON("pass"), "plaque_installed": conJSON("yes"),
 			"inspection_date": conJSON("2024-05-03")}
 	}
-	water := map[string]json.RawMessage{"site_name": conJSON("水窖一號"), "capacity_m3": conJSON(24), "stage": conJSON("built"), "due_date": conJSON("2024-11-30")}
+	water := map[string]json.RawMessage{"site_name": conJSON("水窖一号"), "capacity_m3": conJSON(24), "stage": conJSON("built"), "due_date": conJSON("2024-11-30")}
 	at := func(day int) time.Time { return time.Date(2024, 5, day, 3, 0, 0, 0, time.UTC) }
 	var ivs []sqlstore.ImportedVisit
 	visit := func(name, hh, form string, ans map[string]json.RawMessage, when time.Time, user int64, state string, ev ...syncproto.EvidenceRef) {
@@ -86,13 +86,13 @@ func newConFixture(t *testing.T) *conFixture {
 		return syncproto.EvidenceRef{Slot: slot, SHA256: conSHA(c), Size: 10, MediaType: "image/jpeg"}
 	}
 	// Complete: before, after, certificate all present.
-	visit("complete", "張三", "house_retrofit_inspection", retrofit("張三"), at(3), f.w1.ID, domain.StateApproved, ref("before", 'a'), ref("after", 'b'), ref("certificate", 'c'))
+	visit("complete", "张三", "house_retrofit_inspection", retrofit("张三"), at(3), f.w1.ID, domain.StateApproved, ref("before", 'a'), ref("after", 'b'), ref("certificate", 'c'))
 	// Incomplete: "after" referenced but not uploaded, no certificate.
-	visit("incomplete", "張三", "house_retrofit_inspection", retrofit("張三"), at(4), f.w1.ID, domain.StateNeedsRework, ref("before", 'a'), ref("after", 'd'))
+	visit("incomplete", "张三", "house_retrofit_inspection", retrofit("张三"), at(4), f.w1.ID, domain.StateNeedsRework, ref("before", 'a'), ref("after", 'd'))
 	visit("water", "李四", "water_cellar_progress", water, at(5), f.w1.ID, "", ref("progress", 'e'))
-	visit("rejected", "趙六", "water_cellar_progress", water, at(6), f.w1.ID, domain.StateRejected)
-	visit("other", "孫八", "water_cellar_progress", water, at(7), f.w2.ID, "", ref("progress", 'f'))
-	visit("lastmonth", "錢七", "water_cellar_progress", water, time.Date(2024, 4, 20, 3, 0, 0, 0, time.UTC), f.w1.ID, "")
+	visit("rejected", "赵六", "water_cellar_progress", water, at(6), f.w1.ID, domain.StateRejected)
+	visit("other", "孙八", "water_cellar_progress", water, at(7), f.w2.ID, "", ref("progress", 'f'))
+	visit("lastmonth", "钱七", "water_cellar_progress", water, time.Date(2024, 4, 20, 3, 0, 0, 0, time.UTC), f.w1.ID, "")
 	if err := env.Store.ImportVisits(ctx, ivs); err != nil {
 		t.Fatalf("import visits: %v", err)
 	}
@@ -108,8 +108,8 @@ func newConFixture(t *testing.T) *conFixture {
 	exec(`INSERT INTO evidence_flags(visit_id, sha256, flag, detail, created_at) VALUES (?, ?, 'gps_far_from_visit', '2.1 km', '2024-05-05T00:00:00Z')`, f.visits["water"], conSHA('e'))
 	exec(`INSERT INTO evidence_flags(visit_id, sha256, flag, detail, created_at) VALUES (?, '', 'poor_gps_accuracy', '80 m', '2024-05-05T00:00:00Z')`, f.visits["water"])
 	exec(`INSERT INTO evidence_flags(visit_id, sha256, flag, detail, created_at) VALUES (?, '', 'poor_gps_accuracy', '80 m', '2024-05-05T00:00:00Z')`, f.visits["rejected"])
-	exec(`INSERT INTO conflicts(id, household_id, place_code, field, losing_hlc, state, created_at) VALUES ('c1', ?, 'G12', 'head_name', '1', 'open', '2024-05-05T00:00:00Z')`, f.hh["趙六"])
-	exec(`INSERT INTO conflicts(id, household_id, place_code, field, losing_hlc, state, created_at) VALUES ('c2', ?, 'G12', 'head_name', '1', 'resolved', '2024-05-05T00:00:00Z')`, f.hh["趙六"])
+	exec(`INSERT INTO conflicts(id, household_id, place_code, field, losing_hlc, state, created_at) VALUES ('c1', ?, 'G12', 'head_name', '1', 'open', '2024-05-05T00:00:00Z')`, f.hh["赵六"])
+	exec(`INSERT INTO conflicts(id, household_id, place_code, field, losing_hlc, state, created_at) VALUES ('c2', ?, 'G12', 'head_name', '1', 'resolved', '2024-05-05T00:00:00Z')`, f.hh["赵六"])
 	return f
 }
 
@@ -177,7 +177,7 @@ func TestConsoleEvidenceGaps_SaysWhatIsMissing(t *testing.T) {
 			inc = &rep.Items[i]
 		}
 	}
-	if inc == nil || inc.HeadName != "張三" || inc.UserName != "w1" || len(inc.Missing) != 2 {
+	if inc == nil || inc.HeadName != "张三" || inc.UserName != "w1" || len(inc.Missing) != 2 {
 		t.Fatalf("incomplete visit: %+v", inc)
 	}
 	if m := inc.Missing[0]; m.Slot != "after" || m.MinCount != 1 || m.Referenced != 1 || m.Present != 0 {
@@ -215,8 +215,8 @@ func TestConsoleHouseholds_StatusOnTheMap(t *testing.T) {
 			t.Errorf("%s has no point", h.HeadName)
 		}
 	}
-	want := map[string]string{"張三": sqlstore.MapNeedsRework, "李四": sqlstore.MapFlagged, "王五": sqlstore.MapNotVisited,
-		"趙六": sqlstore.MapNotVisited, "錢七": sqlstore.MapVisited}
+	want := map[string]string{"张三": sqlstore.MapNeedsRework, "李四": sqlstore.MapFlagged, "王五": sqlstore.MapNotVisited,
+		"赵六": sqlstore.MapNotVisited, "钱七": sqlstore.MapVisited}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s: got %s want %s", k, got[k], v)
@@ -225,11 +225,11 @@ func TestConsoleHouseholds_StatusOnTheMap(t *testing.T) {
 	if len(hs) != 5 {
 		t.Errorf("V1 has 5 households, got %d", len(hs))
 	}
-	// Since this month, 錢七's April visit no longer counts.
+	// Since this month, 钱七's April visit no longer counts.
 	hs, _ = f.env.Store.ConsoleHouseholds(context.Background(), "G12", f.monthFrom, 0)
 	for _, h := range hs {
-		if h.HeadName == "錢七" && h.Status != sqlstore.MapNotVisited {
-			t.Errorf("錢七 since May: %s", h.Status)
+		if h.HeadName == "钱七" && h.Status != sqlstore.MapNotVisited {
+			t.Errorf("钱七 since May: %s", h.Status)
 		}
 	}
 	vs, err := f.env.Store.ConsoleVisitPoints(context.Background(), "C1", time.Time{}, 0)
@@ -268,7 +268,7 @@ func TestConsoleCadresAndDays(t *testing.T) {
 
 func TestConsoleHouseholdEvidenceAndFlags(t *testing.T) {
 	f := newConFixture(t)
-	blobs, flags, err := f.env.Store.ConsoleHouseholdEvidence(context.Background(), f.hh["張三"])
+	blobs, flags, err := f.env.Store.ConsoleHouseholdEvidence(context.Background(), f.hh["张三"])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ type ReviewResult struct {
 
 // defaultReview applies to forms without review steps: one approval by a
 // supervisor (or admin) whose places contain the visit.
-var defaultReview = []syncproto.ReviewStep{{Name: "approve", Label: "審核", Roles: []string{"supervisor", "admin"}}}
+var defaultReview = []syncproto.ReviewStep{{Name: "approve", Label: "审核", Roles: []string{"supervisor", "admin"}}}
 
 // ReviewVisit applies a review action by reviewer to a visit.
 //

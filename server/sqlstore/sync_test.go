@@ -93,7 +93,7 @@ func buildWaterAnswers() map[string]json.RawMessage {
 		}
 		switch fd.Type {
 		case syncproto.FieldText:
-			out[fd.Name] = json.RawMessage(`"塘子 1號水窖"`)
+			out[fd.Name] = json.RawMessage(`"塘子 1号水窖"`)
 		case syncproto.FieldDecimal, syncproto.FieldInteger:
 			out[fd.Name] = json.RawMessage(`24`)
 		case syncproto.FieldSelectOne:
@@ -123,7 +123,7 @@ func count(t testing.TB, env *servertest.Env, q string, args ...any) int {
 func TestPush_ReplayIsIdempotent(t *testing.T) {
 	env := servertest.Start(t)
 	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
-	env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "王建國"))
+	env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "王建国"))
 	d := newDevice(t, env, u)
 	batch := []syncproto.Mutation{visitMut(d, "01JDZX5Q7R8S9T0V1W2X3Y4Z5A"), visitMut(d, "01JDZX5Q7R8S9T0V1W2X3Y4Z5A"),
 		d.mut(syncproto.KindHouseholdUpdate, func(m *syncproto.Mutation) {
@@ -157,7 +157,7 @@ func TestPush_ReplayIsIdempotent(t *testing.T) {
 func TestPush_GapRefusedAndChangesNothing(t *testing.T) {
 	env := servertest.Start(t)
 	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
-	env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "王建國"))
+	env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "王建国"))
 	d := newDevice(t, env, u)
 	d.push(visitMut(d, "01JDZX5Q7R8S9T0V1W2X3Y4Z5A"))
 	d.seq += 3 // the device lost track of three mutations
@@ -174,7 +174,7 @@ func TestPush_GapRefusedAndChangesNothing(t *testing.T) {
 func TestPush_BadMutationAdvancesAndDoesNotBlock(t *testing.T) {
 	env := servertest.Start(t)
 	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
-	env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "王建國"), household("01JDZX5Q7R8S9T0V1W2X3Y4Z5B", "G21", "外村"))
+	env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "王建国"), household("01JDZX5Q7R8S9T0V1W2X3Y4Z5B", "G21", "外村"))
 	d := newDevice(t, env, u)
 	bad := visitMut(d, "01JDZX5Q7R8S9T0V1W2X3Y4Z5A")
 	bad.Visit.Answers = map[string]json.RawMessage{"nonsense": json.RawMessage(`1`)}
@@ -209,7 +209,7 @@ func TestPush_BadMutationAdvancesAndDoesNotBlock(t *testing.T) {
 func TestPush_DuplicateIDDifferentContent(t *testing.T) {
 	env := servertest.Start(t)
 	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
-	env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "王建國"))
+	env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "王建国"))
 	d := newDevice(t, env, u)
 	v := visitMut(d, "01JDZX5Q7R8S9T0V1W2X3Y4Z5A")
 	d.push(v)
@@ -239,7 +239,7 @@ func TestPullNeverMissesConcurrentCommits(t *testing.T) {
 	for _, gc := range []bool{true, false} {
 		t.Run(fmt.Sprintf("group_commit=%v", gc), func(t *testing.T) {
 			env := servertest.StartWith(t, servertest.Options{Store: sqlstore.Config{DisableGroupCommit: !gc}})
-			env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "王建國"))
+			env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "王建国"))
 			const pushers, perPusher = 8, 25
 			var devs []*device
 			for i := 0; i < pushers; i++ {
@@ -387,7 +387,7 @@ func TestPull_ScopeChanges(t *testing.T) {
 
 func TestPull_HouseholdMovesBetweenDevices(t *testing.T) {
 	env := servertest.Start(t)
-	env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "搬家戶"))
+	env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "搬家户"))
 	a := newDevice(t, env, env.CreateUser(t, "a", domain.RoleFieldWorker, "V1"))
 	b := newDevice(t, env, env.CreateUser(t, "b", domain.RoleFieldWorker, "V2"))
 	_, ca := a.pullAll("", 0)
@@ -461,7 +461,7 @@ func TestPull_PagesRespectByteBudget(t *testing.T) {
 	env := servertest.Start(t)
 	var hs []syncproto.Household
 	for i := 0; i < 300; i++ {
-		hs = append(hs, household(syncproto.NewID(time.Now()), "G11", fmt.Sprintf("戶主%03d", i)))
+		hs = append(hs, household(syncproto.NewID(time.Now()), "G11", fmt.Sprintf("户主%03d", i)))
 	}
 	env.AddHouseholds(t, hs...)
 	d := newDevice(t, env, env.CreateUser(t, "w", domain.RoleFieldWorker, "V1"))

@@ -231,7 +231,7 @@ func TestBrowser_Console(t *testing.T) {
 			t.Errorf("group households: table %d, card %s, database %d", got, shown, want)
 		}
 		crumbs := eval[string](t, ctx, `document.getElementById('crumbs').textContent`)
-		if !strings.Contains(crumbs, "青山鎮") || !strings.Contains(crumbs, "石門村委會") {
+		if !strings.Contains(crumbs, "青山镇") || !strings.Contains(crumbs, "石门村委会") {
 			t.Errorf("breadcrumb %q", crumbs)
 		}
 	})

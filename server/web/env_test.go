@@ -119,7 +119,7 @@ func (e *env) addOtherTownship(t *testing.T) (householdID, visitID string) {
 	t.Helper()
 	householdID = "01J00000000000000000000777"
 	if err := e.Store.ImportHouseholds(bg, []syncproto.Household{{ID: householdID, PlaceCode: demo.OtherVillageCode + "001",
-		Fields: map[string]json.RawMessage{"head_name": json.RawMessage(`"龍潭鄉戶主"`), "location": json.RawMessage(`{"lon":103.8,"lat":25.01}`),
+		Fields: map[string]json.RawMessage{"head_name": json.RawMessage(`"龙潭乡户主"`), "location": json.RawMessage(`{"lon":103.8,"lat":25.01}`),
 			"id_card_no": json.RawMessage(`"` + exporttest.IDCard(42) + `"`)}}}, 0); err != nil {
 		t.Fatal(err)
 	}

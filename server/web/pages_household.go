@@ -53,7 +53,7 @@ type householdData struct {
 	Members   []export.Member
 	Visits    []visitItem
 	Conflicts []syncproto.Conflict
-	Audit     []domain.AuditEvent
+	Audit     []auditRow
 	MiniMap   string
 	Masked    bool
 }
@@ -212,9 +212,11 @@ func (c *Console) household(ec echo.Context, v *view) error {
 	if d.Conflicts, err = c.st.Conflicts(ctx, h.ID); err != nil {
 		return err
 	}
-	if d.Audit, err = c.st.AuditTrail(ctx, "household", h.ID); err != nil {
+	events, err := c.st.AuditTrail(ctx, "household", h.ID)
+	if err != nil {
 		return err
 	}
+	d.Audit = c.auditRows(ctx, v, events)
 	if d.Masked {
 		for i := range d.Conflicts {
 			d.Conflicts[i].KeptValue = maskJSON(d.Conflicts[i].KeptValue)

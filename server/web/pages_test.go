@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"fieldsync/server/demo"
+	"fieldsync/server/servertest"
 )
 
 // dateTime finds a date and time of day, with the zone offset after it if
@@ -21,6 +22,7 @@ var dateTime = regexp.MustCompile(`\d{4}-\d{2}-\d{2} \d{2}:\d{2}( [+-]\d{2}:\d{2
 // right language.
 func TestPages_RenderInBothLanguages(t *testing.T) {
 	e := start(t)
+	trad := servertest.TraditionalOnly(t)
 	devID, _ := e.enrollDevice(t, "wangge_li", "平板一")
 	_ = devID
 	hh := e.Households(t, demo.VillageCode)[0].ID
@@ -53,6 +55,11 @@ func TestPages_RenderInBothLanguages(t *testing.T) {
 				zh := strings.Contains(body, `<html lang="zh-CN">`)
 				if zh != (lang == "zh") {
 					t.Errorf("%s %s: page language wrong", p, lang)
+				}
+				if lang == "zh" {
+					if got := trad(html.UnescapeString(body)); got != "" {
+						t.Errorf("%s %s: Traditional characters on the page: %s", who, p, got)
+					}
 				}
 				for _, m := range dateTime.FindAllStringSubmatch(html.UnescapeString(body), -1) {
 					if m[1] != " +08:00" {

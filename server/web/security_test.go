@@ -123,16 +123,16 @@ func TestSecurity_TownshipSupervisorSeesOnlyTheirTownship(t *testing.T) {
 	otherDev, _ := func() (string, string) {
 		e.Exec(t, `INSERT INTO user_places(user_id, place_code) VALUES (?, ?)`, e.UserID(t, "wangge_zhao"), demo.OtherVillageCode)
 		e.Exec(t, `DELETE FROM user_places WHERE user_id = ? AND place_code LIKE ?`, e.UserID(t, "wangge_zhao"), demo.VillageCode+"%")
-		return e.enrollDevice(t, "wangge_zhao", "龍潭平板")
+		return e.enrollDevice(t, "wangge_zhao", "龙潭平板")
 	}()
-	liDev, _ := e.enrollDevice(t, "wangge_li", "石門平板")
+	liDev, _ := e.enrollDevice(t, "wangge_li", "石门平板")
 	c := e.client(t)
 	if st := c.login("zhen_supervisor", demo.DemoPassword); st != http.StatusSeeOther {
 		t.Fatalf("login %d", st)
 	}
 	// The overview starts at their township, not the county.
 	st, body := c.get("/console/overview")
-	if st != 200 || !strings.Contains(body, `data-code="`+demo.TownshipCode+`"`) || strings.Contains(body, "龍潭鄉") {
+	if st != 200 || !strings.Contains(body, `data-code="`+demo.TownshipCode+`"`) || strings.Contains(body, "龙潭乡") {
 		t.Fatalf("overview: %d", st)
 	}
 	for _, p := range []string{
@@ -143,7 +143,7 @@ func TestSecurity_TownshipSupervisorSeesOnlyTheirTownship(t *testing.T) {
 		"/console/households/" + otherHH,
 		"/console/review?place=" + demo.OtherTownshipCode,
 	} {
-		if st, body := c.get(p); st != http.StatusNotFound || strings.Contains(body, "龍潭鄉戶主") {
+		if st, body := c.get(p); st != http.StatusNotFound || strings.Contains(body, "龙潭乡户主") {
 			t.Errorf("GET %s: %d, want 404", p, st)
 		}
 	}
@@ -153,7 +153,7 @@ func TestSecurity_TownshipSupervisorSeesOnlyTheirTownship(t *testing.T) {
 		if st != 200 {
 			t.Errorf("GET %s: %d", p, st)
 		}
-		if strings.Contains(body, otherVisit) || strings.Contains(body, otherHH) || strings.Contains(body, otherDev) || strings.Contains(body, "龍潭") {
+		if strings.Contains(body, otherVisit) || strings.Contains(body, otherHH) || strings.Contains(body, otherDev) || strings.Contains(body, "龙潭") {
 			t.Errorf("GET %s shows the other township", p)
 		}
 	}
@@ -170,8 +170,8 @@ func TestSecurity_TownshipSupervisorSeesOnlyTheirTownship(t *testing.T) {
 	}
 	// Exports: the console and the API keep to the township and mask IDs.
 	st, body = c.get("/console/export?format=csv&what=households")
-	if st != 200 || strings.Contains(body, "龍潭鄉戶主") || !strings.HasPrefix(body, export.BOM) {
-		t.Errorf("export: %d, other township present: %v", st, strings.Contains(body, "龍潭鄉戶主"))
+	if st != 200 || strings.Contains(body, "龙潭乡户主") || !strings.HasPrefix(body, export.BOM) {
+		t.Errorf("export: %d, other township present: %v", st, strings.Contains(body, "龙潭乡户主"))
 	}
 	if st, _ := c.get("/api/v1/export?format=csv&place=" + demo.OtherTownshipCode); st != http.StatusForbidden {
 		t.Errorf("API export of the other township: %d", st)

@@ -25,7 +25,7 @@ func TestFieldcli_EndToEnd(t *testing.T) {
 	env := servertest.Start(t)
 	u := env.CreateUser(t, "worker1", domain.RoleFieldWorker, "V1")
 	hh := syncproto.NewID(time.Now())
-	env.AddHouseholds(t, syncproto.Household{ID: hh, PlaceCode: "G11", Fields: map[string]json.RawMessage{"head_name": json.RawMessage(`"王建國"`)}})
+	env.AddHouseholds(t, syncproto.Household{ID: hh, PlaceCode: "G11", Fields: map[string]json.RawMessage{"head_name": json.RawMessage(`"王建国"`)}})
 	dir := t.TempDir()
 
 	if out := cli(t, dir, "enroll", "-server", env.URL, "-code", env.EnrollCode(t, u.ID), "-name", "t1"); !strings.Contains(out, "user worker1") {
@@ -40,7 +40,7 @@ func TestFieldcli_EndToEnd(t *testing.T) {
 	if out := cli(t, dir, "households", "-place", "V1"); !strings.Contains(out, hh) {
 		t.Errorf("households: %s", out)
 	}
-	answers := `{"head_name":"王建國","members_count":4,"poverty_status":"lifted","dibao_class":"none","wubao":"no","pension":"yes","medical_insurance":"yes","income_per_capita":8650.5}`
+	answers := `{"head_name":"王建国","members_count":4,"poverty_status":"lifted","dibao_class":"none","wubao":"no","pension":"yes","medical_insurance":"yes","income_per_capita":8650.5}`
 	if out := cli(t, dir, "visit", "-household", hh, "-form", "household_survey", "-answers", answers, "-lon", "103.15", "-lat", "25.15", "-acc", "8"); !strings.Contains(out, "queued visit") {
 		t.Errorf("visit: %s", out)
 	}
@@ -49,7 +49,7 @@ func TestFieldcli_EndToEnd(t *testing.T) {
 	if err := run([]string{"-dir", dir, "visit", "-household", hh, "-form", "household_survey", "-answers", `{"members_count":"4"}`}, &out, &errb); err == nil {
 		t.Errorf("invalid visit accepted: %s", out.String())
 	}
-	cli(t, dir, "edit", "-household", hh, "-set", "notes=備注", "-set", `phone="138"`)
+	cli(t, dir, "edit", "-household", hh, "-set", "notes=备注", "-set", `phone="138"`)
 	// A visit of an unknown form version passes locally and is rejected.
 	cli(t, dir, "visit", "-household", hh, "-form", "household_survey", "-version", "7", "-answers", answers)
 	if out := cli(t, dir, "pending"); !strings.Contains(out, "pending mutations: 3") {
@@ -59,7 +59,7 @@ func TestFieldcli_EndToEnd(t *testing.T) {
 	if !strings.Contains(s, "pushed 3 mutation(s)") || !strings.Contains(s, "1 rejected") || !strings.Contains(s, "unknown_entity") {
 		t.Errorf("sync: %s", s)
 	}
-	if out := cli(t, dir, "households"); !strings.Contains(out, `"notes":"備注"`) || !strings.Contains(out, `"phone":"138"`) {
+	if out := cli(t, dir, "households"); !strings.Contains(out, `"notes":"备注"`) || !strings.Contains(out, `"phone":"138"`) {
 		t.Errorf("households after edit: %s", out)
 	}
 	if out := cli(t, dir, "pending"); !strings.Contains(out, "pending mutations: 0") || !strings.Contains(out, "rejected:          1") {

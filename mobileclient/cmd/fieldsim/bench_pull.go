@@ -26,8 +26,8 @@ func (b *bench) p23(ctx context.Context) error {
 	g := newHouseholdGen(b.o.Seed + 23)
 	prepare := func(ctx context.Context, st *sqlstore.Store) error {
 		if err := st.UpsertPlaces(ctx, []domain.Place{
-			{Code: benchScopeGroup, Name: "萬戶測試組", Level: "group", ParentCode: demo.OtherVillageCode},
-			{Code: benchFillGroup, Name: "百萬戶填充組", Level: "group", ParentCode: demo.OtherVillageCode},
+			{Code: benchScopeGroup, Name: "万户测试组", Level: "group", ParentCode: demo.OtherVillageCode},
+			{Code: benchFillGroup, Name: "百万户填充组", Level: "group", ParentCode: demo.OtherVillageCode},
 		}); err != nil {
 			return err
 		}

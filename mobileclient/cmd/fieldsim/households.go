@@ -48,7 +48,7 @@ func (g *householdGen) id() string {
 var (
 	statuses    = []string{"none", "none", "none", "lifted", "lifted", "registered_poor", "marginal", "monitored"}
 	dibaoValues = []string{"none", "none", "none", "none", "A", "B", "C"}
-	memberRel   = []string{"配偶", "子", "女", "兒媳", "孫子", "孫女", "父親", "母親"}
+	memberRel   = []string{"配偶", "子", "女", "儿媳", "孙子", "孙女", "父亲", "母亲"}
 )
 
 // make returns n households in place, spread over the box around
@@ -69,11 +69,11 @@ func (g *householdGen) make(n int, place, address string, lon, lat, d float64) [
 		fields["wubao"] = jsonValue("no")
 		fields["pension"] = jsonValue("yes")
 		fields["medical_insurance"] = jsonValue("yes")
-		fields["address"] = jsonValue(fmt.Sprintf("%s%d號", address, 1+g.rng.IntN(300)))
+		fields["address"] = jsonValue(fmt.Sprintf("%s%d号", address, 1+g.rng.IntN(300)))
 		fields["income_per_capita"] = jsonValue(math.Round((3000+g.rng.Float64()*12000)*10) / 10)
 		members := 1 + g.rng.IntN(5)
 		for m := 0; m < members; m++ {
-			rel, name := "戶主", head
+			rel, name := "户主", head
 			if m > 0 {
 				rel, name = pick(memberRel), pick(surnames)+pick(givenNames)
 			}

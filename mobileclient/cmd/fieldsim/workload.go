@@ -200,22 +200,22 @@ func memberCount(h syncproto.Household) int {
 
 // Phrases for text answers, in the register of the programme reports.
 var (
-	surnames   = []string{"王", "李", "張", "劉", "陳", "楊", "趙", "黃", "周", "吳", "徐", "孫", "馬", "朱", "羅", "何"}
-	givenNames = []string{"建國", "秀英", "文華", "麗華", "志強", "海燕", "國平", "桂芳", "永華", "小龍", "春梅", "德明", "紅梅", "正清"}
+	surnames   = []string{"王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴", "徐", "孙", "马", "朱", "罗", "何"}
+	givenNames = []string{"建国", "秀英", "文华", "丽华", "志强", "海燕", "国平", "桂芳", "永华", "小龙", "春梅", "德明", "红梅", "正清"}
 	notes      = []string{
-		"房屋已加固,飲水正常",
-		"戶主外出務工,配偶在家照看老人",
-		"家中有慢病患者,已簽約家庭醫生",
-		"已領取產業扶持雞苗50隻,長勢良好",
-		"住房安全,無需改造",
-		"子女在縣城讀書,享受教育資助",
-		"醫保卡已辦理,養老保險已續繳",
-		"低保材料已收齊,待村民代表大會評議",
+		"房屋已加固,饮水正常",
+		"户主外出务工,配偶在家照看老人",
+		"家中有慢病患者,已签约家庭医生",
+		"已领取产业扶持鸡苗50只,长势良好",
+		"住房安全,无需改造",
+		"子女在县城读书,享受教育资助",
+		"医保卡已办理,养老保险已续缴",
+		"低保材料已收齐,待村民代表大会评议",
 		"水窖已蓄水,可保障旱季用水",
 	}
-	failureReasons = []string{"圈梁未按要求澆築", "屋面漏水,需重新鋪瓦", "墻體裂縫未處理", "門窗未安裝到位"}
-	schools        = []string{"青山鎮中心小學", "青山鎮中學", "示範縣第一中學", "龍潭鄉中心小學"}
-	relations      = []string{"孫子", "孫女", "兒媳", "女婿"}
+	failureReasons = []string{"圈梁未按要求浇筑", "屋面漏水,需重新铺瓦", "墙体裂缝未处理", "门窗未安装到位"}
+	schools        = []string{"青山镇中心小学", "青山镇中学", "示范县第一中学", "龙潭乡中心小学"}
+	relations      = []string{"孙子", "孙女", "儿媳", "女婿"}
 )
 
 func (w *workload) pick(list []string) string { return list[w.rng.IntN(len(list))] }
@@ -301,7 +301,7 @@ func (w *workload) text(fd syncproto.Field, h syncproto.Household) string {
 	case "school":
 		s = w.pick(schools)
 	case "site_name":
-		s = fmt.Sprintf("%s%d號水窖", householdString(h, "address"), 1+w.rng.IntN(43))
+		s = fmt.Sprintf("%s%d号水窖", householdString(h, "address"), 1+w.rng.IntN(43))
 	case "failure_reason":
 		s = w.pick(failureReasons)
 	default:

@@ -88,7 +88,7 @@ func TestOpenRosaXML(t *testing.T) {
 	v := syncproto.Visit{
 		ID: syncproto.NewID(time.Now()), HouseholdID: "0190a5b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b", FormID: f.ID, FormVersion: 1,
 		Answers: map[string]json.RawMessage{
-			"head_name": jsonValue("王建國 <&>"), "members_count": json.RawMessage("4"), "member_changes": jsonValue([]string{"birth", "army"}),
+			"head_name": jsonValue("王建国 <&>"), "members_count": json.RawMessage("4"), "member_changes": jsonValue([]string{"birth", "army"}),
 		},
 		Point: &syncproto.Point{Lon: 103.71234, Lat: 25.04321}, AccuracyM: 6.5, DeviceTime: time.Date(2024, 11, 28, 1, 2, 3, 0, time.UTC),
 		Evidence: []syncproto.EvidenceRef{{SHA256: strings.Repeat("ab", 32), Size: 1000, MediaType: "image/jpeg", Slot: "id_card"}},
@@ -107,7 +107,7 @@ func TestOpenRosaXML(t *testing.T) {
 	if err := xml.Unmarshal(x, &doc); err != nil {
 		t.Fatalf("not XML: %v\n%s", err, x)
 	}
-	if doc.ID != "household_survey" || doc.Version != "1" || doc.Head != "王建國 <&>" || doc.Changes != "birth army" ||
+	if doc.ID != "household_survey" || doc.Version != "1" || doc.Head != "王建国 <&>" || doc.Changes != "birth army" ||
 		doc.Location != "25.04321 103.71234 0.0 6.5" || !strings.HasSuffix(doc.IDCard, ".jpg") ||
 		doc.Instance != "uuid:11111111-2222-4333-8444-555555555555" {
 		t.Fatalf("instance %+v\n%s", doc, x)

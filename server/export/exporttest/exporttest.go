@@ -179,7 +179,7 @@ func (e *Env) SetIDCards(t testing.TB, placePrefix string, every int) map[string
 				continue
 			}
 			var m syncproto.Member
-			if json.Unmarshal(v, &m) == nil && (m.Relation == "戶主" || m.Relation == "户主") {
+			if json.Unmarshal(v, &m) == nil && m.Relation == "户主" {
 				m.IDCardNo = id
 				fs[k], _ = json.Marshal(m)
 			}

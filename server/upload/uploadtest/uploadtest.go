@@ -51,7 +51,7 @@ func NewDevice(t testing.TB, env *servertest.Env, name string, places ...string)
 // Household adds a household under place.
 func Household(t testing.TB, env *servertest.Env, id, place string) {
 	t.Helper()
-	env.AddHouseholds(t, syncproto.Household{ID: id, PlaceCode: place, Fields: map[string]json.RawMessage{"head_name": json.RawMessage(`"楊紹華"`)}})
+	env.AddHouseholds(t, syncproto.Household{ID: id, PlaceCode: place, Fields: map[string]json.RawMessage{"head_name": json.RawMessage(`"杨绍华"`)}})
 }
 
 // Ref is an evidence reference to data in slot.
@@ -70,7 +70,7 @@ func Visit(id, householdID string, refs ...syncproto.EvidenceRef) syncproto.Visi
 	return syncproto.Visit{
 		ID: id, HouseholdID: householdID, FormID: WaterCellarForm, FormVersion: 1,
 		Answers: map[string]json.RawMessage{
-			"site_name": json.RawMessage(`"塘子 1號水窖"`), "capacity_m3": json.RawMessage(`24`),
+			"site_name": json.RawMessage(`"塘子 1号水窖"`), "capacity_m3": json.RawMessage(`24`),
 			"stage": json.RawMessage(`"built"`), "due_date": json.RawMessage(`"2026-11-30"`),
 		},
 		Point:      &syncproto.Point{Lon: 103.15, Lat: 25.15},
