@@ -27,6 +27,9 @@ const (
 	// FlagPoorAccuracy: the visit's GPS accuracy is worse than its form
 	// allows (FormDef.MaxAccuracyM). A visit flag (sha256 "").
 	FlagPoorAccuracy = "poor_gps_accuracy"
+	// FlagNoGPS: the visit has no GPS point at all (no fix, or the
+	// device's location was off). A visit flag (sha256 "").
+	FlagNoGPS = "visit_without_gps"
 	// FlagSameBlob: the same bytes (SHA-256) are attached to visits of
 	// another household.
 	FlagSameBlob = "same_photo_other_household"
@@ -37,7 +40,7 @@ const (
 )
 
 // Flags lists every flag, for filters and documentation.
-var Flags = []string{FlagGPSFar, FlagOtherDay, FlagOutsidePlace, FlagPoorAccuracy, FlagSameBlob, FlagNearDuplicate}
+var Flags = []string{FlagGPSFar, FlagOtherDay, FlagOutsidePlace, FlagPoorAccuracy, FlagNoGPS, FlagSameBlob, FlagNearDuplicate}
 
 // ChinaStandardTime is UTC+8, the default zone of a visit day.
 var ChinaStandardTime = time.FixedZone("UTC+08:00", 8*3600)
@@ -110,13 +113,16 @@ type Flag struct {
 // Key identifies a flag (its primary key).
 func (f Flag) Key() string { return f.VisitID + "\x00" + f.SHA256 + "\x00" + f.Flag }
 
-// CheckVisit runs the checks about the visit itself: point outside the
-// place's boundary, GPS accuracy worse than the form allows.
+// CheckVisit runs the checks about the visit itself: no GPS point, point
+// outside the place's boundary, GPS accuracy worse than the form allows.
 func CheckVisit(cfg Config, v Visit) []Flag {
 	var out []Flag
 	if v.Point != nil && v.Boundary != nil && !geo.Contains(v.Boundary, *v.Point) {
 		out = append(out, Flag{VisitID: v.ID, Flag: FlagOutsidePlace,
 			Detail: fmt.Sprintf("访问位置（经度 %.6f，纬度 %.6f）在地点 %s 的边界之外", v.Point[0], v.Point[1], v.PlaceCode)})
+	}
+	if v.Point == nil {
+		out = append(out, Flag{VisitID: v.ID, Flag: FlagNoGPS, Detail: "访问没有 GPS 位置：无法核对是否在户所在地点"})
 	}
 	if v.MaxAccuracyM > 0 && v.AccuracyM > v.MaxAccuracyM {
 		out = append(out, Flag{VisitID: v.ID, Flag: FlagPoorAccuracy,

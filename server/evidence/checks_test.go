@@ -40,7 +40,7 @@ func TestCheckVisit(t *testing.T) {
 		{"inside, accurate", func(v *evidence.Visit) { v.MaxAccuracyM = 20 }, ""},
 		{"outside the place", func(v *evidence.Visit) { v.Point = pt(103.25, 25.15) }, evidence.FlagOutsidePlace},
 		{"no boundary", func(v *evidence.Visit) { v.Point, v.Boundary = pt(103.25, 25.15), nil }, ""},
-		{"no point", func(v *evidence.Visit) { v.Point = nil }, ""},
+		{"no point", func(v *evidence.Visit) { v.Point = nil }, evidence.FlagNoGPS},
 		{"accuracy worse than the form allows", func(v *evidence.Visit) { v.AccuracyM, v.MaxAccuracyM = 35, 20 }, evidence.FlagPoorAccuracy},
 		{"accuracy at the limit", func(v *evidence.Visit) { v.AccuracyM, v.MaxAccuracyM = 20, 20 }, ""},
 		{"form without a limit", func(v *evidence.Visit) { v.AccuracyM, v.MaxAccuracyM = 500, 0 }, ""},

@@ -25,6 +25,9 @@ func TestFlagDetails_ChineseWithNumbersAndUnits(t *testing.T) {
 	var flags []evidence.Flag
 	flags = append(flags, evidence.CheckVisit(cfg, far)...)
 	flags = append(flags, evidence.CheckVisit(cfg, poor)...)
+	noGPS := visit
+	noGPS.Point = nil
+	flags = append(flags, evidence.CheckVisit(cfg, noGPS)...)
 	flags = append(flags, evidence.CheckBlob(cfg, visit, evidence.Blob{SHA256: "a1", GPS: pt(103.16, 25.16),
 		Taken: evidence.CaptureTime{Time: time.Date(2026, 2, 26, 9, 0, 0, 0, cst)}})...)
 	flags = append(flags, evidence.SameBlob([]evidence.Use{
@@ -34,6 +37,7 @@ func TestFlagDetails_ChineseWithNumbersAndUnits(t *testing.T) {
 	want := map[string][]string{
 		evidence.FlagOutsidePlace:  {"边界之外", "103.500000", "G11"},
 		evidence.FlagPoorAccuracy:  {"35 米", "20 米"},
+		evidence.FlagNoGPS:         {"没有 GPS"},
 		evidence.FlagGPSFar:        {"米", "上限"},
 		evidence.FlagOtherDay:      {"2026-02-26", "2026-03-01", "相差 3 天", "UTC+08:00"},
 		evidence.FlagSameBlob:      {"同一文件", "户 h", "访问 v"},

@@ -156,6 +156,7 @@ var messages = map[string][2]string{
 	"flag.taken_other_day":                {"照片非当天拍摄", "photo taken another day"},
 	"flag.visit_outside_place":            {"走访点不在所属地点内", "visit outside its place"},
 	"flag.poor_gps_accuracy":              {"定位精度差", "poor GPS accuracy"},
+	"flag.visit_without_gps":              {"走访没有定位", "visit without GPS"},
 	"flag.same_photo_other_household":     {"同一照片用于其他户", "same photo on another household"},
 	"flag.near_duplicate_other_household": {"与其他户照片高度相似", "near-duplicate of another household's photo"},
 
