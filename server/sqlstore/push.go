@@ -765,6 +765,12 @@ func (a *applier) householdMove(mv *syncproto.HouseholdMove) error {
 		}
 		return err
 	}
+	// The target must be in the device's scope too: a worker may move a
+	// household between her own places, never into another village or up
+	// to the county.
+	if !a.scope[mv.PlaceCode] {
+		return reject(syncproto.CodeOutOfScope, "目标地点 %s 不在本设备负责的范围内 (target place %s is outside this device's places)", mv.PlaceCode, mv.PlaceCode)
+	}
 	if m, ok := h.meta["place_code"]; ok && m.Version > mv.BaseVersion && m.HLC.Compare(a.hlc) > 0 {
 		// Someone moved it later than this device did: theirs stays.
 		place, _ := json.Marshal(h.place)
