@@ -10,8 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
+
+	sqlite3 "github.com/mattn/go-sqlite3"
 
 	"fieldsync/server/domain"
 	"fieldsync/server/merge"
@@ -27,8 +30,8 @@ type PushDevice struct {
 // pushJob is one unit of work for the single writer: a push, or (fn set)
 // any other write transaction (writeTx).
 type pushJob struct {
-	ctx  context.Context
-	fn   func(tx *sql.Tx) error
+	ctx  context.Context // the caller's: its values are kept, its cancellation is not
+	fn   func(ctx context.Context, tx *sql.Tx) error
 	dev  PushDevice
 	req  *syncproto.PushRequest
 	pre  []*mutationPrep // work done before queueing, by index in req.Mutations
@@ -106,55 +109,124 @@ func (s *Store) failQueued() {
 	}
 }
 
+// errTxLost says SQLite ended the group transaction under a job (it rolls
+// back the whole transaction on an interrupt, a full disk, an I/O error):
+// nothing of that attempt is committed.
+var errTxLost = errors.New("the group transaction was rolled back")
+
+// commitGroup applies a group of jobs in one transaction and answers each.
+// If the transaction is lost under a job, every answer of that attempt is
+// void (nothing was committed): that job is answered with its error and the
+// others are retried once in a fresh transaction. Answers are given only
+// after the commit, so each one matches what landed.
 func (s *Store) commitGroup(group []*pushJob) {
 	ctx := context.Background()
-	finish := func(err error) {
-		for _, j := range group {
-			if err != nil && j.err == nil {
-				j.err, j.resp = err, nil
+	jobs := group
+	for attempt := 1; ; attempt++ {
+		lost, err := s.runGroup(ctx, jobs)
+		if lost < 0 {
+			for _, j := range jobs {
+				if err != nil && j.err == nil {
+					j.err, j.resp = err, nil
+				}
 			}
-			close(j.done)
+			break
 		}
+		culprit := jobs[lost]
+		culprit.resp = nil
+		culprit.err = fmt.Errorf("write: %w: %w", domain.ErrUnavailable, errors.Join(errTxLost, culprit.err))
+		rest := make([]*pushJob, 0, len(jobs)-1)
+		rest = append(rest, jobs[:lost]...)
+		rest = append(rest, jobs[lost+1:]...)
+		if attempt == 2 {
+			for _, j := range rest {
+				j.err, j.resp = fmt.Errorf("write: %w: %w twice", domain.ErrUnavailable, errTxLost), nil
+			}
+			break
+		}
+		jobs = rest
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
+	for _, j := range group {
+		close(j.done)
+	}
+	s.prepareWanted(ctx)
+}
+
+// runGroup runs jobs in one transaction on the writer's connection and
+// commits. It returns the index of the job under which the transaction
+// was lost (rolled back by SQLite), or -1 with the commit's outcome.
+func (s *Store) runGroup(ctx context.Context, jobs []*pushJob) (lost int, err error) {
+	conn, err := s.w.Conn(ctx)
 	if err != nil {
-		finish(fmt.Errorf("push: begin: %w", err))
-		return
+		return -1, fmt.Errorf("push: writer connection: %w", err)
 	}
-	applied := 0
-	for i, j := range group {
-		if j.ctx.Err() != nil {
-			j.err = j.ctx.Err()
+	defer conn.Close()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return -1, fmt.Errorf("push: begin: %w", err)
+	}
+	for i, j := range jobs {
+		j.err, j.resp = nil, nil
+		if err := j.ctx.Err(); err != nil {
+			j.err = err // the caller left before its turn: skipped
 			continue
 		}
-		sp := fmt.Sprintf("push%d", i)
-		if _, err = tx.Exec(`SAVEPOINT ` + sp); err != nil {
-			j.err = fmt.Errorf("push: savepoint: %w", err)
-			continue
-		}
-		var resp *syncproto.PushResponse
-		if j.fn != nil {
-			err = j.fn(tx)
-		} else {
-			resp, err = s.applyPush(ctx, tx, j.dev, j.req, j.pre)
-		}
-		if err != nil {
-			_, _ = tx.Exec(`ROLLBACK TO ` + sp)
-			j.err = err
-		} else {
-			j.resp = resp
-			applied++
-		}
-		if _, err := tx.Exec(`RELEASE ` + sp); err != nil && j.err == nil {
-			j.err = fmt.Errorf("push: release: %w", err)
+		if released := s.runJob(tx, i, j); !released || !inTransaction(conn) {
+			_ = tx.Rollback()
+			return i, errTxLost
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		finish(fmt.Errorf("push: commit: %w", err))
-		return
+		return -1, fmt.Errorf("push: commit: %w", err)
 	}
-	finish(nil)
-	s.prepareWanted(ctx)
+	return -1, nil
+}
+
+// runJob runs one job in its own savepoint of the group transaction, with
+// a context detached from the caller's cancellation and bounded by the
+// writer's deadline. It reports whether the job's savepoint was released:
+// if not, the savepoint (and so the group transaction) is gone.
+func (s *Store) runJob(tx *sql.Tx, i int, j *pushJob) (released bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(j.ctx), s.cfg.WriteTimeout)
+	defer cancel()
+	sp := "push" + strconv.Itoa(i)
+	if _, err := tx.Exec(`SAVEPOINT ` + sp); err != nil {
+		j.err = fmt.Errorf("push: savepoint: %w", err)
+		return false
+	}
+	var resp *syncproto.PushResponse
+	var err error
+	if j.fn != nil {
+		err = j.fn(ctx, tx)
+	} else {
+		resp, err = s.applyPush(ctx, tx, j.dev, j.req, j.pre)
+	}
+	if err != nil {
+		_, _ = tx.Exec(`ROLLBACK TO ` + sp)
+		j.err = err
+	} else {
+		j.resp = resp
+	}
+	if _, err := tx.Exec(`RELEASE ` + sp); err != nil {
+		if j.err == nil {
+			j.err, j.resp = fmt.Errorf("push: release: %w", err), nil
+		}
+		return false
+	}
+	return true
+}
+
+// inTransaction reports whether the writer's connection is still inside
+// a transaction (SQLite's autocommit flag is off).
+func inTransaction(c *sql.Conn) bool {
+	active := true
+	_ = c.Raw(func(dc any) error {
+		if sc, ok := dc.(*sqlite3.SQLiteConn); ok {
+			active = !sc.AutoCommit()
+		}
+		return nil
+	})
+	return active
 }
 
 // SequenceGapError says which sequence number the server expects next.
