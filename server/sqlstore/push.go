@@ -242,6 +242,24 @@ func (e *SequenceGapError) Error() string {
 // Unwrap lets errors.Is(err, domain.ErrSequenceGap) work.
 func (e *SequenceGapError) Unwrap() error { return domain.ErrSequenceGap }
 
+// SequenceReusedError says a sequence number the server already applied
+// came again with different content (a device restored from a backup, or
+// reinstalled with its old token, numbers new mutations from where its
+// copy stopped). Nothing of the push is applied; the device renumbers its
+// unsent mutations after LastSeq and pushes again.
+type SequenceReusedError struct {
+	Seq     int64 // the first reused number in the push
+	LastSeq int64 // the last sequence number the server applied
+}
+
+func (e *SequenceReusedError) Error() string {
+	return fmt.Sprintf("序号 %d 已用于另一条内容不同的修改，请从 %d 之后重新编号 (sequence number %d was already applied with different content; last applied seq %d)",
+		e.Seq, e.LastSeq, e.Seq, e.LastSeq)
+}
+
+// Unwrap lets errors.Is(err, domain.ErrSequenceReused) work.
+func (e *SequenceReusedError) Unwrap() error { return domain.ErrSequenceReused }
+
 func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, req *syncproto.PushRequest, pre []*mutationPrep) (*syncproto.PushResponse, error) {
 	tx := cachedTx{tx: rawTx, s: s}
 	var lastSeq int64
@@ -266,9 +284,16 @@ func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, re
 		}
 		if m.Seq <= lastSeq {
 			var body string
-			err := tx.QueryRowContext(ctx, `SELECT result FROM mutation_results WHERE device_id = ? AND seq = ?`, dev.DeviceID, m.Seq).Scan(&body)
+			var digest sql.NullString
+			err := tx.QueryRowContext(ctx, `SELECT result, digest FROM mutation_results WHERE device_id = ? AND seq = ?`, dev.DeviceID, m.Seq).Scan(&body, &digest)
 			if err != nil {
 				return nil, fmt.Errorf("push: stored result %d: %w", m.Seq, err)
+			}
+			// A replay of the same mutation gets the stored answer; the
+			// same number with other content is refused, not acked and
+			// dropped. Rows applied before digests were kept match.
+			if digest.Valid && digest.String != p.digestOf(m) {
+				return nil, &SequenceReusedError{Seq: m.Seq, LastSeq: lastSeq}
 			}
 			var r syncproto.MutationResult
 			if err := json.Unmarshal([]byte(body), &r); err != nil {
@@ -291,11 +316,9 @@ func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, re
 			return nil, err
 		}
 		rb, _ := json.Marshal(r)
-		if p.body == "" {
-			p.body = mutationBody(m)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO mutation_results(device_id, seq, kind, result, body, applied_at) VALUES (?, ?, ?, ?, ?, ?)`,
-			dev.DeviceID, m.Seq, string(m.Kind), string(rb), p.body, now); err != nil {
+		digest := p.digestOf(m)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO mutation_results(device_id, seq, kind, result, body, applied_at, digest) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			dev.DeviceID, m.Seq, string(m.Kind), string(rb), p.body, now, digest); err != nil {
 			return nil, fmt.Errorf("push: store result: %w", err)
 		}
 		resp.Results = append(resp.Results, r)
@@ -491,14 +514,45 @@ type visitPrep struct {
 // mutationPrep is what Push works out for one mutation before it queues
 // for the writer: nothing in it depends on the database's state.
 type mutationPrep struct {
-	body  string     // the mutation as pushed (mutation_results.body)
-	visit *visitPrep // visit.create only
+	body   string     // the mutation as pushed (mutation_results.body)
+	digest string     // mutationDigest of body
+	visit  *visitPrep // visit.create only
+}
+
+// digestOf returns the mutation's digest, working out its body and
+// digest first if preparePush did not.
+func (p *mutationPrep) digestOf(m syncproto.Mutation) string {
+	if p.body == "" {
+		p.body = mutationBody(m)
+	}
+	if p.digest == "" {
+		p.digest = mutationDigest(p.body)
+	}
+	return p.digest
 }
 
 // mutationBody is the JSON kept of a mutation as pushed.
 func mutationBody(m syncproto.Mutation) string {
 	b, _ := json.Marshal(m)
 	return string(b)
+}
+
+// mutationDigest is the SHA-256 (hex) of a mutation body in canonical
+// JSON: decoded and encoded again, so keys are sorted and insignificant
+// space is gone, and the same mutation pushed in either protocol form
+// (or with its answers spaced otherwise) has the same digest.
+func mutationDigest(body string) string {
+	canon := []byte(body)
+	dec := json.NewDecoder(strings.NewReader(body))
+	dec.UseNumber()
+	var v any
+	if dec.Decode(&v) == nil {
+		if b, err := json.Marshal(v); err == nil {
+			canon = b
+		}
+	}
+	sum := sha256.Sum256(canon)
+	return hex.EncodeToString(sum[:])
 }
 
 func prepareVisit(v *syncproto.Visit) *visitPrep {
@@ -521,6 +575,7 @@ func (s *Store) preparePush(req *syncproto.PushRequest) []*mutationPrep {
 	out := make([]*mutationPrep, len(req.Mutations))
 	for i, m := range req.Mutations {
 		p := &mutationPrep{body: mutationBody(m)}
+		p.digest = mutationDigest(p.body)
 		if m.Kind == syncproto.KindVisitCreate && m.Visit != nil {
 			v := prepareVisit(m.Visit)
 			if f := s.peekForm(m.Visit.FormID, m.Visit.FormVersion); f != nil {

@@ -2,9 +2,11 @@ package sqlstore_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -555,5 +557,48 @@ func TestHouseholdMove_TargetScope(t *testing.T) {
 				t.Fatal("a refused move logged a change")
 			}
 		})
+	}
+}
+
+// TestPush_SequenceReused_Store: the same seq with other content is
+// refused with the server's last seq and changes nothing; the same
+// mutation again is answered from the stored result; a result stored
+// before digests were kept (digest NULL) counts as matching.
+func TestPush_SequenceReused_Store(t *testing.T) {
+	env := servertest.Start(t)
+	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
+	const hh = "01JDZX5Q7R8S9T0V1W2X3Y4Z5A"
+	env.AddHouseholds(t, household(hh, "G11", "王建國"))
+	d := newDevice(t, env, u)
+	v1, v2 := visitMut(d, hh), visitMut(d, hh)
+	d.push(v1, v2)
+	d.seq = 1 // a restored copy of the device: it numbers from 2 again
+	other := visitMut(d, hh)
+	_, err := env.Store.Push(ctx, d.dev, &syncproto.PushRequest{ProtocolVersion: 1, DeviceID: d.dev.DeviceID, Mutations: []syncproto.Mutation{v1, other}})
+	var reused *sqlstore.SequenceReusedError
+	if !errors.As(err, &reused) || reused.Seq != 2 || reused.LastSeq != 2 || !errors.Is(err, domain.ErrSequenceReused) {
+		t.Fatalf("err = %v", err)
+	}
+	if count(t, env, `SELECT count(*) FROM visits`) != 2 || count(t, env, `SELECT count(*) FROM visits WHERE id = ?`, other.Visit.ID) != 0 {
+		t.Fatal("the refused push changed data")
+	}
+	if r := d.push(v1, v2); r.LastSeq != 2 || r.Results[1].Status != syncproto.StatusApplied {
+		t.Fatalf("replay: %+v", r)
+	}
+	// Results stored before this version have no digest: a push of those
+	// numbers is answered from the stored result, as it always was.
+	w, err := sql.Open("sqlite3", sqlstore.DSN(filepath.Join(env.Dir, "fieldsync.db"), false, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.Exec(`UPDATE mutation_results SET digest = NULL WHERE device_id = ?`, d.dev.DeviceID); err != nil {
+		t.Fatal(err)
+	}
+	if r := d.push(v1, other); r.LastSeq != 2 || len(r.Results) != 2 {
+		t.Fatalf("legacy rows: %+v", r)
+	}
+	if count(t, env, `SELECT count(*) FROM visits`) != 2 {
+		t.Fatal("a legacy replay changed data")
 	}
 }
