@@ -32,22 +32,33 @@ func fewerRapidChecks(t *testing.T, n int) {
 	t.Cleanup(func() { _ = flag.Set("rapid.checks", old) })
 }
 
-// groupOp is one caller of the single writer in a group: a device's push
-// or an import of visits (a write that runs its statements with the
-// caller's context), maybe cancelled by its caller at some moment.
+// groupOp is one caller of the single writer in a group: a device's push,
+// an import of visits or a move of a village with a large subtree (writes
+// that run their statements with the caller's context; the move's one
+// statement rewrites thousands of paths), maybe cancelled by its caller at
+// some moment.
 type groupOp struct {
-	dev    int // index of the pushing device, or -1 for an import
+	dev    int // index of the pushing device, opImport or opMove
 	visits []string
-	seq    int64 // the device's last seq before the push
+	seq    int64  // the device's last seq before the push
+	parent string // opMove: the village's new township
 	cancel bool
 	after  time.Duration
 	resp   *syncproto.PushResponse
 	err    error
 }
 
+const (
+	opImport = -1
+	opMove   = -2
+)
+
 // TestGroupCommit_CancelledCallers: 50 devices push at once, together with
-// a few imports, and random callers cancel at random moments (before the
-// writer reaches them, or mid-statement). Every answer must match the
+// a few imports and moves of a large village, and random callers cancel at
+// random moments (before the writer reaches them, or mid-statement: a
+// cancelled statement used to make SQLite roll back the whole group, after
+// which later jobs autocommitted alone and every device was told
+// "failed"). Every answer must match the
 // database (an error means nothing of it landed; success means all of it
 // did, and the device's last seq is the one answered), and nothing is
 // committed twice.
@@ -57,6 +68,15 @@ func TestGroupCommit_CancelledCallers(t *testing.T) {
 	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
 	const hh = "01JDZX5Q7R8S9T0V1W2X3Y4Z5A"
 	env.AddHouseholds(t, household(hh, "G11", "王建國"))
+	// A village outside the devices' scope with a large subtree, moved
+	// between two townships: its move is one long write statement.
+	big := []domain.Place{{Code: "T2", Name: "白云镇", Level: "township", ParentCode: "C1"}, {Code: "V9", Name: "大寨村", Level: "village", ParentCode: "T1"}}
+	for i := range 10000 {
+		big = append(big, domain.Place{Code: fmt.Sprintf("G9%04d", i), Name: fmt.Sprintf("第%d组", i), Level: "group", ParentCode: "V9"})
+	}
+	if err := env.Store.UpsertPlaces(ctx, big); err != nil {
+		t.Fatal(err)
+	}
 	devs := make([]*device, 50)
 	for i := range devs {
 		devs[i] = newDevice(t, env, u)
@@ -70,12 +90,17 @@ func TestGroupCommit_CancelledCallers(t *testing.T) {
 		for i := range devs {
 			ops = append(ops, &groupOp{dev: i, visits: make([]string, rapid.IntRange(1, 3).Draw(rt, "visits"))})
 		}
-		for range rapid.IntRange(1, 6).Draw(rt, "imports") {
-			ops = append(ops, &groupOp{dev: -1, visits: make([]string, rapid.IntRange(20, 200).Draw(rt, "imported"))})
+		for range rapid.IntRange(0, 3).Draw(rt, "imports") {
+			ops = append(ops, &groupOp{dev: opImport, visits: make([]string, rapid.IntRange(10, 60).Draw(rt, "imported"))})
 		}
+		for range rapid.IntRange(1, 4).Draw(rt, "moves") {
+			ops = append(ops, &groupOp{dev: opMove, parent: rapid.SampledFrom([]string{"T1", "T2"}).Draw(rt, "parent")})
+		}
+		ops = rapid.Permutation(ops).Draw(rt, "order")
 		for _, op := range ops {
-			op.cancel = rapid.IntRange(0, 3).Draw(rt, "cancel") == 0
-			op.after = time.Duration(rapid.IntRange(0, 30000).Draw(rt, "after_us")) * time.Microsecond
+			op.cancel = rapid.Bool().Draw(rt, "cancel")
+			// A group runs for some tens of milliseconds.
+			op.after = time.Duration(rapid.IntRange(0, 40).Draw(rt, "after_ms")) * time.Millisecond
 		}
 		start := make(chan struct{})
 		var wg sync.WaitGroup
@@ -95,6 +120,9 @@ func TestGroupCommit_CancelledCallers(t *testing.T) {
 					op.resp, err = env.Store.Push(ctx, d.dev, req)
 					return err
 				}
+			} else if op.dev == opMove {
+				p := []domain.Place{{Code: "V9", Name: "大寨村", Level: "village", ParentCode: op.parent}}
+				call = func(ctx context.Context) error { return env.Store.UpsertPlaces(ctx, p) }
 			} else {
 				var vs []sqlstore.ImportedVisit
 				for i := range op.visits {
@@ -147,6 +175,9 @@ func TestGroupCommit_CancelledCallers(t *testing.T) {
 				}
 			}
 			who := "import"
+			if op.dev == opMove {
+				continue
+			}
 			if op.dev >= 0 {
 				who = fmt.Sprintf("device %d", op.dev)
 			}
@@ -182,6 +213,8 @@ func TestGroupCommit_CancelledCallers(t *testing.T) {
 			`SELECT count(*) FROM (SELECT entity_id FROM changes WHERE entity_type = 'visit' GROUP BY entity_id HAVING count(*) > 1)`,
 			`SELECT count(*) FROM (SELECT entity_id FROM audit_events WHERE entity_type = 'visit' GROUP BY entity_id HAVING count(*) > 1)`,
 			`SELECT count(*) FROM visits v WHERE NOT EXISTS (SELECT 1 FROM changes c WHERE c.entity_type = 'visit' AND c.entity_id = v.id)`,
+			// No half-done move: every place's path is its parent's plus its code.
+			`SELECT count(*) FROM places c JOIN places p ON p.code = c.parent_code WHERE c.path != p.path || c.code || '/'`,
 		} {
 			var n int
 			if err := env.Store.DB().QueryRow(q).Scan(&n); err != nil {
