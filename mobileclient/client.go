@@ -38,6 +38,13 @@ var (
 	// first one in the outbox. The error is a *SequenceGapError carrying
 	// the expected number. The device does not try to repair this.
 	ErrSequenceGap = errors.New("sequence gap")
+	// ErrSequenceReused: the server had already applied some of the
+	// outbox's sequence numbers with other content (this device's
+	// database was restored from a backup, or the app reinstalled with its
+	// old token). Sync renumbers the unsent outbox after the server's last
+	// seq and pushes again on its own; the error (a *SequenceReusedError)
+	// is returned only if that did not help.
+	ErrSequenceReused = errors.New("sequence number reused")
 	// ErrUnavailable: the server could not be reached or kept answering
 	// 5xx/429 for every allowed attempt.
 	ErrUnavailable = errors.New("server unavailable")
@@ -81,6 +88,31 @@ func (e *SequenceGapError) Unwrap() []error {
 		return []error{ErrSequenceGap}
 	}
 	return []error{ErrSequenceGap, e.Server}
+}
+
+// SequenceReusedError is returned (wrapping ErrSequenceReused) when the
+// server refuses a push because a sequence number in it was applied before
+// with other content.
+type SequenceReusedError struct {
+	// Seq is the first reused sequence number of the refused push.
+	Seq int64
+	// LastSeq is the last sequence number the server applied.
+	LastSeq int64
+	// Server is the error body, if any.
+	Server *syncproto.Error
+}
+
+func (e *SequenceReusedError) Error() string {
+	return fmt.Sprintf("sequence reused: the server applied seq %d with other content (its last seq is %d)", e.Seq, e.LastSeq)
+}
+
+// Unwrap makes errors.Is(err, ErrSequenceReused) and errors.As(err,
+// **syncproto.Error) work.
+func (e *SequenceReusedError) Unwrap() []error {
+	if e.Server == nil {
+		return []error{ErrSequenceReused}
+	}
+	return []error{ErrSequenceReused, e.Server}
 }
 
 // Backoff configures retries of one request.

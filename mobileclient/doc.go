@@ -30,7 +30,11 @@
 // Network errors, 5xx and 429 answers are retried with exponential backoff
 // and full jitter; 401 (revoked device), 426 (unsupported protocol version)
 // and sequence gaps are returned at once as ErrUnauthorized,
-// ErrUnsupportedVersion and ErrSequenceGap.
+// ErrUnsupportedVersion and ErrSequenceGap. A sequence_reused answer (this
+// device's database was restored from a backup, so it numbered new work
+// with numbers the server had applied from the lost copy) is repaired on
+// its own: the unsent outbox is renumbered after the server's last seq in
+// one local transaction and pushed again (SyncReport.Renumbered).
 //
 // Evidence (DESIGN.md rule 7) travels apart from records. PrepareEvidence
 // readies a file the app made: a photo (JPEG or PNG) longer than

@@ -2,6 +2,7 @@ package mobileclient
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -76,4 +77,84 @@ func TestE2E_BackupRestore(t *testing.T) {
 	// Converged: the device's copy matches the server.
 	mustSync(t, c2)
 	assertConverged(t, "device", c2, env2, "G11", "G12")
+}
+
+// TestE2E_DeviceRestoredFromCopy: the device's own database is restored
+// from a copy (app data restored from a backup), so it numbers new work
+// with sequence numbers the server already applied from the lost copy.
+// The server refuses them (sequence_reused) instead of acking and dropping
+// them; the device renumbers its unsent outbox and pushes again. Every
+// visit ever recorded is on the server exactly once.
+func TestE2E_DeviceRestoredFromCopy(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		syncBefore bool // sync before the copy: nothing unsent in it
+	}{{"UnsentInTheCopy", false}, {"AllSentBeforeTheCopy", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			env := servertest.Start(t)
+			u := env.CreateUser(t, "worker1", domain.RoleFieldWorker, "V1")
+			hs := importHouseholds(t, env, "G11", "G12")
+			devDir := filepath.Join(t.TempDir(), "device")
+			c := openTest(t, devDir, env.URL, nil)
+			if err := c.Enroll(ctx, env.EnrollCode(t, u.ID), "tablet"); err != nil {
+				t.Fatal(err)
+			}
+			mustSync(t, c)
+			var ids []string
+			record := func(c *Client, n int) {
+				for i := 0; i < n; i++ {
+					id, err := c.RecordVisit(surveyVisit(hs[i%2], "王建國"))
+					if err != nil {
+						t.Fatal(err)
+					}
+					ids = append(ids, id)
+				}
+			}
+			record(c, 2)
+			if tc.syncBefore {
+				mustSync(t, c)
+			}
+			c.Close()
+			copyDir := filepath.Join(t.TempDir(), "copy")
+			if err := os.CopyFS(copyDir, os.DirFS(devDir)); err != nil {
+				t.Fatal(err)
+			}
+			c = openTest(t, devDir, env.URL, nil)
+			record(c, 3) // numbered after the copy: the copy will not know
+			mustSync(t, c)
+			c.Close()
+
+			if err := os.RemoveAll(devDir); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.CopyFS(devDir, os.DirFS(copyDir)); err != nil {
+				t.Fatal(err)
+			}
+			c = openTest(t, devDir, env.URL, nil)
+			record(c, 4) // reuses the numbers of the work recorded after the copy
+			rep := mustSync(t, c)
+			if rep.Renumbered != 4 {
+				t.Errorf("renumbered %d mutations, want 4: %+v", rep.Renumbered, rep)
+			}
+			for _, id := range ids {
+				if n := serverCount(t, env, `SELECT count(*) FROM visits WHERE id = ?`, id); n != 1 {
+					t.Errorf("visit %s on the server %d times", id, n)
+				}
+			}
+			if n := serverCount(t, env, `SELECT count(*) FROM visits`); n != len(ids) {
+				t.Errorf("server has %d visits, want %d", n, len(ids))
+			}
+			if p, err := c.Pending(); err != nil || p.Mutations != 0 {
+				t.Errorf("outbox not empty: %+v %v", p, err)
+			}
+			// The device goes on numbering after the server's last seq.
+			record(c, 1)
+			mustSync(t, c)
+			if n := serverCount(t, env, `SELECT count(*) FROM visits`); n != len(ids) {
+				t.Errorf("after one more: server has %d visits, want %d", n, len(ids))
+			}
+			assertConverged(t, "device", c, env, "G11", "G12")
+		})
+	}
 }

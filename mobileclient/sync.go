@@ -50,6 +50,10 @@ type SyncReport struct {
 	// Resent counts acknowledged mutations sent again because the server
 	// had lost them (it was restored from a backup).
 	Resent int
+	// Renumbered counts unsent mutations given new sequence numbers
+	// because the server had applied their numbers with other content
+	// (this device's database was restored from a backup).
+	Renumbered int
 	// ClockClamped counts mutations whose timestamp ran ahead of the
 	// server's clock: the device clock is wrong and the app should say so.
 	ClockClamped int
@@ -310,6 +314,7 @@ func (c *Client) push(ctx context.Context, cr credentials, rep *SyncReport) erro
 	defer rep.add(&cnt)
 	limit := c.opts.MaxBatch
 	requeued := false
+	renumbered := 0
 	for {
 		batch, err := c.loadBatch(ctx, limit)
 		if err != nil {
@@ -350,6 +355,20 @@ func (c *Client) push(ctx context.Context, cr credentials, rep *SyncReport) erro
 					}
 					return fmt.Errorf("%w (%v)", err, rerr)
 				}
+			}
+			var reused *SequenceReusedError
+			if errors.As(err, &reused) && renumbered < 3 {
+				// The server applied these numbers from another copy of
+				// this device (a restored backup): number the unsent
+				// mutations after its last seq and push them again.
+				renumbered++
+				n, rerr := c.renumberOutbox(ctx, reused.Seq, reused.LastSeq)
+				if rerr != nil {
+					return fmt.Errorf("%w (%v)", err, rerr)
+				}
+				rep.Renumbered += n
+				cnt.errors = append(cnt.errors, fmt.Sprintf("the server had applied seq %d and on from another copy of this device: renumbered %d unsent mutations after seq %d", reused.Seq, n, reused.LastSeq))
+				continue
 			}
 			var se *syncproto.Error
 			if errors.As(err, &se) && se.Code == syncproto.CodeTooLarge && len(batch) > 1 {
@@ -618,6 +637,69 @@ func (c *Client) requeueLost(ctx context.Context, from, to int64) (int, error) {
 		}
 	}
 	return len(lost), tx.Commit()
+}
+
+// renumberOutbox gives the outbox rows numbered from on new numbers after
+// serverLast (the server applied from..serverLast with other content), in
+// order and in one transaction, with the seq inside each body; the rows
+// before from are replays of what the server has and keep theirs. The
+// device's last handed-out number moves past the new ones.
+func (c *Client) renumberOutbox(ctx context.Context, from, serverLast int64) (int, error) {
+	if from < 1 || serverLast < from {
+		return 0, fmt.Errorf("renumber: %w: seq %d reused, but the server's last seq is %d", ErrServer, from, serverLast)
+	}
+	shift := serverLast + 1 - from
+	n := 0
+	err := c.withTx(ctx, func(tx *sql.Tx) error {
+		n = 0
+		rows, err := tx.QueryContext(ctx, `SELECT seq, body FROM outbox WHERE seq >= ? ORDER BY seq DESC`, from)
+		if err != nil {
+			return err
+		}
+		var moved []outboxRow
+		for rows.Next() {
+			var r outboxRow
+			if err := rows.Scan(&r.seq, &r.body); err != nil {
+				rows.Close()
+				return err
+			}
+			moved = append(moved, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		// Highest first: each row moves up past the rows still to move.
+		var top int64
+		for _, r := range moved {
+			var m syncproto.Mutation
+			if err := json.Unmarshal([]byte(r.body), &m); err != nil {
+				return fmt.Errorf("outbox %d: %w", r.seq, err)
+			}
+			m.Seq = r.seq + shift
+			body, err := json.Marshal(m)
+			if err != nil {
+				return fmt.Errorf("outbox %d: %w", r.seq, err)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET seq = ?, body = ? WHERE seq = ?`, m.Seq, string(body), r.seq); err != nil {
+				return fmt.Errorf("outbox %d: %w", r.seq, err)
+			}
+			top = max(top, m.Seq)
+			n++
+		}
+		last, _, err := getMeta(ctx, tx, metaLastSeq)
+		if err != nil {
+			return err
+		}
+		if cur, _ := strconv.ParseInt(last, 10, 64); cur < top {
+			return setMeta(ctx, tx, metaLastSeq, strconv.FormatInt(top, 10))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("renumber: %w", err)
+	}
+	return n, nil
 }
 
 // resendLost compares the server's last_seq for this device with the

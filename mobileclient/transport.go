@@ -120,6 +120,8 @@ func (c *Client) call(ctx context.Context, r request, cnt *counters) ([]byte, er
 			return nil, fmt.Errorf("%s: %w: %w", r.name, ErrUnsupportedVersion, se)
 		case se.Code == syncproto.CodeSequenceGap:
 			return nil, fmt.Errorf("%s: %w", r.name, &SequenceGapError{Expected: detailInt(se.Details, "expected"), Server: se})
+		case se.Code == syncproto.CodeSequenceReused:
+			return nil, fmt.Errorf("%s: %w", r.name, &SequenceReusedError{Seq: detailInt(se.Details, "seq"), LastSeq: detailInt(se.Details, "last_seq"), Server: se})
 		case status >= 500 || status == http.StatusTooManyRequests:
 			lastErr = fmt.Errorf("HTTP %d: %w", status, se)
 			retryAfter = parseRetryAfter(hdr.Get("Retry-After"))

@@ -71,6 +71,17 @@
 //     so after a timeout or a dropped connection just send it again.
 //   - The first seq of a batch must be at most last_seq+1. A gap is refused
 //     with 409 "sequence_gap" and details {"expected": n}.
+//   - A replay is recognised by content: the server keeps a digest (SHA-256
+//     of the mutation's canonical JSON: keys sorted, no insignificant
+//     space) of every applied mutation. A seq it applied that comes again
+//     with different content (a device restored from a backup, or
+//     reinstalled with its old token, numbers new work from where its copy
+//     stopped) is refused with 409 "sequence_reused" and details
+//     {"seq": s, "last_seq": n}: s is the first reused number of the batch,
+//     n the last seq the server applied. Nothing of the batch is applied.
+//     Renumber the unsent mutations from s on to follow n (n+1, n+2, ...,
+//     keeping their order, in one local transaction) and push again; the
+//     ones before s are replays and get their stored answers.
 //   - A mutation that can never apply (fails its form's validation, names
 //     an unknown household, lies outside the device's places, reuses an id
 //     with different content) is "rejected" with a code and message. It
@@ -158,7 +169,8 @@
 // Every error is {"code": "...", "message": "...", "details": {...}} with
 // the HTTP status from Code.HTTPStatus. Retry with backoff and jitter on
 // 429, 5xx and network errors (503 carries Retry-After); never retry 4xx
-// other than 429 and 409 sequence_gap after fixing the gap.
+// other than 429, 409 sequence_gap after fixing the gap, and 409
+// sequence_reused after renumbering.
 //
 // A body with code "validation_failed" may list "fields":
 // [{"field": "...", "reason": "...", "code": "..."}]. The code is a stable

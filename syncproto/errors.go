@@ -23,6 +23,7 @@ const (
 	CodeMethodNotAllowed   Code = "method_not_allowed"
 	CodeConflict           Code = "conflict"
 	CodeSequenceGap        Code = "sequence_gap"
+	CodeSequenceReused     Code = "sequence_reused"
 	CodeTooLarge           Code = "too_large"
 	CodeUnsupportedMedia   Code = "unsupported_media_type"
 	CodeInvalidGeometry    Code = "invalid_geometry"
@@ -56,6 +57,7 @@ var codeStatus = map[Code]int{
 	CodeMethodNotAllowed:   405,
 	CodeConflict:           409,
 	CodeSequenceGap:        409,
+	CodeSequenceReused:     409,
 	CodeDuplicateID:        409,
 	CodeStaleBase:          409,
 	CodeOffsetMismatch:     409,

@@ -264,6 +264,10 @@ func errorCode(err error) (syncproto.Code, map[string]any) {
 	if errors.As(err, &gap) {
 		return syncproto.CodeSequenceGap, map[string]any{"expected": gap.Expected, "got": gap.Got}
 	}
+	var reused *sqlstore.SequenceReusedError
+	if errors.As(err, &reused) {
+		return syncproto.CodeSequenceReused, map[string]any{"seq": reused.Seq, "last_seq": reused.LastSeq}
+	}
 	var ve syncproto.ValidationErrors
 	switch {
 	case errors.As(err, &ve):

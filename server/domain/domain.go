@@ -13,18 +13,21 @@ import (
 
 // Store errors. Stores wrap them with context; callers test with errors.Is.
 var (
-	ErrNotFound     = errors.New("not found")
-	ErrExists       = errors.New("already exists")
-	ErrInvalid      = errors.New("invalid")
-	ErrExpired      = errors.New("expired")
-	ErrUsed         = errors.New("already used")
-	ErrRevoked      = errors.New("revoked")
-	ErrForbidden    = errors.New("forbidden")
-	ErrImmutable    = errors.New("immutable")
-	ErrUnavailable  = errors.New("unavailable")
-	ErrSequenceGap  = errors.New("sequence gap")
-	ErrStaleCursor  = errors.New("stale cursor")
-	ErrWrongContent = errors.New("same id, different content")
+	ErrNotFound    = errors.New("not found")
+	ErrExists      = errors.New("already exists")
+	ErrInvalid     = errors.New("invalid")
+	ErrExpired     = errors.New("expired")
+	ErrUsed        = errors.New("already used")
+	ErrRevoked     = errors.New("revoked")
+	ErrForbidden   = errors.New("forbidden")
+	ErrImmutable   = errors.New("immutable")
+	ErrUnavailable = errors.New("unavailable")
+	ErrSequenceGap = errors.New("sequence gap")
+	// ErrSequenceReused: a sequence number already applied came again with
+	// different content.
+	ErrSequenceReused = errors.New("sequence number reused")
+	ErrStaleCursor    = errors.New("stale cursor")
+	ErrWrongContent   = errors.New("same id, different content")
 )
 
 // Role is what a user may do.

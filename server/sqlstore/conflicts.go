@@ -82,7 +82,7 @@ func (s *Store) ResolveConflict(ctx context.Context, id string, by domain.User, 
 		return out, fmt.Errorf("resolve: action must be keep, take or value: %w", domain.ErrInvalid)
 	}
 	now := s.ts()
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		c, place, err := loadConflict(ctx, tx, id)
 		if err != nil {
 			return err

@@ -39,6 +39,12 @@ type Config struct {
 	DisableGroupCommit bool
 	// MaxGroup bounds the pushes in one group commit (default 64).
 	MaxGroup int
+	// WriteTimeout bounds one job (a push, or any other write) in the
+	// single writer's group transaction (default 1 minute). Jobs run
+	// detached from their caller's cancellation, so a client that goes
+	// away cannot abort the transaction the group shares; this deadline is
+	// the writer's own.
+	WriteTimeout time.Duration
 	// MaxClockAhead is how far a device HLC may run ahead of the server
 	// clock before it is clamped (default 5 minutes).
 	MaxClockAhead time.Duration
@@ -62,6 +68,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxGroup <= 0 {
 		c.MaxGroup = 64
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = time.Minute
 	}
 	if c.MaxClockAhead <= 0 {
 		c.MaxClockAhead = 5 * time.Minute
@@ -236,7 +245,14 @@ func (s *Store) ts() string { return domain.Timestamp(s.now()) }
 // (pushes, uploads completing, reviews) share one fsync. fn's error rolls
 // back what fn did and is returned as is. fn must not call the Store's
 // write methods (the writer would wait for itself).
-func (s *Store) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+//
+// fn gets its own context: ctx's values without its cancellation, bounded
+// by the writer's deadline (Config.WriteTimeout). A statement cancelled
+// mid-way makes SQLite roll back the whole group transaction, so fn must
+// run every statement with that context, never with the caller's (the
+// parameter shadows it). Once queued, the job runs even if the caller
+// goes away; a caller gone before the writer reaches it is skipped.
+func (s *Store) writeTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	j := &pushJob{ctx: ctx, fn: fn, done: make(chan struct{})}
 	if err := s.queueWrite(j); err != nil {
 		return fmt.Errorf("write: %w", err)
@@ -248,7 +264,7 @@ func (s *Store) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 // returns the rows it changed.
 func (s *Store) writeExec(ctx context.Context, query string, args ...any) (int64, error) {
 	var n int64
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, query, args...)
 		if err != nil {
 			return err

@@ -241,7 +241,7 @@ func (s *Store) UpdateUpload(ctx context.Context, id string, offset int64, expir
 // blob is queued for analysis (analyzed_at NULL) unless b.Meta already
 // holds what was read from it.
 func (s *Store) CompleteUpload(ctx context.Context, id string, b upload.Blob, expires time.Time) error {
-	return s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		taken, lon, lat, phash, w, h := metaArgs(b.Meta)
 		var analyzed any
 		if b.Meta != (evidence.Meta{}) {
@@ -710,7 +710,7 @@ func (s *Store) storeFlags(ctx context.Context, visitID string, flags []evidence
 // writeFlags is storeFlags without the check that anything changed.
 func (s *Store) writeFlags(ctx context.Context, visitID string, flags []evidence.Flag) error {
 	now := s.ts()
-	return s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		keep := map[string]bool{}
 		for _, f := range flags {
 			if f.VisitID == visitID {

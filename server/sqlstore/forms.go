@@ -19,7 +19,7 @@ func (s *Store) PublishForm(ctx context.Context, def syncproto.FormDef, by int64
 	if err := def.Check(); err != nil {
 		return def, fmt.Errorf("form %s: %w: %w", def.ID, domain.ErrInvalid, err)
 	}
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var cur sql.NullInt64
 		if err := tx.QueryRowContext(ctx, `SELECT max(version) FROM forms WHERE id = ?`, def.ID).Scan(&cur); err != nil {
 			return err

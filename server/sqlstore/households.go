@@ -18,7 +18,7 @@ import (
 func (s *Store) ImportHouseholds(ctx context.Context, hs []syncproto.Household, by int64) error {
 	now := s.ts()
 	hlc := s.clock.Tick()
-	return s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		for _, h := range hs {
 			if !syncproto.ValidID(h.ID) {
 				return fmt.Errorf("household %q: id is not a ULID or UUID: %w", h.ID, domain.ErrInvalid)
@@ -185,7 +185,7 @@ type ImportedVisit struct {
 // against their form version like pushed visits.
 func (s *Store) ImportVisits(ctx context.Context, vs []ImportedVisit) error {
 	now := s.ts()
-	return s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		for _, iv := range vs {
 			v := iv.Visit
 			if !syncproto.ValidID(v.ID) {

@@ -21,7 +21,7 @@ func (s *Store) CreateUser(ctx context.Context, u domain.User) (domain.User, err
 		return u, fmt.Errorf("username %q: %w", u.Username, domain.ErrInvalid)
 	}
 	now := s.now()
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO users(username, display_name, role, password_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)`,
 			u.Username, u.DisplayName, string(u.Role), u.PasswordHash, domain.Timestamp(now), domain.Timestamp(now))
 		if err != nil {
@@ -62,7 +62,7 @@ func setUserPlaces(ctx context.Context, tx *sql.Tx, userID int64, codes []string
 
 // SetUserPlaces replaces a user's assigned places.
 func (s *Store) SetUserPlaces(ctx context.Context, userID int64, codes []string) error {
-	return s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var one int
 		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM users WHERE id = ?`, userID).Scan(&one); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
@@ -87,7 +87,7 @@ func (s *Store) SetUserPlaces(ctx context.Context, userID int64, codes []string)
 
 // SetPassword replaces a user's password hash.
 func (s *Store) SetPassword(ctx context.Context, userID int64, hash string) error {
-	return s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := s.ts()
 		res, err := tx.ExecContext(ctx, `UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?`, hash, now, userID)
 		if err != nil {
@@ -221,7 +221,7 @@ func (s *Store) CreateEnrollmentCode(ctx context.Context, codeHash string, userI
 // the code is marked used and the device stored with its token hash.
 func (s *Store) Enroll(ctx context.Context, codeHash string, dev domain.Device, tokenHash string) (domain.Device, error) {
 	now := s.now()
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var userID int64
 		var expires string
 		var used sql.NullString
@@ -291,7 +291,7 @@ func (s *Store) DeviceByToken(ctx context.Context, tokenHash string) (domain.Dev
 
 // RevokeDevice revokes a device's token; its next request gets 401.
 func (s *Store) RevokeDevice(ctx context.Context, id string) error {
-	return s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := s.ts()
 		res, err := tx.ExecContext(ctx, `UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`, now, id)
 		if err != nil {

@@ -50,7 +50,7 @@ func (s *Store) UpsertPlaces(ctx context.Context, places []domain.Place) error {
 		return domain.LevelIndex(sorted[i].Level) < domain.LevelIndex(sorted[j].Level)
 	})
 	now := s.ts()
-	return s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		for _, p := range sorted {
 			path := "/" + p.Code + "/"
 			if p.ParentCode != "" {

@@ -124,7 +124,7 @@ func (s *Store) logFloor(ctx context.Context, q querier) (int64, error) {
 // PruneLog drops change-log rows up to and including seq. Devices whose
 // cursor is older get a reset and a clean copy.
 func (s *Store) PruneLog(ctx context.Context, seq int64) error {
-	return s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM changes WHERE seq <= ?`, seq); err != nil {
 			return err
 		}

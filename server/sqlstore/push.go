@@ -10,8 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
+
+	sqlite3 "github.com/mattn/go-sqlite3"
 
 	"fieldsync/server/domain"
 	"fieldsync/server/merge"
@@ -27,8 +30,8 @@ type PushDevice struct {
 // pushJob is one unit of work for the single writer: a push, or (fn set)
 // any other write transaction (writeTx).
 type pushJob struct {
-	ctx  context.Context
-	fn   func(tx *sql.Tx) error
+	ctx  context.Context // the caller's: its values are kept, its cancellation is not
+	fn   func(ctx context.Context, tx *sql.Tx) error
 	dev  PushDevice
 	req  *syncproto.PushRequest
 	pre  []*mutationPrep // work done before queueing, by index in req.Mutations
@@ -106,55 +109,124 @@ func (s *Store) failQueued() {
 	}
 }
 
+// errTxLost says SQLite ended the group transaction under a job (it rolls
+// back the whole transaction on an interrupt, a full disk, an I/O error):
+// nothing of that attempt is committed.
+var errTxLost = errors.New("the group transaction was rolled back")
+
+// commitGroup applies a group of jobs in one transaction and answers each.
+// If the transaction is lost under a job, every answer of that attempt is
+// void (nothing was committed): that job is answered with its error and the
+// others are retried once in a fresh transaction. Answers are given only
+// after the commit, so each one matches what landed.
 func (s *Store) commitGroup(group []*pushJob) {
 	ctx := context.Background()
-	finish := func(err error) {
-		for _, j := range group {
-			if err != nil && j.err == nil {
-				j.err, j.resp = err, nil
+	jobs := group
+	for attempt := 1; ; attempt++ {
+		lost, err := s.runGroup(ctx, jobs)
+		if lost < 0 {
+			for _, j := range jobs {
+				if err != nil && j.err == nil {
+					j.err, j.resp = err, nil
+				}
 			}
-			close(j.done)
+			break
 		}
+		culprit := jobs[lost]
+		culprit.resp = nil
+		culprit.err = fmt.Errorf("write: %w: %w", domain.ErrUnavailable, errors.Join(errTxLost, culprit.err))
+		rest := make([]*pushJob, 0, len(jobs)-1)
+		rest = append(rest, jobs[:lost]...)
+		rest = append(rest, jobs[lost+1:]...)
+		if attempt == 2 {
+			for _, j := range rest {
+				j.err, j.resp = fmt.Errorf("write: %w: %w twice", domain.ErrUnavailable, errTxLost), nil
+			}
+			break
+		}
+		jobs = rest
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
+	for _, j := range group {
+		close(j.done)
+	}
+	s.prepareWanted(ctx)
+}
+
+// runGroup runs jobs in one transaction on the writer's connection and
+// commits. It returns the index of the job under which the transaction
+// was lost (rolled back by SQLite), or -1 with the commit's outcome.
+func (s *Store) runGroup(ctx context.Context, jobs []*pushJob) (lost int, err error) {
+	conn, err := s.w.Conn(ctx)
 	if err != nil {
-		finish(fmt.Errorf("push: begin: %w", err))
-		return
+		return -1, fmt.Errorf("push: writer connection: %w", err)
 	}
-	applied := 0
-	for i, j := range group {
-		if j.ctx.Err() != nil {
-			j.err = j.ctx.Err()
+	defer conn.Close()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return -1, fmt.Errorf("push: begin: %w", err)
+	}
+	for i, j := range jobs {
+		j.err, j.resp = nil, nil
+		if err := j.ctx.Err(); err != nil {
+			j.err = err // the caller left before its turn: skipped
 			continue
 		}
-		sp := fmt.Sprintf("push%d", i)
-		if _, err = tx.Exec(`SAVEPOINT ` + sp); err != nil {
-			j.err = fmt.Errorf("push: savepoint: %w", err)
-			continue
-		}
-		var resp *syncproto.PushResponse
-		if j.fn != nil {
-			err = j.fn(tx)
-		} else {
-			resp, err = s.applyPush(ctx, tx, j.dev, j.req, j.pre)
-		}
-		if err != nil {
-			_, _ = tx.Exec(`ROLLBACK TO ` + sp)
-			j.err = err
-		} else {
-			j.resp = resp
-			applied++
-		}
-		if _, err := tx.Exec(`RELEASE ` + sp); err != nil && j.err == nil {
-			j.err = fmt.Errorf("push: release: %w", err)
+		if released := s.runJob(tx, i, j); !released || !inTransaction(conn) {
+			_ = tx.Rollback()
+			return i, errTxLost
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		finish(fmt.Errorf("push: commit: %w", err))
-		return
+		return -1, fmt.Errorf("push: commit: %w", err)
 	}
-	finish(nil)
-	s.prepareWanted(ctx)
+	return -1, nil
+}
+
+// runJob runs one job in its own savepoint of the group transaction, with
+// a context detached from the caller's cancellation and bounded by the
+// writer's deadline. It reports whether the job's savepoint was released:
+// if not, the savepoint (and so the group transaction) is gone.
+func (s *Store) runJob(tx *sql.Tx, i int, j *pushJob) (released bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(j.ctx), s.cfg.WriteTimeout)
+	defer cancel()
+	sp := "push" + strconv.Itoa(i)
+	if _, err := tx.Exec(`SAVEPOINT ` + sp); err != nil {
+		j.err = fmt.Errorf("push: savepoint: %w", err)
+		return false
+	}
+	var resp *syncproto.PushResponse
+	var err error
+	if j.fn != nil {
+		err = j.fn(ctx, tx)
+	} else {
+		resp, err = s.applyPush(ctx, tx, j.dev, j.req, j.pre)
+	}
+	if err != nil {
+		_, _ = tx.Exec(`ROLLBACK TO ` + sp)
+		j.err = err
+	} else {
+		j.resp = resp
+	}
+	if _, err := tx.Exec(`RELEASE ` + sp); err != nil {
+		if j.err == nil {
+			j.err, j.resp = fmt.Errorf("push: release: %w", err), nil
+		}
+		return false
+	}
+	return true
+}
+
+// inTransaction reports whether the writer's connection is still inside
+// a transaction (SQLite's autocommit flag is off).
+func inTransaction(c *sql.Conn) bool {
+	active := true
+	_ = c.Raw(func(dc any) error {
+		if sc, ok := dc.(*sqlite3.SQLiteConn); ok {
+			active = !sc.AutoCommit()
+		}
+		return nil
+	})
+	return active
 }
 
 // SequenceGapError says which sequence number the server expects next.
@@ -169,6 +241,24 @@ func (e *SequenceGapError) Error() string {
 
 // Unwrap lets errors.Is(err, domain.ErrSequenceGap) work.
 func (e *SequenceGapError) Unwrap() error { return domain.ErrSequenceGap }
+
+// SequenceReusedError says a sequence number the server already applied
+// came again with different content (a device restored from a backup, or
+// reinstalled with its old token, numbers new mutations from where its
+// copy stopped). Nothing of the push is applied; the device renumbers its
+// unsent mutations after LastSeq and pushes again.
+type SequenceReusedError struct {
+	Seq     int64 // the first reused number in the push
+	LastSeq int64 // the last sequence number the server applied
+}
+
+func (e *SequenceReusedError) Error() string {
+	return fmt.Sprintf("序号 %d 已用于另一条内容不同的修改，请从 %d 之后重新编号 (sequence number %d was already applied with different content; last applied seq %d)",
+		e.Seq, e.LastSeq, e.Seq, e.LastSeq)
+}
+
+// Unwrap lets errors.Is(err, domain.ErrSequenceReused) work.
+func (e *SequenceReusedError) Unwrap() error { return domain.ErrSequenceReused }
 
 func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, req *syncproto.PushRequest, pre []*mutationPrep) (*syncproto.PushResponse, error) {
 	tx := cachedTx{tx: rawTx, s: s}
@@ -194,9 +284,16 @@ func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, re
 		}
 		if m.Seq <= lastSeq {
 			var body string
-			err := tx.QueryRowContext(ctx, `SELECT result FROM mutation_results WHERE device_id = ? AND seq = ?`, dev.DeviceID, m.Seq).Scan(&body)
+			var digest sql.NullString
+			err := tx.QueryRowContext(ctx, `SELECT result, digest FROM mutation_results WHERE device_id = ? AND seq = ?`, dev.DeviceID, m.Seq).Scan(&body, &digest)
 			if err != nil {
 				return nil, fmt.Errorf("push: stored result %d: %w", m.Seq, err)
+			}
+			// A replay of the same mutation gets the stored answer; the
+			// same number with other content is refused, not acked and
+			// dropped. Rows applied before digests were kept match.
+			if digest.Valid && digest.String != p.digestOf(m) {
+				return nil, &SequenceReusedError{Seq: m.Seq, LastSeq: lastSeq}
 			}
 			var r syncproto.MutationResult
 			if err := json.Unmarshal([]byte(body), &r); err != nil {
@@ -219,11 +316,9 @@ func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, re
 			return nil, err
 		}
 		rb, _ := json.Marshal(r)
-		if p.body == "" {
-			p.body = mutationBody(m)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO mutation_results(device_id, seq, kind, result, body, applied_at) VALUES (?, ?, ?, ?, ?, ?)`,
-			dev.DeviceID, m.Seq, string(m.Kind), string(rb), p.body, now); err != nil {
+		digest := p.digestOf(m)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO mutation_results(device_id, seq, kind, result, body, applied_at, digest) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			dev.DeviceID, m.Seq, string(m.Kind), string(rb), p.body, now, digest); err != nil {
 			return nil, fmt.Errorf("push: store result: %w", err)
 		}
 		resp.Results = append(resp.Results, r)
@@ -419,14 +514,45 @@ type visitPrep struct {
 // mutationPrep is what Push works out for one mutation before it queues
 // for the writer: nothing in it depends on the database's state.
 type mutationPrep struct {
-	body  string     // the mutation as pushed (mutation_results.body)
-	visit *visitPrep // visit.create only
+	body   string     // the mutation as pushed (mutation_results.body)
+	digest string     // mutationDigest of body
+	visit  *visitPrep // visit.create only
+}
+
+// digestOf returns the mutation's digest, working out its body and
+// digest first if preparePush did not.
+func (p *mutationPrep) digestOf(m syncproto.Mutation) string {
+	if p.body == "" {
+		p.body = mutationBody(m)
+	}
+	if p.digest == "" {
+		p.digest = mutationDigest(p.body)
+	}
+	return p.digest
 }
 
 // mutationBody is the JSON kept of a mutation as pushed.
 func mutationBody(m syncproto.Mutation) string {
 	b, _ := json.Marshal(m)
 	return string(b)
+}
+
+// mutationDigest is the SHA-256 (hex) of a mutation body in canonical
+// JSON: decoded and encoded again, so keys are sorted and insignificant
+// space is gone, and the same mutation pushed in either protocol form
+// (or with its answers spaced otherwise) has the same digest.
+func mutationDigest(body string) string {
+	canon := []byte(body)
+	dec := json.NewDecoder(strings.NewReader(body))
+	dec.UseNumber()
+	var v any
+	if dec.Decode(&v) == nil {
+		if b, err := json.Marshal(v); err == nil {
+			canon = b
+		}
+	}
+	sum := sha256.Sum256(canon)
+	return hex.EncodeToString(sum[:])
 }
 
 func prepareVisit(v *syncproto.Visit) *visitPrep {
@@ -449,6 +575,7 @@ func (s *Store) preparePush(req *syncproto.PushRequest) []*mutationPrep {
 	out := make([]*mutationPrep, len(req.Mutations))
 	for i, m := range req.Mutations {
 		p := &mutationPrep{body: mutationBody(m)}
+		p.digest = mutationDigest(p.body)
 		if m.Kind == syncproto.KindVisitCreate && m.Visit != nil {
 			v := prepareVisit(m.Visit)
 			if f := s.peekForm(m.Visit.FormID, m.Visit.FormVersion); f != nil {
@@ -764,6 +891,12 @@ func (a *applier) householdMove(mv *syncproto.HouseholdMove) error {
 			return reject(syncproto.CodeUnknownEntity, "place %s does not exist", mv.PlaceCode)
 		}
 		return err
+	}
+	// The target must be in the device's scope too: a worker may move a
+	// household between her own places, never into another village or up
+	// to the county.
+	if !a.scope[mv.PlaceCode] {
+		return reject(syncproto.CodeOutOfScope, "目标地点 %s 不在本设备负责的范围内 (target place %s is outside this device's places)", mv.PlaceCode, mv.PlaceCode)
 	}
 	if m, ok := h.meta["place_code"]; ok && m.Version > mv.BaseVersion && m.HLC.Compare(a.hlc) > 0 {
 		// Someone moved it later than this device did: theirs stays.

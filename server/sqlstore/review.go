@@ -48,7 +48,7 @@ func (s *Store) ReviewVisit(ctx context.Context, visitID string, reviewer domain
 		return res, fmt.Errorf("review: reason longer than 2000 bytes: %w", domain.ErrInvalid)
 	}
 	now := s.ts()
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var place, state, formID, household string
 		var formVersion, step int
 		var userID sql.NullInt64

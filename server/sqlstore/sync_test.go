@@ -2,9 +2,11 @@ package sqlstore_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -390,10 +392,12 @@ func TestPull_HouseholdMovesBetweenDevices(t *testing.T) {
 	env.AddHouseholds(t, household("01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "G11", "搬家户"))
 	a := newDevice(t, env, env.CreateUser(t, "a", domain.RoleFieldWorker, "V1"))
 	b := newDevice(t, env, env.CreateUser(t, "b", domain.RoleFieldWorker, "V2"))
+	// The mover works in both villages: a move needs both places in scope.
+	mover := newDevice(t, env, env.CreateUser(t, "m", domain.RoleFieldWorker, "V1", "V2"))
 	_, ca := a.pullAll("", 0)
 	_, cb := b.pullAll("", 0)
 	hh, _, _ := env.Store.Household(ctx, "01JDZX5Q7R8S9T0V1W2X3Y4Z5A")
-	r := a.push(a.mut(syncproto.KindHouseholdMove, func(m *syncproto.Mutation) {
+	r := mover.push(mover.mut(syncproto.KindHouseholdMove, func(m *syncproto.Mutation) {
 		m.HouseholdMove = &syncproto.HouseholdMove{HouseholdID: hh.ID, BaseVersion: hh.Version, PlaceCode: "G21"}
 	}))
 	if r.Results[0].Status != syncproto.StatusApplied {
@@ -497,5 +501,104 @@ func TestPull_PagesRespectByteBudget(t *testing.T) {
 		if n != 1 {
 			t.Fatalf("%s sent %d times", id, n)
 		}
+	}
+}
+
+// TestHouseholdMove_TargetScope: a move needs both the household's place
+// and the target place in the device's scope. A refused move is rejected
+// with a reason, advances the sequence and changes nothing.
+func TestHouseholdMove_TargetScope(t *testing.T) {
+	const inside, outside = "01JDZX5Q7R8S9T0V1W2X3Y4Z5A", "01JDZX5Q7R8S9T0V1W2X3Y4Z5B"
+	cases := []struct {
+		name, hh, target string
+		want             syncproto.Code
+	}{
+		{"InScopeTarget", inside, "G12", ""},
+		{"VillageOfOwnScope", inside, "V1", ""},
+		{"CountyRoot", inside, "C1", syncproto.CodeOutOfScope},
+		{"Township", inside, "T1", syncproto.CodeOutOfScope},
+		{"AnotherVillage", inside, "V2", syncproto.CodeOutOfScope},
+		{"AnotherVillagesGroup", inside, "G21", syncproto.CodeOutOfScope},
+		{"SourceOutOfScope", outside, "G11", syncproto.CodeOutOfScope},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			env := servertest.Start(t)
+			env.AddHouseholds(t, household(inside, "G11", "王建國"), household(outside, "G21", "外村"))
+			d := newDevice(t, env, env.CreateUser(t, "w", domain.RoleFieldWorker, "V1"))
+			hh, _, err := env.Store.Household(ctx, tc.hh)
+			if err != nil {
+				t.Fatal(err)
+			}
+			move := d.mut(syncproto.KindHouseholdMove, func(m *syncproto.Mutation) {
+				m.HouseholdMove = &syncproto.HouseholdMove{HouseholdID: hh.ID, BaseVersion: hh.Version, PlaceCode: tc.target}
+			})
+			after := visitMut(d, inside) // the queue goes on after a refused move
+			resp := d.push(move, after)
+			r := resp.Results[0]
+			if r.Code != tc.want || (tc.want == "") != (r.Status == syncproto.StatusApplied) || (tc.want != "" && r.Message == "") {
+				t.Fatalf("move to %s = %+v, want code %q", tc.target, r, tc.want)
+			}
+			if resp.LastSeq != after.Seq || resp.Results[1].Status != syncproto.StatusApplied {
+				t.Fatalf("sequence did not advance past the move: last %d, %+v", resp.LastSeq, resp.Results[1])
+			}
+			now, _, err := env.Store.Household(ctx, tc.hh)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantPlace := hh.PlaceCode
+			if tc.want == "" {
+				wantPlace = tc.target
+			}
+			if now.PlaceCode != wantPlace {
+				t.Fatalf("household in %s, want %s", now.PlaceCode, wantPlace)
+			}
+			if tc.want != "" && count(t, env, `SELECT count(*) FROM changes WHERE entity_id = ? AND kind = 'moved_out'`, tc.hh) != 0 {
+				t.Fatal("a refused move logged a change")
+			}
+		})
+	}
+}
+
+// TestPush_SequenceReused_Store: the same seq with other content is
+// refused with the server's last seq and changes nothing; the same
+// mutation again is answered from the stored result; a result stored
+// before digests were kept (digest NULL) counts as matching.
+func TestPush_SequenceReused_Store(t *testing.T) {
+	env := servertest.Start(t)
+	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
+	const hh = "01JDZX5Q7R8S9T0V1W2X3Y4Z5A"
+	env.AddHouseholds(t, household(hh, "G11", "王建國"))
+	d := newDevice(t, env, u)
+	v1, v2 := visitMut(d, hh), visitMut(d, hh)
+	d.push(v1, v2)
+	d.seq = 1 // a restored copy of the device: it numbers from 2 again
+	other := visitMut(d, hh)
+	_, err := env.Store.Push(ctx, d.dev, &syncproto.PushRequest{ProtocolVersion: 1, DeviceID: d.dev.DeviceID, Mutations: []syncproto.Mutation{v1, other}})
+	var reused *sqlstore.SequenceReusedError
+	if !errors.As(err, &reused) || reused.Seq != 2 || reused.LastSeq != 2 || !errors.Is(err, domain.ErrSequenceReused) {
+		t.Fatalf("err = %v", err)
+	}
+	if count(t, env, `SELECT count(*) FROM visits`) != 2 || count(t, env, `SELECT count(*) FROM visits WHERE id = ?`, other.Visit.ID) != 0 {
+		t.Fatal("the refused push changed data")
+	}
+	if r := d.push(v1, v2); r.LastSeq != 2 || r.Results[1].Status != syncproto.StatusApplied {
+		t.Fatalf("replay: %+v", r)
+	}
+	// Results stored before this version have no digest: a push of those
+	// numbers is answered from the stored result, as it always was.
+	w, err := sql.Open("sqlite3", sqlstore.DSN(filepath.Join(env.Dir, "fieldsync.db"), false, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.Exec(`UPDATE mutation_results SET digest = NULL WHERE device_id = ?`, d.dev.DeviceID); err != nil {
+		t.Fatal(err)
+	}
+	if r := d.push(v1, other); r.LastSeq != 2 || len(r.Results) != 2 {
+		t.Fatalf("legacy rows: %+v", r)
+	}
+	if count(t, env, `SELECT count(*) FROM visits`) != 2 {
+		t.Fatal("a legacy replay changed data")
 	}
 }
