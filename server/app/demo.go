@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"time"
 
 	"fieldsync/server/auth"
@@ -25,6 +26,7 @@ const DemoSeed = 2019
 func LoadDemo(ctx context.Context, st *sqlstore.Store, out io.Writer) error {
 	ds := demo.Build(DemoSeed)
 	if _, err := st.Place(ctx, demo.CountyCode); err == nil {
+		fmt.Fprintf(out, "示范数据此前已加载到此数据目录（示范县 %s），这次没有重复加载，也没有改动任何账号。\n", demo.CountyCode)
 		return nil
 	} else if !errors.Is(err, domain.ErrNotFound) {
 		return err
@@ -56,10 +58,13 @@ func LoadDemo(ctx context.Context, st *sqlstore.Store, out io.Writer) error {
 			return fmt.Errorf("form %s: %w", f.ID, err)
 		}
 	}
+	var created, kept []string
 	for _, u := range ds.Users {
 		if _, err := st.UserByName(ctx, u.Username); err == nil {
+			kept = append(kept, u.Username)
 			continue
 		}
+		created = append(created, fmt.Sprintf("%s（%s）", u.Username, u.Role))
 		h, err := auth.HashPassword(u.Password)
 		if err != nil {
 			return err
@@ -82,13 +87,16 @@ func LoadDemo(ctx context.Context, st *sqlstore.Store, out io.Writer) error {
 	if err := st.ImportVisits(ctx, visits); err != nil {
 		return fmt.Errorf("visits: %w", err)
 	}
-	names := make([]string, 0, len(ds.Users))
-	for _, u := range ds.Users {
-		names = append(names, fmt.Sprintf("%s (%s)", u.Username, u.Role))
+	sort.Strings(created)
+	sort.Strings(kept)
+	fmt.Fprintf(out, "示范数据已加载：%d 个地点，%d 户，%d 次走访（危房改造初验 %d 户通过，%d 户需整改），%d 张表单。\n",
+		len(places), len(hs), len(visits), DemoRetrofitPassed, DemoRetrofitRework, len(ds.Forms))
+	if len(created) > 0 {
+		fmt.Fprintf(out, "新建示范账号：%s，密码都是 %s\n", strings.Join(created, "、"), demo.DemoPassword)
 	}
-	sort.Strings(names)
-	fmt.Fprintf(out, "demo data loaded: %d places, %d households, %d visits (retrofit inspections: %d passed, %d sent back for rework), forms %d; users %v, password %q\n",
-		len(places), len(hs), len(visits), DemoRetrofitPassed, DemoRetrofitRework, len(ds.Forms), names, demo.DemoPassword)
+	if len(kept) > 0 {
+		fmt.Fprintf(out, "这些账号此前已存在，密码没有改动（不是 %s）：%s\n", demo.DemoPassword, strings.Join(kept, "、"))
+	}
 	return nil
 }
 

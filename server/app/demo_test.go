@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"fieldsync/server/sqlstore"
@@ -48,5 +49,43 @@ func TestLoadDemo_RetrofitCycleAndCounts(t *testing.T) {
 		if c.got != c.want {
 			t.Errorf("%s = %d, want %d", c.what, c.got, c.want)
 		}
+	}
+}
+
+// TestLoadDemo_OnAFolderWithData: -demo on a data folder whose admin was
+// made at a first start without it says that admin keeps its password
+// (it is not demo-1234), and a second load says it changed nothing.
+func TestLoadDemo_OnAFolderWithData(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	var first strings.Builder
+	cfg := Config{DataDir: dir, Out: &first}
+	cfg.setDefaults()
+	st, err := OpenStore(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := firstStart(ctx, st, cfg); err != nil {
+		t.Fatal(err)
+	}
+	var load strings.Builder
+	if err := LoadDemo(ctx, st, &load); err != nil {
+		t.Fatal(err)
+	}
+	out := load.String()
+	created, kept, _ := strings.Cut(out, "这些账号此前已存在")
+	if !strings.Contains(kept, "admin") || strings.Contains(created, "admin（") {
+		t.Fatalf("load does not say that admin kept its password:\n%s", out)
+	}
+	if !strings.Contains(created, "wangge_li") || !strings.Contains(created, "demo-1234") {
+		t.Fatalf("load does not name the new demo accounts and their password:\n%s", out)
+	}
+	var again strings.Builder
+	if err := LoadDemo(ctx, st, &again); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(again.String(), "没有重复加载") {
+		t.Fatalf("second load says: %q", again.String())
 	}
 }
