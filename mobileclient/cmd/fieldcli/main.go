@@ -23,6 +23,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -57,7 +58,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	global := flag.NewFlagSet("fieldcli", flag.ContinueOnError)
 	global.SetOutput(stderr)
 	global.Usage = func() { fmt.Fprint(stderr, usage); global.PrintDefaults() }
-	dir := global.String("dir", "./fieldcli-data", "device data folder")
+	dir := global.String("dir", defaultDir(), "device data folder (FIELDSYNC_DEVICE_DIR; default: fieldsync/fieldcli in the user's config folder)")
 	if err := global.Parse(args); err != nil {
 		return err
 	}
@@ -295,4 +296,17 @@ func hostname() string {
 		return "fieldcli"
 	}
 	return h
+}
+
+// defaultDir is where the device keeps its data unless -dir says
+// otherwise: $FIELDSYNC_DEVICE_DIR, else fieldsync/fieldcli in the user's
+// config folder (~/.config on Linux), never inside the working tree.
+func defaultDir() string {
+	if d := os.Getenv("FIELDSYNC_DEVICE_DIR"); d != "" {
+		return d
+	}
+	if base, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(base, "fieldsync", "fieldcli")
+	}
+	return "fieldcli-data"
 }

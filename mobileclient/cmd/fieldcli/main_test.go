@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -64,5 +65,21 @@ func TestFieldcli_EndToEnd(t *testing.T) {
 	}
 	if out := cli(t, dir, "pending"); !strings.Contains(out, "pending mutations: 0") || !strings.Contains(out, "rejected:          1") {
 		t.Errorf("pending after sync: %s", out)
+	}
+}
+
+// TestDefaultDir: with no -dir the device's data goes to the user's config
+// folder (or FIELDSYNC_DEVICE_DIR), never into the working tree.
+func TestDefaultDir(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", home)
+	t.Setenv("HOME", home)
+	t.Setenv("FIELDSYNC_DEVICE_DIR", "")
+	if got, want := defaultDir(), filepath.Join(home, "fieldsync", "fieldcli"); got != want {
+		t.Fatalf("default dir %q, want %q", got, want)
+	}
+	t.Setenv("FIELDSYNC_DEVICE_DIR", "/tmp/elsewhere")
+	if got := defaultDir(); got != "/tmp/elsewhere" {
+		t.Fatalf("FIELDSYNC_DEVICE_DIR ignored: %q", got)
 	}
 }
