@@ -214,6 +214,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 	log.Info("serving", "addr", ln.Addr().String(), "public_url", cfg.PublicURL, "data", cfg.DataDir)
+	printWhereToOpen(cfg)
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr().String())
 	}
@@ -255,17 +256,28 @@ func firstStart(ctx context.Context, st *sqlstore.Store, cfg Config) error {
 		return fmt.Errorf("create admin: %w", err)
 	}
 	fmt.Fprintf(cfg.Out, `
-fieldsync is running for the first time.
+fieldsync 首次启动。
 
-  Open:      %[1]s/console/   (API under %[1]s/api/v1, OpenAPI at %[1]s/openapi.json)
-  Sign in:   admin / %[2]s   (shown only this once; change it)
-  Data:      %[3]s
+  打开：    %[1]s/console/   （API 在 %[1]s/api/v1，OpenAPI 在 %[1]s/openapi.json）
+  登录：    admin / %[2]s   （只显示这一次，请登录后修改；忘记时用 fieldsync admin reset-password admin）
+  数据目录：%[3]s
 
-Enroll a device:
-  1. create a field worker:   POST /api/v1/users  {"username":"...","role":"field_worker","place_codes":["..."]}
-  2. issue a code:            POST /api/v1/users/<id>/enrollment-codes   (valid 15 minutes, single use)
-  3. on the device:           go run ./mobileclient/cmd/fieldcli enroll -server %[1]s -code <code>
+登记一台平板：
+  1. 在管理后台“用户”页新建网格员，并分配负责的村民小组；
+  2. 点“登记设备”生成登记码（15 分钟内有效，只能用一次）和二维码；
+  3. 在平板浏览器打开 %[1]s/app/ ，扫码或输入登记码。
+     开发者也可用：go run ./mobileclient/cmd/fieldcli enroll -server %[1]s -code <登记码>
 
 `, cfg.PublicURL, pw, cfg.DataDir)
 	return nil
+}
+
+// printWhereToOpen tells, on every start and in plain text, where the
+// console and the field app are: the JSON log says it too, but a newcomer
+// reads the terminal.
+func printWhereToOpen(cfg Config) {
+	fmt.Fprintf(cfg.Out, `fieldsync 已启动（数据目录 %[2]s）
+  管理后台：%[1]s/console/
+  外业应用：%[1]s/app/    （在平板的浏览器中打开，添加到主屏幕）
+`, cfg.PublicURL, cfg.DataDir)
 }

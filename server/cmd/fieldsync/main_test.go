@@ -72,7 +72,7 @@ func TestRun_StartsServesAndShutsDown(t *testing.T) {
 	if resp.StatusCode != 200 || health.Status != "ok" || health.Checks["database"] != "ok" || health.Checks["blobs"] != "ok" {
 		t.Fatalf("healthz = %d %+v", resp.StatusCode, health)
 	}
-	if !strings.Contains(out.String(), "Sign in:   admin / ") {
+	if !strings.Contains(out.String(), "登录：    admin / ") {
 		t.Errorf("first start did not print the admin login:\n%s", out.String())
 	}
 	cancel()
@@ -89,8 +89,14 @@ func TestRun_StartsServesAndShutsDown(t *testing.T) {
 	if err := <-done2; err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(out2.String(), "Sign in") {
-		t.Errorf("second start printed the banner again")
+	if strings.Contains(out2.String(), "登录：") {
+		t.Errorf("second start printed the password banner again")
+	}
+	// Every start says where the console and the field app are.
+	for i, o := range []string{out.String(), out2.String()} {
+		if !strings.Contains(o, "/console/") || !strings.Contains(o, "/app/") {
+			t.Errorf("start %d did not print the console's and the app's URLs:\n%s", i+1, o)
+		}
 	}
 }
 
