@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"html"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -139,5 +140,29 @@ func TestRoot_RedirectsToConsole(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Request.URL.Path, "/console/login") {
 		t.Fatalf("GET / ends at %s with %d", resp.Request.URL, resp.StatusCode)
+	}
+}
+
+// TestConsole_HEADLikeGET: HEAD on a console page answers as GET does,
+// without a body.
+func TestConsole_HEADLikeGET(t *testing.T) {
+	e := start(t)
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, p := range []string{"/console/login", "/console/overview", "/console/static/nonexistent.css"} {
+		get, err := noFollow.Get(e.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		get.Body.Close()
+		req, _ := http.NewRequest(http.MethodHead, e.URL+p, nil)
+		head, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(head.Body)
+		head.Body.Close()
+		if head.StatusCode != get.StatusCode || len(b) != 0 {
+			t.Errorf("HEAD %s: %d with %d bytes; GET: %d", p, head.StatusCode, len(b), get.StatusCode)
+		}
 	}
 }

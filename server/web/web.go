@@ -175,33 +175,39 @@ func Mount(srv *api.Server, cfg Config) (*Console, error) {
 
 func (c *Console) routes(e *echo.Echo) {
 	g := e.Group(Prefix, c.headers)
+	// Every page answers HEAD as GET (link checkers and audits ask HEAD
+	// first); the HTTP server sends no body for a HEAD.
+	get := func(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) {
+		g.GET(path, h, m...)
+		g.HEAD(path, h, m...)
+	}
 	sub, _ := fs.Sub(staticFS, "static")
-	g.GET("/static/*", echo.WrapHandler(http.StripPrefix(Prefix+"/static/", cacheForever(http.FileServer(http.FS(sub))))))
+	get("/static/*", echo.WrapHandler(http.StripPrefix(Prefix+"/static/", cacheForever(http.FileServer(http.FS(sub))))))
 	// The server's root is where a newcomer lands: send her to the console.
 	e.GET("/", func(ec echo.Context) error { return ec.Redirect(http.StatusFound, Prefix+"/") })
 	e.HEAD("/", func(ec echo.Context) error { return ec.Redirect(http.StatusFound, Prefix+"/") })
-	g.GET("", func(ec echo.Context) error { return ec.Redirect(http.StatusFound, Prefix+"/overview") })
-	g.GET("/", func(ec echo.Context) error { return ec.Redirect(http.StatusFound, Prefix+"/overview") })
-	g.GET("/login", c.page(c.loginPage, roleNone))
+	get("", func(ec echo.Context) error { return ec.Redirect(http.StatusFound, Prefix+"/overview") })
+	get("/", func(ec echo.Context) error { return ec.Redirect(http.StatusFound, Prefix+"/overview") })
+	get("/login", c.page(c.loginPage, roleNone))
 	g.POST("/login", c.page(c.login, roleNone), loginLimiter(c.cfg.LoginRate, c))
 	g.POST("/logout", c.page(c.logout, roleConsole))
 
-	g.GET("/overview", c.page(c.overview, roleConsole))
-	g.GET("/map", c.page(c.mapPage, roleConsole))
-	g.GET("/households/:id", c.page(c.household, roleConsole))
-	g.GET("/review", c.page(c.reviewPage, roleConsole))
+	get("/overview", c.page(c.overview, roleConsole))
+	get("/map", c.page(c.mapPage, roleConsole))
+	get("/households/:id", c.page(c.household, roleConsole))
+	get("/review", c.page(c.reviewPage, roleConsole))
 	g.POST("/review", c.page(c.review, roleConsole))
-	g.GET("/gaps", c.page(c.gaps, roleConsole))
-	g.GET("/devices", c.page(c.devices, roleConsole))
+	get("/gaps", c.page(c.gaps, roleConsole))
+	get("/devices", c.page(c.devices, roleConsole))
 	g.POST("/devices/:id/revoke", c.page(c.revokeDevice, roleConsole))
-	g.GET("/forms", c.page(c.forms, roleConsole))
-	g.GET("/export", c.page(c.exportPage, roleConsole))
+	get("/forms", c.page(c.forms, roleConsole))
+	get("/export", c.page(c.exportPage, roleConsole))
 
-	g.GET("/users", c.page(c.users, roleAdmin))
+	get("/users", c.page(c.users, roleAdmin))
 	g.POST("/users", c.page(c.createUser, roleAdmin))
 	g.POST("/users/:id/places", c.page(c.setUserPlaces, roleAdmin))
 	g.POST("/users/:id/enroll", c.page(c.enroll, roleAdmin))
-	g.GET("/places", c.page(c.places, roleAdmin))
+	get("/places", c.page(c.places, roleAdmin))
 	g.POST("/places/import", c.page(c.importPlaces, roleAdmin))
 	g.POST("/households/import", c.page(c.importRegister, roleAdmin))
 
