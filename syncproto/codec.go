@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 )
 
 // Limits on what one message may hold. A server answers bigger messages
@@ -200,10 +201,10 @@ func (m *Mutation) Check() *Error {
 			return Errorf(CodeBadRequest, "visit %s: form_id and form_version required", v.ID)
 		}
 		if v.Point != nil && !v.Point.Valid() {
-			return Errorf(CodeValidation, "visit %s: point outside WGS84 or not finite", v.ID)
+			return Errorf(CodeValidation, "visit %s: %s", v.ID, v.Point.Problem())
 		}
 		if !finite(v.AccuracyM) || v.AccuracyM < 0 {
-			return Errorf(CodeValidation, "visit %s: accuracy_m must be finite and >= 0", v.ID)
+			return Errorf(CodeValidation, "visit %s: accuracy_m %s must be finite and >= 0", v.ID, strconv.FormatFloat(v.AccuracyM, 'g', -1, 64))
 		}
 		if v.DeviceTime.IsZero() {
 			return Errorf(CodeValidation, "visit %s: device_time required", v.ID)

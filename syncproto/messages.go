@@ -3,6 +3,7 @@ package syncproto
 import (
 	"encoding/json"
 	"math"
+	"strconv"
 	"time"
 )
 
@@ -64,6 +65,18 @@ type Point struct {
 // Valid reports whether p is a finite WGS84 coordinate.
 func (p Point) Valid() bool {
 	return finite(p.Lon) && finite(p.Lat) && p.Lon >= -180 && p.Lon <= 180 && p.Lat >= -90 && p.Lat <= 90
+}
+
+// Problem says what is wrong with the point, naming the coordinate and
+// its value ("" when it is valid).
+func (p Point) Problem() string {
+	switch {
+	case !finite(p.Lon) || p.Lon < -180 || p.Lon > 180:
+		return "point.lon " + strconv.FormatFloat(p.Lon, 'g', -1, 64) + " is outside [-180, 180]"
+	case !finite(p.Lat) || p.Lat < -90 || p.Lat > 90:
+		return "point.lat " + strconv.FormatFloat(p.Lat, 'g', -1, 64) + " is outside [-90, 90]"
+	}
+	return ""
 }
 
 func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }

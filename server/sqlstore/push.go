@@ -625,7 +625,7 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 	}
 	form, err := a.s.cachedForm(a.ctx, a.tx, v.FormID, v.FormVersion)
 	if errors.Is(err, domain.ErrNotFound) {
-		return reject(syncproto.CodeUnknownEntity, "form %s version %d does not exist", v.FormID, v.FormVersion)
+		return reject(syncproto.CodeUnknownEntity, "form %s version %d does not exist; forms here: %s", v.FormID, v.FormVersion, a.knownForms())
 	}
 	if err != nil {
 		return err
@@ -1006,4 +1006,18 @@ func zoneOffset(t time.Time) any {
 	}
 	_, off := t.Zone()
 	return off
+}
+
+// knownForms lists the forms a device may use, each at its latest
+// version ("water_cellar_progress@2, ..."), for a rejection that names an
+// unknown one; at most 20.
+func (a *applier) knownForms() string {
+	ids, err := queryStrings(a.ctx, a.x, `SELECT id || '@' || max(version) FROM forms GROUP BY id ORDER BY id LIMIT 21`)
+	if err != nil || len(ids) == 0 {
+		return "none"
+	}
+	if len(ids) > 20 {
+		ids = append(ids[:20], "...")
+	}
+	return strings.Join(ids, ", ")
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -195,6 +196,10 @@ func TestPush_BadMutationAdvancesAndDoesNotBlock(t *testing.T) {
 		if r.Code != want[i] || (want[i] == "") != (r.Status == syncproto.StatusApplied) || (want[i] != "" && r.Message == "") {
 			t.Errorf("result %d = %+v, want code %q", i, r, want[i])
 		}
+	}
+	// The unknown form's rejection says which forms there are.
+	if m := resp.Results[4].Message; !strings.Contains(m, "water_cellar_progress@1") || !strings.Contains(m, "household_survey@") {
+		t.Errorf("unknown form's rejection does not list the forms: %q", m)
 	}
 	if resp.LastSeq != good.Seq {
 		t.Fatalf("last seq %d", resp.LastSeq)
