@@ -33,6 +33,17 @@ func TestAdmin_UsersPlacesAndEnrollment(t *testing.T) {
 	if err != nil || u.DisplayName != "孙网格员" || strings.Join(u.PlaceCodes, ",") != group+","+demo.VillageCode+"003" {
 		t.Fatalf("created user: %+v %v", u, err)
 	}
+	// The users page names her places (the code on hover), not just codes.
+	_, page := c.get("/console/users")
+	for _, code := range u.PlaceCodes {
+		p, err := e.Store.Place(bg, code)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(page, `<span title="`+code+`">`+p.Name+`</span>`) {
+			t.Errorf("users page does not name place %s as %s", code, p.Name)
+		}
+	}
 	// A duplicate or a bad role is a form error, not a crash.
 	if st, body := c.post("/console/users", url.Values{"csrf": {c.csrf}, "username": {"wangge_sun"}, "role": {"field_worker"}}); st != http.StatusUnprocessableEntity || !strings.Contains(body, "error-msg") {
 		t.Errorf("duplicate user: %d", st)

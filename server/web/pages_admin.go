@@ -202,6 +202,17 @@ type usersData struct {
 	Form   map[string]string
 }
 
+// PlaceName names a place code of the admin's tree (the code itself for
+// one outside it).
+func (d *usersData) PlaceName(code string) string {
+	for _, p := range d.Places {
+		if p.Code == code {
+			return p.Name
+		}
+	}
+	return code
+}
+
 func (c *Console) users(ec echo.Context, v *view) error {
 	return c.renderUsers(ec, v, "", nil)
 }
