@@ -161,7 +161,7 @@ func (c *Console) review(ec echo.Context, v *view) error {
 	action := form.Get("action")
 	reason := strings.TrimSpace(form.Get("reason"))
 	if len(ids) == 0 {
-		c.flash(ec, v.T("rv.none"))
+		c.flashError(ec, v.T("rv.none"))
 		return redirectBack(ec, Prefix+"/review")
 	}
 	if len(ids) > 500 {
@@ -173,8 +173,8 @@ func (c *Console) review(ec echo.Context, v *view) error {
 		return syncproto.Errorf(syncproto.CodeValidation, "unknown action %q", action)
 	}
 	if action != domain.ReviewApprove && reason == "" {
-		c.flash(ec, v.T("rv.needreason"))
-		return redirectBack(ec, Prefix+"/review")
+		c.flashError(ec, v.T("rv.needreason"))
+		return redirectKeepingSelection(ec, ids)
 	}
 	ok, failed := 0, []string{}
 	type result struct {
@@ -207,6 +207,14 @@ func (c *Console) review(ec echo.Context, v *view) error {
 			failed = append(failed[:5], "…")
 		}
 		msg += " " + v.T("rv.failed", len(ids)-ok) + " " + strings.Join(failed, "; ")
+		c.flashError(ec, msg)
+		var keep []string
+		for _, r := range results {
+			if r.Error != "" {
+				keep = append(keep, r.ID)
+			}
+		}
+		return redirectKeepingSelection(ec, keep)
 	}
 	c.flash(ec, msg)
 	return redirectBack(ec, Prefix+"/review")
@@ -217,4 +225,36 @@ func shortID(id string) string {
 		return id[len(id)-8:]
 	}
 	return id
+}
+
+// maxKeptSelection bounds the visits a review page re-selects after an
+// error (they travel in the URL).
+const maxKeptSelection = 100
+
+// redirectKeepingSelection goes back to the review page with ids still
+// ticked, so that a supervisor whose bulk action failed fixes it (adds
+// the reason) without picking the visits again.
+func redirectKeepingSelection(ec echo.Context, ids []string) error {
+	to := ec.FormValue("return")
+	if !strings.HasPrefix(to, Prefix+"/review") || strings.HasPrefix(to, "//") || strings.Contains(to, "\\") {
+		to = Prefix + "/review"
+	}
+	u, err := url.Parse(to)
+	if err != nil || len(ids) == 0 || len(ids) > maxKeptSelection {
+		return redirectBack(ec, Prefix+"/review")
+	}
+	q := u.Query()
+	q.Set("sel", strings.Join(ids, ","))
+	u.RawQuery = q.Encode()
+	return ec.Redirect(http.StatusSeeOther, u.RequestURI())
+}
+
+// Selected tells whether the review page shows visit id ticked.
+func (d *reviewData) Selected(id string) bool {
+	for _, s := range strings.Split(d.Filter.Get("sel"), ",") {
+		if s == id {
+			return true
+		}
+	}
+	return false
 }

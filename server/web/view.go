@@ -32,6 +32,8 @@ type view struct {
 	Title    string
 	Nav      string
 	Flash    string
+	// FlashError shows Flash as an error, not as a success.
+	FlashError bool
 	Path     string // request path with query, for the language switch
 	Status   int
 	Assets   string
@@ -62,6 +64,9 @@ func (c *Console) newView(ec echo.Context, s *session) *view {
 	if ck, err := ec.Cookie(flashCookie); err == nil && ck.Value != "" {
 		if msg, err := url.QueryUnescape(ck.Value); err == nil {
 			v.Flash = msg
+			if rest, ok := strings.CutPrefix(msg, flashErrorMark); ok {
+				v.Flash, v.FlashError = rest, true
+			}
 		}
 		ec.SetCookie(&http.Cookie{Name: flashCookie, Value: "", Path: Prefix, MaxAge: -1, HttpOnly: true})
 	}
@@ -71,6 +76,12 @@ func (c *Console) newView(ec echo.Context, s *session) *view {
 func (c *Console) secure(ec echo.Context) bool {
 	return c.cfg.SecureCookies || api.IsHTTPS(ec.Request(), c.cfg.TrustProxy)
 }
+
+// flashErrorMark starts the flash cookie of an error.
+const flashErrorMark = "!"
+
+// flashError shows msg on the next page as an error.
+func (c *Console) flashError(ec echo.Context, msg string) { c.flash(ec, flashErrorMark+msg) }
 
 // flash shows msg on the next page.
 func (c *Console) flash(ec echo.Context, msg string) {
