@@ -34,12 +34,12 @@ type view struct {
 	Flash    string
 	// FlashError shows Flash as an error, not as a success.
 	FlashError bool
-	Path     string // request path with query, for the language switch
-	Status   int
-	Assets   string
-	TileURL  string
-	Data     any
-	Now      time.Time
+	Path       string // request path with query, for the language switch
+	Status     int
+	Assets     string
+	TileURL    string
+	Data       any
+	Now        time.Time
 }
 
 func (c *Console) newView(ec echo.Context, s *session) *view {
