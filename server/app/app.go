@@ -142,6 +142,10 @@ func Run(ctx context.Context, cfg Config) error {
 		ln.Close()
 		return err
 	}
+	if _, err := MountApp(srv.Echo()); err != nil {
+		ln.Close()
+		return err
+	}
 	defer srv.Close()
 	if up := srv.Uploads(); up != nil {
 		go up.Janitor(ctx, 10*time.Minute)
@@ -199,7 +203,7 @@ func firstStart(ctx context.Context, st *sqlstore.Store, cfg Config) error {
 	fmt.Fprintf(cfg.Out, `
 fieldsync is running for the first time.
 
-  Open:      %[1]s/console/   (API under %[1]s/api/v1, OpenAPI at %[1]s/openapi.json)
+  Open:      %[1]s/console/   (field app for devices: %[1]s/app/; API under %[1]s/api/v1, OpenAPI at %[1]s/openapi.json)
   Sign in:   admin / %[2]s   (shown only this once; change it)
   Data:      %[3]s
 
