@@ -132,6 +132,25 @@ func waitFor(t *testing.T, ctx context.Context, what, js string) {
 	}
 }
 
+// waitAcrossReload polls a JS predicate that becomes true only after the
+// page reloads: errors from the navigation are retried (hang detector: 30 s).
+func waitAcrossReload(t *testing.T, ctx context.Context, what, js string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		ok, err := chromedp.Run(tctx, chromedp.Evaluate[bool]("!!("+js+")", chromedp.EvalAwaitPromise))
+		cancel()
+		if err == nil && ok {
+			return
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("waiting for %s (%s): %v", what, js, last)
+}
+
 // testServer runs the fieldsync server (demo data, local blobs) and
 // returns its base URL and data folder.
 func testServer(t *testing.T) (string, string) {

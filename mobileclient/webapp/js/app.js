@@ -113,13 +113,16 @@ async function registerSW() {
     const w = reg.installing;
     w.addEventListener('statechange', () => { if (w.state === 'installed' && navigator.serviceWorker.controller) offer(w); });
   });
+  // The first worker claiming a fresh page is no update; any later change
+  // of controller is a new version taking over: reload into it.
   let reloading = false;
+  let hadController = !!navigator.serviceWorker.controller;
   navigator.serviceWorker.addEventListener('controllerchange', () => {
-    if (reloading || !app.hadController) return;
+    if (!hadController) { hadController = true; return; }
+    if (reloading) return;
     reloading = true;
     location.reload();
   });
-  app.hadController = !!navigator.serviceWorker.controller;
   setInterval(() => reg.update().catch(() => {}), 30 * 60 * 1000);
 }
 

@@ -114,5 +114,6 @@ export function debounce(fn, ms) {
   let t = 0;
   const d = (...args) => { clearTimeout(t); t = setTimeout(() => fn(...args), ms); };
   d.flush = (...args) => { clearTimeout(t); return fn(...args); };
+  d.cancel = () => clearTimeout(t);
   return d;
 }

@@ -43,7 +43,9 @@ export async function renderVisit(app, root, { household, form, correctsVisitID,
       answers: {}, evidence: [], corrects_visit_id: correctsVisitID || '', started: new Date().toISOString() };
   }
   const errs = new Map(); // field -> element
+  let saved = false; // once the visit is saved, its draft is never written again
   const saveDraft = debounce(async () => {
+    if (saved) return;
     draft.updated = new Date().toISOString();
     try {
       await db.write(['drafts'], (t) => t.put('drafts', draft));
@@ -314,8 +316,14 @@ export async function renderVisit(app, root, { household, form, correctsVisitID,
       if (draft.corrects_visit_id) visit.corrects_visit_id = draft.corrects_visit_id;
       const local = { ...visit };
       if (limit && (!best || best.acc > limit)) local.gps_reason = draft.gps_reason.trim();
-      saveDraft.flush = () => {}; // the draft is gone with the save
-      await saveVisit(db, visit, draftID, local.gps_reason ? { gps_reason: local.gps_reason } : {});
+      saveDraft.cancel();
+      saved = true;
+      try {
+        await saveVisit(db, visit, draftID, local.gps_reason ? { gps_reason: local.gps_reason } : {});
+      } catch (e) {
+        saved = false; // nothing was written: the draft stays and can be saved again
+        throw e;
+      }
       app.toast('已保存，等待同步');
       app.afterSave();
       location.hash = `#/hh/${encodeURIComponent(household.id)}`;
