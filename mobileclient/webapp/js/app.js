@@ -62,30 +62,45 @@ function showNet() {
   net.className = 'net' + (navigator.onLine ? '' : ' off');
 }
 
+let routeGen = 0;
+
+/**
+ * route renders the screen the hash names. Screens render into a detached
+ * element that replaces the page only if no later route started meanwhile
+ * (screens read IndexedDB first, so two quick hash changes could finish
+ * out of order).
+ */
 async function route() {
+  const gen = ++routeGen;
   for (const fn of app.leave.splice(0)) { try { fn(); } catch (_) { /* ignore */ } }
+  const root = document.createElement('div');
   const m = await app.db.metaAll();
   const parts = (location.hash.replace(/^#\/?/, '') || '').split('/').map(decodeURIComponent);
   try {
-    if (!m.token) return ui.notEnrolledScreen(app, main);
-    if (m.revoked && parts[0] !== 'outbox' && parts[0] !== 'log') return ui.revokedScreen(app, main);
-    switch (parts[0]) {
-      case '': return await ui.homeScreen(app, main);
-      case 'places': return await ui.placesScreen(app, main);
-      case 'place': return await ui.householdsScreen(app, main, parts[1]);
-      case 'hh': return await ui.householdScreen(app, main, parts[1]);
-      case 'visit': return await visitRoute(parts[1], parts[2], parts[3]);
-      case 'outbox': return await ui.outboxScreen(app, main);
-      case 'log': return await ui.logScreen(app, main);
-      case 'settings': return await ui.settingsScreen(app, main);
-      default: location.hash = '#/';
+    if (!m.token) ui.notEnrolledScreen(app, root);
+    else if (m.revoked && parts[0] !== 'outbox' && parts[0] !== 'log') ui.revokedScreen(app, root);
+    else {
+      switch (parts[0]) {
+        case '': await ui.homeScreen(app, root); break;
+        case 'places': await ui.placesScreen(app, root); break;
+        case 'place': await ui.householdsScreen(app, root, parts[1]); break;
+        case 'hh': await ui.householdScreen(app, root, parts[1]); break;
+        case 'visit': await visitRoute(root, parts[1], parts[2], parts[3]); break;
+        case 'outbox': await ui.outboxScreen(app, root); break;
+        case 'log': await ui.logScreen(app, root); break;
+        case 'settings': await ui.settingsScreen(app, root); break;
+        default: location.hash = '#/'; return;
+      }
     }
   } catch (e) {
-    main.replaceChildren(h('h1', {}, '出错了'), h('p', { class: 'err' }, e.message || String(e)), h('a', { class: 'btn', href: '#/' }, '回首页'));
+    root.replaceChildren(h('h1', {}, '出错了'), h('p', { class: 'err' }, e.message || String(e)), h('a', { class: 'btn', href: '#/' }, '回首页'));
   }
+  if (gen !== routeGen) return; // a later route owns the page (and ran our leave hooks)
+  main.replaceChildren(...root.childNodes);
+  main.dispatchEvent(new Event('rendered'));
 }
 
-async function visitRoute(hhID, formID, taskID) {
+async function visitRoute(main, hhID, formID, taskID) {
   const [hh, forms, task] = await app.db.read(['households', 'forms', 'tasks'], async (t) => [
     await t.get('households', hhID), await t.byIndex('forms', 'id', formID), taskID ? await t.get('tasks', taskID) : null]);
   const form = latestForms(forms)[0];

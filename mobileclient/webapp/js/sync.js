@@ -178,6 +178,7 @@ export class Syncer {
    */
   async sync({ auto = false } = {}) {
     if (this.blocked) return 'blocked';
+    if (this.running) return 'running'; // this tab is already syncing
     if (!navigator.onLine) {
       this.status('离线：联网后自动同步');
       return 'offline';

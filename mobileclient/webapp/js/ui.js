@@ -200,7 +200,10 @@ export async function householdsScreen(app, root, placeCode) {
     draw();
   } });
   root.replaceChildren(h('h1', {}, place ? place.name : '全部农户'), search, count, list);
-  requestAnimationFrame(draw);
+  // Draw once the list has a size (it is rendered detached) and again
+  // whenever its size changes (rotation, keyboard).
+  if (typeof ResizeObserver === 'function') new ResizeObserver(() => draw()).observe(list);
+  else requestAnimationFrame(draw);
 }
 
 export async function householdScreen(app, root, id) {
