@@ -21,8 +21,8 @@ import (
 
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/cdp"
-	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	_ "github.com/mattn/go-sqlite3"
@@ -456,7 +456,7 @@ func TestBrowser_FieldAppOfflineDay(t *testing.T) {
 				hits.Add(1)
 				chromedp.Call(ctx, fetch.FulfillRequest, fetch.FulfillRequestParams{RequestID: ev.RequestID, ResponseCode: 503,
 					ResponseHeaders: []*fetch.HeaderEntry{{Name: "Retry-After", Value: "120"}, {Name: "Content-Type", Value: "application/json"}},
-					Body: []byte(`{"code":"unavailable","message":"maintenance"}`)})
+					Body:            []byte(`{"code":"unavailable","message":"maintenance"}`)})
 			}
 		}()
 		setOffline(t, ctx, false) // the app syncs by itself when the link returns
