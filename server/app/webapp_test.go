@@ -1,6 +1,8 @@
 package app
 
 import (
+	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
@@ -205,5 +207,29 @@ func TestApp_VendorPinned(t *testing.T) {
 	readme, err := fs.ReadFile(webapp.FS(), "vendor/README.md")
 	if err != nil || !strings.Contains(string(readme), "4.3.1") {
 		t.Errorf("vendor README missing or without the version: %v", err)
+	}
+}
+
+// TestApp_ShellSizeBudget: the app shell, as the service worker caches it,
+// stays within 300 KB compressed (gzip -9 of each file, summed), so a
+// first load over 2G stays bearable. The figure is logged.
+func TestApp_ShellSizeBudget(t *testing.T) {
+	_, a := appServer(t)
+	var raw, gz int
+	for _, p := range a.Paths() {
+		if strings.HasSuffix(p, ".md") || strings.HasSuffix(p, ".txt") {
+			continue // not part of the shell
+		}
+		f := a.files[p]
+		var buf bytes.Buffer
+		w, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+		w.Write(f.data)
+		w.Close()
+		raw += len(f.data)
+		gz += buf.Len()
+	}
+	t.Logf("app shell: %d files, %d bytes, %d bytes gzip -9", len(a.Paths()), raw, gz)
+	if gz > 300*1024 {
+		t.Errorf("app shell is %d bytes compressed; the budget is 300 KB", gz)
 	}
 }
