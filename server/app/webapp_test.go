@@ -233,3 +233,5 @@ func TestApp_ShellSizeBudget(t *testing.T) {
 		t.Errorf("app shell is %d bytes compressed; the budget is 300 KB", gz)
 	}
 }
+
+func webappFS() fs.FS { return webapp.FS() }
