@@ -106,7 +106,7 @@ func TestBrowser_FieldAppAllFieldTypes(t *testing.T) {
 	})
 
 	t.Run("draft survives a reload", func(t *testing.T) {
-		waitFor(t, ctx, "draft saved", `document.getElementById('draftstate').textContent.startsWith('草稿已保存')`)
+		waitFor(t, ctx, "draft saved", `fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => d.length === 1 && d[0].answers.t_text === '太长的一段文字' && d[0].answers.t_many.length === 2)`)
 		step(t, ctx, "reload", chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("f_t_text")))
 		if got := eval[string](t, ctx, `document.getElementById('f_t_text').value + '|' + document.getElementById('f_t_int').value + '|' + document.querySelector('input[name=t_many][value=y]').checked`); got != "太长的一段文字|3.5|true" {
 			t.Errorf("after reload the form holds %q", got)

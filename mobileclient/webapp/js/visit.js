@@ -54,7 +54,14 @@ export async function renderVisit(app, root, { household, form, correctsVisitID,
       draftState.textContent = e.message;
       app.toast(e.message, 'bad');
     }
-  }, 300);
+  }, 150);
+  // Leaving the app (home button, a call, the tab killed in the
+  // background) writes the draft at once.
+  const onHide = () => { if (document.visibilityState === 'hidden') saveDraft.flush(); };
+  const onPageHide = () => saveDraft.flush();
+  document.addEventListener('visibilitychange', onHide);
+  window.addEventListener('pagehide', onPageHide);
+  app.onLeave(() => { document.removeEventListener('visibilitychange', onHide); window.removeEventListener('pagehide', onPageHide); });
   const draftState = h('p', { class: 'hint', id: 'draftstate' }, draft.updated ? '已恢复草稿（' + fmtTime(draft.updated) + '）' : '');
 
   const setAnswer = (name, v) => {
