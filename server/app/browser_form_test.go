@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"fieldsync/server/evidence/evidencetest"
@@ -48,7 +50,7 @@ func TestBrowser_FieldAppAllFieldTypes(t *testing.T) {
 	// automatic syncs fail and back off, which the app must survive).
 	eval[bool](t, ctx, `fieldsyncApp.db.write(['meta', 'forms', 'households', 'places'], async t => {
 		await t.setMeta('token', 'tok'); await t.setMeta('device_id', 'dev'); await t.setMeta('user', {username: 'w', display_name: '测试员', place_codes: ['P1']});
-		await t.put('places', {code: 'P1', name: '一组', level: 'group'});
+		await t.put('places', {code: 'P1', name: '一组', level: 'group', boundary: {type: 'Polygon', coordinates: [[[0, 0], [0.01, 0], [0.01, 0.01], [0, 0.01], [0, 0]]]}});
 		await t.put('households', {id: 'H1', place_code: 'P1', version: 1, fields: {head_name: '张三', address: '一组1号'}});
 		const f = `+allTypesForm+`; await t.put('forms', {...f, key: f.id + '@' + f.version});
 	}).then(() => true)`)
@@ -61,7 +63,17 @@ func TestBrowser_FieldAppAllFieldTypes(t *testing.T) {
 	sum := sha256.Sum256(photo)
 	photoSHA := hex.EncodeToString(sum[:])
 
+	// The device stands outside the household's group.
+	lat, lon, acc := 0.02, 0.005, 8.0
+	if _, err := chromedp.CallBrowser(ctx, browser.SetPermission, browser.SetPermissionParams{
+		Permission: &browser.PermissionDescriptor{Name: "geolocation"}, Setting: "granted", Origin: srv.URL}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, emulation.SetGeolocationOverride, emulation.SetGeolocationOverrideParams{Latitude: &lat, Longitude: &lon, Accuracy: &acc}); err != nil {
+		t.Fatal(err)
+	}
 	step(t, ctx, "form", chromedp.Navigate(app+"#/visit/H1/all_types"), chromedp.WaitVisible(chromedp.ID("f_t_text")))
+	waitFor(t, ctx, "outside-the-place warning", `document.getElementById('gpsplace').textContent.includes('不在本户所属片区（一组）范围内')`)
 	t.Run("every type renders", func(t *testing.T) {
 		checks := map[string]string{
 			"text input":             `!!document.querySelector('input#f_t_text')`,

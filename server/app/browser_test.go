@@ -402,6 +402,9 @@ func TestBrowser_FieldAppOfflineDay(t *testing.T) {
 				waitFor(t, ctx, "required errors", `document.getElementById('err_site_name').textContent === '此项必填' && document.getElementById('err_slot_progress').textContent !== ''`)
 			}
 			waitFor(t, ctx, "GPS fix", `document.getElementById('gpsline').textContent.includes('±6 米')`)
+			if warn := eval[string](t, ctx, `document.getElementById('gpsplace').textContent`); warn != "" {
+				t.Errorf("at the household the app warns %q", warn)
+			}
 			step(t, ctx, "fill",
 				chromedp.SendKeys(chromedp.ID("f_site_name"), fmt.Sprintf("村口水窖%d号", i+1)),
 				chromedp.SendKeys(chromedp.ID("f_capacity_m3"), "24.5"),
@@ -495,6 +498,17 @@ func TestBrowser_FieldAppOfflineDay(t *testing.T) {
 			t.Errorf("%d left in the outbox", n)
 		}
 	})
+	t.Run("open rework task shown", func(t *testing.T) {
+		var hh, reason string
+		err := db.QueryRow(`SELECT household_id, reason FROM tasks WHERE state = 'open' AND `+strings.Replace(inScope, "deleted = 0", "1", 1)+` ORDER BY id LIMIT 1`).Scan(&hh, &reason)
+		if err != nil {
+			t.Skipf("no open rework task in the worker's places: %v", err)
+		}
+		step(t, ctx, "household", chromedp.Navigate(app+"#/hh/"+hh), chromedp.WaitVisible(chromedp.ID("lastvisit")))
+		if txt := eval[string](t, ctx, `(document.getElementById('tasks') || {}).textContent || ''`); !strings.Contains(txt, reason) || !strings.Contains(txt, "整改走访") {
+			t.Errorf("household %s shows tasks %q, want the reason %q", hh, txt, reason)
+		}
+	})
 	t.Run("phone width", func(t *testing.T) {
 		if _, err := chromedp.Call(ctx, emulation.SetDeviceMetricsOverride, emulation.SetDeviceMetricsOverrideParams{Width: 360, Height: 800, DeviceScaleFactor: 2, Mobile: true}); err != nil {
 			t.Fatal(err)
@@ -557,7 +571,20 @@ func TestBrowser_FieldAppOfflineDay(t *testing.T) {
 			t.Errorf("stored EXIF time %v (%v)", tm, err)
 		}
 	}
+	t.Run("revoked device locks", func(t *testing.T) {
+		apiJSON(t, "POST", base+"/api/v1/devices/"+devID+"/revoke", login.Token, map[string]any{}, nil)
+		if got := eval[string](t, ctx, `fieldsyncApp.syncer.sync()`); got != "revoked" {
+			t.Errorf("sync of a revoked device: %q", got)
+		}
+		step(t, ctx, "home", chromedp.Navigate(app+"#/places"))
+		waitFor(t, ctx, "lock screen", `document.querySelector('main h1').textContent === '本设备已被停用'`)
+		// The unsent work stays readable.
+		step(t, ctx, "outbox", chromedp.Navigate(app+"#/outbox"), chromedp.WaitVisible(chromedp.ID("outboxlist")))
+	})
 	for _, p := range problems() {
+		if strings.Contains(p, "status of 401") {
+			continue // the revoked device's last try
+		}
 		if strings.Contains(p, "status of 503") && strings.Contains(p, "/api/v1/sync/push") {
 			continue // the 503 the test itself answered
 		}

@@ -117,3 +117,25 @@ export function debounce(fn, ms) {
   d.cancel = () => clearTimeout(t);
   return d;
 }
+
+function inRing(lon, lat, ring) {
+  let inside = false;
+  for (let i = 0, j = ring.length - 1; i < ring.length; j = i++) {
+    const [xi, yi] = ring[i];
+    const [xj, yj] = ring[j];
+    if ((yi > lat) !== (yj > lat) && lon < ((xj - xi) * (lat - yi)) / (yj - yi) + xi) inside = !inside;
+  }
+  return inside;
+}
+
+/**
+ * inGeometry reports whether lon/lat lies inside a GeoJSON Polygon or
+ * MultiPolygon (holes excluded); null when the geometry is of another kind.
+ */
+export function inGeometry(lon, lat, g) {
+  if (!g || !Array.isArray(g.coordinates)) return null;
+  const inPoly = (rings) => rings.length > 0 && inRing(lon, lat, rings[0]) && !rings.slice(1).some((r) => inRing(lon, lat, r));
+  if (g.type === 'Polygon') return inPoly(g.coordinates);
+  if (g.type === 'MultiPolygon') return g.coordinates.some(inPoly);
+  return null;
+}

@@ -3,7 +3,7 @@
 // downscaled with their EXIF kept, a signature pad, and a draft saved as
 // the worker types (a phone call or a killed app loses nothing).
 
-import { h, newID, sha256Hex, debounce, fmtTime } from './util.js';
+import { h, newID, sha256Hex, debounce, fmtTime, inGeometry } from './util.js';
 import { validateAnswers, checkSlots, slotAccepts } from './forms.js';
 import { processPhoto, SignaturePad } from './photo.js';
 import { saveVisit } from './sync.js';
@@ -42,6 +42,7 @@ export async function renderVisit(app, root, { household, form, correctsVisitID,
     draft = { id: draftID, household_id: household.id, form_id: form.id, form_version: form.version, visit_id: newID(),
       answers: {}, evidence: [], corrects_visit_id: correctsVisitID || '', started: new Date().toISOString() };
   }
+  const place = await db.read(['places'], (t) => t.get('places', household.place_code));
   const errs = new Map(); // field -> element
   let saved = false; // once the visit is saved, its draft is never written again
   const saveDraft = debounce(async () => {
@@ -126,7 +127,11 @@ export async function renderVisit(app, root, { household, form, correctsVisitID,
     h('input', { id: 'gps_reason', type: 'text', placeholder: '例如：山谷里收不到卫星信号', value: draft.gps_reason || '',
       oninput: (e) => { draft.gps_reason = e.target.value; saveDraft(); } }),
     h('p', { class: 'hint' }, '保存时会记录原因，并标记待审核。'));
+  const placeWarn = h('p', { class: 'warn hidden', id: 'gpsplace' });
   const showGPS = () => {
+    const inside = best && place && place.boundary ? inGeometry(best.lon, best.lat, place.boundary) : null;
+    placeWarn.textContent = inside === false ? `注意：当前位置不在本户所属片区（${place.name}）范围内，请确认是否在正确的农户家中。` : '';
+    placeWarn.classList.toggle('hidden', inside !== false);
     if (!best) {
       gpsLine.textContent = '尚未定位' + (limit ? `（要求精度 ≤${limit} 米）` : '');
       gpsLine.className = 'gps warn';
@@ -348,7 +353,7 @@ export async function renderVisit(app, root, { household, form, correctsVisitID,
     h('h1', {}, form.title),
     h('p', {}, '户主：', h('strong', {}, household.fields?.head_name ?? household.id)),
     taskReason ? h('p', { class: 'banner bad' }, '整改要求：', taskReason) : '',
-    gpsLine, reasonBox, draftState,
+    gpsLine, placeWarn, reasonBox, draftState,
     h('form', { id: 'visitform', onsubmit: (e) => { e.preventDefault(); save(); } },
       (form.fields || []).map(fieldEl),
       (form.slots || []).length ? h('h2', {}, '照片和附件') : '',
