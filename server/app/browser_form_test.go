@@ -196,6 +196,60 @@ func TestBrowser_FieldAppAllFieldTypes(t *testing.T) {
 			t.Errorf("small photo stored as %d bytes, want the %d original bytes", n, len(photo))
 		}
 	})
+	t.Run("times in Beijing time", func(t *testing.T) {
+		got := eval[string](t, ctx, `import('./js/util.js').then(u => u.fmtTime('2026-12-06T06:03:00Z') + '|' + u.fmtTime('2026-12-31T23:30:00-08:00'))`)
+		if got != "2026-12-06 14:03 北京时间|2027-01-01 15:30 北京时间" {
+			t.Errorf("fmtTime: %q", got)
+		}
+	})
+
+	t.Run("2000 households stay a short DOM", func(t *testing.T) {
+		eval[bool](t, ctx, `fieldsyncApp.db.write(['households'], async t => {
+			for (let i = 0; i < 2000; i++) await t.put('households', {id: 'G' + String(i).padStart(4, '0'), place_code: 'P1', version: 1,
+				fields: {head_name: '户主' + i, address: '一组' + (i + 2) + '号'}});
+		}).then(() => true)`)
+		step(t, ctx, "list", chromedp.Navigate(app+"#/place/P1"), chromedp.WaitVisible(chromedp.CSS("#hhlist .hh")))
+		if got := eval[string](t, ctx, `document.getElementById('hhcount').textContent`); got != "共 2001 户" {
+			t.Errorf("count %q", got)
+		}
+		if n := eval[int](t, ctx, `document.querySelectorAll('#hhlist .hh').length`); n > 80 {
+			t.Errorf("%d rows in the DOM for 2001 households", n)
+		}
+		eval[bool](t, ctx, `(() => { const l = document.getElementById('hhlist'); l.scrollTop = l.scrollHeight; return true; })()`)
+		waitFor(t, ctx, "the last household drawn", `[...document.querySelectorAll('#hhlist .hh .sub')].some(e => e.textContent === '一组2001号')`)
+		step(t, ctx, "search", chromedp.SendKeys(chromedp.ID("search"), "户主1999"))
+		waitFor(t, ctx, "one result", `document.getElementById('hhcount').textContent === '共 1 户'`)
+	})
+
+	t.Run("full storage loses nothing", func(t *testing.T) {
+		step(t, ctx, "form", chromedp.Navigate(app+"#/visit/H1/all_types"), chromedp.WaitVisible(chromedp.ID("f_t_text")))
+		// The next photo write fails as a full disk makes it fail.
+		eval[bool](t, ctx, `(() => {
+			const put = IDBObjectStore.prototype.put;
+			IDBObjectStore.prototype.put = function (...a) {
+				if (this.name === 'photos') { IDBObjectStore.prototype.put = put; throw new DOMException('full', 'QuotaExceededError'); }
+				return put.apply(this, a);
+			};
+			return true;
+		})()`)
+		other := filepath.Join(t.TempDir(), "other.jpg")
+		if err := os.WriteFile(other, evidencetest.JPEG(evidencetest.Photo{Seed: 8}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		before := eval[string](t, ctx, `fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => JSON.stringify(d.map(x => x.evidence)))`)
+		step(t, ctx, "photo", chromedp.SetUploadFiles(chromedp.CSS(`input[data-slot-gallery=extra]`), []string{other}, chromedp.NodeReady))
+		waitFor(t, ctx, "quota message", `document.getElementById('banner').textContent.includes('设备存储空间已满')`)
+		after := eval[string](t, ctx, `fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => JSON.stringify(d.map(x => x.evidence)))`)
+		if before != after {
+			t.Errorf("a failed photo save changed the draft: %s -> %s", before, after)
+		}
+		if n := eval[int](t, ctx, `fieldsyncApp.db.read(['outbox'], t => t.count('outbox'))`); n != 1 {
+			t.Errorf("outbox %d after the failed write, want 1", n)
+		}
+		// Space again: the same photo goes in.
+		step(t, ctx, "photo again", chromedp.SetUploadFiles(chromedp.CSS(`input[data-slot-gallery=extra]`), []string{other}, chromedp.NodeReady))
+		waitFor(t, ctx, "photo stored", `document.querySelectorAll('#slot_extra img').length === 1`)
+	})
 	for _, p := range problems() {
 		t.Logf("page message (no server here): %s", p)
 	}
