@@ -498,7 +498,7 @@ func TestBrowser_FieldAppOfflineDay(t *testing.T) {
 			t.Errorf("%d left in the outbox", n)
 		}
 	})
-	t.Run("open rework task shown", func(t *testing.T) {
+	t.Run("rework task shown and cleared", func(t *testing.T) {
 		var hh, reason string
 		err := db.QueryRow(`SELECT household_id, reason FROM tasks WHERE state = 'open' AND `+strings.Replace(inScope, "deleted = 0", "1", 1)+` ORDER BY id LIMIT 1`).Scan(&hh, &reason)
 		if err != nil {
@@ -507,6 +507,51 @@ func TestBrowser_FieldAppOfflineDay(t *testing.T) {
 		step(t, ctx, "household", chromedp.Navigate(app+"#/hh/"+hh), chromedp.WaitVisible(chromedp.ID("lastvisit")))
 		if txt := eval[string](t, ctx, `(document.getElementById('tasks') || {}).textContent || ''`); !strings.Contains(txt, reason) || !strings.Contains(txt, "整改走访") {
 			t.Errorf("household %s shows tasks %q, want the reason %q", hh, txt, reason)
+		}
+
+		// The corrective visit clears the task.
+		var taskID, sentBack string
+		var lon, lat float64
+		db.QueryRow(`SELECT t.id, t.visit_id, h.lon, h.lat FROM tasks t JOIN households h ON h.id = t.household_id WHERE t.household_id = ? AND t.state = 'open' ORDER BY t.id LIMIT 1`, hh).Scan(&taskID, &sentBack, &lon, &lat)
+		acc := 4.0
+		if _, err := chromedp.Call(ctx, emulation.SetGeolocationOverride, emulation.SetGeolocationOverrideParams{Latitude: &lat, Longitude: &lon, Accuracy: &acc}); err != nil {
+			t.Fatal(err)
+		}
+		step(t, ctx, "corrective visit", chromedp.Click(chromedp.CSS(`#tasks a.btn.primary`)), chromedp.WaitVisible(chromedp.ID("f_head_name")))
+		waitFor(t, ctx, "GPS fix", `document.getElementById('gpsline').textContent.includes('±4 米')`)
+		certificate := filepath.Join(photoDir, "certificate.jpg")
+		if err := os.WriteFile(certificate, evidencetest.JPEG(evidencetest.Photo{Seed: 300, Taken: taken}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		acts := []chromedp.Action[chromedp.Void]{chromedp.SendKeys(chromedp.ID("f_head_name"), "复验户主")}
+		for name, val := range map[string]string{"house_grade": "C", "retrofit_finished": "yes", "inspection_round": "reinspection", "inspection_result": "pass", "plaque_installed": "yes"} {
+			acts = append(acts, chromedp.Click(chromedp.CSS(`input[name="`+name+`"][value="`+val+`"]`)))
+		}
+		for slot, file := range map[string]string{"before": photos[0], "after": photos[1], "certificate": certificate} {
+			acts = append(acts, chromedp.SetUploadFiles(chromedp.CSS(`input[data-slot-gallery="`+slot+`"]`), []string{file}, chromedp.NodeReady))
+		}
+		step(t, ctx, "fill the inspection", acts...)
+		eval[bool](t, ctx, `(() => { const d = document.getElementById('f_inspection_date'); d.value = '2026-12-06'; d.dispatchEvent(new Event('input', {bubbles: true})); return true; })()`)
+		waitFor(t, ctx, "three photos", `document.querySelectorAll('#slot_before img, #slot_after img, #slot_certificate img').length === 3`)
+		step(t, ctx, "save", chromedp.Click(chromedp.ID("save")))
+		waitFor(t, ctx, "saved", `location.hash === '#/hh/`+hh+`'`)
+		waitFor(t, ctx, "idle", `!fieldsyncApp.syncer.running`)
+		if got := eval[string](t, ctx, `fieldsyncApp.syncer.sync()`); got != "ok" {
+			t.Fatalf("sync: %s", got)
+		}
+		var state, closedBy, corrects string
+		db.QueryRow(`SELECT state, coalesce(closed_by_visit, '') FROM tasks WHERE id = ?`, taskID).Scan(&state, &closedBy)
+		if closedBy != "" {
+			db.QueryRow(`SELECT coalesce(corrects_visit_id, '') FROM visits WHERE id = ?`, closedBy).Scan(&corrects)
+		}
+		if state != "done" || corrects != sentBack {
+			t.Errorf("task %s: state %s, closed by %q which corrects %q (want %s)", taskID, state, closedBy, corrects, sentBack)
+		}
+		if got := eval[string](t, ctx, `fieldsyncApp.db.read(['tasks'], t => t.get('tasks', '`+taskID+`')).then(x => x.state)`); got != "done" {
+			t.Errorf("the device holds the task as %q after the sync", got)
+		}
+		if n := count(`SELECT count(*) FROM visit_evidence ve JOIN blobs b ON b.sha256 = ve.sha256 WHERE ve.visit_id = ?`, closedBy); n != 3 {
+			t.Errorf("the corrective visit has %d present blobs, want 3", n)
 		}
 	})
 	t.Run("phone width", func(t *testing.T) {

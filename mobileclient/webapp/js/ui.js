@@ -154,10 +154,12 @@ export async function householdsScreen(app, root, placeCode) {
   const [households, visits, tasks, place] = await app.db.read(['households', 'visits', 'tasks', 'places'], async (t) => [
     placeCode === '*' ? await t.all('households') : await t.byIndex('households', 'place', placeCode),
     await t.all('visits'), await t.all('tasks'), placeCode === '*' ? null : await t.get('places', placeCode)]);
+  // Times carry different offsets (the server's UTC, the device's +08:00):
+  // compare instants, not strings.
   const lastBy = new Map();
   for (const v of visits) {
     const cur = lastBy.get(v.household_id);
-    if (!cur || v.device_time > cur) lastBy.set(v.household_id, v.device_time);
+    if (!cur || Date.parse(v.device_time) > Date.parse(cur)) lastBy.set(v.household_id, v.device_time);
   }
   const openBy = new Map();
   for (const t of tasks) if (t.state === 'open') openBy.set(t.household_id, (openBy.get(t.household_id) || 0) + 1);
@@ -214,7 +216,7 @@ export async function householdScreen(app, root, id) {
   });
   if (!hh) { root.replaceChildren(h('h1', {}, '找不到这户'), h('a', { class: 'btn', href: '#/places' }, '返回')); return; }
   const f = hh.fields || {};
-  visits.sort((a, b) => (b.device_time > a.device_time ? 1 : -1));
+  visits.sort((a, b) => Date.parse(b.device_time) - Date.parse(a.device_time));
   const open = tasks.filter((t) => t.state === 'open');
   const members = Object.keys(f).filter((k) => k.startsWith('member.') && f[k]).map((k) => f[k]);
   const formBy = new Map(forms.map((x) => [`${x.id}@${x.version}`, x]));

@@ -227,6 +227,7 @@ export async function renderVisit(app, root, { household, form, correctsVisitID,
           const f = e.target.files[0]; e.target.value = '';
           if (!f) return;
           const slot = evidenceSlotFor(form, fd.name, fd.type === 'photo' ? 'image/jpeg' : f.type);
+          if (!slot) app.toast('提示：此表单没有可存放该附件的证据栏，附件只保存在本机，不会上传。请联系管理员修改表单。', 'bad');
           if (await pickFile(f, { field: fd.name, slot: slot ? slot.name : '', photo: fd.type === 'photo' })) refresh();
         };
         input = h('div', { id },
