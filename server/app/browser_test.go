@@ -131,7 +131,10 @@ func waitFor(t *testing.T, ctx context.Context, what, js string) {
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if _, err := chromedp.Run(tctx, chromedp.Poll[chromedp.Void](js)); err != nil {
-		t.Fatalf("waiting for %s (%s): %v", what, js, err)
+		sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
+		state, _ := chromedp.Run(sctx, chromedp.Evaluate[string](`location.hash + ' | ' + ((document.getElementById('banner') || {}).textContent || '') + ' | ' + [...document.querySelectorAll('.err')].map(e => e.textContent).filter(Boolean).join('; ')`))
+		scancel()
+		t.Fatalf("waiting for %s (%s): %v\npage: %s", what, js, err, state)
 	}
 }
 
@@ -482,6 +485,48 @@ func TestBrowser_FieldAppOfflineDay(t *testing.T) {
 		waitFor(t, ctx, "first sync over", `!fieldsyncApp.syncer.running`)
 		if got := eval[string](t, ctx, `fieldsyncApp.syncer.sync()`); got != "ok" {
 			t.Errorf("second sync: %s", got)
+		}
+	})
+
+	t.Run("server restored from a backup: lost mutations go again", func(t *testing.T) {
+		// The next pull says the server holds none of the device's
+		// mutations (as after a restore); every answered one is queued and
+		// pushed again, and the server, which does hold them, applies
+		// nothing twice.
+		cursor := eval[string](t, ctx, `fieldsyncApp.db.getMeta('cursor')`)
+		fctx, fcancel := context.WithCancel(ctx)
+		defer fcancel()
+		if _, err := chromedp.Call(ctx, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: "*/api/v1/sync/pull"}}}); err != nil {
+			t.Fatal(err)
+		}
+		var hits atomic.Int32
+		go func() {
+			for ev, err := range chromedp.Events(fctx, fetch.RequestPaused) {
+				if err != nil {
+					return
+				}
+				if hits.Add(1) > 1 {
+					chromedp.Call(ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: ev.RequestID})
+					continue
+				}
+				body, _ := json.Marshal(map[string]any{"protocol_version": 1, "ops": []any{}, "cursor": cursor, "has_more": false, "last_seq": 0})
+				chromedp.Call(ctx, fetch.FulfillRequest, fetch.FulfillRequestParams{RequestID: ev.RequestID, ResponseCode: 200,
+					ResponseHeaders: []*fetch.HeaderEntry{{Name: "Content-Type", Value: "application/json"}}, Body: body})
+			}
+		}()
+		if got := eval[string](t, ctx, `fieldsyncApp.syncer.sync()`); got != "ok" {
+			t.Errorf("sync: %s", got)
+		}
+		fcancel()
+		if _, err := chromedp.Call(ctx, fetch.Disable, cdp.Empty{}); err != nil {
+			t.Fatal(err)
+		}
+		log := eval[string](t, ctx, `fieldsyncApp.db.read(['log'], t => t.all('log')).then(r => r.map(x => x.text).join('\n'))`)
+		if !strings.Contains(log, "少了本设备已上传的 3 条记录") {
+			t.Errorf("log:\n%s", log)
+		}
+		if n := eval[int](t, ctx, `fieldsyncApp.db.read(['outbox'], t => t.count('outbox'))`); n != 0 {
+			t.Errorf("outbox %d after pushing the lost ones again", n)
 		}
 	})
 

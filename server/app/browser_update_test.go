@@ -72,11 +72,34 @@ func TestBrowser_FieldAppUpdateWaitsForSync(t *testing.T) {
 
 	t.Run("schema", func(t *testing.T) {
 		stores := eval[string](t, ctx, `Array.from(fieldsyncApp.db.idb.objectStoreNames).sort().join(',')`)
-		if stores != "conflicts,drafts,forms,households,log,meta,outbox,photos,places,rejected,tasks,uploads,visits" {
+		if stores != "conflicts,drafts,forms,households,log,meta,outbox,photos,places,rejected,sent,tasks,uploads,visits" {
 			t.Errorf("stores %s", stores)
 		}
 		if v := eval[int](t, ctx, `import('./js/db.js').then(m => m.DB_VERSION === m.MIGRATIONS.length && fieldsyncApp.db.idb.version === m.DB_VERSION ? m.DB_VERSION : -1)`); v < 1 {
 			t.Errorf("database version does not follow the migrations: %d", v)
+		}
+		// A database of version 1 with an outbox row upgrades to the current
+		// version with the row and the sequence counter intact.
+		up := eval[string](t, ctx, `(async () => {
+			const m = await import('./js/db.js');
+			await new Promise((res, rej) => {
+				const r = indexedDB.open('fieldsync-upgrade', 1);
+				r.onupgradeneeded = (e) => m.upgrade(r.result, r.transaction, e.oldVersion, 1);
+				r.onerror = () => rej(r.error);
+				r.onsuccess = async () => {
+					const db = new m.DB(r.result);
+					await db.write(['outbox', 'meta'], async (t) => { await t.put('outbox', {seq: 1, kind: 'visit.create', body: {seq: 1}}); await t.setMeta('next_seq', 2); });
+					db.close(); res();
+				};
+			});
+			const db2 = await m.openDB('fieldsync-upgrade');
+			const out = [db2.idb.version === m.DB_VERSION, [...db2.idb.objectStoreNames].includes('sent'),
+				(await db2.read(['outbox'], t => t.all('outbox'))).map(r => r.seq).join(','), await db2.getMeta('next_seq')];
+			db2.close();
+			return out.join('|');
+		})()`)
+		if up != "true|true|1|2" {
+			t.Errorf("upgrade from version 1: %s", up)
 		}
 		// Three outbox rows; a fourth write that fails half-way leaves nothing.
 		got := eval[string](t, ctx, `(async () => {

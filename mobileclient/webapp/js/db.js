@@ -38,6 +38,11 @@ export const MIGRATIONS = [
     up.createIndex('fingerprint', 'fingerprint');
     db.createObjectStore('log', { keyPath: 'n', autoIncrement: true });
   },
+  // 1 -> 2: answered mutations are kept (bounded), so that those a server
+  // restored from a backup has lost can be queued again (pull's last_seq).
+  (db) => {
+    db.createObjectStore('sent', { keyPath: 'seq' });
+  },
 ];
 
 export const DB_VERSION = MIGRATIONS.length;

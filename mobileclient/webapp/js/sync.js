@@ -20,6 +20,7 @@ const MAX_PULL_PAGES = 10000;
 const MISSING_BATCH = 1000; // api.MaxMissingQuery
 const CHUNK = 256 * 1024;
 const LOG_KEEP = 500;
+const SENT_KEEP = 5000; // answered mutations kept for a server restored from a backup
 
 /** ApiError is a failed API call, with the server's code and message. */
 export class ApiError extends Error {
@@ -131,6 +132,26 @@ async function dropPlace(t, code) {
   }
 }
 
+/**
+ * requeueLost compares the server's last_seq for this device (a pull says
+ * it) with the answers the device holds: mutations the server once
+ * answered but no longer has go back into the outbox, from the kept
+ * copies. Returns how many. Absent last_seq: the server does not track it.
+ */
+export async function requeueLost(t, serverLast) {
+  if (typeof serverLast !== 'number') return 0;
+  const acked = await t.meta('last_seq', 0);
+  if (serverLast >= acked) return 0;
+  const lost = await t.all('sent', IDBKeyRange.lowerBound(serverLast, true));
+  for (const row of lost) {
+    const { status, answered, ...orig } = row;
+    if (!(await t.get('outbox', row.seq))) await t.put('outbox', { ...orig, requeued: true });
+    await t.del('sent', row.seq);
+  }
+  await t.setMeta('last_seq', serverLast);
+  return lost.length;
+}
+
 /** Syncer runs syncs for the app. */
 export class Syncer {
   constructor(db, { onStatus, onRevoked, onChange } = {}) {
@@ -202,6 +223,7 @@ export class Syncer {
       await this.log(auto ? '开始自动同步' : '开始同步');
       await this.push(m, stats);
       await this.pull(m, stats);
+      if (stats.requeued) await this.push(m, stats);
       await this.uploads(m, stats);
       this.failures = 0;
       await this.db.setMeta('last_sync', new Date().toISOString());
@@ -256,10 +278,11 @@ export class Syncer {
       }, m.token);
       const results = new Map((resp.results || []).map((r) => [r.seq, r]));
       let rejected = [];
-      await this.db.write(['outbox', 'rejected', 'visits', 'uploads', 'meta'], async (t) => {
+      await this.db.write(['outbox', 'rejected', 'visits', 'uploads', 'meta', 'sent'], async (t) => {
         for (const row of batch) {
           const r = results.get(row.seq);
           if (!r) continue;
+          await t.put('sent', { ...row, status: r.status, answered: new Date().toISOString() });
           if (r.status === 'rejected') {
             await t.put('rejected', { seq: row.seq, kind: row.kind, body: row.body, code: r.code, message: r.message, at: new Date().toISOString() });
             rejected.push(r);
@@ -277,8 +300,10 @@ export class Syncer {
           }
           await t.del('outbox', row.seq);
         }
-        await t.setMeta('last_seq', resp.last_seq);
+        await t.setMeta('last_seq', Math.max(resp.last_seq || 0, await t.meta('last_seq', 0)));
         await t.setMeta('hlc', maxHLC(await t.meta('hlc', ''), resp.server_hlc));
+        const n = await t.count('sent');
+        if (n > SENT_KEEP) for (const k of (await t.keys('sent')).slice(0, n - SENT_KEEP)) await t.del('sent', k);
       });
       done += results.size;
       stats.pushed += results.size;
@@ -296,11 +321,16 @@ export class Syncer {
         protocol_version: PROTOCOL_VERSION, device_id: m.device_id, cursor, max_bytes: PULL_MAX_BYTES,
       }, m.token);
       const ops = resp.ops || [];
-      await this.db.write([...SCOPE_STORES, 'meta'], async (t) => {
+      const requeued = await this.db.write([...SCOPE_STORES, 'meta', 'sent', 'outbox'], async (t) => {
         await applyOps(t, ops);
         await t.setMeta('cursor', resp.cursor);
         await t.setMeta('hlc', maxHLC(await t.meta('hlc', ''), resp.server_hlc));
+        return requeueLost(t, resp.last_seq);
       });
+      if (requeued) {
+        stats.requeued = (stats.requeued || 0) + requeued;
+        await this.log(`服务器少了本设备已上传的 ${requeued} 条记录（服务器可能从备份恢复过），已重新放入待上传队列`, 'error');
+      }
       stats.ops += ops.length;
       cursor = resp.cursor;
       if (!resp.has_more) return;

@@ -71,27 +71,42 @@ export async function renderVisit(app, root, { household, form, correctsVisitID,
   };
 
   // Stores a blob (photo, scan, signature) and files it in the draft, in
-  // one transaction: either both are saved or neither.
-  const addBlob = async (blob, mediaType, slot, field) => {
-    const sha = await sha256Hex(blob);
-    const ref = { sha256: sha, size: blob.size, media_type: mediaType, slot };
-    const next = structuredClone(draft);
-    if (field) {
-      next.evidence = next.evidence.filter((e) => e.field !== field);
-      next.answers[field] = sha;
-      if (slot) next.evidence.push({ ...ref, field });
-    } else {
-      if (next.evidence.some((e) => e.sha256 === sha && e.slot === slot)) { app.toast('这张照片已经添加过了'); return null; }
-      next.evidence.push(ref);
-    }
-    next.updated = new Date().toISOString();
-    await db.write(['photos', 'drafts'], async (t) => {
-      if (!(await t.get('photos', sha))) await t.put('photos', { sha256: sha, blob, size: blob.size, media_type: mediaType, created: new Date().toISOString() });
-      await t.put('drafts', next);
-    });
-    draft = next;
-    draftState.textContent = '草稿已保存 ' + fmtTime(draft.updated);
-    return sha;
+  // one transaction: either both are saved or neither. Calls run one at a
+  // time (photos picked in quick succession must not overwrite each
+  // other's refs), and answers typed meanwhile are kept: the change is
+  // applied to the live draft once the transaction committed.
+  let blobChain = Promise.resolve();
+  const addBlob = (blob, mediaType, slot, field) => {
+    const run = async () => {
+      const sha = await sha256Hex(blob);
+      const ref = { sha256: sha, size: blob.size, media_type: mediaType, slot };
+      const apply = (d) => {
+        if (field) {
+          d.evidence = d.evidence.filter((e) => e.field !== field);
+          d.answers[field] = sha;
+          if (slot) d.evidence.push({ ...ref, field });
+          return true;
+        }
+        if (d.evidence.some((e) => e.sha256 === sha && e.slot === slot && !e.field)) return false;
+        d.evidence.push(ref);
+        return true;
+      };
+      const next = structuredClone(draft);
+      if (!apply(next)) { app.toast('这张照片已经添加过了'); return null; }
+      next.updated = new Date().toISOString();
+      await db.write(['photos', 'drafts'], async (t) => {
+        if (!(await t.get('photos', sha))) await t.put('photos', { sha256: sha, blob, size: blob.size, media_type: mediaType, created: new Date().toISOString() });
+        await t.put('drafts', next);
+      });
+      apply(draft);
+      draft.updated = next.updated;
+      saveDraft(); // a draft write already under way may predate this ref
+      draftState.textContent = '草稿已保存 ' + fmtTime(draft.updated);
+      return sha;
+    };
+    const p = blobChain.then(run, run);
+    blobChain = p.catch(() => {});
+    return p;
   };
 
   const pickFile = async (file, { slot, field, photo }) => {
