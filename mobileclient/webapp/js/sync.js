@@ -214,7 +214,8 @@ export class Syncer {
 
   async runLocked(auto) {
     const m = await this.db.metaAll();
-    if (!m.token || m.revoked) return 'not_enrolled';
+    if (m.revoked) return 'revoked';
+    if (!m.token) return 'not_enrolled';
     this.running = true;
     clearTimeout(this.timer);
     const stats = { pushed: 0, rejected: 0, ops: 0, uploaded: 0, bytes: 0 };
