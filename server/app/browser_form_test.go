@@ -236,6 +236,7 @@ func TestBrowser_FieldAppAllFieldTypes(t *testing.T) {
 		if err := os.WriteFile(other, evidencetest.JPEG(evidencetest.Photo{Seed: 8}), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		waitFor(t, ctx, "the new draft written", `fieldsyncApp.db.read(['drafts'], t => t.count('drafts')).then(n => n === 1)`)
 		before := eval[string](t, ctx, `fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => JSON.stringify(d.map(x => x.evidence)))`)
 		step(t, ctx, "photo", chromedp.SetUploadFiles(chromedp.CSS(`input[data-slot-gallery=extra]`), []string{other}, chromedp.NodeReady))
 		waitFor(t, ctx, "quota message", `document.getElementById('banner').textContent.includes('设备存储空间已满')`)

@@ -105,6 +105,7 @@ func TestBrowser_FieldAppUploadResumes(t *testing.T) {
 		chromedp.SetUploadFiles(chromedp.CSS(`input[data-slot-gallery="progress"]`), []string{picPath}, chromedp.NodeReady))
 	eval[bool](t, ctx, `(() => { const d = document.getElementById('f_due_date'); d.value = '2027-05-01'; d.dispatchEvent(new Event('input', {bubbles: true})); return true; })()`)
 	waitFor(t, ctx, "picture in the slot", `document.querySelectorAll('#slot_progress img').length === 1`)
+	waitFor(t, ctx, "draft holds the picture", `fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => d.length === 1 && d[0].evidence.length === 1)`)
 	if got := eval[string](t, ctx, `fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => d[0].evidence[0].sha256)`); got != sha {
 		t.Fatalf("the app hashed the picture as %s, want %s (kept byte for byte)", got, sha)
 	}

@@ -100,7 +100,7 @@ export async function renderVisit(app, root, { household, form, correctsVisitID,
       });
       apply(draft);
       draft.updated = next.updated;
-      saveDraft(); // a draft write already under way may predate this ref
+      await saveDraft.flush(); // a draft write already under way may predate this ref
       draftState.textContent = '草稿已保存 ' + fmtTime(draft.updated);
       return sha;
     };
