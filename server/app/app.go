@@ -199,6 +199,10 @@ func Run(ctx context.Context, cfg Config) error {
 		ln.Close()
 		return err
 	}
+	if _, err := MountApp(srv.Echo()); err != nil {
+		ln.Close()
+		return err
+	}
 	defer srv.Close()
 	if up := srv.Uploads(); up != nil {
 		go up.Janitor(ctx, 10*time.Minute)

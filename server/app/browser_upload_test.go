@@ -1,0 +1,184 @@
+package app
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"image"
+	"image/png"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+
+	"fieldsync/server/demo"
+)
+
+// noisePNG is a PNG of random pixels (it does not compress), small enough
+// on its long side to be uploaded as it is.
+func noisePNG(t *testing.T, w, h int) []byte {
+	t.Helper()
+	img := image.NewNRGBA(image.Rect(0, 0, w, h))
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range img.Pix {
+		img.Pix[i] = byte(r.Uint32())
+	}
+	for i := 3; i < len(img.Pix); i += 4 {
+		img.Pix[i] = 255
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestBrowser_FieldAppUploadResumes cuts the link in the middle of a tus
+// upload (throttled to 256 KB/s), reloads the app while offline, and goes
+// online again: the upload resumes at the same upload URL from the
+// server's offset, and the server ends with the whole blob.
+func TestBrowser_FieldAppUploadResumes(t *testing.T) {
+	ctx, problems := newBrowser(t, 800, 1280)
+	base, _ := testServer(t)
+	var login struct{ Token string }
+	apiJSON(t, "POST", base+"/api/v1/auth/login", "", map[string]string{"username": "admin", "password": demo.DemoPassword}, &login)
+	var users []struct {
+		ID       int64
+		Username string
+	}
+	apiJSON(t, "GET", base+"/api/v1/users", login.Token, nil, &users)
+	var userID int64
+	for _, u := range users {
+		if u.Username == "wangge_zhao" {
+			userID = u.ID
+		}
+	}
+	var ec struct{ Code string }
+	apiJSON(t, "POST", fmt.Sprintf("%s/api/v1/users/%d/enrollment-codes", base, userID), login.Token, map[string]any{}, &ec)
+	app := base + "/app/"
+	step(t, ctx, "enroll", chromedp.Navigate(app), chromedp.WaitVisible(chromedp.ID("code")),
+		chromedp.SendKeys(chromedp.ID("code"), ec.Code), chromedp.Click(chromedp.ID("enrollbtn")))
+	waitFor(t, ctx, "first sync", `/^[1-9][0-9]* 户$/.test((document.getElementById('hhcount') || {}).textContent || '')`)
+	waitFor(t, ctx, "service worker in control", `!!navigator.serviceWorker.controller`)
+	hh := eval[string](t, ctx, `fieldsyncApp.db.read(['households'], t => t.all('households', null, 1)).then(r => r[0].id)`)
+	token := eval[string](t, ctx, `fieldsyncApp.db.getMeta('token')`)
+
+	pic := noisePNG(t, 700, 500) // about 1.4 MB: several 256 KB chunks
+	sum := sha256.Sum256(pic)
+	sha := hex.EncodeToString(sum[:])
+	picPath := filepath.Join(t.TempDir(), "scan.png")
+	if err := os.WriteFile(picPath, pic, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lat, lon, acc := 25.01, 103.71, 5.0
+	if _, err := chromedp.CallBrowser(ctx, browser.SetPermission, browser.SetPermissionParams{
+		Permission: &browser.PermissionDescriptor{Name: "geolocation"}, Setting: "granted", Origin: strings.TrimSuffix(base, "/")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, emulation.SetGeolocationOverride, emulation.SetGeolocationOverrideParams{Latitude: &lat, Longitude: &lon, Accuracy: &acc}); err != nil {
+		t.Fatal(err)
+	}
+	// A slow uplink: 256 KB/s.
+	if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
+		MatchedNetworkConditions: []*network.Conditions{{Latency: 20, DownloadThroughput: -1, UploadThroughput: 256 * 1024}}}); err != nil {
+		t.Fatal(err)
+	}
+	step(t, ctx, "form", chromedp.Navigate(app+"#/visit/"+hh+"/water_cellar_progress"), chromedp.WaitVisible(chromedp.ID("f_site_name")))
+	waitFor(t, ctx, "GPS fix", `document.getElementById('gpsline').textContent.includes('±5 米')`)
+	step(t, ctx, "fill",
+		chromedp.SendKeys(chromedp.ID("f_site_name"), "新水窖"),
+		chromedp.SendKeys(chromedp.ID("f_capacity_m3"), "24"),
+		chromedp.Click(chromedp.CSS(`input[name="stage"][value="planned"]`)),
+		chromedp.SetUploadFiles(chromedp.CSS(`input[data-slot-gallery="progress"]`), []string{picPath}, chromedp.NodeReady))
+	eval[bool](t, ctx, `(() => { const d = document.getElementById('f_due_date'); d.value = '2027-05-01'; d.dispatchEvent(new Event('input', {bubbles: true})); return true; })()`)
+	waitFor(t, ctx, "picture in the slot", `document.querySelectorAll('#slot_progress img').length === 1`)
+	waitFor(t, ctx, "draft holds the picture", `fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => d.length === 1 && d[0].evidence.length === 1)`)
+	if got := eval[string](t, ctx, `fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => d[0].evidence[0].sha256)`); got != sha {
+		t.Fatalf("the app hashed the picture as %s, want %s (kept byte for byte)", got, sha)
+	}
+	step(t, ctx, "save", chromedp.Click(chromedp.ID("save"))) // a sync follows by itself
+
+	// The upload starts; wait until the server holds at least a chunk.
+	uploadURL := ""
+	headOffset := func() int64 {
+		req, _ := http.NewRequest("HEAD", base+uploadURL, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Tus-Resumable", "1.0.0")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		n, _ := strconv.ParseInt(res.Header.Get("Upload-Offset"), 10, 64)
+		return n
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	var cutAt int64
+	for time.Now().Before(deadline) {
+		if uploadURL == "" {
+			u := eval[string](t, ctx, `fieldsyncApp.db.read(['uploads'], t => t.get('uploads', '`+sha+`')).then(u => (u && u.tus && u.tus.uploadUrl) || '')`)
+			if u != "" {
+				uploadURL = strings.TrimPrefix(u, strings.TrimSuffix(base, "/"))
+			}
+		}
+		if uploadURL != "" {
+			if cutAt = headOffset(); cutAt >= 256*1024 {
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if cutAt < 256*1024 || cutAt >= int64(len(pic)) {
+		t.Fatalf("upload %q at offset %d of %d before the cut", uploadURL, cutAt, len(pic))
+	}
+	setOffline(t, ctx, true)
+	waitFor(t, ctx, "sync gave up", `!fieldsyncApp.syncer.running`)
+	step(t, ctx, "reload offline", chromedp.Navigate(app+"#/"), chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("syncbtn")))
+	if st := eval[string](t, ctx, `fieldsyncApp.db.read(['uploads'], t => t.get('uploads', '`+sha+`')).then(u => u.state)`); st != "pending" {
+		t.Fatalf("upload state after the cut: %s", st)
+	}
+	offAfterCut := headOffset()
+	setOffline(t, ctx, false) // online again: the app syncs by itself
+	waitFor(t, ctx, "upload done", `fieldsyncApp.db.read(['uploads'], t => t.get('uploads', '`+sha+`')).then(u => u.state === 'done')`)
+	resumedURL := eval[string](t, ctx, `fieldsyncApp.db.read(['uploads'], t => t.get('uploads', '`+sha+`')).then(u => (u.tus && u.tus.uploadUrl) || '')`)
+	if !strings.HasSuffix(resumedURL, uploadURL) {
+		t.Errorf("the upload restarted at %s instead of resuming %s", resumedURL, uploadURL)
+	}
+	log := eval[string](t, ctx, `fieldsyncApp.db.read(['log'], t => t.all('log')).then(r => r.map(x => x.text).join('\n'))`)
+	if !strings.Contains(log, "断点续传") {
+		t.Errorf("the log does not show a resumed upload:\n%s", log)
+	}
+	req, _ := http.NewRequest("GET", base+"/api/v1/evidence/"+sha, nil)
+	req.Header.Set("Authorization", "Bearer "+login.Token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored bytes.Buffer
+	stored.ReadFrom(res.Body)
+	res.Body.Close()
+	got := sha256.Sum256(stored.Bytes())
+	if res.StatusCode != 200 || hex.EncodeToString(got[:]) != sha {
+		t.Errorf("server blob: %d, %d bytes", res.StatusCode, stored.Len())
+	}
+	t.Logf("cut at server offset %d (HEAD after the cut: %d) of %d bytes; resumed at the same upload URL", cutAt, offAfterCut, len(pic))
+	for _, p := range problems() {
+		if strings.Contains(p, "Failed to load resource") || strings.Contains(p, "ERR_INTERNET_DISCONNECTED") {
+			continue // the cut itself
+		}
+		t.Errorf("page problem: %s", p)
+	}
+}
