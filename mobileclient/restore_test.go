@@ -104,7 +104,7 @@ func TestE2E_DeviceRestoredFromCopy(t *testing.T) {
 			var ids []string
 			record := func(c *Client, n int) {
 				for i := 0; i < n; i++ {
-					id, err := c.RecordVisit(surveyVisit(hs[i%2], "王建國"))
+					id, err := c.RecordVisit(surveyVisit(hs[i%2], "王建国"))
 					if err != nil {
 						t.Fatal(err)
 					}

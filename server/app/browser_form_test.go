@@ -105,8 +105,8 @@ func TestBrowser_FieldAppAllFieldTypes(t *testing.T) {
 			chromedp.Click(chromedp.CSS(`input[name=t_many][value=y]`)),
 			chromedp.Click(chromedp.ID("save")))
 		want := map[string]string{
-			"err_t_text": "最多 5 个字", "err_t_int": "请填写整数", "err_t_dec": "请填写数字", "err_t_date": "此项必填",
-			"err_t_one": "此项必填", "err_t_many": "最多选择 1 项", "err_t_photo": "此项必填", "err_t_sign": "此项必填",
+			"err_t_text": "最多 5 个字", "err_t_int": "请填整数", "err_t_dec": "请填数字", "err_t_date": "必填",
+			"err_t_one": "必填", "err_t_many": "最多选 1 项", "err_t_photo": "必填", "err_t_sign": "必填",
 			"err_slot_extra": "至少需要 1 个附件", "err_t_long": "", "err_t_doc": "",
 		}
 		waitFor(t, ctx, "errors shown", `document.getElementById('err_t_int').textContent !== ''`)

@@ -310,7 +310,7 @@ func TestBrowser_FieldAppOfflineDay(t *testing.T) {
 		waitFor(t, ctx, "households after the first sync", fmt.Sprintf(`document.getElementById('hhcount') && document.getElementById('hhcount').textContent === '%d 户'`, wantHH))
 		who := eval[string](t, ctx, `document.querySelector('main h1').textContent`)
 		mine := eval[string](t, ctx, `document.getElementById('myplaces').textContent`)
-		if !strings.Contains(who, "李文華") || strings.Count(mine, "、") != len(places)-1 {
+		if !strings.Contains(who, "李文华") || strings.Count(mine, "、") != len(places)-1 {
 			t.Errorf("home shows %q, places %q (want %d places)", who, mine, len(places))
 		}
 		waitFor(t, ctx, "service worker in control", `!!navigator.serviceWorker.controller`)
@@ -416,7 +416,7 @@ func TestBrowser_FieldAppOfflineDay(t *testing.T) {
 			step(t, ctx, "open form", chromedp.Navigate(app+"#/visit/"+hh+"/water_cellar_progress"), chromedp.WaitVisible(chromedp.ID("f_site_name")))
 			if i == 0 {
 				step(t, ctx, "save empty", chromedp.Click(chromedp.ID("save")))
-				waitFor(t, ctx, "required errors", `document.getElementById('err_site_name').textContent === '此项必填' && document.getElementById('err_slot_progress').textContent !== ''`)
+				waitFor(t, ctx, "required errors", `document.getElementById('err_site_name').textContent === '必填' && document.getElementById('err_slot_progress').textContent !== ''`)
 			}
 			waitFor(t, ctx, "GPS fix", `document.getElementById('gpsline').textContent.includes('±6 米')`)
 			if warn := eval[string](t, ctx, `document.getElementById('gpsplace').textContent`); warn != "" {

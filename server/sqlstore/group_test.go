@@ -67,7 +67,7 @@ func TestGroupCommit_CancelledCallers(t *testing.T) {
 	env := servertest.Start(t)
 	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
 	const hh = "01JDZX5Q7R8S9T0V1W2X3Y4Z5A"
-	env.AddHouseholds(t, household(hh, "G11", "王建國"))
+	env.AddHouseholds(t, household(hh, "G11", "王建国"))
 	// A village outside the devices' scope with a large subtree, moved
 	// between two townships: its move is one long write statement.
 	big := []domain.Place{{Code: "T2", Name: "白云镇", Level: "township", ParentCode: "C1"}, {Code: "V9", Name: "大寨村", Level: "village", ParentCode: "T1"}}

@@ -529,7 +529,7 @@ func TestHouseholdMove_TargetScope(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			env := servertest.Start(t)
-			env.AddHouseholds(t, household(inside, "G11", "王建國"), household(outside, "G21", "外村"))
+			env.AddHouseholds(t, household(inside, "G11", "王建国"), household(outside, "G21", "外村"))
 			d := newDevice(t, env, env.CreateUser(t, "w", domain.RoleFieldWorker, "V1"))
 			hh, _, err := env.Store.Household(ctx, tc.hh)
 			if err != nil {
@@ -573,7 +573,7 @@ func TestPush_SequenceReused_Store(t *testing.T) {
 	env := servertest.Start(t)
 	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
 	const hh = "01JDZX5Q7R8S9T0V1W2X3Y4Z5A"
-	env.AddHouseholds(t, household(hh, "G11", "王建國"))
+	env.AddHouseholds(t, household(hh, "G11", "王建国"))
 	d := newDevice(t, env, u)
 	v1, v2 := visitMut(d, hh), visitMut(d, hh)
 	d.push(v1, v2)
