@@ -99,7 +99,8 @@ func (s *Server) registerEvidence(add addRoute) {
 	cfg := s.evidenceConfig()
 	up, err := upload.New(upload.Config{
 		Store: es, Blobs: s.cfg.Blobs, Dir: s.cfg.UploadDir, BasePath: APIPrefix + "/uploads/",
-		MaxSize: cfg.MaxUploadBytes, TTL: cfg.UploadTTL, BlobTimeout: cfg.BlobTimeout,
+		PublicURL: s.cfg.UploadURL,
+		MaxSize:   cfg.MaxUploadBytes, TTL: cfg.UploadTTL, BlobTimeout: cfg.BlobTimeout,
 		AnalyseDelay: cfg.AnalyseDelay, Now: s.cfg.Now, Logger: s.log,
 	})
 	if err != nil {

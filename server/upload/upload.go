@@ -77,6 +77,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -174,6 +175,12 @@ type Config struct {
 	// BasePath is the URL path of the upload collection, ending in "/"
 	// (default "/api/v1/uploads/"); Location headers are built from it.
 	BasePath string
+	// PublicURL is the server's configured public URL (scheme and host,
+	// e.g. "https://fieldsync.example.org", no trailing "/"); Location
+	// headers are built from it. Empty: Location is a path that clients
+	// resolve against their request (never built from the request's
+	// Host).
+	PublicURL string
 	// MaxSize is the largest Upload-Length accepted (default
 	// syncproto.MaxEvidenceBytes); bigger creations get 413.
 	MaxSize int64
@@ -216,6 +223,13 @@ func (c *Config) setDefaults() error {
 	}
 	if !strings.HasSuffix(c.BasePath, "/") {
 		c.BasePath += "/"
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("upload: PublicURL %q is not an http(s) URL", c.PublicURL)
+		}
+		c.PublicURL = u.Scheme + "://" + u.Host + strings.TrimSuffix(u.Path, "/")
 	}
 	if c.MaxSize <= 0 {
 		c.MaxSize = syncproto.MaxEvidenceBytes
@@ -353,16 +367,17 @@ func newID() string {
 func (h *Handler) partPath(id string) string { return filepath.Join(h.cfg.Dir, id+".part") }
 func (h *Handler) markPath(id string) string { return filepath.Join(h.cfg.Dir, id+".chk") }
 
-// location builds the absolute URL of an upload from the request.
-func (h *Handler) location(r *http.Request, id string) string {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
-		scheme = p
-	}
-	return scheme + "://" + r.Host + h.cfg.BasePath + id
+// okPath marks an upload whose bytes were all received and verified; it
+// holds the media type to record. See finish.
+func (h *Handler) okPath(id string) string { return filepath.Join(h.cfg.Dir, id+".ok") }
+
+// location builds the URL of an upload: absolute from Config.PublicURL,
+// else a path that the client resolves against the URL it created the
+// upload with (RFC 9110 §10.2.2). The request's Host and forwarding
+// headers are never used: a client or a proxy could name any host there,
+// and the next PATCH, with the device's token, would go to it.
+func (h *Handler) location(id string) string {
+	return h.cfg.PublicURL + h.cfg.BasePath + id
 }
 
 func (h *Handler) setExpires(w http.ResponseWriter, u Upload) {
@@ -441,7 +456,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, deviceID string
 			return err
 		}
 		drain(w, r)
-		w.Header().Set("Location", h.location(r, u.ID))
+		w.Header().Set("Location", h.location(u.ID))
 		w.Header().Set("Upload-Offset", strconv.FormatInt(length, 10))
 		w.WriteHeader(http.StatusCreated)
 		return nil
@@ -457,7 +472,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, deviceID string
 	if err := h.cfg.Store.CreateUpload(ctx, u); err != nil {
 		return err
 	}
-	w.Header().Set("Location", h.location(r, u.ID))
+	w.Header().Set("Location", h.location(u.ID))
 	if !withBody {
 		h.setExpires(w, u)
 		w.Header().Set("Upload-Offset", "0")
@@ -524,6 +539,9 @@ func (h *Handler) load(ctx context.Context, id, deviceID string) (Upload, error)
 func (h *Handler) offset(u Upload) (int64, error) {
 	if u.Done {
 		return u.Length, nil
+	}
+	if _, ok := h.verified(u); ok {
+		return u.Length, nil // all there; finish may still have to record it
 	}
 	if b, err := os.ReadFile(h.markPath(u.ID)); err == nil {
 		start, ok := parseOffset(strings.TrimSpace(string(b)))
@@ -634,6 +652,18 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, deviceID, id str
 	off, err := h.offset(u)
 	if err != nil {
 		return err
+	}
+	if off == u.Length && u.Length > 0 {
+		// All bytes are here but the upload was not recorded yet (the
+		// blob store or the database failed after the last byte): finish
+		// it now, without the body, as for a completed upload.
+		drain(w, r)
+		if u, err = h.finish(r.Context(), u, nil); err != nil {
+			return err
+		}
+		w.Header().Set("Upload-Offset", strconv.FormatInt(u.Length, 10))
+		w.WriteHeader(http.StatusNoContent)
+		return nil
 	}
 	if at != off {
 		return syncproto.Errorf(syncproto.CodeOffsetMismatch, "Upload-Offset %d does not match the %d bytes received; HEAD the upload and resume from there", at, off).
@@ -849,7 +879,7 @@ func (h *Handler) delete(r *http.Request, deviceID, id string) error {
 // discard removes an upload's files, then its record. The caller holds
 // the lock (or the upload is unreachable).
 func (h *Handler) discard(ctx context.Context, u Upload) error {
-	for _, p := range []string{h.markPath(u.ID), h.partPath(u.ID)} {
+	for _, p := range []string{h.markPath(u.ID), h.partPath(u.ID), h.okPath(u.ID)} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("upload: %w", err)
 		}
