@@ -186,7 +186,7 @@ func mediaType(sniffed, declared string) string {
 // Retry-After when storage is unavailable.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status, body := h.errorBody(w, r, err)
-	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
+	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests || status == http.StatusInsufficientStorage {
 		w.Header().Set("Retry-After", "5")
 	}
 	if r.Method == http.MethodHead {

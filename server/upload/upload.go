@@ -84,6 +84,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"fieldsync/server/blob"
@@ -210,6 +211,10 @@ type Config struct {
 	AnalyseDelay time.Duration
 	// Now replaces time.Now in tests.
 	Now func() time.Time
+	// OpenPart opens a partial file for writing, creating it if needed
+	// (default os.OpenFile with O_RDWR|O_CREATE); tests inject write and
+	// fsync faults through it.
+	OpenPart func(path string) (PartFile, error)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -261,10 +266,21 @@ func (c *Config) setDefaults() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.OpenPart == nil {
+		c.OpenPart = func(path string) (PartFile, error) { return os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644) }
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return nil
+}
+
+// PartFile is what the handler writes a partial file through (*os.File).
+type PartFile interface {
+	io.WriterAt
+	Sync() error
+	Truncate(size int64) error
+	Close() error
 }
 
 // Handler serves the tus endpoints. Authentication is the caller's job:
@@ -278,6 +294,13 @@ type Handler struct {
 
 	an        *analyser
 	receiving atomic.Int64 // requests receiving bytes now
+
+	// suspect holds, per upload, the last durable offset of a partial file
+	// that a failed write or fsync left longer than that and that could
+	// not be cut back at once (nor a marker written); offset cuts it
+	// before the file is used again. One entry per upload at most.
+	suspectMu sync.Mutex
+	suspect   map[string]int64
 }
 
 // New returns a Handler, creating Config.Dir, and starts its analysis
@@ -289,7 +312,7 @@ func New(cfg Config) (*Handler, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("upload: %w", err)
 	}
-	h := &Handler{cfg: cfg}
+	h := &Handler{cfg: cfg, suspect: map[string]int64{}}
 	h.locks.m = map[string]*held{}
 	h.lastSweep.Store(cfg.Now().UnixNano())
 	h.startAnalyser()
@@ -543,14 +566,27 @@ func (h *Handler) offset(u Upload) (int64, error) {
 	if _, ok := h.verified(u); ok {
 		return u.Length, nil // all there; finish may still have to record it
 	}
+	h.suspectMu.Lock()
+	durable, suspect := h.suspect[u.ID]
+	h.suspectMu.Unlock()
+	if suspect {
+		if err := h.cutBack(u.ID, durable); err != nil {
+			return 0, h.ioError(u.ID, durable, err)
+		}
+		h.suspectMu.Lock()
+		delete(h.suspect, u.ID)
+		h.suspectMu.Unlock()
+	}
 	if b, err := os.ReadFile(h.markPath(u.ID)); err == nil {
 		start, ok := parseOffset(strings.TrimSpace(string(b)))
 		if ok {
-			if err := os.Truncate(h.partPath(u.ID), start); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return 0, fmt.Errorf("upload: recover %s: %w", u.ID, err)
+			if err := h.cutBack(u.ID, start); err != nil {
+				return 0, h.ioError(u.ID, start, fmt.Errorf("recover: %w", err))
 			}
 		}
-		_ = os.Remove(h.markPath(u.ID))
+		if err := removeSynced(h.markPath(u.ID)); err != nil {
+			return 0, h.ioError(u.ID, start, err)
+		}
 	}
 	fi, err := os.Stat(h.partPath(u.ID))
 	if errors.Is(err, os.ErrNotExist) {
@@ -695,17 +731,27 @@ var errCut = errors.New("upload: request body ended early")
 func (h *Handler) receive(r *http.Request, u Upload, off int64, checksum []byte, sh *stopHandle) (Upload, error) {
 	h.receiving.Add(1)
 	defer h.receiving.Add(-1)
-	f, err := os.OpenFile(h.partPath(u.ID), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := h.cfg.OpenPart(h.partPath(u.ID))
 	if err != nil {
-		return u, fmt.Errorf("upload: %w", err)
+		return u, h.ioError(u.ID, off, err)
 	}
 	defer f.Close()
 	if checksum != nil {
 		if err := writeSynced(h.markPath(u.ID), strconv.FormatInt(off, 10)); err != nil {
-			return u, fmt.Errorf("upload: %w", err)
+			return u, h.ioError(u.ID, off, err)
 		}
 	}
-	n, sum, rerr := h.copyBody(r, f, off, u.Length-off, sh)
+	n, synced, sum, rerr := h.copyBody(r, f, off, u.Length-off, sh)
+	// durable is how far the file is known to be on disk: a checksummed
+	// chunk is all or nothing.
+	durable := off + synced
+	if checksum != nil {
+		durable = off
+	}
+	var ioe *ioErr
+	if errors.As(rerr, &ioe) {
+		return h.ioFailed(r.Context(), u, f, durable, ioe)
+	}
 	over := errors.Is(rerr, errOverflow)
 	cut := rerr != nil && !over
 	bad := checksum != nil && !cut && !over && string(sum) != string(checksum)
@@ -714,14 +760,18 @@ func (h *Handler) receive(r *http.Request, u Upload, off int64, checksum []byte,
 		// cut before its checksum could be checked.
 		n = 0
 		if err := f.Truncate(off); err != nil {
-			return u, fmt.Errorf("upload: %w", err)
+			return h.ioFailed(r.Context(), u, f, off, &ioErr{"truncate", err})
 		}
 	}
 	if err := f.Sync(); err != nil {
-		return u, fmt.Errorf("upload: %w", err)
+		// Never fsync again and trust it: the kernel may have dropped
+		// the pages it failed to write.
+		return h.ioFailed(r.Context(), u, f, durable, &ioErr{"sync", err})
 	}
 	if checksum != nil {
-		_ = os.Remove(h.markPath(u.ID))
+		if err := removeSynced(h.markPath(u.ID)); err != nil {
+			return h.ioFailed(r.Context(), u, f, off, &ioErr{"marker", err})
+		}
 	}
 	u.Offset = off + n
 	u.ExpiresAt = h.cfg.Now().UTC().Add(h.cfg.TTL)
@@ -751,47 +801,130 @@ func (h *Handler) receive(r *http.Request, u Upload, off int64, checksum []byte,
 	return u, nil
 }
 
+// ioErr is a failed write, fsync or truncate of a partial file.
+type ioErr struct {
+	op  string
+	err error
+}
+
+func (e *ioErr) Error() string { return "upload: " + e.op + ": " + e.err.Error() }
+func (e *ioErr) Unwrap() error { return e.err }
+
+// ioFailed handles a failed write or fsync: the bytes past durable (the
+// last point known to be on disk) are given up. The file is closed,
+// reopened and cut back to durable (with a marker, or failing that a note
+// in memory, so that the next request cuts it if this cannot), the offset
+// recorded, and the client told 507 (disk full) or 500 with
+// details.offset = durable to resume from once the server can write
+// again.
+func (h *Handler) ioFailed(ctx context.Context, u Upload, f PartFile, durable int64, ioe *ioErr) (Upload, error) {
+	_ = f.Close()
+	h.cfg.Logger.Error("upload: writing a partial file failed; cutting it back to the last durable offset",
+		"upload", u.ID, "op", ioe.op, "durable", durable, "err", ioe.err)
+	if err := writeSynced(h.markPath(u.ID), strconv.FormatInt(durable, 10)); err != nil {
+		h.suspectMu.Lock()
+		h.suspect[u.ID] = durable
+		h.suspectMu.Unlock()
+	} else if err := h.cutBack(u.ID, durable); err == nil {
+		if err := removeSynced(h.markPath(u.ID)); err != nil {
+			h.cfg.Logger.Warn("upload: removing the recovery marker", "upload", u.ID, "err", err)
+		}
+	}
+	if durable > u.Offset && durable < u.Length {
+		dctx, cancel := detached(ctx, h.cfg.DBTimeout)
+		defer cancel()
+		if err := h.cfg.Store.UpdateUpload(dctx, u.ID, durable, h.cfg.Now().UTC().Add(h.cfg.TTL)); err != nil {
+			h.cfg.Logger.Warn("upload: recording the durable offset", "upload", u.ID, "err", err)
+		}
+	}
+	u.Offset = durable
+	return u, h.ioError(u.ID, durable, ioe)
+}
+
+// ioError is the answer to a failed write: 507 for a full disk, else 500;
+// both carry the offset to resume from.
+func (h *Handler) ioError(id string, durable int64, err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return syncproto.Wrap(syncproto.CodeInsufficientStorage,
+			fmt.Errorf("the server's disk is full (%w); %d bytes of upload %s are kept, resume from there later", err, durable, id)).
+			With("offset", durable)
+	}
+	h.cfg.Logger.Error("upload: partial file", "upload", id, "err", err)
+	return syncproto.Errorf(syncproto.CodeInternal, "the server could not write upload %s; %d bytes are kept, resume from there later", id, durable).
+		With("offset", durable)
+}
+
+// cutBack reopens a partial file and cuts it to size, durably, and checks
+// its length: after a failed fsync what the file seems to hold past the
+// last durable point cannot be trusted.
+func (h *Handler) cutBack(id string, size int64) error {
+	path := h.partPath(id)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	f, err := h.cfg.OpenPart(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Size() != size {
+		return fmt.Errorf("partial file %s is %d bytes after cutting it to %d", id, fi.Size(), size)
+	}
+	return f.Close()
+}
+
 var errOverflow = errors.New("upload: body longer than the upload")
 
 // copyBody writes the body to f at off, at most limit bytes, fsyncing
-// every SyncEvery bytes; it returns the bytes written and their SHA-256.
-// Reads have an idle deadline and stop when a newer request on the same
-// upload takes over (see stopHandle).
-func (h *Handler) copyBody(r *http.Request, f *os.File, off, limit int64, sh *stopHandle) (int64, []byte, error) {
+// every SyncEvery bytes; it returns the bytes written, how many of them
+// were fsynced, and their SHA-256. A failed write or fsync is an *ioErr
+// (it ends the copy at once: an fsync is never retried). Reads have an
+// idle deadline and stop when a newer request on the same upload takes
+// over (see stopHandle).
+func (h *Handler) copyBody(r *http.Request, f PartFile, off, limit int64, sh *stopHandle) (n, synced int64, sum []byte, err error) {
 	hs := sha256.New()
 	buf := make([]byte, 64<<10)
-	var n, unsynced int64
 	for {
 		sh.setDeadline(time.Now().Add(h.cfg.IdleTimeout))
 		if sh.stopped.Load() {
 			// Taken over: read on only while bytes are already waiting.
 			if time.Since(time.Unix(0, sh.stoppedAt.Load())) > stopDrainMax {
-				return n, nil, fmt.Errorf("%w: taken over by a newer request", errCut)
+				return n, synced, nil, fmt.Errorf("%w: taken over by a newer request", errCut)
 			}
 			sh.setDeadline(time.Now().Add(stopGrace))
 		}
-		k, err := r.Body.Read(buf)
+		k, rerr := r.Body.Read(buf)
 		if k > 0 {
 			if int64(k) > limit-n {
-				return n, nil, errOverflow
+				return n, synced, nil, errOverflow
 			}
 			if _, werr := f.WriteAt(buf[:k], off+n); werr != nil {
-				return n, nil, fmt.Errorf("upload: write: %w", werr)
+				return n, synced, nil, &ioErr{"write", werr}
 			}
 			hs.Write(buf[:k])
 			n += int64(k)
-			if unsynced += int64(k); unsynced >= h.cfg.SyncEvery {
+			if n-synced >= h.cfg.SyncEvery {
 				if serr := f.Sync(); serr != nil {
-					return n, nil, fmt.Errorf("upload: sync: %w", serr)
+					return n, synced, nil, &ioErr{"sync", serr}
 				}
-				unsynced = 0
+				synced = n
 			}
 		}
-		if errors.Is(err, io.EOF) {
-			return n, hs.Sum(nil), nil
+		if errors.Is(rerr, io.EOF) {
+			return n, synced, hs.Sum(nil), nil
 		}
-		if err != nil {
-			return n, nil, fmt.Errorf("%w: %v", errCut, err)
+		if rerr != nil {
+			return n, synced, nil, fmt.Errorf("%w: %v", errCut, rerr)
 		}
 	}
 }
@@ -879,6 +1012,9 @@ func (h *Handler) delete(r *http.Request, deviceID, id string) error {
 // discard removes an upload's files, then its record. The caller holds
 // the lock (or the upload is unreachable).
 func (h *Handler) discard(ctx context.Context, u Upload) error {
+	h.suspectMu.Lock()
+	delete(h.suspect, u.ID)
+	h.suspectMu.Unlock()
 	for _, p := range []string{h.markPath(u.ID), h.partPath(u.ID), h.okPath(u.ID)} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("upload: %w", err)
@@ -908,6 +1044,26 @@ func (h *Handler) discardLocked(ctx context.Context, u Upload) error {
 	}
 	defer release()
 	return h.discard(ctx, u)
+}
+
+// removeSynced removes a file and fsyncs its folder, so that the removal
+// survives a crash (absent is not an error).
+func removeSynced(path string) error {
+	if err := os.Remove(path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func writeSynced(path, content string) error {
