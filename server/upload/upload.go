@@ -19,8 +19,9 @@
 //
 // # Completed and already-present uploads
 //
-// When a creation names a blob that is already present (uploaded before,
-// by anyone), the server answers 201 Created with a Location and
+// When a creation names a blob that is already present and that the
+// device may see anyway (a visit in its scope whose device proved it holds
+// the bytes links it), the server answers 201 Created with a Location and
 // Upload-Offset equal to Upload-Length: a client using
 // creation-with-upload sees the upload complete at once. A client that
 // ignores the offset of a creation response and PATCHes from 0 gets 204
@@ -154,6 +155,14 @@ type Store interface {
 	// BlobPresent reports whether the blob is present (verified and
 	// stored).
 	BlobPresent(ctx context.Context, sum string) (bool, error)
+	// ClaimPresentBlob reports whether the blob is present and named by
+	// a visit link that counts in the device's scope (so the device may
+	// download it anyway); if so it records that the device holds the
+	// blob, so that its own links to it count without an upload.
+	// Otherwise the device must send the bytes: knowing a hash proves
+	// nothing. CompleteUpload records the uploading device as holding
+	// the blob.
+	ClaimPresentBlob(ctx context.Context, deviceID, sum string) (bool, error)
 	// BlobArrived runs the evidence checks for every visit that
 	// references a blob that has just become present.
 	BlobArrived(ctx context.Context, sum string) error
@@ -469,7 +478,10 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, deviceID string
 	}
 	now := h.cfg.Now().UTC()
 	u := Upload{ID: newID(), DeviceID: deviceID, SHA256: sum, Length: length, CreatedAt: now, ExpiresAt: now.Add(h.cfg.TTL), Metadata: meta}
-	present, err := h.cfg.Store.BlobPresent(ctx, sum)
+	// Already stored only for a blob that this device may see anyway (a
+	// held link in its scope names it); else it proves it has the bytes
+	// by sending them (they are stored once all the same).
+	present, err := h.cfg.Store.ClaimPresentBlob(ctx, deviceID, sum)
 	if err != nil {
 		return err
 	}
