@@ -126,3 +126,50 @@ func TestEvidence_ProofOfPossession(t *testing.T) {
 		t.Errorf("colleague's visit: %d %+v", st, rep)
 	}
 }
+
+// TestEvidence_ProofOfPossession_AttachByColleague: a colleague attaches
+// a photo to a worker's visit (evidence.attach) and uploads it: the link
+// counts although the visit is another device's. One who already holds
+// the blob attaches it and it counts at once.
+func TestEvidence_ProofOfPossession_AttachByColleague(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		uploadFirst bool
+	}{{"AttachThenUpload", false}, {"UploadThenAttach", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newEvField(t)
+			ctx := t.Context()
+			photo := evidencetest.JPEG(evidencetest.Photo{Seed: 11, Width: 320, Height: 240})
+			visit := syncproto.NewID(time.Now())
+			f.w1.PushVisit(t, uploadtest.Visit(visit, f.hh1))
+			w3 := uploadtest.NewDevice(t, f.env, "worker3", "G11")
+			cl3 := &uploadtest.Client{Base: f.env.URL, Token: w3.Token}
+			upload := func() {
+				c, err := cl3.Create(ctx, photo, nil)
+				if err != nil || c.Status != http.StatusCreated || c.Offset() != 0 {
+					t.Fatalf("create: %v %+v", err, c)
+				}
+				if p, err := cl3.Patch(ctx, c.Header.Get("Location"), 0, photo, nil); err != nil || p.Status != http.StatusNoContent {
+					t.Fatalf("PATCH: %v %+v", err, p)
+				}
+			}
+			attach := func() {
+				w3.Push(t, syncproto.Mutation{Kind: syncproto.KindEvidenceAttach,
+					EvidenceAttach: &syncproto.EvidenceAttach{VisitID: visit, Evidence: uploadtest.Ref(photo, "progress")}})
+			}
+			if tc.uploadFirst {
+				// w3 holds it through a visit of her own first.
+				w3.PushVisit(t, uploadtest.Visit(syncproto.NewID(time.Now()), f.hh1, uploadtest.Ref(photo, "progress")))
+				upload()
+				attach()
+			} else {
+				attach()
+				upload()
+			}
+			var rep evidence.VisitReport
+			if st := uploadtest.DoJSON(t, f.env.URL, f.sup1, http.MethodGet, "/api/v1/visits/"+visit+"/evidence", nil, &rep); st != 200 || !rep.Complete {
+				t.Errorf("visit with the attached photo: %d %+v", st, rep)
+			}
+		})
+	}
+}
