@@ -833,13 +833,23 @@ func (h *Handler) ioFailed(ctx context.Context, u Upload, f PartFile, durable in
 	_ = f.Close()
 	h.cfg.Logger.Error("upload: writing a partial file failed; cutting it back to the last durable offset",
 		"upload", u.ID, "op", ioe.op, "durable", durable, "err", ioe.err)
-	if err := writeSynced(h.markPath(u.ID), strconv.FormatInt(durable, 10)); err != nil {
+	markErr := writeSynced(h.markPath(u.ID), strconv.FormatInt(durable, 10))
+	if markErr != nil {
+		_ = os.Remove(h.markPath(u.ID)) // never leave a half-written marker
+	}
+	h.suspectMu.Lock()
+	h.suspect[u.ID] = durable
+	h.suspectMu.Unlock()
+	if err := h.cutBack(u.ID, durable); err != nil {
+		h.cfg.Logger.Error("upload: cutting a partial file back; the next request tries again", "upload", u.ID, "err", err)
+	} else {
 		h.suspectMu.Lock()
-		h.suspect[u.ID] = durable
+		delete(h.suspect, u.ID)
 		h.suspectMu.Unlock()
-	} else if err := h.cutBack(u.ID, durable); err == nil {
-		if err := removeSynced(h.markPath(u.ID)); err != nil {
-			h.cfg.Logger.Warn("upload: removing the recovery marker", "upload", u.ID, "err", err)
+		if markErr == nil {
+			if err := removeSynced(h.markPath(u.ID)); err != nil {
+				h.cfg.Logger.Warn("upload: removing the recovery marker", "upload", u.ID, "err", err)
+			}
 		}
 	}
 	if durable > u.Offset && durable < u.Length {
