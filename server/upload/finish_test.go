@@ -75,7 +75,8 @@ func serveUploads(t *testing.T, deviceID string, cfg upload.Config) (*upload.Han
 
 // TestUpload_RecordFailsAfterStore: the bytes are verified and stored,
 // then recording the blob fails. The client is told to retry, and the
-// retry (a HEAD, or a PATCH without the bytes) finishes the upload: the
+// retry (a HEAD, a PATCH without the bytes, or a new creation) finishes
+// the upload: the
 // bytes are never asked for again.
 func TestUpload_RecordFailsAfterStore(t *testing.T) {
 	for _, tc := range []struct {
@@ -87,6 +88,8 @@ func TestUpload_RecordFailsAfterStore(t *testing.T) {
 		{"Adopted_PATCH", true, "PATCH"},
 		{"Copied_HEAD", false, "HEAD"},
 		{"Copied_PATCH", false, "PATCH"},
+		{"Adopted_POST", true, "POST"},
+		{"Copied_POST", false, "POST"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newField(t)
@@ -122,6 +125,13 @@ func TestUpload_RecordFailsAfterStore(t *testing.T) {
 				h, err := cl.Head(ctx, loc)
 				if err != nil || h.Status != http.StatusOK || h.Offset() != int64(len(data)) {
 					t.Fatalf("HEAD retry: %v %+v", err, h)
+				}
+			case "POST":
+				// A client that lost the Location creates again: the
+				// earlier upload is named, complete.
+				c, err := cl.Create(ctx, data, nil)
+				if err != nil || c.Status != http.StatusCreated || c.Offset() != int64(len(data)) || c.Header.Get("Location") != loc {
+					t.Fatalf("POST retry: %v %+v", err, c)
 				}
 			case "PATCH":
 				// A client that only knows offset 0 sends nothing new: the

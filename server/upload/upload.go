@@ -496,6 +496,9 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, deviceID string
 		w.WriteHeader(http.StatusCreated)
 		return nil
 	}
+	if done, err := h.createAgain(w, r, deviceID, sum, length); done || err != nil {
+		return err
+	}
 	n, err := h.cfg.Store.ActiveUploads(ctx, deviceID)
 	if err != nil {
 		return err
@@ -528,6 +531,46 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, deviceID string
 	w.Header().Set("Upload-Offset", strconv.FormatInt(u.Offset, 10))
 	w.WriteHeader(http.StatusCreated)
 	return nil
+}
+
+// createAgain answers a creation for bytes that this device already sent
+// and the server verified, in an upload whose storing or recording failed
+// afterwards (a client that lost that upload's Location, or retries the
+// creation): the earlier upload is finished and named, complete, and no
+// byte is asked for again. It reports whether it answered.
+func (h *Handler) createAgain(w http.ResponseWriter, r *http.Request, deviceID, sum string, length int64) (bool, error) {
+	ctx := r.Context()
+	us, err := h.cfg.Store.DeviceUploads(ctx, deviceID)
+	if err != nil {
+		return false, err
+	}
+	for _, o := range us {
+		if o.Done || o.SHA256 != sum || o.Length != length {
+			continue
+		}
+		if _, ok := h.verified(o); !ok {
+			continue
+		}
+		release, err := h.locks.acquire(ctx, o.ID, nil, h.cfg.LockWait)
+		if err != nil {
+			return true, err
+		}
+		defer release()
+		if o, err = h.load(ctx, o.ID, deviceID); err != nil {
+			return true, err
+		}
+		if !o.Done {
+			if o, err = h.finish(ctx, o, nil); err != nil {
+				return true, err
+			}
+		}
+		drain(w, r)
+		w.Header().Set("Location", h.location(o.ID))
+		w.Header().Set("Upload-Offset", strconv.FormatInt(o.Length, 10))
+		w.WriteHeader(http.StatusCreated)
+		return true, nil
+	}
+	return false, nil
 }
 
 // drain reads and drops a little of an unwanted body so that the
