@@ -146,7 +146,10 @@
 //
 // Photos, scans and signatures travel apart from records. A visit
 // references each as {sha256, size, media_type, slot}. After pushing, the
-// device asks which hashes the server lacks (POST /api/v1/evidence/missing)
+// device asks which hashes the server lacks (POST /api/v1/evidence/missing;
+// a blob counts as present only if a visit in the device's scope links it
+// and that visit's device sent its bytes: otherwise the device uploads
+// them, which proves it has the photo, and the server still stores one copy)
 // and uploads each with the tus 1.0 resumable protocol at /api/v1/uploads/
 // (creation with the sha256 in Upload-Metadata, HEAD for the offset, PATCH
 // with Upload-Checksum), keeping the upload URL and offset so it resumes
