@@ -160,7 +160,7 @@
 //
 // Every error is {"code": "...", "message": "...", "details": {...}} with
 // the HTTP status from Code.HTTPStatus. Retry with backoff and jitter on
-// 429, 5xx and network errors (503 and 507 insufficient_storage carry
+// 429, 5xx and network errors (503 and 507 storage_full carry
 // Retry-After); never retry 4xx
 // other than 429 and 409 sequence_gap after fixing the gap.
 package syncproto

@@ -39,40 +39,40 @@ const (
 	CodeRateLimited        Code = "rate_limited"
 	CodeInternal           Code = "internal"
 	CodeUnavailable        Code = "unavailable"
-	// CodeInsufficientStorage: the server's disk is full; what was
+	// CodeStorageFull: the server's disk is full (507); what was
 	// acknowledged is kept (details.offset for uploads), retry later.
-	CodeInsufficientStorage Code = "insufficient_storage"
+	CodeStorageFull Code = "storage_full"
 )
 
 // codeStatus is the one table from error codes to HTTP statuses. It is kept
 // as plain integers so that this package does not import net/http.
 var codeStatus = map[Code]int{
-	CodeBadRequest:          400,
-	CodeInvalidJSON:         400,
-	CodeInvalidCursor:       400,
-	CodeUnsupportedVersion:  426,
-	CodeUnauthorized:        401,
-	CodeForbidden:           403,
-	CodeOutOfScope:          403,
-	CodeNotFound:            404,
-	CodeUnknownEntity:       404,
-	CodeMethodNotAllowed:    405,
-	CodeConflict:            409,
-	CodeSequenceGap:         409,
-	CodeDuplicateID:         409,
-	CodeStaleBase:           409,
-	CodeOffsetMismatch:      409,
-	CodeGone:                410,
-	CodeTooLarge:            413,
-	CodeUnsupportedMedia:    415,
-	CodeInvalidGeometry:     422,
-	CodeValidation:          422,
-	CodeChecksumMismatch:    460,
-	CodeHashMismatch:        422,
-	CodeRateLimited:         429,
-	CodeInternal:            500,
-	CodeUnavailable:         503,
-	CodeInsufficientStorage: 507,
+	CodeBadRequest:         400,
+	CodeInvalidJSON:        400,
+	CodeInvalidCursor:      400,
+	CodeUnsupportedVersion: 426,
+	CodeUnauthorized:       401,
+	CodeForbidden:          403,
+	CodeOutOfScope:         403,
+	CodeNotFound:           404,
+	CodeUnknownEntity:      404,
+	CodeMethodNotAllowed:   405,
+	CodeConflict:           409,
+	CodeSequenceGap:        409,
+	CodeDuplicateID:        409,
+	CodeStaleBase:          409,
+	CodeOffsetMismatch:     409,
+	CodeGone:               410,
+	CodeTooLarge:           413,
+	CodeUnsupportedMedia:   415,
+	CodeInvalidGeometry:    422,
+	CodeValidation:         422,
+	CodeChecksumMismatch:   460,
+	CodeHashMismatch:       422,
+	CodeRateLimited:        429,
+	CodeInternal:           500,
+	CodeUnavailable:        503,
+	CodeStorageFull:        507,
 }
 
 // HTTPStatus returns the HTTP status for the code (500 for unknown codes).
@@ -85,7 +85,7 @@ func (c Code) HTTPStatus() int {
 
 // Retryable reports whether a client should retry the same request later.
 func (c Code) Retryable() bool {
-	return c == CodeUnavailable || c == CodeRateLimited || c == CodeInternal || c == CodeInsufficientStorage
+	return c == CodeUnavailable || c == CodeRateLimited || c == CodeInternal || c == CodeStorageFull
 }
 
 // CodeForStatus maps an HTTP status back to the most general code, for
@@ -111,7 +111,7 @@ func CodeForStatus(status int) Code {
 	case status == 503 || status == 502 || status == 504:
 		return CodeUnavailable
 	case status == 507:
-		return CodeInsufficientStorage
+		return CodeStorageFull
 	case status >= 500:
 		return CodeInternal
 	default:

@@ -100,7 +100,7 @@ func (f *faultFile) Truncate(size int64) error {
 }
 
 // TestUpload_DiskFault: a failed write (full disk) or fsync is never
-// acknowledged as received. The answer is 507 insufficient_storage or
+// acknowledged as received. The answer is 507 storage_full or
 // 500 with details.offset at the last durable byte, HEAD agrees, the
 // partial file is cut back to it (no junk from lost pages survives), and
 // the client resumes from there once the disk works again.
@@ -114,7 +114,7 @@ func TestUpload_DiskFault(t *testing.T) {
 		code       string
 		failsAgain bool // a retry while the fault lasts fails the same way
 	}{
-		{"DiskFull", 100_000, 0, http.StatusInsufficientStorage, "insufficient_storage", true},
+		{"DiskFull", 100_000, 0, http.StatusInsufficientStorage, "storage_full", true},
 		{"FsyncFails", -1, 3, http.StatusInternalServerError, "internal", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

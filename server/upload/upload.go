@@ -910,7 +910,7 @@ func (h *Handler) ioFailed(ctx context.Context, u Upload, f PartFile, durable in
 // both carry the offset to resume from.
 func (h *Handler) ioError(id string, durable int64, err error) error {
 	if errors.Is(err, syscall.ENOSPC) {
-		return syncproto.Wrap(syncproto.CodeInsufficientStorage,
+		return syncproto.Wrap(syncproto.CodeStorageFull,
 			fmt.Errorf("the server's disk is full (%w); %d bytes of upload %s are kept, resume from there later", err, durable, id)).
 			With("offset", durable)
 	}
