@@ -157,7 +157,10 @@
 //
 // Photos, scans and signatures travel apart from records. A visit
 // references each as {sha256, size, media_type, slot}. After pushing, the
-// device asks which hashes the server lacks (POST /api/v1/evidence/missing)
+// device asks which hashes the server lacks (POST /api/v1/evidence/missing;
+// a blob counts as present only if a visit in the device's scope links it
+// and that visit's device sent its bytes: otherwise the device uploads
+// them, which proves it has the photo, and the server still stores one copy)
 // and uploads each with the tus 1.0 resumable protocol at /api/v1/uploads/
 // (creation with the sha256 in Upload-Metadata, HEAD for the offset, PATCH
 // with Upload-Checksum), keeping the upload URL and offset so it resumes
@@ -168,7 +171,8 @@
 //
 // Every error is {"code": "...", "message": "...", "details": {...}} with
 // the HTTP status from Code.HTTPStatus. Retry with backoff and jitter on
-// 429, 5xx and network errors (503 carries Retry-After); never retry 4xx
+// 429, 5xx and network errors (503 and 507 storage_full carry
+// Retry-After); never retry 4xx
 // other than 429, 409 sequence_gap after fixing the gap, and 409
 // sequence_reused after renumbering.
 //

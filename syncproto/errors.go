@@ -40,6 +40,9 @@ const (
 	CodeRateLimited        Code = "rate_limited"
 	CodeInternal           Code = "internal"
 	CodeUnavailable        Code = "unavailable"
+	// CodeStorageFull: the server's disk is full (507); what was
+	// acknowledged is kept (details.offset for uploads), retry later.
+	CodeStorageFull Code = "storage_full"
 )
 
 // codeStatus is the one table from error codes to HTTP statuses. It is kept
@@ -71,6 +74,7 @@ var codeStatus = map[Code]int{
 	CodeRateLimited:        429,
 	CodeInternal:           500,
 	CodeUnavailable:        503,
+	CodeStorageFull:        507,
 }
 
 // HTTPStatus returns the HTTP status for the code (500 for unknown codes).
@@ -83,7 +87,7 @@ func (c Code) HTTPStatus() int {
 
 // Retryable reports whether a client should retry the same request later.
 func (c Code) Retryable() bool {
-	return c == CodeUnavailable || c == CodeRateLimited || c == CodeInternal
+	return c == CodeUnavailable || c == CodeRateLimited || c == CodeInternal || c == CodeStorageFull
 }
 
 // CodeForStatus maps an HTTP status back to the most general code, for
@@ -108,6 +112,8 @@ func CodeForStatus(status int) Code {
 		return CodeRateLimited
 	case status == 503 || status == 502 || status == 504:
 		return CodeUnavailable
+	case status == 507:
+		return CodeStorageFull
 	case status >= 500:
 		return CodeInternal
 	default:

@@ -73,6 +73,11 @@ type Config struct {
 	// PublicURL is how devices reach this server; it goes into enrollment
 	// QR payloads (default "http://localhost:8080").
 	PublicURL string
+	// UploadURL is the scheme and host that upload Location headers are
+	// built from (default: PublicURL if it was given, else Location is a
+	// path the client resolves against its request). Never the request's
+	// Host header.
+	UploadURL string
 	// HealthChecks are extra checks for /healthz (e.g. the blob store),
 	// by name.
 	HealthChecks map[string]func(context.Context) error
@@ -108,6 +113,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.UploadURL == "" {
+		c.UploadURL = c.PublicURL
 	}
 	if c.PublicURL == "" {
 		c.PublicURL = "http://localhost:8080"

@@ -35,7 +35,7 @@ const authUserOrDevice = "user_or_device"
 // implements it.
 type EvidenceStore interface {
 	upload.Store
-	MissingBlobs(ctx context.Context, sums []string) ([]string, error)
+	MissingBlobsFor(ctx context.Context, deviceID string, sums []string) ([]string, error)
 	Blob(ctx context.Context, sum string) (sqlstore.BlobRecord, error)
 	BlobPlaces(ctx context.Context, sum string) ([]string, error)
 	VisitEvidence(ctx context.Context, visitID string) (evidence.VisitReport, error)
@@ -99,7 +99,8 @@ func (s *Server) registerEvidence(add addRoute) {
 	cfg := s.evidenceConfig()
 	up, err := upload.New(upload.Config{
 		Store: es, Blobs: s.cfg.Blobs, Dir: s.cfg.UploadDir, BasePath: APIPrefix + "/uploads/",
-		MaxSize: cfg.MaxUploadBytes, TTL: cfg.UploadTTL, BlobTimeout: cfg.BlobTimeout,
+		PublicURL: s.cfg.UploadURL,
+		MaxSize:   cfg.MaxUploadBytes, TTL: cfg.UploadTTL, BlobTimeout: cfg.BlobTimeout,
 		AnalyseDelay: cfg.AnalyseDelay, Now: s.cfg.Now, Logger: s.log,
 	})
 	if err != nil {
@@ -287,7 +288,9 @@ func (s *Server) evidenceMissing(c echo.Context) error {
 			return syncproto.Errorf(syncproto.CodeValidation, "sha256[%d] %q is not 64 lowercase hex digits", i, evTrunc(sum))
 		}
 	}
-	missing, err := s.ev().store.MissingBlobs(c.Request().Context(), req.SHA256)
+	// A blob counts as present only if the device may see it: whether
+	// other blobs exist is not told (see sqlstore/holders.go).
+	missing, err := s.ev().store.MissingBlobsFor(c.Request().Context(), principal(c).DeviceID, req.SHA256)
 	if err != nil {
 		return err
 	}

@@ -122,7 +122,7 @@ func TestEvidence_Missing(t *testing.T) {
 		{"present ones are left out, order kept, duplicates dropped", f.w1.Token,
 			map[string]any{"protocol_version": 1, "sha256": []string{uploadtest.Sum(b), uploadtest.Sum(a), c, uploadtest.Sum(b)}},
 			200, "", []string{uploadtest.Sum(b), c}},
-		{"another device sees the same presence", f.w2.Token, map[string]any{"protocol_version": 1, "sha256": []string{uploadtest.Sum(a)}}, 200, "", []string{}},
+		{"another village's device is not told it exists", f.w2.Token, map[string]any{"protocol_version": 1, "sha256": []string{uploadtest.Sum(a)}}, 200, "", []string{uploadtest.Sum(a)}},
 		{"empty list", f.w1.Token, map[string]any{"protocol_version": 1, "sha256": []string{}}, 200, "", []string{}},
 		{"not a sha256", f.w1.Token, map[string]any{"protocol_version": 1, "sha256": []string{"ABC"}}, 422, syncproto.CodeValidation, nil},
 		{"upper case", f.w1.Token, map[string]any{"protocol_version": 1, "sha256": []string{strings.ToUpper(c)}}, 422, syncproto.CodeValidation, nil},

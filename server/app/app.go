@@ -35,7 +35,8 @@ type Config struct {
 	// Addr is the listen address (default ":8080").
 	Addr string
 	// PublicURL is how devices and browsers reach the server (default
-	// http://localhost:<port>).
+	// http://localhost:<port>). When given, upload Location headers are
+	// built from it; when not, they are paths the client resolves.
 	PublicURL string
 	// TLSCert and TLSKey, both set, serve HTTPS.
 	TLSCert, TLSKey string
@@ -168,6 +169,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	uploadURL := cfg.PublicURL // upload Locations: only a URL the operator gave
 	if cfg.PublicURL == "" {
 		scheme := "http"
 		if cfg.TLSCert != "" {
@@ -186,7 +188,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	srv, err := api.New(api.Config{
-		Store: st, Logger: log, PublicURL: cfg.PublicURL, SecureCookies: cfg.TLSCert != "",
+		Store: st, Logger: log, PublicURL: cfg.PublicURL, UploadURL: uploadURL, SecureCookies: cfg.TLSCert != "",
 		Blobs: blobs, UploadDir: filepath.Join(cfg.DataDir, "uploads"), TrustProxy: cfg.TrustProxy,
 		HealthChecks: map[string]func(context.Context) error{"blobs": blobs.Check},
 	})

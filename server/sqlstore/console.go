@@ -108,7 +108,7 @@ func (s *Store) consoleRequired(ctx context.Context) (cte string, args []any, ok
 // consoleIncomplete is an SQL condition, true for a visit v some of whose
 // required slots (the req CTE) hold fewer present blobs than required.
 const consoleIncomplete = `EXISTS (SELECT 1 FROM req WHERE req.form_id = v.form_id AND req.form_version = v.form_version
-	AND req.min_count > (SELECT count(*) FROM visit_evidence ve JOIN blobs b ON b.sha256 = ve.sha256 WHERE ve.visit_id = v.id AND ve.slot = req.slot))`
+	AND req.min_count > (SELECT count(*) FROM visit_evidence ve JOIN blobs b ON b.sha256 = ve.sha256 AND ve.held = 1 WHERE ve.visit_id = v.id AND ve.slot = req.slot))`
 
 // consoleLive is an SQL condition for visits whose evidence still matters:
 // not rejected and not corrected by a later visit.
@@ -621,7 +621,7 @@ func (s *Store) ConsoleEvidenceGaps(ctx context.Context, root string, limit int)
 		SELECT v.id AS visit_id, v.household_id, v.place_code, v.form_id, v.form_version, v.device_time, v.review_state, v.user_id,
 			req.slot, req.min_count,
 			(SELECT count(*) FROM visit_evidence ve WHERE ve.visit_id = v.id AND ve.slot = req.slot) AS referenced,
-			(SELECT count(*) FROM visit_evidence ve JOIN blobs b ON b.sha256 = ve.sha256 WHERE ve.visit_id = v.id AND ve.slot = req.slot) AS present
+			(SELECT count(*) FROM visit_evidence ve JOIN blobs b ON b.sha256 = ve.sha256 AND ve.held = 1 WHERE ve.visit_id = v.id AND ve.slot = req.slot) AS present
 		FROM visits v CROSS JOIN req -- visits outside: req is a handful of rows
 		WHERE req.form_id = v.form_id AND req.form_version = v.form_version AND ` + vin + ` AND ` + consoleLive + `) WHERE present < min_count)`
 	args := append(append([]any{}, reqArgs...), inArgs...)
@@ -717,7 +717,7 @@ func (s *Store) ConsoleHouseholdEvidence(ctx context.Context, householdID string
 	blobs := map[string]BlobMeta{}
 	rows, err := s.readRows(ctx, `SELECT DISTINCT ve.sha256, b.sha256 IS NOT NULL, COALESCE(b.media_type, ve.media_type), COALESCE(b.size, ve.size),
 			COALESCE(b.exif_time, ''), b.exif_lon, b.exif_lat
-		FROM visits v JOIN visit_evidence ve ON ve.visit_id = v.id LEFT JOIN blobs b ON b.sha256 = ve.sha256
+		FROM visits v JOIN visit_evidence ve ON ve.visit_id = v.id LEFT JOIN blobs b ON b.sha256 = ve.sha256 AND ve.held = 1
 		WHERE v.household_id = ?`, householdID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("console household evidence: %w", err)
@@ -886,7 +886,7 @@ func (s *Store) ExportVisits(ctx context.Context, f ExportFilter, fn func(*Expor
 			v.form_id, v.form_version, v.answers, v.lon, v.lat, COALESCE(v.accuracy_m, 0), v.device_time, v.server_time,
 			v.review_state, v.review_step, COALESCE(u.username, ''), COALESCE(v.device_id, ''), COALESCE(v.corrects_visit_id, ''),
 			(SELECT count(*) FROM visit_evidence ve WHERE ve.visit_id = v.id),
-			(SELECT count(*) FROM visit_evidence ve JOIN blobs b ON b.sha256 = ve.sha256 WHERE ve.visit_id = v.id),
+			(SELECT count(*) FROM visit_evidence ve JOIN blobs b ON b.sha256 = ve.sha256 AND ve.held = 1 WHERE ve.visit_id = v.id),
 			COALESCE((SELECT group_concat(flag, ',') FROM (SELECT DISTINCT flag FROM evidence_flags ef WHERE ef.visit_id = v.id ORDER BY flag)), '')
 		FROM visits v JOIN households h ON h.id = v.household_id JOIN places p ON p.code = v.place_code LEFT JOIN users u ON u.id = v.user_id
 		WHERE `+cond+` ORDER BY v.form_id, v.form_version, v.server_time, v.id`, args...)

@@ -105,6 +105,7 @@ func newConFixture(t *testing.T) *conFixture {
 	for _, c := range "abcf" {
 		exec(`INSERT INTO blobs(sha256, size, media_type, stored_at, exif_lon, exif_lat) VALUES (?, 10, 'image/jpeg', '2024-05-03T00:00:00Z', 103.2, 25.2)`, conSHA(byte(c)))
 	}
+	exec(`UPDATE visit_evidence SET held = 1`) // their devices uploaded them
 	exec(`INSERT INTO evidence_flags(visit_id, sha256, flag, detail, created_at) VALUES (?, ?, 'gps_far_from_visit', '2.1 km', '2024-05-05T00:00:00Z')`, f.visits["water"], conSHA('e'))
 	exec(`INSERT INTO evidence_flags(visit_id, sha256, flag, detail, created_at) VALUES (?, '', 'poor_gps_accuracy', '80 m', '2024-05-05T00:00:00Z')`, f.visits["water"])
 	exec(`INSERT INTO evidence_flags(visit_id, sha256, flag, detail, created_at) VALUES (?, '', 'poor_gps_accuracy', '80 m', '2024-05-05T00:00:00Z')`, f.visits["rejected"])

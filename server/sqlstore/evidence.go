@@ -144,11 +144,12 @@ func (s *Store) Blob(ctx context.Context, sum string) (BlobRecord, error) {
 	return b, nil
 }
 
-// BlobPlaces lists the places of the visits that reference a blob, for
-// deciding who may see it.
+// BlobPlaces lists the places of the visits whose links to a blob are held
+// (see holders.go), for deciding who may see it: citing a hash is not
+// enough.
 func (s *Store) BlobPlaces(ctx context.Context, sum string) ([]string, error) {
 	rows, err := s.readRows(ctx, `SELECT DISTINCT v.place_code FROM visit_evidence ve JOIN visits v ON v.id = ve.visit_id
-		WHERE ve.sha256 = ? ORDER BY v.place_code`, sum)
+		WHERE ve.sha256 = ? AND ve.held = 1 ORDER BY v.place_code`, sum)
 	if err != nil {
 		return nil, fmt.Errorf("blob places: %w", err)
 	}
@@ -241,22 +242,46 @@ func (s *Store) UpdateUpload(ctx context.Context, id string, offset int64, expir
 // blob is queued for analysis (analyzed_at NULL) unless b.Meta already
 // holds what was read from it.
 func (s *Store) CompleteUpload(ctx context.Context, id string, b upload.Blob, expires time.Time) error {
-	return s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	var held []string
+	err := s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		held = nil
 		taken, lon, lat, phash, w, h := metaArgs(b.Meta)
 		var analyzed any
 		if b.Meta != (evidence.Meta{}) {
 			analyzed = domain.Timestamp(b.StoredAt)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO blobs(`+blobCols+`, analyzed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			b.SHA256, b.Size, b.MediaType, domain.Timestamp(b.StoredAt), taken, lon, lat, phash, w, h, analyzed); err != nil {
+		res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO blobs(`+blobCols+`, analyzed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			b.SHA256, b.Size, b.MediaType, domain.Timestamp(b.StoredAt), taken, lon, lat, phash, w, h, analyzed)
+		if err != nil {
 			return fmt.Errorf("record blob: %w", err)
 		}
+		fresh, _ := res.RowsAffected()
 		if _, err := tx.ExecContext(ctx, `UPDATE uploads SET state = 'done', "offset" = length, expires_at = ? WHERE id = ?`,
 			sortableTS(expires), id); err != nil {
 			return fmt.Errorf("complete upload: %w", err)
 		}
+		// The device sent the bytes and they were verified: it holds the
+		// blob, and its visits' links to it count from now on.
+		var dev string
+		err = tx.QueryRowContext(ctx, `SELECT device_id FROM uploads WHERE id = ?`, id).Scan(&dev)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return nil // no upload (a blob recorded by other means)
+		case err != nil:
+			return fmt.Errorf("complete upload: %w", err)
+		}
+		if held, err = holdBlobTx(ctx, tx, dev, b.SHA256, domain.Timestamp(b.StoredAt)); err != nil {
+			return err
+		}
+		if fresh > 0 {
+			held = nil // a new blob: the analysis worker runs the checks
+		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return s.recheckHeld(ctx, held)
 }
 
 // metaArgs returns the blobs columns exif_time, exif_lon, exif_lat, phash,
@@ -836,7 +861,7 @@ func (s *Store) VisitEvidence(ctx context.Context, visitID string) (evidence.Vis
 		}
 	}
 	rows, err := s.readRows(ctx, `SELECT ve.sha256, ve.slot, ve.size, ve.media_type, b.stored_at
-		FROM visit_evidence ve LEFT JOIN blobs b ON b.sha256 = ve.sha256 WHERE ve.visit_id = ? ORDER BY ve.slot, ve.sha256`, visitID)
+		FROM visit_evidence ve LEFT JOIN blobs b ON b.sha256 = ve.sha256 AND ve.held = 1 WHERE ve.visit_id = ? ORDER BY ve.slot, ve.sha256`, visitID)
 	if err != nil {
 		return r, fmt.Errorf("visit evidence: %w", err)
 	}
@@ -938,7 +963,7 @@ func (s *Store) EvidenceGaps(ctx context.Context, roots []string, limit int) (ga
 			JOIN places p ON p.code = v.place_code
 			LEFT JOIN users u ON u.id = v.user_id
 			LEFT JOIN visit_evidence ve ON ve.visit_id = v.id
-			LEFT JOIN blobs b ON b.sha256 = ve.sha256
+			LEFT JOIN blobs b ON b.sha256 = ve.sha256 AND ve.held = 1
 			WHERE p.path >= ? AND p.path < ? AND v.review_state <> 'rejected'
 				AND NOT EXISTS (SELECT 1 FROM visits c WHERE c.corrects_visit_id = v.id)
 			GROUP BY v.id, ve.slot

@@ -980,6 +980,9 @@ func (a *applier) evidenceAttach(e *syncproto.EvidenceAttach) error {
 	if err := a.insertEvidence(e.VisitID, e.Evidence); err != nil {
 		return err
 	}
+	if err := holdAttachedLink(a.ctx, a.tx, a.dev.DeviceID, e.VisitID, e.Evidence.SHA256); err != nil {
+		return err
+	}
 	if _, err = logChange(a.x, a.now, "visit", e.VisitID, place, "put"); err != nil {
 		return err
 	}

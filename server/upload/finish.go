@@ -24,16 +24,25 @@ import (
 
 // finish verifies a fully received upload and stores it: re-hash the
 // partial file (unless sum, the hash the receiving PATCH computed over the
-// whole file, is given); on a mismatch discard everything; else move it
-// into the blob store (a rename when the store can adopt the file, else a
-// verified copy), record the blob and mark the upload done, and wake the
-// analysis worker, which reads EXIF and the perceptual hash and runs the
-// evidence checks after the client has its answer (analyse.go). It goes
-// on when the client has gone away (bounded by the configured timeouts).
-// The caller holds the lock.
+// whole file, is given); on a mismatch discard everything; else write the
+// verified marker (okPath), move the file into the blob store (a rename
+// when the store can adopt the file, else a verified copy), record the
+// blob and mark the upload done, and wake the analysis worker, which reads
+// EXIF and the perceptual hash and runs the evidence checks after the
+// client has its answer (analyse.go). It goes on when the client has gone
+// away (bounded by the configured timeouts). The caller holds the lock.
+//
+// Once the marker is written the bytes are never asked for again: if
+// storing or recording fails, the upload keeps its full offset and the
+// next HEAD, PATCH or creation-with-upload retry finishes it from the
+// partial file or, when the store already adopted that file, from the
+// stored blob.
 func (h *Handler) finish(ctx context.Context, u Upload, sum []byte) (Upload, error) {
 	ctx, cancel := detached(ctx, h.cfg.BlobTimeout+h.cfg.DBTimeout)
 	defer cancel()
+	if mt, ok := h.verified(u); ok {
+		return h.finishVerified(ctx, u, mt)
+	}
 	path := h.partPath(u.ID)
 	f, err := os.Open(path)
 	if err != nil {
@@ -59,40 +68,83 @@ func (h *Handler) finish(ctx context.Context, u Upload, sum []byte) (Upload, err
 	if _, err := f.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
 		return u, fmt.Errorf("upload: finish %s: %w", u.ID, err)
 	}
-	if err := h.store(ctx, u, f, path); err != nil {
-		switch {
-		case errors.Is(err, blob.ErrHashMismatch), errors.Is(err, blob.ErrSizeMismatch):
-			// We hashed the file a moment ago: it changed under us, or
-			// the store holds something else under this sum. Keep
-			// nothing.
-			h.cfg.Logger.Error("upload: blob store refused verified bytes", "upload", u.ID, "sha256", u.SHA256, "err", err)
-			if derr := h.discard(ctx, u); derr != nil {
-				h.cfg.Logger.Error("upload: discarding", "upload", u.ID, "err", derr)
+	mt := mediaType(evidence.Sniff(head), u.Metadata[MetaFiletype])
+	if err := writeSynced(h.okPath(u.ID), mt); err != nil {
+		return u, syncproto.Wrap(syncproto.CodeUnavailable, fmt.Errorf("upload: finish %s: %w; all bytes are kept, retry (HEAD) later", u.ID, err))
+	}
+	f.Close()
+	return h.finishVerified(ctx, u, mt)
+}
+
+// verified reports whether the upload's bytes were verified (its marker
+// exists), and the media type recorded with them.
+func (h *Handler) verified(u Upload) (string, bool) {
+	b, err := os.ReadFile(h.okPath(u.ID))
+	if err != nil {
+		return "", false
+	}
+	return string(b), true
+}
+
+// finishVerified stores (if it is not stored yet) and records an upload
+// whose bytes were verified.
+func (h *Handler) finishVerified(ctx context.Context, u Upload, mt string) (Upload, error) {
+	path := h.partPath(u.ID)
+	if _, err := os.Stat(path); err == nil {
+		if err := h.store(ctx, u, path); err != nil {
+			switch {
+			case errors.Is(err, blob.ErrHashMismatch), errors.Is(err, blob.ErrSizeMismatch):
+				// We hashed the file: it changed under us, or the store
+				// holds something else under this sum. Keep nothing.
+				h.cfg.Logger.Error("upload: blob store refused verified bytes", "upload", u.ID, "sha256", u.SHA256, "err", err)
+				if derr := h.discard(ctx, u); derr != nil {
+					h.cfg.Logger.Error("upload: discarding", "upload", u.ID, "err", derr)
+				}
+				return u, syncproto.Errorf(syncproto.CodeHashMismatch, "the blob store refused the bytes (%v); nothing was stored, start a new upload", err)
+			default:
+				h.cfg.Logger.Warn("upload: blob store unavailable; the upload stays complete on disk", "upload", u.ID, "err", err)
+				return u, syncproto.Wrap(syncproto.CodeUnavailable, fmt.Errorf("storing the blob: %w; all bytes are kept, retry (HEAD) later", err))
 			}
-			return u, syncproto.Errorf(syncproto.CodeHashMismatch, "the blob store refused the bytes (%v); nothing was stored, start a new upload", err)
-		default:
-			h.cfg.Logger.Warn("upload: blob store unavailable; the upload stays complete on disk", "upload", u.ID, "err", err)
-			return u, syncproto.Wrap(syncproto.CodeUnavailable, fmt.Errorf("storing the blob: %w; all bytes are kept, retry (HEAD) later", err))
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return u, fmt.Errorf("upload: finish %s: %w", u.ID, err)
+	} else {
+		// The store adopted the file before the record failed: the blob
+		// must be there, whole.
+		bctx, cancel := context.WithTimeout(ctx, h.cfg.BlobTimeout)
+		info, err := h.cfg.Blobs.Stat(bctx, u.SHA256)
+		cancel()
+		switch {
+		case errors.Is(err, blob.ErrNotFound) || (err == nil && info.Size != u.Length):
+			// Neither the file nor the blob: start again from 0.
+			h.cfg.Logger.Error("upload: verified upload lost its bytes", "upload", u.ID, "sha256", u.SHA256, "err", err)
+			_ = os.Remove(h.okPath(u.ID))
+			return u, syncproto.Errorf(syncproto.CodeOffsetMismatch, "the bytes of upload %s were lost; send them again from offset 0", u.ID).With("offset", 0)
+		case err != nil:
+			return u, syncproto.Wrap(syncproto.CodeUnavailable, fmt.Errorf("checking the stored blob: %w; retry (HEAD) later", err))
 		}
 	}
 	now := h.cfg.Now().UTC()
-	b := Blob{SHA256: u.SHA256, Size: u.Length, MediaType: mediaType(evidence.Sniff(head), u.Metadata[MetaFiletype]), StoredAt: now}
+	b := Blob{SHA256: u.SHA256, Size: u.Length, MediaType: mt, StoredAt: now}
 	expires := now.Add(h.cfg.TTL)
 	if err := h.cfg.Store.CompleteUpload(ctx, u.ID, b, expires); err != nil {
-		return u, err
+		h.cfg.Logger.Warn("upload: recording a stored blob failed; the next request on the upload retries", "upload", u.ID, "err", err)
+		return u, syncproto.Wrap(syncproto.CodeUnavailable, fmt.Errorf("recording the blob: %w; the bytes are stored, retry (HEAD) later", err)).
+			With("offset", u.Length)
 	}
 	u.Done, u.Offset, u.ExpiresAt = true, u.Length, expires
-	f.Close()
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		h.cfg.Logger.Warn("upload: removing partial file", "upload", u.ID, "err", err)
+	for _, p := range []string{path, h.okPath(u.ID)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			h.cfg.Logger.Warn("upload: removing partial file", "upload", u.ID, "err", err)
+		}
 	}
 	h.wakeAnalyser()
 	return u, nil
 }
 
-// store puts the verified, fsynced partial file f (at path) into the blob
+// store puts the verified, fsynced partial file at path into the blob
 // store: adopted by a rename when the store can, else copied.
-func (h *Handler) store(ctx context.Context, u Upload, f *os.File, path string) error {
+func (h *Handler) store(ctx context.Context, u Upload, path string) error {
 	bctx, cancel := context.WithTimeout(ctx, h.cfg.BlobTimeout)
 	defer cancel()
 	if a, ok := h.cfg.Blobs.(blob.Adopter); ok {
@@ -101,9 +153,11 @@ func (h *Handler) store(ctx context.Context, u Upload, f *os.File, path string) 
 			return err
 		}
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
+	f, err := os.Open(path)
+	if err != nil {
 		return fmt.Errorf("upload: finish %s: %w", u.ID, err)
 	}
+	defer f.Close()
 	return h.cfg.Blobs.Put(bctx, u.SHA256, u.Length, f)
 }
 
@@ -132,7 +186,7 @@ func mediaType(sniffed, declared string) string {
 // Retry-After when storage is unavailable.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status, body := h.errorBody(w, r, err)
-	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
+	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests || status == http.StatusInsufficientStorage {
 		w.Header().Set("Retry-After", "5")
 	}
 	if r.Method == http.MethodHead {

@@ -29,7 +29,8 @@ const (
 	MetaSHA256 = "sha256"
 	// MetaFiletype is the file's media type (optional).
 	MetaFiletype = "filetype"
-	// MetaFilename is the file's name, without folders (optional).
+	// MetaFilename is the file's name (optional, opaque: never used as a
+	// path).
 	MetaFilename = "filename"
 )
 
@@ -50,9 +51,10 @@ var mediaTypeKeys = map[string]bool{MetaFiletype: true, "type": true}
 // (with an error wrapping ErrMetadata) headers over MaxMetadataHeader
 // bytes, more than MaxMetadataPairs pairs, duplicate or malformed keys,
 // values that are not base64, over MaxMetadataValue bytes, not UTF-8 or
-// holding control characters, and path-like values: a "/" or "\" (except
-// in a media type key such as filetype, which must then be a plain
-// type/subtype), or a value that is "." or "..".
+// holding control characters, and a media type key (filetype, type) that
+// is not a plain type/subtype. Other values are opaque: the server never
+// builds a path from them, so a "/" or "\" (tus-js-client and Uppy send
+// relativePath "DCIM/100CAMERA/IMG_0001.JPG") is kept as it is.
 func ParseMetadata(h string) (map[string]string, error) {
 	out := map[string]string{}
 	if strings.TrimSpace(h) == "" {
@@ -113,10 +115,6 @@ func checkValue(key, val string) error {
 		if val != "" && !mediaTypeRE.MatchString(val) {
 			return fmt.Errorf("%w: %s %q is not a media type", ErrMetadata, key, trunc(val))
 		}
-		return nil
-	}
-	if strings.ContainsAny(val, `/\`) || val == "." || val == ".." {
-		return fmt.Errorf("%w: %s %q looks like a path", ErrMetadata, key, trunc(val))
 	}
 	return nil
 }

@@ -19,8 +19,9 @@
 //
 // # Completed and already-present uploads
 //
-// When a creation names a blob that is already present (uploaded before,
-// by anyone), the server answers 201 Created with a Location and
+// When a creation names a blob that is already present and that the
+// device may see anyway (a visit in its scope whose device proved it holds
+// the bytes links it), the server answers 201 Created with a Location and
 // Upload-Offset equal to Upload-Length: a client using
 // creation-with-upload sees the upload complete at once. A client that
 // ignores the offset of a creation response and PATCHes from 0 gets 204
@@ -77,12 +78,14 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"fieldsync/server/blob"
@@ -152,6 +155,14 @@ type Store interface {
 	// BlobPresent reports whether the blob is present (verified and
 	// stored).
 	BlobPresent(ctx context.Context, sum string) (bool, error)
+	// ClaimPresentBlob reports whether the blob is present and named by
+	// a visit link that counts in the device's scope (so the device may
+	// download it anyway); if so it records that the device holds the
+	// blob, so that its own links to it count without an upload.
+	// Otherwise the device must send the bytes: knowing a hash proves
+	// nothing. CompleteUpload records the uploading device as holding
+	// the blob.
+	ClaimPresentBlob(ctx context.Context, deviceID, sum string) (bool, error)
 	// BlobArrived runs the evidence checks for every visit that
 	// references a blob that has just become present.
 	BlobArrived(ctx context.Context, sum string) error
@@ -174,6 +185,12 @@ type Config struct {
 	// BasePath is the URL path of the upload collection, ending in "/"
 	// (default "/api/v1/uploads/"); Location headers are built from it.
 	BasePath string
+	// PublicURL is the server's configured public URL (scheme and host,
+	// e.g. "https://fieldsync.example.org", no trailing "/"); Location
+	// headers are built from it. Empty: Location is a path that clients
+	// resolve against their request (never built from the request's
+	// Host).
+	PublicURL string
 	// MaxSize is the largest Upload-Length accepted (default
 	// syncproto.MaxEvidenceBytes); bigger creations get 413.
 	MaxSize int64
@@ -203,6 +220,10 @@ type Config struct {
 	AnalyseDelay time.Duration
 	// Now replaces time.Now in tests.
 	Now func() time.Time
+	// OpenPart opens a partial file for writing, creating it if needed
+	// (default os.OpenFile with O_RDWR|O_CREATE); tests inject write and
+	// fsync faults through it.
+	OpenPart func(path string) (PartFile, error)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -216,6 +237,13 @@ func (c *Config) setDefaults() error {
 	}
 	if !strings.HasSuffix(c.BasePath, "/") {
 		c.BasePath += "/"
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("upload: PublicURL %q is not an http(s) URL", c.PublicURL)
+		}
+		c.PublicURL = u.Scheme + "://" + u.Host + strings.TrimSuffix(u.Path, "/")
 	}
 	if c.MaxSize <= 0 {
 		c.MaxSize = syncproto.MaxEvidenceBytes
@@ -247,10 +275,21 @@ func (c *Config) setDefaults() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.OpenPart == nil {
+		c.OpenPart = func(path string) (PartFile, error) { return os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644) }
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return nil
+}
+
+// PartFile is what the handler writes a partial file through (*os.File).
+type PartFile interface {
+	io.WriterAt
+	Sync() error
+	Truncate(size int64) error
+	Close() error
 }
 
 // Handler serves the tus endpoints. Authentication is the caller's job:
@@ -264,6 +303,13 @@ type Handler struct {
 
 	an        *analyser
 	receiving atomic.Int64 // requests receiving bytes now
+
+	// suspect holds, per upload, the last durable offset of a partial file
+	// that a failed write or fsync left longer than that and that could
+	// not be cut back at once (nor a marker written); offset cuts it
+	// before the file is used again. One entry per upload at most.
+	suspectMu sync.Mutex
+	suspect   map[string]int64
 }
 
 // New returns a Handler, creating Config.Dir, and starts its analysis
@@ -275,7 +321,7 @@ func New(cfg Config) (*Handler, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("upload: %w", err)
 	}
-	h := &Handler{cfg: cfg}
+	h := &Handler{cfg: cfg, suspect: map[string]int64{}}
 	h.locks.m = map[string]*held{}
 	h.lastSweep.Store(cfg.Now().UnixNano())
 	h.startAnalyser()
@@ -353,16 +399,17 @@ func newID() string {
 func (h *Handler) partPath(id string) string { return filepath.Join(h.cfg.Dir, id+".part") }
 func (h *Handler) markPath(id string) string { return filepath.Join(h.cfg.Dir, id+".chk") }
 
-// location builds the absolute URL of an upload from the request.
-func (h *Handler) location(r *http.Request, id string) string {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
-		scheme = p
-	}
-	return scheme + "://" + r.Host + h.cfg.BasePath + id
+// okPath marks an upload whose bytes were all received and verified; it
+// holds the media type to record. See finish.
+func (h *Handler) okPath(id string) string { return filepath.Join(h.cfg.Dir, id+".ok") }
+
+// location builds the URL of an upload: absolute from Config.PublicURL,
+// else a path that the client resolves against the URL it created the
+// upload with (RFC 9110 §10.2.2). The request's Host and forwarding
+// headers are never used: a client or a proxy could name any host there,
+// and the next PATCH, with the device's token, would go to it.
+func (h *Handler) location(id string) string {
+	return h.cfg.PublicURL + h.cfg.BasePath + id
 }
 
 func (h *Handler) setExpires(w http.ResponseWriter, u Upload) {
@@ -431,7 +478,10 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, deviceID string
 	}
 	now := h.cfg.Now().UTC()
 	u := Upload{ID: newID(), DeviceID: deviceID, SHA256: sum, Length: length, CreatedAt: now, ExpiresAt: now.Add(h.cfg.TTL), Metadata: meta}
-	present, err := h.cfg.Store.BlobPresent(ctx, sum)
+	// Already stored only for a blob that this device may see anyway (a
+	// held link in its scope names it); else it proves it has the bytes
+	// by sending them (they are stored once all the same).
+	present, err := h.cfg.Store.ClaimPresentBlob(ctx, deviceID, sum)
 	if err != nil {
 		return err
 	}
@@ -441,10 +491,13 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, deviceID string
 			return err
 		}
 		drain(w, r)
-		w.Header().Set("Location", h.location(r, u.ID))
+		w.Header().Set("Location", h.location(u.ID))
 		w.Header().Set("Upload-Offset", strconv.FormatInt(length, 10))
 		w.WriteHeader(http.StatusCreated)
 		return nil
+	}
+	if done, err := h.createAgain(w, r, deviceID, sum, length); done || err != nil {
+		return err
 	}
 	n, err := h.cfg.Store.ActiveUploads(ctx, deviceID)
 	if err != nil {
@@ -457,7 +510,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, deviceID string
 	if err := h.cfg.Store.CreateUpload(ctx, u); err != nil {
 		return err
 	}
-	w.Header().Set("Location", h.location(r, u.ID))
+	w.Header().Set("Location", h.location(u.ID))
 	if !withBody {
 		h.setExpires(w, u)
 		w.Header().Set("Upload-Offset", "0")
@@ -478,6 +531,46 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, deviceID string
 	w.Header().Set("Upload-Offset", strconv.FormatInt(u.Offset, 10))
 	w.WriteHeader(http.StatusCreated)
 	return nil
+}
+
+// createAgain answers a creation for bytes that this device already sent
+// and the server verified, in an upload whose storing or recording failed
+// afterwards (a client that lost that upload's Location, or retries the
+// creation): the earlier upload is finished and named, complete, and no
+// byte is asked for again. It reports whether it answered.
+func (h *Handler) createAgain(w http.ResponseWriter, r *http.Request, deviceID, sum string, length int64) (bool, error) {
+	ctx := r.Context()
+	us, err := h.cfg.Store.DeviceUploads(ctx, deviceID)
+	if err != nil {
+		return false, err
+	}
+	for _, o := range us {
+		if o.Done || o.SHA256 != sum || o.Length != length {
+			continue
+		}
+		if _, ok := h.verified(o); !ok {
+			continue
+		}
+		release, err := h.locks.acquire(ctx, o.ID, nil, h.cfg.LockWait)
+		if err != nil {
+			return true, err
+		}
+		defer release()
+		if o, err = h.load(ctx, o.ID, deviceID); err != nil {
+			return true, err
+		}
+		if !o.Done {
+			if o, err = h.finish(ctx, o, nil); err != nil {
+				return true, err
+			}
+		}
+		drain(w, r)
+		w.Header().Set("Location", h.location(o.ID))
+		w.Header().Set("Upload-Offset", strconv.FormatInt(o.Length, 10))
+		w.WriteHeader(http.StatusCreated)
+		return true, nil
+	}
+	return false, nil
 }
 
 // drain reads and drops a little of an unwanted body so that the
@@ -525,14 +618,30 @@ func (h *Handler) offset(u Upload) (int64, error) {
 	if u.Done {
 		return u.Length, nil
 	}
+	if _, ok := h.verified(u); ok {
+		return u.Length, nil // all there; finish may still have to record it
+	}
+	h.suspectMu.Lock()
+	durable, suspect := h.suspect[u.ID]
+	h.suspectMu.Unlock()
+	if suspect {
+		if err := h.cutBack(u.ID, durable); err != nil {
+			return 0, h.ioError(u.ID, durable, err)
+		}
+		h.suspectMu.Lock()
+		delete(h.suspect, u.ID)
+		h.suspectMu.Unlock()
+	}
 	if b, err := os.ReadFile(h.markPath(u.ID)); err == nil {
 		start, ok := parseOffset(strings.TrimSpace(string(b)))
 		if ok {
-			if err := os.Truncate(h.partPath(u.ID), start); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return 0, fmt.Errorf("upload: recover %s: %w", u.ID, err)
+			if err := h.cutBack(u.ID, start); err != nil {
+				return 0, h.ioError(u.ID, start, fmt.Errorf("recover: %w", err))
 			}
 		}
-		_ = os.Remove(h.markPath(u.ID))
+		if err := removeSynced(h.markPath(u.ID)); err != nil {
+			return 0, h.ioError(u.ID, start, err)
+		}
 	}
 	fi, err := os.Stat(h.partPath(u.ID))
 	if errors.Is(err, os.ErrNotExist) {
@@ -635,6 +744,18 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, deviceID, id str
 	if err != nil {
 		return err
 	}
+	if off == u.Length && u.Length > 0 {
+		// All bytes are here but the upload was not recorded yet (the
+		// blob store or the database failed after the last byte): finish
+		// it now, without the body, as for a completed upload.
+		drain(w, r)
+		if u, err = h.finish(r.Context(), u, nil); err != nil {
+			return err
+		}
+		w.Header().Set("Upload-Offset", strconv.FormatInt(u.Length, 10))
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
 	if at != off {
 		return syncproto.Errorf(syncproto.CodeOffsetMismatch, "Upload-Offset %d does not match the %d bytes received; HEAD the upload and resume from there", at, off).
 			With("offset", off)
@@ -665,17 +786,27 @@ var errCut = errors.New("upload: request body ended early")
 func (h *Handler) receive(r *http.Request, u Upload, off int64, checksum []byte, sh *stopHandle) (Upload, error) {
 	h.receiving.Add(1)
 	defer h.receiving.Add(-1)
-	f, err := os.OpenFile(h.partPath(u.ID), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := h.cfg.OpenPart(h.partPath(u.ID))
 	if err != nil {
-		return u, fmt.Errorf("upload: %w", err)
+		return u, h.ioError(u.ID, off, err)
 	}
 	defer f.Close()
 	if checksum != nil {
 		if err := writeSynced(h.markPath(u.ID), strconv.FormatInt(off, 10)); err != nil {
-			return u, fmt.Errorf("upload: %w", err)
+			return u, h.ioError(u.ID, off, err)
 		}
 	}
-	n, sum, rerr := h.copyBody(r, f, off, u.Length-off, sh)
+	n, synced, sum, rerr := h.copyBody(r, f, off, u.Length-off, sh)
+	// durable is how far the file is known to be on disk: a checksummed
+	// chunk is all or nothing.
+	durable := off + synced
+	if checksum != nil {
+		durable = off
+	}
+	var ioe *ioErr
+	if errors.As(rerr, &ioe) {
+		return h.ioFailed(r.Context(), u, f, durable, ioe)
+	}
 	over := errors.Is(rerr, errOverflow)
 	cut := rerr != nil && !over
 	bad := checksum != nil && !cut && !over && string(sum) != string(checksum)
@@ -684,14 +815,18 @@ func (h *Handler) receive(r *http.Request, u Upload, off int64, checksum []byte,
 		// cut before its checksum could be checked.
 		n = 0
 		if err := f.Truncate(off); err != nil {
-			return u, fmt.Errorf("upload: %w", err)
+			return h.ioFailed(r.Context(), u, f, off, &ioErr{"truncate", err})
 		}
 	}
 	if err := f.Sync(); err != nil {
-		return u, fmt.Errorf("upload: %w", err)
+		// Never fsync again and trust it: the kernel may have dropped
+		// the pages it failed to write.
+		return h.ioFailed(r.Context(), u, f, durable, &ioErr{"sync", err})
 	}
 	if checksum != nil {
-		_ = os.Remove(h.markPath(u.ID))
+		if err := removeSynced(h.markPath(u.ID)); err != nil {
+			return h.ioFailed(r.Context(), u, f, off, &ioErr{"marker", err})
+		}
 	}
 	u.Offset = off + n
 	u.ExpiresAt = h.cfg.Now().UTC().Add(h.cfg.TTL)
@@ -721,47 +856,140 @@ func (h *Handler) receive(r *http.Request, u Upload, off int64, checksum []byte,
 	return u, nil
 }
 
+// ioErr is a failed write, fsync or truncate of a partial file.
+type ioErr struct {
+	op  string
+	err error
+}
+
+func (e *ioErr) Error() string { return "upload: " + e.op + ": " + e.err.Error() }
+func (e *ioErr) Unwrap() error { return e.err }
+
+// ioFailed handles a failed write or fsync: the bytes past durable (the
+// last point known to be on disk) are given up. The file is closed,
+// reopened and cut back to durable (with a marker, or failing that a note
+// in memory, so that the next request cuts it if this cannot), the offset
+// recorded, and the client told 507 (disk full) or 500 with
+// details.offset = durable to resume from once the server can write
+// again.
+func (h *Handler) ioFailed(ctx context.Context, u Upload, f PartFile, durable int64, ioe *ioErr) (Upload, error) {
+	_ = f.Close()
+	h.cfg.Logger.Error("upload: writing a partial file failed; cutting it back to the last durable offset",
+		"upload", u.ID, "op", ioe.op, "durable", durable, "err", ioe.err)
+	markErr := writeSynced(h.markPath(u.ID), strconv.FormatInt(durable, 10))
+	if markErr != nil {
+		_ = os.Remove(h.markPath(u.ID)) // never leave a half-written marker
+	}
+	h.suspectMu.Lock()
+	h.suspect[u.ID] = durable
+	h.suspectMu.Unlock()
+	if err := h.cutBack(u.ID, durable); err != nil {
+		h.cfg.Logger.Error("upload: cutting a partial file back; the next request tries again", "upload", u.ID, "err", err)
+	} else {
+		h.suspectMu.Lock()
+		delete(h.suspect, u.ID)
+		h.suspectMu.Unlock()
+		if markErr == nil {
+			if err := removeSynced(h.markPath(u.ID)); err != nil {
+				h.cfg.Logger.Warn("upload: removing the recovery marker", "upload", u.ID, "err", err)
+			}
+		}
+	}
+	if durable > u.Offset && durable < u.Length {
+		dctx, cancel := detached(ctx, h.cfg.DBTimeout)
+		defer cancel()
+		if err := h.cfg.Store.UpdateUpload(dctx, u.ID, durable, h.cfg.Now().UTC().Add(h.cfg.TTL)); err != nil {
+			h.cfg.Logger.Warn("upload: recording the durable offset", "upload", u.ID, "err", err)
+		}
+	}
+	u.Offset = durable
+	return u, h.ioError(u.ID, durable, ioe)
+}
+
+// ioError is the answer to a failed write: 507 for a full disk, else 500;
+// both carry the offset to resume from.
+func (h *Handler) ioError(id string, durable int64, err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return syncproto.Wrap(syncproto.CodeStorageFull,
+			fmt.Errorf("the server's disk is full (%w); %d bytes of upload %s are kept, resume from there later", err, durable, id)).
+			With("offset", durable)
+	}
+	h.cfg.Logger.Error("upload: partial file", "upload", id, "err", err)
+	return syncproto.Errorf(syncproto.CodeInternal, "the server could not write upload %s; %d bytes are kept, resume from there later", id, durable).
+		With("offset", durable)
+}
+
+// cutBack reopens a partial file and cuts it to size, durably, and checks
+// its length: after a failed fsync what the file seems to hold past the
+// last durable point cannot be trusted.
+func (h *Handler) cutBack(id string, size int64) error {
+	path := h.partPath(id)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	f, err := h.cfg.OpenPart(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Size() != size {
+		return fmt.Errorf("partial file %s is %d bytes after cutting it to %d", id, fi.Size(), size)
+	}
+	return f.Close()
+}
+
 var errOverflow = errors.New("upload: body longer than the upload")
 
 // copyBody writes the body to f at off, at most limit bytes, fsyncing
-// every SyncEvery bytes; it returns the bytes written and their SHA-256.
-// Reads have an idle deadline and stop when a newer request on the same
-// upload takes over (see stopHandle).
-func (h *Handler) copyBody(r *http.Request, f *os.File, off, limit int64, sh *stopHandle) (int64, []byte, error) {
+// every SyncEvery bytes; it returns the bytes written, how many of them
+// were fsynced, and their SHA-256. A failed write or fsync is an *ioErr
+// (it ends the copy at once: an fsync is never retried). Reads have an
+// idle deadline and stop when a newer request on the same upload takes
+// over (see stopHandle).
+func (h *Handler) copyBody(r *http.Request, f PartFile, off, limit int64, sh *stopHandle) (n, synced int64, sum []byte, err error) {
 	hs := sha256.New()
 	buf := make([]byte, 64<<10)
-	var n, unsynced int64
 	for {
 		sh.setDeadline(time.Now().Add(h.cfg.IdleTimeout))
 		if sh.stopped.Load() {
 			// Taken over: read on only while bytes are already waiting.
 			if time.Since(time.Unix(0, sh.stoppedAt.Load())) > stopDrainMax {
-				return n, nil, fmt.Errorf("%w: taken over by a newer request", errCut)
+				return n, synced, nil, fmt.Errorf("%w: taken over by a newer request", errCut)
 			}
 			sh.setDeadline(time.Now().Add(stopGrace))
 		}
-		k, err := r.Body.Read(buf)
+		k, rerr := r.Body.Read(buf)
 		if k > 0 {
 			if int64(k) > limit-n {
-				return n, nil, errOverflow
+				return n, synced, nil, errOverflow
 			}
 			if _, werr := f.WriteAt(buf[:k], off+n); werr != nil {
-				return n, nil, fmt.Errorf("upload: write: %w", werr)
+				return n, synced, nil, &ioErr{"write", werr}
 			}
 			hs.Write(buf[:k])
 			n += int64(k)
-			if unsynced += int64(k); unsynced >= h.cfg.SyncEvery {
+			if n-synced >= h.cfg.SyncEvery {
 				if serr := f.Sync(); serr != nil {
-					return n, nil, fmt.Errorf("upload: sync: %w", serr)
+					return n, synced, nil, &ioErr{"sync", serr}
 				}
-				unsynced = 0
+				synced = n
 			}
 		}
-		if errors.Is(err, io.EOF) {
-			return n, hs.Sum(nil), nil
+		if errors.Is(rerr, io.EOF) {
+			return n, synced, hs.Sum(nil), nil
 		}
-		if err != nil {
-			return n, nil, fmt.Errorf("%w: %v", errCut, err)
+		if rerr != nil {
+			return n, synced, nil, fmt.Errorf("%w: %v", errCut, rerr)
 		}
 	}
 }
@@ -849,7 +1077,10 @@ func (h *Handler) delete(r *http.Request, deviceID, id string) error {
 // discard removes an upload's files, then its record. The caller holds
 // the lock (or the upload is unreachable).
 func (h *Handler) discard(ctx context.Context, u Upload) error {
-	for _, p := range []string{h.markPath(u.ID), h.partPath(u.ID)} {
+	h.suspectMu.Lock()
+	delete(h.suspect, u.ID)
+	h.suspectMu.Unlock()
+	for _, p := range []string{h.markPath(u.ID), h.partPath(u.ID), h.okPath(u.ID)} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("upload: %w", err)
 		}
@@ -878,6 +1109,26 @@ func (h *Handler) discardLocked(ctx context.Context, u Upload) error {
 	}
 	defer release()
 	return h.discard(ctx, u)
+}
+
+// removeSynced removes a file and fsyncs its folder, so that the removal
+// survives a crash (absent is not an error).
+func removeSynced(path string) error {
+	if err := os.Remove(path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func writeSynced(path, content string) error {

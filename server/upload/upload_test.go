@@ -77,10 +77,10 @@ func (f *field) create(t *testing.T, data []byte) string {
 		t.Fatalf("create: %v %+v %s", err, resp, respBody(resp))
 	}
 	loc := resp.Header.Get("Location")
-	if !strings.HasPrefix(loc, f.env.URL+"/api/v1/uploads/") {
+	if !strings.HasPrefix(loc, "/api/v1/uploads/") {
 		t.Fatalf("Location %q", loc)
 	}
-	return loc
+	return f.env.URL + loc
 }
 
 func respBody(r *uploadtest.Response) string {
@@ -220,6 +220,55 @@ func TestUpload_CreateHeadPatchComplete(t *testing.T) {
 	p, err = f.cl.Patch(ctx, again.Header.Get("Location"), 0, data[:65536], nil)
 	if err != nil || p.Status != http.StatusNoContent || p.Offset() != 300_000 {
 		t.Fatalf("PATCH of a present blob: %v %+v", err, p)
+	}
+}
+
+// TestUpload_Location: Location comes from the configured public URL (or
+// is a path), never from the Host or X-Forwarded-* headers a client or a
+// proxy sent; and Uppy-style metadata with a relativePath is accepted.
+func TestUpload_Location(t *testing.T) {
+	for _, tc := range []struct {
+		name, public, want string
+	}{
+		{"PublicURL", "https://fieldsync.example.org/", "https://fieldsync.example.org/api/v1/uploads/"},
+		{"PublicURLWithPrefix", "https://example.org/fs", "https://example.org/fs/api/v1/uploads/"},
+		{"NoPublicURL", "", "/api/v1/uploads/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := fieldOn(t, servertest.StartWith(t, servertest.Options{API: api.Config{PublicURL: tc.public}}))
+			data := f.file(t, 1000)
+			meta := upload.EncodeMetadata(map[string]string{
+				upload.MetaSHA256: uploadtest.Sum(data), upload.MetaFilename: "IMG_0001.JPG", upload.MetaFiletype: "image/jpeg",
+				"relativePath": "DCIM/100CAMERA/IMG_0001.JPG", "windowsPath": `D:\DCIM\IMG_0001.JPG`,
+			})
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, f.env.URL+"/api/v1/uploads/", nil)
+			req.Host = "attacker.example"
+			req.Header.Set("X-Forwarded-Proto", "http")
+			req.Header.Set("X-Forwarded-Host", "attacker.example")
+			req.Header.Set("Tus-Resumable", upload.TusVersion)
+			req.Header.Set("Authorization", "Bearer "+f.dev.Token)
+			req.Header.Set("Upload-Length", "1000")
+			req.Header.Set("Upload-Metadata", meta)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			loc := resp.Header.Get("Location")
+			if resp.StatusCode != http.StatusCreated || !strings.HasPrefix(loc, tc.want) || !upload.ValidID(strings.TrimPrefix(loc, tc.want)) {
+				t.Fatalf("create: %d Location %q, want %s<id>; %s", resp.StatusCode, loc, tc.want, body)
+			}
+			id := strings.TrimPrefix(loc, tc.want)
+			h, err := f.cl.Head(t.Context(), "/api/v1/uploads/"+id)
+			if err != nil || h.Status != http.StatusOK {
+				t.Fatalf("HEAD: %v %+v", err, h)
+			}
+			got, err := upload.ParseMetadata(h.Header.Get("Upload-Metadata"))
+			if err != nil || got["relativePath"] != "DCIM/100CAMERA/IMG_0001.JPG" || got["windowsPath"] != `D:\DCIM\IMG_0001.JPG` {
+				t.Errorf("metadata kept: %v %v", got, err)
+			}
+		})
 	}
 }
 

@@ -262,12 +262,15 @@ func (e *Env) AddBlob(t testing.TB, sha string, lon, lat float64) {
 	}
 	e.Exec(t, `INSERT OR IGNORE INTO blobs(sha256, size, media_type, stored_at, exif_lon, exif_lat, exif_time) VALUES (?, 1000, 'image/jpeg', ?, ?, ?, '2024-05-03T10:00:00+08:00')`,
 		sha, domain.Timestamp(time.Now()), elon, elat)
+	// The links to it count, as if their devices had uploaded it.
+	e.Exec(t, `UPDATE visit_evidence SET held = 1 WHERE sha256 = ?`, sha)
 }
 
-// AttachEvidence references a blob from a visit's slot.
+// AttachEvidence references a blob from a visit's slot (a link that
+// counts: its device holds the blob).
 func (e *Env) AttachEvidence(t testing.TB, visitID, slot, sha string) {
 	t.Helper()
-	e.Exec(t, `INSERT OR IGNORE INTO visit_evidence(visit_id, slot, sha256, size, media_type) VALUES (?, ?, ?, 1000, 'image/jpeg')`, visitID, slot, sha)
+	e.Exec(t, `INSERT OR IGNORE INTO visit_evidence(visit_id, slot, sha256, size, media_type, held) VALUES (?, ?, ?, 1000, 'image/jpeg', 1)`, visitID, slot, sha)
 }
 
 // AddFlag raises an evidence flag on a visit (sha "" for the visit).
