@@ -74,9 +74,11 @@ type Config struct {
 	// QR payloads (default "http://localhost:8080").
 	PublicURL string
 	// UploadURL is the scheme and host that upload Location headers are
-	// built from (default: PublicURL if it was given, else Location is a
-	// path the client resolves against its request). Never the request's
-	// Host header.
+	// built from: the operator's -public-url when one was given. Empty:
+	// Location is a path the client resolves against its own request (a
+	// defaulted PublicURL such as http://localhost:8080 would send a
+	// browser that came by 127.0.0.1 to another origin). Never the
+	// request's Host header.
 	UploadURL string
 	// HealthChecks are extra checks for /healthz (e.g. the blob store),
 	// by name.
@@ -113,9 +115,6 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
-	}
-	if c.UploadURL == "" {
-		c.UploadURL = c.PublicURL
 	}
 	if c.PublicURL == "" {
 		c.PublicURL = "http://localhost:8080"

@@ -164,6 +164,11 @@ func syncNow(t *testing.T, ctx context.Context) string {
 	return eval[string](t, ctx, `(async () => {
 		for (let i = 0; i < 100; i++) {
 			const r = await fieldsyncApp.syncer.sync();
+			if (r === 'error') {
+				// Say why: the last lines of the app's sync log.
+				const log = await fieldsyncApp.db.read(['log'], t => t.all('log'));
+				return r + ': ' + log.slice(-5).map(l => l.text).join(' / ');
+			}
 			if (r !== 'running') return r;
 			await new Promise(ok => setTimeout(ok, 200));
 		}
