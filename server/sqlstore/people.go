@@ -138,7 +138,12 @@ func userPlaces(ctx context.Context, q querier, userID int64) ([]string, error) 
 }
 
 func (s *Store) oneUser(ctx context.Context, where string, arg any) (domain.User, error) {
-	us, err := s.scanUsers(ctx, s.r, `SELECT `+userCols+` FROM users WHERE `+where, arg)
+	var us []domain.User
+	err := s.readTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		us, err = s.scanUsers(ctx, tx, `SELECT `+userCols+` FROM users WHERE `+where, arg)
+		return err
+	})
 	if err != nil {
 		return domain.User{}, err
 	}
@@ -160,7 +165,13 @@ func (s *Store) UserByName(ctx context.Context, name string) (domain.User, error
 
 // Users lists all users.
 func (s *Store) Users(ctx context.Context) ([]domain.User, error) {
-	return s.scanUsers(ctx, s.r, `SELECT `+userCols+` FROM users ORDER BY username`)
+	var us []domain.User
+	err := s.readTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		us, err = s.scanUsers(ctx, tx, `SELECT `+userCols+` FROM users ORDER BY username`)
+		return err
+	})
+	return us, err
 }
 
 // CreateSession stores a session under the hash of its token.
