@@ -155,7 +155,10 @@ func TestReadGate_OneConnection(t *testing.T) {
 			_, err := env.Store.Households(ctx, map[string]bool{"G11": true, "G12": true}, 0)
 			return err
 		}},
-		{"evidence gaps", func(ctx context.Context) error { _, _, err := env.Store.EvidenceGaps(ctx, []string{"V1"}, 10); return err }},
+		{"evidence gaps", func(ctx context.Context) error {
+			_, _, err := env.Store.EvidenceGaps(ctx, []string{"V1"}, 10)
+			return err
+		}},
 		{"console", func(ctx context.Context) error {
 			if _, err := env.Store.ConsoleProgress(ctx, "C1", time.Time{}, time.Now()); err != nil {
 				return err
