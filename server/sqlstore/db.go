@@ -369,6 +369,19 @@ func (c *readStmts) get(ctx context.Context, db *sql.DB, q string) *sql.Stmt {
 	return st
 }
 
+// CachedStatements returns how many prepared statements the read and the
+// write caches hold (the write count includes those waiting to be
+// prepared), for metrics and tests: both stay far below their bounds.
+func (s *Store) CachedStatements() (read, write int) {
+	s.rstmts.mu.RLock()
+	read = len(s.rstmts.m)
+	s.rstmts.mu.RUnlock()
+	s.stmts.mu.Lock()
+	write = len(s.stmts.m) + len(s.stmts.wanted)
+	s.stmts.mu.Unlock()
+	return read, write
+}
+
 func (c *readStmts) closeAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
