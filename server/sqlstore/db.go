@@ -159,8 +159,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("sqlstore: open readers: %w", err)
 	}
-	r.SetMaxOpenConns(cfg.Readers)
-	r.SetMaxIdleConns(cfg.Readers)
+	// One connection more than there are read tokens: the health check's
+	// own (see readGate).
+	r.SetMaxOpenConns(cfg.Readers + 1)
+	r.SetMaxIdleConns(cfg.Readers + 1)
 	s := &Store{cfg: cfg, w: w, r: r, done: make(chan struct{}), pushes: make(chan *pushJob, 1024),
 		gate: newReadGate(cfg.Readers, cfg.BackgroundReaders, cfg.PoolWait)}
 	s.clock.Now = cfg.Now
@@ -194,7 +196,7 @@ func (s *Store) Close() error {
 // Ping checks that the database answers a query.
 func (s *Store) Ping(ctx context.Context) error {
 	var one int
-	if err := s.readRow(ctx, `SELECT 1`).Scan(&one); err != nil {
+	if err := s.readRow(context.WithValue(ctx, healthKey{}, true), `SELECT 1`).Scan(&one); err != nil {
 		return fmt.Errorf("sqlstore: ping: %w", err)
 	}
 	return nil
@@ -398,25 +400,30 @@ func (c *readStmts) closeAll() {
 // whichever is sooner). Background work (domain.Background) and exports
 // streaming to a client first take a token of their own smaller share, so
 // at least half the pool is always left to the requests of people and
-// devices.
+// devices. The health check (Ping) has a connection of its own, so that
+// /healthz says whether the database answers, promptly, however busy the
+// pool is; every wait in the pool is bounded, so busy never means hung.
 //
 // The rule that makes the tokens enough: no code holds a token (open rows,
 // a read transaction) while it takes another. A code path that needs
 // several queries reads the rows fully first, or runs them all in one
 // readTx.
 type readGate struct {
-	all  chan struct{} // one per pooled connection
-	bg   chan struct{} // background work's share
-	bulk chan struct{} // streaming exports' share
-	wait time.Duration
+	all    chan struct{} // one per pooled connection but the health check's
+	health chan struct{} // the health check's connection
+	bg     chan struct{} // background work's share
+	bulk   chan struct{} // streaming exports' share
+	wait   time.Duration
 }
 
 func newReadGate(readers, shared int, wait time.Duration) *readGate {
-	return &readGate{all: make(chan struct{}, readers), bg: make(chan struct{}, shared),
+	return &readGate{all: make(chan struct{}, readers), health: make(chan struct{}, 1), bg: make(chan struct{}, shared),
 		bulk: make(chan struct{}, shared), wait: wait}
 }
 
 type bulkKey struct{}
+
+type healthKey struct{}
 
 // bulk marks ctx as a long read that streams to a client (an export).
 func bulk(ctx context.Context) context.Context { return context.WithValue(ctx, bulkKey{}, true) }
@@ -444,6 +451,13 @@ func (g *readGate) acquire(ctx context.Context) (release func(), err error) {
 		case <-timer.C:
 			return fmt.Errorf("%w (waited %s): %w", ErrPoolBusy, g.wait, domain.ErrUnavailable)
 		}
+	}
+	if ctx.Value(healthKey{}) != nil {
+		if err := take(g.health); err != nil {
+			return nil, err
+		}
+		var once sync.Once
+		return func() { once.Do(func() { <-g.health }) }, nil
 	}
 	var share chan struct{}
 	switch {

@@ -207,20 +207,25 @@ func TestReadGate_OneConnection(t *testing.T) {
 
 // TestReadGate_WaitHasADeadline: with every read connection taken, a read
 // whose context has no deadline fails after PoolWait with ErrPoolBusy (an
-// HTTP 503), instead of waiting for ever.
+// HTTP 503), instead of waiting for ever; the health check still answers
+// on its own connection.
 func TestReadGate_WaitHasADeadline(t *testing.T) {
 	env := servertest.StartWith(t, servertest.Options{Store: sqlstore.Config{Readers: 1, PoolWait: 200 * time.Millisecond}})
 	release, err := env.Store.HoldRead(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = env.Store.Ping(context.Background())
+	sum := fmt.Sprintf("%064x", 1)
+	_, err = env.Store.BlobPresent(context.Background(), sum)
 	if !errors.Is(err, sqlstore.ErrPoolBusy) || !errors.Is(err, domain.ErrUnavailable) {
-		t.Fatalf("ping with the pool taken: %v, want ErrPoolBusy", err)
+		t.Fatalf("read with the pool taken: %v, want ErrPoolBusy", err)
+	}
+	if err := env.Store.Ping(ctx); err != nil {
+		t.Fatalf("health check with the pool taken: %v", err)
 	}
 	release()
-	if err := env.Store.Ping(ctx); err != nil {
-		t.Fatalf("ping after release: %v", err)
+	if _, err := env.Store.BlobPresent(ctx, sum); err != nil {
+		t.Fatalf("read after release: %v", err)
 	}
 }
 
@@ -234,7 +239,8 @@ func TestReadGate_BackgroundShare(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := env.Store.Ping(bg); !errors.Is(err, sqlstore.ErrPoolBusy) {
+	sum := fmt.Sprintf("%064x", 1)
+	if _, err := env.Store.BlobPresent(bg, sum); !errors.Is(err, sqlstore.ErrPoolBusy) {
 		t.Fatalf("second background read: %v, want ErrPoolBusy (its share is 1)", err)
 	}
 	var held []func()
@@ -249,7 +255,7 @@ func TestReadGate_BackgroundShare(t *testing.T) {
 		r()
 	}
 	release()
-	if err := env.Store.Ping(bg); err != nil {
+	if _, err := env.Store.BlobPresent(bg, sum); err != nil {
 		t.Fatalf("background read after release: %v", err)
 	}
 }
