@@ -534,8 +534,12 @@ func hangGuard(t *testing.T, what string, d time.Duration, done <-chan struct{})
 	select {
 	case <-done:
 	case <-time.After(d):
-		_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
-		panic(fmt.Sprintf("%s: %s did not finish within %s: the server hangs", t.Name(), what, d))
+		_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+		// Panic in a goroutine of its own: the test's cleanups would wait
+		// for the hung handlers.
+		msg := fmt.Sprintf("%s: %s did not finish within %s: the server hangs", t.Name(), what, d)
+		go panic(msg)
+		select {}
 	}
 }
 
@@ -553,17 +557,23 @@ func TestPushHerd_NoHang(t *testing.T) {
 	ctx := context.Background()
 
 	// Each round restarts the server on the same data folder: a freshly
-	// started process (cold caches, a new pool of 4 read connections),
-	// with the devices enrolled once.
+	// started process (cold caches, a new small pool: 1 to 4 read
+	// connections, so that a few pushes, or one, holding a connection
+	// while waiting for another are enough to show a hang), with the
+	// devices enrolled once. The households are in every place of the
+	// devices' scope, so the checks after the first pushes meet cold
+	// boundaries.
 	dir := t.TempDir()
-	opts := servertest.Options{Dir: dir, Store: sqlstore.Config{Readers: 4, PoolWait: 10 * time.Second}}
+	opts := servertest.Options{Dir: dir, Store: sqlstore.Config{PoolWait: 10 * time.Second}}
 	env := servertest.StartWith(t, opts)
-	hhs := households(t, env, "G11", "G12", "G21")
+	hhs := households(t, env, "T1", "V1", "V2", "G11", "G12", "G21")
 	devs := enrollMany(t, env, "w", 20+4)
 	pullers := devs[20:]
 	env.Stop()
 	for round := 0; round < 20; round++ {
-		env := restart(t, dir, opts.Store)
+		cfg := opts.Store
+		cfg.Readers = 1 + round%4
+		env := restart(t, dir, cfg)
 		h := newHClient(env.URL, 0)
 		pushers := devs[:6+(round*5)%15]
 		health := pollHealth(env.URL)
@@ -575,7 +585,7 @@ func TestPushHerd_NoHang(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for range 2 {
-					if err := d.push(ctx, h, d.visits(2, hhs)); err != nil {
+					if err := d.push(ctx, h, d.visits(3, hhs)); err != nil {
 						errs <- err
 						return
 					}
@@ -598,7 +608,7 @@ func TestPushHerd_NoHang(t *testing.T) {
 			}()
 		}
 		go func() { wg.Wait(); close(done) }()
-		hangGuard(t, fmt.Sprintf("round %d (%d pushers, %d pullers)", round, len(pushers), len(pullers)), 60*time.Second, done)
+		hangGuard(t, fmt.Sprintf("round %d (%d pushers, %d pullers)", round, len(pushers), len(pullers)), 30*time.Second, done)
 		bad := health.end()
 		close(errs)
 		for err := range errs {
