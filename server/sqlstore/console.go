@@ -881,7 +881,9 @@ func (s *Store) ExportVisits(ctx context.Context, f ExportFilter, fn func(*Expor
 	if err != nil {
 		return err
 	}
-	rows, err := s.readRows(ctx, `SELECT v.id, v.household_id, COALESCE(json_extract(h.fields, '$.head_name'), ''), v.place_code, p.name,
+	// The rows stream to a client for as long as it reads: the exports'
+	// share of the read pool (see readGate).
+	rows, err := s.readRows(bulk(ctx), `SELECT v.id, v.household_id, COALESCE(json_extract(h.fields, '$.head_name'), ''), v.place_code, p.name,
 			v.form_id, v.form_version, v.answers, v.lon, v.lat, COALESCE(v.accuracy_m, 0), v.device_time, v.server_time,
 			v.review_state, v.review_step, COALESCE(u.username, ''), COALESCE(v.device_id, ''), COALESCE(v.corrects_visit_id, ''),
 			(SELECT count(*) FROM visit_evidence ve WHERE ve.visit_id = v.id),
@@ -938,7 +940,7 @@ func (s *Store) ExportHouseholds(ctx context.Context, f ExportFilter, fn func(*E
 	if err != nil {
 		return err
 	}
-	rows, err := s.readRows(ctx, `SELECT h.id, h.place_code, p.name, h.fields, h.lon, h.lat, h.version, h.updated_at,
+	rows, err := s.readRows(bulk(ctx), `SELECT h.id, h.place_code, p.name, h.fields, h.lon, h.lat, h.version, h.updated_at,
 			(SELECT count(*) FROM visits v WHERE v.household_id = h.id),
 			COALESCE((SELECT max(server_time) FROM visits v WHERE v.household_id = h.id), '')
 		FROM households h JOIN places p ON p.code = h.place_code

@@ -259,3 +259,37 @@ func TestReadGate_BackgroundShare(t *testing.T) {
 		t.Fatalf("background read after release: %v", err)
 	}
 }
+
+// TestReadGate_ExportsShare: an export streaming to a slow client holds at
+// most the exports' share of the read pool; requests still get the rest.
+func TestReadGate_ExportsShare(t *testing.T) {
+	env := servertest.StartWith(t, servertest.Options{Store: sqlstore.Config{Readers: 2, BackgroundReaders: 1, PoolWait: 300 * time.Millisecond}})
+	w := env.CreateUser(t, "worker", domain.RoleFieldWorker, "G11")
+	d := newDevice(t, env, w)
+	hh := syncproto.NewID(time.Now())
+	env.AddHouseholds(t, household(hh, "G11", "楊紹華"))
+	d.push(visitMut(d, hh))
+	f := sqlstore.ExportFilter{Roots: []string{"C1"}}
+	inside := make(chan struct{})
+	finish := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- env.Store.ExportVisits(ctx, f, func(*sqlstore.ExportVisit) error {
+			close(inside)
+			<-finish // a slow client
+			return nil
+		})
+	}()
+	<-inside
+	err := env.Store.ExportHouseholds(ctx, f, func(*sqlstore.ExportHousehold) error { return nil })
+	if !errors.Is(err, sqlstore.ErrPoolBusy) {
+		t.Errorf("a second export while one streams: %v, want ErrPoolBusy (the exports' share is 1)", err)
+	}
+	if _, err := env.Store.Visits(ctx, sqlstore.VisitFilter{}); err != nil {
+		t.Errorf("a request while an export streams: %v", err)
+	}
+	close(finish)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
