@@ -580,6 +580,10 @@ func (s *Server) checkDevice(c echo.Context, deviceID string) (sqlstore.PushDevi
 	return sqlstore.PushDevice{DeviceID: p.DeviceID, UserID: p.User.ID}, nil
 }
 
+// postPushChecksTimeout bounds the evidence checks that run after a push
+// commits, before it is answered.
+const postPushChecksTimeout = 30 * time.Second
+
 func (s *Server) push(c echo.Context) error {
 	req, err := syncproto.DecodePushRequest(c.Request().Body)
 	if err != nil {
@@ -595,12 +599,17 @@ func (s *Server) push(c echo.Context) error {
 	}
 	// Checks on arrival (EXIF distance, place polygon, GPS accuracy,
 	// reused photos) run after the commit: they never fail a push, and a
-	// blob's arrival runs them again.
+	// blob's arrival runs them again. They are background work: bounded
+	// in time (a client that leaves does not stop them, a deadline does)
+	// and in their share of the read pool (domain.Background).
 	if ev := s.ev(); ev != nil {
 		if cs, ok := ev.store.(interface {
 			RunEvidenceChecksForPush(context.Context, *syncproto.PushRequest, *syncproto.PushResponse) error
 		}); ok {
-			if err := cs.RunEvidenceChecksForPush(context.WithoutCancel(c.Request().Context()), req, resp); err != nil {
+			cctx, cancel := context.WithTimeout(domain.Background(context.WithoutCancel(c.Request().Context())), postPushChecksTimeout)
+			err := cs.RunEvidenceChecksForPush(cctx, req, resp)
+			cancel()
+			if err != nil {
 				s.log.Warn("evidence checks after push", "device", dev.DeviceID, "err", err)
 			}
 		}

@@ -181,3 +181,19 @@ const (
 	StateNeedsRework = "needs_rework"
 	StateRejected    = "rejected"
 )
+
+type backgroundKey struct{}
+
+// Background marks ctx as background work: the evidence checks after a
+// push, the upload analysis worker. Stores give background work a bounded
+// share of their resources (the SQLite read pool), so that the requests of
+// people and devices are never starved by it.
+func Background(ctx context.Context) context.Context {
+	return context.WithValue(ctx, backgroundKey{}, true)
+}
+
+// IsBackground reports whether ctx was marked by Background.
+func IsBackground(ctx context.Context) bool {
+	v, _ := ctx.Value(backgroundKey{}).(bool)
+	return v
+}

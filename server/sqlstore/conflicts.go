@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"fieldsync/server/domain"
 	"fieldsync/server/merge"
@@ -35,10 +34,8 @@ func (s *Store) ListConflicts(ctx context.Context, places map[string]bool, state
 		if len(codes) == 0 {
 			return []ConflictRow{}, nil
 		}
-		q += ` AND c.place_code IN (?` + strings.Repeat(",?", len(codes)-1) + `)`
-		for _, c := range codes {
-			args = append(args, c)
-		}
+		q += ` AND c.place_code IN (SELECT value FROM json_each(?))`
+		args = append(args, jsonList(codes))
 	}
 	rows, err := s.readRows(ctx, q+` ORDER BY c.created_at DESC, c.id LIMIT 2000`, args...)
 	if err != nil {
@@ -55,13 +52,19 @@ func (s *Store) ListConflicts(ctx context.Context, places map[string]bool, state
 	}
 	rows.Close()
 	out := make([]ConflictRow, 0, len(heads))
-	for _, h := range heads {
-		c, _, err := loadConflict(ctx, s.r, h.ID)
-		if err != nil {
-			return nil, err
+	err = s.readTx(ctx, func(tx *sql.Tx) error {
+		for _, h := range heads {
+			c, _, err := loadConflict(ctx, tx, h.ID)
+			if err != nil {
+				return err
+			}
+			h.Conflict = *c
+			out = append(out, h)
 		}
-		h.Conflict = *c
-		out = append(out, h)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -147,7 +150,13 @@ func (s *Store) ResolveConflict(ctx context.Context, id string, by domain.User, 
 	if err != nil {
 		return out, err
 	}
-	c, place, err := loadConflict(ctx, s.r, id)
+	var c *syncproto.Conflict
+	var place string
+	err = s.readTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		c, place, err = loadConflict(ctx, tx, id)
+		return err
+	})
 	if err != nil {
 		return out, err
 	}

@@ -72,13 +72,10 @@ func (sc consoleScope) placeIn(col string) (string, []any) {
 	if len(sc.ranges) == 0 {
 		return "0=1", nil
 	}
-	var conds []string
-	var args []any
-	for _, r := range sc.ranges {
-		conds = append(conds, "(path >= ? AND path < ?)")
-		args = append(args, r[0], r[1])
-	}
-	return col + " IN (SELECT code FROM places WHERE " + strings.Join(conds, " OR ") + ")", args
+	// One parameter, a JSON array of [low, high) path ranges: the SQL
+	// text is the same for every scope.
+	return col + ` IN (SELECT pl.code FROM json_each(?) r JOIN places pl
+		ON pl.path >= json_extract(r.value, '$[0]') AND pl.path < json_extract(r.value, '$[1]'))`, []any{jsonList(sc.ranges)}
 }
 
 // consoleRequired returns a CTE "req(form_id, form_version, slot,
@@ -90,19 +87,21 @@ func (s *Store) consoleRequired(ctx context.Context) (cte string, args []any, ok
 	if err != nil {
 		return "", nil, false, err
 	}
-	var vals []string
+	var vals [][]any
 	for _, f := range forms {
 		for _, sl := range f.Slots {
 			if sl.MinCount > 0 {
-				vals = append(vals, "(?, ?, ?, ?)")
-				args = append(args, f.ID, f.Version, sl.Name, sl.MinCount)
+				vals = append(vals, []any{f.ID, f.Version, sl.Name, sl.MinCount})
 			}
 		}
 	}
 	if len(vals) == 0 {
 		return "", nil, false, nil
 	}
-	return "req(form_id, form_version, slot, min_count) AS (VALUES " + strings.Join(vals, ", ") + ")", args, true, nil
+	// One parameter, a JSON array of [form_id, form_version, slot,
+	// min_count]: the SQL text is the same whatever the forms.
+	return `req(form_id, form_version, slot, min_count) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+		json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?))`, []any{jsonList(vals)}, true, nil
 }
 
 // consoleIncomplete is an SQL condition, true for a visit v some of whose
@@ -182,7 +181,7 @@ func (s *Store) ConsoleProgress(ctx context.Context, root string, monthFrom, mon
 		own[code] = p
 		return p
 	}
-	scan := func(q string, args []any, fn func(rows *sql.Rows) error) error {
+	scan := func(q string, args []any, fn func(rows *Rows) error) error {
 		rows, err := s.readRows(ctx, q, args...)
 		if err != nil {
 			return fmt.Errorf("console progress: %w", err)
@@ -196,7 +195,7 @@ func (s *Store) ConsoleProgress(ctx context.Context, root string, monthFrom, mon
 		return rows.Err()
 	}
 	// Households.
-	if err := scan(`SELECT place_code, count(*) FROM households WHERE deleted = 0 AND `+in+` GROUP BY place_code`, inArgs, func(rows *sql.Rows) error {
+	if err := scan(`SELECT place_code, count(*) FROM households WHERE deleted = 0 AND `+in+` GROUP BY place_code`, inArgs, func(rows *Rows) error {
 		var code string
 		var n int
 		if err := rows.Scan(&code, &n); err != nil {
@@ -230,7 +229,7 @@ func (s *Store) ConsoleProgress(ctx context.Context, root string, monthFrom, mon
 		FROM visits v WHERE ` + vin + ` GROUP BY v.place_code`
 	args = append(args, from, to, from, to)
 	args = append(args, inArgs...)
-	if err := scan(q, args, func(rows *sql.Rows) error {
+	if err := scan(q, args, func(rows *Rows) error {
 		var code string
 		var p PlaceProgress
 		if err := rows.Scan(&code, &p.Visits, &p.Submitted, &p.NeedsRework, &p.Approved, &p.Rejected,
@@ -243,7 +242,7 @@ func (s *Store) ConsoleProgress(ctx context.Context, root string, monthFrom, mon
 		return nil, err
 	}
 	// Open conflicts.
-	if err := scan(`SELECT place_code, count(*) FROM conflicts WHERE state = 'open' AND `+in+` GROUP BY place_code`, inArgs, func(rows *sql.Rows) error {
+	if err := scan(`SELECT place_code, count(*) FROM conflicts WHERE state = 'open' AND `+in+` GROUP BY place_code`, inArgs, func(rows *Rows) error {
 		var code string
 		var n int
 		if err := rows.Scan(&code, &n); err != nil {
@@ -255,7 +254,7 @@ func (s *Store) ConsoleProgress(ctx context.Context, root string, monthFrom, mon
 		return nil, err
 	}
 	// Open rework tasks.
-	if err := scan(`SELECT place_code, count(*) FROM tasks WHERE state = 'open' AND kind = 'rework' AND `+in+` GROUP BY place_code`, inArgs, func(rows *sql.Rows) error {
+	if err := scan(`SELECT place_code, count(*) FROM tasks WHERE state = 'open' AND kind = 'rework' AND `+in+` GROUP BY place_code`, inArgs, func(rows *Rows) error {
 		var code string
 		var n int
 		if err := rows.Scan(&code, &n); err != nil {
@@ -268,7 +267,7 @@ func (s *Store) ConsoleProgress(ctx context.Context, root string, monthFrom, mon
 	}
 	// Flagged visits.
 	if err := scan(`SELECT v.place_code, count(*) FROM visits v WHERE `+vin+` AND v.review_state <> 'rejected'
-			AND EXISTS (SELECT 1 FROM evidence_flags f WHERE f.visit_id = v.id) GROUP BY v.place_code`, inArgs, func(rows *sql.Rows) error {
+			AND EXISTS (SELECT 1 FROM evidence_flags f WHERE f.visit_id = v.id) GROUP BY v.place_code`, inArgs, func(rows *Rows) error {
 		var code string
 		var n int
 		if err := rows.Scan(&code, &n); err != nil {
@@ -482,7 +481,7 @@ func (s *Store) ConsoleHouseholds(ctx context.Context, root string, since time.T
 			WHERE v.review_state <> 'rejected' AND `+vin+`) fl ON fl.household_id = h.id
 		LEFT JOIN (SELECT DISTINCT household_id FROM tasks WHERE state = 'open' AND kind = 'rework' AND `+in+`) tk ON tk.household_id = h.id
 		WHERE h.deleted = 0 AND `+hin+`
-		ORDER BY h.place_code, h.id LIMIT `+fmt.Sprint(limit), args...)
+		ORDER BY h.place_code, h.id LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("console households: %w", err)
 	}
@@ -538,7 +537,7 @@ func (s *Store) ConsoleVisitPoints(ctx context.Context, root string, since time.
 	args := append([]any{consoleBound(since)}, inArgs...)
 	rows, err := s.readRows(ctx, `SELECT v.id, v.household_id, v.form_id, v.lon, v.lat, COALESCE(v.accuracy_m, 0), v.review_state, v.device_time
 		FROM visits v WHERE v.lon IS NOT NULL AND v.lat IS NOT NULL AND v.device_time >= ? AND `+vin+`
-		ORDER BY v.device_time DESC, v.id LIMIT `+fmt.Sprint(limit), args...)
+		ORDER BY v.device_time DESC, v.id LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("console visit points: %w", err)
 	}
@@ -762,12 +761,8 @@ func (s *Store) ConsoleVisitFlags(ctx context.Context, visitIDs []string) (map[s
 	if len(visitIDs) == 0 {
 		return out, nil
 	}
-	args := make([]any, len(visitIDs))
-	for i, id := range visitIDs {
-		args[i] = id
-	}
-	rows, err := s.readRows(ctx, `SELECT visit_id, flag FROM evidence_flags WHERE visit_id IN (?`+strings.Repeat(",?", len(visitIDs)-1)+`)
-		GROUP BY visit_id, flag ORDER BY visit_id, flag`, args...)
+	rows, err := s.readRows(ctx, `SELECT visit_id, flag FROM evidence_flags WHERE visit_id IN (SELECT value FROM json_each(?))
+		GROUP BY visit_id, flag ORDER BY visit_id, flag`, jsonList(visitIDs))
 	if err != nil {
 		return nil, fmt.Errorf("console visit flags: %w", err)
 	}
@@ -784,7 +779,11 @@ func (s *Store) ConsoleVisitFlags(ctx context.Context, visitIDs []string) (map[s
 
 // ConsoleFlagNames lists the evidence flag names that occur.
 func (s *Store) ConsoleFlagNames(ctx context.Context) ([]string, error) {
-	out, err := queryStrings(ctx, s.r, `SELECT DISTINCT flag FROM evidence_flags ORDER BY flag`)
+	rows, err := s.readRows(ctx, `SELECT DISTINCT flag FROM evidence_flags ORDER BY flag`)
+	if err != nil {
+		return nil, fmt.Errorf("console flag names: %w", err)
+	}
+	out, err := scanStrings(rows)
 	if err != nil {
 		return nil, fmt.Errorf("console flag names: %w", err)
 	}
@@ -882,7 +881,9 @@ func (s *Store) ExportVisits(ctx context.Context, f ExportFilter, fn func(*Expor
 	if err != nil {
 		return err
 	}
-	rows, err := s.readRows(ctx, `SELECT v.id, v.household_id, COALESCE(json_extract(h.fields, '$.head_name'), ''), v.place_code, p.name,
+	// The rows stream to a client for as long as it reads: the exports'
+	// share of the read pool (see readGate).
+	rows, err := s.readRows(bulk(ctx), `SELECT v.id, v.household_id, COALESCE(json_extract(h.fields, '$.head_name'), ''), v.place_code, p.name,
 			v.form_id, v.form_version, v.answers, v.lon, v.lat, COALESCE(v.accuracy_m, 0), v.device_time, v.server_time,
 			v.review_state, v.review_step, COALESCE(u.username, ''), COALESCE(v.device_id, ''), COALESCE(v.corrects_visit_id, ''),
 			(SELECT count(*) FROM visit_evidence ve WHERE ve.visit_id = v.id),
@@ -939,7 +940,7 @@ func (s *Store) ExportHouseholds(ctx context.Context, f ExportFilter, fn func(*E
 	if err != nil {
 		return err
 	}
-	rows, err := s.readRows(ctx, `SELECT h.id, h.place_code, p.name, h.fields, h.lon, h.lat, h.version, h.updated_at,
+	rows, err := s.readRows(bulk(ctx), `SELECT h.id, h.place_code, p.name, h.fields, h.lon, h.lat, h.version, h.updated_at,
 			(SELECT count(*) FROM visits v WHERE v.household_id = h.id),
 			COALESCE((SELECT max(server_time) FROM visits v WHERE v.household_id = h.id), '')
 		FROM households h JOIN places p ON p.code = h.place_code
@@ -1003,7 +1004,7 @@ func (s *Store) ConsoleExportForms(ctx context.Context, f ExportFilter) ([]syncp
 	}
 	out := make([]syncproto.FormDef, 0, len(keys))
 	for _, k := range keys {
-		def, err := s.cachedForm(ctx, s.r, k.id, k.v)
+		def, err := s.form(ctx, k.id, k.v)
 		if err != nil {
 			return nil, err
 		}

@@ -31,6 +31,15 @@ type Config struct {
 	Path string
 	// Readers is the size of the read pool (default: 2 × CPUs, at least 4).
 	Readers int
+	// PoolWait bounds how long a read waits for a pooled connection
+	// before it fails with ErrPoolBusy (an HTTP 503); default 30 s.
+	PoolWait time.Duration
+	// BackgroundReaders is the share of the read pool that background
+	// work (domain.Background: checks after pushes, the upload analysis
+	// worker) may hold at once, and likewise streaming exports (default
+	// Readers/4, at least 1; at most Readers/2 so that at least half the
+	// pool is left to requests).
+	BackgroundReaders int
 	// BusyTimeout is SQLite's busy timeout (default 10 s).
 	BusyTimeout time.Duration
 	// GroupCommit batches concurrent pushes into one transaction, so many
@@ -63,6 +72,13 @@ func (c *Config) setDefaults() error {
 	if c.Readers <= 0 {
 		c.Readers = max(4, 2*runtime.NumCPU())
 	}
+	if c.PoolWait <= 0 {
+		c.PoolWait = 30 * time.Second
+	}
+	if c.BackgroundReaders <= 0 {
+		c.BackgroundReaders = c.Readers / 4
+	}
+	c.BackgroundReaders = max(1, min(c.BackgroundReaders, c.Readers/2))
 	if c.BusyTimeout <= 0 {
 		c.BusyTimeout = 10 * time.Second
 	}
@@ -95,6 +111,7 @@ type Store struct {
 	boundaries boundaryCache
 	stmts      stmtCache
 	rstmts     readStmts
+	gate       *readGate
 	health     healthBuffer
 	evCfg      atomic.Pointer[evidence.Config]
 
@@ -151,9 +168,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("sqlstore: open readers: %w", err)
 	}
-	r.SetMaxOpenConns(cfg.Readers)
-	r.SetMaxIdleConns(cfg.Readers)
-	s := &Store{cfg: cfg, w: w, r: r, done: make(chan struct{}), pushes: make(chan *pushJob, 1024)}
+	// One connection more than there are read tokens: the health check's
+	// own (see readGate).
+	r.SetMaxOpenConns(cfg.Readers + 1)
+	r.SetMaxIdleConns(cfg.Readers + 1)
+	s := &Store{cfg: cfg, w: w, r: r, done: make(chan struct{}), pushes: make(chan *pushJob, 1024),
+		gate: newReadGate(cfg.Readers, cfg.BackgroundReaders, cfg.PoolWait)}
 	s.clock.Now = cfg.Now
 	s.SetEvidenceConfig(cfg.Evidence)
 	if err := s.initMeta(ctx); err != nil {
@@ -185,7 +205,7 @@ func (s *Store) Close() error {
 // Ping checks that the database answers a query.
 func (s *Store) Ping(ctx context.Context) error {
 	var one int
-	if err := s.readRow(ctx, `SELECT 1`).Scan(&one); err != nil {
+	if err := s.readRow(context.WithValue(ctx, healthKey{}, true), `SELECT 1`).Scan(&one); err != nil {
 		return fmt.Errorf("sqlstore: ping: %w", err)
 	}
 	return nil
@@ -287,7 +307,7 @@ func logChange(tx execer, now, entityType, entityID, placeCode, kind string) (in
 
 // scanStrings reads a one-column result into a slice (never nil) and
 // closes rows.
-func scanStrings(rows *sql.Rows) ([]string, error) {
+func scanStrings(rows rowsScanner) ([]string, error) {
 	defer rows.Close()
 	out := []string{}
 	for rows.Next() {
@@ -298,6 +318,14 @@ func scanStrings(rows *sql.Rows) ([]string, error) {
 		out = append(out, v)
 	}
 	return out, rows.Err()
+}
+
+// rowsScanner is what scanners need of *sql.Rows and *Rows.
+type rowsScanner interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close() error
 }
 
 // queryStrings runs a query whose result is one text column.
@@ -313,39 +341,63 @@ func queryStrings(ctx context.Context, q querier, query string, args ...any) ([]
 // (database/sql prepares each on a connection the first time it runs
 // there). Preparing a query every call cost more than running it on the
 // hot read paths: the evidence checks after each push, pulls, uploads.
+//
+// The cache is bounded and never evicts: every query text of the store is
+// a constant (values, limits and lists are parameters, lists as one JSON
+// array for json_each), so a few dozen texts fill it for good. A text seen
+// once the cache is full runs unprepared; nothing here recurses or waits
+// on the pool without the caller's token (see readGate).
 type readStmts struct {
 	mu sync.RWMutex
 	m  map[string]*sql.Stmt
 }
 
-// maxReadStmts bounds the cache; queries built with a variable number of
-// placeholders beyond it run unprepared.
-const maxReadStmts = 512
+// maxReadStmts bounds the read statement cache.
+const maxReadStmts = 256
 
-func (c *readStmts) get(db *sql.DB, q string) *sql.Stmt {
+// get returns the prepared statement of q, preparing it on a connection
+// of db if there is room; nil means run q unprepared. The caller holds a
+// read token, so a connection is free for the prepare.
+func (c *readStmts) get(ctx context.Context, db *sql.DB, q string) *sql.Stmt {
 	c.mu.RLock()
-	st := c.m[q]
+	st, full := c.m[q], len(c.m) >= maxReadStmts
 	c.mu.RUnlock()
-	if st != nil {
+	if st != nil || full {
 		return st
+	}
+	// Prepare outside the lock: it takes a pooled connection.
+	st, err := db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil // running it unprepared reports the error
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if st := c.m[q]; st != nil {
-		return st
+	if have := c.m[q]; have != nil {
+		st.Close()
+		return have
 	}
 	if len(c.m) >= maxReadStmts {
+		st.Close()
 		return nil
-	}
-	st, err := db.Prepare(q)
-	if err != nil {
-		return nil // running it unprepared reports the error
 	}
 	if c.m == nil {
 		c.m = map[string]*sql.Stmt{}
 	}
 	c.m[q] = st
 	return st
+}
+
+// CachedStatements returns how many prepared statements the read and the
+// write caches hold (the write count includes those waiting to be
+// prepared), for metrics and tests: both stay far below their bounds.
+func (s *Store) CachedStatements() (read, write int) {
+	s.rstmts.mu.RLock()
+	read = len(s.rstmts.m)
+	s.rstmts.mu.RUnlock()
+	s.stmts.mu.Lock()
+	write = len(s.stmts.m) + len(s.stmts.wanted)
+	s.stmts.mu.Unlock()
+	return read, write
 }
 
 func (c *readStmts) closeAll() {
@@ -357,21 +409,189 @@ func (c *readStmts) closeAll() {
 	c.m = nil
 }
 
-// readRow runs a one-row query on the read pool, prepared once.
-func (s *Store) readRow(ctx context.Context, q string, args ...any) *sql.Row {
-	if st := s.rstmts.get(s.r, q); st != nil {
-		return st.QueryRowContext(ctx, args...)
-	}
-	return s.readRow(ctx, q, args...)
+// readGate hands out the read pool's connections as tokens, one per
+// pooled connection: a read takes a token before it touches the pool and
+// gives it back when its rows are closed, so every wait for a connection
+// is a wait here, with a deadline (Config.PoolWait or the caller's,
+// whichever is sooner). Background work (domain.Background) and exports
+// streaming to a client first take a token of their own smaller share, so
+// at least half the pool is always left to the requests of people and
+// devices. The health check (Ping) has a connection of its own, so that
+// /healthz says whether the database answers, promptly, however busy the
+// pool is; every wait in the pool is bounded, so busy never means hung.
+//
+// The rule that makes the tokens enough: no code holds a token (open rows,
+// a read transaction) while it takes another. A code path that needs
+// several queries reads the rows fully first, or runs them all in one
+// readTx.
+type readGate struct {
+	all    chan struct{} // one per pooled connection but the health check's
+	health chan struct{} // the health check's connection
+	bg     chan struct{} // background work's share
+	bulk   chan struct{} // streaming exports' share
+	wait   time.Duration
 }
 
-// readRows runs a query on the read pool, prepared once.
-func (s *Store) readRows(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	if st := s.rstmts.get(s.r, q); st != nil {
-		return st.QueryContext(ctx, args...)
-	}
-	return s.readRows(ctx, q, args...)
+func newReadGate(readers, shared int, wait time.Duration) *readGate {
+	return &readGate{all: make(chan struct{}, readers), health: make(chan struct{}, 1), bg: make(chan struct{}, shared),
+		bulk: make(chan struct{}, shared), wait: wait}
 }
+
+type bulkKey struct{}
+
+type healthKey struct{}
+
+// bulk marks ctx as a long read that streams to a client (an export).
+func bulk(ctx context.Context) context.Context { return context.WithValue(ctx, bulkKey{}, true) }
+
+// ErrPoolBusy is returned (wrapped, with domain.ErrUnavailable) when no
+// read connection came free within Config.PoolWait.
+var ErrPoolBusy = errors.New("sqlstore: every read connection is busy")
+
+// acquire takes a read token for ctx, waiting at most until the sooner of
+// ctx's deadline and PoolWait; release gives it back (once).
+func (g *readGate) acquire(ctx context.Context) (release func(), err error) {
+	timer := time.NewTimer(g.wait)
+	defer timer.Stop()
+	take := func(ch chan struct{}) error {
+		select {
+		case ch <- struct{}{}:
+			return nil
+		default:
+		}
+		select {
+		case ch <- struct{}{}:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("sqlstore: waiting for a read connection: %w", ctx.Err())
+		case <-timer.C:
+			return fmt.Errorf("%w (waited %s): %w", ErrPoolBusy, g.wait, domain.ErrUnavailable)
+		}
+	}
+	if ctx.Value(healthKey{}) != nil {
+		if err := take(g.health); err != nil {
+			return nil, err
+		}
+		var once sync.Once
+		return func() { once.Do(func() { <-g.health }) }, nil
+	}
+	var share chan struct{}
+	switch {
+	case domain.IsBackground(ctx):
+		share = g.bg
+	case ctx.Value(bulkKey{}) != nil:
+		share = g.bulk
+	}
+	if share != nil {
+		if err := take(share); err != nil {
+			return nil, err
+		}
+	}
+	if err := take(g.all); err != nil {
+		if share != nil {
+			<-share
+		}
+		return nil, err
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			<-g.all
+			if share != nil {
+				<-share
+			}
+		})
+	}, nil
+}
+
+// Rows are the rows of a read on the pool; Close gives the connection
+// and its token back.
+type Rows struct {
+	*sql.Rows
+	release func()
+}
+
+// Close closes the rows and releases the read token.
+func (r *Rows) Close() error {
+	err := r.Rows.Close()
+	r.release()
+	return err
+}
+
+// Row is one row of a read on the pool; Scan gives the connection and
+// its token back.
+type Row struct {
+	row     *sql.Row
+	err     error
+	release func()
+}
+
+// Scan copies the row's columns into dest (sql.ErrNoRows when there is
+// none) and releases the read token.
+func (r *Row) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	defer r.release()
+	return r.row.Scan(dest...)
+}
+
+// readRow runs a one-row query on the read pool (prepared once when the
+// statement cache has room). The row's Scan must be called.
+func (s *Store) readRow(ctx context.Context, q string, args ...any) *Row {
+	release, err := s.gate.acquire(ctx)
+	if err != nil {
+		return &Row{err: err}
+	}
+	if st := s.rstmts.get(ctx, s.r, q); st != nil {
+		return &Row{row: st.QueryRowContext(ctx, args...), release: release}
+	}
+	return &Row{row: s.r.QueryRowContext(ctx, q, args...), release: release}
+}
+
+// readRows runs a query on the read pool (prepared once when the
+// statement cache has room). The rows hold a read token until closed: read
+// them fully and close them before anything else reads.
+func (s *Store) readRows(ctx context.Context, q string, args ...any) (*Rows, error) {
+	release, err := s.gate.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var rows *sql.Rows
+	if st := s.rstmts.get(ctx, s.r, q); st != nil {
+		rows, err = st.QueryContext(ctx, args...)
+	} else {
+		rows, err = s.r.QueryContext(ctx, q, args...)
+	}
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return &Rows{Rows: rows, release: release}, nil
+}
+
+// readTx runs fn in a read-only transaction on one pooled connection, for
+// reads that take several queries (a visit and its evidence, a list and
+// its items): they all share the connection and see one snapshot, and fn
+// must not read through the Store's other read methods.
+func (s *Store) readTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	release, err := s.gate.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("sqlstore: begin read: %w", err)
+	}
+	defer tx.Rollback()
+	return fn(tx)
+}
+
+// maxWriterStmts bounds the writer's statement cache, prepared and wanted
+// together; like the read cache, it never evicts and a text beyond it runs
+// unprepared.
+const maxWriterStmts = 256
 
 // stmtCache holds statements prepared once on the single writer
 // connection; the push path runs the same dozen statements thousands of
@@ -392,6 +612,9 @@ func (s *Store) stmt(q string) *sql.Stmt {
 	defer s.stmts.mu.Unlock()
 	if st, ok := s.stmts.m[q]; ok {
 		return st
+	}
+	if len(s.stmts.m)+len(s.stmts.wanted) >= maxWriterStmts {
+		return nil // full: the statement runs unprepared
 	}
 	if s.stmts.wanted == nil {
 		s.stmts.wanted = map[string]bool{}
@@ -419,7 +642,11 @@ func (s *Store) prepareWanted(ctx context.Context) {
 		if old, ok := s.stmts.m[q]; ok {
 			old.Close()
 		}
-		s.stmts.m[q] = st
+		if len(s.stmts.m) < maxWriterStmts {
+			s.stmts.m[q] = st
+		} else {
+			st.Close()
+		}
 		s.stmts.mu.Unlock()
 	}
 }

@@ -48,11 +48,7 @@ func (s *Store) MissingBlobs(ctx context.Context, sums []string) ([]string, erro
 	seen := map[string]bool{}
 	for start := 0; start < len(sums); start += 500 {
 		batch := sums[start:min(len(sums), start+500)]
-		args := make([]any, len(batch))
-		for i, v := range batch {
-			args[i] = v
-		}
-		rows, err := s.readRows(ctx, `SELECT sha256 FROM blobs WHERE sha256 IN (`+placeholders(len(batch))+`)`, args...)
+		rows, err := s.readRows(ctx, `SELECT sha256 FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))`, jsonList(batch))
 		if err != nil {
 			return nil, fmt.Errorf("missing blobs: %w", err)
 		}
@@ -77,10 +73,6 @@ func (s *Store) MissingBlobs(ctx context.Context, sums []string) ([]string, erro
 		}
 	}
 	return missing, nil
-}
-
-func placeholders(n int) string {
-	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
 }
 
 // BlobPresent implements upload.Store.
@@ -466,7 +458,7 @@ func (s *Store) checkPlainVisits(ctx context.Context, ids []string) error {
 	if err != nil {
 		return fmt.Errorf("evidence checks: %w", err)
 	}
-	rows, err := s.readRows(ctx, `SELECT visit_id, sha256, flag, detail FROM evidence_flags WHERE visit_id IN (`+placeholders(len(ids))+`)`, anySlice(ids)...)
+	rows, err := s.readRows(ctx, `SELECT visit_id, sha256, flag, detail FROM evidence_flags WHERE visit_id IN (SELECT value FROM json_each(?))`, jsonList(ids))
 	if err != nil {
 		return fmt.Errorf("evidence checks: %w", err)
 	}
@@ -490,7 +482,7 @@ func (s *Store) checkPlainVisits(ctx context.Context, ids []string) error {
 			errs = append(errs, fmt.Errorf("evidence checks: visit %s: %w", id, domain.ErrNotFound))
 			continue
 		}
-		flags := evidence.CheckVisit(cfg, v)
+		flags := evidence.CheckVisit(cfg, v.Visit)
 		if sameFlags(flags, stored[id]) {
 			continue
 		}
@@ -509,84 +501,133 @@ func anySlice(ss []string) []any {
 
 // visitFacts loads what the checks need to know about a visit.
 func (s *Store) visitFacts(ctx context.Context, id string) (evidence.Visit, syncproto.FormDef, error) {
-	rows, err := s.readRows(ctx, visitFactsQuery+` = ?`, id)
+	facts, err := s.visitFactsOf(ctx, []string{id})
 	if err != nil {
 		return evidence.Visit{}, syncproto.FormDef{}, fmt.Errorf("visit %s: %w", id, err)
 	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return evidence.Visit{}, syncproto.FormDef{}, fmt.Errorf("visit %s: %w", id, err)
-		}
+	f, ok := facts[id]
+	if !ok {
 		return evidence.Visit{}, syncproto.FormDef{}, fmt.Errorf("visit %s: %w", id, domain.ErrNotFound)
 	}
-	v, form, err := s.scanVisitFacts(ctx, rows)
-	if err != nil {
-		return v, syncproto.FormDef{}, fmt.Errorf("visit %s: %w", id, err)
-	}
-	return v, *form, nil
+	return f.Visit, *f.form, nil
 }
 
-// visitFactsQuery selects what scanVisitFacts reads, up to the visit id
-// condition.
+// visitFactsQuery selects what visitFactsOf reads, for the visits whose
+// ids are in the JSON array of its one parameter.
 const visitFactsQuery = `SELECT v.id, v.household_id, v.place_code, v.form_id, v.form_version, v.lon, v.lat, v.accuracy_m,
 		v.device_time, v.device_tz_offset, p.updated_at
-	FROM visits v LEFT JOIN places p ON p.code = v.place_code WHERE v.id`
+	FROM visits v LEFT JOIN places p ON p.code = v.place_code WHERE v.id IN (SELECT value FROM json_each(?))`
+
+// visitFact is a visit's facts with its form version.
+type visitFact struct {
+	evidence.Visit
+	form *syncproto.FormDef
+}
 
 // visitFactsOf returns the facts of several visits (absent ones are
-// missing from the map).
-func (s *Store) visitFactsOf(ctx context.Context, ids []string) (map[string]evidence.Visit, error) {
-	rows, err := s.readRows(ctx, visitFactsQuery+` IN (`+placeholders(len(ids))+`)`, anySlice(ids)...)
+// missing from the map), with the place's boundary and the form version.
+// The rows are read fully and closed before the boundaries and forms are
+// looked up: those may need a connection of their own on a cold cache.
+func (s *Store) visitFactsOf(ctx context.Context, ids []string) (map[string]visitFact, error) {
+	rows, err := s.readRows(ctx, visitFactsQuery, jsonList(ids))
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	out := map[string]evidence.Visit{}
+	type raw struct {
+		v                    evidence.Visit
+		formID, placeUpdated string
+		formVersion          int
+		hasPlace             bool
+	}
+	var raws []raw
 	for rows.Next() {
-		v, _, err := s.scanVisitFacts(ctx, rows)
+		var r raw
+		var deviceTime string
+		var lon, lat, acc sql.NullFloat64
+		var placeUpdated sql.NullString
+		var zone sql.NullInt64
+		if err := rows.Scan(&r.v.ID, &r.v.HouseholdID, &r.v.PlaceCode, &r.formID, &r.formVersion, &lon, &lat, &acc, &deviceTime, &zone, &placeUpdated); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if lon.Valid && lat.Valid {
+			r.v.Point = &orb.Point{lon.Float64, lat.Float64}
+		}
+		r.v.AccuracyM = acc.Float64
+		r.v.DeviceTime = domain.ParseTimestamp(deviceTime)
+		r.placeUpdated, r.hasPlace = placeUpdated.String, placeUpdated.Valid
+		if zone.Valid {
+			// The zone the device wrote in device_time ("Z" leaves it nil
+			// and the default zone applies).
+			r.v.Zone = time.FixedZone("", int(zone.Int64))
+		}
+		raws = append(raws, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := make(map[string]visitFact, len(raws))
+	for _, r := range raws {
+		if r.hasPlace {
+			g, err := s.boundary(ctx, r.v.PlaceCode, r.placeUpdated)
+			if err != nil {
+				return nil, err
+			}
+			r.v.Boundary = g
+		}
+		form, err := s.form(ctx, r.formID, r.formVersion)
 		if err != nil {
 			return nil, err
 		}
-		out[v.ID] = v
+		r.v.MaxAccuracyM = form.MaxAccuracyM
+		out[r.v.ID] = visitFact{Visit: r.v, form: form}
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
-// scanVisitFacts reads one row of visitFactsQuery into what the checks
-// need, with the place's boundary and the form version.
-func (s *Store) scanVisitFacts(ctx context.Context, rows *sql.Rows) (evidence.Visit, *syncproto.FormDef, error) {
-	var v evidence.Visit
-	var formID, deviceTime string
-	var formVersion int
-	var lon, lat, acc sql.NullFloat64
-	var placeUpdated sql.NullString
-	var zone sql.NullInt64
-	if err := rows.Scan(&v.ID, &v.HouseholdID, &v.PlaceCode, &formID, &formVersion, &lon, &lat, &acc, &deviceTime, &zone, &placeUpdated); err != nil {
-		return v, nil, err
+// boundary returns a place's parsed boundary through the cache, reading it
+// on the pool on a miss.
+func (s *Store) boundary(ctx context.Context, place, updatedAt string) (orb.Geometry, error) {
+	if g, ok := s.boundaries.peek(place, updatedAt); ok {
+		return g, nil
 	}
-	if lon.Valid && lat.Valid {
-		v.Point = &orb.Point{lon.Float64, lat.Float64}
+	var g orb.Geometry
+	err := s.readTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		g, err = s.boundaries.get(ctx, tx, place, updatedAt)
+		return err
+	})
+	return g, err
+}
+
+// form returns a published form version through the cache, reading it on
+// the pool on a miss.
+func (s *Store) form(ctx context.Context, id string, version int) (*syncproto.FormDef, error) {
+	if f := s.peekForm(id, version); f != nil {
+		return f, nil
 	}
-	v.AccuracyM = acc.Float64
-	v.DeviceTime = domain.ParseTimestamp(deviceTime)
-	if placeUpdated.Valid {
-		g, err := s.boundaries.get(ctx, s.r, v.PlaceCode, placeUpdated.String)
-		if err != nil {
-			return v, nil, err
-		}
-		v.Boundary = g
+	var f *syncproto.FormDef
+	err := s.readTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		f, err = s.cachedForm(ctx, tx, id, version)
+		return err
+	})
+	return f, err
+}
+
+// jsonList encodes a list of values as one JSON array, the single
+// parameter of "IN (SELECT value FROM json_each(?))": the SQL text stays
+// the same whatever the list's length.
+func jsonList[T any](vs []T) string {
+	if vs == nil {
+		vs = []T{}
 	}
-	form, err := s.cachedForm(ctx, s.r, formID, formVersion)
+	b, err := json.Marshal(vs)
 	if err != nil {
-		return v, nil, err
+		panic(fmt.Sprintf("sqlstore: json list: %v", err)) // strings and numbers always encode
 	}
-	v.MaxAccuracyM = form.MaxAccuracyM
-	if zone.Valid {
-		// The zone the device wrote in device_time ("Z" leaves it nil and
-		// the default zone applies).
-		v.Zone = time.FixedZone("", int(zone.Int64))
-	}
-	return v, form, nil
+	return string(b)
 }
 
 // usesOf lists every attachment of the given blobs to any visit, with the
@@ -598,13 +639,9 @@ func (s *Store) usesOf(ctx context.Context, sums []string) ([]evidence.Use, erro
 	var out []evidence.Use
 	for start := 0; start < len(sums); start += 500 {
 		batch := sums[start:min(len(sums), start+500)]
-		args := make([]any, len(batch))
-		for i, v := range batch {
-			args[i] = v
-		}
 		rows, err := s.readRows(ctx, `SELECT DISTINCT ve.visit_id, v.household_id, ve.sha256, b.phash
 			FROM visit_evidence ve JOIN visits v ON v.id = ve.visit_id LEFT JOIN blobs b ON b.sha256 = ve.sha256
-			WHERE ve.sha256 IN (`+placeholders(len(batch))+`)`, args...)
+			WHERE ve.sha256 IN (SELECT value FROM json_each(?))`, jsonList(batch))
 		if err != nil {
 			return nil, err
 		}
@@ -844,7 +881,7 @@ func (s *Store) VisitEvidence(ctx context.Context, visitID string) (evidence.Vis
 	if err != nil {
 		return r, fmt.Errorf("visit evidence: %w", err)
 	}
-	form, err := formBy(ctx, s.r, r.FormID, r.FormVersion)
+	form, err := s.form(ctx, r.FormID, r.FormVersion)
 	if err != nil {
 		return r, fmt.Errorf("visit evidence: %w", err)
 	}
@@ -907,7 +944,7 @@ func (s *Store) VisitEvidence(ctx context.Context, visitID string) (evidence.Vis
 			it.GPS = &syncproto.Point{Lon: b.GPS[0], Lat: b.GPS[1]}
 		}
 	}
-	r.Slots = evidence.Slots(&form, counts)
+	r.Slots = evidence.Slots(form, counts)
 	r.Complete = len(evidence.MissingSlots(r.Slots)) == 0
 	return r, nil
 }
@@ -953,7 +990,17 @@ func (s *Store) EvidenceGaps(ctx context.Context, roots []string, limit int) (ga
 		}
 		ranges = outer
 	}
+	// Every form version, read before the visits: the rows below stay
+	// open while gaps are computed, and must not wait for a second
+	// connection.
+	all, err := s.Forms(ctx, false)
+	if err != nil {
+		return nil, false, fmt.Errorf("evidence gaps: %w", err)
+	}
 	forms := map[string]*syncproto.FormDef{}
+	for i := range all {
+		forms[fmt.Sprintf("%s@%d", all[i].ID, all[i].Version)] = &all[i]
+	}
 	gaps = []evidence.VisitGap{}
 	for _, r := range ranges {
 		rows, err := s.readRows(ctx, `SELECT v.id, v.household_id, v.place_code, v.form_id, v.form_version,
@@ -980,12 +1027,7 @@ func (s *Store) EvidenceGaps(ctx context.Context, roots []string, limit int) (ga
 			key := fmt.Sprintf("%s@%d", cur.FormID, cur.FormVersion)
 			f := forms[key]
 			if f == nil {
-				def, err := formBy(ctx, s.r, cur.FormID, cur.FormVersion)
-				if err != nil {
-					return err
-				}
-				f = &def
-				forms[key] = f
+				return fmt.Errorf("form %s: %w", key, domain.ErrNotFound)
 			}
 			if missing := evidence.MissingSlots(evidence.Slots(f, counts)); len(missing) > 0 {
 				cur.Missing = missing
@@ -1051,14 +1093,22 @@ type parsedBoundary struct {
 // places; beyond this it starts again).
 const maxCachedBoundaries = 10_000
 
+// peek returns the cached boundary of place as of updatedAt, if any.
+func (c *boundaryCache) peek(place, updatedAt string) (orb.Geometry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[place]
+	if !ok || e.updatedAt != updatedAt {
+		return nil, false
+	}
+	return e.g, true
+}
+
 // get returns the parsed boundary of place as of updatedAt (nil when it
 // has none or it does not parse).
 func (c *boundaryCache) get(ctx context.Context, q querier, place, updatedAt string) (orb.Geometry, error) {
-	c.mu.Lock()
-	e, ok := c.m[place]
-	c.mu.Unlock()
-	if ok && e.updatedAt == updatedAt {
-		return e.g, nil
+	if g, ok := c.peek(place, updatedAt); ok {
+		return g, nil
 	}
 	var raw sql.NullString
 	if err := q.QueryRowContext(ctx, `SELECT boundary, updated_at FROM places WHERE code = ?`, place).Scan(&raw, &updatedAt); err != nil {

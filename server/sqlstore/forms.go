@@ -48,7 +48,13 @@ func (s *Store) PublishForm(ctx context.Context, def syncproto.FormDef, by int64
 
 // Form returns one version of a form (version 0: the latest).
 func (s *Store) Form(ctx context.Context, id string, version int) (syncproto.FormDef, error) {
-	return formBy(ctx, s.r, id, version)
+	var def syncproto.FormDef
+	err := s.readTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		def, err = formBy(ctx, tx, id, version)
+		return err
+	})
+	return def, err
 }
 
 // formCache holds parsed form versions. Published versions never change,

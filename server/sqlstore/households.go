@@ -76,32 +76,53 @@ func (s *Store) ImportHouseholds(ctx context.Context, hs []syncproto.Household, 
 // Household returns the server's current copy of a household and whether
 // it is deleted.
 func (s *Store) Household(ctx context.Context, id string) (*syncproto.Household, bool, error) {
-	return loadHousehold(ctx, s.r, id)
+	var h *syncproto.Household
+	var deleted bool
+	err := s.readTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		h, deleted, err = loadHousehold(ctx, tx, id)
+		return err
+	})
+	return h, deleted, err
 }
 
 // Visit returns one visit.
 func (s *Store) Visit(ctx context.Context, id string) (*syncproto.Visit, error) {
-	return loadVisit(ctx, s.r, id)
+	var v *syncproto.Visit
+	err := s.readTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		v, err = loadVisit(ctx, tx, id)
+		return err
+	})
+	return v, err
 }
 
 // Conflicts lists conflict records of a household.
 func (s *Store) Conflicts(ctx context.Context, householdID string) ([]syncproto.Conflict, error) {
-	ids, err := queryStrings(ctx, s.r, `SELECT id FROM conflicts WHERE household_id = ? ORDER BY created_at, id`, householdID)
+	out := []syncproto.Conflict{}
+	err := s.readTx(ctx, func(tx *sql.Tx) error {
+		ids, err := queryStrings(ctx, tx, `SELECT id FROM conflicts WHERE household_id = ? ORDER BY created_at, id`, householdID)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			c, _, err := loadConflict(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			out = append(out, *c)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	out := []syncproto.Conflict{}
-	for _, id := range ids {
-		c, _, err := loadConflict(ctx, s.r, id)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, *c)
 	}
 	return out, nil
 }
 
-// DB returns a read-only handle for tests and reports.
+// DB returns a read-only handle for tests and tools. It bypasses the read
+// gate (Config.PoolWait, the background share): the server's own code reads
+// through the Store's methods.
 func (s *Store) DB() *sql.DB { return s.r }
 
 // HouseholdRow is a household as listings show it.
@@ -154,17 +175,23 @@ func (s *Store) Households(ctx context.Context, places map[string]bool, limit in
 
 // HouseholdVisits lists a household's visits, newest first.
 func (s *Store) HouseholdVisits(ctx context.Context, id string) ([]syncproto.Visit, error) {
-	ids, err := queryStrings(ctx, s.r, `SELECT id FROM visits WHERE household_id = ? ORDER BY server_time DESC, id`, id)
+	out := []syncproto.Visit{}
+	err := s.readTx(ctx, func(tx *sql.Tx) error {
+		ids, err := queryStrings(ctx, tx, `SELECT id FROM visits WHERE household_id = ? ORDER BY server_time DESC, id`, id)
+		if err != nil {
+			return err
+		}
+		for _, v := range ids {
+			vis, err := loadVisit(ctx, tx, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, *vis)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	out := []syncproto.Visit{}
-	for _, v := range ids {
-		vis, err := loadVisit(ctx, s.r, v)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, *vis)
 	}
 	return out, nil
 }

@@ -138,7 +138,12 @@ func userPlaces(ctx context.Context, q querier, userID int64) ([]string, error) 
 }
 
 func (s *Store) oneUser(ctx context.Context, where string, arg any) (domain.User, error) {
-	us, err := s.scanUsers(ctx, s.r, `SELECT `+userCols+` FROM users WHERE `+where, arg)
+	var us []domain.User
+	err := s.readTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		us, err = s.scanUsers(ctx, tx, `SELECT `+userCols+` FROM users WHERE `+where, arg)
+		return err
+	})
 	if err != nil {
 		return domain.User{}, err
 	}
@@ -160,12 +165,18 @@ func (s *Store) UserByName(ctx context.Context, name string) (domain.User, error
 
 // Users lists all users.
 func (s *Store) Users(ctx context.Context) ([]domain.User, error) {
-	return s.scanUsers(ctx, s.r, `SELECT `+userCols+` FROM users ORDER BY username`)
+	var us []domain.User
+	err := s.readTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		us, err = s.scanUsers(ctx, tx, `SELECT `+userCols+` FROM users ORDER BY username`)
+		return err
+	})
+	return us, err
 }
 
 // CreateSession stores a session under the hash of its token.
 func (s *Store) CreateSession(ctx context.Context, tokenHash string, sess domain.Session) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO sessions(token_hash, user_id, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
+	_, err := s.writeExec(ctx, `INSERT INTO sessions(token_hash, user_id, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
 		tokenHash, sess.UserID, sess.CSRFToken, s.ts(), domain.Timestamp(sess.ExpiresAt))
 	if err != nil {
 		return fmt.Errorf("session: %w", err)
@@ -199,7 +210,7 @@ func (s *Store) Session(ctx context.Context, tokenHash string) (domain.Session, 
 
 // RevokeSession ends a session.
 func (s *Store) RevokeSession(ctx context.Context, tokenHash string) error {
-	_, err := s.w.ExecContext(ctx, `UPDATE sessions SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL`, s.ts(), tokenHash)
+	_, err := s.writeExec(ctx, `UPDATE sessions SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL`, s.ts(), tokenHash)
 	return err
 }
 
@@ -209,7 +220,7 @@ func (s *Store) CreateEnrollmentCode(ctx context.Context, codeHash string, userI
 	if createdBy > 0 {
 		by = createdBy
 	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO enrollment_codes(code_hash, user_id, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
+	_, err := s.writeExec(ctx, `INSERT INTO enrollment_codes(code_hash, user_id, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
 		codeHash, userID, by, s.ts(), domain.Timestamp(expires))
 	if err != nil {
 		return fmt.Errorf("enrollment code: %w", err)

@@ -205,7 +205,13 @@ func (s *Store) queryPlaces(ctx context.Context, q string, args ...any) ([]domai
 
 // Subtree returns the codes of root and all its descendants.
 func (s *Store) Subtree(ctx context.Context, roots []string) (map[string]bool, error) {
-	return subtree(ctx, s.r, roots)
+	var out map[string]bool
+	err := s.readTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = subtree(ctx, tx, roots)
+		return err
+	})
+	return out, err
 }
 
 type querier interface {

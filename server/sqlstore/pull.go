@@ -41,6 +41,11 @@ func (s *Store) Pull(ctx context.Context, dev PushDevice, req *syncproto.PullReq
 	if req.Cursor != "" && cur.Device != dev.DeviceID {
 		return nil, syncproto.Errorf(syncproto.CodeInvalidCursor, "cursor was issued to another device")
 	}
+	release, err := s.gate.acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("pull: %w", err)
+	}
+	defer release()
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("pull: begin: %w", err)
@@ -381,26 +386,12 @@ func (p *puller) ids(q, place, after string) ([]string, error) {
 
 // replay sends change-log entries after cur.Seq in the device's places.
 func (p *puller) replay(cur *syncproto.Cursor) error {
-	places := append(sortedKeys(p.scope), "")
-	// SQLite's default variable limit is 32766; beyond a few thousand
-	// places, read the log unfiltered and filter here.
-	filtered := len(places) < 2000
+	// The device's places and "" (changes for everyone), as one JSON
+	// array parameter: the SQL text is the same for every scope size.
+	places := jsonList(append(sortedKeys(p.scope), ""))
 	for !p.full && cur.Seq < p.maxSeq {
-		var rows *sql.Rows
-		var err error
-		if filtered {
-			args := make([]any, 0, len(places)+3)
-			args = append(args, cur.Seq, p.maxSeq)
-			for _, c := range places {
-				args = append(args, c)
-			}
-			args = append(args, logPage)
-			rows, err = p.tx.QueryContext(p.ctx, `SELECT seq, entity_type, entity_id, place_code, kind FROM changes
-				WHERE seq > ? AND seq <= ? AND place_code IN (?`+strings.Repeat(",?", len(places)-1)+`) ORDER BY seq LIMIT ?`, args...)
-		} else {
-			rows, err = p.tx.QueryContext(p.ctx, `SELECT seq, entity_type, entity_id, place_code, kind FROM changes
-				WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`, cur.Seq, p.maxSeq, logPage)
-		}
+		rows, err := p.tx.QueryContext(p.ctx, `SELECT seq, entity_type, entity_id, place_code, kind FROM changes
+			WHERE seq > ? AND seq <= ? AND place_code IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?`, cur.Seq, p.maxSeq, places, logPage)
 		if err != nil {
 			return fmt.Errorf("pull: log: %w", err)
 		}
@@ -532,14 +523,11 @@ func (s *Store) placesTx(ctx context.Context, q querier, roots []string) ([]doma
 		}
 		codes := strings.Split(strings.Trim(path, "/"), "/")
 		args := []any{path, path + "\xff"}
-		q2 := `SELECT ` + placeCols + ` FROM places WHERE (path >= ? AND path < ?)`
-		if len(codes) > 1 {
-			q2 += ` OR code IN (?` + strings.Repeat(",?", len(codes)-2) + `)`
-			for _, c := range codes[:len(codes)-1] {
-				args = append(args, c)
-			}
-		}
-		rows, err := q.QueryContext(ctx, q2, args...)
+		// The subtree and the root's ancestors (the codes on its path
+		// before its own), these as one JSON array parameter.
+		args = append(args, jsonList(codes[:len(codes)-1]))
+		rows, err := q.QueryContext(ctx, `SELECT `+placeCols+` FROM places WHERE (path >= ? AND path < ?)
+			OR code IN (SELECT value FROM json_each(?))`, args...)
 		if err != nil {
 			return nil, err
 		}

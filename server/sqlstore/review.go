@@ -212,17 +212,15 @@ func (s *Store) Visits(ctx context.Context, f VisitFilter) ([]VisitRow, error) {
 		if len(codes) == 0 {
 			return []VisitRow{}, nil
 		}
-		q += ` AND v.place_code IN (?` + strings.Repeat(",?", len(codes)-1) + `)`
-		for _, c := range codes {
-			args = append(args, c)
-		}
+		q += ` AND v.place_code IN (SELECT value FROM json_each(?))`
+		args = append(args, jsonList(codes))
 	}
-	q += ` ORDER BY v.server_time DESC, v.id`
 	limit := f.Limit
 	if limit <= 0 || limit > 5000 {
 		limit = 500
 	}
-	q += fmt.Sprintf(` LIMIT %d`, limit)
+	q += ` ORDER BY v.server_time DESC, v.id LIMIT ?`
+	args = append(args, limit)
 	rows, err := s.readRows(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("visits: %w", err)
@@ -241,13 +239,22 @@ func (s *Store) Visits(ctx context.Context, f VisitFilter) ([]VisitRow, error) {
 		hs = append(hs, h)
 	}
 	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("visits: %w", err)
+	}
 	out := make([]VisitRow, 0, len(hs))
-	for _, h := range hs {
-		v, err := loadVisit(ctx, s.r, h.id)
-		if err != nil {
-			return nil, err
+	err = s.readTx(ctx, func(tx *sql.Tx) error {
+		for _, h := range hs {
+			v, err := loadVisit(ctx, tx, h.id)
+			if err != nil {
+				return err
+			}
+			out = append(out, VisitRow{Visit: *v, HeadName: h.name, PlaceName: h.place, ReviewStep: h.step, Flags: h.flags})
 		}
-		out = append(out, VisitRow{Visit: *v, HeadName: h.name, PlaceName: h.place, ReviewStep: h.step, Flags: h.flags})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("visits: %w", err)
 	}
 	return out, nil
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"fieldsync/server/domain"
 	"fieldsync/server/evidence"
 )
 
@@ -62,7 +63,7 @@ func (h *Handler) startAnalyser() {
 	h.an = &analyser{wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{}), retry: map[string]analyseFailed{}}
 	go func() {
 		defer close(h.an.done)
-		h.analyseLoop(ctx)
+		h.analyseLoop(domain.Background(ctx))
 	}()
 }
 
@@ -216,6 +217,7 @@ func (h *Handler) analyse(ctx context.Context, b Blob) error {
 	if err != nil {
 		return err
 	}
+	// ctx is domain.Background: a bounded share of the store's read pool.
 	dctx, dcancel := context.WithTimeout(ctx, h.cfg.DBTimeout)
 	defer dcancel()
 	if err := h.cfg.Store.BlobAnalysed(dctx, b.SHA256, meta); err != nil {
