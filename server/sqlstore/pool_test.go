@@ -25,7 +25,7 @@ func TestReadStatements_ListsAndLimitsOfEverySize(t *testing.T) {
 	w := env.CreateUser(t, "worker", domain.RoleFieldWorker, "G11")
 	d := newDevice(t, env, w)
 	hh := syncproto.NewID(time.Now())
-	env.AddHouseholds(t, household(hh, "G11", "楊紹華"))
+	env.AddHouseholds(t, household(hh, "G11", "杨绍华"))
 	var visitIDs []string
 	for i := 0; i < 3; i++ {
 		m := visitMut(d, hh)
@@ -109,7 +109,7 @@ func TestReadGate_OneConnection(t *testing.T) {
 	w := env.CreateUser(t, "worker", domain.RoleFieldWorker, "V1")
 	d := newDevice(t, env, w)
 	hh1, hh2 := syncproto.NewID(time.Now()), syncproto.NewID(time.Now())
-	env.AddHouseholds(t, household(hh1, "G11", "楊紹華"), household(hh2, "G12", "李桂英"))
+	env.AddHouseholds(t, household(hh1, "G11", "杨绍华"), household(hh2, "G12", "李桂英"))
 	photo := syncproto.EvidenceRef{SHA256: fmt.Sprintf("%064x", 7), Size: 10, MediaType: "image/jpeg", Slot: "progress"}
 	var visits []string
 	steps := []struct {
@@ -267,7 +267,7 @@ func TestReadGate_ExportsShare(t *testing.T) {
 	w := env.CreateUser(t, "worker", domain.RoleFieldWorker, "G11")
 	d := newDevice(t, env, w)
 	hh := syncproto.NewID(time.Now())
-	env.AddHouseholds(t, household(hh, "G11", "楊紹華"))
+	env.AddHouseholds(t, household(hh, "G11", "杨绍华"))
 	d.push(visitMut(d, hh))
 	f := sqlstore.ExportFilter{Roots: []string{"C1"}}
 	inside := make(chan struct{})
