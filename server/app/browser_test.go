@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -30,33 +29,10 @@ import (
 
 	"fieldsync/server/demo"
 	"fieldsync/server/evidence/evidencetest"
+	"fieldsync/server/servertest"
 )
 
-// chromiumPath finds the browser for the browser tests: FIELDSYNC_CHROMIUM,
-// then Debian's chromium. Without one the tests skip, except under CI (CI
-// or FIELDSYNC_REQUIRE_S3 set, as .ci/test does), where they fail.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	cands := []string{os.Getenv("FIELDSYNC_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			cands = append(cands, p)
-		}
-	}
-	for _, p := range cands {
-		if p == "" {
-			continue
-		}
-		if st, err := os.Stat(p); err == nil && !st.IsDir() {
-			return p
-		}
-	}
-	if os.Getenv("CI") != "" || os.Getenv("FIELDSYNC_REQUIRE_S3") != "" {
-		t.Fatal("chromium not found (set FIELDSYNC_CHROMIUM or apt-get install chromium); browser tests are required here")
-	}
-	t.Skip("chromium not found; set FIELDSYNC_CHROMIUM to run the browser tests")
-	return ""
-}
+func chromiumPath(t *testing.T) string { return servertest.ChromiumPath(t) }
 
 // newBrowser starts headless Chromium with a fresh profile at a tablet's
 // size and returns a tab context and a reader of the page's uncaught

@@ -235,7 +235,7 @@ func TestUpload_Location(t *testing.T) {
 		{"NoPublicURL", "", "/api/v1/uploads/"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := fieldOn(t, servertest.StartWith(t, servertest.Options{API: api.Config{PublicURL: tc.public}}))
+			f := fieldOn(t, servertest.StartWith(t, servertest.Options{API: api.Config{PublicURL: tc.public, UploadURL: tc.public}}))
 			data := f.file(t, 1000)
 			meta := upload.EncodeMetadata(map[string]string{
 				upload.MetaSHA256: uploadtest.Sum(data), upload.MetaFilename: "IMG_0001.JPG", upload.MetaFiletype: "image/jpeg",

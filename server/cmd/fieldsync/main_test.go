@@ -4,33 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fieldsync/server/servertest"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"fieldsync/server/sqlstore"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = servertest.SyncBuffer
 
 // TestRun_StartsServesAndShutsDown runs the binary's run path on a temp
 // data folder, waits for /healthz, then cancels (as SIGTERM does) and
