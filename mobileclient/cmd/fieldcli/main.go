@@ -4,14 +4,20 @@
 //
 //	fieldcli [-dir DIR] enroll -server URL -code CODE [-name N]
 //	fieldcli [-dir DIR] places
-//	fieldcli [-dir DIR] households [-place CODE]
-//	fieldcli [-dir DIR] visit -household ID -form ID [-version N] -answers JSON [-lon X -lat Y] [-acc M]
-//	fieldcli [-dir DIR] create -place CODE -set field=jsonvalue ...
+//	fieldcli [-dir DIR] forms [-template FORM [-version N]]
+//	fieldcli [-dir DIR] households [-place CODE] [-q]
+//	fieldcli [-dir DIR] visit -household ID -form ID [-version N] -answers JSON [-lon X -lat Y] [-acc M] [-q]
+//	fieldcli [-dir DIR] photo -visit ID -slot SLOT -file F [-type MEDIATYPE]
+//	fieldcli [-dir DIR] create -place CODE -set field=jsonvalue ... [-q]
 //	fieldcli [-dir DIR] edit -household ID -set field=jsonvalue ...
+//	fieldcli [-dir DIR] tasks
 //	fieldcli [-dir DIR] sync
 //	fieldcli [-dir DIR] pending
 //
-// A -set value that is not valid JSON is taken as a string.
+// A -set value that is not valid JSON is taken as a string. -q prints only
+// the ids, one a line, for scripts. forms -template prints an answers
+// object for the form that passes its validation, to edit and pass to
+// visit -answers.
 package main
 
 import (
@@ -26,6 +32,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"fieldsync/mobileclient"
 	"fieldsync/syncproto"
@@ -46,12 +53,17 @@ const usage = `usage: fieldcli [-dir DIR] COMMAND [flags]
 commands:
   enroll      -server URL -code CODE [-name N]
   places
-  households  [-place CODE]
-  visit       -household ID -form ID [-version N] -answers JSON [-lon X -lat Y] [-acc M]
-  create      -place CODE -set field=jsonvalue ...
+  forms       [-template FORM [-version N]]
+  households  [-place CODE] [-q]
+  visit       -household ID -form ID [-version N] -answers JSON [-lon X -lat Y] [-acc M] [-q]
+  photo       -visit ID -slot SLOT -file F [-type MEDIATYPE]
+  create      -place CODE -set field=jsonvalue ... [-q]
   edit        -household ID -set field=jsonvalue ...
+  tasks
   sync
   pending
+
+-q prints only ids; forms -template prints an answers JSON to pass to visit -answers.
 `
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -132,12 +144,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 	case "households":
 		place := fs.String("place", "", "place code (with its descendants); empty for all")
+		quiet := fs.Bool("q", false, "print only the household ids")
 		return device(nil, nil, func(c *mobileclient.Client) error {
 			hs, err := c.Households(*place)
 			if err != nil {
 				return err
 			}
 			for _, h := range hs {
+				if *quiet {
+					fmt.Fprintln(stdout, h.ID)
+					continue
+				}
 				fb, _ := json.Marshal(h.Fields)
 				fmt.Fprintf(stdout, "%s\t%s\tv%d\t%s\n", h.ID, h.PlaceCode, h.Version, fb)
 			}
@@ -152,6 +169,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		lon := fs.Float64("lon", 0, "longitude")
 		lat := fs.Float64("lat", 0, "latitude")
 		acc := fs.Float64("acc", 0, "GPS accuracy in metres")
+		quiet := fs.Bool("q", false, "print only the visit id")
 		var v syncproto.Visit
 		return device(nil, func() error {
 			if *household == "" || *form == "" {
@@ -172,7 +190,64 @@ func run(args []string, stdout, stderr io.Writer) error {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "queued visit %s\n", id)
+			printID(stdout, *quiet, "queued visit", id)
+			return nil
+		})
+
+	case "photo":
+		visit := fs.String("visit", "", "visit id")
+		slot := fs.String("slot", "", "evidence slot of the visit's form")
+		file := fs.String("file", "", "file to attach (a JPEG or PNG photo, or a document)")
+		mediaType := fs.String("type", "", "media type, e.g. image/jpeg (default: from the file's bytes)")
+		return device(nil, func() error {
+			if *visit == "" || *slot == "" || *file == "" {
+				return errors.New("photo: -visit, -slot and -file are required")
+			}
+			return nil
+		}, func(c *mobileclient.Client) error {
+			ref, err := c.AttachEvidence(*visit, *file, *slot, *mediaType)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "queued %s (%s, %d bytes) for visit %s slot %s; the next sync uploads it\n", ref.SHA256, ref.MediaType, ref.Size, *visit, ref.Slot)
+			return nil
+		})
+
+	case "forms":
+		template := fs.String("template", "", "form id: print an answers JSON template for it")
+		version := fs.Int("version", 0, "form version for -template (0: newest on the device)")
+		return device(nil, nil, func(c *mobileclient.Client) error {
+			if *template != "" {
+				f, err := c.Form(*template, *version)
+				if err != nil {
+					return err
+				}
+				b, err := answersTemplate(f, time.Now())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "%s\n", b)
+				return nil
+			}
+			forms, err := c.Forms()
+			if err != nil {
+				return err
+			}
+			for _, f := range forms {
+				fmt.Fprintf(stdout, "%s\tv%d\t%s\n", f.ID, f.Version, f.Title)
+			}
+			return nil
+		})
+
+	case "tasks":
+		return device(nil, nil, func(c *mobileclient.Client) error {
+			ts, err := c.Tasks()
+			if err != nil {
+				return err
+			}
+			for _, t := range ts {
+				fmt.Fprintf(stdout, "%s\t%s\t%s\tvisit=%s\thousehold=%s\t%s\n", t.ID, t.Kind, t.State, t.VisitID, t.HouseholdID, t.Reason)
+			}
 			return nil
 		})
 
@@ -180,6 +255,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		place := fs.String("place", "", "place code")
 		sets := setFlag{}
 		fs.Var(sets, "set", "field=jsonvalue (repeatable); null removes a field")
+		quiet := fs.Bool("q", false, "print only the household id")
 		return device(nil, func() error {
 			if *place == "" {
 				return errors.New("create: -place is required")
@@ -190,7 +266,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "queued household %s\n", id)
+			printID(stdout, *quiet, "queued household", id)
 			return nil
 		})
 
@@ -245,6 +321,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	global.Usage()
 	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// printID prints an id alone (quiet, for scripts) or after what.
+func printID(w io.Writer, quiet bool, what, id string) {
+	if quiet {
+		fmt.Fprintln(w, id)
+		return
+	}
+	fmt.Fprintf(w, "%s %s\n", what, id)
 }
 
 func printReport(w io.Writer, r mobileclient.SyncReport) {
