@@ -84,9 +84,9 @@ func sampleAnswer(fd syncproto.Field, now time.Time) (any, error) {
 		}
 		return vals, nil
 	case syncproto.FieldGeopoint:
-		// 昆明 (Kunming), where the demo county lies; replace with the
-		// reading of the device's GPS.
-		return map[string]float64{"lon": 102.7123, "lat": 25.0406}, nil
+		// A point in the demo village (石门村委会, 采山坪); replace it with
+		// the device's GPS reading.
+		return map[string]float64{"lon": 103.706, "lat": 25.005}, nil
 	case syncproto.FieldPhoto, syncproto.FieldDocument, syncproto.FieldSignature:
 		// The SHA-256 of the evidence file; this one is of no file.
 		sum := sha256.Sum256(nil)
