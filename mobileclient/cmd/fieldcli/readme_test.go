@@ -118,7 +118,14 @@ func TestReadme_TwoDevices(t *testing.T) {
 	// and the server together.
 	cmd := exec.CommandContext(ctx, "bash", "-e", "-c", script)
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(tmp, "config"), "FIELDSYNC_DEVICE_DIR=")
+	// The server takes unset flags from FIELDSYNC_<FLAG>: none of the
+	// caller's may change what the README's flags say.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "FIELDSYNC_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "XDG_CONFIG_HOME="+filepath.Join(tmp, "config"))
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
