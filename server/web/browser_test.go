@@ -194,6 +194,20 @@ func TestBrowser_Console(t *testing.T) {
 			if bars := eval[int](t, ctx, `document.querySelectorAll('#cards .bar').length`); bars < 3 {
 				t.Errorf("%s: %d progress bars", want.code, bars)
 			}
+			// Readable on a phone: no text below 14 px, every progress bar
+			// named, every header cell scoped to its column.
+			if small := eval[string](t, ctx, `[...document.querySelectorAll('body *')]
+				.filter(el => !el.closest('svg') && [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()))
+				.filter(el => parseFloat(getComputedStyle(el).fontSize) < 14)
+				.slice(0, 5).map(el => el.tagName + '.' + el.className + ' ' + getComputedStyle(el).fontSize).join('; ')`); small != "" {
+				t.Errorf("%s: text below 14 px: %s", want.code, small)
+			}
+			if n := eval[int](t, ctx, `[...document.querySelectorAll('[role=progressbar]')].filter(b => !b.getAttribute('aria-label')).length`); n != 0 {
+				t.Errorf("%s: %d progress bars without a name", want.code, n)
+			}
+			if n := eval[int](t, ctx, `document.querySelectorAll('th:not([scope])').length`); n != 0 {
+				t.Errorf("%s: %d header cells without a scope", want.code, n)
+			}
 			if charts := eval[int](t, ctx, `document.querySelectorAll('svg.chart rect').length`); charts < 10 {
 				t.Errorf("%s: charts have %d bars", want.code, charts)
 			}

@@ -206,8 +206,9 @@ var funcs = template.FuncMap{
 		return s
 	},
 	"indent": func(n int) string { return strings.Repeat("\u00a0\u00a0", n) },
-	// bar draws a progress bar of n out of total (numbers only).
-	"bar": func(n, total int) template.HTML {
+	// bar draws a progress bar of n out of total, named by label for
+	// screen readers (the numbers are shown beside it).
+	"bar": func(label string, n, total int) template.HTML {
 		p := 0
 		if total > 0 {
 			p = min(100, n*100/total)
@@ -219,7 +220,7 @@ var funcs = template.FuncMap{
 		case p >= 50:
 			cls = "mid"
 		}
-		return template.HTML(fmt.Sprintf(`<span class="bar %s" role="progressbar" aria-valuenow="%d" aria-valuemin="0" aria-valuemax="100"><span style="width:%d%%"></span></span><span class="num">%d/%d</span>`, cls, p, p, n, total))
+		return template.HTML(fmt.Sprintf(`<span class="bar %s" role="progressbar" aria-label="%s" aria-valuenow="%d" aria-valuemin="0" aria-valuemax="100"><span style="width:%d%%"></span></span><span class="num">%d/%d</span>`, cls, template.HTMLEscapeString(label), p, p, n, total))
 	},
 }
 
