@@ -178,6 +178,15 @@ type overviewData struct {
 	DaysChart  string
 	StateChart string
 	Month      string
+	placeNames map[string]string // the cadres' places
+}
+
+// PlaceName names one of the cadres' places (its code if unknown).
+func (d *overviewData) PlaceName(code string) string {
+	if n, ok := d.placeNames[code]; ok {
+		return n
+	}
+	return code
 }
 
 func (c *Console) overview(ec echo.Context, v *view) error {
@@ -217,6 +226,18 @@ func (c *Console) overview(ec echo.Context, v *view) error {
 	}
 	if d.Cadres, err = c.st.ConsoleCadres(ctx, p.Code, from, to); err != nil {
 		return err
+	}
+	d.placeNames = map[string]string{}
+	for _, cd := range d.Cadres {
+		for _, code := range cd.PlaceCodes {
+			if _, ok := d.placeNames[code]; ok {
+				continue
+			}
+			d.placeNames[code] = code
+			if pl, err := c.st.Place(ctx, code); err == nil && pl.Name != "" {
+				d.placeNames[code] = pl.Name
+			}
+		}
 	}
 	now := c.cfg.Now().In(c.cfg.Location)
 	dayEnd := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, c.cfg.Location).AddDate(0, 0, 1)

@@ -166,3 +166,31 @@ func TestConsole_HEADLikeGET(t *testing.T) {
 		}
 	}
 }
+
+// TestOverview_CadresPlacesByName: the cadres' table names each cadre's
+// places, with the code on hover, instead of listing codes.
+func TestOverview_CadresPlacesByName(t *testing.T) {
+	e := start(t)
+	c := e.client(t)
+	c.login("admin", demo.DemoPassword)
+	_, page := c.get("/console/overview?place=" + demo.VillageCode)
+	i := strings.Index(page, `id="cadres"`)
+	if i < 0 {
+		t.Fatal("no cadres table on the village overview")
+	}
+	table := page[i:]
+	table = table[:strings.Index(table, "</table>")]
+	u, err := e.Store.UserByName(bg, "wangge_li")
+	if err != nil || len(u.PlaceCodes) == 0 {
+		t.Fatalf("wangge_li: %+v %v", u, err)
+	}
+	for _, code := range u.PlaceCodes {
+		p, err := e.Store.Place(bg, code)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(table, `<span title="`+code+`">`+p.Name+`</span>`) {
+			t.Errorf("cadres table does not name %s as %s", code, p.Name)
+		}
+	}
+}
