@@ -592,16 +592,17 @@ type EvidenceGapReport struct {
 	Households int                `json:"households"` // households with such a visit
 	ByPlace    map[string]int     `json:"by_place"`   // visits with a gap per place code (own, not rolled up)
 	BySlot     []GapSummary       `json:"by_slot"`
-	Items      []VisitEvidenceGap `json:"items"` // newest first, at most the limit
-	Truncated  bool               `json:"truncated"`
+	Items      []VisitEvidenceGap `json:"items"`     // newest first, one page
+	Truncated  bool               `json:"truncated"` // more visits after this page
 }
 
 // ConsoleEvidenceGaps reports the visits under root whose required
 // evidence slots (form slots with a MinCount) hold fewer present blobs than
 // required, and exactly what each lacks. Rejected visits and visits a
-// later visit corrects are left out. items is bounded by limit (default
-// 500).
-func (s *Store) ConsoleEvidenceGaps(ctx context.Context, root string, limit int) (*EvidenceGapReport, error) {
+// later visit corrects are left out. Items is one page of the visits,
+// newest first: at most limit (default 500) after skipping offset
+// (negative: 0).
+func (s *Store) ConsoleEvidenceGaps(ctx context.Context, root string, limit, offset int) (*EvidenceGapReport, error) {
 	rp, err := s.Place(ctx, root)
 	if err != nil {
 		return nil, err
@@ -609,6 +610,7 @@ func (s *Store) ConsoleEvidenceGaps(ctx context.Context, root string, limit int)
 	if limit <= 0 {
 		limit = 500
 	}
+	offset = max(offset, 0)
 	rep := &EvidenceGapReport{ByPlace: map[string]int{}, BySlot: []GapSummary{}, Items: []VisitEvidenceGap{}}
 	req, reqArgs, ok, err := s.consoleRequired(ctx)
 	if err != nil || !ok {
@@ -659,12 +661,12 @@ func (s *Store) ConsoleEvidenceGaps(ctx context.Context, root string, limit int)
 		return rep.BySlot[i].Slot < rep.BySlot[j].Slot
 	})
 	// Items: the newest visits with gaps, with every slot they lack.
-	rows, err = s.readRows(ctx, gaps+`, top AS (SELECT DISTINCT visit_id, device_time FROM g ORDER BY device_time DESC, visit_id LIMIT ?)
+	rows, err = s.readRows(ctx, gaps+`, top AS (SELECT DISTINCT visit_id, device_time FROM g ORDER BY device_time DESC, visit_id LIMIT ? OFFSET ?)
 		SELECT g.visit_id, g.household_id, COALESCE(json_extract(h.fields, '$.head_name'), ''), g.place_code, p.name, g.form_id, g.form_version,
 			COALESCE(u.username, ''), g.device_time, g.review_state, g.slot, g.min_count, g.referenced, g.present
 		FROM g JOIN top ON top.visit_id = g.visit_id JOIN households h ON h.id = g.household_id JOIN places p ON p.code = g.place_code
 		LEFT JOIN users u ON u.id = g.user_id
-		ORDER BY g.device_time DESC, g.visit_id, g.slot`, append(args, limit)...)
+		ORDER BY g.device_time DESC, g.visit_id, g.slot`, append(args, limit, offset)...)
 	if err != nil {
 		return nil, fmt.Errorf("console gaps: %w", err)
 	}
@@ -685,7 +687,7 @@ func (s *Store) ConsoleEvidenceGaps(ctx context.Context, root string, limit int)
 		it.Missing = []SlotGap{sg}
 		rep.Items = append(rep.Items, it)
 	}
-	rep.Truncated = rep.Visits > len(rep.Items)
+	rep.Truncated = rep.Visits > offset+len(rep.Items)
 	return rep, rows.Err()
 }
 

@@ -162,7 +162,7 @@ func TestConsoleProgress_RollsUpTheSubtree(t *testing.T) {
 
 func TestConsoleEvidenceGaps_SaysWhatIsMissing(t *testing.T) {
 	f := newConFixture(t)
-	rep, err := f.env.Store.ConsoleEvidenceGaps(context.Background(), "C1", 100)
+	rep, err := f.env.Store.ConsoleEvidenceGaps(context.Background(), "C1", 100, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,13 +193,54 @@ func TestConsoleEvidenceGaps_SaysWhatIsMissing(t *testing.T) {
 	if len(rep.BySlot) != 3 {
 		t.Errorf("by slot: %+v", rep.BySlot)
 	}
-	small, err := f.env.Store.ConsoleEvidenceGaps(context.Background(), "C1", 1)
+	small, err := f.env.Store.ConsoleEvidenceGaps(context.Background(), "C1", 1, 0)
 	if err != nil || len(small.Items) != 1 || !small.Truncated || small.Items[0].VisitID != f.visits["water"] {
 		t.Errorf("limit 1: %+v %v", small, err)
 	}
-	g21, err := f.env.Store.ConsoleEvidenceGaps(context.Background(), "G21", 100)
+	g21, err := f.env.Store.ConsoleEvidenceGaps(context.Background(), "G21", 100, 0)
 	if err != nil || g21.Visits != 0 {
 		t.Errorf("G21 has no gaps: %+v %v", g21, err)
+	}
+}
+
+// TestConsoleEvidenceGaps_Pages walks the report one visit a page: the
+// pages together hold every visit once, in the order of the whole list,
+// and offsets past the end or below zero are harmless.
+func TestConsoleEvidenceGaps_Pages(t *testing.T) {
+	f := newConFixture(t)
+	ctx := context.Background()
+	all, err := f.env.Store.ConsoleEvidenceGaps(ctx, "C1", 100, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var walked []string
+	for off := 0; off < all.Visits; off++ {
+		pg, err := f.env.Store.ConsoleEvidenceGaps(ctx, "C1", 1, off)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pg.Items) != 1 || pg.Visits != all.Visits || pg.Truncated != (off < all.Visits-1) {
+			t.Fatalf("page at %d: %d items, %d visits, truncated %v", off, len(pg.Items), pg.Visits, pg.Truncated)
+		}
+		walked = append(walked, pg.Items[0].VisitID)
+	}
+	for i, it := range all.Items {
+		if walked[i] != it.VisitID {
+			t.Fatalf("page %d holds %s, the whole list %s", i, walked[i], it.VisitID)
+		}
+	}
+	for _, off := range []int{-1 << 62, -1, all.Visits, 1 << 40} {
+		pg, err := f.env.Store.ConsoleEvidenceGaps(ctx, "C1", 2, off)
+		if err != nil {
+			t.Fatalf("offset %d: %v", off, err)
+		}
+		want := 0
+		if off < 0 {
+			want = 2
+		}
+		if len(pg.Items) != want || pg.Visits != all.Visits {
+			t.Errorf("offset %d: %d items, %d visits", off, len(pg.Items), pg.Visits)
+		}
 	}
 }
 

@@ -169,7 +169,7 @@ func TestReadGate_OneConnection(t *testing.T) {
 			if _, err := env.Store.ConsoleVisitPoints(ctx, "C1", time.Time{}, 0); err != nil {
 				return err
 			}
-			_, err := env.Store.ConsoleEvidenceGaps(ctx, "C1", 10)
+			_, err := env.Store.ConsoleEvidenceGaps(ctx, "C1", 10, 0)
 			return err
 		}},
 		{"export", func(ctx context.Context) error {

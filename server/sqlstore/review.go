@@ -169,6 +169,7 @@ type VisitFilter struct {
 	Flag     string // only visits with this evidence flag
 	From, To string // server_time range, RFC 3339 dates or times
 	Limit    int
+	Offset   int // rows to skip (a page of the list); negative: 0
 	AfterID  string
 }
 
@@ -219,8 +220,8 @@ func (s *Store) Visits(ctx context.Context, f VisitFilter) ([]VisitRow, error) {
 	if limit <= 0 || limit > 5000 {
 		limit = 500
 	}
-	q += ` ORDER BY v.server_time DESC, v.id LIMIT ?`
-	args = append(args, limit)
+	q += ` ORDER BY v.server_time DESC, v.id LIMIT ? OFFSET ?`
+	args = append(args, limit, max(f.Offset, 0))
 	rows, err := s.readRows(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("visits: %w", err)

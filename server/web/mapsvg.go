@@ -105,8 +105,89 @@ func boundary(pl domain.Place) orb.Geometry {
 
 var statusOrder = []string{sqlstore.MapNotVisited, sqlstore.MapVisited, sqlstore.MapNeedsRework, sqlstore.MapFlagged}
 
+// mapDetailLimit bounds the households and visits a map draws one by one
+// (about three elements each); with more, the map draws one bubble per
+// place that holds households, so that the page stays under about 1,500
+// elements whatever the size of the county. A villager group is drawn in
+// detail.
+const mapDetailLimit = 330
+
+// mapDetailed tells whether a map of hs and vs draws every point.
+func mapDetailed(hs []sqlstore.MapHousehold, vs []sqlstore.MapVisit) bool {
+	n := len(vs)
+	for _, h := range hs {
+		if h.HasPoint {
+			n++
+		}
+	}
+	return n <= mapDetailLimit
+}
+
+// mapBubble is the households of one place, drawn as one circle.
+type mapBubble struct {
+	code, name string
+	lon, lat   float64 // the mean of the points
+	n          int
+	counts     map[string]int
+}
+
+// worst is the bubble's colour: flagged, then needs rework, then visited
+// when at least half are, else not visited.
+func (b *mapBubble) worst() string {
+	switch {
+	case b.counts[sqlstore.MapFlagged] > 0:
+		return sqlstore.MapFlagged
+	case b.counts[sqlstore.MapNeedsRework] > 0:
+		return sqlstore.MapNeedsRework
+	case 2*b.counts[sqlstore.MapVisited] >= b.n:
+		return sqlstore.MapVisited
+	}
+	return sqlstore.MapNotVisited
+}
+
+// bubbles groups the households with a point by their place, in place order.
+func bubbles(places []domain.Place, hs []sqlstore.MapHousehold) []*mapBubble {
+	by := map[string]*mapBubble{}
+	for _, h := range hs {
+		if !h.HasPoint {
+			continue
+		}
+		b := by[h.PlaceCode]
+		if b == nil {
+			b = &mapBubble{code: h.PlaceCode, name: h.PlaceCode, counts: map[string]int{}}
+			by[h.PlaceCode] = b
+		}
+		b.n++
+		b.lon += h.Lon
+		b.lat += h.Lat
+		b.counts[h.Status]++
+	}
+	out := make([]*mapBubble, 0, len(by))
+	for _, pl := range places {
+		if b := by[pl.Code]; b != nil {
+			b.name = pl.Name
+			out = append(out, b)
+			delete(by, pl.Code)
+		}
+	}
+	rest := make([]string, 0, len(by))
+	for code := range by {
+		rest = append(rest, code)
+	}
+	sort.Strings(rest)
+	for _, code := range rest {
+		out = append(out, by[code])
+	}
+	for _, b := range out {
+		b.lon /= float64(b.n)
+		b.lat /= float64(b.n)
+	}
+	return out
+}
+
 // buildMap draws the places under root, the households coloured by status
-// and the visits with their accuracy circles.
+// and the visits with their accuracy circles; with many households, one
+// bubble per place instead (see mapDetailLimit).
 func buildMap(places []domain.Place, hs []sqlstore.MapHousehold, vs []sqlstore.MapVisit, root string, v *view) string {
 	b := orb.Bound{Min: orb.Point{math.Inf(1), math.Inf(1)}, Max: orb.Point{math.Inf(-1), math.Inf(-1)}}
 	geoms := make([]orb.Geometry, len(places))
@@ -161,6 +242,19 @@ func buildMap(places []domain.Place, hs []sqlstore.MapHousehold, vs []sqlstore.M
 		c := g.Bound().Center()
 		x, y := p.xy(c[0], c[1])
 		fmt.Fprintf(&sb, `<text class="lbl lv-%s" x="%s" y="%s">%s</text>`, html.EscapeString(pl.Level), f1(x), f1(y), html.EscapeString(pl.Name))
+	}
+	if !mapDetailed(hs, vs) {
+		sb.WriteString(`</g><g class="bubbles">`)
+		for _, bu := range bubbles(places, hs) {
+			x, y := p.xy(bu.lon, bu.lat)
+			r := 6 + 1.2*math.Sqrt(float64(bu.n))
+			title := v.T("map.bubble", bu.name, bu.n, bu.counts[sqlstore.MapVisited], bu.counts[sqlstore.MapNeedsRework], bu.counts[sqlstore.MapFlagged])
+			fmt.Fprintf(&sb, `<a href="%s/map?place=%s"><circle class="agg pt st-%s" cx="%s" cy="%s" r="%s" data-r="%s" data-code="%s" data-n="%d" data-flagged="%d" data-rework="%d" data-visited="%d"><title>%s</title></circle></a>`,
+				Prefix, html.EscapeString(bu.code), bu.worst(), f1(x), f1(y), f1(r), f1(r), html.EscapeString(bu.code), bu.n,
+				bu.counts[sqlstore.MapFlagged], bu.counts[sqlstore.MapNeedsRework], bu.counts[sqlstore.MapVisited], html.EscapeString(title))
+		}
+		sb.WriteString(`</g></svg>`)
+		return sb.String()
 	}
 	sb.WriteString(`</g><g class="visits">`)
 	for _, vi := range vs {

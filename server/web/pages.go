@@ -2,8 +2,11 @@ package web
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -177,7 +180,8 @@ type overviewData struct {
 	Households []sqlstore.MapHousehold
 	DaysChart  string
 	StateChart string
-	Month      string
+	Period     string            // month, 30d or all (shared with the map)
+	PeriodName string            // the period in words, e.g. 本月(2026-12)
 	placeNames map[string]string // the cadres' places
 }
 
@@ -195,9 +199,10 @@ func (c *Console) overview(ec echo.Context, v *view) error {
 	if err != nil {
 		return err
 	}
-	v.Title = v.T("nav.overview")
-	from, to := c.month()
-	d := &overviewData{Month: from.Format("2006-01")}
+	v.Title, v.Nav = v.T("nav.overview"), "overview"
+	period := c.period(ec)
+	from, to := c.periodBounds(period)
+	d := &overviewData{Period: period, PeriodName: c.periodName(v, period)}
 	p, ok, err := c.placeParam(ec, sc)
 	if err != nil {
 		return err
@@ -268,17 +273,50 @@ type mapData struct {
 	Visits  int
 	Places  int
 	Bounded bool
+	Grouped bool // one bubble per place instead of every point
 }
 
-func (c *Console) periodSince(period string) time.Time {
+// periodCookie remembers the period chosen on the overview or the map, so
+// that both open on the same one.
+const periodCookie = "fieldsync_period"
+
+// validPeriod tells the periods the console offers.
+func validPeriod(p string) bool { return p == "month" || p == "30d" || p == "all" }
+
+// period is the page's period: ?period= (then remembered in a cookie), else
+// the remembered one, else this month. Anything else is ignored.
+func (c *Console) period(ec echo.Context) string {
+	if p := ec.QueryParam("period"); validPeriod(p) {
+		ec.SetCookie(&http.Cookie{Name: periodCookie, Value: p, Path: Prefix, MaxAge: 365 * 24 * 3600, HttpOnly: true,
+			SameSite: http.SameSiteLaxMode, Secure: c.secure(ec)})
+		return p
+	}
+	if ck, err := ec.Cookie(periodCookie); err == nil && validPeriod(ck.Value) {
+		return ck.Value
+	}
+	return "month"
+}
+
+// periodBounds are the device-time bounds of a period.
+func (c *Console) periodBounds(period string) (time.Time, time.Time) {
 	switch period {
 	case "month":
-		from, _ := c.month()
-		return from
+		return c.month()
 	case "30d":
-		return c.cfg.Now().AddDate(0, 0, -30)
+		now := c.cfg.Now().In(c.cfg.Location)
+		dayEnd := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, c.cfg.Location).AddDate(0, 0, 1)
+		return now.AddDate(0, 0, -30), dayEnd
 	}
-	return time.Time{}
+	return time.Time{}, time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
+}
+
+// periodName says the period in words.
+func (c *Console) periodName(v *view, period string) string {
+	if period == "month" {
+		from, _ := c.month()
+		return v.T("period.month", from.Format("2006-01"))
+	}
+	return v.T("map." + period)
 }
 
 func (c *Console) mapPage(ec echo.Context, v *view) error {
@@ -292,11 +330,8 @@ func (c *Console) mapPage(ec echo.Context, v *view) error {
 	if err != nil {
 		return err
 	}
-	period := ec.QueryParam("period")
-	if period != "month" && period != "30d" {
-		period = "all"
-	}
-	since := c.periodSince(period)
+	period := c.period(ec)
+	since, _ := c.periodBounds(period)
 	places, err := c.st.Places(ctx, []string{p.Code}, false)
 	if err != nil {
 		return err
@@ -313,6 +348,7 @@ func (c *Console) mapPage(ec echo.Context, v *view) error {
 	for _, h := range hs {
 		d.Counts[h.Status]++
 	}
+	d.Grouped = !mapDetailed(hs, vs)
 	d.SVG = buildMap(places, hs, vs, p.Code, v)
 	v.Title = p.Name + " · " + v.T("nav.map")
 	return c.render(ec, v, "map", d)
@@ -325,7 +361,37 @@ type gapRow struct {
 	Visits int
 }
 
+// The gaps page lists this many visits a page by default (?limit= picks
+// 10..50), so that it stays under about 1,500 elements.
+const (
+	gapsPageSize = 30
+	gapsPageMin  = 10
+	gapsPageMax  = 50
+	maxPageParam = 1_000_000
+)
+
+// intParam reads an integer query parameter: def when it is absent or not
+// a number (also one that overflows), else clamped to [lo, hi]. The value
+// goes to SQL only as a bound parameter.
+func intParam(ec echo.Context, name string, def, lo, hi int) int {
+	n, err := strconv.Atoi(ec.QueryParam(name))
+	if err != nil {
+		return def
+	}
+	return min(max(n, lo), hi)
+}
+
+// pager is one page of a long list.
+type pager struct {
+	Page, Pages, Limit int
+	Base               string // the page's URL up to the page number
+}
+
+func (p pager) Prev() string { return fmt.Sprintf("%s%d", p.Base, p.Page-1) }
+func (p pager) Next() string { return fmt.Sprintf("%s%d", p.Base, p.Page+1) }
+
 type gapsData struct {
+	Pager    pager
 	Place    domain.Place
 	Crumbs   []crumb
 	Report   *sqlstore.EvidenceGapReport
@@ -345,11 +411,21 @@ func (c *Console) gaps(ec echo.Context, v *view) error {
 	if err != nil {
 		return err
 	}
-	rep, err := c.st.ConsoleEvidenceGaps(ctx, p.Code, 300)
+	limit := intParam(ec, "limit", gapsPageSize, gapsPageMin, gapsPageMax)
+	page := intParam(ec, "page", 1, 1, maxPageParam)
+	rep, err := c.st.ConsoleEvidenceGaps(ctx, p.Code, limit, (page-1)*limit)
 	if err != nil {
 		return err
 	}
-	d := &gapsData{Place: p, Crumbs: c.breadcrumb(ctx, sc, p), Report: rep}
+	pages := max(1, (rep.Visits+limit-1)/limit)
+	if page > pages { // past the end: the last page
+		page = pages
+		if rep, err = c.st.ConsoleEvidenceGaps(ctx, p.Code, limit, (page-1)*limit); err != nil {
+			return err
+		}
+	}
+	base := fmt.Sprintf("%s/gaps?place=%s&limit=%d&page=", Prefix, url.QueryEscape(p.Code), limit)
+	d := &gapsData{Place: p, Crumbs: c.breadcrumb(ctx, sc, p), Report: rep, Pager: pager{Page: page, Pages: pages, Limit: limit, Base: base}}
 	d.Forms, d.Slots, err = c.formLabels(ctx, v)
 	if err != nil {
 		return err

@@ -29,11 +29,16 @@ type reviewData struct {
 	States  []string
 	Rows    []reviewRow
 	Limit   int
+	Page    int
+	Prev    string // the previous page's URL, if any
+	Next    string // the next page's URL, if any
 	Return  string
 	FormMap map[string]syncproto.FormDef
 }
 
-const reviewLimit = 200
+// reviewLimit is the rows of one page of the queue: it keeps the page
+// under about 1,500 elements (?page= walks the rest).
+const reviewLimit = 50
 
 // dayBound converts a YYYY-MM-DD date in the console's zone to a stored
 // timestamp bound; end moves it to the next day (inclusive "to").
@@ -64,7 +69,9 @@ func (c *Console) reviewPage(ec echo.Context, v *view) error {
 		state = domain.StateSubmitted
 		q.Set("state", state)
 	}
-	f := sqlstore.VisitFilter{FormID: q.Get("form"), State: state, Flag: q.Get("flag"), Limit: reviewLimit}
+	page := intParam(ec, "page", 1, 1, maxPageParam)
+	// One row more than a page tells whether a next page exists.
+	f := sqlstore.VisitFilter{FormID: q.Get("form"), State: state, Flag: q.Get("flag"), Limit: reviewLimit + 1, Offset: (page - 1) * reviewLimit}
 	if f.From, err = c.dayBound(q.Get("from"), false); err != nil {
 		return err
 	}
@@ -81,7 +88,7 @@ func (c *Console) reviewPage(ec echo.Context, v *view) error {
 	} else if !sc.all {
 		f.Places = sc.vis
 	}
-	d := &reviewData{Filter: q, Limit: reviewLimit, States: []string{domain.StateSubmitted, domain.StateNeedsRework, domain.StateApproved, domain.StateRejected},
+	d := &reviewData{Filter: q, Limit: reviewLimit, Page: page, States: []string{domain.StateSubmitted, domain.StateNeedsRework, domain.StateApproved, domain.StateRejected},
 		Return: ec.Request().URL.RequestURI()}
 	if d.Places, err = c.placeOptions(ctx, sc); err != nil {
 		return err
@@ -101,6 +108,21 @@ func (c *Console) reviewPage(ec echo.Context, v *view) error {
 	rows, err := c.st.Visits(ctx, f)
 	if err != nil {
 		return err
+	}
+	pageURL := func(n int) string {
+		pq := url.Values{}
+		for k, vs := range q {
+			pq[k] = vs
+		}
+		pq.Set("page", fmt.Sprint(n))
+		return Prefix + "/review?" + pq.Encode()
+	}
+	if len(rows) > reviewLimit {
+		rows = rows[:reviewLimit]
+		d.Next = pageURL(page + 1)
+	}
+	if page > 1 {
+		d.Prev = pageURL(page - 1)
 	}
 	ids := make([]string, len(rows))
 	for i, r := range rows {

@@ -92,7 +92,7 @@ type Store interface {
 	ConsoleVisitsPerDay(ctx context.Context, root string, from, to time.Time, offsetMinutes int) ([]sqlstore.DayCount, error)
 	ConsoleHouseholds(ctx context.Context, root string, since time.Time, limit int) ([]sqlstore.MapHousehold, error)
 	ConsoleVisitPoints(ctx context.Context, root string, since time.Time, limit int) ([]sqlstore.MapVisit, error)
-	ConsoleEvidenceGaps(ctx context.Context, root string, limit int) (*sqlstore.EvidenceGapReport, error)
+	ConsoleEvidenceGaps(ctx context.Context, root string, limit, offset int) (*sqlstore.EvidenceGapReport, error)
 	ConsoleHouseholdEvidence(ctx context.Context, householdID string) (map[string]sqlstore.BlobMeta, map[string][]sqlstore.ConsoleFlag, error)
 	ConsoleVisitFlags(ctx context.Context, visitIDs []string) (map[string][]string, error)
 	ConsoleFlagNames(ctx context.Context) ([]string, error)
