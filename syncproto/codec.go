@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Limits on what one message may hold. A server answers bigger messages
@@ -209,6 +210,9 @@ func (m *Mutation) Check() *Error {
 		if v.DeviceTime.IsZero() {
 			return Errorf(CodeValidation, "visit %s: device_time required", v.ID)
 		}
+		if code := CheckGPSReason(v.GPSReason); code != "" {
+			return Errorf(CodeValidation, "visit %s: gps_reason has %d characters, at most %d", v.ID, utf8.RuneCountInString(v.GPSReason), MaxGPSReasonRunes)
+		}
 		for _, e := range v.Evidence {
 			if err := e.Check(); err != nil {
 				return err
@@ -296,6 +300,20 @@ func (e EvidenceRef) Check() *Error {
 		return Errorf(CodeValidation, "evidence %s: media_type required", e.SHA256)
 	}
 	return nil
+}
+
+// MaxGPSReasonRunes bounds a visit's gps_reason, in code points.
+const MaxGPSReasonRunes = 200
+
+// CheckGPSReason checks a visit's gps_reason: "" (none) or at most
+// MaxGPSReasonRunes code points. It returns "" when valid, else
+// FieldCodeTooLong. The field app's checkGPSReason (formcheck.js) gives
+// the same verdicts (shared vectors in testdata/vectors/gps_reason.json).
+func CheckGPSReason(s string) FieldCode {
+	if utf8.RuneCountInString(s) > MaxGPSReasonRunes {
+		return FieldCodeTooLong
+	}
+	return ""
 }
 
 // ValidSHA256 reports whether s is 64 lowercase hex digits.

@@ -104,6 +104,14 @@
 // household.move [household_move], household.delete [household_delete],
 // evidence.attach [evidence_attach].
 //
+// A visit records where it was made: "point" and "accuracy_m" (metres).
+// When the device has no fix within the form's max_accuracy_m, the worker
+// may save it anyway and say why in "gps_reason" (optional, at most 200
+// code points, e.g. "山谷里没有信号"); the server flags such a visit for
+// review (visit_without_gps, poor_gps_accuracy) and shows the reason with
+// the flag. The field was added on 2026-12-06 without a new protocol
+// version (see ProtocolVersion).
+//
 // Households are a flat map of fields (see HouseholdSchema). Members are
 // fields "member.<member id>", so member lists merge member by member.
 // An update names the household version the device started from

@@ -104,6 +104,12 @@ type Visit struct {
 	DeviceTime      time.Time                  `json:"device_time"`
 	Evidence        []EvidenceRef              `json:"evidence,omitempty"`
 	CorrectsVisitID string                     `json:"corrects_visit_id,omitempty"`
+	// GPSReason is the worker's reason for saving the visit without a GPS
+	// fix within the form's max_accuracy_m (e.g. "山谷里没有信号"):
+	// optional, at most MaxGPSReasonRunes code points (CheckGPSReason).
+	// The server keeps it and shows it with the visit_without_gps and
+	// poor_gps_accuracy flags. Added 2026-12-06, within version 1.
+	GPSReason string `json:"gps_reason,omitempty"`
 
 	// Set by the server in pulls; ignored in pushes.
 	PlaceCode   string    `json:"place_code,omitempty"`

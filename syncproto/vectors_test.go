@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The shared validation vectors in testdata/vectors pin the verdicts of
@@ -40,6 +41,8 @@ type vector struct {
 	Slot          *EvidenceSlot       `json:"slot"`
 	MediaType     *string             `json:"media_type"`
 	Accepts       *bool               `json:"accepts"`
+	GPSReason     *string             `json:"gps_reason"`
+	GPSReasonCode *FieldCode          `json:"gps_reason_code"`
 
 	file      string
 	form      *FormDef
@@ -93,17 +96,21 @@ func loadVectors(t *testing.T) []*vector {
 			}
 			names[v.Name] = file
 			kinds := 0
-			for _, has := range []bool{v.Answers != nil, v.Present != nil, v.FormError != nil, v.Slot != nil} {
+			for _, has := range []bool{v.Answers != nil, v.Present != nil, v.FormError != nil, v.Slot != nil, v.GPSReason != nil} {
 				if has {
 					kinds++
 				}
 			}
 			if kinds != 1 {
-				t.Fatalf("%s: vector %q must have exactly one of answers, present, form_error, slot", file, v.Name)
+				t.Fatalf("%s: vector %q must have exactly one of answers, present, form_error, slot, gps_reason", file, v.Name)
 			}
 			if (v.Answers != nil) != (v.Errors != nil) || (v.Present != nil) != (v.Missing != nil) ||
 				(v.Slot != nil) != (v.MediaType != nil && v.Accepts != nil) {
 				t.Fatalf("%s: vector %q: answers go with errors, present with missing, slot with media_type and accepts", file, v.Name)
+			}
+			if v.GPSReason != nil {
+				out = append(out, v) // no form; gps_reason_code may be null
+				continue
 			}
 			if v.Slot == nil {
 				formJSON := v.Form
@@ -163,6 +170,20 @@ func TestVectors_Go(t *testing.T) {
 				got := v.form.MissingSlots(present)
 				if !slices.Equal(got, *v.Missing) && !(len(got) == 0 && len(*v.Missing) == 0) {
 					t.Fatalf("MissingSlots = %v, want %v", got, *v.Missing)
+				}
+			case v.GPSReason != nil:
+				var want FieldCode
+				if v.GPSReasonCode != nil {
+					want = *v.GPSReasonCode
+				}
+				if got := CheckGPSReason(*v.GPSReason); got != want {
+					t.Fatalf("CheckGPSReason(%d runes) = %q, want %q", len([]rune(*v.GPSReason)), got, want)
+				}
+				// A visit.create carrying it gets the same verdict.
+				m := Mutation{Seq: 1, Kind: KindVisitCreate, Visit: &Visit{ID: NewID(time.Unix(1_800_000_000, 0)), HouseholdID: NewID(time.Unix(1_800_000_000, 0)), FormID: "f", FormVersion: 1,
+					DeviceTime: time.Unix(1_800_000_000, 0), GPSReason: *v.GPSReason}}
+				if err := m.Check(); (err != nil) != (want != "") || (err != nil && err.Code != CodeValidation) {
+					t.Fatalf("visit.create with it: %v", err)
 				}
 			case v.Slot != nil:
 				if got := v.Slot.Accepts(*v.MediaType); got != *v.Accepts {

@@ -33,6 +33,12 @@ package syncproto
 //     and a device sends 1 on every other request. A version 1 server
 //     answers a version 2 push with 426 and "max": 1: push to it in the
 //     version 1 form.
+//   - 2026-12-06, additive (no new version): a visit may carry
+//     "gps_reason", the worker's stated reason for saving it without a
+//     GPS fix within the form's max_accuracy_m (at most 200 code points;
+//     longer is rejected with validation_failed). It is optional, so the
+//     visits of older devices stay valid, and older servers ignore it as
+//     an unknown field. Pulls return it with the visit.
 const ProtocolVersion = 1
 
 // MaxProtocolVersion is the newest version this package speaks (the

@@ -93,6 +93,18 @@ type Visit struct {
 	Boundary  orb.Geometry
 	// MaxAccuracyM is the form's accuracy threshold (0: none).
 	MaxAccuracyM float64
+	// GPSReason is the worker's stated reason for a missing or poor fix
+	// ("" if none); the GPS flags' details quote it.
+	GPSReason string
+}
+
+// reasonNote is the GPS flags' mention of the worker's reason.
+func reasonNote(reason string) string {
+	reason = strings.TrimSpace(reason)
+	if reason == "" {
+		return "；采集员未说明原因"
+	}
+	return "；采集员说明：" + reason
 }
 
 // Blob is what the checks need to know about a present blob.
@@ -122,11 +134,11 @@ func CheckVisit(cfg Config, v Visit) []Flag {
 			Detail: fmt.Sprintf("访问位置（经度 %.6f，纬度 %.6f）在地点 %s 的边界之外", v.Point[0], v.Point[1], v.PlaceCode)})
 	}
 	if v.Point == nil {
-		out = append(out, Flag{VisitID: v.ID, Flag: FlagNoGPS, Detail: "访问没有 GPS 位置：无法核对是否在户所在地点"})
+		out = append(out, Flag{VisitID: v.ID, Flag: FlagNoGPS, Detail: "访问没有 GPS 位置：无法核对是否在户所在地点" + reasonNote(v.GPSReason)})
 	}
 	if v.MaxAccuracyM > 0 && v.AccuracyM > v.MaxAccuracyM {
 		out = append(out, Flag{VisitID: v.ID, Flag: FlagPoorAccuracy,
-			Detail: fmt.Sprintf("GPS 精度 %.0f 米，差于表单要求的 %.0f 米", v.AccuracyM, v.MaxAccuracyM)})
+			Detail: fmt.Sprintf("GPS 精度 %.0f 米，差于表单要求的 %.0f 米", v.AccuracyM, v.MaxAccuracyM) + reasonNote(v.GPSReason)})
 	}
 	return out
 }

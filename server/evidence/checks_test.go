@@ -169,3 +169,35 @@ func TestNearDuplicates(t *testing.T) {
 		t.Errorf("disabled check flagged: %+v", fs)
 	}
 }
+
+// TestCheckVisit_GPSReasonInDetail: the GPS flags quote the worker's
+// stated reason, or say that none was given.
+func TestCheckVisit_GPSReasonInDetail(t *testing.T) {
+	v := evidence.Visit{ID: "v1", AccuracyM: 80, MaxAccuracyM: 20}
+	for _, tt := range []struct {
+		point  bool
+		reason string
+		flag   string
+		want   string
+	}{
+		{false, "山谷里没有信号", evidence.FlagNoGPS, "采集员说明：山谷里没有信号"},
+		{false, "", evidence.FlagNoGPS, "采集员未说明原因"},
+		{true, "树林太密", evidence.FlagPoorAccuracy, "采集员说明：树林太密"},
+		{true, "   ", evidence.FlagPoorAccuracy, "采集员未说明原因"},
+	} {
+		v := v
+		v.GPSReason = tt.reason
+		if tt.point {
+			v.Point = &orb.Point{103.2, 25.1}
+		}
+		var got *evidence.Flag
+		for _, f := range evidence.CheckVisit(evidence.Config{}, v) {
+			if f.Flag == tt.flag {
+				got = &f
+			}
+		}
+		if got == nil || !strings.Contains(got.Detail, tt.want) {
+			t.Errorf("reason %q: %s flag %+v, want detail with %q", tt.reason, tt.flag, got, tt.want)
+		}
+	}
+}

@@ -120,6 +120,7 @@ var visitColumns = []column{
 	{key: "lon", zh: "经度", en: "Longitude", k: kFloat},
 	{key: "lat", zh: "纬度", en: "Latitude", k: kFloat},
 	{key: "accuracy_m", zh: "定位精度(米)", en: "GPS accuracy (m)", k: kFloat},
+	{key: "gps_reason", zh: "无定位原因", en: "Reason for no GPS fix"},
 	{key: "evidence", zh: "佐证材料数", en: "Evidence files", k: kInt},
 	{key: "evidence_present", zh: "已上传", en: "Uploaded", k: kInt},
 	{key: "flags", zh: "疑点标记", en: "Flags"},
@@ -149,13 +150,16 @@ func (x *writer) visitFixed(v *sqlstore.ExportVisit) []cell {
 	cs := []cell{
 		str(v.ID), str(v.HouseholdID), str(v.HeadName), str(v.PlaceCode), str(v.PlaceName), str(v.FormID), num(int64(v.FormVersion)),
 		str(v.UserName), str(v.DeviceID), when(v.DeviceTime), when(v.ServerTime), str(StateLabel(v.State, x.en)), num(int64(v.ReviewStep)),
-		null(), null(), null(), num(int64(v.Evidence)), num(int64(v.EvidencePresent)), str(strings.Join(v.Flags, ",")), str(v.CorrectsVisitID),
+		null(), null(), null(), null(), num(int64(v.Evidence)), num(int64(v.EvidencePresent)), str(strings.Join(v.Flags, ",")), str(v.CorrectsVisitID),
 	}
 	if v.HasPoint {
 		cs[13], cs[14] = flt(v.Lon), flt(v.Lat)
 	}
 	if v.AccuracyM > 0 {
 		cs[15] = flt(v.AccuracyM)
+	}
+	if v.GPSReason != "" {
+		cs[16] = str(v.GPSReason)
 	}
 	return cs
 }

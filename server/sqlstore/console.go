@@ -845,6 +845,7 @@ type ExportVisit struct {
 	HasPoint        bool
 	Lon, Lat        float64
 	AccuracyM       float64
+	GPSReason       string // the worker's reason for a missing or poor fix
 	DeviceTime      time.Time
 	ServerTime      time.Time
 	State           string
@@ -890,7 +891,8 @@ func (s *Store) ExportVisits(ctx context.Context, f ExportFilter, fn func(*Expor
 			v.review_state, v.review_step, COALESCE(u.username, ''), COALESCE(v.device_id, ''), COALESCE(v.corrects_visit_id, ''),
 			(SELECT count(*) FROM visit_evidence ve WHERE ve.visit_id = v.id),
 			(SELECT count(*) FROM visit_evidence ve JOIN blobs b ON b.sha256 = ve.sha256 AND ve.held = 1 WHERE ve.visit_id = v.id),
-			COALESCE((SELECT group_concat(flag, ',') FROM (SELECT DISTINCT flag FROM evidence_flags ef WHERE ef.visit_id = v.id ORDER BY flag)), '')
+			COALESCE((SELECT group_concat(flag, ',') FROM (SELECT DISTINCT flag FROM evidence_flags ef WHERE ef.visit_id = v.id ORDER BY flag)), ''),
+			COALESCE(v.gps_reason, '')
 		FROM visits v JOIN households h ON h.id = v.household_id JOIN places p ON p.code = v.place_code LEFT JOIN users u ON u.id = v.user_id
 		WHERE `+cond+` ORDER BY v.form_id, v.form_version, v.server_time, v.id`, args...)
 	if err != nil {
@@ -904,7 +906,7 @@ func (s *Store) ExportVisits(ctx context.Context, f ExportFilter, fn func(*Expor
 		var dt, st, flags string
 		if err := rows.Scan(&v.ID, &v.HouseholdID, &v.HeadName, &v.PlaceCode, &v.PlaceName, &v.FormID, &v.FormVersion, &answers,
 			&lon, &lat, &v.AccuracyM, &dt, &st, &v.State, &v.ReviewStep, &v.UserName, &v.DeviceID, &v.CorrectsVisitID,
-			&v.Evidence, &v.EvidencePresent, &flags); err != nil {
+			&v.Evidence, &v.EvidencePresent, &flags, &v.GPSReason); err != nil {
 			return fmt.Errorf("export visits: %w", err)
 		}
 		v.Answers = answers

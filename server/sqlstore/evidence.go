@@ -515,7 +515,7 @@ func (s *Store) visitFacts(ctx context.Context, id string) (evidence.Visit, sync
 // visitFactsQuery selects what visitFactsOf reads, for the visits whose
 // ids are in the JSON array of its one parameter.
 const visitFactsQuery = `SELECT v.id, v.household_id, v.place_code, v.form_id, v.form_version, v.lon, v.lat, v.accuracy_m,
-		v.device_time, v.device_tz_offset, p.updated_at
+		v.device_time, v.device_tz_offset, p.updated_at, COALESCE(v.gps_reason, '')
 	FROM visits v LEFT JOIN places p ON p.code = v.place_code WHERE v.id IN (SELECT value FROM json_each(?))`
 
 // visitFact is a visit's facts with its form version.
@@ -546,7 +546,7 @@ func (s *Store) visitFactsOf(ctx context.Context, ids []string) (map[string]visi
 		var lon, lat, acc sql.NullFloat64
 		var placeUpdated sql.NullString
 		var zone sql.NullInt64
-		if err := rows.Scan(&r.v.ID, &r.v.HouseholdID, &r.v.PlaceCode, &r.formID, &r.formVersion, &lon, &lat, &acc, &deviceTime, &zone, &placeUpdated); err != nil {
+		if err := rows.Scan(&r.v.ID, &r.v.HouseholdID, &r.v.PlaceCode, &r.formID, &r.formVersion, &lon, &lat, &acc, &deviceTime, &zone, &placeUpdated, &r.v.GPSReason); err != nil {
 			rows.Close()
 			return nil, err
 		}

@@ -2,6 +2,7 @@ package sqlstore_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"slices"
 	"sort"
@@ -12,6 +13,7 @@ import (
 	"fieldsync/server/evidence"
 	"fieldsync/server/evidence/evidencetest"
 	"fieldsync/server/servertest"
+	"fieldsync/server/sqlstore"
 	"fieldsync/server/upload"
 	"fieldsync/server/upload/uploadtest"
 	"fieldsync/syncproto"
@@ -390,5 +392,78 @@ func TestEvidenceChecks_AttachInTheSamePush(t *testing.T) {
 	}
 	if got, want := flagsOf(t, env, v.ID), at(uploadtest.Sum(far), evidence.FlagGPSFar); got != want {
 		t.Errorf("flags %q, want %q", got, want)
+	}
+}
+
+// TestVisit_GPSReason: a visit's stated reason for a missing or poor fix
+// is stored, read back with the visit, quoted in its GPS flag and
+// exported; a visit without one keeps none.
+func TestVisit_GPSReason(t *testing.T) {
+	ctx := context.Background()
+	env := servertest.Start(t)
+	dev := uploadtest.NewDevice(t, env, "worker", "G11")
+	hh := syncproto.NewID(time.Now())
+	uploadtest.Household(t, env, hh, "G11")
+	noFix := uploadtest.Visit(syncproto.NewID(time.Now()), hh)
+	noFix.Point, noFix.AccuracyM, noFix.GPSReason = nil, 0, "山谷里没有信号"
+	poor := uploadtest.Visit(syncproto.NewID(time.Now()), hh)
+	poor.AccuracyM, poor.GPSReason = 31, "树林太密，等了五分钟"
+	silent := uploadtest.Visit(syncproto.NewID(time.Now()), hh)
+	silent.Point = nil
+	muts := []syncproto.Mutation{{Kind: syncproto.KindVisitCreate, Visit: &noFix}, {Kind: syncproto.KindVisitCreate, Visit: &poor},
+		{Kind: syncproto.KindVisitCreate, Visit: &silent}}
+	resp := dev.Push(t, muts...)
+	for i := range muts {
+		muts[i].Seq = resp.Results[i].Seq
+	}
+	if err := env.Store.RunEvidenceChecksForPush(ctx, &syncproto.PushRequest{Mutations: muts}, resp); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		v          syncproto.Visit
+		flag, want string
+	}{
+		{noFix, evidence.FlagNoGPS, "采集员说明：山谷里没有信号"},
+		{poor, evidence.FlagPoorAccuracy, "采集员说明：树林太密，等了五分钟"},
+		{silent, evidence.FlagNoGPS, "采集员未说明原因"},
+	} {
+		var stored *string
+		if err := env.Store.DB().QueryRow(`SELECT gps_reason FROM visits WHERE id = ?`, c.v.ID).Scan(&stored); err != nil {
+			t.Fatal(err)
+		}
+		if (stored == nil) != (c.v.GPSReason == "") || (stored != nil && *stored != c.v.GPSReason) {
+			t.Errorf("%s: stored reason %v, sent %q", c.v.ID, stored, c.v.GPSReason)
+		}
+		fs, err := env.Store.EvidenceFlags(ctx, c.v.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, f := range fs {
+			found = found || (f.Flag == c.flag && strings.Contains(f.Detail, c.want))
+		}
+		if !found {
+			t.Errorf("%s: flags %+v, want %s saying %q", c.v.ID, fs, c.flag, c.want)
+		}
+	}
+	rows, err := env.Store.Visits(ctx, sqlstore.VisitFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range rows {
+		got[r.ID] = r.GPSReason
+	}
+	exported := map[string]string{}
+	if err := env.Store.ExportVisits(ctx, sqlstore.ExportFilter{}, func(v *sqlstore.ExportVisit) error {
+		exported[v.ID] = v.GPSReason
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []syncproto.Visit{noFix, poor, silent} {
+		if got[v.ID] != v.GPSReason || exported[v.ID] != v.GPSReason {
+			t.Errorf("%s: read back %q, exported %q, sent %q", v.ID, got[v.ID], exported[v.ID], v.GPSReason)
+		}
 	}
 }

@@ -247,11 +247,11 @@ func (s *Store) ImportVisits(ctx context.Context, vs []ImportedVisit) error {
 				serverTime = v.DeviceTime
 			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO visits(id, household_id, place_code, user_id, form_id, form_version, answers,
-					lon, lat, accuracy_m, device_time, device_tz_offset, server_time, hlc, review_state, review_step, content_hash)
-					VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+					lon, lat, accuracy_m, device_time, device_tz_offset, server_time, hlc, review_state, review_step, content_hash, gps_reason)
+					VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 				v.ID, v.HouseholdID, place, userID, v.FormID, v.FormVersion, string(answers), lon, lat, v.AccuracyM,
 				domain.Timestamp(v.DeviceTime), zoneOffset(v.DeviceTime), domain.Timestamp(serverTime), syncproto.HLC{WallMs: v.DeviceTime.UnixMilli()}.String(),
-				state, iv.Step, contentHash(v)); err != nil {
+				state, iv.Step, contentHash(v), nullString(v.GPSReason)); err != nil {
 				return fmt.Errorf("visit %s: %w", v.ID, err)
 			}
 			for _, e := range v.Evidence {

@@ -573,11 +573,11 @@ func loadVisit(ctx context.Context, q querier, id string) (*syncproto.Visit, err
 	var answers, deviceTime, serverTime string
 	var lon, lat sql.NullFloat64
 	var acc sql.NullFloat64
-	var corrects, deviceID, userName sql.NullString
+	var corrects, deviceID, userName, reason sql.NullString
 	err := q.QueryRowContext(ctx, `SELECT v.household_id, v.place_code, v.form_id, v.form_version, v.answers, v.lon, v.lat, v.accuracy_m,
-			v.device_time, v.server_time, v.corrects_visit_id, v.review_state, v.device_id, u.username
+			v.device_time, v.server_time, v.corrects_visit_id, v.review_state, v.device_id, u.username, v.gps_reason
 		FROM visits v LEFT JOIN users u ON u.id = v.user_id WHERE v.id = ?`, id).
-		Scan(&v.HouseholdID, &v.PlaceCode, &v.FormID, &v.FormVersion, &answers, &lon, &lat, &acc, &deviceTime, &serverTime, &corrects, &v.ReviewState, &deviceID, &userName)
+		Scan(&v.HouseholdID, &v.PlaceCode, &v.FormID, &v.FormVersion, &answers, &lon, &lat, &acc, &deviceTime, &serverTime, &corrects, &v.ReviewState, &deviceID, &userName, &reason)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("visit %s: %w", id, domain.ErrNotFound)
 	}
@@ -596,6 +596,7 @@ func loadVisit(ctx context.Context, q querier, id string) (*syncproto.Visit, err
 	v.CorrectsVisitID = corrects.String
 	v.DeviceID = deviceID.String
 	v.UserName = userName.String
+	v.GPSReason = reason.String
 	rows, err := q.QueryContext(ctx, `SELECT slot, sha256, size, media_type FROM visit_evidence WHERE visit_id = ? ORDER BY slot, sha256`, id)
 	if err != nil {
 		return nil, err

@@ -664,10 +664,10 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 		corrects = v.CorrectsVisitID
 	}
 	if _, err := a.x.ExecContext(a.ctx, `INSERT INTO visits(id, household_id, place_code, device_id, user_id, form_id, form_version, answers,
-			lon, lat, accuracy_m, device_time, device_tz_offset, server_time, hlc, corrects_visit_id, content_hash)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			lon, lat, accuracy_m, device_time, device_tz_offset, server_time, hlc, corrects_visit_id, content_hash, gps_reason)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		v.ID, v.HouseholdID, h.place, a.dev.DeviceID, a.dev.UserID, v.FormID, v.FormVersion, p.answersJS,
-		lon, lat, v.AccuracyM, domain.Timestamp(v.DeviceTime), zoneOffset(v.DeviceTime), a.now, a.hlc.String(), corrects, hash); err != nil {
+		lon, lat, v.AccuracyM, domain.Timestamp(v.DeviceTime), zoneOffset(v.DeviceTime), a.now, a.hlc.String(), corrects, hash, nullString(v.GPSReason)); err != nil {
 		return fmt.Errorf("insert visit: %w", err)
 	}
 	for _, e := range v.Evidence {
@@ -1023,4 +1023,12 @@ func (a *applier) knownForms() string {
 		ids = append(ids[:20], "...")
 	}
 	return strings.Join(ids, ", ")
+}
+
+// nullString stores "" as NULL.
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }

@@ -202,6 +202,7 @@ var messages = map[string][2]string{
 	"gaps.need":        {"需要 %d 份,已上传 %d 份", "needs %d, %d uploaded"},
 	"gaps.notuploaded": {"另有 %d 份已登记但未上传", "%d more referenced but not uploaded"},
 	"gaps.none":        {"没有缺失的佐证材料。", "No evidence is missing."},
+	"visit.gpsreason":  {"无定位原因:", "No GPS fix because: "},
 	"page.nav":         {"翻页", "Pages"},
 	"page.prev":        {"上一页", "Previous"},
 	"page.next":        {"下一页", "Next"},

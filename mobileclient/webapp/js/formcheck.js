@@ -523,6 +523,22 @@ const goToLower = (s) => {
   return out;
 };
 
+/** MAX_GPS_REASON_RUNES bounds a visit's gps_reason (syncproto.MaxGPSReasonRunes). */
+export const MAX_GPS_REASON_RUNES = 200;
+
+/**
+ * checkGPSReason checks a visit's gps_reason as syncproto.CheckGPSReason
+ * does: '' (none) or at most MAX_GPS_REASON_RUNES code points. It returns
+ * null when valid, else 'too_long'.
+ */
+export function checkGPSReason(reason) {
+  let n = 0;
+  for (const _ of String(reason ?? '')) { // eslint-disable-line no-unused-vars
+    if (++n > MAX_GPS_REASON_RUNES) return 'too_long';
+  }
+  return null;
+}
+
 /**
  * slotAccepts reports whether an evidence slot accepts a media type
  * (EvidenceSlot.Accepts): media_types empty accepts any; "image/*" accepts

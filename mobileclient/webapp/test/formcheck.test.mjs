@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import {
-  JSONNumber, checkForm, checkFormError, formMessagesZh, formatMessage, messagesZh, missingSlots,
+  JSONNumber, checkForm, checkFormError, checkGPSReason, formMessagesZh, formatMessage, messagesZh, missingSlots,
   parseJSON, slotAccepts, stringifyJSON, validateAnswers, validateAnswersJSON,
 } from '../js/formcheck.js';
 
@@ -22,7 +22,7 @@ const plain = (v) => JSON.parse(stringifyJSON(v));
 const verdict = (errs) => errs.map(({ field, code }) => ({ field, code }));
 
 const files = readdirSync(vectorDir).filter((f) => f.endsWith('.json')).sort();
-const counts = { answers: 0, slots: 0, accepts: 0, formdef: 0 };
+const counts = { answers: 0, slots: 0, accepts: 0, formdef: 0, gpsReason: 0 };
 
 for (const file of files) {
   const doc = parseJSON(readFileSync(join(vectorDir, file), 'utf8'));
@@ -58,6 +58,11 @@ for (const file of files) {
           assert.deepEqual(missingSlots(plain(rawForm), present), v.missing);
           if (present) assert.deepEqual(missingSlots(plain(rawForm), new Map(Object.entries(present))), v.missing);
         });
+      } else if ('gps_reason' in v) {
+        counts.gpsReason++;
+        it(v.name, () => {
+          assert.equal(checkGPSReason(v.gps_reason), v.gps_reason_code);
+        });
       } else if ('slot' in v) {
         counts.accepts++;
         it(v.name, () => {
@@ -82,7 +87,7 @@ for (const file of files) {
 describe('coverage', () => {
   it('at least 60 answer vectors', () => {
     assert.ok(counts.answers >= 60, `${counts.answers} answer vectors`);
-    assert.ok(counts.slots > 0 && counts.accepts > 0 && counts.formdef > 0, JSON.stringify(counts));
+    assert.ok(counts.slots > 0 && counts.accepts > 0 && counts.formdef > 0 && counts.gpsReason > 0, JSON.stringify(counts));
   });
   it('every field code has a Chinese message and nothing else does', () => {
     const codes = JSON.parse(readFileSync(join(testdata, 'field_codes.json'), 'utf8'));
