@@ -63,6 +63,11 @@ var (
 	// found that the bytes it received do not. The upload is marked failed
 	// and is not retried.
 	ErrCorrupt = errors.New("evidence file corrupt")
+	// ErrWeakGPS: RecordVisit was given a visit without a GPS point, or
+	// with an accuracy beyond its form's max_accuracy_m, and the caller
+	// did not acknowledge it (AcceptNoGPS); nothing was written. The error
+	// is a *GPSWarning.
+	ErrWeakGPS = errors.New("visit without a GPS fix within the form's accuracy limit")
 )
 
 // SequenceGapError is returned (wrapping ErrSequenceGap) when the server

@@ -182,7 +182,8 @@ func TestRecordVisit_Validation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v = syncproto.Visit{HouseholdID: hh, FormID: "not_here", FormVersion: 3, Answers: map[string]json.RawMessage{"x": raw("1")}}
+	v = syncproto.Visit{HouseholdID: hh, FormID: "not_here", FormVersion: 3, Answers: map[string]json.RawMessage{"x": raw("1")},
+		Point: &syncproto.Point{Lon: 103.15, Lat: 25.15}}
 	if _, err := c.RecordVisit(v); err != nil {
 		t.Fatalf("unknown form with version: %v", err)
 	}
@@ -192,6 +193,79 @@ func TestRecordVisit_Validation(t *testing.T) {
 	}
 	if _, err := c.RecordVisit(syncproto.Visit{ID: id, HouseholdID: hh, FormID: "household_survey", FormVersion: 1, Answers: surveyAnswers("x")}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("same visit id twice = %v, want ErrInvalid", err)
+	}
+}
+
+// TestRecordVisit_WarnsOnWeakGPS: a visit without a point, or less
+// accurate than its form allows (household_survey: 50 m), is refused
+// with a GPSWarning and nothing queued, until the caller acknowledges it
+// with AcceptNoGPS; the reason then travels with the visit. An accurate
+// fix needs no acknowledgement; an unknown form warns only without a
+// point; a reason over the bound is invalid.
+func TestRecordVisit_WarnsOnWeakGPS(t *testing.T) {
+	c := openTest(t, t.TempDir(), "", nil)
+	hh := newID()
+	seed(t, c, hhOp(hh, "G11", 1, map[string]json.RawMessage{"head_name": str("王建国")}))
+	tests := []struct {
+		name   string
+		mutate func(*syncproto.Visit)
+		noFix  bool
+		limit  float64
+	}{
+		{"no point", func(v *syncproto.Visit) { v.Point, v.AccuracyM = nil, 0 }, true, 50},
+		{"beyond the limit", func(v *syncproto.Visit) { v.AccuracyM = 50.01 }, false, 50},
+		{"far beyond", func(v *syncproto.Visit) { v.AccuracyM = 2000 }, false, 50},
+		{"unknown form, no point", func(v *syncproto.Visit) { v.FormID, v.FormVersion, v.Point = "not_here", 3, nil }, true, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(outbox(t, c))
+			v := surveyVisit(hh, "王建国")
+			tt.mutate(&v)
+			_, err := c.RecordVisit(v)
+			var w *GPSWarning
+			if !errors.Is(err, ErrWeakGPS) || !errors.As(err, &w) || w.NoFix != tt.noFix || w.LimitM != tt.limit {
+				t.Fatalf("RecordVisit = %v (%+v), want a GPSWarning", err, w)
+			}
+			if n := len(outbox(t, c)); n != before {
+				t.Fatalf("a warned visit queued %d rows", n-before)
+			}
+			id, err := c.RecordVisit(v, AcceptNoGPS("  山谷里没有信号 "))
+			if err != nil {
+				t.Fatalf("acknowledged: %v", err)
+			}
+			ob := outbox(t, c)
+			if last := ob[len(ob)-1].M.Visit; last.ID != id || last.GPSReason != "山谷里没有信号" {
+				t.Fatalf("queued %+v", last)
+			}
+		})
+	}
+	// Acknowledged without a reason; or with the reason already on the visit.
+	v := surveyVisit(hh, "王建国")
+	v.Point = nil
+	if _, err := c.RecordVisit(v, AcceptNoGPS("")); err != nil {
+		t.Errorf("acknowledged without a reason: %v", err)
+	}
+	v.GPSReason = "室内无信号"
+	if _, err := c.RecordVisit(v); err != nil {
+		t.Errorf("with a stated reason: %v", err)
+	}
+	// At the limit, or with an unknown accuracy: no warning.
+	for _, acc := range []float64{0, 8, 50} {
+		v := surveyVisit(hh, "王建国")
+		v.AccuracyM = acc
+		if _, err := c.RecordVisit(v); err != nil {
+			t.Errorf("accuracy %g: %v", acc, err)
+		}
+	}
+	before := len(outbox(t, c))
+	v = surveyVisit(hh, "王建国")
+	v.Point = nil
+	if _, err := c.RecordVisit(v, AcceptNoGPS(strings.Repeat("信", syncproto.MaxGPSReasonRunes+1))); !errors.Is(err, ErrInvalid) {
+		t.Errorf("reason over the bound: %v, want ErrInvalid", err)
+	}
+	if n := len(outbox(t, c)); n != before {
+		t.Errorf("an invalid visit queued %d rows", n-before)
 	}
 }
 

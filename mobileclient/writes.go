@@ -108,6 +108,59 @@ func checkMutation(m *syncproto.Mutation) error {
 	return nil
 }
 
+// GPSWarning is what RecordVisit returns (wrapping ErrWeakGPS), before
+// writing anything, for a visit that has no GPS point or one less accurate
+// than its form allows. The server accepts such a visit but flags it for
+// review, so the worker should wait for a better fix or say why she
+// cannot: record it again with AcceptNoGPS(reason).
+type GPSWarning struct {
+	NoFix     bool    // no point at all
+	AccuracyM float64 // the point's accuracy (when NoFix is false)
+	LimitM    float64 // the form's max_accuracy_m (0: not known on the device)
+}
+
+func (w *GPSWarning) Error() string {
+	if w.NoFix {
+		return "visit has no GPS point; record it with a reason (AcceptNoGPS) or wait for a fix"
+	}
+	return fmt.Sprintf("visit GPS accuracy %.0f m is worse than the form's limit of %.0f m; record it with a reason (AcceptNoGPS) or wait for a better fix", w.AccuracyM, w.LimitM)
+}
+
+// Unwrap makes errors.Is(err, ErrWeakGPS) hold.
+func (w *GPSWarning) Unwrap() error { return ErrWeakGPS }
+
+// VisitOption changes how RecordVisit records a visit.
+type VisitOption func(*visitOptions)
+
+type visitOptions struct {
+	acceptWeakGPS bool
+	reason        string
+}
+
+// AcceptNoGPS acknowledges a GPSWarning: the visit is recorded without a
+// GPS fix within the form's limit, carrying reason (trimmed; it may be
+// empty, at most syncproto.MaxGPSReasonRunes code points) as its
+// gps_reason, which supervisors see with the review flag.
+func AcceptNoGPS(reason string) VisitOption {
+	return func(o *visitOptions) { o.acceptWeakGPS, o.reason = true, strings.TrimSpace(reason) }
+}
+
+// gpsWarning tells whether v's position calls for a warning under form
+// (nil: not on the device; then only a missing point does).
+func gpsWarning(v *syncproto.Visit, form *syncproto.FormDef) *GPSWarning {
+	if v.Point == nil {
+		w := &GPSWarning{NoFix: true}
+		if form != nil {
+			w.LimitM = form.MaxAccuracyM
+		}
+		return w
+	}
+	if form != nil && form.MaxAccuracyM > 0 && v.AccuracyM > form.MaxAccuracyM {
+		return &GPSWarning{AccuracyM: v.AccuracyM, LimitM: form.MaxAccuracyM}
+	}
+	return nil
+}
+
 // RecordVisit queues a visit. An empty ID gets a new one and a zero
 // DeviceTime the device's current time. When the form (FormID, FormVersion;
 // version 0 means the newest version on the device) is in the local copy,
@@ -116,8 +169,20 @@ func checkMutation(m *syncproto.Mutation) error {
 // syncproto.ValidationErrors) without queuing anything. The household must
 // be in the local view. Evidence references made by PrepareEvidence are
 // queued for upload in the same transaction. It returns the visit id.
-func (c *Client) RecordVisit(v syncproto.Visit) (string, error) {
+//
+// A visit without a GPS point, or with an accuracy worse than its form's
+// max_accuracy_m, is refused with a *GPSWarning (ErrWeakGPS) unless it is
+// acknowledged: opts hold AcceptNoGPS, whose reason the visit then
+// carries, or v already states a GPSReason.
+func (c *Client) RecordVisit(v syncproto.Visit, opts ...VisitOption) (string, error) {
 	ctx := context.Background()
+	var o visitOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.reason != "" {
+		v.GPSReason = o.reason
+	}
 	now := c.now()
 	if v.ID == "" {
 		v.ID = syncproto.NewID(now)
@@ -165,6 +230,7 @@ func (c *Client) RecordVisit(v syncproto.Visit) (string, error) {
 		switch {
 		case errors.Is(err, ErrNotFound):
 			// Unknown here: the server decides.
+			form = nil
 		case err != nil:
 			return err
 		default:
@@ -180,6 +246,9 @@ func (c *Client) RecordVisit(v syncproto.Visit) (string, error) {
 		m := syncproto.Mutation{Seq: 1, Kind: syncproto.KindVisitCreate, Visit: &v}
 		if err := checkMutation(&m); err != nil {
 			return err
+		}
+		if w := gpsWarning(&v, form); w != nil && !o.acceptWeakGPS && v.GPSReason == "" {
+			return w
 		}
 		if err := c.enqueue(ctx, tx, &m, v.ID, v.HouseholdID); err != nil {
 			return err

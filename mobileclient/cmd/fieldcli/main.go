@@ -6,7 +6,7 @@
 //	fieldcli [-dir DIR] places
 //	fieldcli [-dir DIR] forms [-template FORM [-version N]]
 //	fieldcli [-dir DIR] households [-place CODE] [-q]
-//	fieldcli [-dir DIR] visit -household ID -form ID [-version N] -answers JSON [-lon X -lat Y] [-acc M] [-q]
+//	fieldcli [-dir DIR] visit -household ID -form ID [-version N] -answers JSON [-lon X -lat Y] [-acc M] [-gps-reason TEXT | -accept-no-gps] [-q]
 //	fieldcli [-dir DIR] photo -visit ID -slot SLOT -file F [-type MEDIATYPE]
 //	fieldcli [-dir DIR] create -place CODE -set field=jsonvalue ... [-q]
 //	fieldcli [-dir DIR] edit -household ID -set field=jsonvalue ...
@@ -55,7 +55,7 @@ commands:
   places
   forms       [-template FORM [-version N]]
   households  [-place CODE] [-q]
-  visit       -household ID -form ID [-version N] -answers JSON [-lon X -lat Y] [-acc M] [-q]
+  visit       -household ID -form ID [-version N] -answers JSON [-lon X -lat Y] [-acc M] [-gps-reason TEXT | -accept-no-gps] [-q]
   photo       -visit ID -slot SLOT -file F [-type MEDIATYPE]
   create      -place CODE -set field=jsonvalue ... [-q]
   edit        -household ID -set field=jsonvalue ...
@@ -169,6 +169,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		lon := fs.Float64("lon", 0, "longitude")
 		lat := fs.Float64("lat", 0, "latitude")
 		acc := fs.Float64("acc", 0, "GPS accuracy in metres")
+		gpsReason := fs.String("gps-reason", "", "why the visit has no GPS fix within the form's accuracy limit (e.g. 山谷里没有信号); records it despite the warning")
+		acceptNoGPS := fs.Bool("accept-no-gps", false, "record a visit without a GPS fix within the form's accuracy limit, giving no reason")
 		quiet := fs.Bool("q", false, "print only the visit id")
 		var v syncproto.Visit
 		return device(nil, func() error {
@@ -186,7 +188,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 			}
 			return nil
 		}, func(c *mobileclient.Client) error {
-			id, err := c.RecordVisit(v)
+			var opts []mobileclient.VisitOption
+			if *gpsReason != "" || *acceptNoGPS {
+				opts = append(opts, mobileclient.AcceptNoGPS(*gpsReason))
+			}
+			id, err := c.RecordVisit(v, opts...)
+			var w *mobileclient.GPSWarning
+			if errors.As(err, &w) {
+				fmt.Fprintln(stderr, gpsWarningText(w))
+				return fmt.Errorf("visit not recorded: %w", err)
+			}
 			if err != nil {
 				return err
 			}
@@ -394,4 +405,15 @@ func defaultDir() string {
 		return filepath.Join(base, "fieldsync", "fieldcli")
 	}
 	return "fieldcli-data"
+}
+
+// gpsWarningText is the device library's GPS warning for the worker, in
+// Chinese, with what to do about it.
+func gpsWarningText(w *mobileclient.GPSWarning) string {
+	msg := "警告：这次走访没有 GPS 定位。"
+	if !w.NoFix {
+		msg = fmt.Sprintf("警告：GPS 精度 %.0f 米，差于表单要求的 %.0f 米。", w.AccuracyM, w.LimitM)
+	}
+	return msg + "这样的走访会被标记，等待审核。请等到定位满足要求后再记录，" +
+		"或加上 -gps-reason \"原因\" 说明后记录（例如 -gps-reason \"山谷里没有信号\"；不说明原因用 -accept-no-gps）。"
 }

@@ -56,7 +56,7 @@ func TestFieldcli_EndToEnd(t *testing.T) {
 	}
 	cli(t, dir, "edit", "-household", hh, "-set", "notes=备注", "-set", `phone="138"`)
 	// A visit of an unknown form version passes locally and is rejected.
-	cli(t, dir, "visit", "-household", hh, "-form", "household_survey", "-version", "7", "-answers", answers)
+	cli(t, dir, "visit", "-household", hh, "-form", "household_survey", "-version", "7", "-answers", answers, "-lon", "103.15", "-lat", "25.15")
 	if out := cli(t, dir, "pending"); !strings.Contains(out, "pending mutations: 3") {
 		t.Errorf("pending: %s", out)
 	}
@@ -69,6 +69,41 @@ func TestFieldcli_EndToEnd(t *testing.T) {
 	}
 	if out := cli(t, dir, "pending"); !strings.Contains(out, "pending mutations: 0") || !strings.Contains(out, "rejected:          1") {
 		t.Errorf("pending after sync: %s", out)
+	}
+}
+
+// TestFieldcli_GPSWarning: a visit without a point, or beyond the form's
+// accuracy limit (household_survey: 50 m), is not recorded: fieldcli
+// prints the warning in Chinese and fails; with -gps-reason it is queued
+// and the server keeps the reason.
+func TestFieldcli_GPSWarning(t *testing.T) {
+	env := servertest.Start(t)
+	u := env.CreateUser(t, "worker1", domain.RoleFieldWorker, "V1")
+	hh := syncproto.NewID(time.Now())
+	env.AddHouseholds(t, syncproto.Household{ID: hh, PlaceCode: "G11", Fields: map[string]json.RawMessage{"head_name": json.RawMessage(`"王建国"`)}})
+	dir := t.TempDir()
+	cli(t, dir, "enroll", "-server", env.URL, "-code", env.EnrollCode(t, u.ID), "-name", "t1")
+	cli(t, dir, "sync")
+	answers := strings.TrimSpace(cli(t, dir, "forms", "-template", "household_survey"))
+	base := []string{"-dir", dir, "visit", "-household", hh, "-form", "household_survey", "-answers", answers}
+	for _, extra := range [][]string{{}, {"-lon", "103.15", "-lat", "25.15", "-acc", "80"}} {
+		var out, errb bytes.Buffer
+		err := run(append(append([]string{}, base...), extra...), &out, &errb)
+		if err == nil || !strings.Contains(errb.String(), "警告") || !strings.Contains(errb.String(), "-gps-reason") {
+			t.Errorf("%v: err %v, stderr %q", extra, err, errb.String())
+		}
+	}
+	if out := cli(t, dir, "pending"); !strings.Contains(out, "pending mutations: 0") {
+		t.Fatalf("a warned visit was queued: %s", out)
+	}
+	id := strings.TrimSpace(cli(t, dir, append(base[2:], "-q", "-gps-reason", "山谷里没有信号")...))
+	cli(t, dir, append(base[2:], "-lon", "103.15", "-lat", "25.15", "-acc", "80", "-accept-no-gps")...)
+	if s := cli(t, dir, "sync"); !strings.Contains(s, "pushed 2 mutation(s)") {
+		t.Fatalf("sync: %s", s)
+	}
+	var reason string
+	if err := env.Store.DB().QueryRow(`SELECT gps_reason FROM visits WHERE id = ?`, id).Scan(&reason); err != nil || reason != "山谷里没有信号" {
+		t.Errorf("server keeps reason %q (%v)", reason, err)
 	}
 }
 
