@@ -5,6 +5,7 @@
 
 import { h, newID, sha256Hex, debounce, fmtTime, inGeometry } from './util.js';
 import { validateAnswers, checkSlots, slotAccepts } from './forms.js';
+import { checkGPSReason, MAX_GPS_REASON_RUNES } from './formcheck.js';
 import { processPhoto, SignaturePad } from './photo.js';
 import { saveVisit } from './sync.js';
 
@@ -14,6 +15,19 @@ export function isoLocal(d = new Date()) {
   const sign = off >= 0 ? '+' : '-';
   const pad = (n, w = 2) => String(Math.abs(n)).padStart(w, '0');
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}${sign}${pad(Math.trunc(off / 60))}:${pad(off % 60)}`;
+}
+
+/** GPS_REASONS are the common reasons offered when no fix meets the form's limit. */
+export const GPS_REASONS = ['山谷里没有信号', '在屋里或屋檐下，收不到卫星', '树林太密，定位不准', '阴雨天，等了很久也定位不准', '手机定位功能坏了或被关闭'];
+
+/**
+ * gpsReasonText is the gps_reason a visit carries: the chosen common
+ * reason, with what was typed added; or what was typed alone ("other").
+ */
+export function gpsReasonText(pick, text) {
+  const t = String(text || '').trim();
+  if (!pick || pick === 'other') return t;
+  return t ? `${pick}；${t}` : pick;
 }
 
 /** parseInput turns what was typed into the JSON value syncproto expects. */
@@ -137,11 +151,21 @@ export async function renderVisit(app, root, { household, form, correctsVisitID,
   const limit = form.max_accuracy_m || 0;
   let best = null;
   const gpsLine = h('p', { class: 'gps', id: 'gpsline' }, '正在定位…');
+  // No fix within the limit (or none at all): saving asks for a reason,
+  // a common one picked or typed, which the visit carries as gps_reason.
+  const reasonErr = h('p', { class: 'err', id: 'gps_reason_err', role: 'alert' });
+  const reasonPick = h('select', { id: 'gps_reason_pick', 'aria-describedby': 'gps_reason_err',
+    onchange: (e) => { draft.gps_reason_pick = e.target.value; reasonErr.textContent = ''; saveDraft(); } },
+  h('option', { value: '' }, '请选择原因'),
+  GPS_REASONS.map((r) => h('option', { value: r, selected: draft.gps_reason_pick === r }, r)),
+  h('option', { value: 'other', selected: draft.gps_reason_pick === 'other' }, '其他（请在下面填写）'));
+  const reasonText = h('input', { id: 'gps_reason', type: 'text', maxlength: MAX_GPS_REASON_RUNES, placeholder: '补充说明（选“其他”时必填）', value: draft.gps_reason || '',
+    oninput: (e) => { draft.gps_reason = e.target.value; reasonErr.textContent = ''; saveDraft(); } });
   const reasonBox = h('div', { class: 'field hidden', id: 'gpsreason' },
-    h('label', { for: 'gps_reason' }, '无法达到定位精度的原因'),
-    h('input', { id: 'gps_reason', type: 'text', placeholder: '例如：山谷里收不到卫星信号', value: draft.gps_reason || '',
-      oninput: (e) => { draft.gps_reason = e.target.value; saveDraft(); } }),
-    h('p', { class: 'hint' }, '保存时会记录原因，并标记待审核。'));
+    h('label', { for: 'gps_reason_pick' }, '定位未达到要求，请说明原因'),
+    reasonPick, reasonText, reasonErr,
+    h('p', { class: 'hint' }, '保存时会记录原因，这次走访会标记为待审核。也可以等待定位满足要求后再保存。'));
+  const weakGPS = () => !best || (limit > 0 && best.acc > limit);
   const placeWarn = h('p', { class: 'warn hidden', id: 'gpsplace' });
   const showGPS = () => {
     const inside = best && place && place.boundary ? inGeometry(best.lon, best.lat, place.boundary) : null;
@@ -155,7 +179,7 @@ export async function renderVisit(app, root, { household, form, correctsVisitID,
       gpsLine.textContent = `定位精度 ±${Math.round(best.acc)} 米` + (limit ? `（要求 ≤${limit} 米）` : '') + ` ${best.lat.toFixed(5)}, ${best.lon.toFixed(5)}`;
       gpsLine.className = 'gps ' + (ok ? 'ok' : 'warn');
     }
-    reasonBox.classList.toggle('hidden', !(limit && (!best || best.acc > limit)));
+    reasonBox.classList.toggle('hidden', !weakGPS());
   };
   let watch = null;
   if (navigator.geolocation) {
@@ -168,7 +192,7 @@ export async function renderVisit(app, root, { household, form, correctsVisitID,
     }, (err) => {
       gpsLine.textContent = '定位失败：' + (err.code === 1 ? '没有定位权限' : err.code === 3 ? '超时' : '收不到信号');
       gpsLine.className = 'gps warn';
-      reasonBox.classList.toggle('hidden', !limit);
+      reasonBox.classList.toggle('hidden', !weakGPS());
     }, { enableHighAccuracy: true, maximumAge: 0, timeout: 60000 });
   }
   if (draft.gps) best = draft.gps;
@@ -330,9 +354,14 @@ export async function renderVisit(app, root, { household, form, correctsVisitID,
       const list = [...validateAnswers(form, answers), ...checkSlots(form, evidence.filter((e) => !e.field))];
       showErrors(list);
       if (list.length) { app.toast(`有 ${list.length} 处需要修改`, 'bad'); return; }
-      if (limit && (!best || best.acc > limit) && !(draft.gps_reason || '').trim()) {
+      const weak = weakGPS();
+      const reason = weak ? gpsReasonText(reasonPick.value, reasonText.value) : '';
+      if (weak && (!reason || checkGPSReason(reason))) {
         reasonBox.classList.remove('hidden');
-        app.toast('定位精度未达到要求：请等待定位，或填写原因后保存', 'bad');
+        reasonErr.textContent = reason ? `原因太长：最多 ${MAX_GPS_REASON_RUNES} 个字` : (reasonPick.value === 'other' ? '请填写原因' : '请选择或填写原因');
+        (reasonPick.value === 'other' ? reasonText : reasonPick).focus();
+        reasonBox.scrollIntoView({ block: 'center' });
+        app.toast(best ? `定位精度 ±${Math.round(best.acc)} 米，未达到要求（≤${limit} 米）：请等待定位，或说明原因后再保存` : '还没有定位：请等待定位，或说明原因后再保存', 'bad');
         return;
       }
       const visit = {
@@ -342,12 +371,11 @@ export async function renderVisit(app, root, { household, form, correctsVisitID,
       };
       if (best) { visit.point = { lon: best.lon, lat: best.lat }; visit.accuracy_m = Math.round(best.acc * 10) / 10; }
       if (draft.corrects_visit_id) visit.corrects_visit_id = draft.corrects_visit_id;
-      const local = { ...visit };
-      if (limit && (!best || best.acc > limit)) local.gps_reason = draft.gps_reason.trim();
+      if (reason) visit.gps_reason = reason;
       saveDraft.cancel();
       saved = true;
       try {
-        await saveVisit(db, visit, draftID, local.gps_reason ? { gps_reason: local.gps_reason } : {});
+        await saveVisit(db, visit, draftID);
       } catch (e) {
         saved = false; // nothing was written: the draft stays and can be saved again
         throw e;
