@@ -235,8 +235,9 @@ func (s *Store) UpdateUpload(ctx context.Context, id string, offset int64, expir
 // holds what was read from it.
 func (s *Store) CompleteUpload(ctx context.Context, id string, b upload.Blob, expires time.Time) error {
 	var held []string
+	var fresh int64
 	err := s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		held = nil
+		held, fresh = nil, 0
 		taken, lon, lat, phash, w, h := metaArgs(b.Meta)
 		var analyzed any
 		if b.Meta != (evidence.Meta{}) {
@@ -247,7 +248,7 @@ func (s *Store) CompleteUpload(ctx context.Context, id string, b upload.Blob, ex
 		if err != nil {
 			return fmt.Errorf("record blob: %w", err)
 		}
-		fresh, _ := res.RowsAffected()
+		fresh, _ = res.RowsAffected()
 		if _, err := tx.ExecContext(ctx, `UPDATE uploads SET state = 'done', "offset" = length, expires_at = ? WHERE id = ?`,
 			sortableTS(expires), id); err != nil {
 			return fmt.Errorf("complete upload: %w", err)
@@ -272,6 +273,9 @@ func (s *Store) CompleteUpload(ctx context.Context, id string, b upload.Blob, ex
 	})
 	if err != nil {
 		return err
+	}
+	if fresh > 0 {
+		s.indexHash(b.SHA256, nil, b.Meta.PHash)
 	}
 	return s.recheckHeld(ctx, held)
 }
@@ -321,14 +325,30 @@ func (s *Store) UnanalysedBlobs(ctx context.Context, limit int) ([]upload.Blob, 
 // BlobAnalysed implements upload.Store.
 func (s *Store) BlobAnalysed(ctx context.Context, sum string, m evidence.Meta) error {
 	taken, lon, lat, phash, w, h := metaArgs(m)
-	n, err := s.writeExec(ctx, `UPDATE blobs SET exif_time = ?, exif_lon = ?, exif_lat = ?, phash = ?, width = ?, height = ?,
-		analyzed_at = ? WHERE sha256 = ?`, taken, lon, lat, phash, w, h, s.ts(), sum)
+	var old *uint64
+	err := s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var was sql.NullInt64
+		err := tx.QueryRowContext(ctx, `SELECT phash FROM blobs WHERE sha256 = ?`, sum).Scan(&was)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("blob analysed %s: %w", sum, domain.ErrNotFound)
+		} else if err != nil {
+			return fmt.Errorf("blob analysed: %w", err)
+		}
+		old = nil
+		if was.Valid {
+			v := uint64(was.Int64)
+			old = &v
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE blobs SET exif_time = ?, exif_lon = ?, exif_lat = ?, phash = ?, width = ?, height = ?,
+			analyzed_at = ? WHERE sha256 = ?`, taken, lon, lat, phash, w, h, s.ts(), sum); err != nil {
+			return fmt.Errorf("blob analysed: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("blob analysed: %w", err)
+		return err
 	}
-	if n == 0 {
-		return fmt.Errorf("blob analysed %s: %w", sum, domain.ErrNotFound)
-	}
+	s.indexHash(sum, old, m.PHash)
 	return nil
 }
 
@@ -666,37 +686,6 @@ func (s *Store) usesOf(ctx context.Context, sums []string) ([]evidence.Use, erro
 	return out, nil
 }
 
-// nearHashes returns the present blobs whose perceptual hash is within
-// the near-duplicate distance of any of hashes, except those in skip.
-func (s *Store) nearHashes(ctx context.Context, hashes []uint64, skip map[string]bool, maxDist int) ([]string, error) {
-	if len(hashes) == 0 || maxDist < 0 {
-		return nil, nil
-	}
-	rows, err := s.readRows(ctx, `SELECT sha256, phash FROM blobs WHERE phash IS NOT NULL`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var sum string
-		var ph int64
-		if err := rows.Scan(&sum, &ph); err != nil {
-			return nil, err
-		}
-		if skip[sum] {
-			continue
-		}
-		for _, h := range hashes {
-			if evidence.Distance(h, uint64(ph)) <= maxDist {
-				out = append(out, sum)
-				break
-			}
-		}
-	}
-	return out, rows.Err()
-}
-
 // RunEvidenceChecks runs every evidence check for one visit and stores the
 // flags: the visit's own flags are replaced by the current set; flags the
 // checks raise on other visits (the other side of a shared or
@@ -746,11 +735,7 @@ func (s *Store) RunEvidenceChecks(ctx context.Context, visitID string) error {
 			flags = append(flags, f)
 		}
 	}
-	near, err := s.nearHashes(ctx, hashes, mySums, cfg.NearDuplicateDistance)
-	if err != nil {
-		return fmt.Errorf("evidence checks: %w", err)
-	}
-	candidates, err := s.usesOf(ctx, near)
+	candidates, err := s.usesOf(ctx, s.nearHashes(hashes, mySums, cfg.NearDuplicateDistance))
 	if err != nil {
 		return fmt.Errorf("evidence checks: %w", err)
 	}
