@@ -163,7 +163,7 @@ function renderEditor(app, root, { hh, place }) {
  */
 export function householdDetails(hh, conflicts) {
   const f = hh.fields || {};
-  const rows = HH_FIELDS.filter((fd) => f[fd.name] !== undefined && f[fd.name] !== null && fd.name !== 'head_name')
+  const rows = HH_FIELDS.filter((fd) => f[fd.name] !== undefined && f[fd.name] !== null && fd.name !== 'head_name' && fd.name !== 'address')
     .map((fd) => [h('dt', {}, fd.label), h('dd', { dataset: { field: fd.name } }, fmtValue(fd.name, f[fd.name]))]);
   const order = { open: 0, auto_resolved: 1, resolved: 2 };
   const cs = [...conflicts].sort((a, b) => (order[a.state] ?? 3) - (order[b.state] ?? 3) || String(b.created_at).localeCompare(String(a.created_at))).slice(0, 50);

@@ -238,7 +238,7 @@ export async function householdScreen(app, root, id) {
         const v = visits.find((x) => x.id === t.visit_id);
         return v ? h('a', { class: 'btn primary', href: `#/visit/${encodeURIComponent(hh.id)}/${encodeURIComponent(v.form_id)}/${encodeURIComponent(t.id)}` }, '整改走访') : h('p', { class: 'hint' }, '原走访记录不在本机');
       })()))) : '',
-    householdDetails(hh, conflicts),
+    ...householdDetails(hh, conflicts),
     h('h2', {}, '新建走访'),
     h('div', { class: 'nav', id: 'formlist' }, latestForms(forms).map((x) => h('a', { class: 'btn primary', href: `#/visit/${encodeURIComponent(hh.id)}/${encodeURIComponent(x.id)}` }, x.title))),
     h('h2', {}, '走访记录'),
