@@ -4,6 +4,9 @@
 // Run: node --test mobileclient/webapp/test/
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 import {
   applyFields, canon, checkFields, conflictText, diffFields, fieldLabel, fmtValue, memberValue, overlayPending,
@@ -13,6 +16,18 @@ import {
 const UUID = '0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b';
 const ULID = '01J0ABCDEFGHJKMNPQRSTVWXYZ';
 const codes = (errs) => errs.map((e) => [e.field, e.code]);
+
+// The shared vectors: syncproto's TestHouseholdVectors_Go runs the same file.
+const vectorFile = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'syncproto', 'testdata', 'household_vectors.json');
+describe('household_vectors.json (same verdicts as syncproto.CheckHouseholdFields)', () => {
+  const doc = JSON.parse(readFileSync(vectorFile, 'utf8'));
+  it('has vectors', () => assert.ok(doc.vectors.length >= 30));
+  for (const v of doc.vectors) {
+    it(v.name, () => {
+      assert.deepEqual(checkFields(v.fields).map(({ field, code }) => ({ field, code })), v.errors);
+    });
+  }
+});
 
 describe('validID and validFieldName (syncproto.ValidID, ValidFieldName)', () => {
   it('accepts ULIDs and UUIDs only', () => {
