@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"fieldsync/server/demo"
@@ -359,6 +360,22 @@ func TestBrowser_FieldAppTwoWorkers(t *testing.T) {
 			t.Errorf("device %s home says %q about conflicts", dev.name, got)
 		}
 	}
+	t.Run("phone width", func(t *testing.T) {
+		if _, err := chromedp.Call(ctxB, emulation.SetDeviceMetricsOverride, emulation.SetDeviceMetricsOverrideParams{Width: 360, Height: 800, DeviceScaleFactor: 2, Mobile: true}); err != nil {
+			t.Fatal(err)
+		}
+		for _, page := range []struct{ hash, sel string }{{"#/hh/" + hh, "conflicts"}, {"#/hhedit/" + hh, "hhsave"}, {"#/hhnew/" + places[0], "hhsave"}} {
+			step(t, ctxB, page.hash, chromedp.Navigate(app+"#/outbox"), chromedp.WaitVisible(chromedp.ID("outboxlist")),
+				chromedp.Navigate(app+page.hash), chromedp.WaitVisible(chromedp.ID(page.sel)))
+			if over := eval[bool](t, ctxB, `document.documentElement.scrollWidth > window.innerWidth + 1`); over {
+				t.Errorf("%s is wider than 360 px (%d)", page.hash, eval[int](t, ctxB, `document.documentElement.scrollWidth`))
+			}
+			if small := eval[int](t, ctxB, `[...document.querySelectorAll('main button, main .btn, main input, main select')].filter(b => b.offsetParent && b.getBoundingClientRect().height < 44).length`); small > 0 {
+				t.Errorf("%s: %d touch targets under 44 px", page.hash, small)
+			}
+		}
+	})
+
 	t.Run("supervisor sees the conflict", func(t *testing.T) {
 		sup := loginToken(t, e.base, "cun_supervisor")
 		type row struct {
