@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
@@ -169,6 +170,17 @@ func TestBrowser_FieldAppHousehold(t *testing.T) {
 			t.Fatalf("a refused form queued %d mutations", n)
 		}
 		fill(t, ctx, map[string]string{"hf_income_per_capita": "5200", "hm_name_" + key: "李桂芳"})
+		// The position comes from the GPS.
+		if _, err := chromedp.CallBrowser(ctx, browser.SetPermission, browser.SetPermissionParams{
+			Permission: &browser.PermissionDescriptor{Name: "geolocation"}, Setting: "granted", Origin: strings.TrimSuffix(e.base, "/")}); err != nil {
+			t.Fatalf("grant geolocation: %v", err)
+		}
+		lon, lat, acc := 104.12345678, 30.87654321, 5.0
+		if _, err := chromedp.Call(ctx, emulation.SetGeolocationOverride, emulation.SetGeolocationOverrideParams{Latitude: &lat, Longitude: &lon, Accuracy: &acc}); err != nil {
+			t.Fatal(err)
+		}
+		step(t, ctx, "locate", chromedp.Click(chromedp.ID("hloc")))
+		waitFor(t, ctx, "position", `document.getElementById('hloc_value').textContent.includes('±5 米')`)
 		step(t, ctx, "save", chromedp.Click(chromedp.ID("hhsave")))
 		waitFor(t, ctx, "hash", `location.hash.startsWith('#/hh/')`)
 		waitFor(t, ctx, "household page", `location.hash.startsWith('#/hh/') && !!document.getElementById('hhedit')`)
@@ -221,7 +233,7 @@ func TestBrowser_FieldAppHousehold(t *testing.T) {
 		}
 		apiJSON(t, "GET", e.base+"/api/v1/households/"+hhID, e.admin, nil, &got)
 		want := map[string]string{"head_name": `"新户张三"`, "address": `"石门村新建 2 号"`, "phone": `"13800001111"`, "notes": `"新搬来的住户"`,
-			"income_per_capita": `5200`, "poverty_status": `"monitored"`}
+			"income_per_capita": `5200`, "poverty_status": `"monitored"`, "location": `{"lon":104.1234568,"lat":30.8765432}`}
 		for k, v := range want {
 			if string(got.Household.Fields[k]) != v {
 				t.Errorf("server field %s = %s, want %s", k, got.Household.Fields[k], v)

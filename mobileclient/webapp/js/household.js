@@ -62,6 +62,27 @@ function renderEditor(app, root, { hh, place }) {
       input, fd.sensitive && !creating ? h('p', { class: 'hint' }, '重要信息：与他人的修改冲突时由督导裁定') : '', errBox(fd.name));
   });
 
+  // Location: taken from the device's GPS (a sensitive field).
+  let newLocation;
+  const locLine = h('p', { id: 'hloc_value' }, before.location ? fmtValue('location', before.location) : '尚未记录位置');
+  const locBtn = h('button', { type: 'button', id: 'hloc', onclick: () => {
+    if (!navigator.geolocation) { errs.get('location').textContent = '本设备不能定位'; return; }
+    locBtn.disabled = true;
+    errs.get('location').textContent = '';
+    locLine.textContent = '正在定位…';
+    navigator.geolocation.getCurrentPosition((pos) => {
+      locBtn.disabled = false;
+      const r7 = (x) => Math.round(x * 1e7) / 1e7;
+      newLocation = { lon: r7(pos.coords.longitude), lat: r7(pos.coords.latitude) };
+      locLine.textContent = `${fmtValue('location', newLocation)}（精度 ±${Math.round(pos.coords.accuracy)} 米，保存后生效）`;
+    }, (err) => {
+      locBtn.disabled = false;
+      locLine.textContent = before.location ? fmtValue('location', before.location) : '尚未记录位置';
+      errs.get('location').textContent = err.code === 1 ? '没有定位权限，请在浏览器设置中允许' : '定位失败，请到开阔处再试';
+    }, { enableHighAccuracy: true, timeout: 30000, maximumAge: 10000 });
+  } }, '记录当前位置');
+  const locNode = h('div', { class: 'field', dataset: { field: 'location' } }, h('label', {}, '位置'), locLine, locBtn, errBox('location'));
+
   // Members: one card each; a removed member is sent as null.
   const members = new Map(); // field name -> {name, relation, year, removed, box}
   const memberBox = h('div', { id: 'members' });
@@ -104,6 +125,7 @@ function renderEditor(app, root, { hh, place }) {
       if (!r.value.relation) delete edited[key].relation;
       if (!r.value.birth_year) delete edited[key].birth_year;
     }
+    if (newLocation) edited.location = newLocation;
     if (creating && !edited.head_name) { errs.get('head_name').textContent = formatMessage('required'); bad = true; }
     const changes = {};
     for (const [k, v] of Object.entries(edited)) {
@@ -149,7 +171,7 @@ function renderEditor(app, root, { hh, place }) {
     h('h1', {}, creating ? `新增农户（${place.name}）` : `修改：${before.head_name || hh.id}`),
     creating ? h('p', { class: 'hint' }, '新农户先保存在本机，联网同步后上传到服务器。') : h('p', { class: 'hint' }, `片区：${place ? place.name : hh.place_code}。修改先保存在本机，同步时服务器按字段合并。`),
     h('form', { id: 'hhform', onsubmit: submit, novalidate: true },
-      fieldNodes,
+      fieldNodes, locNode,
       h('h2', {}, '家庭成员'), memberBox,
       h('button', { type: 'button', id: 'addmember', onclick: () => addMember(MEMBER_PREFIX + newID(), {}) }, '添加家庭成员'),
       formErr, save),
