@@ -266,6 +266,42 @@ func TestBrowser_FieldAppHousehold(t *testing.T) {
 			t.Error("the household still says it has unsent changes")
 		}
 	})
+
+	// A creation the server refuses (the app's form would not send it: it
+	// is put straight into the outbox, with a member without a name) shows
+	// the reason, is corrected in the form and sent again.
+	t.Run("refused creation corrected and sent again", func(t *testing.T) {
+		id := eval[string](t, ctx, `(async () => {
+			const db = await import('./js/db.js'); const u = await import('./js/util.js');
+			const id = u.newID(); const fields = {head_name: '待改正户', ['member.' + u.newID()]: {name: ''}};
+			await fieldsyncApp.db.write(['meta', 'outbox', 'households'], async t => {
+				await db.enqueue(t, 'household.create', 'household', {id, place_code: '`+place+`', fields}, u.nextHLC);
+				await t.put('households', {id, place_code: '`+place+`', fields, version: 0, local: true});
+			});
+			return id; })()`)
+		if got := syncIdle(t, ctx); got != "ok" {
+			t.Fatalf("sync: %s", got)
+		}
+		step(t, ctx, "refused household", chromedp.Navigate(app+"#/outbox"), chromedp.WaitVisible(chromedp.ID("outboxlist")),
+			chromedp.Navigate(app+"#/hh/"+id), chromedp.WaitVisible(chromedp.ID("hhrejected")))
+		if txt := eval[string](t, ctx, `document.getElementById('hhrejected').textContent`); !strings.Contains(txt, "填写的内容不符合要求") || !strings.Contains(txt, "validation_failed") {
+			t.Errorf("refusal shown as %q", txt)
+		}
+		step(t, ctx, "correct", chromedp.Click(chromedp.ID("hhedit")), chromedp.WaitVisible(chromedp.CSS("#members [data-member]")))
+		key := eval[string](t, ctx, `document.querySelector('#members [data-member]').dataset.member`)
+		fill(t, ctx, map[string]string{"hm_name_" + key: "王小明"})
+		step(t, ctx, "save", chromedp.Click(chromedp.ID("hhsave")))
+		waitFor(t, ctx, "saved", `location.hash === '#/hh/`+id+`' && !!document.getElementById('hhpending')`)
+		if got := syncIdle(t, ctx); got != "ok" {
+			t.Fatalf("sync: %s", got)
+		}
+		if n := e.count(t, `SELECT count(*) FROM households WHERE id = ? AND json_extract(fields, ?) = '王小明'`, id, `$."`+key+`".name`); n != 1 {
+			t.Errorf("the corrected household is not on the server")
+		}
+		if n := outboxCount(t, ctx); n != 0 {
+			t.Errorf("outbox %d", n)
+		}
+	})
 	for _, p := range problems() {
 		t.Errorf("page problem: %s", p)
 	}

@@ -139,7 +139,10 @@ function renderEditor(app, root, { hh, place }) {
       bad = true;
     }
     if (bad) { formErr.textContent ||= '请先改正标红的内容'; return; }
-    if (!creating && Object.keys(changes).length === 0) { formErr.textContent = '没有修改'; return; }
+    // A creation the server refused is corrected here and sent again as a
+    // creation (the server holds nothing under its id).
+    const resend = !creating && !!hh.rejected;
+    if (!creating && !resend && Object.keys(changes).length === 0) { formErr.textContent = '没有修改'; return; }
     save.disabled = true;
     try {
       const id = creating ? newID() : hh.id;
@@ -152,6 +155,14 @@ function renderEditor(app, root, { hh, place }) {
         }
         const cur = await t.get('households', id);
         if (!cur) throw new Error('这一户已不在本机（负责片区可能已调整）');
+        if (resend) {
+          const fields = applyFields(cur.fields, changes);
+          await enqueue(t, 'household.create', 'household', { id, place_code: cur.place_code, fields }, nextHLC);
+          const next = { ...cur, fields, local: true };
+          delete next.rejected;
+          await t.put('households', next);
+          return;
+        }
         await enqueue(t, 'household.update', 'household_update', { household_id: id, base_version: cur.version || 0, fields: changes }, nextHLC);
         const next = { ...cur, server_fields: cur.server_fields || cur.fields, fields: applyFields(cur.fields, changes) };
         delete next.rejected_edit;
@@ -169,6 +180,7 @@ function renderEditor(app, root, { hh, place }) {
   };
   root.replaceChildren(
     h('h1', {}, creating ? `新增农户（${place.name}）` : `修改：${before.head_name || hh.id}`),
+    hh && hh.rejected ? h('p', { class: 'err' }, '这户的新建被服务器拒绝：' + rejectText(hh.rejected.code, hh.rejected.message) + '。改正后保存，将重新提交。') : '',
     creating ? h('p', { class: 'hint' }, '新农户先保存在本机，联网同步后上传到服务器。') : h('p', { class: 'hint' }, `片区：${place ? place.name : hh.place_code}。修改先保存在本机，同步时服务器按字段合并。`),
     h('form', { id: 'hhform', onsubmit: submit, novalidate: true },
       fieldNodes, locNode,
@@ -192,9 +204,9 @@ export function householdDetails(hh, conflicts) {
   const open = conflicts.filter((c) => c.state === 'open').length;
   return [
     rows.length ? h('dl', { class: 'kv', id: 'hhfields' }, rows) : '',
-    hh.rejected ? h('p', { class: 'err', id: 'hhrejected' }, '新建被服务器拒绝：' + rejectText(hh.rejected.code, hh.rejected.message)) : '',
+    hh.rejected ? h('p', { class: 'err', id: 'hhrejected' }, '新建被服务器拒绝：' + rejectText(hh.rejected.code, hh.rejected.message) + '。请点“修改农户信息”改正后重新提交。') : '',
     hh.rejected_edit ? h('p', { class: 'err', id: 'hhrejected' }, '修改被服务器拒绝：' + rejectText(hh.rejected_edit.code, hh.rejected_edit.message)) : '',
-    hh.local ? h('p', { class: 'warn', id: 'hhpending' }, '新建的农户，尚未上传') : hh.server_fields ? h('p', { class: 'warn', id: 'hhpending' }, '有修改尚未上传') : '',
+    hh.local && !hh.rejected ? h('p', { class: 'warn', id: 'hhpending' }, '新建的农户，尚未上传') : hh.server_fields ? h('p', { class: 'warn', id: 'hhpending' }, '有修改尚未上传') : '',
     h('p', {}, h('a', { class: 'btn', id: 'hhedit', href: `#/hhedit/${encodeURIComponent(hh.id)}` }, '修改农户信息')),
     cs.length ? h('div', { class: 'card', id: 'conflicts' },
       h('h2', {}, open ? `修改冲突（${open} 处待督导处理）` : '修改冲突记录'),

@@ -138,13 +138,15 @@ export async function placesScreen(app, root) {
   const counts = new Map();
   for (const hh of households) counts.set(hh.place_code, (counts.get(hh.place_code) || 0) + 1);
   const byCode = new Map(places.map((p) => [p.code, p]));
-  const withHH = places.filter((p) => counts.has(p.code)).sort((a, b) => a.code.localeCompare(b.code));
+  // Groups with households, and every villager group (a new one may have
+  // none yet: its first household is created here).
+  const withHH = places.filter((p) => counts.has(p.code) || p.level === 'group').sort((a, b) => a.code.localeCompare(b.code));
   const path = (p) => { const out = []; for (let c = p.parent_code, i = 0; c && i < 10; i++) { const q = byCode.get(c); if (!q) break; out.unshift(q.name); c = q.parent_code; } return out.join(' / '); };
   root.replaceChildren(
     h('h1', {}, '我的片区'),
     withHH.length === 0 ? h('p', {}, '还没有农户数据。请联网后同步。') : '',
     h('ul', { class: 'list', id: 'placelist' }, withHH.map((p) => h('li', {},
-      h('a', { href: `#/place/${encodeURIComponent(p.code)}` }, h('strong', {}, p.name), ` （${counts.get(p.code)} 户）`, h('div', { class: 'hint' }, path(p)))))),
+      h('a', { href: `#/place/${encodeURIComponent(p.code)}` }, h('strong', {}, p.name), ` （${counts.get(p.code) || 0} 户）`, h('div', { class: 'hint' }, path(p)))))),
     h('p', {}, h('a', { class: 'btn', href: `#/place/*` }, `全部农户（${households.length} 户）`)));
 }
 
