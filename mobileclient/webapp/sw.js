@@ -24,6 +24,8 @@ const SHELL = [
   'js/db.js',
   'js/formcheck.js',
   'js/forms.js',
+  'js/hhfields.js',
+  'js/household.js',
   'js/photo.js',
   'js/sync.js',
   'js/ui.js',

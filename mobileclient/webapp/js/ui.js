@@ -6,6 +6,8 @@ import { h, fmtTime, fmtAge, fmtBytes } from './util.js';
 import { storageInfo } from './db.js';
 import { call, describe } from './sync.js';
 import { latestForms } from './forms.js';
+import { householdDetails, newHouseholdButton } from './household.js';
+import { rejectText } from './hhfields.js';
 
 const KIND_ZH = { 'visit.create': '走访记录', 'household.create': '新建农户', 'household.update': '修改农户', 'household.move': '农户迁移', 'household.delete': '删除农户', 'evidence.attach': '补充附件' };
 
@@ -17,9 +19,10 @@ function placeName(places, code) {
 
 export async function homeScreen(app, root) {
   const m = await app.db.metaAll();
-  const [places, hhCount, outbox, uploads, rejected] = await app.db.read(['places', 'households', 'outbox', 'uploads', 'rejected'], async (t) => [
+  const [places, hhCount, outbox, uploads, rejected, conflicts] = await app.db.read(['places', 'households', 'outbox', 'uploads', 'rejected', 'conflicts'], async (t) => [
     await t.all('places'), await t.count('households'), await t.all('outbox', null, 1).then(async (first) => ({ n: await t.count('outbox'), first: first[0] })),
-    (await t.all('uploads')).filter((u) => u.state !== 'done' && u.state !== 'failed'), await t.count('rejected')]);
+    (await t.all('uploads')).filter((u) => u.state !== 'done' && u.state !== 'failed'), await t.count('rejected'),
+    (await t.all('conflicts')).filter((c) => c.state === 'open').length]);
   const user = m.user || {};
   const byCode = new Map(places.map((p) => [p.code, p]));
   const mine = (user.place_codes || []).map((c) => placeName(byCode, c));
@@ -34,6 +37,7 @@ export async function homeScreen(app, root) {
       h('dt', {}, '农户'), h('dd', { id: 'hhcount' }, `${hhCount} 户`),
       h('dt', {}, '待上传记录'), h('dd', { id: 'pending' }, `${outbox.n} 条` + (outbox.first ? `，最早一条已等待 ${fmtAge(outbox.first.created)}` : '')),
       h('dt', {}, '待上传附件'), h('dd', {}, `${uploads.length} 个（${fmtBytes(uploads.reduce((a, u) => a + (u.size || 0), 0))}）`),
+      conflicts ? [h('dt', {}, '修改冲突'), h('dd', { class: 'warn', id: 'conflictcount' }, `${conflicts} 处待督导处理`)] : '',
       rejected ? [h('dt', {}, '被拒记录'), h('dd', { class: 'err' }, h('a', { href: '#/outbox' }, `${rejected} 条，请查看原因`))] : '',
       h('dt', {}, '上次同步'), h('dd', {}, m.last_sync ? fmtTime(m.last_sync) : '从未'),
       h('dt', {}, '设备'), h('dd', {}, m.device_name || m.device_id || '')),
@@ -134,13 +138,15 @@ export async function placesScreen(app, root) {
   const counts = new Map();
   for (const hh of households) counts.set(hh.place_code, (counts.get(hh.place_code) || 0) + 1);
   const byCode = new Map(places.map((p) => [p.code, p]));
-  const withHH = places.filter((p) => counts.has(p.code)).sort((a, b) => a.code.localeCompare(b.code));
+  // Groups with households, and every villager group (a new one may have
+  // none yet: its first household is created here).
+  const withHH = places.filter((p) => counts.has(p.code) || p.level === 'group').sort((a, b) => a.code.localeCompare(b.code));
   const path = (p) => { const out = []; for (let c = p.parent_code, i = 0; c && i < 10; i++) { const q = byCode.get(c); if (!q) break; out.unshift(q.name); c = q.parent_code; } return out.join(' / '); };
   root.replaceChildren(
     h('h1', {}, '我的片区'),
     withHH.length === 0 ? h('p', {}, '还没有农户数据。请联网后同步。') : '',
     h('ul', { class: 'list', id: 'placelist' }, withHH.map((p) => h('li', {},
-      h('a', { href: `#/place/${encodeURIComponent(p.code)}` }, h('strong', {}, p.name), ` （${counts.get(p.code)} 户）`, h('div', { class: 'hint' }, path(p)))))),
+      h('a', { href: `#/place/${encodeURIComponent(p.code)}` }, h('strong', {}, p.name), ` （${counts.get(p.code) || 0} 户）`, h('div', { class: 'hint' }, path(p)))))),
     h('p', {}, h('a', { class: 'btn', href: `#/place/*` }, `全部农户（${households.length} 户）`)));
 }
 
@@ -201,7 +207,7 @@ export async function householdsScreen(app, root, placeCode) {
     list.scrollTop = 0;
     draw();
   } });
-  root.replaceChildren(h('h1', {}, place ? place.name : '全部农户'), search, count, list);
+  root.replaceChildren(h('h1', {}, place ? place.name : '全部农户'), place ? newHouseholdButton(place.code) : '', search, count, list);
   // Draw once the list has a size (it is rendered detached) and again
   // whenever its size changes (rotation, keyboard).
   if (typeof ResizeObserver === 'function') new ResizeObserver(() => draw()).observe(list);
@@ -234,7 +240,7 @@ export async function householdScreen(app, root, id) {
         const v = visits.find((x) => x.id === t.visit_id);
         return v ? h('a', { class: 'btn primary', href: `#/visit/${encodeURIComponent(hh.id)}/${encodeURIComponent(v.form_id)}/${encodeURIComponent(t.id)}` }, '整改走访') : h('p', { class: 'hint' }, '原走访记录不在本机');
       })()))) : '',
-    conflicts.filter((c) => c.state === 'open').length ? h('p', { class: 'warn' }, `有 ${conflicts.filter((c) => c.state === 'open').length} 处修改冲突，等待督导处理`) : '',
+    ...householdDetails(hh, conflicts),
     h('h2', {}, '新建走访'),
     h('div', { class: 'nav', id: 'formlist' }, latestForms(forms).map((x) => h('a', { class: 'btn primary', href: `#/visit/${encodeURIComponent(hh.id)}/${encodeURIComponent(x.id)}` }, x.title))),
     h('h2', {}, '走访记录'),
@@ -256,7 +262,7 @@ export async function outboxScreen(app, root) {
       `#${r.seq} ${KIND_ZH[r.kind] || r.kind}，已等待 ${fmtAge(r.created)}（${fmtTime(r.created)}）`)))),
     rejected.length ? h('h2', {}, `被服务器拒绝（${rejected.length}）`) : '',
     h('ul', { class: 'list', id: 'rejectedlist' }, rejected.map((r) => h('li', {}, h('div', { class: 'card' },
-      h('strong', {}, `#${r.seq} ${KIND_ZH[r.kind] || r.kind}`), h('div', { class: 'err' }, `${r.code}：${r.message}`),
+      h('strong', {}, `#${r.seq} ${KIND_ZH[r.kind] || r.kind}`), h('div', { class: 'err' }, rejectText(r.code, r.message)),
       h('p', { class: 'hint' }, fmtTime(r.at)))))),
     h('h2', {}, '附件'),
     h('ul', { class: 'list', id: 'uploadlist' }, uploads.filter((u) => u.state !== 'done').map((u) => h('li', {}, h('div', { class: 'card' },
