@@ -88,4 +88,3 @@ func (s *Store) RecordImportedBlob(ctx context.Context, deviceID string, b uploa
 func (s *Store) AuditAs(ctx context.Context, actor domain.Actor, action, entityType, entityID string, details any) error {
 	return s.Audit(domain.WithActor(ctx, actor), action, entityType, entityID, "", details)
 }
-
