@@ -283,8 +283,10 @@ export async function householdScreen(app, root, id) {
 export async function outboxScreen(app, root) {
   const [rows, rejected, uploads] = await app.db.read(['outbox', 'rejected', 'uploads'], async (t) => [await t.all('outbox'), await t.all('rejected'), await t.all('uploads')]);
   const upState = { pending: '等待上传', done: '已上传', failed: '无法上传' };
+  const revoked = await app.db.getMeta('revoked');
   root.replaceChildren(
     h('h1', {}, '待上传'),
+    revoked ? h('p', { class: 'err', id: 'revokedline' }, '本设备已被停用，无法再同步：请用下方“导出未发送的数据”把记录交给管理员。') : '',
     h('p', {}, `记录 ${rows.length} 条`),
     h('ul', { class: 'list', id: 'outboxlist' }, rows.map((r) => h('li', {}, h('div', { class: 'card' },
       `#${r.seq} ${KIND_ZH[r.kind] || r.kind}，已等待 ${fmtAge(r.created)}（${fmtTime(r.created)}）`)))),
