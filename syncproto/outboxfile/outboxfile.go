@@ -129,6 +129,9 @@ func Decode(r io.Reader) (*File, error) {
 		}
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: more data after the file's JSON object", ErrInvalid)
+	}
 	if f.Format != Format {
 		return nil, fmt.Errorf("%w: format %q, want %q", ErrInvalid, f.Format, Format)
 	}
