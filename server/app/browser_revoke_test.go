@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/chromedp"
 
 	"fieldsync/server/demo"
@@ -24,7 +26,8 @@ import (
 
 // TestBrowser_FieldAppRevoke follows a tablet from enrollment to
 // revocation: it enrolls by opening the URL the console's QR carries,
-// records a visit that syncs, then two visits with photos offline; the
+// records a visit whose record syncs but whose photo cannot upload, then
+// two visits with photos offline; the
 // admin revokes the device; back online the app locks and says so, and
 // exports the unsent work to a file; `fieldsync import-outbox` (its Go
 // function, beside the running server on the same data folder) brings
@@ -148,13 +151,39 @@ func TestBrowser_FieldAppRevoke(t *testing.T) {
 	}
 
 	var visitIDs []string
-	t.Run("a visit that syncs", func(t *testing.T) {
+	t.Run("a visit sent, its photo not", func(t *testing.T) {
+		// Uploads fail (the server answers 503): the record goes, the
+		// photo stays on the tablet, as on a weak link.
+		fctx, fcancel := context.WithCancel(ctx)
+		defer fcancel()
+		if _, err := chromedp.Call(ctx, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: "*/api/v1/uploads/*"}}}); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for ev, err := range chromedp.Events(fctx, fetch.RequestPaused) {
+				if err != nil {
+					return
+				}
+				chromedp.Call(ctx, fetch.FulfillRequest, fetch.FulfillRequestParams{RequestID: ev.RequestID, ResponseCode: 503,
+					ResponseHeaders: []*fetch.HeaderEntry{{Name: "Content-Type", Value: "application/json"}},
+					Body:            []byte(`{"code":"unavailable","message":"maintenance"}`)})
+			}
+		}()
 		visitIDs = append(visitIDs, record(t, 0))
 		waitFor(t, ctx, "idle", `!fieldsyncApp.syncer.running`)
-		if got := syncNow(t, ctx); got != "ok" {
-			t.Fatalf("sync: %s", got)
+		if got := syncNow(t, ctx); !strings.HasPrefix(got, "error") {
+			t.Errorf("sync with uploads failing: %s", got)
 		}
-		waitFor(t, ctx, "photo uploaded", `fieldsyncApp.db.read(['outbox', 'uploads'], async t => (await t.count('outbox')) === 0 && (await t.all('uploads')).every(u => u.state === 'done'))`)
+		fcancel()
+		if _, err := chromedp.Call(ctx, fetch.Disable, cdp.Empty{}); err != nil {
+			t.Fatal(err)
+		}
+		if !eval[bool](t, ctx, `fieldsyncApp.db.read(['outbox', 'uploads'], async t => (await t.count('outbox')) === 0 && (await t.all('uploads')).length === 1 && (await t.all('uploads'))[0].state === 'pending')`) {
+			t.Fatal("want the visit sent and its photo pending")
+		}
+		if n := count(`SELECT count(*) FROM visits WHERE id = ?`, visitIDs[0]); n != 1 {
+			t.Fatalf("server holds the first visit %d times", n)
+		}
 	})
 	t.Run("two visits offline", func(t *testing.T) {
 		setOffline(t, ctx, true)
@@ -203,7 +232,7 @@ func TestBrowser_FieldAppRevoke(t *testing.T) {
 			t.Fatalf("download behaviour: %v", err)
 		}
 		step(t, ctx, "export", chromedp.Click(chromedp.ID("exportbtn")))
-		waitFor(t, ctx, "exported", `document.getElementById('exportline').textContent.startsWith('已导出 2 条记录和 2 个附件')`)
+		waitFor(t, ctx, "exported", `document.getElementById('exportline').textContent.startsWith('已导出 2 条记录和 3 个附件')`)
 		deadline := time.Now().Add(30 * time.Second)
 		for file == "" && time.Now().Before(deadline) {
 			names, _ := filepath.Glob(filepath.Join(dl, "fieldsync-outbox-*.json"))
@@ -226,7 +255,7 @@ func TestBrowser_FieldAppRevoke(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the exported file: %v", err)
 		}
-		if f.DeviceID != devID || f.User.ID != userID || f.User.Username != "wangge_li" || !f.Revoked || len(f.Mutations) != 2 || len(f.Blobs) != 2 {
+		if f.DeviceID != devID || f.User.ID != userID || f.User.Username != "wangge_li" || !f.Revoked || len(f.Mutations) != 2 || len(f.Blobs) != 3 {
 			t.Fatalf("export: device %s user %+v revoked %v, %d mutations, %d blobs", f.DeviceID, f.User, f.Revoked, len(f.Mutations), len(f.Blobs))
 		}
 		// The mutations exactly as the outbox would push them.
@@ -241,9 +270,18 @@ func TestBrowser_FieldAppRevoke(t *testing.T) {
 				t.Errorf("mutation %d differs from the outbox:\n%s\n%s", i, jb, ja)
 			}
 		}
+		// Every photo, with its visit and slot: those of the unsent
+		// visits and the one of the sent visit.
+		seen := map[string]bool{}
 		for i, b := range f.Blobs {
-			if err := b.Verify(); err != nil || b.Slot != "progress" || b.VisitID != visitIDs[i+1] || b.MediaType != "image/jpeg" {
-				t.Errorf("blob %d: %v, slot %q visit %q (want %q) type %q", i, err, b.Slot, b.VisitID, visitIDs[i+1], b.MediaType)
+			seen[b.VisitID] = true
+			if err := b.Verify(); err != nil || b.Slot != "progress" || b.MediaType != "image/jpeg" {
+				t.Errorf("blob %d: %v, slot %q type %q", i, err, b.Slot, b.MediaType)
+			}
+		}
+		for _, id := range visitIDs {
+			if !seen[id] {
+				t.Errorf("no photo of visit %s in the export", id)
 			}
 		}
 		// Nothing on the device was deleted.
@@ -282,10 +320,13 @@ func TestBrowser_FieldAppRevoke(t *testing.T) {
 		}
 		return sum
 	}
+	if got := state(); got != "visits 1 (distinct 1), held links 0, blobs of the visits 0, results 1" {
+		t.Errorf("before the import: %s", got)
+	}
 	want := "visits 3 (distinct 3), held links 3, blobs of the visits 3, results 3"
 	t.Run("import-outbox: every visit and photo once", func(t *testing.T) {
 		sum := importOnce(t)
-		if len(sum.Applied) != 2 || len(sum.Duplicate) != 0 || len(sum.Rejected) != 0 || len(sum.BlobsStored) != 2 || len(sum.BlobsRejected) != 0 {
+		if len(sum.Applied) != 2 || len(sum.Duplicate) != 0 || len(sum.Rejected) != 0 || len(sum.BlobsStored) != 3 || len(sum.BlobsRejected) != 0 {
 			t.Errorf("summary: %+v", sum)
 		}
 		if got := state(); got != want {
@@ -302,7 +343,7 @@ func TestBrowser_FieldAppRevoke(t *testing.T) {
 	})
 	t.Run("import-outbox again: nothing changes", func(t *testing.T) {
 		sum := importOnce(t)
-		if sum.Changed() || len(sum.Duplicate) != 2 || len(sum.BlobsPresent) != 2 {
+		if sum.Changed() || len(sum.Duplicate) != 2 || len(sum.BlobsPresent) != 3 {
 			t.Errorf("summary: %+v", sum)
 		}
 		if got := state(); got != want {
@@ -312,6 +353,9 @@ func TestBrowser_FieldAppRevoke(t *testing.T) {
 	for _, p := range problems() {
 		if strings.Contains(p, "status of 401") {
 			continue // the revoked device's last try
+		}
+		if strings.Contains(p, "status of 503") && strings.Contains(p, "/api/v1/uploads/") {
+			continue // the 503 the test itself answered
 		}
 		t.Errorf("page problem: %s", p)
 	}
