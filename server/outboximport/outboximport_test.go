@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"fieldsync/server/blob/localblob"
+	"fieldsync/server/blob/s3blob"
+	"fieldsync/server/blob/s3blob/s3test"
 	"fieldsync/server/domain"
 	"fieldsync/server/evidence/evidencetest"
 	"fieldsync/server/outboximport"
@@ -328,4 +330,33 @@ func TestImportOutbox_BadFilesChangeNothing(t *testing.T) {
 			t.Errorf("changed: %s", got)
 		}
 	})
+}
+
+// TestImportOutbox_S3 imports into the S3 blob store (the real server the
+// test script starts): the photos land there, verified, once.
+func TestImportOutbox_S3(t *testing.T) {
+	f := newFixture(t)
+	s3, err := s3blob.New(bg, s3test.Config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cfg.Blobs = s3
+	for round := range 2 {
+		sum, err := outboximport.Import(bg, f.cfg, bytes.NewReader(f.encode(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stored := len(sum.BlobsStored); (round == 0 && stored != 3) || (round == 1 && (stored != 0 || len(sum.BlobsPresent) != 3)) {
+			t.Errorf("round %d: %+v", round, sum)
+		}
+	}
+	for i, b := range f.file.Blobs {
+		info, err := s3.Stat(bg, b.SHA256)
+		if err != nil || info.Size != b.Size {
+			t.Errorf("blob %d in S3: %+v %v", i, info, err)
+		}
+	}
+	if got, want := f.state(t), "visits 3, evidence links held 3, blobs 3, holders 3, results 4, last_seq 4"; got != want {
+		t.Errorf("server: %s, want %s", got, want)
+	}
 }
