@@ -360,3 +360,39 @@ func TestImportOutbox_S3(t *testing.T) {
 		t.Errorf("server: %s, want %s", got, want)
 	}
 }
+
+// TestImportOutbox_ManyBatches imports more mutations than one push
+// carries: they go in order, in several pushes, each applied once.
+func TestImportOutbox_ManyBatches(t *testing.T) {
+	f := newFixture(t)
+	var clock syncproto.Clock
+	tmpl := decodeMut(t, f.file.Mutations[1])
+	f.file.Blobs = nil
+	f.file.Mutations = f.file.Mutations[:1] // seq 1, already on the server
+	for seq := int64(2); seq <= 451; seq++ {
+		v := *tmpl.Visit
+		v.ID, v.Evidence = syncproto.NewID(time.Now()), nil
+		b, _ := json.Marshal(syncproto.Mutation{Seq: seq, Kind: syncproto.KindVisitCreate, HLC: clock.Tick(), Visit: &v})
+		f.file.Mutations = append(f.file.Mutations, b)
+	}
+	body := f.encode(t)
+	sum, err := outboximport.Import(bg, f.cfg, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.Applied) != 450 || len(sum.Duplicate) != 1 || len(sum.Rejected) != 0 {
+		t.Fatalf("applied %d, duplicate %d, rejected %+v", len(sum.Applied), len(sum.Duplicate), sum.Rejected)
+	}
+	for i, it := range sum.Applied {
+		if it.Seq != int64(i+2) {
+			t.Fatalf("answer %d is seq %d", i, it.Seq)
+		}
+	}
+	sum, err = outboximport.Import(bg, f.cfg, bytes.NewReader(body))
+	if err != nil || sum.Changed() || len(sum.Duplicate) != 451 {
+		t.Fatalf("second import: %v, %d applied, %d duplicate", err, len(sum.Applied), len(sum.Duplicate))
+	}
+	if n := f.count(t, `SELECT count(*) FROM visits WHERE device_id = ?`, f.devID); n != 451 {
+		t.Errorf("%d visits, want 451", n)
+	}
+}
