@@ -22,6 +22,7 @@ const SHELL = [
   'icon-512.png',
   'js/app.js',
   'js/db.js',
+  'js/export.js',
   'js/formcheck.js',
   'js/forms.js',
   'js/hhfields.js',

@@ -78,7 +78,7 @@ async function route() {
   const m = await app.db.metaAll();
   const parts = (location.hash.replace(/^#\/?/, '') || '').split('/').map(decodeURIComponent);
   try {
-    if (!m.token) ui.notEnrolledScreen(app, root);
+    if (!m.token) ui.notEnrolledScreen(app, root, ui.enrollCodeFromHash(location.hash));
     else if (m.revoked && parts[0] !== 'outbox' && parts[0] !== 'log') ui.revokedScreen(app, root);
     else {
       switch (parts[0]) {

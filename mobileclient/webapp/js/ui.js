@@ -8,6 +8,7 @@ import { call, describe } from './sync.js';
 import { latestForms } from './forms.js';
 import { householdDetails, newHouseholdButton } from './household.js';
 import { rejectText } from './hhfields.js';
+import { exportButton } from './export.js';
 
 const KIND_ZH = { 'visit.create': '走访记录', 'household.create': '新建农户', 'household.update': '修改农户', 'household.move': '农户迁移', 'household.delete': '删除农户', 'evidence.attach': '补充附件' };
 
@@ -50,7 +51,12 @@ export async function homeScreen(app, root) {
     st);
 }
 
-export function notEnrolledScreen(app, root) {
+/**
+ * notEnrolledScreen explains enrollment and takes the code: typed, scanned
+ * from the console's QR (BarcodeDetector), or given in the URL the QR
+ * encodes (#/enroll?code=...), which enrolls at once.
+ */
+export function notEnrolledScreen(app, root, fromURL) {
   const code = h('input', { id: 'code', type: 'text', autocomplete: 'off', autocapitalize: 'characters', placeholder: '例如 ABCD-EFGH-JKLM', inputmode: 'text' });
   const name = h('input', { id: 'devname', type: 'text', placeholder: '例如：李文华的平板', value: localStorage.getItem('fieldsync_devname') || '' });
   const err = h('p', { class: 'err', id: 'enrollerr', role: 'alert' });
@@ -70,11 +76,19 @@ export function notEnrolledScreen(app, root) {
     }
   };
   const scanBox = h('div', {});
-  if ('BarcodeDetector' in window && navigator.mediaDevices) {
+  if ('BarcodeDetector' in window && navigator.mediaDevices && navigator.mediaDevices.getUserMedia) {
     scanBox.append(h('button', { type: 'button', class: 'big', id: 'scanbtn', onclick: () => scanQR(scanBox, (payload) => {
-      const c2 = parseEnrollQR(payload);
-      if (c2) { code.value = c2; submitForm.requestSubmit(); } else err.textContent = '这个二维码不是登记码';
-    }) }, '扫描登记二维码'));
+      const q = parseEnrollQR(payload);
+      if (q && q.origin && q.origin !== location.origin) location.assign(q.url); // another server's app
+      else if (q) { code.value = q.code; submitForm.requestSubmit(); } else err.textContent = '这个二维码不是登记码';
+    }) }, '扫码登记'));
+  } else {
+    scanBox.append(h('p', { class: 'hint', id: 'scanhint' }, '本浏览器不支持扫码：请输入后台二维码下方显示的登记码，或用手机相机扫描二维码后在浏览器中打开。'));
+  }
+  if (fromURL) {
+    code.value = fromURL;
+    history.replaceState(null, '', '#/'); // once: a reload does not redeem the code again
+    setTimeout(() => submit(new Event('submit')), 0); // enroll at once with the code the QR carried
   }
   const submitForm = h('form', { onsubmit: submit },
     h('div', { class: 'field' }, h('label', { for: 'code' }, '登记码'), code),
@@ -90,13 +104,32 @@ export function notEnrolledScreen(app, root) {
     scanBox, submitForm);
 }
 
-/** parseEnrollQR reads "fieldsync://enroll?server=...&code=..." or a bare code. */
+/**
+ * parseEnrollQR reads an enrollment QR: the app URL
+ * "https://server/app/#/enroll?code=...", the older
+ * "fieldsync://enroll?server=...&code=...", or a bare code. It returns
+ * {code, origin, url} (origin and url for a URL) or null.
+ */
 export function parseEnrollQR(s) {
   try {
     const u = new URL(s);
-    if (u.protocol === 'fieldsync:') return u.searchParams.get('code');
+    if (u.protocol === 'fieldsync:') {
+      const c = u.searchParams.get('code');
+      return c ? { code: c } : null;
+    }
+    if ((u.protocol === 'https:' || u.protocol === 'http:') && u.hash.startsWith('#/enroll?')) {
+      const c = enrollCodeFromHash(u.hash);
+      return c ? { code: c, origin: u.origin, url: u.href } : null;
+    }
+    return null;
   } catch (_) { /* not a URL */ }
-  return /^[A-Za-z0-9-]{4,40}$/.test(s.trim()) ? s.trim() : null;
+  return /^[A-Za-z0-9-]{4,40}$/.test(s.trim()) ? { code: s.trim() } : null;
+}
+
+/** enrollCodeFromHash returns the code of "#/enroll?code=...", or ''. */
+export function enrollCodeFromHash(hash) {
+  const m = /^#\/?enroll\?(.*)$/.exec(hash || '');
+  return m ? (new URLSearchParams(m[1]).get('code') || '').trim() : '';
 }
 
 async function scanQR(box, found) {
@@ -129,7 +162,8 @@ export function revokedScreen(app, root) {
   root.replaceChildren(
     h('h1', {}, '本设备已被停用'),
     h('p', {}, '服务器已停用本设备，无法再同步。未上传的记录仍保存在本机，没有删除。'),
-    h('p', {}, '请联系管理员。'),
+    h('p', {}, '请把未发送的数据导出成文件，交给管理员导入服务器，并联系管理员。'),
+    exportButton(app, { primary: true }),
     h('a', { class: 'btn', href: '#/outbox' }, '查看未上传的记录'));
 }
 
@@ -255,8 +289,10 @@ export async function householdScreen(app, root, id) {
 export async function outboxScreen(app, root) {
   const [rows, rejected, uploads] = await app.db.read(['outbox', 'rejected', 'uploads'], async (t) => [await t.all('outbox'), await t.all('rejected'), await t.all('uploads')]);
   const upState = { pending: '等待上传', done: '已上传', failed: '无法上传' };
+  const revoked = await app.db.getMeta('revoked');
   root.replaceChildren(
     h('h1', {}, '待上传'),
+    revoked ? h('p', { class: 'err', id: 'revokedline' }, '本设备已被停用，无法再同步：请用下方“导出未发送的数据”把记录交给管理员。') : '',
     h('p', {}, `记录 ${rows.length} 条`),
     h('ul', { class: 'list', id: 'outboxlist' }, rows.map((r) => h('li', {}, h('div', { class: 'card' },
       `#${r.seq} ${KIND_ZH[r.kind] || r.kind}，已等待 ${fmtAge(r.created)}（${fmtTime(r.created)}）`)))),
@@ -267,7 +303,10 @@ export async function outboxScreen(app, root) {
     h('h2', {}, '附件'),
     h('ul', { class: 'list', id: 'uploadlist' }, uploads.filter((u) => u.state !== 'done').map((u) => h('li', {}, h('div', { class: 'card' },
       `${u.sha256.slice(0, 12)}… ${fmtBytes(u.size)} ${upState[u.state] || u.state}`, u.error ? h('div', { class: 'err' }, u.error) : '')))),
-    h('p', { class: 'hint' }, `已上传 ${uploads.filter((u) => u.state === 'done').length} 个`));
+    h('p', { class: 'hint' }, `已上传 ${uploads.filter((u) => u.state === 'done').length} 个`),
+    h('h2', {}, '导出'),
+    h('p', { class: 'hint' }, '平板无法同步（故障或已停用）时，可把未发送的记录和附件导出成一个文件，交给管理员导入服务器。导出不会删除本机数据。'),
+    exportButton(app));
 }
 
 export async function logScreen(app, root) {
