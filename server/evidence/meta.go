@@ -12,6 +12,7 @@ package evidence
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -22,7 +23,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"runtime"
 	"strings"
 	"time"
 
@@ -33,20 +33,9 @@ import (
 	_ "golang.org/x/image/webp" // WebP decoder
 )
 
-// Limits on what Analyze and Thumbnail will decode.
-const (
-	// MaxPixels bounds the images that are decoded in full (perceptual
-	// hash, thumbnail); bigger ones get neither, so a decompression bomb
-	// costs nothing.
-	MaxPixels = 40_000_000
-	// exifWindow is how far into a file Analyze looks for EXIF (a JPEG's
-	// APP1 segment is at most 64 KiB and comes first).
-	exifWindow = 256 << 10
-)
-
-// decodeSlots bounds concurrent full-image decodes, which are the memory
-// hungry part (a 40 MP image takes ~60-160 MB while it is decoded).
-var decodeSlots = make(chan struct{}, max(1, runtime.NumCPU()))
+// exifWindow is how far into a file Analyze looks for EXIF (a JPEG's
+// APP1 segment is at most 64 KiB and comes first).
+const exifWindow = 256 << 10
 
 // ErrNotImage is returned by Thumbnail for content that is not an image
 // it can decode.
@@ -66,7 +55,7 @@ type Meta struct {
 	// GPS is the EXIF position; nil if absent or invalid.
 	GPS *orb.Point
 	// PHash is the 64-bit perceptual hash; nil if not computed (not an
-	// image, or bigger than MaxPixels).
+	// image, or too big to decode: see decode).
 	PHash *uint64
 }
 
@@ -143,17 +132,12 @@ func Analyze(r io.ReaderAt, size int64) (Meta, error) {
 		win = win[:n]
 	}
 	readEXIF(win, &m)
-	cfg, _, err := image.DecodeConfig(io.NewSectionReader(r, 0, size))
+	cfg, format, err := image.DecodeConfig(io.NewSectionReader(r, 0, size))
 	if err != nil {
 		return m, nil // not an image we can decode; keep what we have
 	}
 	m.Width, m.Height = cfg.Width, cfg.Height
-	if int64(cfg.Width)*int64(cfg.Height) > MaxPixels || cfg.Width <= 0 || cfg.Height <= 0 {
-		return m, nil
-	}
-	decodeSlots <- struct{}{}
-	defer func() { <-decodeSlots }()
-	img, _, err := image.Decode(io.NewSectionReader(r, 0, size))
+	img, err := decode(context.Background(), r, size, cfg, format)
 	if err != nil {
 		return m, nil
 	}
