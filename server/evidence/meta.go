@@ -57,7 +57,22 @@ type Meta struct {
 	// PHash is the 64-bit perceptual hash; nil if not computed (not an
 	// image, or too big to decode: see decode).
 	PHash *uint64
+	// CropHashes are the perceptual hashes of the picture's centred
+	// crops, one per CropFractions entry (empty when PHash is nil): a
+	// reused photo cropped by up to about 20% hashes near one of them.
+	CropHashes []uint64
 }
+
+// IsZero reports whether m holds nothing (the blob was not analysed).
+func (m Meta) IsZero() bool {
+	return m.MediaType == "" && m.Width == 0 && m.Height == 0 && m.Orientation == 0 &&
+		m.Taken == (CaptureTime{}) && m.GPS == nil && m.PHash == nil && len(m.CropHashes) == 0
+}
+
+// CropFractions are the sides, as fractions of the picture's, of the
+// centred crops whose hashes Meta.CropHashes holds. Their order is
+// stored (variant 1, 2, ...): append, never reorder.
+var CropFractions = [...]float64{0.9, 0.8}
 
 // CaptureTime is when a photo was taken, as EXIF tells it. Cameras record
 // wall-clock time, often without saying which zone: such a time is
@@ -144,8 +159,35 @@ func Analyze(r io.ReaderAt, size int64) (Meta, error) {
 	if h, err := goimagehash.PerceptionHash(img); err == nil {
 		v := h.GetHash()
 		m.PHash = &v
+		m.CropHashes = cropHashes(img)
 	}
 	return m, nil
+}
+
+// cropHashes hashes img's centred crops (CropFractions), or returns nil
+// if one fails.
+func cropHashes(img image.Image) []uint64 {
+	sub, ok := img.(interface {
+		SubImage(image.Rectangle) image.Image
+	})
+	if !ok {
+		return nil
+	}
+	b := img.Bounds()
+	out := make([]uint64, 0, len(CropFractions))
+	for _, f := range CropFractions {
+		w, h := int(float64(b.Dx())*f), int(float64(b.Dy())*f)
+		if w < 8 || h < 8 {
+			return nil
+		}
+		x0, y0 := b.Min.X+(b.Dx()-w)/2, b.Min.Y+(b.Dy()-h)/2
+		hh, err := goimagehash.PerceptionHash(sub.SubImage(image.Rect(x0, y0, x0+w, y0+h)))
+		if err != nil {
+			return nil
+		}
+		out = append(out, hh.GetHash())
+	}
+	return out
 }
 
 // Tags goexif does not name; read from the EXIF sub-IFD by number.

@@ -114,7 +114,7 @@ type Store struct {
 	gate       *readGate
 	health     healthBuffer
 	evCfg      atomic.Pointer[evidence.Config]
-	near       *evidence.HashIndex[blobKey] // perceptual hashes of the stored photos
+	near       *evidence.HashIndex[hashKey] // perceptual hashes of the stored photos
 
 	pushes    chan *pushJob
 	closeOnce sync.Once

@@ -82,7 +82,7 @@ func TestNearIndex_FollowsWritesAndReopen(t *testing.T) {
 		for q := range 60 {
 			hs := []uint64{base ^ 1<<r.IntN(64), r.Uint64()}
 			d := []int{0, 3, 8, 12, 25}[q%5]
-			got := s.nearHashes(hs, nil, d)
+			got := s.nearHashes(whole(hs...), nil, d)
 			slices.Sort(got)
 			if want := scan(s, hs, d); !slices.Equal(got, want) {
 				t.Fatalf("%s: query %x within %d: index %d blobs, table %d", when, hs, d, len(got), len(want))
@@ -90,7 +90,7 @@ func TestNearIndex_FollowsWritesAndReopen(t *testing.T) {
 		}
 	}
 	check(s, "after uploads")
-	if n := len(s.nearHashes([]uint64{base}, nil, 6)); n < 100 {
+	if n := len(s.nearHashes(whole(base), nil, 6)); n < 100 {
 		t.Fatalf("only %d of the clustered photos found", n)
 	}
 
@@ -99,10 +99,10 @@ func TestNearIndex_FollowsWritesAndReopen(t *testing.T) {
 	if err := s.BlobAnalysed(ctx, sumOf(0), evidence.Meta{MediaType: "image/jpeg", PHash: &far}); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.nearHashes([]uint64{far}, nil, 0); !slices.Equal(got, []string{sumOf(0)}) {
+	if got := s.nearHashes(whole(far), nil, 0); !slices.Equal(got, []string{sumOf(0)}) {
 		t.Errorf("after re-analysis, the new hash finds %v", got)
 	}
-	if got := s.nearHashes([]uint64{base}, map[string]bool{}, 6); slices.Contains(got, sumOf(0)) {
+	if got := s.nearHashes(whole(base), map[string]bool{}, 6); slices.Contains(got, sumOf(0)) {
 		t.Errorf("after re-analysis, the old hash still finds photo 0")
 	}
 	// A re-analysis that finds no hash drops the photo from the index.
@@ -114,7 +114,7 @@ func TestNearIndex_FollowsWritesAndReopen(t *testing.T) {
 		t.Errorf("re-analysis of an unknown blob succeeded")
 	}
 	// skip leaves out the caller's own photos.
-	if got := s.nearHashes([]uint64{far}, map[string]bool{sumOf(0): true}, 0); len(got) != 0 {
+	if got := s.nearHashes(whole(far), map[string]bool{sumOf(0): true}, 0); len(got) != 0 {
 		t.Errorf("skipped photo returned: %v", got)
 	}
 	if err := s.Close(); err != nil {
@@ -127,4 +127,13 @@ func TestNearIndex_FollowsWritesAndReopen(t *testing.T) {
 	if s.near.Len() != 399 {
 		t.Errorf("reopened index holds %d photos, want 399", s.near.Len())
 	}
+}
+
+// whole lists hashes as photos with only a whole-picture hash each.
+func whole(hs ...uint64) [][]uint64 {
+	out := make([][]uint64, len(hs))
+	for i, h := range hs {
+		out[i] = []uint64{h}
+	}
+	return out
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 
 	"fieldsync/server/domain"
-	"fieldsync/server/evidence"
 	"fieldsync/server/upload"
 )
 
@@ -56,18 +55,10 @@ func (s *Store) RecordImportedBlob(ctx context.Context, deviceID string, b uploa
 	var held []string
 	err = s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		held = nil
-		taken, lon, lat, phash, w, h := metaArgs(b.Meta)
-		var analyzed any
-		if b.Meta != (evidence.Meta{}) {
-			analyzed = domain.Timestamp(b.StoredAt)
+		var err error
+		if fresh, err = insertBlobTx(ctx, tx, b); err != nil {
+			return err
 		}
-		res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO blobs(`+blobCols+`, analyzed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			b.SHA256, b.Size, b.MediaType, domain.Timestamp(b.StoredAt), taken, lon, lat, phash, w, h, analyzed)
-		if err != nil {
-			return fmt.Errorf("record blob: %w", err)
-		}
-		n, _ := res.RowsAffected()
-		fresh = n > 0
 		if held, err = holdBlobTx(ctx, tx, deviceID, b.SHA256, domain.Timestamp(b.StoredAt)); err != nil {
 			return err
 		}
@@ -77,6 +68,7 @@ func (s *Store) RecordImportedBlob(ctx context.Context, deviceID string, b uploa
 		return false, err
 	}
 	if fresh {
+		s.indexHashes(b.SHA256, nil, hashesOf(b.Meta))
 		// Every visit naming a new blob: its checks have not run with it.
 		return true, s.BlobArrived(ctx, b.SHA256)
 	}
