@@ -77,6 +77,55 @@ func jsonText(v any) (string, error) {
 	return string(b), err
 }
 
+// entityTable is the device's copy of one kind of pulled entity: a table
+// keyed by key, whose other columns cols a put replaces. Its upsert text
+// is built once from these constant names.
+type entityTable struct {
+	name      string
+	key, cols []string
+	upsert    string
+}
+
+func newEntityTable(name string, key []string, cols ...string) *entityTable {
+	all := append(append([]string{}, key...), cols...)
+	set := make([]string, len(cols))
+	for i, c := range cols {
+		set[i] = c + " = excluded." + c
+	}
+	return &entityTable{name: name, key: key, cols: cols,
+		upsert: "INSERT INTO " + name + "(" + strings.Join(all, ", ") + ") VALUES (" +
+			strings.TrimSuffix(strings.Repeat("?, ", len(all)), ", ") + ") ON CONFLICT(" +
+			strings.Join(key, ", ") + ") DO UPDATE SET " + strings.Join(set, ", ")}
+}
+
+// The plain entity tables (households keep a base and an overlay: see
+// putHousehold). local_only = 0: the server's copy replaces a visit
+// recorded here.
+var (
+	placesTable    = newEntityTable("places", []string{"code"}, "name", "level", "parent_code", "boundary")
+	formsTable     = newEntityTable("forms", []string{"id", "version"}, "definition")
+	visitsTable    = newEntityTable("visits", []string{"id"}, "household_id", "place_code", "device_time", "body", "review_state", "local_only")
+	conflictsTable = newEntityTable("conflicts", []string{"id"}, "household_id", "place_code", "state", "body")
+	tasksTable     = newEntityTable("tasks", []string{"id"}, "household_id", "visit_id", "place_code", "state", "body")
+)
+
+// upsert writes one row of t: the key's values, then cols' in order.
+func (a *applier) upsert(t *entityTable, args ...any) error {
+	if len(args) != len(t.key)+len(t.cols) {
+		return fmt.Errorf("%s: %d values for %d columns", t.name, len(args), len(t.key)+len(t.cols))
+	}
+	return a.exec(t.upsert, args...)
+}
+
+// entityID is an op's entity id: the entity's own, else the op's; ""
+// means the op is malformed.
+func entityID(own *string, op *syncproto.Op) string {
+	if *own == "" {
+		*own = op.ID
+	}
+	return *own
+}
+
 func (a *applier) put(op *syncproto.Op) error {
 	switch op.Type {
 	case syncproto.EntityPlace:
@@ -84,10 +133,7 @@ func (a *applier) put(op *syncproto.Op) error {
 		if p == nil || p.Code == "" {
 			return errBadOp
 		}
-		return a.exec(`INSERT INTO places(code, name, level, parent_code, boundary) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT(code) DO UPDATE SET name = excluded.name, level = excluded.level,
-				parent_code = excluded.parent_code, boundary = excluded.boundary`,
-			p.Code, p.Name, p.Level, p.ParentCode, string(p.Boundary))
+		return a.upsert(placesTable, p.Code, p.Name, p.Level, p.ParentCode, string(p.Boundary))
 	case syncproto.EntityForm:
 		f := op.Form
 		if f == nil || f.ID == "" {
@@ -97,54 +143,15 @@ func (a *applier) put(op *syncproto.Op) error {
 		if err != nil {
 			return err
 		}
-		return a.exec(`INSERT INTO forms(id, version, definition) VALUES (?, ?, ?)
-			ON CONFLICT(id, version) DO UPDATE SET definition = excluded.definition`, f.ID, f.Version, def)
+		return a.upsert(formsTable, f.ID, f.Version, def)
 	case syncproto.EntityHousehold:
-		h := op.Household
-		if h == nil {
+		if op.Household == nil {
 			return errBadOp
 		}
-		id := h.ID
-		if id == "" {
-			id = op.ID
-		}
-		if id == "" {
-			return errBadOp
-		}
-		place := h.PlaceCode
-		if place == "" {
-			place = op.Place
-		}
-		fields := h.Fields
-		if fields == nil {
-			fields = map[string]json.RawMessage{}
-		}
-		fb, err := jsonText(fields)
-		if err != nil {
-			return err
-		}
-		if err := a.exec(`INSERT INTO households(id, place_code, has_base, base_place, base_version, base_fields)
-				VALUES (?, ?, 1, ?, ?, ?)
-			ON CONFLICT(id) DO UPDATE SET has_base = 1, base_place = excluded.base_place,
-				base_version = excluded.base_version, base_fields = excluded.base_fields`,
-			id, place, place, h.Version, fb); err != nil {
-			return err
-		}
-		// Applied changes the server copy now includes stop overlaying it.
-		if err := a.exec(`UPDATE results SET overlay = 0 WHERE household_id = ? AND overlay = 1 AND version <= ?`, id, h.Version); err != nil {
-			return err
-		}
-		a.touched[id] = true
-		return nil
+		return a.putHousehold(op)
 	case syncproto.EntityVisit:
 		v := op.Visit
-		if v == nil {
-			return errBadOp
-		}
-		if v.ID == "" {
-			v.ID = op.ID
-		}
-		if v.ID == "" {
+		if v == nil || entityID(&v.ID, op) == "" {
 			return errBadOp
 		}
 		if v.PlaceCode == "" {
@@ -154,50 +161,67 @@ func (a *applier) put(op *syncproto.Op) error {
 		if err != nil {
 			return err
 		}
-		return a.exec(`INSERT INTO visits(id, household_id, place_code, device_time, body, review_state, local_only)
-				VALUES (?, ?, ?, ?, ?, ?, 0)
-			ON CONFLICT(id) DO UPDATE SET household_id = excluded.household_id, place_code = excluded.place_code,
-				device_time = excluded.device_time, body = excluded.body, review_state = excluded.review_state, local_only = 0`,
-			v.ID, v.HouseholdID, v.PlaceCode, ts(v.DeviceTime), body, v.ReviewState)
+		return a.upsert(visitsTable, v.ID, v.HouseholdID, v.PlaceCode, ts(v.DeviceTime), body, v.ReviewState, 0)
 	case syncproto.EntityConflict:
 		cf := op.Conflict
-		if cf == nil {
-			return errBadOp
-		}
-		if cf.ID == "" {
-			cf.ID = op.ID
-		}
-		if cf.ID == "" {
+		if cf == nil || entityID(&cf.ID, op) == "" {
 			return errBadOp
 		}
 		body, err := jsonText(cf)
 		if err != nil {
 			return err
 		}
-		return a.exec(`INSERT INTO conflicts(id, household_id, place_code, state, body) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT(id) DO UPDATE SET household_id = excluded.household_id, place_code = excluded.place_code,
-				state = excluded.state, body = excluded.body`,
-			cf.ID, cf.HouseholdID, op.Place, cf.State, body)
+		return a.upsert(conflictsTable, cf.ID, cf.HouseholdID, op.Place, cf.State, body)
 	case syncproto.EntityTask:
 		t := op.Task
-		if t == nil {
-			return errBadOp
-		}
-		if t.ID == "" {
-			t.ID = op.ID
-		}
-		if t.ID == "" {
+		if t == nil || entityID(&t.ID, op) == "" {
 			return errBadOp
 		}
 		body, err := jsonText(t)
 		if err != nil {
 			return err
 		}
-		return a.exec(`INSERT INTO tasks(id, household_id, visit_id, place_code, state, body) VALUES (?, ?, ?, ?, ?, ?)
-			ON CONFLICT(id) DO UPDATE SET household_id = excluded.household_id, visit_id = excluded.visit_id,
-				place_code = excluded.place_code, state = excluded.state, body = excluded.body`,
-			t.ID, t.HouseholdID, t.VisitID, op.Place, t.State, body)
+		return a.upsert(tasksTable, t.ID, t.HouseholdID, t.VisitID, op.Place, t.State, body)
 	}
+	return nil
+}
+
+// putHousehold stores the server's copy of a household as its base; the
+// device's own unsent changes stay overlaid on it until the server's copy
+// includes them.
+func (a *applier) putHousehold(op *syncproto.Op) error {
+	h := op.Household
+	id := h.ID
+	if id == "" {
+		id = op.ID
+	}
+	if id == "" {
+		return errBadOp
+	}
+	place := h.PlaceCode
+	if place == "" {
+		place = op.Place
+	}
+	fields := h.Fields
+	if fields == nil {
+		fields = map[string]json.RawMessage{}
+	}
+	fb, err := jsonText(fields)
+	if err != nil {
+		return err
+	}
+	if err := a.exec(`INSERT INTO households(id, place_code, has_base, base_place, base_version, base_fields)
+			VALUES (?, ?, 1, ?, ?, ?)
+		ON CONFLICT(id) DO UPDATE SET has_base = 1, base_place = excluded.base_place,
+			base_version = excluded.base_version, base_fields = excluded.base_fields`,
+		id, place, place, h.Version, fb); err != nil {
+		return err
+	}
+	// Applied changes the server copy now includes stop overlaying it.
+	if err := a.exec(`UPDATE results SET overlay = 0 WHERE household_id = ? AND overlay = 1 AND version <= ?`, id, h.Version); err != nil {
+		return err
+	}
+	a.touched[id] = true
 	return nil
 }
 

@@ -33,7 +33,7 @@
 // # Enrollment
 //
 // An admin issues a one-time code (typed, or scanned as the QR payload
-// "fieldsync://enroll?server=<url>&code=<code>"). The device posts
+// "<server>/app/#/enroll?code=<code>", the field app's URL). The device posts
 // {"code","name"} to /api/v1/devices/enroll and receives {"device_id",
 // "token"}. The token goes in "Authorization: Bearer <token>" on every
 // later request; a revoked device gets 401 "unauthorized" on its very next

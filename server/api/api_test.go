@@ -223,7 +223,7 @@ func TestUsersAndDevices_EnrollmentLifecycle(t *testing.T) {
 		var ec api.EnrollmentCode
 		b := call{method: "POST", path: "/api/v1/users/" + uid + "/enrollment-codes", token: admin, status: 201}.run(t, env)
 		json.Unmarshal(b, &ec)
-		if len(ec.Code) < 12 || !strings.HasPrefix(ec.QRPayload, "fieldsync://enroll?server=") || !strings.Contains(ec.QRPayload, ec.Code) {
+		if len(ec.Code) < 12 || !strings.Contains(ec.QRPayload, "/app/#/enroll?code=") || !strings.Contains(ec.QRPayload, ec.Code) {
 			t.Fatalf("enrollment code = %+v", ec)
 		}
 		return ec

@@ -197,7 +197,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if _, err := web.Mount(srv, web.Config{Store: st, Logger: log, TileURL: cfg.TileURL, SecureCookies: cfg.TLSCert != "", TrustProxy: cfg.TrustProxy,
-		Location: cfg.Location}); err != nil {
+		Location: cfg.Location, PublicURL: uploadURL}); err != nil {
 		ln.Close()
 		return err
 	}

@@ -109,10 +109,12 @@ func NormalizeCode(code string) string {
 	return sb.String()
 }
 
-// EnrollmentPayload is the string shown as a QR code: the app scans it and
-// has both the server and the code.
+// EnrollmentPayload is the string shown as a QR code: the field app's URL
+// on the server with the code, "<server>/app/#/enroll?code=<code>". The
+// app scans it (or a phone's camera opens it) and has both the server and
+// the code; opening it enrolls.
 func EnrollmentPayload(serverURL, code string) string {
-	return "fieldsync://enroll?server=" + urlEscape(serverURL) + "&code=" + code
+	return strings.TrimRight(serverURL, "/") + "/app/#/enroll?code=" + urlEscape(code)
 }
 
 func urlEscape(s string) string { return url.QueryEscape(s) }

@@ -16,6 +16,7 @@ package blob
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 )
 
@@ -110,6 +111,24 @@ func ValidSum(s string) bool {
 		}
 	}
 	return true
+}
+
+// CheckSum returns nil for a valid sum (ValidSum), else an error that
+// wraps ErrBadName. Every Store method that takes a sum starts with it.
+func CheckSum(sum string) error {
+	if !ValidSum(sum) {
+		return fmt.Errorf("%w: %q is not a lowercase hex sha256", ErrBadName, sum)
+	}
+	return nil
+}
+
+// CheckDerivedName returns nil for a valid derived-object name
+// (ValidDerivedName), else an error that wraps ErrBadName.
+func CheckDerivedName(name string) error {
+	if !ValidDerivedName(name) {
+		return fmt.Errorf("%w: derived name %q", ErrBadName, name)
+	}
+	return nil
 }
 
 // MaxDerivedNameLen is the longest accepted derived-object name.

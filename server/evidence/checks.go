@@ -202,6 +202,28 @@ type Use struct {
 	SHA256      string
 	// PHash is the blob's perceptual hash, if it is present and an image.
 	PHash *uint64
+	// Crops are the hashes of its centred crops (Meta.CropHashes), if
+	// known.
+	Crops []uint64
+}
+
+// UseDistance is how near two photos are: the least Hamming distance
+// between their hashes, comparing each one's whole picture with the
+// other's whole picture and centred crops (not crop with crop), so that a
+// copy cropped by up to about 20% is near its original. ok is false when
+// either has no hash.
+func UseDistance(a, b Use) (d int, ok bool) {
+	if a.PHash == nil || b.PHash == nil {
+		return 0, false
+	}
+	d = Distance(*a.PHash, *b.PHash)
+	for _, c := range b.Crops {
+		d = min(d, Distance(*a.PHash, c))
+	}
+	for _, c := range a.Crops {
+		d = min(d, Distance(c, *b.PHash))
+	}
+	return d, true
 }
 
 // SameBlob flags every use of a SHA-256 that is also attached to a visit
@@ -239,7 +261,7 @@ func Distance(a, b uint64) int { return bits.OnesCount64(a ^ b) }
 // NearDuplicates compares the uses in mine (one visit's, or one blob's)
 // with candidates (uses of other blobs that have a perceptual hash) and
 // flags both sides of every pair that belongs to different households,
-// has different SHA-256s and whose hashes are within
+// has different SHA-256s and whose UseDistance is within
 // Config.NearDuplicateDistance.
 func NearDuplicates(cfg Config, mine, candidates []Use) []Flag {
 	cfg = cfg.WithDefaults()
@@ -260,11 +282,11 @@ func NearDuplicates(cfg Config, mine, candidates []Use) []Flag {
 			continue
 		}
 		for _, c := range candidates {
-			if c.PHash == nil || c.SHA256 == m.SHA256 || c.HouseholdID == m.HouseholdID {
+			if c.SHA256 == m.SHA256 || c.HouseholdID == m.HouseholdID {
 				continue
 			}
-			d := Distance(*m.PHash, *c.PHash)
-			if d > cfg.NearDuplicateDistance {
+			d, ok := UseDistance(m, c)
+			if !ok || d > cfg.NearDuplicateDistance {
 				continue
 			}
 			note(side{m.VisitID, m.SHA256}, fmt.Sprintf("户 %s 的照片 %s（访问 %s，相似距离 %d）", c.HouseholdID, short(c.SHA256), c.VisitID, d))

@@ -12,6 +12,7 @@ package evidence
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -22,7 +23,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"runtime"
 	"strings"
 	"time"
 
@@ -33,20 +33,9 @@ import (
 	_ "golang.org/x/image/webp" // WebP decoder
 )
 
-// Limits on what Analyze and Thumbnail will decode.
-const (
-	// MaxPixels bounds the images that are decoded in full (perceptual
-	// hash, thumbnail); bigger ones get neither, so a decompression bomb
-	// costs nothing.
-	MaxPixels = 40_000_000
-	// exifWindow is how far into a file Analyze looks for EXIF (a JPEG's
-	// APP1 segment is at most 64 KiB and comes first).
-	exifWindow = 256 << 10
-)
-
-// decodeSlots bounds concurrent full-image decodes, which are the memory
-// hungry part (a 40 MP image takes ~60-160 MB while it is decoded).
-var decodeSlots = make(chan struct{}, max(1, runtime.NumCPU()))
+// exifWindow is how far into a file Analyze looks for EXIF (a JPEG's
+// APP1 segment is at most 64 KiB and comes first).
+const exifWindow = 256 << 10
 
 // ErrNotImage is returned by Thumbnail for content that is not an image
 // it can decode.
@@ -66,9 +55,24 @@ type Meta struct {
 	// GPS is the EXIF position; nil if absent or invalid.
 	GPS *orb.Point
 	// PHash is the 64-bit perceptual hash; nil if not computed (not an
-	// image, or bigger than MaxPixels).
+	// image, or too big to decode: see decode).
 	PHash *uint64
+	// CropHashes are the perceptual hashes of the picture's centred
+	// crops, one per CropFractions entry (empty when PHash is nil): a
+	// reused photo cropped by up to about 20% hashes near one of them.
+	CropHashes []uint64
 }
+
+// IsZero reports whether m holds nothing (the blob was not analysed).
+func (m Meta) IsZero() bool {
+	return m.MediaType == "" && m.Width == 0 && m.Height == 0 && m.Orientation == 0 &&
+		m.Taken == (CaptureTime{}) && m.GPS == nil && m.PHash == nil && len(m.CropHashes) == 0
+}
+
+// CropFractions are the sides, as fractions of the picture's, of the
+// centred crops whose hashes Meta.CropHashes holds. Their order is
+// stored (variant 1, 2, ...): append, never reorder.
+var CropFractions = [...]float64{0.9, 0.8}
 
 // CaptureTime is when a photo was taken, as EXIF tells it. Cameras record
 // wall-clock time, often without saying which zone: such a time is
@@ -143,25 +147,47 @@ func Analyze(r io.ReaderAt, size int64) (Meta, error) {
 		win = win[:n]
 	}
 	readEXIF(win, &m)
-	cfg, _, err := image.DecodeConfig(io.NewSectionReader(r, 0, size))
+	cfg, format, err := image.DecodeConfig(io.NewSectionReader(r, 0, size))
 	if err != nil {
 		return m, nil // not an image we can decode; keep what we have
 	}
 	m.Width, m.Height = cfg.Width, cfg.Height
-	if int64(cfg.Width)*int64(cfg.Height) > MaxPixels || cfg.Width <= 0 || cfg.Height <= 0 {
-		return m, nil
-	}
-	decodeSlots <- struct{}{}
-	defer func() { <-decodeSlots }()
-	img, _, err := image.Decode(io.NewSectionReader(r, 0, size))
+	img, err := decode(context.Background(), r, size, cfg, format)
 	if err != nil {
 		return m, nil
 	}
 	if h, err := goimagehash.PerceptionHash(img); err == nil {
 		v := h.GetHash()
 		m.PHash = &v
+		m.CropHashes = cropHashes(img)
 	}
 	return m, nil
+}
+
+// cropHashes hashes img's centred crops (CropFractions), or returns nil
+// if one fails.
+func cropHashes(img image.Image) []uint64 {
+	sub, ok := img.(interface {
+		SubImage(image.Rectangle) image.Image
+	})
+	if !ok {
+		return nil
+	}
+	b := img.Bounds()
+	out := make([]uint64, 0, len(CropFractions))
+	for _, f := range CropFractions {
+		w, h := int(float64(b.Dx())*f), int(float64(b.Dy())*f)
+		if w < 8 || h < 8 {
+			return nil
+		}
+		x0, y0 := b.Min.X+(b.Dx()-w)/2, b.Min.Y+(b.Dy()-h)/2
+		hh, err := goimagehash.PerceptionHash(sub.SubImage(image.Rect(x0, y0, x0+w, y0+h)))
+		if err != nil {
+			return nil
+		}
+		out = append(out, hh.GetHash())
+	}
+	return out
 }
 
 // Tags goexif does not name; read from the EXIF sub-IFD by number.

@@ -12,7 +12,7 @@ import (
 	"fieldsync/server/evidence/evidencetest"
 )
 
-func analyze(t *testing.T, b []byte) evidence.Meta {
+func analyze(t testing.TB, b []byte) evidence.Meta {
 	t.Helper()
 	m, err := evidence.Analyze(bytes.NewReader(b), int64(len(b)))
 	if err != nil {

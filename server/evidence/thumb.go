@@ -2,6 +2,7 @@ package evidence
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"image"
 	"image/jpeg"
@@ -21,7 +22,7 @@ func ThumbName(sum string, size int) string {
 
 // Thumbnail decodes the image in r (JPEG, PNG, GIF or WebP), turns it
 // upright according to its EXIF orientation, scales it to fit size×size
-// (never up) and encodes it as a JPEG. Images over MaxPixels and content
+// (never up) and encodes it as a JPEG. Images too big to decode (see decode) and content
 // that is not a decodable image give ErrNotImage.
 func Thumbnail(r io.ReadSeeker, size int) ([]byte, error) {
 	if size <= 0 {
@@ -36,20 +37,20 @@ func Thumbnail(r io.ReadSeeker, size int) ([]byte, error) {
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("evidence: thumbnail: %w", err)
 	}
-	cfg, _, err := image.DecodeConfig(r)
+	cfg, format, err := image.DecodeConfig(r)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotImage, err)
 	}
-	if cfg.Width <= 0 || cfg.Height <= 0 || int64(cfg.Width)*int64(cfg.Height) > MaxPixels {
-		return nil, fmt.Errorf("%w: %dx%d pixels", ErrNotImage, cfg.Width, cfg.Height)
-	}
-	if _, err := r.Seek(0, io.SeekStart); err != nil {
+	end, err := r.Seek(0, io.SeekEnd)
+	if err != nil {
 		return nil, fmt.Errorf("evidence: thumbnail: %w", err)
 	}
-	decodeSlots <- struct{}{}
-	src, _, err := image.Decode(r)
+	ra, ok := r.(io.ReaderAt)
+	if !ok {
+		ra = readerAt{r}
+	}
+	src, err := decode(context.Background(), ra, end, cfg, format)
 	if err != nil {
-		<-decodeSlots
 		return nil, fmt.Errorf("%w: %v", ErrNotImage, err)
 	}
 	b := src.Bounds()
@@ -63,7 +64,6 @@ func Thumbnail(r io.ReadSeeker, size int) ([]byte, error) {
 	}
 	dst := image.NewRGBA(image.Rect(0, 0, w, h))
 	draw.CatmullRom.Scale(dst, dst.Bounds(), src, b, draw.Src, nil)
-	<-decodeSlots
 	out := orient(dst, m.Orientation)
 	var buf bytes.Buffer
 	if err := jpeg.Encode(&buf, out, &jpeg.Options{Quality: 80}); err != nil {
@@ -107,4 +107,14 @@ func orient(src *image.RGBA, o int) image.Image {
 		}
 	}
 	return dst
+}
+
+// readerAt reads a seekable stream at offsets (not concurrently).
+type readerAt struct{ r io.ReadSeeker }
+
+func (a readerAt) ReadAt(p []byte, off int64) (int, error) {
+	if _, err := a.r.Seek(off, io.SeekStart); err != nil {
+		return 0, err
+	}
+	return io.ReadFull(a.r, p)
 }

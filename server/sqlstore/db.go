@@ -114,6 +114,7 @@ type Store struct {
 	gate       *readGate
 	health     healthBuffer
 	evCfg      atomic.Pointer[evidence.Config]
+	near       *evidence.HashIndex[hashKey] // perceptual hashes of the stored photos
 
 	pushes    chan *pushJob
 	closeOnce sync.Once
@@ -177,6 +178,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s.clock.Now = cfg.Now
 	s.SetEvidenceConfig(cfg.Evidence)
 	if err := s.initMeta(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.loadNearIndex(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}

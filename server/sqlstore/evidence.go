@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -235,19 +236,13 @@ func (s *Store) UpdateUpload(ctx context.Context, id string, offset int64, expir
 // holds what was read from it.
 func (s *Store) CompleteUpload(ctx context.Context, id string, b upload.Blob, expires time.Time) error {
 	var held []string
+	var fresh bool
 	err := s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		held = nil
-		taken, lon, lat, phash, w, h := metaArgs(b.Meta)
-		var analyzed any
-		if b.Meta != (evidence.Meta{}) {
-			analyzed = domain.Timestamp(b.StoredAt)
+		held, fresh = nil, false
+		var err error
+		if fresh, err = insertBlobTx(ctx, tx, b); err != nil {
+			return err
 		}
-		res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO blobs(`+blobCols+`, analyzed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			b.SHA256, b.Size, b.MediaType, domain.Timestamp(b.StoredAt), taken, lon, lat, phash, w, h, analyzed)
-		if err != nil {
-			return fmt.Errorf("record blob: %w", err)
-		}
-		fresh, _ := res.RowsAffected()
 		if _, err := tx.ExecContext(ctx, `UPDATE uploads SET state = 'done', "offset" = length, expires_at = ? WHERE id = ?`,
 			sortableTS(expires), id); err != nil {
 			return fmt.Errorf("complete upload: %w", err)
@@ -265,7 +260,7 @@ func (s *Store) CompleteUpload(ctx context.Context, id string, b upload.Blob, ex
 		if held, err = holdBlobTx(ctx, tx, dev, b.SHA256, domain.Timestamp(b.StoredAt)); err != nil {
 			return err
 		}
-		if fresh > 0 {
+		if fresh {
 			held = nil // a new blob: the analysis worker runs the checks
 		}
 		return nil
@@ -273,7 +268,48 @@ func (s *Store) CompleteUpload(ctx context.Context, id string, b upload.Blob, ex
 	if err != nil {
 		return err
 	}
+	if fresh {
+		s.indexHashes(b.SHA256, nil, hashesOf(b.Meta))
+	}
 	return s.recheckHeld(ctx, held)
+}
+
+// insertBlobTx records a present blob (kept as it is if already there)
+// with what was read from it, and its crop hashes; fresh reports a new
+// row. After the commit, the caller adds a fresh blob's hashes to the
+// near-duplicate index (indexHashes).
+func insertBlobTx(ctx context.Context, tx *sql.Tx, b upload.Blob) (fresh bool, err error) {
+	taken, lon, lat, phash, w, h := metaArgs(b.Meta)
+	var analyzed any
+	if !b.Meta.IsZero() {
+		analyzed = domain.Timestamp(b.StoredAt)
+	}
+	res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO blobs(`+blobCols+`, analyzed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		b.SHA256, b.Size, b.MediaType, domain.Timestamp(b.StoredAt), taken, lon, lat, phash, w, h, analyzed)
+	if err != nil {
+		return false, fmt.Errorf("record blob: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	if n == 0 {
+		return false, nil
+	}
+	return true, writeCropHashesTx(ctx, tx, b.SHA256, b.Meta)
+}
+
+// writeCropHashesTx replaces blob sum's crop hashes by m's.
+func writeCropHashesTx(ctx context.Context, tx *sql.Tx, sum string, m evidence.Meta) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM blob_crop_hashes WHERE sha256 = ?`, sum); err != nil {
+		return fmt.Errorf("crop hashes: %w", err)
+	}
+	if m.PHash == nil {
+		return nil
+	}
+	for i, h := range m.CropHashes {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO blob_crop_hashes(sha256, variant, phash) VALUES (?, ?, ?)`, sum, i+1, int64(h)); err != nil {
+			return fmt.Errorf("crop hashes: %w", err)
+		}
+	}
+	return nil
 }
 
 // metaArgs returns the blobs columns exif_time, exif_lon, exif_lat, phash,
@@ -321,15 +357,49 @@ func (s *Store) UnanalysedBlobs(ctx context.Context, limit int) ([]upload.Blob, 
 // BlobAnalysed implements upload.Store.
 func (s *Store) BlobAnalysed(ctx context.Context, sum string, m evidence.Meta) error {
 	taken, lon, lat, phash, w, h := metaArgs(m)
-	n, err := s.writeExec(ctx, `UPDATE blobs SET exif_time = ?, exif_lon = ?, exif_lat = ?, phash = ?, width = ?, height = ?,
-		analyzed_at = ? WHERE sha256 = ?`, taken, lon, lat, phash, w, h, s.ts(), sum)
+	var old []uint64
+	err := s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		if old, err = blobHashesTx(ctx, tx, sum); err != nil {
+			return fmt.Errorf("blob analysed %s: %w", sum, err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE blobs SET exif_time = ?, exif_lon = ?, exif_lat = ?, phash = ?, width = ?, height = ?,
+			analyzed_at = ? WHERE sha256 = ?`, taken, lon, lat, phash, w, h, s.ts(), sum); err != nil {
+			return fmt.Errorf("blob analysed: %w", err)
+		}
+		return writeCropHashesTx(ctx, tx, sum, m)
+	})
 	if err != nil {
-		return fmt.Errorf("blob analysed: %w", err)
+		return err
 	}
-	if n == 0 {
-		return fmt.Errorf("blob analysed %s: %w", sum, domain.ErrNotFound)
-	}
+	s.indexHashes(sum, old, hashesOf(m))
 	return nil
+}
+
+// blobHashesTx returns blob sum's perceptual hashes as hashesOf orders
+// them (nil: none), or domain.ErrNotFound.
+func blobHashesTx(ctx context.Context, tx *sql.Tx, sum string) ([]uint64, error) {
+	var full sql.NullInt64
+	err := tx.QueryRowContext(ctx, `SELECT phash FROM blobs WHERE sha256 = ?`, sum).Scan(&full)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, domain.ErrNotFound
+	} else if err != nil || !full.Valid {
+		return nil, err
+	}
+	out := []uint64{uint64(full.Int64)}
+	rows, err := tx.QueryContext(ctx, `SELECT phash FROM blob_crop_hashes WHERE sha256 = ? ORDER BY variant`, sum)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var h int64
+		if err := rows.Scan(&h); err != nil {
+			return nil, err
+		}
+		out = append(out, uint64(h))
+	}
+	return out, rows.Err()
 }
 
 // DeleteUpload implements upload.Store.
@@ -631,7 +701,8 @@ func jsonList[T any](vs []T) string {
 }
 
 // usesOf lists every attachment of the given blobs to any visit, with the
-// visit's household and the blob's perceptual hash if present.
+// visit's household and the blob's perceptual hashes (whole and crops) if
+// present.
 func (s *Store) usesOf(ctx context.Context, sums []string) ([]evidence.Use, error) {
 	if len(sums) == 0 {
 		return nil, nil
@@ -663,38 +734,45 @@ func (s *Store) usesOf(ctx context.Context, sums []string) ([]evidence.Use, erro
 			return nil, err
 		}
 	}
-	return out, nil
+	return out, s.addCrops(ctx, out)
 }
 
-// nearHashes returns the present blobs whose perceptual hash is within
-// the near-duplicate distance of any of hashes, except those in skip.
-func (s *Store) nearHashes(ctx context.Context, hashes []uint64, skip map[string]bool, maxDist int) ([]string, error) {
-	if len(hashes) == 0 || maxDist < 0 {
-		return nil, nil
-	}
-	rows, err := s.readRows(ctx, `SELECT sha256, phash FROM blobs WHERE phash IS NOT NULL`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var sum string
-		var ph int64
-		if err := rows.Scan(&sum, &ph); err != nil {
-			return nil, err
+// addCrops fills the crop hashes of the uses that have a whole-picture
+// hash.
+func (s *Store) addCrops(ctx context.Context, uses []evidence.Use) error {
+	var sums []string
+	for _, u := range uses {
+		if u.PHash != nil {
+			sums = append(sums, u.SHA256)
 		}
-		if skip[sum] {
-			continue
+	}
+	slices.Sort(sums)
+	sums = slices.Compact(sums)
+	crops := map[string][]uint64{}
+	for start := 0; start < len(sums); start += 500 {
+		rows, err := s.readRows(ctx, `SELECT sha256, phash FROM blob_crop_hashes
+			WHERE sha256 IN (SELECT value FROM json_each(?)) ORDER BY sha256, variant`, jsonList(sums[start:min(len(sums), start+500)]))
+		if err != nil {
+			return err
 		}
-		for _, h := range hashes {
-			if evidence.Distance(h, uint64(ph)) <= maxDist {
-				out = append(out, sum)
-				break
+		for rows.Next() {
+			var sum string
+			var h int64
+			if err := rows.Scan(&sum, &h); err != nil {
+				rows.Close()
+				return err
 			}
+			crops[sum] = append(crops[sum], uint64(h))
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
 		}
 	}
-	return out, rows.Err()
+	for i := range uses {
+		uses[i].Crops = crops[uses[i].SHA256]
+	}
+	return nil
 }
 
 // RunEvidenceChecks runs every evidence check for one visit and stores the
@@ -719,8 +797,6 @@ func (s *Store) RunEvidenceChecks(ctx context.Context, visitID string) error {
 	if err != nil {
 		return fmt.Errorf("evidence checks: %w", err)
 	}
-	var mine []evidence.Use
-	var hashes []uint64
 	mySums := map[string]bool{}
 	for _, sum := range sums {
 		mySums[sum] = true
@@ -732,25 +808,25 @@ func (s *Store) RunEvidenceChecks(ctx context.Context, visitID string) error {
 			return fmt.Errorf("evidence checks: %w", err)
 		}
 		flags = append(flags, evidence.CheckBlob(cfg, v, evidence.Blob{SHA256: sum, GPS: b.GPS, Taken: b.Taken})...)
-		if b.PHash != nil {
-			mine = append(mine, evidence.Use{VisitID: visitID, HouseholdID: v.HouseholdID, SHA256: sum, PHash: b.PHash})
-			hashes = append(hashes, *b.PHash)
-		}
 	}
 	uses, err := s.usesOf(ctx, sums)
 	if err != nil {
 		return fmt.Errorf("evidence checks: %w", err)
+	}
+	var mine []evidence.Use
+	var hashes [][]uint64
+	for _, u := range uses {
+		if u.VisitID == visitID && u.PHash != nil {
+			mine = append(mine, u)
+			hashes = append(hashes, append([]uint64{*u.PHash}, u.Crops...))
+		}
 	}
 	for _, f := range evidence.SameBlob(uses) {
 		if mySums[f.SHA256] {
 			flags = append(flags, f)
 		}
 	}
-	near, err := s.nearHashes(ctx, hashes, mySums, cfg.NearDuplicateDistance)
-	if err != nil {
-		return fmt.Errorf("evidence checks: %w", err)
-	}
-	candidates, err := s.usesOf(ctx, near)
+	candidates, err := s.usesOf(ctx, s.nearHashes(hashes, mySums, cfg.NearDuplicateDistance))
 	if err != nil {
 		return fmt.Errorf("evidence checks: %w", err)
 	}

@@ -219,6 +219,27 @@ func TestEvidenceChecks_AcrossHouseholds(t *testing.T) {
 		t.Errorf("different picture: %q", got)
 	}
 
+	// A copy cropped by 20% around the centre (its whole-picture hash is
+	// far from the original's) is found through the crop hashes, both
+	// when it arrives after the original and when the original comes last.
+	cropSrc := evidencetest.Photo{Seed: 21, Width: 640, Height: 480}
+	cropped := evidencetest.CentredCrop(cropSrc, 0.8)
+	if m, _ := evidence.Analyze(bytes.NewReader(cropped), int64(len(cropped))); m.PHash == nil {
+		t.Fatal("cropped copy: no hash")
+	} else if o, _ := evidence.Analyze(bytes.NewReader(evidencetest.JPEG(cropSrc)), 1<<20); evidence.Distance(*m.PHash, *o.PHash) <= evidence.DefaultNearDuplicateDistance {
+		t.Fatalf("the fixture crop is near its original without crop hashes (distance %d): it tests nothing", evidence.Distance(*m.PHash, *o.PHash))
+	}
+	c1 := push(h3, cropped)
+	arrive(t, env, cropped)
+	c2 := push(h1, evidencetest.JPEG(cropSrc))
+	arrive(t, env, evidencetest.JPEG(cropSrc))
+	if got, want := flagsOf(t, env, c1), at(uploadtest.Sum(cropped), evidence.FlagNearDuplicate); got != want {
+		t.Errorf("cropped copy: %q, want %q", got, want)
+	}
+	if got, want := flagsOf(t, env, c2), at(uploadtest.Sum(evidencetest.JPEG(cropSrc)), evidence.FlagNearDuplicate); got != want {
+		t.Errorf("original of the crop: %q, want %q", got, want)
+	}
+
 	// A visit whose photo is already present gets its checks when it is
 	// pushed (no upload follows).
 	far := evidencetest.JPEG(evidencetest.Photo{Seed: 9, GPS: &[2]float64{103.2, 25.2}})

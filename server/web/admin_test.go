@@ -71,8 +71,14 @@ func TestAdmin_UsersPlacesAndEnrollment(t *testing.T) {
 	}
 	raw, _ := base64.StdEncoding.DecodeString(html.UnescapeString(m[1]))
 	img, err := png.Decode(bytes.NewReader(raw))
-	if err != nil || img.Bounds().Dx() < 200 {
-		t.Fatalf("QR PNG: %v", err)
+	if err != nil || img.Bounds().Dx() < 200 || img.Bounds().Dx() > 1000 || img.Bounds().Dx() != img.Bounds().Dy() {
+		t.Fatalf("QR PNG: %v %v", err, img)
+	}
+	// The QR carries the field app's URL on this server (the host the
+	// admin's browser used) with the code; the page shows it too.
+	link := regexp.MustCompile(`id="enroll-url">([^<]+)<`).FindStringSubmatch(body)
+	if want := e.URL + "/app/#/enroll?code=" + url.QueryEscape(code[1]); link == nil || html.UnescapeString(link[1]) != want {
+		t.Errorf("enrollment URL %q, want %q", link, want)
 	}
 	resp, err := http.Post(e.URL+"/api/v1/devices/enroll", "application/json", strings.NewReader(`{"code":"`+code[1]+`","name":"孙的平板"}`))
 	if err != nil || resp.StatusCode != 201 {

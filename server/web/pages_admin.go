@@ -330,12 +330,27 @@ func (c *Console) enroll(ec echo.Context, v *view) error {
 	if err != nil {
 		return err
 	}
+	code.QRPayload = auth.EnrollmentPayload(c.serverURL(ec), code.Code)
 	png, err := qrcode.Encode(code.QRPayload, qrcode.Medium, 320)
 	if err != nil {
 		return fmt.Errorf("web: QR code: %w", err)
 	}
 	v.Title, v.Nav = v.T("enroll.title"), "users"
 	return c.render(ec, v, "enroll", &enrollData{User: u, Code: code, QR: template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(png))})
+}
+
+// serverURL is the server's URL as a tablet should reach it: the
+// operator's public URL, or the scheme and host the admin's browser used.
+func (c *Console) serverURL(ec echo.Context) string {
+	if c.cfg.PublicURL != "" {
+		return c.cfg.PublicURL
+	}
+	r := ec.Request()
+	scheme := "http"
+	if r.TLS != nil || (c.cfg.TrustProxy && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")) {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
 }
 
 // --- places and imports ---

@@ -119,6 +119,9 @@ type Config struct {
 	// LoginRate limits sign-in attempts per client IP per minute (default
 	// 10).
 	LoginRate int
+	// PublicURL, if set (the operator's -public-url), is the server URL the
+	// enrollment QR carries; empty: the URL the admin's browser used.
+	PublicURL string
 	// Location is the time zone pages show and "this month" uses (default
 	// time.Local; the fieldsync binary passes its -tz, Asia/Shanghai).
 	Location *time.Location

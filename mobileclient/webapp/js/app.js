@@ -8,6 +8,7 @@ import { Syncer, call, LOCK_NAME, PROTOCOL_VERSION } from './sync.js';
 import * as ui from './ui.js';
 import { renderVisit } from './visit.js';
 import { latestForms } from './forms.js';
+import { editHouseholdScreen, newHouseholdScreen } from './household.js';
 
 const main = document.getElementById('main');
 const banner = document.getElementById('banner');
@@ -77,7 +78,7 @@ async function route() {
   const m = await app.db.metaAll();
   const parts = (location.hash.replace(/^#\/?/, '') || '').split('/').map(decodeURIComponent);
   try {
-    if (!m.token) ui.notEnrolledScreen(app, root);
+    if (!m.token) ui.notEnrolledScreen(app, root, ui.enrollCodeFromHash(location.hash));
     else if (m.revoked && parts[0] !== 'outbox' && parts[0] !== 'log') ui.revokedScreen(app, root);
     else {
       switch (parts[0]) {
@@ -85,6 +86,8 @@ async function route() {
         case 'places': await ui.placesScreen(app, root); break;
         case 'place': await ui.householdsScreen(app, root, parts[1]); break;
         case 'hh': await ui.householdScreen(app, root, parts[1]); break;
+        case 'hhedit': await editHouseholdScreen(app, root, parts[1]); break;
+        case 'hhnew': await newHouseholdScreen(app, root, parts[1]); break;
         case 'visit': await visitRoute(root, parts[1], parts[2], parts[3]); break;
         case 'outbox': await ui.outboxScreen(app, root); break;
         case 'log': await ui.logScreen(app, root); break;

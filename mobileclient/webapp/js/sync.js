@@ -10,6 +10,7 @@
 
 import { enqueue, SCOPE_STORES } from './db.js';
 import { maxHLC, nextHLC, fmtBytes } from './util.js';
+import { overlayPending, settleRejected } from './hhfields.js';
 
 export const PROTOCOL_VERSION = 1;
 export const LOCK_NAME = 'fieldsync-sync';
@@ -279,7 +280,8 @@ export class Syncer {
       }, m.token);
       const results = new Map((resp.results || []).map((r) => [r.seq, r]));
       let rejected = [];
-      await this.db.write(['outbox', 'rejected', 'visits', 'uploads', 'meta', 'sent'], async (t) => {
+      await this.db.write(['outbox', 'rejected', 'visits', 'uploads', 'meta', 'sent', 'households'], async (t) => {
+        const refusedHH = [];
         for (const row of batch) {
           const r = results.get(row.seq);
           if (!r) continue;
@@ -287,6 +289,7 @@ export class Syncer {
           if (r.status === 'rejected') {
             await t.put('rejected', { seq: row.seq, kind: row.kind, body: row.body, code: r.code, message: r.message, at: new Date().toISOString() });
             rejected.push(r);
+            if (row.kind.startsWith('household.')) refusedHH.push([row, r]);
             if (row.body.visit) {
               const v = await t.get('visits', row.body.visit.id);
               if (v) await t.put('visits', { ...v, rejected: { code: r.code, message: r.message } });
@@ -301,6 +304,7 @@ export class Syncer {
           }
           await t.del('outbox', row.seq);
         }
+        for (const [row, r] of refusedHH) await settleRejected(t, row, r);
         await t.setMeta('last_seq', Math.max(resp.last_seq || 0, await t.meta('last_seq', 0)));
         await t.setMeta('hlc', maxHLC(await t.meta('hlc', ''), resp.server_hlc));
         const n = await t.count('sent');
@@ -324,6 +328,7 @@ export class Syncer {
       const ops = resp.ops || [];
       const requeued = await this.db.write([...SCOPE_STORES, 'meta', 'sent', 'outbox'], async (t) => {
         await applyOps(t, ops);
+        await overlayPending(t, ops);
         await t.setMeta('cursor', resp.cursor);
         await t.setMeta('hlc', maxHLC(await t.meta('hlc', ''), resp.server_hlc));
         return requeueLost(t, resp.last_seq);

@@ -6,6 +6,9 @@ import { h, fmtTime, fmtAge, fmtBytes } from './util.js';
 import { storageInfo } from './db.js';
 import { call, describe } from './sync.js';
 import { latestForms } from './forms.js';
+import { householdDetails, newHouseholdButton } from './household.js';
+import { rejectText } from './hhfields.js';
+import { exportButton } from './export.js';
 
 const KIND_ZH = { 'visit.create': '走访记录', 'household.create': '新建农户', 'household.update': '修改农户', 'household.move': '农户迁移', 'household.delete': '删除农户', 'evidence.attach': '补充附件' };
 
@@ -17,9 +20,10 @@ function placeName(places, code) {
 
 export async function homeScreen(app, root) {
   const m = await app.db.metaAll();
-  const [places, hhCount, outbox, uploads, rejected] = await app.db.read(['places', 'households', 'outbox', 'uploads', 'rejected'], async (t) => [
+  const [places, hhCount, outbox, uploads, rejected, conflicts] = await app.db.read(['places', 'households', 'outbox', 'uploads', 'rejected', 'conflicts'], async (t) => [
     await t.all('places'), await t.count('households'), await t.all('outbox', null, 1).then(async (first) => ({ n: await t.count('outbox'), first: first[0] })),
-    (await t.all('uploads')).filter((u) => u.state !== 'done' && u.state !== 'failed'), await t.count('rejected')]);
+    (await t.all('uploads')).filter((u) => u.state !== 'done' && u.state !== 'failed'), await t.count('rejected'),
+    (await t.all('conflicts')).filter((c) => c.state === 'open').length]);
   const user = m.user || {};
   const byCode = new Map(places.map((p) => [p.code, p]));
   const mine = (user.place_codes || []).map((c) => placeName(byCode, c));
@@ -34,6 +38,7 @@ export async function homeScreen(app, root) {
       h('dt', {}, '农户'), h('dd', { id: 'hhcount' }, `${hhCount} 户`),
       h('dt', {}, '待上传记录'), h('dd', { id: 'pending' }, `${outbox.n} 条` + (outbox.first ? `，最早一条已等待 ${fmtAge(outbox.first.created)}` : '')),
       h('dt', {}, '待上传附件'), h('dd', {}, `${uploads.length} 个（${fmtBytes(uploads.reduce((a, u) => a + (u.size || 0), 0))}）`),
+      conflicts ? [h('dt', {}, '修改冲突'), h('dd', { class: 'warn', id: 'conflictcount' }, `${conflicts} 处待督导处理`)] : '',
       rejected ? [h('dt', {}, '被拒记录'), h('dd', { class: 'err' }, h('a', { href: '#/outbox' }, `${rejected} 条，请查看原因`))] : '',
       h('dt', {}, '上次同步'), h('dd', {}, m.last_sync ? fmtTime(m.last_sync) : '从未'),
       h('dt', {}, '设备'), h('dd', {}, m.device_name || m.device_id || '')),
@@ -46,7 +51,12 @@ export async function homeScreen(app, root) {
     st);
 }
 
-export function notEnrolledScreen(app, root) {
+/**
+ * notEnrolledScreen explains enrollment and takes the code: typed, scanned
+ * from the console's QR (BarcodeDetector), or given in the URL the QR
+ * encodes (#/enroll?code=...), which enrolls at once.
+ */
+export function notEnrolledScreen(app, root, fromURL) {
   const code = h('input', { id: 'code', type: 'text', autocomplete: 'off', autocapitalize: 'characters', placeholder: '例如 ABCD-EFGH-JKLM', inputmode: 'text' });
   const name = h('input', { id: 'devname', type: 'text', placeholder: '例如：李文华的平板', value: localStorage.getItem('fieldsync_devname') || '' });
   const err = h('p', { class: 'err', id: 'enrollerr', role: 'alert' });
@@ -66,11 +76,19 @@ export function notEnrolledScreen(app, root) {
     }
   };
   const scanBox = h('div', {});
-  if ('BarcodeDetector' in window && navigator.mediaDevices) {
+  if ('BarcodeDetector' in window && navigator.mediaDevices && navigator.mediaDevices.getUserMedia) {
     scanBox.append(h('button', { type: 'button', class: 'big', id: 'scanbtn', onclick: () => scanQR(scanBox, (payload) => {
-      const c2 = parseEnrollQR(payload);
-      if (c2) { code.value = c2; submitForm.requestSubmit(); } else err.textContent = '这个二维码不是登记码';
-    }) }, '扫描登记二维码'));
+      const q = parseEnrollQR(payload);
+      if (q && q.origin && q.origin !== location.origin) location.assign(q.url); // another server's app
+      else if (q) { code.value = q.code; submitForm.requestSubmit(); } else err.textContent = '这个二维码不是登记码';
+    }) }, '扫码登记'));
+  } else {
+    scanBox.append(h('p', { class: 'hint', id: 'scanhint' }, '本浏览器不支持扫码：请输入后台二维码下方显示的登记码，或用手机相机扫描二维码后在浏览器中打开。'));
+  }
+  if (fromURL) {
+    code.value = fromURL;
+    history.replaceState(null, '', '#/'); // once: a reload does not redeem the code again
+    setTimeout(() => submit(new Event('submit')), 0); // enroll at once with the code the QR carried
   }
   const submitForm = h('form', { onsubmit: submit },
     h('div', { class: 'field' }, h('label', { for: 'code' }, '登记码'), code),
@@ -86,13 +104,32 @@ export function notEnrolledScreen(app, root) {
     scanBox, submitForm);
 }
 
-/** parseEnrollQR reads "fieldsync://enroll?server=...&code=..." or a bare code. */
+/**
+ * parseEnrollQR reads an enrollment QR: the app URL
+ * "https://server/app/#/enroll?code=...", the older
+ * "fieldsync://enroll?server=...&code=...", or a bare code. It returns
+ * {code, origin, url} (origin and url for a URL) or null.
+ */
 export function parseEnrollQR(s) {
   try {
     const u = new URL(s);
-    if (u.protocol === 'fieldsync:') return u.searchParams.get('code');
+    if (u.protocol === 'fieldsync:') {
+      const c = u.searchParams.get('code');
+      return c ? { code: c } : null;
+    }
+    if ((u.protocol === 'https:' || u.protocol === 'http:') && u.hash.startsWith('#/enroll?')) {
+      const c = enrollCodeFromHash(u.hash);
+      return c ? { code: c, origin: u.origin, url: u.href } : null;
+    }
+    return null;
   } catch (_) { /* not a URL */ }
-  return /^[A-Za-z0-9-]{4,40}$/.test(s.trim()) ? s.trim() : null;
+  return /^[A-Za-z0-9-]{4,40}$/.test(s.trim()) ? { code: s.trim() } : null;
+}
+
+/** enrollCodeFromHash returns the code of "#/enroll?code=...", or ''. */
+export function enrollCodeFromHash(hash) {
+  const m = /^#\/?enroll\?(.*)$/.exec(hash || '');
+  return m ? (new URLSearchParams(m[1]).get('code') || '').trim() : '';
 }
 
 async function scanQR(box, found) {
@@ -125,7 +162,8 @@ export function revokedScreen(app, root) {
   root.replaceChildren(
     h('h1', {}, '本设备已被停用'),
     h('p', {}, '服务器已停用本设备，无法再同步。未上传的记录仍保存在本机，没有删除。'),
-    h('p', {}, '请联系管理员。'),
+    h('p', {}, '请把未发送的数据导出成文件，交给管理员导入服务器，并联系管理员。'),
+    exportButton(app, { primary: true }),
     h('a', { class: 'btn', href: '#/outbox' }, '查看未上传的记录'));
 }
 
@@ -134,13 +172,15 @@ export async function placesScreen(app, root) {
   const counts = new Map();
   for (const hh of households) counts.set(hh.place_code, (counts.get(hh.place_code) || 0) + 1);
   const byCode = new Map(places.map((p) => [p.code, p]));
-  const withHH = places.filter((p) => counts.has(p.code)).sort((a, b) => a.code.localeCompare(b.code));
+  // Groups with households, and every villager group (a new one may have
+  // none yet: its first household is created here).
+  const withHH = places.filter((p) => counts.has(p.code) || p.level === 'group').sort((a, b) => a.code.localeCompare(b.code));
   const path = (p) => { const out = []; for (let c = p.parent_code, i = 0; c && i < 10; i++) { const q = byCode.get(c); if (!q) break; out.unshift(q.name); c = q.parent_code; } return out.join(' / '); };
   root.replaceChildren(
     h('h1', {}, '我的片区'),
     withHH.length === 0 ? h('p', {}, '还没有农户数据。请联网后同步。') : '',
     h('ul', { class: 'list', id: 'placelist' }, withHH.map((p) => h('li', {},
-      h('a', { href: `#/place/${encodeURIComponent(p.code)}` }, h('strong', {}, p.name), ` （${counts.get(p.code)} 户）`, h('div', { class: 'hint' }, path(p)))))),
+      h('a', { href: `#/place/${encodeURIComponent(p.code)}` }, h('strong', {}, p.name), ` （${counts.get(p.code) || 0} 户）`, h('div', { class: 'hint' }, path(p)))))),
     h('p', {}, h('a', { class: 'btn', href: `#/place/*` }, `全部农户（${households.length} 户）`)));
 }
 
@@ -201,7 +241,7 @@ export async function householdsScreen(app, root, placeCode) {
     list.scrollTop = 0;
     draw();
   } });
-  root.replaceChildren(h('h1', {}, place ? place.name : '全部农户'), search, count, list);
+  root.replaceChildren(h('h1', {}, place ? place.name : '全部农户'), place ? newHouseholdButton(place.code) : '', search, count, list);
   // Draw once the list has a size (it is rendered detached) and again
   // whenever its size changes (rotation, keyboard).
   if (typeof ResizeObserver === 'function') new ResizeObserver(() => draw()).observe(list);
@@ -234,7 +274,7 @@ export async function householdScreen(app, root, id) {
         const v = visits.find((x) => x.id === t.visit_id);
         return v ? h('a', { class: 'btn primary', href: `#/visit/${encodeURIComponent(hh.id)}/${encodeURIComponent(v.form_id)}/${encodeURIComponent(t.id)}` }, '整改走访') : h('p', { class: 'hint' }, '原走访记录不在本机');
       })()))) : '',
-    conflicts.filter((c) => c.state === 'open').length ? h('p', { class: 'warn' }, `有 ${conflicts.filter((c) => c.state === 'open').length} 处修改冲突，等待督导处理`) : '',
+    ...householdDetails(hh, conflicts),
     h('h2', {}, '新建走访'),
     h('div', { class: 'nav', id: 'formlist' }, latestForms(forms).map((x) => h('a', { class: 'btn primary', href: `#/visit/${encodeURIComponent(hh.id)}/${encodeURIComponent(x.id)}` }, x.title))),
     h('h2', {}, '走访记录'),
@@ -249,19 +289,24 @@ export async function householdScreen(app, root, id) {
 export async function outboxScreen(app, root) {
   const [rows, rejected, uploads] = await app.db.read(['outbox', 'rejected', 'uploads'], async (t) => [await t.all('outbox'), await t.all('rejected'), await t.all('uploads')]);
   const upState = { pending: '等待上传', done: '已上传', failed: '无法上传' };
+  const revoked = await app.db.getMeta('revoked');
   root.replaceChildren(
     h('h1', {}, '待上传'),
+    revoked ? h('p', { class: 'err', id: 'revokedline' }, '本设备已被停用，无法再同步：请用下方“导出未发送的数据”把记录交给管理员。') : '',
     h('p', {}, `记录 ${rows.length} 条`),
     h('ul', { class: 'list', id: 'outboxlist' }, rows.map((r) => h('li', {}, h('div', { class: 'card' },
       `#${r.seq} ${KIND_ZH[r.kind] || r.kind}，已等待 ${fmtAge(r.created)}（${fmtTime(r.created)}）`)))),
     rejected.length ? h('h2', {}, `被服务器拒绝（${rejected.length}）`) : '',
     h('ul', { class: 'list', id: 'rejectedlist' }, rejected.map((r) => h('li', {}, h('div', { class: 'card' },
-      h('strong', {}, `#${r.seq} ${KIND_ZH[r.kind] || r.kind}`), h('div', { class: 'err' }, `${r.code}：${r.message}`),
+      h('strong', {}, `#${r.seq} ${KIND_ZH[r.kind] || r.kind}`), h('div', { class: 'err' }, rejectText(r.code, r.message)),
       h('p', { class: 'hint' }, fmtTime(r.at)))))),
     h('h2', {}, '附件'),
     h('ul', { class: 'list', id: 'uploadlist' }, uploads.filter((u) => u.state !== 'done').map((u) => h('li', {}, h('div', { class: 'card' },
       `${u.sha256.slice(0, 12)}… ${fmtBytes(u.size)} ${upState[u.state] || u.state}`, u.error ? h('div', { class: 'err' }, u.error) : '')))),
-    h('p', { class: 'hint' }, `已上传 ${uploads.filter((u) => u.state === 'done').length} 个`));
+    h('p', { class: 'hint' }, `已上传 ${uploads.filter((u) => u.state === 'done').length} 个`),
+    h('h2', {}, '导出'),
+    h('p', { class: 'hint' }, '平板无法同步（故障或已停用）时，可把未发送的记录和附件导出成一个文件，交给管理员导入服务器。导出不会删除本机数据。'),
+    exportButton(app));
 }
 
 export async function logScreen(app, root) {

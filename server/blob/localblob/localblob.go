@@ -112,23 +112,10 @@ func (s *Store) derivedPath(name string) string {
 	return filepath.Join(s.dir, "derived", filepath.FromSlash(name))
 }
 
-func checkSum(sum string) error {
-	if !blob.ValidSum(sum) {
-		return fmt.Errorf("%w: %q is not a lowercase hex sha256", blob.ErrBadName, sum)
-	}
-	return nil
-}
-
-func checkDerived(name string) error {
-	if !blob.ValidDerivedName(name) {
-		return fmt.Errorf("%w: derived name %q", blob.ErrBadName, name)
-	}
-	return nil
-}
 
 // Stat implements blob.Store.
 func (s *Store) Stat(ctx context.Context, sum string) (blob.Info, error) {
-	if err := checkSum(sum); err != nil {
+	if err := blob.CheckSum(sum); err != nil {
 		return blob.Info{}, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -143,7 +130,7 @@ func (s *Store) Stat(ctx context.Context, sum string) (blob.Info, error) {
 
 // Put implements blob.Store.
 func (s *Store) Put(ctx context.Context, sum string, size int64, r io.Reader) error {
-	if err := checkSum(sum); err != nil {
+	if err := blob.CheckSum(sum); err != nil {
 		return err
 	}
 	if size < 0 {
@@ -173,7 +160,7 @@ func (s *Store) present(ctx context.Context, sum string, size int64) (bool, erro
 // Adopt implements blob.Adopter: a rename into place and an fsync of the
 // folder. A file on another file system gives blob.ErrCannotAdopt.
 func (s *Store) Adopt(ctx context.Context, sum string, size int64, path string) error {
-	if err := checkSum(sum); err != nil {
+	if err := blob.CheckSum(sum); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -301,7 +288,7 @@ func syncDir(dir string) error {
 
 // Open implements blob.Store. The returned reader is an *os.File.
 func (s *Store) Open(ctx context.Context, sum string) (io.ReadSeekCloser, blob.Info, error) {
-	if err := checkSum(sum); err != nil {
+	if err := blob.CheckSum(sum); err != nil {
 		return nil, blob.Info{}, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -321,7 +308,7 @@ func (s *Store) Open(ctx context.Context, sum string) (io.ReadSeekCloser, blob.I
 
 // Delete implements blob.Store.
 func (s *Store) Delete(ctx context.Context, sum string) error {
-	if err := checkSum(sum); err != nil {
+	if err := blob.CheckSum(sum); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -343,7 +330,7 @@ func (s *Store) Delete(ctx context.Context, sum string) error {
 
 // PutDerived implements blob.Store.
 func (s *Store) PutDerived(ctx context.Context, name string, size int64, r io.Reader) error {
-	if err := checkDerived(name); err != nil {
+	if err := blob.CheckDerivedName(name); err != nil {
 		return err
 	}
 	if size < 0 {
@@ -354,7 +341,7 @@ func (s *Store) PutDerived(ctx context.Context, name string, size int64, r io.Re
 
 // OpenDerived implements blob.Store. The returned reader is an *os.File.
 func (s *Store) OpenDerived(ctx context.Context, name string) (io.ReadSeekCloser, int64, error) {
-	if err := checkDerived(name); err != nil {
+	if err := blob.CheckDerivedName(name); err != nil {
 		return nil, 0, err
 	}
 	if err := ctx.Err(); err != nil {

@@ -213,23 +213,10 @@ func (s *Store) tmpKey(kind string) string {
 	return s.cfg.Prefix + "tmp/" + kind + "-" + hex.EncodeToString(b[:])
 }
 
-func checkSum(sum string) error {
-	if !blob.ValidSum(sum) {
-		return fmt.Errorf("%w: %q is not a lowercase hex sha256", blob.ErrBadName, sum)
-	}
-	return nil
-}
-
-func checkDerived(name string) error {
-	if !blob.ValidDerivedName(name) {
-		return fmt.Errorf("%w: derived name %q", blob.ErrBadName, name)
-	}
-	return nil
-}
 
 // Stat implements blob.Store.
 func (s *Store) Stat(ctx context.Context, sum string) (blob.Info, error) {
-	if err := checkSum(sum); err != nil {
+	if err := blob.CheckSum(sum); err != nil {
 		return blob.Info{}, err
 	}
 	octx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
@@ -243,7 +230,7 @@ func (s *Store) Stat(ctx context.Context, sum string) (blob.Info, error) {
 
 // Put implements blob.Store.
 func (s *Store) Put(ctx context.Context, sum string, size int64, r io.Reader) error {
-	if err := checkSum(sum); err != nil {
+	if err := blob.CheckSum(sum); err != nil {
 		return err
 	}
 	if size < 0 {
@@ -327,7 +314,7 @@ func (s *Store) removeQuietly(ctx context.Context, key string) {
 // Open implements blob.Store. The reader is a *minio.Object; reads use
 // ctx, so keep ctx alive until the reader is closed.
 func (s *Store) Open(ctx context.Context, sum string) (io.ReadSeekCloser, blob.Info, error) {
-	if err := checkSum(sum); err != nil {
+	if err := blob.CheckSum(sum); err != nil {
 		return nil, blob.Info{}, err
 	}
 	obj, size, err := s.open(ctx, "open", s.blobKey(sum))
@@ -352,7 +339,7 @@ func (s *Store) open(ctx context.Context, op, key string) (*minio.Object, int64,
 
 // Delete implements blob.Store.
 func (s *Store) Delete(ctx context.Context, sum string) error {
-	if err := checkSum(sum); err != nil {
+	if err := blob.CheckSum(sum); err != nil {
 		return err
 	}
 	octx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
@@ -370,7 +357,7 @@ func (s *Store) Delete(ctx context.Context, sum string) error {
 
 // PutDerived implements blob.Store.
 func (s *Store) PutDerived(ctx context.Context, name string, size int64, r io.Reader) error {
-	if err := checkDerived(name); err != nil {
+	if err := blob.CheckDerivedName(name); err != nil {
 		return err
 	}
 	if size < 0 {
@@ -385,7 +372,7 @@ func (s *Store) PutDerived(ctx context.Context, name string, size int64, r io.Re
 // OpenDerived implements blob.Store. The reader is a *minio.Object; keep
 // ctx alive until it is closed.
 func (s *Store) OpenDerived(ctx context.Context, name string) (io.ReadSeekCloser, int64, error) {
-	if err := checkDerived(name); err != nil {
+	if err := blob.CheckDerivedName(name); err != nil {
 		return nil, 0, err
 	}
 	obj, size, err := s.open(ctx, "open derived", s.derivedKey(name))

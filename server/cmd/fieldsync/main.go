@@ -12,6 +12,8 @@
 //	                            list the accounts
 //	fieldsync admin reset-password [-data DIR] [-stdin] USER
 //	                            print a new password for USER (or take it from stdin)
+//	fieldsync import-outbox [-data DIR] [-by ADMIN] FILE
+//	                            apply the unsent work a revoked or broken tablet exported
 //
 // Every flag has an environment variable (FIELDSYNC_<FLAG>, upper case,
 // dashes as underscores); a flag given on the command line wins.
@@ -58,6 +60,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if cmd == "admin" {
 		return runAdmin(ctx, args, stdin, stdout, stderr)
+	}
+	if cmd == "import-outbox" {
+		return runImportOutbox(ctx, args, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("fieldsync "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -143,7 +148,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "restore":
 		return runRestore(ctx, cfg, bk, stdout)
 	default:
-		return fmt.Errorf("unknown command %q (run, migrate, demo, export, backup, restore, admin)", cmd)
+		return fmt.Errorf("unknown command %q (run, migrate, demo, export, backup, restore, admin, import-outbox)", cmd)
 	}
 }
 

@@ -38,6 +38,31 @@ type Photo struct {
 	NoEXIF bool
 }
 
+// CentredCrop encodes the photo's picture cut down to the fraction f of
+// each side around its centre (a reused photo, cropped), with p's EXIF.
+func CentredCrop(p Photo, f float64) []byte {
+	if p.Width <= 0 {
+		p.Width = 320
+	}
+	if p.Height <= 0 {
+		p.Height = 240
+	}
+	if p.Quality <= 0 {
+		p.Quality = 85
+	}
+	w, h := int(float64(p.Width)*f), int(float64(p.Height)*f)
+	x0, y0 := (p.Width-w)/2, (p.Height-h)/2
+	pic := Picture(p.Seed, p.Width, p.Height).(*image.RGBA).SubImage(image.Rect(x0, y0, x0+w, y0+h))
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, pic, &jpeg.Options{Quality: p.Quality}); err != nil {
+		panic(err)
+	}
+	if p.NoEXIF {
+		return buf.Bytes()
+	}
+	return SpliceEXIF(buf.Bytes(), EXIF(p))
+}
+
 // JPEG encodes the photo, with its EXIF block spliced in after SOI.
 func JPEG(p Photo) []byte {
 	if p.Width <= 0 {
