@@ -167,119 +167,132 @@ func DecodeError(r io.Reader) (*Error, error) {
 	return &e, nil
 }
 
+// kindRule is what a mutation kind carries and how it is checked.
+type kindRule struct {
+	payload string                 // the JSON field that carries it
+	present func(*Mutation) bool   // the payload is set
+	check   func(*Mutation) *Error // the payload is sound (it is present)
+}
+
+// mutationKinds is every mutation kind with its payload and its check.
+// A new kind is one entry here (and its payload's check below).
+var mutationKinds = map[MutationKind]kindRule{
+	KindVisitCreate: {"visit",
+		func(m *Mutation) bool { return m.Visit != nil }, func(m *Mutation) *Error { return m.Visit.check() }},
+	KindHouseholdCreate: {"household",
+		func(m *Mutation) bool { return m.Household != nil }, func(m *Mutation) *Error { return checkNewHousehold(m.Household) }},
+	KindHouseholdUpdate: {"household_update",
+		func(m *Mutation) bool { return m.HouseholdUpdate != nil }, func(m *Mutation) *Error { return m.HouseholdUpdate.check() }},
+	KindHouseholdMove: {"household_move",
+		func(m *Mutation) bool { return m.HouseholdMove != nil }, func(m *Mutation) *Error { return m.HouseholdMove.check() }},
+	KindHouseholdDelete: {"household_delete",
+		func(m *Mutation) bool { return m.HouseholdDelete != nil }, func(m *Mutation) *Error { return m.HouseholdDelete.check() }},
+	KindEvidenceAttach: {"evidence_attach",
+		func(m *Mutation) bool { return m.EvidenceAttach != nil }, func(m *Mutation) *Error { return m.EvidenceAttach.check() }},
+}
+
 // Check validates a mutation's payload on its own, without the server's
 // state: the payload matches the kind, ids are valid, points are in range.
 // A failing mutation is rejected (and still advances the sequence).
 func (m *Mutation) Check() *Error {
 	set := 0
-	for _, p := range []bool{m.Visit != nil, m.Household != nil, m.HouseholdUpdate != nil, m.HouseholdMove != nil, m.HouseholdDelete != nil, m.EvidenceAttach != nil} {
-		if p {
+	for _, r := range mutationKinds {
+		if r.present(m) {
 			set++
 		}
 	}
 	if set != 1 {
 		return Errorf(CodeBadRequest, "mutation %d: want exactly one payload, got %d", m.Seq, set)
 	}
-	badID := func(what, id string) *Error {
-		return Errorf(CodeBadRequest, "%s %q is not a ULID or UUID", what, id)
-	}
-	switch m.Kind {
-	case KindVisitCreate:
-		v := m.Visit
-		if v == nil {
-			return Errorf(CodeBadRequest, "visit.create without visit")
-		}
-		if !ValidID(v.ID) {
-			return badID("visit id", v.ID)
-		}
-		if !ValidID(v.HouseholdID) {
-			return badID("household id", v.HouseholdID)
-		}
-		if v.CorrectsVisitID != "" && !ValidID(v.CorrectsVisitID) {
-			return badID("corrects_visit_id", v.CorrectsVisitID)
-		}
-		if v.FormID == "" || v.FormVersion < 1 {
-			return Errorf(CodeBadRequest, "visit %s: form_id and form_version required", v.ID)
-		}
-		if v.Point != nil && !v.Point.Valid() {
-			return Errorf(CodeValidation, "visit %s: %s", v.ID, v.Point.Problem())
-		}
-		if !finite(v.AccuracyM) || v.AccuracyM < 0 {
-			return Errorf(CodeValidation, "visit %s: accuracy_m %s must be finite and >= 0", v.ID, strconv.FormatFloat(v.AccuracyM, 'g', -1, 64))
-		}
-		if v.DeviceTime.IsZero() {
-			return Errorf(CodeValidation, "visit %s: device_time required", v.ID)
-		}
-		if code := CheckGPSReason(v.GPSReason); code != "" {
-			return Errorf(CodeValidation, "visit %s: gps_reason has %d characters, at most %d", v.ID, utf8.RuneCountInString(v.GPSReason), MaxGPSReasonRunes)
-		}
-		for _, e := range v.Evidence {
-			if err := e.Check(); err != nil {
-				return err
-			}
-		}
-	case KindHouseholdCreate:
-		h := m.Household
-		if h == nil {
-			return Errorf(CodeBadRequest, "household.create without household")
-		}
-		if !ValidID(h.ID) {
-			return badID("household id", h.ID)
-		}
-		if h.PlaceCode == "" {
-			return Errorf(CodeValidation, "household %s: place_code required", h.ID)
-		}
-		if err := CheckHouseholdFields(h.Fields); err != nil {
-			return err
-		}
-	case KindHouseholdUpdate:
-		u := m.HouseholdUpdate
-		if u == nil {
-			return Errorf(CodeBadRequest, "household.update without household_update")
-		}
-		if !ValidID(u.HouseholdID) {
-			return badID("household id", u.HouseholdID)
-		}
-		if len(u.Fields) == 0 {
-			return Errorf(CodeValidation, "household %s: update without fields", u.HouseholdID)
-		}
-		if err := CheckHouseholdFields(u.Fields); err != nil {
-			return err
-		}
-	case KindHouseholdMove:
-		mv := m.HouseholdMove
-		if mv == nil {
-			return Errorf(CodeBadRequest, "household.move without household_move")
-		}
-		if !ValidID(mv.HouseholdID) {
-			return badID("household id", mv.HouseholdID)
-		}
-		if mv.PlaceCode == "" {
-			return Errorf(CodeValidation, "household %s: move without place_code", mv.HouseholdID)
-		}
-	case KindHouseholdDelete:
-		d := m.HouseholdDelete
-		if d == nil {
-			return Errorf(CodeBadRequest, "household.delete without household_delete")
-		}
-		if !ValidID(d.HouseholdID) {
-			return badID("household id", d.HouseholdID)
-		}
-	case KindEvidenceAttach:
-		a := m.EvidenceAttach
-		if a == nil {
-			return Errorf(CodeBadRequest, "evidence.attach without evidence_attach")
-		}
-		if !ValidID(a.VisitID) {
-			return badID("visit id", a.VisitID)
-		}
-		if err := a.Evidence.Check(); err != nil {
-			return err
-		}
-	default:
+	r, ok := mutationKinds[m.Kind]
+	if !ok {
 		return Errorf(CodeBadRequest, "unknown mutation kind %q", m.Kind)
 	}
+	if !r.present(m) {
+		return Errorf(CodeBadRequest, "%s without %s", m.Kind, r.payload)
+	}
+	return r.check(m)
+}
+
+func badID(what, id string) *Error {
+	return Errorf(CodeBadRequest, "%s %q is not a ULID or UUID", what, id)
+}
+
+func (v *Visit) check() *Error {
+	if !ValidID(v.ID) {
+		return badID("visit id", v.ID)
+	}
+	if !ValidID(v.HouseholdID) {
+		return badID("household id", v.HouseholdID)
+	}
+	if v.CorrectsVisitID != "" && !ValidID(v.CorrectsVisitID) {
+		return badID("corrects_visit_id", v.CorrectsVisitID)
+	}
+	if v.FormID == "" || v.FormVersion < 1 {
+		return Errorf(CodeBadRequest, "visit %s: form_id and form_version required", v.ID)
+	}
+	if v.Point != nil && !v.Point.Valid() {
+		return Errorf(CodeValidation, "visit %s: %s", v.ID, v.Point.Problem())
+	}
+	if !finite(v.AccuracyM) || v.AccuracyM < 0 {
+		return Errorf(CodeValidation, "visit %s: accuracy_m %s must be finite and >= 0", v.ID, strconv.FormatFloat(v.AccuracyM, 'g', -1, 64))
+	}
+	if v.DeviceTime.IsZero() {
+		return Errorf(CodeValidation, "visit %s: device_time required", v.ID)
+	}
+	if code := CheckGPSReason(v.GPSReason); code != "" {
+		return Errorf(CodeValidation, "visit %s: gps_reason has %d characters, at most %d", v.ID, utf8.RuneCountInString(v.GPSReason), MaxGPSReasonRunes)
+	}
+	for _, e := range v.Evidence {
+		if err := e.Check(); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+func checkNewHousehold(h *Household) *Error {
+	if !ValidID(h.ID) {
+		return badID("household id", h.ID)
+	}
+	if h.PlaceCode == "" {
+		return Errorf(CodeValidation, "household %s: place_code required", h.ID)
+	}
+	return CheckHouseholdFields(h.Fields)
+}
+
+func (u *HouseholdUpdate) check() *Error {
+	if !ValidID(u.HouseholdID) {
+		return badID("household id", u.HouseholdID)
+	}
+	if len(u.Fields) == 0 {
+		return Errorf(CodeValidation, "household %s: update without fields", u.HouseholdID)
+	}
+	return CheckHouseholdFields(u.Fields)
+}
+
+func (mv *HouseholdMove) check() *Error {
+	if !ValidID(mv.HouseholdID) {
+		return badID("household id", mv.HouseholdID)
+	}
+	if mv.PlaceCode == "" {
+		return Errorf(CodeValidation, "household %s: move without place_code", mv.HouseholdID)
+	}
+	return nil
+}
+
+func (d *HouseholdDelete) check() *Error {
+	if !ValidID(d.HouseholdID) {
+		return badID("household id", d.HouseholdID)
+	}
+	return nil
+}
+
+func (a *EvidenceAttach) check() *Error {
+	if !ValidID(a.VisitID) {
+		return badID("visit id", a.VisitID)
+	}
+	return a.Evidence.Check()
 }
 
 // MaxEvidenceBytes is the largest single evidence blob a device may declare.
