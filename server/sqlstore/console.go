@@ -612,20 +612,10 @@ func (s *Store) ConsoleEvidenceGaps(ctx context.Context, root string, limit, off
 	}
 	offset = max(offset, 0)
 	rep := &EvidenceGapReport{ByPlace: map[string]int{}, BySlot: []GapSummary{}, Items: []VisitEvidenceGap{}}
-	req, reqArgs, ok, err := s.consoleRequired(ctx)
+	gaps, args, ok, err := s.gapsCTE(ctx, consoleScope{ranges: [][2]string{{rp.Path, rp.Path + "\xff"}}})
 	if err != nil || !ok {
 		return rep, err
 	}
-	sc := consoleScope{ranges: [][2]string{{rp.Path, rp.Path + "\xff"}}}
-	vin, inArgs := sc.placeIn("v.place_code")
-	gaps := `WITH ` + req + `, g AS MATERIALIZED (SELECT * FROM (
-		SELECT v.id AS visit_id, v.household_id, v.place_code, v.form_id, v.form_version, v.device_time, v.review_state, v.user_id,
-			req.slot, req.min_count,
-			(SELECT count(*) FROM visit_evidence ve WHERE ve.visit_id = v.id AND ve.slot = req.slot) AS referenced,
-			(SELECT count(*) FROM visit_evidence ve JOIN blobs b ON b.sha256 = ve.sha256 AND ve.held = 1 WHERE ve.visit_id = v.id AND ve.slot = req.slot) AS present
-		FROM visits v CROSS JOIN req -- visits outside: req is a handful of rows
-		WHERE req.form_id = v.form_id AND req.form_version = v.form_version AND ` + vin + ` AND ` + consoleLive + `) WHERE present < min_count)`
-	args := append(append([]any{}, reqArgs...), inArgs...)
 	// Summaries, in one statement so that the gaps are worked out once.
 	rows, err := s.readRows(ctx, gaps+`
 		SELECT 'total', '', '', count(DISTINCT visit_id), count(DISTINCT household_id) FROM g
@@ -689,6 +679,29 @@ func (s *Store) ConsoleEvidenceGaps(ctx context.Context, root string, limit, off
 	}
 	rep.Truncated = rep.Visits > offset+len(rep.Items)
 	return rep, rows.Err()
+}
+
+// gapsCTE returns "WITH req AS ..., g AS ..." and its arguments: g has a
+// row per required slot that a live visit under sc (not rejected, not
+// corrected) fills with fewer present blobs than the slot's MinCount,
+// with columns visit_id, household_id, place_code, form_id, form_version,
+// device_time, review_state, user_id, slot, min_count, referenced and
+// present. Both gap reports (the console's page and the API's list) are
+// read from it. ok is false when no form requires evidence.
+func (s *Store) gapsCTE(ctx context.Context, sc consoleScope) (cte string, args []any, ok bool, err error) {
+	req, reqArgs, ok, err := s.consoleRequired(ctx)
+	if err != nil || !ok {
+		return "", nil, false, err
+	}
+	vin, inArgs := sc.placeIn("v.place_code")
+	cte = `WITH ` + req + `, g AS MATERIALIZED (SELECT * FROM (
+		SELECT v.id AS visit_id, v.household_id, v.place_code, v.form_id, v.form_version, v.device_time, v.review_state, v.user_id,
+			req.slot, req.min_count,
+			(SELECT count(*) FROM visit_evidence ve WHERE ve.visit_id = v.id AND ve.slot = req.slot) AS referenced,
+			(SELECT count(*) FROM visit_evidence ve JOIN blobs b ON b.sha256 = ve.sha256 AND ve.held = 1 WHERE ve.visit_id = v.id AND ve.slot = req.slot) AS present
+		FROM visits v CROSS JOIN req -- visits outside: req is a handful of rows
+		WHERE req.form_id = v.form_id AND req.form_version = v.form_version AND ` + vin + ` AND ` + consoleLive + `) WHERE present < min_count)`
+	return cte, append(append([]any{}, reqArgs...), inArgs...), true, nil
 }
 
 // BlobMeta is what the console shows of an evidence blob.

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -1030,123 +1028,84 @@ func (s *Store) VisitEvidence(ctx context.Context, visitID string) (evidence.Vis
 // holds fewer present blobs than its MinCount. Visits that a later visit
 // corrects and rejected visits are left out (their evidence no longer
 // matters). At most limit visits are returned, ordered by place, household
-// and time; truncated says whether there were more.
+// and time; truncated says whether there were more. It reads the same
+// gaps as the console's report (gapsCTE).
 func (s *Store) EvidenceGaps(ctx context.Context, roots []string, limit int) (gaps []evidence.VisitGap, truncated bool, err error) {
 	if limit <= 0 {
 		limit = 1000
 	}
-	type rng struct{ lo, hi string }
-	var ranges []rng
-	if roots == nil {
-		ranges = []rng{{"", "\xff"}}
-	} else {
-		seen := map[string]bool{}
-		for _, code := range roots {
-			var path string
-			err := s.readRow(ctx, `SELECT path FROM places WHERE code = ?`, code).Scan(&path)
-			if errors.Is(err, sql.ErrNoRows) {
-				continue
-			}
-			if err != nil {
-				return nil, false, fmt.Errorf("evidence gaps: %w", err)
-			}
-			if !seen[path] {
-				seen[path] = true
-				ranges = append(ranges, rng{path, path + "\xff"})
-			}
+	sc := consoleScope{all: roots == nil}
+	for _, code := range roots {
+		var path string
+		err := s.readRow(ctx, `SELECT path FROM places WHERE code = ?`, code).Scan(&path)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
 		}
-		// Drop ranges inside other ranges, so no visit is listed twice.
-		sort.Slice(ranges, func(i, j int) bool { return ranges[i].lo < ranges[j].lo })
-		var outer []rng
-		for _, r := range ranges {
-			if len(outer) > 0 && strings.HasPrefix(r.lo, outer[len(outer)-1].lo) {
-				continue
-			}
-			outer = append(outer, r)
-		}
-		ranges = outer
-	}
-	// Every form version, read before the visits: the rows below stay
-	// open while gaps are computed, and must not wait for a second
-	// connection.
-	all, err := s.Forms(ctx, false)
-	if err != nil {
-		return nil, false, fmt.Errorf("evidence gaps: %w", err)
-	}
-	forms := map[string]*syncproto.FormDef{}
-	for i := range all {
-		forms[fmt.Sprintf("%s@%d", all[i].ID, all[i].Version)] = &all[i]
-	}
-	gaps = []evidence.VisitGap{}
-	for _, r := range ranges {
-		rows, err := s.readRows(ctx, `SELECT v.id, v.household_id, v.place_code, v.form_id, v.form_version,
-				COALESCE(v.device_id, ''), COALESCE(u.username, ''), v.device_time, v.review_state,
-				COALESCE(ve.slot, ''), count(ve.sha256), count(b.sha256)
-			FROM visits v
-			JOIN places p ON p.code = v.place_code
-			LEFT JOIN users u ON u.id = v.user_id
-			LEFT JOIN visit_evidence ve ON ve.visit_id = v.id
-			LEFT JOIN blobs b ON b.sha256 = ve.sha256 AND ve.held = 1
-			WHERE p.path >= ? AND p.path < ? AND v.review_state <> 'rejected'
-				AND NOT EXISTS (SELECT 1 FROM visits c WHERE c.corrects_visit_id = v.id)
-			GROUP BY v.id, ve.slot
-			ORDER BY p.path, v.household_id, v.device_time, v.id`, r.lo, r.hi)
 		if err != nil {
 			return nil, false, fmt.Errorf("evidence gaps: %w", err)
 		}
-		var cur *evidence.VisitGap
-		counts := evidence.Counts{}
-		flush := func() error {
-			if cur == nil {
-				return nil
-			}
-			key := fmt.Sprintf("%s@%d", cur.FormID, cur.FormVersion)
-			f := forms[key]
-			if f == nil {
-				return fmt.Errorf("form %s: %w", key, domain.ErrNotFound)
-			}
-			if missing := evidence.MissingSlots(evidence.Slots(f, counts)); len(missing) > 0 {
-				cur.Missing = missing
-				gaps = append(gaps, *cur)
-			}
-			cur, counts = nil, evidence.Counts{}
-			return nil
+		sc.ranges = append(sc.ranges, [2]string{path, path + "\xff"})
+	}
+	gaps = []evidence.VisitGap{}
+	cte, args, ok, err := s.gapsCTE(ctx, sc)
+	if err != nil || !ok {
+		return gaps, false, err
+	}
+	// The slots' labels, and their order in the form (Missing follows it).
+	type slotInfo struct {
+		label string
+		index int
+	}
+	slots := map[string]slotInfo{} // form@version/slot ->
+	forms, err := s.Forms(ctx, false)
+	if err != nil {
+		return nil, false, fmt.Errorf("evidence gaps: %w", err)
+	}
+	for _, f := range forms {
+		for i, sl := range f.Slots {
+			slots[fmt.Sprintf("%s@%d/%s", f.ID, f.Version, sl.Name)] = slotInfo{sl.Label, i}
 		}
-		for rows.Next() {
-			var g evidence.VisitGap
-			var deviceTime, slot string
-			var ref, present int
-			if err := rows.Scan(&g.VisitID, &g.HouseholdID, &g.PlaceCode, &g.FormID, &g.FormVersion, &g.DeviceID, &g.UserName,
-				&deviceTime, &g.ReviewState, &slot, &ref, &present); err != nil {
-				rows.Close()
-				return nil, false, err
-			}
-			if cur == nil || cur.VisitID != g.VisitID {
-				if err := flush(); err != nil {
-					rows.Close()
-					return nil, false, err
-				}
-				if len(gaps) > limit {
-					rows.Close()
-					return gaps[:limit], true, nil
-				}
-				g.DeviceTime = domain.ParseTimestamp(deviceTime)
-				cur = &g
-			}
-			if slot != "" {
-				counts[slot] = struct{ Referenced, Present int }{ref, present}
-			}
+	}
+	slotOf := func(g *evidence.VisitGap, name string) slotInfo {
+		return slots[fmt.Sprintf("%s@%d/%s", g.FormID, g.FormVersion, name)]
+	}
+	// One visit more than asked for tells whether there are more.
+	rows, err := s.readRows(ctx, cte+`, top AS (SELECT DISTINCT g.visit_id, p.path, g.household_id, g.device_time FROM g JOIN places p ON p.code = g.place_code
+			ORDER BY p.path, g.household_id, g.device_time, g.visit_id LIMIT ?)
+		SELECT g.visit_id, g.household_id, g.place_code, g.form_id, g.form_version, COALESCE(v.device_id, ''), COALESCE(u.username, ''),
+			g.device_time, g.review_state, g.slot, g.min_count, g.referenced, g.present
+		FROM g JOIN top ON top.visit_id = g.visit_id JOIN visits v ON v.id = g.visit_id LEFT JOIN users u ON u.id = g.user_id
+		ORDER BY top.path, g.household_id, g.device_time, g.visit_id, g.slot`, append(args, limit+1)...)
+	if err != nil {
+		return nil, false, fmt.Errorf("evidence gaps: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var g evidence.VisitGap
+		var deviceTime string
+		var sl evidence.SlotStatus
+		if err := rows.Scan(&g.VisitID, &g.HouseholdID, &g.PlaceCode, &g.FormID, &g.FormVersion, &g.DeviceID, &g.UserName,
+			&deviceTime, &g.ReviewState, &sl.Slot, &sl.Need, &sl.Referenced, &sl.Present); err != nil {
+			return nil, false, fmt.Errorf("evidence gaps: %w", err)
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, false, err
+		sl.Label = slotOf(&g, sl.Slot).label
+		if n := len(gaps); n > 0 && gaps[n-1].VisitID == g.VisitID {
+			gaps[n-1].Missing = append(gaps[n-1].Missing, sl)
+			continue
 		}
-		if err := flush(); err != nil {
-			return nil, false, err
-		}
-		if len(gaps) > limit {
-			return gaps[:limit], true, nil
-		}
+		g.DeviceTime = domain.ParseTimestamp(deviceTime)
+		g.Missing = []evidence.SlotStatus{sl}
+		gaps = append(gaps, g)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("evidence gaps: %w", err)
+	}
+	for i := range gaps {
+		g := &gaps[i]
+		slices.SortStableFunc(g.Missing, func(a, b evidence.SlotStatus) int { return slotOf(g, a.Slot).index - slotOf(g, b.Slot).index })
+	}
+	if len(gaps) > limit {
+		return gaps[:limit], true, nil
 	}
 	return gaps, false, nil
 }
