@@ -2,14 +2,25 @@ package app
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/fetch"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	_ "github.com/mattn/go-sqlite3"
 
@@ -236,4 +247,187 @@ func TestBrowser_FieldAppHostile_SequenceReused(t *testing.T) {
 		}
 	}
 	h.checkProblems("status of 409")
+}
+
+// outboxCount is how many mutations wait in the app's outbox.
+func (h *hostile) outboxCount() int {
+	h.t.Helper()
+	return eval[int](h.t, h.ctx, `fieldsyncApp.db.read(['outbox'], t => t.count('outbox'))`)
+}
+
+// atHousehold grants geolocation and puts the device at lon, lat (±5 m).
+func (h *hostile) atHousehold(lon, lat float64) {
+	h.t.Helper()
+	acc := 5.0
+	if _, err := chromedp.CallBrowser(h.ctx, browser.SetPermission, browser.SetPermissionParams{
+		Permission: &browser.PermissionDescriptor{Name: "geolocation"}, Setting: "granted", Origin: strings.TrimSuffix(h.base, "/")}); err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := chromedp.Call(h.ctx, emulation.SetGeolocationOverride, emulation.SetGeolocationOverrideParams{Latitude: &lat, Longitude: &lon, Accuracy: &acc}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// cellarVisit fills the water cellar form at household hh with the
+// files in its photo slot and saves it (a sync follows by itself).
+func (h *hostile) cellarVisit(hh string, files ...string) {
+	t := h.t
+	t.Helper()
+	step(t, h.ctx, "form", chromedp.Navigate(h.app+"#/visit/"+hh+"/water_cellar_progress"), chromedp.WaitVisible(chromedp.ID("f_site_name")))
+	waitFor(t, h.ctx, "GPS fix", `document.getElementById('gpsline').textContent.includes('±5 米')`)
+	step(t, h.ctx, "fill",
+		chromedp.SendKeys(chromedp.ID("f_site_name"), "新水窖"),
+		chromedp.SendKeys(chromedp.ID("f_capacity_m3"), "24"),
+		chromedp.Click(chromedp.CSS(`input[name="stage"][value="planned"]`)),
+		chromedp.SetUploadFiles(chromedp.CSS(`input[data-slot-gallery="progress"]`), files, chromedp.NodeReady))
+	eval[bool](t, h.ctx, `(() => { const d = document.getElementById('f_due_date'); d.value = '2027-05-01'; d.dispatchEvent(new Event('input', {bubbles: true})); return true; })()`)
+	waitFor(t, h.ctx, "pictures in the slot", fmt.Sprintf(`document.querySelectorAll('#slot_progress img').length === %d`, len(files)))
+	waitFor(t, h.ctx, "draft holds the pictures", fmt.Sprintf(`fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => d.length === 1 && d[0].evidence.length === %d)`, len(files)))
+	step(t, h.ctx, "save", chromedp.Click(chromedp.ID("save")))
+	waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/')`)
+}
+
+// serverBlob downloads a blob as the admin and returns its SHA-256 (hex),
+// or "" if the server does not have it.
+func (h *hostile) serverBlob(sha string) string {
+	h.t.Helper()
+	req, _ := http.NewRequest("GET", h.base+"/api/v1/evidence/"+sha, nil)
+	req.Header.Set("Authorization", "Bearer "+h.admin)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != 200 {
+		return ""
+	}
+	sum := sha256.New()
+	io.Copy(sum, res.Body)
+	return hex.EncodeToString(sum.Sum(nil))
+}
+
+// TestBrowser_FieldAppHostile_ServerTrouble: the server answers 429 with
+// Retry-After (honoured), is upgraded to a newer protocol while the app
+// is offline (the worker is told in Chinese to update, nothing is applied
+// and the outbox stays), and loses a half-done tus upload (404 on HEAD:
+// the upload starts again at a new URL and completes).
+func TestBrowser_FieldAppHostile_ServerTrouble(t *testing.T) {
+	h := newHostile(t)
+	h.enroll("wangge_zhao")
+	hhs := hostileJS[[]string](h, `return (await app.db.read(['households'], t => t.all('households', null, 2))).map(x => x.id);`)
+
+	t.Run("429 with Retry-After", func(t *testing.T) {
+		enqueueUpdate(h, hhs[0], "phone", "13900000001")
+		stop, hits := h.intercept("*/api/v1/sync/push", func(ev *fetch.EventRequestPaused) {
+			h.answer(ev, 429, `{"code":"rate_limited","message":"too many requests"}`, &fetch.HeaderEntry{Name: "Retry-After", Value: "90"})
+		})
+		if got := syncNow(t, h.ctx); !strings.HasPrefix(got, "error") {
+			t.Errorf("sync against 429: %s", got)
+		}
+		stop()
+		if wait := eval[float64](t, h.ctx, `(fieldsyncApp.syncer.nextAt - Date.now()) / 1000`); wait < 80 || wait > 91 {
+			t.Errorf("next try in %.0f s, want the server's 90 s", wait)
+		}
+		if line := eval[string](t, h.ctx, `document.getElementById('syncline').textContent`); !strings.Contains(line, "服务器繁忙") {
+			t.Errorf("sync line %q", line)
+		}
+		if hits.Load() == 0 || h.outboxCount() != 1 {
+			t.Errorf("%d pushes intercepted, outbox %d (want the edit kept)", hits.Load(), h.outboxCount())
+		}
+	})
+
+	t.Run("server upgraded while offline", func(t *testing.T) {
+		setOffline(t, h.ctx, true)
+		enqueueUpdate(h, hhs[1], "phone", "13900000002")
+		cursor := eval[string](t, h.ctx, `fieldsyncApp.db.getMeta('cursor')`)
+		nHH := eval[int](t, h.ctx, `fieldsyncApp.db.read(['households'], t => t.count('households'))`)
+		// The upgraded server refuses version 1 pushes.
+		stop, _ := h.intercept("*/api/v1/sync/push", func(ev *fetch.EventRequestPaused) {
+			h.answer(ev, 426, `{"code":"unsupported_protocol_version","message":"protocol version 1 is no longer supported; use 2"}`)
+		})
+		setOffline(t, h.ctx, false) // the app syncs by itself
+		waitFor(t, h.ctx, "failed sync", `document.getElementById('syncline').textContent.startsWith('同步失败')`)
+		stop()
+		line := eval[string](t, h.ctx, `document.getElementById('syncline').textContent`)
+		banner := eval[string](t, h.ctx, `document.getElementById('banner').textContent`)
+		for _, s := range []string{line, banner} {
+			if !strings.Contains(s, "更新") || !strings.Contains(s, "不会丢失") {
+				t.Errorf("the worker is not told to update: %q", s)
+			}
+		}
+		if n := h.outboxCount(); n != 2 {
+			t.Errorf("outbox %d after the refusal, want 2", n)
+		}
+		// An answer in a newer protocol is not applied either: a pull in
+		// version 2 that would reset the scope changes nothing.
+		waitFor(t, h.ctx, "idle", `!fieldsyncApp.syncer.running`)
+		stop, _ = h.intercept("*/api/v1/sync/pull", func(ev *fetch.EventRequestPaused) {
+			h.answer(ev, 200, `{"protocol_version":2,"ops":[{"op":"reset"}],"cursor":"v2cursor","has_more":false}`)
+		})
+		if got := syncNow(t, h.ctx); !strings.HasPrefix(got, "error") || !strings.Contains(got, "更新") {
+			t.Errorf("sync against a version 2 pull: %s", got)
+		}
+		stop()
+		if got := eval[string](t, h.ctx, `fieldsyncApp.db.getMeta('cursor')`); got != cursor {
+			t.Errorf("cursor %q after a version 2 answer, want %q", got, cursor)
+		}
+		if n := eval[int](t, h.ctx, `fieldsyncApp.db.read(['households'], t => t.count('households'))`); n != nHH {
+			t.Errorf("%d households after a version 2 reset, want %d", n, nHH)
+		}
+		// The server speaks version 1 again (or the app was updated).
+		if got := syncNow(t, h.ctx); got != "ok" || h.outboxCount() != 0 {
+			t.Errorf("sync: %s, outbox %d", got, h.outboxCount())
+		}
+	})
+
+	t.Run("tus upload expired on the server", func(t *testing.T) {
+		pic := noisePNG(t, 700, 500) // about 1.4 MB
+		sum := sha256.Sum256(pic)
+		sha := hex.EncodeToString(sum[:])
+		picPath := filepath.Join(t.TempDir(), "scan.png")
+		if err := os.WriteFile(picPath, pic, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var lon, lat float64
+		h.db.QueryRow(`SELECT coalesce(lon, 103.7), coalesce(lat, 25.0) FROM households WHERE id = ?`, hhs[0]).Scan(&lon, &lat)
+		h.atHousehold(lon, lat)
+		if _, err := chromedp.Call(h.ctx, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
+			MatchedNetworkConditions: []*network.Conditions{{Latency: 20, DownloadThroughput: -1, UploadThroughput: 256 * 1024}}}); err != nil {
+			t.Fatal(err)
+		}
+		h.cellarVisit(hhs[0], picPath)
+		uploadURL := ""
+		var offset int64
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && (uploadURL == "" || offset < 256*1024); time.Sleep(50 * time.Millisecond) {
+			uploadURL = eval[string](t, h.ctx, `fieldsyncApp.db.read(['uploads'], t => t.get('uploads', '`+sha+`')).then(u => (u && u.tus && u.tus.uploadUrl) || '')`)
+			if uploadURL != "" {
+				h.db.QueryRow(`SELECT "offset" FROM uploads WHERE id = ?`, path.Base(uploadURL)).Scan(&offset)
+			}
+		}
+		if offset < 256*1024 || offset >= int64(len(pic)) {
+			t.Fatalf("upload %q at offset %d of %d", uploadURL, offset, len(pic))
+		}
+		setOffline(t, h.ctx, true)
+		waitFor(t, h.ctx, "sync gave up", `!fieldsyncApp.syncer.running`)
+		// The server forgets the upload (it expired).
+		rw, err := sql.Open("sqlite3", "file:"+DBPath(h.data)+"?_busy_timeout=5000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := rw.Exec(`DELETE FROM uploads WHERE id = ?`, path.Base(uploadURL))
+		rw.Close()
+		if n, _ := res.RowsAffected(); err != nil || n != 1 {
+			t.Fatalf("expire the upload: %v (%d rows)", err, n)
+		}
+		setOffline(t, h.ctx, false)
+		waitFor(t, h.ctx, "upload done", `fieldsyncApp.db.read(['uploads'], t => t.get('uploads', '`+sha+`')).then(u => u.state === 'done')`)
+		again := eval[string](t, h.ctx, `fieldsyncApp.db.read(['uploads'], t => t.get('uploads', '`+sha+`')).then(u => (u.tus && u.tus.uploadUrl) || '')`)
+		if again == "" || again == uploadURL {
+			t.Errorf("upload URL after the expiry %q (was %q): want a new upload", again, uploadURL)
+		}
+		if got := h.serverBlob(sha); got != sha {
+			t.Errorf("server blob %q, want %s", got, sha)
+		}
+	})
+	h.checkProblems("status of 429", "status of 426", "status of 404", "ERR_INTERNET_DISCONNECTED", "Failed to load resource")
 }
