@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -114,10 +116,17 @@ func hostileJS[T any](h *hostile, body string) T {
 // calls fetch.FulfillRequest or fetch.ContinueRequest itself) until the
 // returned stop is called; it returns how many requests it saw.
 func (h *hostile) intercept(pattern string, fn func(ev *fetch.EventRequestPaused)) (stop func(), hits *atomic.Int32) {
+	h.t.Helper()
+	return h.interceptAt([]*fetch.RequestPattern{{URLPattern: pattern}}, fn)
+}
+
+// interceptAt is intercept for several patterns and stages (a paused
+// response has ev.ResponseStatusCode set).
+func (h *hostile) interceptAt(patterns []*fetch.RequestPattern, fn func(ev *fetch.EventRequestPaused)) (stop func(), hits *atomic.Int32) {
 	t := h.t
 	t.Helper()
 	fctx, fcancel := context.WithCancel(h.ctx)
-	if _, err := chromedp.Call(h.ctx, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: pattern}}}); err != nil {
+	if _, err := chromedp.Call(h.ctx, fetch.Enable, fetch.EnableParams{Patterns: patterns}); err != nil {
 		t.Fatal(err)
 	}
 	hits = new(atomic.Int32)
@@ -430,4 +439,186 @@ func TestBrowser_FieldAppHostile_ServerTrouble(t *testing.T) {
 		}
 	})
 	h.checkProblems("status of 429", "status of 426", "status of 404", "ERR_INTERNET_DISCONNECTED", "Failed to load resource")
+}
+
+// TestBrowser_FieldAppHostile_AirplaneMode drops the link in the middle
+// of a push (the server applied the batch, the answer never arrives), in
+// the middle of a pull (a page is lost on the way) and while a page is
+// being applied (the page's transaction fails half-way): nothing is
+// half-applied, the outbox keeps what was not acknowledged, and a repeat
+// sync completes with every change applied exactly once.
+func TestBrowser_FieldAppHostile_AirplaneMode(t *testing.T) {
+	h := newHostile(t)
+	dev := h.enroll("wangge_zhao")
+
+	t.Run("push answer lost", func(t *testing.T) {
+		hhs := hostileJS[[]string](h, `return (await app.db.read(['households'], t => t.all('households', null, 25))).map(x => x.id);`)
+		if len(hhs) != 25 {
+			t.Fatalf("%d households, want 25", len(hhs))
+		}
+		var before int64
+		h.db.QueryRow(`SELECT coalesce(max(seq), 0) FROM changes`).Scan(&before)
+		for i, hh := range hhs {
+			enqueueUpdate(h, hh, "phone", fmt.Sprintf("137%08d", i))
+		}
+		var cut atomic.Bool
+		stop, _ := h.interceptAt([]*fetch.RequestPattern{{URLPattern: "*/api/v1/sync/push", RequestStage: fetch.RequestStageResponse}}, func(ev *fetch.EventRequestPaused) {
+			if cut.CompareAndSwap(false, true) {
+				// The server has applied the first batch; the link drops
+				// before its answer reaches the tablet.
+				chromedp.Call(h.ctx, fetch.FailRequest, fetch.FailRequestParams{RequestID: ev.RequestID, ErrorReason: network.ErrorReasonInternetDisconnected})
+				return
+			}
+			chromedp.Call(h.ctx, fetch.ContinueResponse, fetch.ContinueResponseParams{RequestID: ev.RequestID})
+		})
+		if got := syncNow(t, h.ctx); !strings.HasPrefix(got, "error") {
+			t.Fatalf("sync with the answer lost: %s", got)
+		}
+		stop()
+		setOffline(t, h.ctx, true)
+		if n := h.outboxCount(); n != 25 {
+			t.Errorf("outbox %d after the lost answer, want all 25 (none acknowledged)", n)
+		}
+		if n := h.count(`SELECT count(*) FROM mutation_results WHERE device_id = ?`, dev); n != 20 {
+			t.Errorf("server applied %d, want the first batch of 20", n)
+		}
+		setOffline(t, h.ctx, false) // the app syncs by itself
+		waitFor(t, h.ctx, "outbox empty", `fieldsyncApp.db.read(['outbox'], t => t.count('outbox')).then(n => n === 0)`)
+		waitFor(t, h.ctx, "idle", `!fieldsyncApp.syncer.running`)
+		if got := syncNow(t, h.ctx); got != "ok" {
+			t.Errorf("repeat sync: %s", got)
+		}
+		if n := h.count(`SELECT count(*) FROM mutation_results WHERE device_id = ?`, dev); n != 25 {
+			t.Errorf("server holds %d results, want 25", n)
+		}
+		for i, hh := range hhs {
+			n := h.count(`SELECT count(*) FROM changes WHERE entity_type = 'household' AND entity_id = ? AND seq > ?`, hh, before)
+			var phone string
+			h.db.QueryRow(`SELECT json_extract(fields, '$.phone') FROM households WHERE id = ?`, hh).Scan(&phone)
+			if n != 1 || phone != fmt.Sprintf("137%08d", i) {
+				t.Errorf("household %s: %d changes, phone %q", hh, n, phone)
+			}
+		}
+	})
+
+	t.Run("pull interrupted", func(t *testing.T) {
+		want := eval[int](t, h.ctx, `fieldsyncApp.db.read(['households'], t => t.count('households'))`)
+		// Start the scope over, as a fresh device, with small pages.
+		hostileJS[bool](h, `await app.db.write([...db.SCOPE_STORES, 'meta'], async t => { for (const s of db.SCOPE_STORES) await t.clear(s); await t.setMeta('cursor', ''); }); return true;`)
+		type page struct {
+			Ops []struct {
+				Op        string
+				Type      string
+				ID        string
+				Household *struct{ ID string }
+			}
+			Cursor string
+		}
+		var mu sync.Mutex
+		var pages []page     // as the server sent them
+		var delivered []bool // whether the app got each intact
+		stop, _ := h.interceptAt([]*fetch.RequestPattern{
+			{URLPattern: "*/api/v1/sync/pull", RequestStage: fetch.RequestStageRequest},
+			{URLPattern: "*/api/v1/sync/pull", RequestStage: fetch.RequestStageResponse},
+		}, func(ev *fetch.EventRequestPaused) {
+			if ev.ResponseStatusCode == 0 { // the request: ask for small pages
+				var body []byte
+				for _, e := range ev.Request.PostDataEntries {
+					body = append(body, e.Bytes...)
+				}
+				body = []byte(strings.Replace(string(body), `"max_bytes":262144`, `"max_bytes":4096`, 1))
+				chromedp.Call(h.ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: ev.RequestID, PostData: body})
+				return
+			}
+			res, err := chromedp.Call(h.ctx, fetch.GetResponseBody, fetch.GetResponseBodyParams{RequestID: ev.RequestID})
+			var p page
+			if err == nil {
+				err = json.Unmarshal(res.Body, &p)
+			}
+			mu.Lock()
+			n := len(pages)
+			if err == nil {
+				pages = append(pages, p)
+				delivered = append(delivered, n != 2 && n != 4)
+			}
+			mu.Unlock()
+			switch {
+			case err != nil:
+				chromedp.Call(h.ctx, fetch.FailRequest, fetch.FailRequestParams{RequestID: ev.RequestID, ErrorReason: network.ErrorReasonFailed})
+			case n == 2:
+				// The third page arrives, but applying it fails half-way
+				// (its last op cannot be stored).
+				var raw map[string]any
+				json.Unmarshal(res.Body, &raw)
+				ops, _ := raw["ops"].([]any)
+				raw["ops"] = append(ops, map[string]any{"op": "put", "type": "household", "household": map[string]any{"place_code": "x"}})
+				b, _ := json.Marshal(raw)
+				h.answer(ev, 200, string(b))
+			case n == 4:
+				// The link drops while the fifth page is on the way.
+				chromedp.Call(h.ctx, fetch.FailRequest, fetch.FailRequestParams{RequestID: ev.RequestID, ErrorReason: network.ErrorReasonInternetDisconnected})
+			default:
+				chromedp.Call(h.ctx, fetch.ContinueResponse, fetch.ContinueResponseParams{RequestID: ev.RequestID})
+			}
+		})
+		// expect is what the app should hold after the delivered pages.
+		expect := func() (map[string]bool, string) {
+			mu.Lock()
+			defer mu.Unlock()
+			hh := map[string]bool{}
+			cursor := ""
+			for i, p := range pages {
+				if !delivered[i] {
+					continue
+				}
+				for _, op := range p.Ops {
+					if op.Type == "household" && op.Op == "put" && op.Household != nil {
+						hh[op.Household.ID] = true
+					} else if op.Type == "household" && op.Op == "delete" {
+						delete(hh, op.ID)
+					}
+				}
+				cursor = p.Cursor
+			}
+			return hh, cursor
+		}
+		check := func(when string) {
+			t.Helper()
+			wantHH, wantCursor := expect()
+			if got := eval[string](t, h.ctx, `fieldsyncApp.db.getMeta('cursor')`); got != wantCursor {
+				t.Errorf("%s: cursor %q, want that of the last whole page %q", when, got, wantCursor)
+			}
+			if got := eval[int](t, h.ctx, `fieldsyncApp.db.read(['households'], t => t.count('households'))`); got != len(wantHH) {
+				t.Errorf("%s: %d households on the device, want %d (the whole pages only)", when, got, len(wantHH))
+			}
+		}
+		if got := syncNow(t, h.ctx); !strings.HasPrefix(got, "error") {
+			t.Fatalf("sync with a page failing half-way: %s", got)
+		}
+		check("page failed half-way")
+		setOffline(t, h.ctx, true)
+		setOffline(t, h.ctx, false) // the app syncs by itself, and the link drops again
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			mu.Lock()
+			n := len(pages)
+			mu.Unlock()
+			if n >= 5 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d pages: the scope is too small to cut", n)
+			}
+		}
+		waitFor(t, h.ctx, "sync failed", `!fieldsyncApp.syncer.running && document.getElementById('syncline').textContent.startsWith('同步失败')`)
+		check("link dropped")
+		if got := syncNow(t, h.ctx); got != "ok" {
+			t.Fatalf("repeat sync: %s", got)
+		}
+		stop()
+		if got := eval[int](t, h.ctx, `fieldsyncApp.db.read(['households'], t => t.count('households'))`); got != want {
+			t.Errorf("%d households after the repeat sync, want %d", got, want)
+		}
+		t.Logf("%d pages of at most 4 KB", len(pages))
+	})
+	h.checkProblems("ERR_INTERNET_DISCONNECTED", "Failed to load resource")
 }
