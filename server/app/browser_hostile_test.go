@@ -1,13 +1,18 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"image"
+	"image/jpeg"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"path"
@@ -27,6 +32,7 @@ import (
 	_ "github.com/mattn/go-sqlite3"
 
 	"fieldsync/server/demo"
+	"fieldsync/server/evidence/evidencetest"
 )
 
 // The field is not the happy path: these tests drive the field app
@@ -621,4 +627,201 @@ func TestBrowser_FieldAppHostile_AirplaneMode(t *testing.T) {
 		t.Logf("%d pages of at most 4 KB", len(pages))
 	})
 	h.checkProblems("ERR_INTERNET_DISCONNECTED", "Failed to load resource")
+}
+
+// publishForm publishes a form definition as the admin.
+func (h *hostile) publishForm(def string) {
+	h.t.Helper()
+	req, _ := http.NewRequest("POST", h.base+"/api/v1/forms", strings.NewReader(def))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+h.admin)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		h.t.Fatalf("publish form: %d %s", res.StatusCode, b)
+	}
+}
+
+// mediaForm has a photo slot and a document slot, nothing required.
+const mediaForm = `{"id": "odd_media", "title": "附件测试", "title_en": "Odd media",
+	"fields": [{"name": "notes", "type": "text", "label": "备注", "label_en": "Notes"}],
+	"slots": [
+		{"name": "photos", "label": "照片", "label_en": "Photos", "min_count": 0, "media_types": ["image/jpeg", "image/png"]},
+		{"name": "scan", "label": "扫描件", "label_en": "Scan", "min_count": 0, "media_types": ["application/pdf", "image/jpeg", "image/png"]}
+	]}`
+
+// fakePDF is a PDF-looking file of n bytes that does not compress.
+func fakePDF(n int) []byte {
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(7, 8))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	copy(b, "%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+	copy(b[n-6:], "%%EOF\n")
+	return b
+}
+
+// TestBrowser_FieldAppHostile_UnusualMedia attaches a 50 MP photo
+// (downscaled on the device, the tab survives), a 30 MB PDF scan in a
+// document slot (uploaded with tus in 256 KB chunks), a photo without
+// EXIF (accepted; the server records that it has no capture time or
+// position) and a PNG screenshot taller than the photo limit (turned
+// into a JPEG at 1600 px).
+func TestBrowser_FieldAppHostile_UnusualMedia(t *testing.T) {
+	h := newHostile(t)
+	h.publishForm(mediaForm)
+	h.enroll("wangge_zhao")
+	hh := hostileJS[string](h, `return (await app.db.read(['households'], t => t.all('households', null, 1)))[0].id;`)
+	var lon, lat float64
+	h.db.QueryRow(`SELECT coalesce(lon, 103.7), coalesce(lat, 25.0) FROM households WHERE id = ?`, hh).Scan(&lon, &lat)
+	h.atHousehold(lon, lat)
+
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	start := time.Now()
+	big := write("big.jpg", bigJPEG(t, 8660, 5774, evidencetest.Photo{Taken: time.Now(), GPS: &[2]float64{lon, lat}}))
+	// A picture whose header says 12000×10000 (120 MP): refused before
+	// it is decoded.
+	huge := evidencetest.JPEG(evidencetest.Photo{Seed: 52})
+	if i := bytes.Index(huge, []byte{0xff, 0xc0}); i < 0 {
+		t.Fatal("no SOF0 in the fixture")
+	} else {
+		binary.BigEndian.PutUint16(huge[i+5:], 10000)
+		binary.BigEndian.PutUint16(huge[i+7:], 12000)
+	}
+	hugePath := write("huge.jpg", huge)
+	t.Logf("50 MP fixture made in %v", time.Since(start).Round(time.Millisecond))
+	noEXIF := write("noexif.jpg", evidencetest.JPEG(evidencetest.Photo{Seed: 51, Width: 1200, Height: 900, NoEXIF: true}))
+	shot := write("screenshot.png", noisePNG(t, 1080, 2400))
+	pdf := fakePDF(30 << 20)
+	pdfSum := sha256.Sum256(pdf)
+	pdfPath := write("scan.pdf", pdf)
+
+	step(t, h.ctx, "form", chromedp.Navigate(h.app+"#/visit/"+hh+"/odd_media"), chromedp.WaitVisible(chromedp.ID("f_notes")))
+	for _, f := range []struct{ what, file, slot string }{{"50 MP photo", big, "photos"}, {"photo without EXIF", noEXIF, "photos"}, {"PNG screenshot", shot, "photos"}, {"30 MB PDF", pdfPath, "scan"}} {
+		n := eval[int](t, h.ctx, `fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => d.length ? d[0].evidence.length : 0)`)
+		start := time.Now()
+		step(t, h.ctx, f.what, chromedp.SetUploadFiles(chromedp.CSS(`input[data-slot-gallery="`+f.slot+`"]`), []string{f.file}, chromedp.NodeReady))
+		waitFor(t, h.ctx, f.what+" in the draft", fmt.Sprintf(`fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => d.length === 1 && d[0].evidence.length === %d)`, n+1))
+		t.Logf("%s: in the draft after %v", f.what, time.Since(start).Round(time.Millisecond))
+	}
+	step(t, h.ctx, "120 MP photo", chromedp.SetUploadFiles(chromedp.CSS(`input[data-slot-gallery="photos"]`), []string{hugePath}, chromedp.NodeReady))
+	waitFor(t, h.ctx, "refusal", `document.getElementById('banner').textContent.includes('照片像素过多')`)
+	if n := eval[int](t, h.ctx, `fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => d[0].evidence.length)`); n != 4 {
+		t.Errorf("draft holds %d attachments after the refusal, want 4", n)
+	}
+	if n := eval[int](t, h.ctx, `document.querySelectorAll('#slot_photos img').length`); n != 3 {
+		t.Errorf("%d pictures shown in the photo slot, want 3", n)
+	}
+	waitFor(t, h.ctx, "the scan shown as a document", `document.querySelectorAll('#slot_scan .card').length === 1`)
+	refs := hostileJS[[]struct {
+		SHA256    string `json:"sha256"`
+		Size      int64  `json:"size"`
+		MediaType string `json:"media_type"`
+		Slot      string `json:"slot"`
+	}](h, `return (await app.db.read(['drafts'], t => t.all('drafts')))[0].evidence;`)
+	if len(refs) != 4 || refs[3].SHA256 != hex.EncodeToString(pdfSum[:]) || refs[3].MediaType != "application/pdf" {
+		t.Fatalf("draft evidence %+v", refs)
+	}
+	for i, r := range refs[:3] {
+		if r.MediaType != "image/jpeg" {
+			t.Errorf("picture %d stored as %s, want image/jpeg", i, r.MediaType)
+		}
+	}
+
+	// Count the upload's PATCH requests (network events: pausing them
+	// with the Fetch domain would hold up Blob bodies).
+	var chunks atomic.Int32
+	if _, err := chromedp.Call(h.ctx, network.Enable, network.EnableParams{}); err != nil {
+		t.Fatal(err)
+	}
+	nctx, stop := context.WithCancel(h.ctx)
+	defer stop()
+	go func() {
+		for ev, err := range chromedp.Events(nctx, network.RequestWillBeSent) {
+			if err != nil {
+				return
+			}
+			if ev.Request.Method == "PATCH" && strings.Contains(ev.Request.URL, "/api/v1/uploads/") {
+				chunks.Add(1)
+			}
+		}
+	}()
+	start = time.Now()
+	step(t, h.ctx, "save", chromedp.Click(chromedp.ID("save")))
+	waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/')`)
+	for deadline := time.Now().Add(40 * time.Second); !eval[bool](t, h.ctx, `fieldsyncApp.db.read(['uploads'], t => t.all('uploads')).then(u => u.length === 4 && u.every(x => x.state === 'done'))`); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("uploads not done: %s\nlog:\n%s", eval[string](t, h.ctx, `document.getElementById("syncline").textContent + " " + fieldsyncApp.db.read(['uploads'], t => t.all('uploads')).then(u => JSON.stringify(u.map(x => [x.state, x.size, x.error])))`), h.appLog())
+		}
+	}
+	stop()
+	t.Logf("four attachments (%d bytes) uploaded in %v in %d PATCH requests", refs[0].Size+refs[1].Size+refs[2].Size+refs[3].Size, time.Since(start).Round(time.Millisecond), chunks.Load())
+	if n := chunks.Load(); n < 120 {
+		t.Errorf("%d PATCH requests, want the 30 MB PDF in 256 KB chunks (120 or more)", n)
+	}
+	// The server reads the pictures after they arrive.
+	for deadline := time.Now().Add(30 * time.Second); h.count(`SELECT count(*) FROM blobs WHERE sha256 IN (?, ?, ?, ?) AND analyzed_at IS NOT NULL`,
+		refs[0].SHA256, refs[1].SHA256, refs[2].SHA256, refs[3].SHA256) < 4; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the server did not analyse the four blobs")
+		}
+	}
+	type blobRow struct {
+		mediaType     string
+		width, height int
+		exifTime      sql.NullString
+		exifLon       sql.NullFloat64
+	}
+	blob := func(sha string) blobRow {
+		var b blobRow
+		if err := h.db.QueryRow(`SELECT media_type, coalesce(width, 0), coalesce(height, 0), exif_time, exif_lon FROM blobs WHERE sha256 = ?`, sha).Scan(&b.mediaType, &b.width, &b.height, &b.exifTime, &b.exifLon); err != nil {
+			t.Fatalf("blob %s: %v", sha, err)
+		}
+		return b
+	}
+	if b := blob(refs[0].SHA256); b.width != 1600 || b.height != 1067 || !b.exifLon.Valid || !b.exifTime.Valid {
+		t.Errorf("50 MP photo stored as %+v, want 1600×1067 with its EXIF", b)
+	}
+	if b := blob(refs[1].SHA256); b.width != 1200 || b.exifTime.Valid || b.exifLon.Valid {
+		t.Errorf("photo without EXIF stored as %+v", b)
+	}
+	if b := blob(refs[2].SHA256); b.mediaType != "image/jpeg" || b.width != 720 || b.height != 1600 {
+		t.Errorf("screenshot stored as %+v, want a 720×1600 JPEG", b)
+	}
+	if b := blob(refs[3].SHA256); b.mediaType != "application/pdf" {
+		t.Errorf("PDF stored as %+v", b)
+	}
+	if got := h.serverBlob(refs[3].SHA256); got != refs[3].SHA256 {
+		t.Errorf("server PDF hashes to %s", got)
+	}
+	h.checkProblems()
+}
+
+// bigJPEG makes a w×h JPEG quickly (a plain gradient) with p's EXIF.
+func bigJPEG(t *testing.T, w, h int, p evidencetest.Photo) []byte {
+	t.Helper()
+	img := image.NewGray(image.Rect(0, 0, w, h))
+	for y := range h {
+		row := img.Pix[y*img.Stride : y*img.Stride+w]
+		for x := range row {
+			row[x] = byte((x + y) >> 5)
+		}
+	}
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 80}); err != nil {
+		t.Fatal(err)
+	}
+	return evidencetest.SpliceEXIF(buf.Bytes(), evidencetest.EXIF(p))
 }
