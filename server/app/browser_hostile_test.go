@@ -825,3 +825,84 @@ func bigJPEG(t *testing.T, w, h int, p evidencetest.Photo) []byte {
 	}
 	return evidencetest.SpliceEXIF(buf.Bytes(), evidencetest.EXIF(p))
 }
+
+// draftState is the visit draft's notes and attachment count.
+func (h *hostile) draftState() (string, int) {
+	h.t.Helper()
+	d := hostileJS[struct {
+		Notes string
+		N     int
+	}](h, `const d = (await app.db.read(['drafts'], t => t.all('drafts')))[0] || {answers: {}, evidence: []}; return {Notes: d.answers.notes || '', N: d.evidence.length};`)
+	return d.Notes, d.N
+}
+
+// TestBrowser_FieldAppHostile_QuotaFull fills the origin's storage quota
+// (Storage.overrideQuotaForOrigin) so that a photo no longer fits while
+// a visit is being recorded: the worker gets a clear Chinese message, the
+// draft (its answers and the photo already attached) and the outbox are
+// intact, and once space is free the same photo goes in and the visit
+// saves.
+func TestBrowser_FieldAppHostile_QuotaFull(t *testing.T) {
+	h := newHostile(t)
+	h.publishForm(mediaForm)
+	h.enroll("wangge_zhao")
+	hh := hostileJS[string](h, `return (await app.db.read(['households'], t => t.all('households', null, 1)))[0].id;`)
+	setOffline(t, h.ctx, true) // the work stays on the device
+
+	// An earlier visit waits in the outbox.
+	step(t, h.ctx, "first visit", chromedp.Navigate(h.app+"#/visit/"+hh+"/odd_media"), chromedp.WaitVisible(chromedp.ID("f_notes")),
+		chromedp.SendKeys(chromedp.ID("f_notes"), "上午的走访"), chromedp.Click(chromedp.ID("save")))
+	waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/')`)
+
+	dir := t.TempDir()
+	small := filepath.Join(dir, "small.jpg")
+	bigPNG := filepath.Join(dir, "big.png")
+	os.WriteFile(small, evidencetest.JPEG(evidencetest.Photo{Seed: 60, Width: 800, Height: 600, Taken: time.Now()}), 0o600)
+	os.WriteFile(bigPNG, noisePNG(t, 900, 700), 0o600) // about 2.5 MB, kept as it is
+	step(t, h.ctx, "second visit", chromedp.Navigate(h.app+"#/visit/"+hh+"/odd_media"), chromedp.WaitVisible(chromedp.ID("f_notes")),
+		chromedp.SendKeys(chromedp.ID("f_notes"), "下午的走访"),
+		chromedp.SetUploadFiles(chromedp.CSS(`input[data-slot-gallery="photos"]`), []string{small}, chromedp.NodeReady))
+	waitFor(t, h.ctx, "first photo in the draft", `fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => d.length === 1 && d[0].evidence.length === 1 && d[0].answers.notes === '下午的走访')`)
+
+	// The disk fills up: 256 KB left. (Storage.overrideQuotaForOrigin
+	// reports the override active in Chromium 156, but IndexedDB writes
+	// past it still succeed; so the page's IndexedDB refuses, as a full
+	// disk does, a put that does not fit in what is left.)
+	eval[bool](t, h.ctx, `(() => {
+		window.quotaLeft = 256 * 1024;
+		const put = IDBObjectStore.prototype.put;
+		IDBObjectStore.prototype.put = function (v, ...rest) {
+			const n = v && v.blob instanceof Blob ? v.blob.size : 0;
+			if (n > window.quotaLeft) throw new DOMException('The quota has been exceeded.', 'QuotaExceededError');
+			return put.call(this, v, ...rest);
+		};
+		return true;
+	})()`)
+	step(t, h.ctx, "photo that does not fit", chromedp.SetUploadFiles(chromedp.CSS(`input[data-slot-gallery="photos"]`), []string{bigPNG}, chromedp.NodeReady))
+	waitFor(t, h.ctx, "the worker is told", `document.getElementById('banner').textContent.includes('存储空间已满')`)
+	if notes, n := h.draftState(); notes != "下午的走访" || n != 1 {
+		t.Errorf("draft after the full disk: notes %q, %d attachments (want the notes and the first photo)", notes, n)
+	}
+	if n := eval[int](t, h.ctx, `fieldsyncApp.db.read(['photos'], t => t.count('photos'))`); n != 1 {
+		t.Errorf("%d photos stored, want the first one only", n)
+	}
+	if n := h.outboxCount(); n != 1 {
+		t.Errorf("outbox %d, want the earlier visit", n)
+	}
+	if n := eval[int](t, h.ctx, `document.querySelectorAll('#slot_photos img').length`); n != 1 {
+		t.Errorf("%d pictures shown, want 1", n)
+	}
+
+	// Space again: the same photo goes in and the visit saves.
+	eval[bool](t, h.ctx, `(window.quotaLeft = Infinity, true)`)
+	step(t, h.ctx, "photo again", chromedp.SetUploadFiles(chromedp.CSS(`input[data-slot-gallery="photos"]`), []string{bigPNG}, chromedp.NodeReady))
+	waitFor(t, h.ctx, "second photo in the draft", `fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => d.length === 1 && d[0].evidence.length === 2)`)
+	// The slot shows both pictures (the page has stopped moving).
+	waitFor(t, h.ctx, "two pictures shown", `[...document.querySelectorAll('#slot_photos img')].filter(i => i.complete).length === 2`)
+	step(t, h.ctx, "save", chromedp.Click(chromedp.ID("save")))
+	waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/')`)
+	if n := h.outboxCount(); n != 2 {
+		t.Errorf("outbox %d, want both visits", n)
+	}
+	h.checkProblems()
+}
