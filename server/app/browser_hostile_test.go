@@ -28,6 +28,7 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	_ "github.com/mattn/go-sqlite3"
 
@@ -904,5 +905,210 @@ func TestBrowser_FieldAppHostile_QuotaFull(t *testing.T) {
 	if n := h.outboxCount(); n != 2 {
 		t.Errorf("outbox %d, want both visits", n)
 	}
+	h.checkProblems()
+}
+
+// shiftClock makes the tab's clock run days off from the start of every
+// page it loads (Date.now and new Date; the service worker keeps the
+// right time, as it has no part in recording).
+func (h *hostile) shiftClock(days int) {
+	h.t.Helper()
+	src := fmt.Sprintf(`(() => {
+		const shift = %d * 86400000;
+		const RealDate = Date;
+		class ShiftedDate extends RealDate {
+			constructor(...a) { if (a.length === 0) super(RealDate.now() + shift); else super(...a); }
+			static now() { return RealDate.now() + shift; }
+		}
+		globalThis.Date = ShiftedDate;
+	})();`, days)
+	if _, err := chromedp.Call(h.ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: src}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// goDevice is a device with a right clock, speaking the sync API from Go.
+type goDevice struct {
+	h      *hostile
+	id     string
+	token  string
+	seq    int
+	hlcMs  int64
+	hlcCnt int
+}
+
+func (h *hostile) goDevice(username string) *goDevice {
+	h.t.Helper()
+	var users []struct {
+		ID       int64
+		Username string
+	}
+	apiJSON(h.t, "GET", h.base+"/api/v1/users", h.admin, nil, &users)
+	var userID int64
+	for _, u := range users {
+		if u.Username == username {
+			userID = u.ID
+		}
+	}
+	var ec struct{ Code string }
+	apiJSON(h.t, "POST", fmt.Sprintf("%s/api/v1/users/%d/enrollment-codes", h.base, userID), h.admin, map[string]any{}, &ec)
+	var en struct {
+		DeviceID string `json:"device_id"`
+		Token    string
+	}
+	apiJSON(h.t, "POST", h.base+"/api/v1/devices/enroll", "", map[string]string{"code": ec.Code, "name": "right clock"}, &en)
+	return &goDevice{h: h, id: en.DeviceID, token: en.Token}
+}
+
+// observe moves the device's clock past an HLC the server sent.
+func (d *goDevice) observe(hlc string) {
+	var ms int64
+	var c int
+	if _, err := fmt.Sscanf(hlc, "%013d-%04x", &ms, &c); err == nil && (ms > d.hlcMs || ms == d.hlcMs && c > d.hlcCnt) {
+		d.hlcMs, d.hlcCnt = ms, c
+	}
+}
+
+// sync pulls everything (to learn the server's clock) and pushes one
+// household field change.
+func (d *goDevice) setField(hh, field, value string) {
+	h := d.h
+	h.t.Helper()
+	var pull struct {
+		ServerHLC string `json:"server_hlc"`
+		Cursor    string
+		HasMore   bool `json:"has_more"`
+	}
+	for more := true; more; more = pull.HasMore {
+		apiJSON(h.t, "POST", h.base+"/api/v1/sync/pull", d.token, map[string]any{"protocol_version": 1, "device_id": d.id, "cursor": pull.Cursor}, &pull)
+		d.observe(pull.ServerHLC)
+	}
+	if now := time.Now().UnixMilli(); now > d.hlcMs {
+		d.hlcMs, d.hlcCnt = now, 0
+	} else {
+		d.hlcCnt++
+	}
+	var base int64
+	h.db.QueryRow(`SELECT version FROM households WHERE id = ?`, hh).Scan(&base)
+	d.seq++
+	var push struct {
+		Results []struct{ Status, Code, Message string }
+	}
+	apiJSON(h.t, "POST", h.base+"/api/v1/sync/push", d.token, map[string]any{"protocol_version": 1, "device_id": d.id, "mutations": []any{map[string]any{
+		"seq": d.seq, "kind": "household.update", "hlc": fmt.Sprintf("%013d-%04x", d.hlcMs, d.hlcCnt),
+		"household_update": map[string]any{"household_id": hh, "base_version": base, "fields": map[string]string{field: value}}}}}, &push)
+	if len(push.Results) != 1 || push.Results[0].Status != "applied" {
+		h.t.Fatalf("push: %+v", push.Results)
+	}
+}
+
+// phone is a household's phone field on the server.
+func (h *hostile) phone(hh string) string {
+	var p string
+	h.db.QueryRow(`SELECT coalesce(json_extract(fields, '$.phone'), '') FROM households WHERE id = ?`, hh).Scan(&p)
+	return p
+}
+
+// TestBrowser_FieldAppHostile_ClockOff runs the app on a tablet whose
+// clock is 400 days fast and on one whose clock is three years slow. The
+// server keeps each visit's device time and its own receive time; the
+// fast clock's visit is flagged clock_skew for review (with a Chinese
+// detail), its HLC is clamped so a later edit by a right clock still
+// wins; the slow clock's edits still order after what it has seen (its
+// HLC follows the server's). A slow clock is not flagged: an old device
+// time is what offline work looks like, so the server cannot tell.
+func TestBrowser_FieldAppHostile_ClockOff(t *testing.T) {
+	h := newHostile(t)
+	h.publishForm(mediaForm)
+	right := h.goDevice("wangge_zhao")
+
+	t.Run("400 days fast", func(t *testing.T) {
+		h.shiftClock(400)
+		dev := h.enroll("wangge_zhao")
+		if y := eval[int](t, h.ctx, `new Date().getFullYear()`); y < time.Now().Year()+1 {
+			t.Fatalf("the page's clock says %d", y)
+		}
+		hhs := hostileJS[[]string](h, `return (await app.db.read(['households'], t => t.all('households', null, 2))).map(x => x.id);`)
+		step(t, h.ctx, "visit", chromedp.Navigate(h.app+"#/visit/"+hhs[0]+"/odd_media"), chromedp.WaitVisible(chromedp.ID("f_notes")),
+			chromedp.SendKeys(chromedp.ID("f_notes"), "时钟快的平板"), chromedp.Click(chromedp.ID("save")))
+		waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/')`)
+		enqueueUpdate(h, hhs[1], "phone", "13600000001")
+		waitFor(t, h.ctx, "idle", `!fieldsyncApp.syncer.running`)
+		if got := syncNow(t, h.ctx); got != "ok" || h.outboxCount() != 0 {
+			t.Fatalf("sync: %s, outbox %d", got, h.outboxCount())
+		}
+		var id, deviceTime, serverTime, hlc string
+		if err := h.db.QueryRow(`SELECT id, device_time, server_time, hlc FROM visits WHERE device_id = ?`, dev).Scan(&id, &deviceTime, &serverTime, &hlc); err != nil {
+			t.Fatal(err)
+		}
+		dt, _ := time.Parse(time.RFC3339Nano, deviceTime)
+		st, _ := time.Parse(time.RFC3339Nano, serverTime)
+		if d := dt.Sub(st); d < 399*24*time.Hour || d > 401*24*time.Hour {
+			t.Errorf("device time %s, server time %s: want both kept, 400 days apart", deviceTime, serverTime)
+		}
+		var hlcMs int64
+		fmt.Sscanf(hlc, "%013d", &hlcMs)
+		if ahead := time.UnixMilli(hlcMs).Sub(st); ahead > 6*time.Minute {
+			t.Errorf("visit HLC %s is %v past the server's time: not clamped", hlc, ahead)
+		}
+		var detail string
+		for deadline := time.Now().Add(10 * time.Second); detail == "" && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			h.db.QueryRow(`SELECT detail FROM evidence_flags WHERE visit_id = ? AND flag = 'clock_skew'`, id).Scan(&detail)
+		}
+		if !strings.Contains(detail, "设备时钟快了约 399 天") && !strings.Contains(detail, "设备时钟快了约 400 天") {
+			t.Errorf("clock_skew flag detail %q", detail)
+		}
+		// A right clock changes the same field after: its edit wins,
+		// though the fast tablet's own clock is 400 days ahead of it.
+		right.setField(hhs[1], "phone", "13600000002")
+		if got := h.phone(hhs[1]); got != "13600000002" {
+			t.Errorf("phone %q after the later edit by a right clock", got)
+		}
+		if got := syncNow(t, h.ctx); got != "ok" {
+			t.Fatalf("sync: %s", got)
+		}
+		if got := hostileJS[string](h, `return (await app.db.read(['households'], t => t.get('households', '`+hhs[1]+`'))).fields.phone;`); got != "13600000002" {
+			t.Errorf("the fast tablet holds phone %q", got)
+		}
+	})
+
+	t.Run("three years slow", func(t *testing.T) {
+		slow := *h
+		slow.t = t
+		slow.ctx, slow.problems = newBrowser(t, 800, 1280)
+		s := &slow
+		s.shiftClock(-3 * 365)
+		hh := hostileJS[string](h, `return (await app.db.read(['households'], t => t.all('households', null, 3)))[2].id;`)
+		right.setField(hh, "phone", "13500000001") // before the slow tablet's edit
+		dev := s.enroll("wangge_zhao")
+		if y := eval[int](t, s.ctx, `new Date().getFullYear()`); y > time.Now().Year()-2 {
+			t.Fatalf("the page's clock says %d", y)
+		}
+		enqueueUpdate(s, hh, "phone", "13500000002")
+		step(t, s.ctx, "visit", chromedp.Navigate(s.app+"#/visit/"+hh+"/odd_media"), chromedp.WaitVisible(chromedp.ID("f_notes")),
+			chromedp.SendKeys(chromedp.ID("f_notes"), "时钟慢的平板"), chromedp.Click(chromedp.ID("save")))
+		waitFor(t, s.ctx, "saved", `location.hash.startsWith('#/hh/')`)
+		waitFor(t, s.ctx, "idle", `!fieldsyncApp.syncer.running`)
+		if got := syncNow(t, s.ctx); got != "ok" || s.outboxCount() != 0 {
+			t.Fatalf("sync: %s, outbox %d", got, s.outboxCount())
+		}
+		if got := h.phone(hh); got != "13500000002" {
+			t.Errorf("phone %q: the slow tablet's later edit lost to the earlier one", got)
+		}
+		var id, deviceTime, serverTime string
+		if err := h.db.QueryRow(`SELECT id, device_time, server_time FROM visits WHERE device_id = ?`, dev).Scan(&id, &deviceTime, &serverTime); err != nil {
+			t.Fatal(err)
+		}
+		dt, _ := time.Parse(time.RFC3339Nano, deviceTime)
+		st, _ := time.Parse(time.RFC3339Nano, serverTime)
+		if d := st.Sub(dt); d < 3*364*24*time.Hour {
+			t.Errorf("device time %s, server time %s: want both kept", deviceTime, serverTime)
+		}
+		time.Sleep(500 * time.Millisecond) // the checks run after the push
+		if n := h.count(`SELECT count(*) FROM evidence_flags WHERE visit_id = ? AND flag = 'clock_skew'`, id); n != 0 {
+			t.Errorf("the slow tablet's visit is flagged clock_skew")
+		}
+		s.checkProblems()
+	})
 	h.checkProblems()
 }
