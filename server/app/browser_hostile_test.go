@@ -34,6 +34,7 @@ import (
 
 	"fieldsync/server/demo"
 	"fieldsync/server/evidence/evidencetest"
+	"fieldsync/syncproto"
 )
 
 // The field is not the happy path: these tests drive the field app
@@ -102,7 +103,13 @@ func (h *hostile) enroll(username string) string {
 	apiJSON(t, "POST", fmt.Sprintf("%s/api/v1/users/%d/enrollment-codes", h.base, userID), h.admin, map[string]any{}, &ec)
 	step(t, h.ctx, "enroll", chromedp.Navigate(h.app), chromedp.WaitVisible(chromedp.ID("code")),
 		chromedp.SendKeys(chromedp.ID("code"), ec.Code), chromedp.Click(chromedp.ID("enrollbtn")))
-	waitFor(t, h.ctx, "first sync", `/^[1-9][0-9]* 户$/.test((document.getElementById('hhcount') || {}).textContent || '')`)
+	// The first sync of a big scope may take longer than waitFor's 30 s
+	// on a loaded machine.
+	for deadline := time.Now().Add(3 * time.Minute); !eval[bool](t, h.ctx, `/^[1-9][0-9]* 户$/.test((document.getElementById('hhcount') || {}).textContent || '')`); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no first sync: %s", eval[string](t, h.ctx, `document.getElementById('syncline').textContent`))
+		}
+	}
 	waitFor(t, h.ctx, "service worker in control", `!!navigator.serviceWorker.controller`)
 	waitFor(t, h.ctx, "first sync over", `!fieldsyncApp.syncer.running`)
 	return eval[string](t, h.ctx, `fieldsyncApp.db.getMeta('device_id')`)
@@ -1109,6 +1116,144 @@ func TestBrowser_FieldAppHostile_ClockOff(t *testing.T) {
 			t.Errorf("the slow tablet's visit is flagged clock_skew")
 		}
 		s.checkProblems()
+	})
+	h.checkProblems()
+}
+
+// bigForm has 200 fields: 199 optional ones of several types and a
+// required select of 500 choices.
+func bigForm() string {
+	type choice struct {
+		Value   string `json:"value"`
+		Label   string `json:"label"`
+		LabelEn string `json:"label_en"`
+	}
+	type field struct {
+		Name     string   `json:"name"`
+		Type     string   `json:"type"`
+		Label    string   `json:"label"`
+		LabelEn  string   `json:"label_en"`
+		Required bool     `json:"required,omitempty"`
+		Choices  []choice `json:"choices,omitempty"`
+	}
+	var fields []field
+	types := []string{"text", "integer", "decimal", "text", "date"}
+	for i := 1; i < 200; i++ {
+		fields = append(fields, field{Name: fmt.Sprintf("q%03d", i), Type: types[i%len(types)], Label: fmt.Sprintf("第 %d 题", i), LabelEn: fmt.Sprintf("Question %d", i)})
+	}
+	sel := field{Name: "village_group", Type: "select_one", Label: "所属村民小组", LabelEn: "Village group", Required: true}
+	for i := 1; i <= 500; i++ {
+		sel.Choices = append(sel.Choices, choice{Value: fmt.Sprintf("g%03d", i), Label: fmt.Sprintf("第 %d 村民小组", i), LabelEn: fmt.Sprintf("Group %d", i)})
+	}
+	fields = append(fields, sel)
+	b, _ := json.Marshal(map[string]any{"id": "big_survey", "title": "大型调查表", "title_en": "Big survey", "fields": fields})
+	return string(b)
+}
+
+// TestBrowser_FieldAppHostile_LargeContent gives the worker a scope of
+// 20,000 more households and a form of 200 fields with a select of 500
+// choices: the app syncs it all, the household list keeps a bounded
+// number of rows in the DOM and its search finds a household, and a
+// visit with the big form is recorded and accepted.
+func TestBrowser_FieldAppHostile_LargeContent(t *testing.T) {
+	h := newHostile(t)
+	h.publishForm(bigForm())
+	var place string
+	h.db.QueryRow(`SELECT up.place_code FROM user_places up JOIN users u ON u.id = up.user_id WHERE u.username = 'wangge_zhao' ORDER BY 1 LIMIT 1`).Scan(&place)
+	if place == "" {
+		t.Fatal("wangge_zhao has no place")
+	}
+	// 20,000 households in one of the worker's places, added as a
+	// register import would (a second handle on the server's database).
+	const extra = 20000
+	st, err := OpenStore(context.Background(), Config{DataDir: h.data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	surnames := []rune("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗")
+	given := []rune("文华明芳建国秀英志强丽娟海军玉兰桂林德福春梅")
+	hs := make([]syncproto.Household, extra)
+	base := time.Now()
+	for i := range hs {
+		name := string(surnames[i%len(surnames)]) + string(given[(i/len(surnames))%len(given)]) + string(given[(i/7)%len(given)])
+		f := map[string]json.RawMessage{}
+		f["head_name"], _ = json.Marshal(fmt.Sprintf("%s%d", name, i))
+		f["house_no"], _ = json.Marshal(fmt.Sprintf("新村%05d号", i))
+		f["phone"], _ = json.Marshal(fmt.Sprintf("139%08d", i))
+		hs[i] = syncproto.Household{ID: syncproto.NewID(base.Add(time.Duration(i) * time.Millisecond)), PlaceCode: place, Fields: f}
+	}
+	start := time.Now()
+	if err := st.ImportHouseholds(context.Background(), hs, 0); err != nil {
+		t.Fatalf("import: %v", err)
+	}
+	st.Close()
+	t.Logf("imported %d households in %v", extra, time.Since(start).Round(time.Millisecond))
+	want := h.count(`SELECT count(*) FROM households h WHERE h.deleted = 0 AND h.place_code IN (
+		WITH RECURSIVE sub(code) AS (SELECT place_code FROM user_places up JOIN users u ON u.id = up.user_id WHERE u.username = 'wangge_zhao'
+			UNION SELECT p.code FROM places p JOIN sub ON p.parent_code = sub.code) SELECT code FROM sub)`)
+	if want < extra {
+		t.Fatalf("scope holds %d households", want)
+	}
+
+	start = time.Now()
+	h.enroll("wangge_zhao")
+	t.Logf("enrolment and first sync of %d households: %v", want, time.Since(start).Round(time.Millisecond))
+	if got := eval[int](t, h.ctx, `fieldsyncApp.db.read(['households'], t => t.count('households'))`); got != want {
+		t.Errorf("device holds %d households, want %d", got, want)
+	}
+	usage := eval[float64](t, h.ctx, `navigator.storage.estimate().then(e => e.usageDetails ? e.usageDetails.indexedDB : e.usage)`)
+	t.Logf("IndexedDB %.1f MB for %d households (%.0f KB per 1,000 households)", usage/1e6, want, usage/float64(want)*1000/1024)
+
+	t.Run("list stays usable", func(t *testing.T) {
+		start := time.Now()
+		step(t, h.ctx, "place", chromedp.Navigate(h.app+"#/place/"+place), chromedp.WaitVisible(chromedp.CSS("#hhlist .hh")))
+		t.Logf("list of the place rendered in %v", time.Since(start).Round(time.Millisecond))
+		inPlace := h.count(`SELECT count(*) FROM households WHERE place_code = ? AND deleted = 0`, place)
+		if got := eval[string](t, h.ctx, `document.getElementById('hhcount').textContent`); got != fmt.Sprintf("共 %d 户", inPlace) {
+			t.Errorf("count %q, want %d", got, inPlace)
+		}
+		if n := eval[int](t, h.ctx, `document.querySelectorAll('#hhlist .hh').length`); n == 0 || n > 100 {
+			t.Errorf("%d rows in the DOM for %d households", n, inPlace)
+		}
+		if n := eval[int](t, h.ctx, `document.getElementsByTagName('*').length`); n > 1000 {
+			t.Errorf("%d elements in the page", n)
+		}
+		// Scroll far down: still a bounded window of rows, from there.
+		eval[bool](t, h.ctx, `(() => { const l = document.getElementById('hhlist'); l.scrollTop = l.scrollHeight / 2; l.dispatchEvent(new Event('scroll')); return true; })()`)
+		waitFor(t, h.ctx, "rows of the middle", `[...document.querySelectorAll('#hhlist .hh .sub')].some(e => { const m = /新村(\d{5})号/.exec(e.textContent); return m && +m[1] > 5000 && +m[1] < 15000; })`)
+		if n := eval[int](t, h.ctx, `document.querySelectorAll('#hhlist .hh').length`); n == 0 || n > 100 {
+			t.Errorf("%d rows in the DOM after scrolling", n)
+		}
+		start = time.Now()
+		step(t, h.ctx, "search", chromedp.SendKeys(chromedp.ID("search"), "新村12345号"))
+		waitFor(t, h.ctx, "search result", `document.getElementById('hhcount').textContent === '共 1 户'`)
+		t.Logf("search typed and answered in %v", time.Since(start).Round(time.Millisecond))
+		if got := eval[string](t, h.ctx, `document.querySelector('#hhlist .hh .name').textContent`); !strings.HasSuffix(got, "12345") {
+			t.Errorf("search shows %q", got)
+		}
+	})
+
+	t.Run("form of 200 fields", func(t *testing.T) {
+		hh := hs[12345].ID
+		start := time.Now()
+		step(t, h.ctx, "form", chromedp.Navigate(h.app+"#/visit/"+hh+"/big_survey"), chromedp.WaitVisible(chromedp.ID("f_village_group")))
+		t.Logf("form of 200 fields rendered in %v", time.Since(start).Round(time.Millisecond))
+		if n := eval[int](t, h.ctx, `document.querySelectorAll('#f_village_group option').length`); n != 501 {
+			t.Errorf("select has %d options, want 500 and the prompt", n)
+		}
+		step(t, h.ctx, "fill", chromedp.SendKeys(chromedp.ID("f_q001"), "42"), chromedp.SendKeys(chromedp.ID("f_q003"), "第三题的回答"))
+		eval[bool](t, h.ctx, `(() => { const s = document.getElementById('f_village_group'); s.value = 'g437'; s.dispatchEvent(new Event('change', {bubbles: true})); s.dispatchEvent(new Event('input', {bubbles: true})); return true; })()`)
+		step(t, h.ctx, "save", chromedp.Click(chromedp.ID("save")))
+		waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/')`)
+		waitFor(t, h.ctx, "idle", `!fieldsyncApp.syncer.running`)
+		if got := syncNow(t, h.ctx); got != "ok" {
+			t.Fatalf("sync: %s", got)
+		}
+		var answers string
+		h.db.QueryRow(`SELECT answers FROM visits WHERE household_id = ? AND form_id = 'big_survey'`, hh).Scan(&answers)
+		if !strings.Contains(answers, `"village_group":"g437"`) || !strings.Contains(answers, `"q001":42`) {
+			t.Errorf("server holds answers %s", answers)
+		}
 	})
 	h.checkProblems()
 }
