@@ -821,11 +821,12 @@ func TestBrowser_FieldAppHostile_UnusualMedia(t *testing.T) {
 func bigJPEG(t *testing.T, w, h int, p evidencetest.Photo) []byte {
 	t.Helper()
 	img := image.NewGray(image.Rect(0, 0, w, h))
+	ramp := make([]byte, w+h)
+	for i := range ramp {
+		ramp[i] = byte(i >> 5)
+	}
 	for y := range h {
-		row := img.Pix[y*img.Stride : y*img.Stride+w]
-		for x := range row {
-			row[x] = byte((x + y) >> 5)
-		}
+		copy(img.Pix[y*img.Stride:y*img.Stride+w], ramp[y:y+w])
 	}
 	var buf bytes.Buffer
 	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 80}); err != nil {
