@@ -29,6 +29,7 @@ import (
 	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/storage"
 	"github.com/chromedp/chromedp"
 	_ "github.com/mattn/go-sqlite3"
 
@@ -845,7 +846,7 @@ func (h *hostile) draftState() (string, int) {
 	return d.Notes, d.N
 }
 
-// TestBrowser_FieldAppHostile_QuotaFull fills the origin's storage quota
+// TestBrowser_FieldAppHostile_QuotaFull shrinks the origin's storage quota
 // (Storage.overrideQuotaForOrigin) so that a photo no longer fits while
 // a visit is being recorded: the worker gets a clear Chinese message, the
 // draft (its answers and the photo already attached) and the outbox are
@@ -854,7 +855,7 @@ func (h *hostile) draftState() (string, int) {
 func TestBrowser_FieldAppHostile_QuotaFull(t *testing.T) {
 	h := newHostile(t)
 	h.publishForm(mediaForm)
-	h.enroll("wangge_zhao")
+	dev := h.enroll("wangge_zhao")
 	hh := hostileJS[string](h, `return (await app.db.read(['households'], t => t.all('households', null, 1)))[0].id;`)
 	setOffline(t, h.ctx, true) // the work stays on the device
 
@@ -873,20 +874,49 @@ func TestBrowser_FieldAppHostile_QuotaFull(t *testing.T) {
 		chromedp.SetUploadFiles(chromedp.CSS(`input[data-slot-gallery="photos"]`), []string{small}, chromedp.NodeReady))
 	waitFor(t, h.ctx, "first photo in the draft", `fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => d.length === 1 && d[0].evidence.length === 1 && d[0].answers.notes === '下午的走访')`)
 
-	// The disk fills up: 256 KB left. (Storage.overrideQuotaForOrigin
-	// reports the override active in Chromium 156, but IndexedDB writes
-	// past it still succeed; so the page's IndexedDB refuses, as a full
-	// disk does, a put that does not fit in what is left.)
-	eval[bool](t, h.ctx, `(() => {
-		window.quotaLeft = 256 * 1024;
-		const put = IDBObjectStore.prototype.put;
-		IDBObjectStore.prototype.put = function (v, ...rest) {
-			const n = v && v.blob instanceof Blob ? v.blob.size : 0;
-			if (n > window.quotaLeft) throw new DOMException('The quota has been exceeded.', 'QuotaExceededError');
-			return put.call(this, v, ...rest);
-		};
-		return true;
-	})()`)
+	// The disk fills up: 256 KB left. (Chromium reads an origin's quota
+	// when it opens the origin's IndexedDB store, which stays open for a
+	// while, about 30 s here, after the last page leaves: the app is
+	// closed and reopened until a probe write sees the new quota.)
+	origin := strings.TrimSuffix(h.base, "/")
+	// probe writes 512 KB of random bytes as a Blob to a database of
+	// its own and says whether the quota refused it.
+	const probe = `new Promise(ok => { const r = indexedDB.open('quota-probe', 1); r.onupgradeneeded = () => r.result.createObjectStore('s');
+		r.onsuccess = () => { const db = r.result; const b = new Uint8Array(512 * 1024); for (let i = 0; i < b.length; i += 65536) crypto.getRandomValues(b.subarray(i, i + 65536));
+			const t = db.transaction('s', 'readwrite'); t.objectStore('s').put(new Blob([b]), 1);
+			t.oncomplete = () => { t.db.transaction('s', 'readwrite').objectStore('s').clear(); db.close(); ok(false); }; t.onabort = () => { db.close(); ok(t.error && t.error.name === 'QuotaExceededError'); }; };
+		r.onerror = () => ok(false); })`
+	setQuota := func(quota *float64) {
+		t.Helper()
+		if _, err := chromedp.Call(h.ctx, storage.OverrideQuotaForOrigin, storage.OverrideQuotaForOriginParams{Origin: origin, QuotaSize: quota}); err != nil {
+			t.Fatalf("override quota: %v", err)
+		}
+		start := time.Now()
+		for i := 0; ; i++ {
+			step(t, h.ctx, "close the app", chromedp.Navigate("about:blank"))
+			time.Sleep(2 * time.Second)
+			step(t, h.ctx, "probe page", chromedp.Navigate(h.app+"#/log"), chromedp.WaitVisible(chromedp.CSS("main h1")))
+			if refused := eval[bool](t, h.ctx, probe); refused == (quota != nil) {
+				break
+			}
+			if time.Since(start) > 90*time.Second {
+				t.Fatal("the quota change did not take hold in 90 s")
+			}
+		}
+		if quota != nil {
+			t.Logf("quota of %.0f bytes in force after %v", *quota, time.Since(start).Round(time.Millisecond))
+		} else {
+			t.Logf("quota back to normal after %v", time.Since(start).Round(time.Millisecond))
+		}
+		step(t, h.ctx, "reopen the draft", chromedp.Navigate(h.app+"#/visit/"+hh+"/odd_media"), chromedp.WaitVisible(chromedp.ID("f_notes")))
+		waitFor(t, h.ctx, "draft restored", `document.getElementById('f_notes').value === '下午的走访' && document.querySelectorAll('#slot_photos img').length === 1`)
+	}
+	uq, err := chromedp.Call(h.ctx, storage.GetUsageAndQuota, storage.GetUsageAndQuotaParams{Origin: origin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quota := uq.Usage + 256*1024
+	setQuota(&quota)
 	step(t, h.ctx, "photo that does not fit", chromedp.SetUploadFiles(chromedp.CSS(`input[data-slot-gallery="photos"]`), []string{bigPNG}, chromedp.NodeReady))
 	waitFor(t, h.ctx, "the worker is told", `document.getElementById('banner').textContent.includes('存储空间已满')`)
 	if notes, n := h.draftState(); notes != "下午的走访" || n != 1 {
@@ -895,23 +925,26 @@ func TestBrowser_FieldAppHostile_QuotaFull(t *testing.T) {
 	if n := eval[int](t, h.ctx, `fieldsyncApp.db.read(['photos'], t => t.count('photos'))`); n != 1 {
 		t.Errorf("%d photos stored, want the first one only", n)
 	}
-	if n := h.outboxCount(); n != 1 {
-		t.Errorf("outbox %d, want the earlier visit", n)
+	// The earlier visit waits in the outbox (or went up while the app
+	// was reopened).
+	kept := func() int { return h.outboxCount() + h.count(`SELECT count(*) FROM visits WHERE device_id = ?`, dev) }
+	if n := kept(); n != 1 {
+		t.Errorf("%d visits in the outbox or on the server, want the earlier one", n)
 	}
 	if n := eval[int](t, h.ctx, `document.querySelectorAll('#slot_photos img').length`); n != 1 {
 		t.Errorf("%d pictures shown, want 1", n)
 	}
 
 	// Space again: the same photo goes in and the visit saves.
-	eval[bool](t, h.ctx, `(window.quotaLeft = Infinity, true)`)
+	setQuota(nil)
 	step(t, h.ctx, "photo again", chromedp.SetUploadFiles(chromedp.CSS(`input[data-slot-gallery="photos"]`), []string{bigPNG}, chromedp.NodeReady))
 	waitFor(t, h.ctx, "second photo in the draft", `fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => d.length === 1 && d[0].evidence.length === 2)`)
 	// The slot shows both pictures (the page has stopped moving).
 	waitFor(t, h.ctx, "two pictures shown", `[...document.querySelectorAll('#slot_photos img')].filter(i => i.complete).length === 2`)
 	step(t, h.ctx, "save", chromedp.Click(chromedp.ID("save")))
 	waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/')`)
-	if n := h.outboxCount(); n != 2 {
-		t.Errorf("outbox %d, want both visits", n)
+	if n := kept(); n != 2 {
+		t.Errorf("%d visits in the outbox or on the server, want both", n)
 	}
 	h.checkProblems()
 }
