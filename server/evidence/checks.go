@@ -199,7 +199,7 @@ func clockSkew(cfg Config, v Visit) (Flag, bool) {
 	if !v.ReceivedAt.IsZero() {
 		if d := v.DeviceTime.Sub(v.ReceivedAt); d > cfg.MaxClockSkew {
 			return Flag{VisitID: v.ID, Flag: FlagClockSkew,
-				Detail: fmt.Sprintf("设备记录的时间 %s 晚于服务器收到的时间 %s，设备时钟快了约 %s：走访时间以服务器收到时间为准", at(v.DeviceTime), at(v.ReceivedAt), span(d))}, true
+				Detail: fmt.Sprintf("设备记录的时间 %s 晚于服务器收到的时间 %s，设备时钟快了约 %s：请以服务器收到时间为参考核实走访的实际时间", at(v.DeviceTime), at(v.ReceivedAt), span(d))}, true
 		}
 	}
 	return Flag{}, false
