@@ -37,10 +37,17 @@ const (
 	// Config.NearDuplicateDistance of a photo attached to another
 	// household.
 	FlagNearDuplicate = "near_duplicate_other_household"
+	// FlagClockSkew: the device's clock ran fast when it recorded the
+	// visit: its device time is later than the server's receive time by
+	// more than Config.MaxClockSkew, which a right clock cannot do. A
+	// visit recorded offline and sent days later is not flagged: an old
+	// device time is what offline work looks like. A visit flag (sha256
+	// "").
+	FlagClockSkew = "clock_skew"
 )
 
 // Flags lists every flag, for filters and documentation.
-var Flags = []string{FlagGPSFar, FlagOtherDay, FlagOutsidePlace, FlagPoorAccuracy, FlagNoGPS, FlagSameBlob, FlagNearDuplicate}
+var Flags = []string{FlagGPSFar, FlagOtherDay, FlagOutsidePlace, FlagPoorAccuracy, FlagNoGPS, FlagSameBlob, FlagNearDuplicate, FlagClockSkew}
 
 // ChinaStandardTime is UTC+8, the default zone of a visit day.
 var ChinaStandardTime = time.FixedZone("UTC+08:00", 8*3600)
@@ -57,7 +64,14 @@ type Config struct {
 	// 64-bit perceptual hashes that counts as the same picture (default 8;
 	// 0 means identical hashes only; negative disables the check).
 	NearDuplicateDistance int
+	// MaxClockSkew is how far a visit's device time may run past the
+	// server's receive time before FlagClockSkew is raised (default
+	// 15 min).
+	MaxClockSkew time.Duration
 }
+
+// DefaultMaxClockSkew is the default Config.MaxClockSkew.
+const DefaultMaxClockSkew = 15 * time.Minute
 
 // DefaultNearDuplicateDistance is the default NearDuplicateDistance.
 const DefaultNearDuplicateDistance = 8
@@ -72,6 +86,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.NearDuplicateDistance == 0 {
 		c.NearDuplicateDistance = DefaultNearDuplicateDistance
+	}
+	if c.MaxClockSkew <= 0 {
+		c.MaxClockSkew = DefaultMaxClockSkew
 	}
 	return c
 }
@@ -96,6 +113,8 @@ type Visit struct {
 	// GPSReason is the worker's stated reason for a missing or poor fix
 	// ("" if none); the GPS flags' details quote it.
 	GPSReason string
+	// ReceivedAt is when the server received the visit (zero: unknown).
+	ReceivedAt time.Time
 }
 
 // reasonNote is the GPS flags' mention of the worker's reason.
@@ -126,9 +145,14 @@ type Flag struct {
 func (f Flag) Key() string { return f.VisitID + "\x00" + f.SHA256 + "\x00" + f.Flag }
 
 // CheckVisit runs the checks about the visit itself: no GPS point, point
-// outside the place's boundary, GPS accuracy worse than the form allows.
+// outside the place's boundary, GPS accuracy worse than the form allows,
+// a device time that cannot be right.
 func CheckVisit(cfg Config, v Visit) []Flag {
+	cfg = cfg.WithDefaults()
 	var out []Flag
+	if f, ok := clockSkew(cfg, v); ok {
+		out = append(out, f)
+	}
 	if v.Point != nil && v.Boundary != nil && !geo.Contains(v.Boundary, *v.Point) {
 		out = append(out, Flag{VisitID: v.ID, Flag: FlagOutsidePlace,
 			Detail: fmt.Sprintf("访问位置（经度 %.6f，纬度 %.6f）在地点 %s 的边界之外", v.Point[0], v.Point[1], v.PlaceCode)})
@@ -172,6 +196,40 @@ func CheckBlob(cfg Config, v Visit, b Blob) []Flag {
 		}
 	}
 	return out
+}
+
+// clockSkew flags a device time later than the server's receive time
+// (beyond cfg.MaxClockSkew).
+func clockSkew(cfg Config, v Visit) (Flag, bool) {
+	if v.DeviceTime.IsZero() {
+		return Flag{}, false
+	}
+	zone := cfg.DefaultZone
+	at := func(t time.Time) string {
+		return t.In(zone).Format("2006-01-02 15:04") + "（" + zoneName(zone) + "）"
+	}
+	if !v.ReceivedAt.IsZero() {
+		if d := v.DeviceTime.Sub(v.ReceivedAt); d > cfg.MaxClockSkew {
+			return Flag{VisitID: v.ID, Flag: FlagClockSkew,
+				Detail: fmt.Sprintf("设备记录的时间 %s 晚于服务器收到的时间 %s，设备时钟快了约 %s：请以服务器收到时间为参考核实走访的实际时间", at(v.DeviceTime), at(v.ReceivedAt), span(d))}, true
+		}
+	}
+	return Flag{}, false
+}
+
+// span says a duration in days, hours and minutes, in Chinese.
+func span(d time.Duration) string {
+	days := int(d / (24 * time.Hour))
+	hours := int(d % (24 * time.Hour) / time.Hour)
+	mins := int(d % time.Hour / time.Minute)
+	switch {
+	case days > 0:
+		return fmt.Sprintf("%d 天 %d 小时", days, hours)
+	case hours > 0:
+		return fmt.Sprintf("%d 小时 %d 分钟", hours, mins)
+	default:
+		return fmt.Sprintf("%d 分钟", mins)
+	}
 }
 
 // daysApart counts the calendar days between two dates, each in its own

@@ -44,6 +44,10 @@ func TestCheckVisit(t *testing.T) {
 		{"accuracy worse than the form allows", func(v *evidence.Visit) { v.AccuracyM, v.MaxAccuracyM = 35, 20 }, evidence.FlagPoorAccuracy},
 		{"accuracy at the limit", func(v *evidence.Visit) { v.AccuracyM, v.MaxAccuracyM = 20, 20 }, ""},
 		{"form without a limit", func(v *evidence.Visit) { v.AccuracyM, v.MaxAccuracyM = 500, 0 }, ""},
+		{"device clock two days fast", func(v *evidence.Visit) { v.ReceivedAt = v.DeviceTime.Add(-48 * time.Hour) }, evidence.FlagClockSkew},
+		{"device clock a few minutes fast", func(v *evidence.Visit) { v.ReceivedAt = v.DeviceTime.Add(-10 * time.Minute) }, ""},
+		{"recorded offline, sent a week later", func(v *evidence.Visit) { v.ReceivedAt = v.DeviceTime.Add(7 * 24 * time.Hour) }, ""},
+		{"no receive time", func(v *evidence.Visit) { v.ReceivedAt = time.Time{} }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,6 +63,21 @@ func TestCheckVisit(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestCheckVisit_ClockSkewDetail(t *testing.T) {
+	v := visit
+	v.DeviceTime = time.Date(2027, 12, 8, 10, 0, 0, 0, time.UTC)
+	v.ReceivedAt = time.Date(2026, 12, 6, 8, 30, 0, 0, time.UTC)
+	fs := evidence.CheckVisit(evidence.Config{}, v)
+	if len(fs) != 1 || fs[0].Flag != evidence.FlagClockSkew {
+		t.Fatalf("flags %+v", fs)
+	}
+	for _, want := range []string{"2027-12-08 18:00", "2026-12-06 16:30", "UTC+08:00", "367 天 1 小时"} {
+		if !strings.Contains(fs[0].Detail, want) {
+			t.Errorf("detail %q lacks %q", fs[0].Detail, want)
+		}
 	}
 }
 

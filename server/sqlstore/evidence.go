@@ -583,7 +583,7 @@ func (s *Store) visitFacts(ctx context.Context, id string) (evidence.Visit, sync
 // visitFactsQuery selects what visitFactsOf reads, for the visits whose
 // ids are in the JSON array of its one parameter.
 const visitFactsQuery = `SELECT v.id, v.household_id, v.place_code, v.form_id, v.form_version, v.lon, v.lat, v.accuracy_m,
-		v.device_time, v.device_tz_offset, p.updated_at, COALESCE(v.gps_reason, '')
+		v.device_time, v.device_tz_offset, p.updated_at, COALESCE(v.gps_reason, ''), v.server_time
 	FROM visits v LEFT JOIN places p ON p.code = v.place_code WHERE v.id IN (SELECT value FROM json_each(?))`
 
 // visitFact is a visit's facts with its form version.
@@ -614,7 +614,8 @@ func (s *Store) visitFactsOf(ctx context.Context, ids []string) (map[string]visi
 		var lon, lat, acc sql.NullFloat64
 		var placeUpdated sql.NullString
 		var zone sql.NullInt64
-		if err := rows.Scan(&r.v.ID, &r.v.HouseholdID, &r.v.PlaceCode, &r.formID, &r.formVersion, &lon, &lat, &acc, &deviceTime, &zone, &placeUpdated, &r.v.GPSReason); err != nil {
+		var received string
+		if err := rows.Scan(&r.v.ID, &r.v.HouseholdID, &r.v.PlaceCode, &r.formID, &r.formVersion, &lon, &lat, &acc, &deviceTime, &zone, &placeUpdated, &r.v.GPSReason, &received); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -623,6 +624,7 @@ func (s *Store) visitFactsOf(ctx context.Context, ids []string) (map[string]visi
 		}
 		r.v.AccuracyM = acc.Float64
 		r.v.DeviceTime = domain.ParseTimestamp(deviceTime)
+		r.v.ReceivedAt = domain.ParseTimestamp(received)
 		r.placeUpdated, r.hasPlace = placeUpdated.String, placeUpdated.Valid
 		if zone.Valid {
 			// The zone the device wrote in device_time ("Z" leaves it nil

@@ -162,6 +162,7 @@ var messages = map[string][2]string{
 	"flag.visit_without_gps":              {"走访没有定位", "visit without GPS"},
 	"flag.same_photo_other_household":     {"同一照片用于其他户", "same photo on another household"},
 	"flag.near_duplicate_other_household": {"与其他户照片高度相似", "near-duplicate of another household's photo"},
+	"flag.clock_skew":                     {"设备时钟不准", "device clock off"},
 
 	"filter.place": {"地点", "Place"},
 	"filter.form":  {"表单", "Form"},

@@ -4,7 +4,7 @@
 
 import { openDB } from './db.js';
 import { h } from './util.js';
-import { Syncer, call, LOCK_NAME, PROTOCOL_VERSION } from './sync.js';
+import { Syncer, call, LOCK_NAME, PROTOCOL_VERSION, UPDATE_NEEDED } from './sync.js';
 import * as ui from './ui.js';
 import { renderVisit } from './visit.js';
 import { latestForms } from './forms.js';
@@ -182,6 +182,10 @@ async function boot() {
   app.syncer = new Syncer(app.db, {
     onStatus: (text) => { syncline.textContent = text; },
     onRevoked: () => route(),
+    onUpdateNeeded: () => {
+      app.toast(UPDATE_NEEDED, 'bad');
+      navigator.serviceWorker?.getRegistration().then((r) => r && r.update()).catch(() => {});
+    },
     onChange: () => { if (/^#?\/?$/.test(location.hash) || location.hash === '#/') route(); },
   });
   window.addEventListener('hashchange', route);

@@ -6,6 +6,9 @@
 
 export const MAX_PHOTO_PX = 1600; // mobileclient Options.MaxPhotoPx default
 export const PHOTO_QUALITY = 0.85; // mobileclient Options.PhotoQuality default
+// MAX_DECODE_PX bounds the pictures decoded on the device: a 100 MP
+// bitmap takes 400 MB, more than a field tablet can spare.
+export const MAX_DECODE_PX = 100e6;
 
 /** jpegSize reads a JPEG's pixel size from its SOF marker, or null. */
 export function jpegSize(b) {
@@ -134,7 +137,15 @@ export async function processPhoto(file, maxPx = MAX_PHOTO_PX, quality = PHOTO_Q
   if (size && Math.max(size.w, size.h) <= maxPx) {
     return { blob: new Blob([bytes], { type: isJPEG ? 'image/jpeg' : 'image/png' }), mediaType: isJPEG ? 'image/jpeg' : 'image/png', width: size.w, height: size.h };
   }
-  const bmp = await createImageBitmap(new Blob([bytes], { type: type || 'image/jpeg' }), { imageOrientation: 'from-image' });
+  if (size && size.w * size.h > MAX_DECODE_PX) {
+    throw new Error(`照片像素过多（${size.w}×${size.h}，约 ${Math.round((size.w * size.h) / 1e6)} 百万像素），本机无法处理。请把相机设为普通分辨率后重拍`);
+  }
+  let bmp;
+  try {
+    bmp = await createImageBitmap(new Blob([bytes], { type: type || 'image/jpeg' }), { imageOrientation: 'from-image' });
+  } catch (e) {
+    throw new Error('无法读取这张照片（文件损坏、格式不支持或太大）：' + ((e && e.message) || e));
+  }
   const [w, h] = Math.max(bmp.width, bmp.height) > maxPx ? scaledSize(bmp.width, bmp.height, maxPx) : [bmp.width, bmp.height];
   const canvas = document.createElement('canvas');
   canvas.width = w; canvas.height = h;

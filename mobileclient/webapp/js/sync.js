@@ -57,6 +57,20 @@ export async function call(path, body, token, { signal } = {}) {
   return data;
 }
 
+/** UPDATE_NEEDED tells the worker that the server speaks a newer protocol. */
+export const UPDATE_NEEDED = '服务器已升级，本应用版本过旧，请联网后重新打开应用以更新；未上传的记录仍保存在本机，不会丢失';
+
+/**
+ * checkVersion refuses an answer in a protocol version this app does not
+ * speak: nothing of it is applied, the outbox stays.
+ */
+export function checkVersion(resp) {
+  const v = resp && resp.protocol_version;
+  if (typeof v === 'number' && v > PROTOCOL_VERSION) {
+    throw new ApiError(426, 'unsupported_protocol_version', `服务器的回答使用协议版本 ${v}，本应用只支持 ${PROTOCOL_VERSION}`);
+  }
+}
+
 /** describe turns an error into one line of Chinese for the log. */
 export function describe(e) {
   if (e instanceof ApiError) {
@@ -64,7 +78,7 @@ export function describe(e) {
     if (e.status === 401) return '设备已被停用或令牌无效（401）';
     if (e.status === 429) return '服务器繁忙，稍后重试（429）';
     if (e.status === 503) return '服务器暂时不可用，稍后重试（503）';
-    if (e.status === 426) return '服务器的协议版本与本应用不兼容，请更新应用（426）';
+    if (e.status === 426) return UPDATE_NEEDED + '（426）';
     return `服务器拒绝（${e.status} ${e.code || ''}）：${e.message}`;
   }
   return (e && e.message) || String(e);
@@ -153,13 +167,45 @@ export async function requeueLost(t, serverLast) {
   return lost.length;
 }
 
+/**
+ * renumberOutbox gives the outbox rows numbered from on new numbers after
+ * serverLast (the server applied from..serverLast with other content), in
+ * order, inside t (outbox, meta, visits), with the seq inside each body;
+ * rows before from are replays of what the server has and keep theirs.
+ * The next number handed out moves past the new ones. Returns how many
+ * rows moved. As mobileclient's renumberOutbox.
+ */
+export async function renumberOutbox(t, from, serverLast) {
+  if (!Number.isInteger(from) || !Number.isInteger(serverLast) || from < 1 || serverLast < from) {
+    throw new Error(`服务器的回答有误：序号 ${from} 被占用，但服务器的最后序号是 ${serverLast}`);
+  }
+  const shift = serverLast + 1 - from;
+  const rows = await t.all('outbox', IDBKeyRange.lowerBound(from));
+  let top = 0;
+  // Highest first: each row moves up past the rows still to move.
+  for (const row of rows.reverse()) {
+    const seq = row.seq + shift;
+    await t.del('outbox', row.seq);
+    await t.put('outbox', { ...row, seq, body: { ...row.body, seq } });
+    const vid = row.body.visit && row.body.visit.id;
+    if (vid) {
+      const v = await t.get('visits', vid);
+      if (v && v.seq === row.seq) await t.put('visits', { ...v, seq });
+    }
+    top = Math.max(top, seq);
+  }
+  if ((await t.meta('next_seq', 1)) <= top) await t.setMeta('next_seq', top + 1);
+  return rows.length;
+}
+
 /** Syncer runs syncs for the app. */
 export class Syncer {
-  constructor(db, { onStatus, onRevoked, onChange } = {}) {
+  constructor(db, { onStatus, onRevoked, onChange, onUpdateNeeded } = {}) {
     this.db = db;
     this.onStatus = onStatus || (() => {});
     this.onRevoked = onRevoked || (() => {});
     this.onChange = onChange || (() => {});
+    this.onUpdateNeeded = onUpdateNeeded || (() => {});
     this.running = false;
     this.failures = 0;
     this.timer = 0;
@@ -242,6 +288,7 @@ export class Syncer {
         this.onRevoked();
         return 'revoked';
       }
+      if (e instanceof ApiError && e.status === 426) this.onUpdateNeeded();
       const ms = this.backoff(e);
       const text = `同步失败：${describe(e)}。${Math.round(ms / 1000)} 秒后重试`;
       await this.log(text, 'error');
@@ -270,14 +317,30 @@ export class Syncer {
   async push(m, stats) {
     const total = await this.db.read(['outbox'], (t) => t.count('outbox'));
     let done = 0;
+    let renumbered = 0;
     for (let round = 0; round < 100000; round++) {
       const batch = await this.db.read(['outbox'], (t) => t.all('outbox', null, PUSH_BATCH));
       if (batch.length === 0) return;
       this.status(`上传记录 ${done}/${total}`);
-      const resp = await call('/api/v1/sync/push', {
-        protocol_version: PROTOCOL_VERSION, device_id: m.device_id,
-        mutations: batch.map((r) => r.body), health: await this.health(),
-      }, m.token);
+      let resp;
+      try {
+        resp = await call('/api/v1/sync/push', {
+          protocol_version: PROTOCOL_VERSION, device_id: m.device_id,
+          mutations: batch.map((r) => r.body), health: await this.health(),
+        }, m.token);
+      } catch (e) {
+        if (!(e instanceof ApiError) || e.code !== 'sequence_reused' || renumbered >= 3) throw e;
+        // The server applied these numbers from another copy of this
+        // device (a restored backup): number the unsent mutations after
+        // its last seq and push again (as mobileclient does).
+        renumbered++;
+        const from = Number(e.details.seq);
+        const last = Number(e.details.last_seq);
+        const n = await this.db.write(['outbox', 'meta', 'visits'], (t) => renumberOutbox(t, from, last));
+        await this.log(`服务器已从本设备的另一份数据收到序号 ${from} 起的记录：${n} 条未上传的记录已改为从序号 ${last + 1} 起重新编号`, 'error');
+        continue;
+      }
+      checkVersion(resp);
       const results = new Map((resp.results || []).map((r) => [r.seq, r]));
       let rejected = [];
       await this.db.write(['outbox', 'rejected', 'visits', 'uploads', 'meta', 'sent', 'households'], async (t) => {
@@ -325,6 +388,7 @@ export class Syncer {
       const resp = await call('/api/v1/sync/pull', {
         protocol_version: PROTOCOL_VERSION, device_id: m.device_id, cursor, max_bytes: PULL_MAX_BYTES,
       }, m.token);
+      checkVersion(resp);
       const ops = resp.ops || [];
       const requeued = await this.db.write([...SCOPE_STORES, 'meta', 'sent', 'outbox'], async (t) => {
         await applyOps(t, ops);
