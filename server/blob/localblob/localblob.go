@@ -112,7 +112,6 @@ func (s *Store) derivedPath(name string) string {
 	return filepath.Join(s.dir, "derived", filepath.FromSlash(name))
 }
 
-
 // Stat implements blob.Store.
 func (s *Store) Stat(ctx context.Context, sum string) (blob.Info, error) {
 	if err := blob.CheckSum(sum); err != nil {

@@ -213,7 +213,6 @@ func (s *Store) tmpKey(kind string) string {
 	return s.cfg.Prefix + "tmp/" + kind + "-" + hex.EncodeToString(b[:])
 }
 
-
 // Stat implements blob.Store.
 func (s *Store) Stat(ctx context.Context, sum string) (blob.Info, error) {
 	if err := blob.CheckSum(sum); err != nil {
