@@ -65,7 +65,7 @@ const (
 
 // demoFlawPeriod: in each form, one visit in period has each flaw (at
 // offsets period/7, 2·period/7, ...), so most visits are clean.
-var demoFlawPeriod = map[string]int{"house_retrofit_inspection": 42, "water_cellar_progress": 14, "household_survey": 28}
+var demoFlawPeriod = map[string]int{"house_retrofit_inspection": 70, "water_cellar_progress": 21, "household_survey": 42}
 
 // DemoEvidenceStats counts what the demo's evidence holds.
 type DemoEvidenceStats struct {
