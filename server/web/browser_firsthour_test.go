@@ -185,6 +185,13 @@ func TestBrowser_FirstHour(t *testing.T) {
 		for _, s := range timesWithoutZone(text) {
 			t.Errorf("%s: a time without its zone: %q", where, s)
 		}
+		// Readable on a phone: no text below 14 px (charts' SVG aside).
+		if small := eval[string](t, ctx, `[...document.querySelectorAll('body *')]
+			.filter(el => !el.closest('svg') && [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()))
+			.filter(el => parseFloat(getComputedStyle(el).fontSize) < 14)
+			.slice(0, 5).map(el => el.tagName + '.' + el.className + ' ' + getComputedStyle(el).fontSize).join('; ')`); small != "" {
+			t.Errorf("%s: text below 14 px: %s", where, small)
+		}
 		return eval[[]string](t, ctx, `[...document.querySelectorAll('a[href]')].map(a => new URL(a.getAttribute('href'), location.href).href)`)
 	}
 
