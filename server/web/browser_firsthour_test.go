@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"image"
 	"image/color"
+	"image/draw"
 	"image/png"
 	"io"
 	"log/slog"
@@ -426,7 +427,7 @@ func readmeShot(t *testing.T, ctx context.Context, name string) {
 }
 
 // paletted maps img to 256 colours: its 192 commonest (the page's own)
-// and a 4×4×4 colour cube for the photos.
+// and a 4×4×4 colour cube, dithered, for the photos.
 func paletted(img image.Image) *image.Paletted {
 	b := img.Bounds()
 	rgba := func(x, y int) color.RGBA {
@@ -462,18 +463,7 @@ func paletted(img image.Image) *image.Paletted {
 		}
 	}
 	out := image.NewPaletted(b, pal)
-	index := map[color.RGBA]uint8{}
-	for y := b.Min.Y; y < b.Max.Y; y++ {
-		for x := b.Min.X; x < b.Max.X; x++ {
-			c := rgba(x, y)
-			i, ok := index[c]
-			if !ok {
-				i = uint8(pal.Index(c))
-				index[c] = i
-			}
-			out.SetColorIndex(x, y, i)
-		}
-	}
+	draw.FloydSteinberg.Draw(out, b, img, b.Min) // the page's colours are exact; photos dither
 	return out
 }
 
