@@ -15,7 +15,7 @@ import (
 
 	"github.com/corona10/goimagehash"
 
-	"fieldsync/server/evidence/evidencetest"
+	"fieldsync/server/evidence/exifenc"
 )
 
 // Photo sizes of the demo's evidence: small, so that a -demo start stays
@@ -86,8 +86,11 @@ func encodePhoto(img image.Image, s PhotoSpec) ([]byte, error) {
 	if s.Taken.IsZero() && s.GPS == nil {
 		return buf.Bytes(), nil
 	}
-	tiff := evidencetest.EXIF(evidencetest.Photo{Taken: s.Taken, TakenOffset: !s.Taken.IsZero(), GPS: s.GPS})
-	return evidencetest.SpliceEXIF(buf.Bytes(), tiff), nil
+	out, err := exifenc.Splice(buf.Bytes(), exifenc.TIFF(exifenc.Tags{Taken: s.Taken, TakenOffset: !s.Taken.IsZero(), GPS: s.GPS}))
+	if err != nil {
+		return nil, fmt.Errorf("demo photo: %w", err)
+	}
+	return out, nil
 }
 
 // MinPhotoDistance is the smallest Hamming distance between the
