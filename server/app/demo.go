@@ -115,7 +115,7 @@ func LoadDemoWithEvidence(ctx context.Context, st *sqlstore.Store, blobs blob.St
 	fmt.Fprintf(out, "示范数据已加载：%d 个地点，%d 户，%d 次走访（危房改造初验 %d 户通过，%d 户需整改），%d 张表单。\n",
 		len(places), len(hs), len(visits), DemoRetrofitPassed, DemoRetrofitRework, len(ds.Forms))
 	if blobs != nil {
-		fmt.Fprintf(out, "示范证据：%d 次走访附有 %d 张照片和扫描件，其中 %d 次走访的证据齐全、没有疑点；其余走访的证据有疑点或缺失，供在“证据缺失”和审核页面查看。\n",
+		fmt.Fprintf(out, "示范证据：%d 次走访附有 %d 张照片和扫描件，其中 %d 次走访的证据齐全、没有疑点；其余走访的证据有疑点或缺失，可在“佐证缺失”和“审核”页面查看。\n",
 			stats.Visits, stats.Photos, stats.Clean)
 	}
 	if len(created) > 0 {
