@@ -24,6 +24,7 @@ import (
 	"fieldsync/server/blob/s3blob"
 	"fieldsync/server/domain"
 	"fieldsync/server/sqlstore"
+	"fieldsync/server/upload"
 	"fieldsync/server/web"
 )
 
@@ -178,7 +179,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.PublicURL = fmt.Sprintf("%s://localhost:%d", scheme, ln.Addr().(*net.TCPAddr).Port)
 	}
 	if cfg.Demo {
-		if err := LoadDemo(ctx, st, cfg.Out); err != nil {
+		if _, err := LoadDemoWithEvidence(ctx, st, blobs, cfg.Out); err != nil {
 			ln.Close()
 			return fmt.Errorf("demo: %w", err)
 		}
@@ -208,6 +209,15 @@ func Run(ctx context.Context, cfg Config) error {
 	defer srv.Close()
 	if up := srv.Uploads(); up != nil {
 		go up.Janitor(ctx, 10*time.Minute)
+		if cfg.Demo {
+			// The demo's photos were stored unanalysed: let the analysis
+			// worker read them before the console opens, so that its
+			// evidence pages show their flags at once.
+			if err := waitDemoAnalysed(ctx, up, cfg.Out); err != nil {
+				ln.Close()
+				return err
+			}
+		}
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: cfg.Timeouts.ReadHeader,
 		ReadTimeout: cfg.Timeouts.Read, IdleTimeout: cfg.Timeouts.Idle}
@@ -286,4 +296,34 @@ func printWhereToOpen(cfg Config) {
   管理后台：%[1]s/console/
   外业应用：%[1]s/app/    （在平板的浏览器中打开，添加到主屏幕）
 `, cfg.PublicURL, cfg.DataDir)
+}
+
+// waitDemoAnalysed waits (at most two minutes) for the analysis worker to
+// read every stored blob, saying so when it takes a while.
+func waitDemoAnalysed(ctx context.Context, up *upload.Handler, out io.Writer) error {
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- up.WaitAnalysed(wctx) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(time.Second):
+		fmt.Fprintln(out, "正在分析示范证据照片（读取拍摄时间和位置，比对相似照片），请稍候……")
+		err = <-done
+	}
+	switch {
+	case err == nil:
+		if d := time.Since(start); d > time.Second {
+			fmt.Fprintf(out, "示范证据照片已分析完毕（%.1f 秒）。\n", d.Seconds())
+		}
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, context.DeadlineExceeded):
+		fmt.Fprintln(out, "示范证据照片仍在后台分析，部分疑点标记稍后才会出现。")
+		return nil
+	}
+	return fmt.Errorf("demo evidence: %w", err)
 }

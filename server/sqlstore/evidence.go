@@ -310,6 +310,24 @@ func writeCropHashesTx(ctx context.Context, tx *sql.Tx, sum string, m evidence.M
 	return nil
 }
 
+// RecordBlobs records blobs that were put into the blob store by other
+// means than an upload (the demo data set, an import), in one
+// transaction. Blobs already recorded are kept as they are. The new ones
+// are queued for analysis (analyzed_at NULL): the upload handler's
+// analysis worker reads their EXIF and perceptual hash and runs the
+// evidence checks of the visits that reference them, as for an upload.
+func (s *Store) RecordBlobs(ctx context.Context, bs []upload.Blob) error {
+	return s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		for _, b := range bs {
+			b.Meta = evidence.Meta{} // read by the analysis worker
+			if _, err := insertBlobTx(ctx, tx, b); err != nil {
+				return fmt.Errorf("record blob %s: %w", b.SHA256, err)
+			}
+		}
+		return nil
+	})
+}
+
 // metaArgs returns the blobs columns exif_time, exif_lon, exif_lat, phash,
 // width and height for m (nil where m has nothing).
 func metaArgs(m evidence.Meta) (taken, lon, lat, phash, w, h any) {

@@ -255,7 +255,9 @@ func (s *Store) ImportVisits(ctx context.Context, vs []ImportedVisit) error {
 				return fmt.Errorf("visit %s: %w", v.ID, err)
 			}
 			for _, e := range v.Evidence {
-				if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO visit_evidence(visit_id, slot, sha256, size, media_type) VALUES (?, ?, ?, ?, ?)`,
+				// An imported link is held: no device made it, the importer
+				// vouches for it (and puts the blob in the store itself).
+				if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO visit_evidence(visit_id, slot, sha256, size, media_type, held) VALUES (?, ?, ?, ?, ?, 1)`,
 					v.ID, e.Slot, e.SHA256, e.Size, e.MediaType); err != nil {
 					return err
 				}

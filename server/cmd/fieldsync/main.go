@@ -142,7 +142,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer st.Close()
-		return app.LoadDemo(ctx, st, stdout)
+		blobs, err := app.OpenBlobs(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("blob store: %w", err)
+		}
+		_, err = app.LoadDemoWithEvidence(ctx, st, blobs, stdout)
+		return err
 	case "backup":
 		return runBackup(ctx, cfg, bk, stdout)
 	case "restore":
