@@ -162,7 +162,7 @@ func testServer(t *testing.T) (string, string) {
 	addrc := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Config{DataDir: data, Addr: "127.0.0.1:0", Demo: true,
+		done <- Run(ctx, Config{DataDir: data, Addr: "127.0.0.1:0", Demo: true, DemoNoEvidence: true,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Out: io.Discard, Ready: func(a string) { addrc <- a }})
 	}()
 	t.Cleanup(func() {

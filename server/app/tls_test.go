@@ -53,7 +53,7 @@ func TestRun_TLS(t *testing.T) {
 	addrc := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Config{DataDir: filepath.Join(dir, "data"), Addr: "127.0.0.1:0", TLSCert: certFile, TLSKey: keyFile, Demo: true,
+		done <- Run(ctx, Config{DataDir: filepath.Join(dir, "data"), Addr: "127.0.0.1:0", TLSCert: certFile, TLSKey: keyFile, Demo: true, DemoNoEvidence: true,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Out: io.Discard, Ready: func(a string) { addrc <- a }})
 	}()
 	var addr string
