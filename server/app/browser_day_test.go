@@ -204,17 +204,7 @@ func TestBrowser_FieldAppFullDay(t *testing.T) {
 				appShot(t, ctx, "household")
 			}
 			step(t, ctx, "open form", chromedp.Navigate(app+"#/visit/"+hh.id+"/water_cellar_progress"), chromedp.WaitVisible(chromedp.ID("f_site_name")))
-			// The position arrives while the form watches it (an override
-			// set before the watch starts is not always delivered again).
-			fixed := fmt.Sprintf(`document.getElementById('gpsline').textContent.includes('±%.0f 米')`, acc)
-			for try := 0; try < 10 && !eval[bool](t, ctx, fixed); try++ {
-				lat := hh.lat + float64(try)*1e-7
-				if _, err := chromedp.Call(ctx, emulation.SetGeolocationOverride, emulation.SetGeolocationOverrideParams{Latitude: &lat, Longitude: &hh.lon, Accuracy: &acc}); err != nil {
-					t.Fatal(err)
-				}
-				time.Sleep(300 * time.Millisecond)
-			}
-			waitFor(t, ctx, "GPS fix", fixed)
+			fixGPS(t, ctx, hh.lat, hh.lon, acc)
 			step(t, ctx, "fill",
 				chromedp.SendKeys(chromedp.ID("f_site_name"), fmt.Sprintf("%d号水窖", i+1)),
 				chromedp.SendKeys(chromedp.ID("f_capacity_m3"), "24"),

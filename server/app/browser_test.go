@@ -112,6 +112,23 @@ func appShot(t *testing.T, ctx context.Context, name string) {
 	servertest.SaveScreenshot(t, "app-"+name+".png", shot)
 }
 
+// fixGPS gives the open visit form a position with the accuracy acc (in
+// metres) and waits until the form shows it. An override set before the
+// form started watching is not always delivered again, so it is set again
+// (a hair apart) until the form has it.
+func fixGPS(t *testing.T, ctx context.Context, lat, lon, acc float64) {
+	t.Helper()
+	fixed := fmt.Sprintf(`document.getElementById('gpsline').textContent.includes('±%.0f 米')`, acc)
+	for try := 0; try < 20 && !eval[bool](t, ctx, fixed); try++ {
+		la := lat + float64(try)*1e-7
+		if _, err := chromedp.Call(ctx, emulation.SetGeolocationOverride, emulation.SetGeolocationOverrideParams{Latitude: &la, Longitude: &lon, Accuracy: &acc}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	waitFor(t, ctx, "GPS fix", fixed)
+}
+
 func step(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
