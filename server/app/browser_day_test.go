@@ -340,6 +340,13 @@ func TestBrowser_FieldAppFullDay(t *testing.T) {
 	if len(evs) != dayPhotos {
 		t.Fatalf("%d evidence rows, want %d", len(evs), dayPhotos)
 	}
+	// The server reads EXIF when it stores a blob, or later in the
+	// background when it was busy: wait for that analysis.
+	unanalysed := `SELECT count(*) FROM visit_evidence ve JOIN visits v ON v.id = ve.visit_id JOIN blobs b ON b.sha256 = ve.sha256
+		WHERE v.device_id = ? AND b.analyzed_at IS NULL`
+	for deadline := time.Now().Add(2 * time.Minute); count(unanalysed, devID) > 0 && time.Now().Before(deadline); {
+		time.Sleep(250 * time.Millisecond)
+	}
 	houseOf := map[string]house{}
 	for _, h := range houses {
 		houseOf[h.id] = h
