@@ -39,6 +39,16 @@ func chromiumPath(t *testing.T) string { return servertest.ChromiumPath(t) }
 // exceptions and console errors.
 func newBrowser(t *testing.T, w, h int) (context.Context, func() []string) {
 	t.Helper()
+	ctx, problems, _ := newBrowserOn(t, w, h, t.TempDir())
+	return ctx, problems
+}
+
+// newBrowserOn is newBrowser on a given profile folder (a later browser on
+// the same folder finds the first one's IndexedDB, service worker and
+// caches), and also returns kill, which ends the browser process at once
+// (SIGKILL, as a dying tablet would: no orderly shutdown).
+func newBrowserOn(t *testing.T, w, h int, profile string) (context.Context, func() []string, func()) {
+	t.Helper()
 	path := chromiumPath(t)
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
@@ -50,12 +60,13 @@ func newBrowser(t *testing.T, w, h int) (context.Context, func() []string) {
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(profile),
 		chromedp.WindowSize(w, h),
 	)
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancel(); acancel() })
+	kill := func() { acancel(); cancel() } // the allocator's context ends the process with SIGKILL
 	if err := chromedp.Do(ctx); err != nil {
 		t.Fatalf("start chromium %s: %v", path, err)
 	}
@@ -78,7 +89,44 @@ func newBrowser(t *testing.T, w, h int) (context.Context, func() []string) {
 		mu.Lock()
 		defer mu.Unlock()
 		return append([]string(nil), problems...)
+	}, kill
+}
+
+// appShot keeps a screenshot of the app's visible screen as
+// app-<name>.png when FIELDSYNC_SCREENSHOTS is set ("1": the README's
+// docs/screenshots; see servertest.SaveScreenshot).
+func appShot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	if os.Getenv("FIELDSYNC_SCREENSHOTS") == "" {
+		return
 	}
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	// Let a toast or a thumbnail finish drawing.
+	chromedp.Run(tctx, chromedp.Evaluate[bool](`new Promise(ok => requestAnimationFrame(() => requestAnimationFrame(() => ok(true))))`, chromedp.EvalAwaitPromise))
+	shot, err := chromedp.Run(tctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Logf("screenshot %s: %v", name, err)
+		return
+	}
+	servertest.SaveScreenshot(t, "app-"+name+".png", shot)
+}
+
+// fixGPS gives the open visit form a position with the accuracy acc (in
+// metres) and waits until the form shows it. An override set before the
+// form started watching is not always delivered again, so it is set again
+// (a hair apart) until the form has it.
+func fixGPS(t *testing.T, ctx context.Context, lat, lon, acc float64) {
+	t.Helper()
+	fixed := fmt.Sprintf(`document.getElementById('gpsline').textContent.includes('±%.0f 米')`, acc)
+	for try := 0; try < 20 && !eval[bool](t, ctx, fixed); try++ {
+		la := lat + float64(try)*1e-7
+		if _, err := chromedp.Call(ctx, emulation.SetGeolocationOverride, emulation.SetGeolocationOverrideParams{Latitude: &la, Longitude: &lon, Accuracy: &acc}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	waitFor(t, ctx, "GPS fix", fixed)
 }
 
 func step(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
@@ -108,7 +156,7 @@ func waitFor(t *testing.T, ctx context.Context, what, js string) {
 	defer cancel()
 	if _, err := chromedp.Run(tctx, chromedp.Poll[chromedp.Void](js)); err != nil {
 		sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
-		state, _ := chromedp.Run(sctx, chromedp.Evaluate[string](`location.hash + ' | ' + ((document.getElementById('banner') || {}).textContent || '') + ' | ' + [...document.querySelectorAll('.err')].map(e => e.textContent).filter(Boolean).join('; ')`))
+		state, _ := chromedp.Run(sctx, chromedp.Evaluate[string](`location.hash + ' | ' + ((document.getElementById('banner') || {}).textContent || '') + ' | ' + ((document.getElementById('gpsline') || {}).textContent || '') + ' | ' + [...document.querySelectorAll('.err')].map(e => e.textContent).filter(Boolean).join('; ')`))
 		scancel()
 		t.Fatalf("waiting for %s (%s): %v\npage: %s", what, js, err, state)
 	}

@@ -481,14 +481,9 @@ func TestBrowser_Console(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-// saveShot keeps a screenshot when FIELDSYNC_SCREENSHOTS names a folder.
-func saveShot(t *testing.T, name string, b []byte) {
-	if dir := os.Getenv("FIELDSYNC_SCREENSHOTS"); dir != "" {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
-			t.Log(err)
-		}
-	}
-}
+// saveShot keeps a screenshot when FIELDSYNC_SCREENSHOTS is set (see
+// servertest.SaveScreenshot).
+func saveShot(t *testing.T, name string, b []byte) { servertest.SaveScreenshot(t, name, b) }
 
 // TestBrowser_TileLayer configures a tile URL (a local tile server) and
 // checks that the map asks it for tiles under the features, and that the

@@ -427,7 +427,7 @@ export class Syncer {
     let n = 0;
     for (const u of todo) {
       if (!missing.has(u.sha256)) {
-        await this.markUpload(u.sha256, { state: 'done' });
+        await this.markDone(u.sha256);
         continue;
       }
       n++;
@@ -437,6 +437,20 @@ export class Syncer {
       stats.uploaded++;
       stats.bytes += u.size;
     }
+  }
+
+  /**
+   * markDone records that the server holds a blob (verified: it re-hashed
+   * it) and frees the device's copy of the bytes; the photo row keeps its
+   * hash, size and type.
+   */
+  async markDone(sha) {
+    await this.db.write(['uploads', 'photos'], async (t) => {
+      const u = await t.get('uploads', sha);
+      if (u) await t.put('uploads', { ...u, state: 'done', done_at: new Date().toISOString() });
+      const p = await t.get('photos', sha);
+      if (p && p.blob) await t.put('photos', { ...p, blob: null, pruned: new Date().toISOString() });
+    });
   }
 
   async markUpload(sha, patch) {
@@ -451,7 +465,7 @@ export class Syncer {
     const tus = globalThis.tus;
     if (!tus || !tus.Upload) throw new Error('上传组件没有加载');
     const photo = await this.db.read(['photos'], (t) => t.get('photos', u.sha256));
-    if (!photo) {
+    if (!photo || !photo.blob) {
       await this.markUpload(u.sha256, { state: 'failed', error: '本机找不到这个附件' });
       return;
     }
@@ -500,7 +514,7 @@ export class Syncer {
       }
       throw e;
     });
-    await this.markUpload(u.sha256, { state: 'done', done_at: new Date().toISOString() });
+    await this.markDone(u.sha256);
     await this.log(`附件 ${u.sha256.slice(0, 12)}…（${fmtBytes(u.size)}）已上传`);
   }
 }

@@ -60,7 +60,9 @@ export async function renderVisit(app, root, { household, form, correctsVisitID,
   const errs = new Map(); // field -> element
   let saved = false; // once the visit is saved, its draft is never written again
   const saveDraft = debounce(async () => {
-    if (saved) return;
+    // A render that a later route replaced before it was shown never
+    // writes: its empty draft would outlive the visit saved meanwhile.
+    if (saved || !draftState.isConnected) return;
     draft.updated = new Date().toISOString();
     try {
       await db.write(['drafts'], (t) => t.put('drafts', draft));
@@ -109,7 +111,8 @@ export async function renderVisit(app, root, { household, form, correctsVisitID,
       if (!apply(next)) { app.toast('这张照片已经添加过了'); return null; }
       next.updated = new Date().toISOString();
       await db.write(['photos', 'drafts'], async (t) => {
-        if (!(await t.get('photos', sha))) await t.put('photos', { sha256: sha, blob, size: blob.size, media_type: mediaType, created: new Date().toISOString() });
+        const had = await t.get('photos', sha); // without its bytes once the server holds them
+        if (!had || !had.blob) await t.put('photos', { sha256: sha, blob, size: blob.size, media_type: mediaType, created: new Date().toISOString() });
         await t.put('drafts', next);
       });
       apply(draft);
@@ -143,6 +146,7 @@ export async function renderVisit(app, root, { household, form, correctsVisitID,
   const thumb = async (sha) => {
     const p = await db.read(['photos'], (t) => t.get('photos', sha));
     if (!p) return h('span', { class: 'err' }, '附件丢失');
+    if (!p.blob) return h('span', { class: 'card' }, '已上传到服务器');
     if (p.media_type.startsWith('image/')) return h('img', { src: URL.createObjectURL(p.blob), alt: '附件' });
     return h('span', { class: 'card' }, `文档 ${(p.size / 1024).toFixed(0)} KB`);
   };
