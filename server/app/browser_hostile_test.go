@@ -1277,6 +1277,8 @@ func TestBrowser_FieldAppHostile_LargeContent(t *testing.T) {
 		}
 		step(t, h.ctx, "fill", chromedp.SendKeys(chromedp.ID("f_q001"), "42"), chromedp.SendKeys(chromedp.ID("f_q003"), "第三题的回答"))
 		eval[bool](t, h.ctx, `(() => { const s = document.getElementById('f_village_group'); s.value = 'g437'; s.dispatchEvent(new Event('change', {bubbles: true})); s.dispatchEvent(new Event('input', {bubbles: true})); return true; })()`)
+		// No GPS fix in this test: the worker states why (the app asks).
+		step(t, h.ctx, "reason", chromedp.SetValue(chromedp.ID("gps_reason_pick"), "山谷里没有信号"))
 		step(t, h.ctx, "save", chromedp.Click(chromedp.ID("save")))
 		waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/')`)
 		waitFor(t, h.ctx, "idle", `!fieldsyncApp.syncer.running`)

@@ -81,6 +81,7 @@ type DemoEvidenceStats struct {
 	NoGPS         int
 	PoorAccuracy  int
 	Outside       int
+	ClockSkew     int // received before the tablet's clock said it was recorded
 }
 
 type demoPhoto struct {
@@ -146,6 +147,11 @@ func demoEvidence(ctx context.Context, st *sqlstore.Store, blobs blob.Store, ds 
 			case 3:
 				v.Point = outside(boundaries[v.PlaceCode], h, rng)
 				stats.Outside++
+			case 4:
+				// A tablet whose clock runs two days fast: the server
+				// received the visit an hour after it was really made.
+				v.ServerTime = v.DeviceTime.Add(-47 * time.Hour)
+				stats.ClockSkew++
 			}
 		}
 		// Where and when the photos were taken, by default.

@@ -8,13 +8,11 @@ import (
 	"image/draw"
 	"image/jpeg"
 	"math"
-	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"time"
 
-	"github.com/corona10/goimagehash"
-
+	"fieldsync/server/evidence"
 	"fieldsync/server/evidence/exifenc"
 )
 
@@ -93,10 +91,11 @@ func encodePhoto(img image.Image, s PhotoSpec) ([]byte, error) {
 	return out, nil
 }
 
-// MinPhotoDistance is the smallest Hamming distance between the
-// perceptual hashes of two pictures of a PhotoSet: comfortably above the
-// evidence checks' near-duplicate distance (8), so that two different
-// demo photos are never taken for copies of each other.
+// MinPhotoDistance is the smallest distance (evidence.UseDistance: whole
+// pictures and their centred crops) between the perceptual hashes of two
+// pictures of a PhotoSet: comfortably above the evidence checks'
+// near-duplicate distance (8), so that two different demo photos are never
+// taken for copies of each other.
 const MinPhotoDistance = 12
 
 // PhotoSet hands out demo photos whose pictures all differ, as real
@@ -105,7 +104,7 @@ const MinPhotoDistance = 12
 // seed. The hashes are bounded by the number of photos asked for.
 type PhotoSet struct {
 	next   uint64
-	hashes []uint64
+	hashes []evidence.Use
 }
 
 // NewPhotoSet starts a set at a seed.
@@ -120,12 +119,14 @@ func (ps *PhotoSet) New(s PhotoSpec) (PhotoSpec, []byte, error) {
 		s.Seed = ps.next
 		ps.next++
 		img := picture(s)
-		h, err := goimagehash.PerceptionHash(img)
+		v, err := evidence.Hashes(img)
 		if err != nil {
 			return s, nil, fmt.Errorf("demo photo: %w", err)
 		}
-		v := h.GetHash()
-		if slices.ContainsFunc(ps.hashes, func(o uint64) bool { return bits.OnesCount64(o^v) < MinPhotoDistance }) {
+		if slices.ContainsFunc(ps.hashes, func(o evidence.Use) bool {
+			d, _ := evidence.UseDistance(o, v)
+			return d < MinPhotoDistance
+		}) {
 			continue
 		}
 		ps.hashes = append(ps.hashes, v)

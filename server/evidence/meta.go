@@ -164,6 +164,18 @@ func Analyze(r io.ReaderAt, size int64) (Meta, error) {
 	return m, nil
 }
 
+// Hashes returns the perceptual hashes Analyze gives a decoded picture:
+// the whole picture's and its centred crops' (see Meta.CropHashes), as a
+// Use for UseDistance.
+func Hashes(img image.Image) (Use, error) {
+	h, err := goimagehash.PerceptionHash(img)
+	if err != nil {
+		return Use{}, fmt.Errorf("evidence: hash: %w", err)
+	}
+	v := h.GetHash()
+	return Use{PHash: &v, Crops: cropHashes(img)}, nil
+}
+
 // cropHashes hashes img's centred crops (CropFractions), or returns nil
 // if one fails.
 func cropHashes(img image.Image) []uint64 {
