@@ -62,19 +62,7 @@ func enrollWorker(t *testing.T, base, username, display string, places ...string
 // the home screen still renders from the cache.
 func TestBrowser_FieldAppFullDay(t *testing.T) {
 	base, data := testServer(t)
-	db, err := sql.Open("sqlite3", "file:"+DBPath(data)+"?mode=ro&_busy_timeout=5000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	count := func(q string, args ...any) int {
-		t.Helper()
-		var n int
-		if err := db.QueryRow(q, args...).Scan(&n); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-		return n
-	}
+	db, count := openServerDB(t, data)
 	code, adminToken := enrollWorker(t, base, "wangge_quan", "钱玉梅(网格员)", demo.VillageCode)
 	inVillage := `FROM households h JOIN places p ON p.code = h.place_code
 		WHERE p.path LIKE (SELECT path FROM places WHERE code = ?) || '%' AND h.deleted = 0`

@@ -14,7 +14,6 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
-	"fieldsync/server/demo"
 	"fieldsync/server/evidence/evidencetest"
 )
 
@@ -27,55 +26,18 @@ import (
 func TestBrowser_FieldAppGPSReason(t *testing.T) {
 	ctx, problems := newBrowser(t, 800, 1280)
 	base, data := testServer(t)
-	db, err := sql.Open("sqlite3", "file:"+DBPath(data)+"?mode=ro&_busy_timeout=5000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db, _ := openServerDB(t, data)
 
 	// Enroll wangge_li by code and sync.
-	var login struct{ Token string }
-	apiJSON(t, "POST", base+"/api/v1/auth/login", "", map[string]string{"username": "admin", "password": demo.DemoPassword}, &login)
-	var users []struct {
-		ID         int64
-		Username   string
-		PlaceCodes []string `json:"place_codes"`
-	}
-	apiJSON(t, "GET", base+"/api/v1/users", login.Token, nil, &users)
-	var userID int64
-	var places []string
-	for _, u := range users {
-		if u.Username == "wangge_li" {
-			userID, places = u.ID, u.PlaceCodes
-		}
-	}
-	if userID == 0 || len(places) == 0 {
-		t.Fatalf("no wangge_li with places in %+v", users)
-	}
-	var ec struct{ Code string }
-	apiJSON(t, "POST", fmt.Sprintf("%s/api/v1/users/%d/enrollment-codes", base, userID), login.Token, map[string]any{}, &ec)
+	en := demoEnrollment(t, base, "wangge_li")
+	places := en.Places
 	app := base + "/app/"
 	step(t, ctx, "open app", chromedp.Navigate(app), chromedp.WaitVisible(chromedp.ID("code")))
-	step(t, ctx, "enroll", chromedp.SendKeys(chromedp.ID("code"), ec.Code), chromedp.Click(chromedp.ID("enrollbtn")))
+	step(t, ctx, "enroll", chromedp.SendKeys(chromedp.ID("code"), en.Code), chromedp.Click(chromedp.ID("enrollbtn")))
 	waitFor(t, ctx, "first sync", `document.getElementById('hhcount') && /\d+ 户/.test(document.getElementById('hhcount').textContent)`)
 
 	inScope := "place_code IN ('" + strings.Join(places, "','") + "') AND deleted = 0" // codes from the server's own data
-	var hhs []string
-	var lons, lats []float64
-	rows, err := db.Query(`SELECT id, lon, lat FROM households WHERE ` + inScope + ` AND lon IS NOT NULL ORDER BY id LIMIT 3`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id string
-		var lon, lat float64
-		rows.Scan(&id, &lon, &lat)
-		hhs, lons, lats = append(hhs, id), append(lons, lon), append(lats, lat)
-	}
-	rows.Close()
-	if len(hhs) != 3 {
-		t.Fatalf("households: %v", hhs)
-	}
+	hhs, lons, lats := householdsAt(t, db, inScope, 3)
 	photoDir := t.TempDir()
 	origin := strings.TrimSuffix(base, "/")
 	permit := func(setting browser.PermissionSetting) {
@@ -92,6 +54,9 @@ func TestBrowser_FieldAppGPSReason(t *testing.T) {
 	fill := func(i int) {
 		t.Helper()
 		step(t, ctx, "open form", chromedp.Navigate(app+"#/visit/"+hhs[i]+"/water_cellar_progress"), chromedp.WaitVisible(chromedp.ID("f_site_name")))
+		// The form is on screen for good once its draft is written (a
+		// render the route replaced never writes one).
+		waitFor(t, ctx, "the draft written", `fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => d.some(x => x.household_id === '`+hhs[i]+`'))`)
 		p := filepath.Join(photoDir, fmt.Sprintf("p%d.jpg", i))
 		taken := time.Date(2026, 12, 6, 10, 30, 0, 0, time.FixedZone("CST", 8*3600))
 		if err := os.WriteFile(p, evidencetest.JPEG(evidencetest.Photo{Seed: uint64(300 + i), Taken: taken, TakenOffset: true,

@@ -33,7 +33,6 @@ import (
 	"github.com/chromedp/chromedp"
 	_ "github.com/mattn/go-sqlite3"
 
-	"fieldsync/server/demo"
 	"fieldsync/server/evidence/evidencetest"
 	"fieldsync/syncproto"
 )
@@ -42,6 +41,10 @@ import (
 // through what goes wrong out there (a reused sequence number, a server
 // that is busy, upgraded or lost an upload, the link dropping in the
 // middle of a sync, a full disk, odd media, a wrong clock, big scopes).
+
+// noFixReason is what the worker states when a visit is saved without a
+// GPS fix (these tests grant no position unless they set one).
+const noFixReason = "山谷里没有信号"
 
 // hostile is one fieldsync server with the demo data and a fresh
 // Chromium, with the admin's token and a read-only handle on the
@@ -55,30 +58,21 @@ type hostile struct {
 	app      string
 	admin    string
 	db       *sql.DB
+	countFn  func(q string, args ...any) int
 }
 
 func newHostile(t *testing.T) *hostile {
 	t.Helper()
 	ctx, problems := newBrowser(t, 800, 1280)
 	base, data := testServer(t)
-	db, err := sql.Open("sqlite3", "file:"+DBPath(data)+"?mode=ro&_busy_timeout=5000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	var login struct{ Token string }
-	apiJSON(t, "POST", base+"/api/v1/auth/login", "", map[string]string{"username": "admin", "password": demo.DemoPassword}, &login)
-	return &hostile{t: t, ctx: ctx, problems: problems, base: base, data: data, app: base + "/app/", admin: login.Token, db: db}
+	db, count := openServerDB(t, data)
+	return &hostile{t: t, ctx: ctx, problems: problems, base: base, data: data, app: base + "/app/", admin: loginToken(t, base, "admin"), db: db, countFn: count}
 }
 
 // count runs a counting query on the server's database.
 func (h *hostile) count(q string, args ...any) int {
 	h.t.Helper()
-	var n int
-	if err := h.db.QueryRow(q, args...).Scan(&n); err != nil {
-		h.t.Fatalf("%s: %v", q, err)
-	}
-	return n
+	return h.countFn(q, args...)
 }
 
 // enroll issues an enrollment code for the demo user, types it into the
@@ -86,22 +80,7 @@ func (h *hostile) count(q string, args ...any) int {
 func (h *hostile) enroll(username string) string {
 	t := h.t
 	t.Helper()
-	var users []struct {
-		ID       int64
-		Username string
-	}
-	apiJSON(t, "GET", h.base+"/api/v1/users", h.admin, nil, &users)
-	var userID int64
-	for _, u := range users {
-		if u.Username == username {
-			userID = u.ID
-		}
-	}
-	if userID == 0 {
-		t.Fatalf("no user %s", username)
-	}
-	var ec struct{ Code string }
-	apiJSON(t, "POST", fmt.Sprintf("%s/api/v1/users/%d/enrollment-codes", h.base, userID), h.admin, map[string]any{}, &ec)
+	ec := demoEnrollment(t, h.base, username)
 	step(t, h.ctx, "enroll", chromedp.Navigate(h.app), chromedp.WaitVisible(chromedp.ID("code")),
 		chromedp.SendKeys(chromedp.ID("code"), ec.Code), chromedp.Click(chromedp.ID("enrollbtn")))
 	// The first sync of a big scope may take longer than waitFor's 30 s
@@ -730,9 +709,7 @@ func TestBrowser_FieldAppHostile_UnusualMedia(t *testing.T) {
 	if n := eval[int](t, h.ctx, `fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => d[0].evidence.length)`); n != 4 {
 		t.Errorf("draft holds %d attachments after the refusal, want 4", n)
 	}
-	if n := eval[int](t, h.ctx, `document.querySelectorAll('#slot_photos img').length`); n != 3 {
-		t.Errorf("%d pictures shown in the photo slot, want 3", n)
-	}
+	waitFor(t, h.ctx, "three pictures shown in the photo slot", `document.querySelectorAll('#slot_photos img').length === 3`)
 	waitFor(t, h.ctx, "the scan shown as a document", `document.querySelectorAll('#slot_scan .card').length === 1`)
 	refs := hostileJS[[]struct {
 		SHA256    string `json:"sha256"`
@@ -768,7 +745,7 @@ func TestBrowser_FieldAppHostile_UnusualMedia(t *testing.T) {
 		}
 	}()
 	start = time.Now()
-	step(t, h.ctx, "save", chromedp.Click(chromedp.ID("save")))
+	step(t, h.ctx, "save", chromedp.SetValue(chromedp.ID("gps_reason_pick"), noFixReason), chromedp.Click(chromedp.ID("save")))
 	waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/')`)
 	for deadline := time.Now().Add(40 * time.Second); !eval[bool](t, h.ctx, `fieldsyncApp.db.read(['uploads'], t => t.all('uploads')).then(u => u.length === 4 && u.every(x => x.state === 'done'))`); time.Sleep(200 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -861,7 +838,7 @@ func TestBrowser_FieldAppHostile_QuotaFull(t *testing.T) {
 
 	// An earlier visit waits in the outbox.
 	step(t, h.ctx, "first visit", chromedp.Navigate(h.app+"#/visit/"+hh+"/odd_media"), chromedp.WaitVisible(chromedp.ID("f_notes")),
-		chromedp.SendKeys(chromedp.ID("f_notes"), "上午的走访"), chromedp.Click(chromedp.ID("save")))
+		chromedp.SendKeys(chromedp.ID("f_notes"), "上午的走访"), chromedp.SetValue(chromedp.ID("gps_reason_pick"), noFixReason), chromedp.Click(chromedp.ID("save")))
 	waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/')`)
 
 	dir := t.TempDir()
@@ -941,7 +918,7 @@ func TestBrowser_FieldAppHostile_QuotaFull(t *testing.T) {
 	waitFor(t, h.ctx, "second photo in the draft", `fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => d.length === 1 && d[0].evidence.length === 2)`)
 	// The slot shows both pictures (the page has stopped moving).
 	waitFor(t, h.ctx, "two pictures shown", `[...document.querySelectorAll('#slot_photos img')].filter(i => i.complete).length === 2`)
-	step(t, h.ctx, "save", chromedp.Click(chromedp.ID("save")))
+	step(t, h.ctx, "save", chromedp.SetValue(chromedp.ID("gps_reason_pick"), noFixReason), chromedp.Click(chromedp.ID("save")))
 	waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/')`)
 	if n := kept(); n != 2 {
 		t.Errorf("%d visits in the outbox or on the server, want both", n)
@@ -980,19 +957,7 @@ type goDevice struct {
 
 func (h *hostile) goDevice(username string) *goDevice {
 	h.t.Helper()
-	var users []struct {
-		ID       int64
-		Username string
-	}
-	apiJSON(h.t, "GET", h.base+"/api/v1/users", h.admin, nil, &users)
-	var userID int64
-	for _, u := range users {
-		if u.Username == username {
-			userID = u.ID
-		}
-	}
-	var ec struct{ Code string }
-	apiJSON(h.t, "POST", fmt.Sprintf("%s/api/v1/users/%d/enrollment-codes", h.base, userID), h.admin, map[string]any{}, &ec)
+	ec := demoEnrollment(h.t, h.base, username)
 	var en struct {
 		DeviceID string `json:"device_id"`
 		Token    string
@@ -1071,7 +1036,7 @@ func TestBrowser_FieldAppHostile_ClockOff(t *testing.T) {
 		}
 		hhs := hostileJS[[]string](h, `return (await app.db.read(['households'], t => t.all('households', null, 2))).map(x => x.id);`)
 		step(t, h.ctx, "visit", chromedp.Navigate(h.app+"#/visit/"+hhs[0]+"/odd_media"), chromedp.WaitVisible(chromedp.ID("f_notes")),
-			chromedp.SendKeys(chromedp.ID("f_notes"), "时钟快的平板"), chromedp.Click(chromedp.ID("save")))
+			chromedp.SendKeys(chromedp.ID("f_notes"), "时钟快的平板"), chromedp.SetValue(chromedp.ID("gps_reason_pick"), noFixReason), chromedp.Click(chromedp.ID("save")))
 		waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/')`)
 		enqueueUpdate(h, hhs[1], "phone", "13600000001")
 		waitFor(t, h.ctx, "idle", `!fieldsyncApp.syncer.running`)
@@ -1127,7 +1092,7 @@ func TestBrowser_FieldAppHostile_ClockOff(t *testing.T) {
 		}
 		enqueueUpdate(s, hh, "phone", "13500000002")
 		step(t, s.ctx, "visit", chromedp.Navigate(s.app+"#/visit/"+hh+"/odd_media"), chromedp.WaitVisible(chromedp.ID("f_notes")),
-			chromedp.SendKeys(chromedp.ID("f_notes"), "时钟慢的平板"), chromedp.Click(chromedp.ID("save")))
+			chromedp.SendKeys(chromedp.ID("f_notes"), "时钟慢的平板"), chromedp.SetValue(chromedp.ID("gps_reason_pick"), noFixReason), chromedp.Click(chromedp.ID("save")))
 		waitFor(t, s.ctx, "saved", `location.hash.startsWith('#/hh/')`)
 		waitFor(t, s.ctx, "idle", `!fieldsyncApp.syncer.running`)
 		if got := syncNow(t, s.ctx); got != "ok" || s.outboxCount() != 0 {

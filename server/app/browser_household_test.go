@@ -20,20 +20,17 @@ import (
 // hhEnv is the server side of a household browser test: the base URL, a
 // read-only handle on the server's SQLite file and the admin's token.
 type hhEnv struct {
-	base  string
-	db    *sql.DB
-	admin string
+	base    string
+	db      *sql.DB
+	admin   string
+	countFn func(q string, args ...any) int
 }
 
 func newHHEnv(t *testing.T) *hhEnv {
 	t.Helper()
 	base, data := testServer(t)
-	db, err := sql.Open("sqlite3", "file:"+DBPath(data)+"?mode=ro&_busy_timeout=5000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return &hhEnv{base: base, db: db, admin: loginToken(t, base, "admin")}
+	db, count := openServerDB(t, data)
+	return &hhEnv{base: base, db: db, admin: loginToken(t, base, "admin"), countFn: count}
 }
 
 func loginToken(t *testing.T, base, user string) string {
@@ -73,20 +70,14 @@ func (e *hhEnv) str(t *testing.T, q string, args ...any) string {
 
 func (e *hhEnv) count(t *testing.T, q string, args ...any) int {
 	t.Helper()
-	var n int
-	if err := e.db.QueryRow(q, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", q, err)
-	}
-	return n
+	return e.countFn(q, args...)
 }
 
 // enroll enrolls the browser's app for a user by typing a code and waits
 // for the first sync; it returns the device id.
 func (e *hhEnv) enroll(t *testing.T, ctx context.Context, username string) string {
 	t.Helper()
-	u := e.user(t, username)
-	var ec struct{ Code string }
-	apiJSON(t, "POST", fmt.Sprintf("%s/api/v1/users/%d/enrollment-codes", e.base, u.ID), e.admin, map[string]any{}, &ec)
+	ec := demoEnrollment(t, e.base, username)
 	step(t, ctx, "open app", chromedp.Navigate(e.base+"/app/"), chromedp.WaitVisible(chromedp.ID("code")))
 	step(t, ctx, "enroll", chromedp.SendKeys(chromedp.ID("code"), ec.Code), chromedp.Click(chromedp.ID("enrollbtn")))
 	waitFor(t, ctx, "first sync", `document.getElementById('hhcount') && !/^0 户$/.test(document.getElementById('hhcount').textContent) && !fieldsyncApp.syncer.running`)

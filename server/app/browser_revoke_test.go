@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -18,8 +17,6 @@ import (
 	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/chromedp"
 
-	"fieldsync/server/demo"
-	"fieldsync/server/evidence/evidencetest"
 	"fieldsync/server/outboximport"
 	"fieldsync/syncproto/outboxfile"
 )
@@ -36,46 +33,13 @@ import (
 func TestBrowser_FieldAppRevoke(t *testing.T) {
 	ctx, problems := newBrowser(t, 800, 1280)
 	base, data := testServer(t)
-	db, err := sql.Open("sqlite3", "file:"+DBPath(data)+"?mode=ro&_busy_timeout=5000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	count := func(q string, args ...any) int {
-		t.Helper()
-		var n int
-		if err := db.QueryRow(q, args...).Scan(&n); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-		return n
-	}
+	db, count := openServerDB(t, data)
 
-	var login struct{ Token string }
-	apiJSON(t, "POST", base+"/api/v1/auth/login", "", map[string]string{"username": "admin", "password": demo.DemoPassword}, &login)
-	var users []struct {
-		ID         int64
-		Username   string
-		PlaceCodes []string `json:"place_codes"`
-	}
-	apiJSON(t, "GET", base+"/api/v1/users", login.Token, nil, &users)
-	var userID int64
-	var places []string
-	for _, u := range users {
-		if u.Username == "wangge_li" {
-			userID, places = u.ID, u.PlaceCodes
-		}
-	}
-	if userID == 0 || len(places) == 0 {
-		t.Fatalf("no wangge_li with places in %+v", users)
-	}
-	var ec struct {
-		Code      string
-		QRPayload string `json:"qr_payload"`
-	}
-	apiJSON(t, "POST", fmt.Sprintf("%s/api/v1/users/%d/enrollment-codes", base, userID), login.Token, map[string]any{}, &ec)
-	suffix := "/app/#/enroll?code=" + url.QueryEscape(ec.Code)
-	if !strings.HasSuffix(ec.QRPayload, suffix) {
-		t.Fatalf("QR payload %q does not end in %q", ec.QRPayload, suffix)
+	en := demoEnrollment(t, base, "wangge_li")
+	userID, places := en.UserID, en.Places
+	suffix := "/app/#/enroll?code=" + url.QueryEscape(en.Code)
+	if !strings.HasSuffix(en.QRPayload, suffix) {
+		t.Fatalf("QR payload %q does not end in %q", en.QRPayload, suffix)
 	}
 	inScope := "place_code IN ('" + strings.Join(places, "','") + "') AND deleted = 0" // codes from the server's own data
 	wantHH := count(`SELECT count(*) FROM households WHERE ` + inScope)
@@ -84,7 +48,7 @@ func TestBrowser_FieldAppRevoke(t *testing.T) {
 	t.Run("opening the QR's URL enrolls", func(t *testing.T) {
 		step(t, ctx, "open the enrollment URL", chromedp.Navigate(base+suffix))
 		waitFor(t, ctx, "households after the first sync", fmt.Sprintf(`document.getElementById('hhcount') && document.getElementById('hhcount').textContent === '%d 户'`, wantHH))
-		if h := eval[string](t, ctx, `location.hash`); strings.Contains(h, ec.Code) {
+		if h := eval[string](t, ctx, `location.hash`); strings.Contains(h, en.Code) {
 			t.Errorf("the code stays in the address: %q", h)
 		}
 		waitFor(t, ctx, "service worker in control", `!!navigator.serviceWorker.controller`)
@@ -95,34 +59,9 @@ func TestBrowser_FieldAppRevoke(t *testing.T) {
 	}
 
 	// Three households of the worker, a photo taken at each.
-	var hhIDs []string
-	var lons, lats []float64
-	rows, err := db.Query(`SELECT id, lon, lat FROM households WHERE ` + inScope + ` AND lon IS NOT NULL ORDER BY id LIMIT 3`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id string
-		var lon, lat float64
-		rows.Scan(&id, &lon, &lat)
-		hhIDs, lons, lats = append(hhIDs, id), append(lons, lon), append(lats, lat)
-	}
-	rows.Close()
-	if len(hhIDs) != 3 {
-		t.Fatalf("households: %v", hhIDs)
-	}
-	photoDir := t.TempDir()
+	hhIDs, lons, lats := householdsAt(t, db, inScope, 3)
 	taken := time.Date(2026, 12, 6, 10, 30, 0, 0, time.FixedZone("CST", 8*3600))
-	var photos []string
-	for i := range hhIDs {
-		p := filepath.Join(photoDir, fmt.Sprintf("photo%d.jpg", i))
-		jpg := evidencetest.JPEG(evidencetest.Photo{Seed: uint64(500 + i), Width: 1200, Height: 900, Taken: taken, TakenOffset: true,
-			GPSTime: taken.UTC(), GPS: &[2]float64{lons[i], lats[i]}})
-		if err := os.WriteFile(p, jpg, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		photos = append(photos, p)
-	}
+	photos := photosAt(t, 500, 1200, 900, taken, lons, lats)
 	if _, err := chromedp.CallBrowser(ctx, browser.SetPermission, browser.SetPermissionParams{
 		Permission: &browser.PermissionDescriptor{Name: "geolocation"}, Setting: "granted", Origin: strings.TrimSuffix(base, "/")}); err != nil {
 		t.Fatalf("grant geolocation: %v", err)
@@ -197,7 +136,7 @@ func TestBrowser_FieldAppRevoke(t *testing.T) {
 	})
 
 	t.Run("revoked: the app locks and says so", func(t *testing.T) {
-		apiJSON(t, "POST", base+"/api/v1/devices/"+devID+"/revoke", login.Token, map[string]any{}, nil)
+		apiJSON(t, "POST", base+"/api/v1/devices/"+devID+"/revoke", en.AdminToken, map[string]any{}, nil)
 		setOffline(t, ctx, false) // the app syncs by itself when the link returns
 		lockJS := `document.querySelector('main h1').textContent === '本设备已被停用' && !!document.getElementById('exportbtn')`
 		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)

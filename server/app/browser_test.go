@@ -3,7 +3,6 @@ package app
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"image/jpeg"
@@ -27,7 +26,6 @@ import (
 	_ "github.com/mattn/go-sqlite3"
 	"github.com/rwcarlsen/goexif/exif"
 
-	"fieldsync/server/demo"
 	"fieldsync/server/evidence/evidencetest"
 	"fieldsync/server/servertest"
 )
@@ -291,41 +289,11 @@ func setOffline(t *testing.T, ctx context.Context, off bool) {
 func TestBrowser_FieldAppOfflineDay(t *testing.T) {
 	ctx, problems := newBrowser(t, 800, 1280)
 	base, data := testServer(t)
-	db, err := sql.Open("sqlite3", "file:"+DBPath(data)+"?mode=ro&_busy_timeout=5000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	count := func(q string, args ...any) int {
-		t.Helper()
-		var n int
-		if err := db.QueryRow(q, args...).Scan(&n); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-		return n
-	}
+	db, count := openServerDB(t, data)
 
 	// The admin issues an enrollment code for wangge_li.
-	var login struct{ Token string }
-	apiJSON(t, "POST", base+"/api/v1/auth/login", "", map[string]string{"username": "admin", "password": demo.DemoPassword}, &login)
-	var users []struct {
-		ID         int64
-		Username   string
-		PlaceCodes []string `json:"place_codes"`
-	}
-	apiJSON(t, "GET", base+"/api/v1/users", login.Token, nil, &users)
-	var userID int64
-	var places []string
-	for _, u := range users {
-		if u.Username == "wangge_li" {
-			userID, places = u.ID, u.PlaceCodes
-		}
-	}
-	if userID == 0 || len(places) == 0 {
-		t.Fatalf("no wangge_li with places in %+v", users)
-	}
-	var ec struct{ Code string }
-	apiJSON(t, "POST", fmt.Sprintf("%s/api/v1/users/%d/enrollment-codes", base, userID), login.Token, map[string]any{}, &ec)
+	en := demoEnrollment(t, base, "wangge_li")
+	places := en.Places
 	inScope := "place_code IN ('" + strings.Join(places, "','") + "') AND deleted = 0" // codes from the server's own data
 	wantHH := count(`SELECT count(*) FROM households WHERE ` + inScope)
 
@@ -335,7 +303,7 @@ func TestBrowser_FieldAppOfflineDay(t *testing.T) {
 		if txt := eval[string](t, ctx, `document.querySelector('main h1').textContent`); txt != "本设备尚未登记" {
 			t.Errorf("not-enrolled page says %q", txt)
 		}
-		step(t, ctx, "enroll", chromedp.SendKeys(chromedp.ID("code"), ec.Code), chromedp.Click(chromedp.ID("enrollbtn")))
+		step(t, ctx, "enroll", chromedp.SendKeys(chromedp.ID("code"), en.Code), chromedp.Click(chromedp.ID("enrollbtn")))
 		waitFor(t, ctx, "households after the first sync", fmt.Sprintf(`document.getElementById('hhcount') && document.getElementById('hhcount').textContent === '%d 户'`, wantHH))
 		who := eval[string](t, ctx, `document.querySelector('main h1').textContent`)
 		mine := eval[string](t, ctx, `document.getElementById('myplaces').textContent`)
@@ -387,34 +355,9 @@ func TestBrowser_FieldAppOfflineDay(t *testing.T) {
 	})
 
 	// Two households of the worker, and photos taken there.
-	var hhIDs []string
-	var lons, lats []float64
-	rows, err := db.Query(`SELECT id, lon, lat FROM households WHERE `+inScope+` AND lon IS NOT NULL ORDER BY id LIMIT 2`, nil...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id string
-		var lon, lat float64
-		rows.Scan(&id, &lon, &lat)
-		hhIDs, lons, lats = append(hhIDs, id), append(lons, lon), append(lats, lat)
-	}
-	rows.Close()
-	if len(hhIDs) != 2 {
-		t.Fatalf("households: %v", hhIDs)
-	}
-	photoDir := t.TempDir()
+	hhIDs, lons, lats := householdsAt(t, db, inScope, 2)
 	taken := time.Date(2026, 12, 6, 10, 30, 0, 0, time.FixedZone("CST", 8*3600))
-	var photos []string
-	for i := range hhIDs {
-		p := filepath.Join(photoDir, fmt.Sprintf("photo%d.jpg", i))
-		jpg := evidencetest.JPEG(evidencetest.Photo{Seed: uint64(100 + i), Width: 2400, Height: 1800, Taken: taken, TakenOffset: true,
-			GPSTime: taken.UTC(), GPS: &[2]float64{lons[i], lats[i]}})
-		if err := os.WriteFile(p, jpg, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		photos = append(photos, p)
-	}
+	photos := photosAt(t, 100, 2400, 1800, taken, lons, lats)
 
 	t.Run("offline reload comes from the service worker", func(t *testing.T) {
 		setOffline(t, ctx, true)
@@ -607,7 +550,7 @@ func TestBrowser_FieldAppOfflineDay(t *testing.T) {
 		}
 		step(t, ctx, "corrective visit", chromedp.Click(chromedp.CSS(`#tasks a.btn.primary`)), chromedp.WaitVisible(chromedp.ID("f_head_name")))
 		waitFor(t, ctx, "GPS fix", `document.getElementById('gpsline').textContent.includes('±4 米')`)
-		certificate := filepath.Join(photoDir, "certificate.jpg")
+		certificate := filepath.Join(t.TempDir(), "certificate.jpg")
 		if err := os.WriteFile(certificate, evidencetest.JPEG(evidencetest.Photo{Seed: 300, Taken: taken}), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -678,7 +621,7 @@ func TestBrowser_FieldAppOfflineDay(t *testing.T) {
 			t.Fatalf("blob %s not present", sum)
 		}
 		req, _ := http.NewRequest("GET", base+"/api/v1/evidence/"+sum, nil)
-		req.Header.Set("Authorization", "Bearer "+login.Token)
+		req.Header.Set("Authorization", "Bearer "+en.AdminToken)
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -705,7 +648,7 @@ func TestBrowser_FieldAppOfflineDay(t *testing.T) {
 		}
 	}
 	t.Run("revoked device locks", func(t *testing.T) {
-		apiJSON(t, "POST", base+"/api/v1/devices/"+devID+"/revoke", login.Token, map[string]any{}, nil)
+		apiJSON(t, "POST", base+"/api/v1/devices/"+devID+"/revoke", en.AdminToken, map[string]any{}, nil)
 		if got := syncNow(t, ctx); got != "revoked" {
 			t.Errorf("sync of a revoked device: %q", got)
 		}

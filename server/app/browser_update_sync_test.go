@@ -1,7 +1,6 @@
 package app
 
 import (
-	"database/sql"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -55,19 +54,7 @@ func TestBrowser_FieldAppUpdateWithPendingOutbox(t *testing.T) {
 		api.ServeHTTP(w, r)
 	}))
 	defer front.Close()
-	db, err := sql.Open("sqlite3", "file:"+DBPath(data)+"?mode=ro&_busy_timeout=5000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	count := func(q string, args ...any) int {
-		t.Helper()
-		var n int
-		if err := db.QueryRow(q, args...).Scan(&n); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-		return n
-	}
+	_, count := openServerDB(t, data)
 
 	ctx, problems := newBrowser(t, 800, 1280)
 	group := demo.VillageCode + "001"

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"image"
 	"image/png"
 	"io"
@@ -26,8 +25,6 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
-
-	"fieldsync/server/demo"
 )
 
 // chunkSize is the app's tus chunk (CHUNK in js/sync.js).
@@ -87,24 +84,10 @@ func TestBrowser_FieldAppUploadResumes(t *testing.T) {
 		rp.ServeHTTP(w, r)
 	}))
 	defer proxy.Close()
-	var login struct{ Token string }
-	apiJSON(t, "POST", base+"/api/v1/auth/login", "", map[string]string{"username": "admin", "password": demo.DemoPassword}, &login)
-	var users []struct {
-		ID       int64
-		Username string
-	}
-	apiJSON(t, "GET", base+"/api/v1/users", login.Token, nil, &users)
-	var userID int64
-	for _, u := range users {
-		if u.Username == "wangge_zhao" {
-			userID = u.ID
-		}
-	}
-	var ec struct{ Code string }
-	apiJSON(t, "POST", fmt.Sprintf("%s/api/v1/users/%d/enrollment-codes", base, userID), login.Token, map[string]any{}, &ec)
+	en := demoEnrollment(t, base, "wangge_zhao")
 	app := proxy.URL + "/app/"
 	step(t, ctx, "enroll", chromedp.Navigate(app), chromedp.WaitVisible(chromedp.ID("code")),
-		chromedp.SendKeys(chromedp.ID("code"), ec.Code), chromedp.Click(chromedp.ID("enrollbtn")))
+		chromedp.SendKeys(chromedp.ID("code"), en.Code), chromedp.Click(chromedp.ID("enrollbtn")))
 	waitFor(t, ctx, "first sync", `/^[1-9][0-9]* 户$/.test((document.getElementById('hhcount') || {}).textContent || '')`)
 	waitFor(t, ctx, "service worker in control", `!!navigator.serviceWorker.controller`)
 	hh := eval[string](t, ctx, `fieldsyncApp.db.read(['households'], t => t.all('households', null, 1)).then(r => r[0].id)`)
@@ -207,7 +190,7 @@ func TestBrowser_FieldAppUploadResumes(t *testing.T) {
 		t.Errorf("the log does not show a resumed upload:\n%s", applog)
 	}
 	req, _ := http.NewRequest("GET", base+"/api/v1/evidence/"+sha, nil)
-	req.Header.Set("Authorization", "Bearer "+login.Token)
+	req.Header.Set("Authorization", "Bearer "+en.AdminToken)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
