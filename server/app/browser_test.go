@@ -529,6 +529,29 @@ func TestBrowser_FieldAppOfflineDay(t *testing.T) {
 			t.Errorf("%d left in the outbox", n)
 		}
 	})
+	t.Run("refused visit corrected and sent again", func(t *testing.T) {
+		before := count(`SELECT count(*) FROM visits WHERE household_id = ?`, hhIDs[0])
+		step(t, ctx, "redo", chromedp.Click(chromedp.CSS(`#rejectedlist a.btn`)), chromedp.WaitVisible(chromedp.ID("f_capacity_m3")))
+		waitFor(t, ctx, "the refused answers in the form", `document.getElementById('f_site_name').value === 'x' && document.getElementById('f_capacity_m3').value === 'abc'`)
+		eval[bool](t, ctx, `(() => { const c = document.getElementById('f_capacity_m3'); c.value = '30'; c.dispatchEvent(new Event('input', {bubbles: true})); return true; })()`)
+		step(t, ctx, "photo", chromedp.SetUploadFiles(chromedp.CSS(`input[data-slot-gallery="progress"]`), []string{photos[0]}, chromedp.NodeReady))
+		waitFor(t, ctx, "photo in the slot", `document.querySelectorAll('#slot_progress img').length === 1`)
+		step(t, ctx, "save", chromedp.SetValue(chromedp.ID("gps_reason_pick"), "山谷里没有信号"), chromedp.Click(chromedp.ID("save")))
+		waitFor(t, ctx, "saved", `location.hash.startsWith('#/hh/')`)
+		if r := syncNow(t, ctx); r != "ok" {
+			t.Fatalf("sync: %s", r)
+		}
+		if n := count(`SELECT count(*) FROM visits WHERE household_id = ? AND json_extract(answers, '$.capacity_m3') = 30 AND json_extract(answers, '$.site_name') = 'x'`, hhIDs[0]); n != 1 {
+			t.Errorf("corrected visit on the server %d times", n)
+		}
+		if n := count(`SELECT count(*) FROM visits WHERE household_id = ?`, hhIDs[0]); n != before+1 {
+			t.Errorf("visits of the household: %d, then %d", before, n)
+		}
+		step(t, ctx, "outbox page", chromedp.Navigate(app+"#/outbox"), chromedp.WaitVisible(chromedp.ID("rejectedlist")))
+		if txt := eval[string](t, ctx, `document.getElementById('rejectedlist').textContent`); !strings.Contains(txt, "已修改并重新保存") || strings.Contains(txt, "修改后重新提交") {
+			t.Errorf("rejected list after the correction: %q", txt)
+		}
+	})
 	t.Run("rework task shown and cleared", func(t *testing.T) {
 		var hh, reason string
 		err := db.QueryRow(`SELECT household_id, reason FROM tasks WHERE state = 'open' AND `+strings.Replace(inScope, "deleted = 0", "1", 1)+` ORDER BY id LIMIT 1`).Scan(&hh, &reason)

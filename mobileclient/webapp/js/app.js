@@ -3,7 +3,7 @@
 // between screens and drives automatic sync.
 
 import { openDB } from './db.js';
-import { h } from './util.js';
+import { h, newID } from './util.js';
 import { Syncer, call, LOCK_NAME, PROTOCOL_VERSION, UPDATE_NEEDED } from './sync.js';
 import * as ui from './ui.js';
 import { renderVisit } from './visit.js';
@@ -89,6 +89,7 @@ async function route() {
         case 'hhedit': await editHouseholdScreen(app, root, parts[1]); break;
         case 'hhnew': await newHouseholdScreen(app, root, parts[1]); break;
         case 'visit': await visitRoute(root, parts[1], parts[2], parts[3]); break;
+        case 'redo': await redoRoute(parts[1]); return;
         case 'outbox': await ui.outboxScreen(app, root); break;
         case 'log': await ui.logScreen(app, root); break;
         case 'settings': await ui.settingsScreen(app, root); break;
@@ -109,6 +110,29 @@ async function visitRoute(main, hhID, formID, taskID) {
   const form = latestForms(forms)[0];
   if (!hh || !form) { main.replaceChildren(h('h1', {}, '找不到农户或表单'), h('a', { class: 'btn', href: '#/' }, '回首页')); return; }
   await renderVisit(app, main, { household: hh, form, correctsVisitID: task ? task.visit_id : '', taskReason: task ? task.reason : '' });
+}
+
+/**
+ * redoRoute reopens a visit the server refused as a new draft with its
+ * answers and attachments, so that the worker corrects it and saves it
+ * again (a new visit: the refused one stays refused). The visit form then
+ * marks the refusal as redone.
+ */
+async function redoRoute(seq) {
+  const r = await app.db.read(['rejected'], (t) => t.get('rejected', Number(seq)));
+  const v = r && r.body && r.body.visit;
+  if (!v) { location.hash = '#/outbox'; return; }
+  const task = v.corrects_visit_id
+    ? (await app.db.read(['tasks'], (t) => t.all('tasks'))).find((x) => x.visit_id === v.corrects_visit_id) : null;
+  const corrects = task ? v.corrects_visit_id : '';
+  const draft = {
+    id: `draft:${v.household_id}:${v.form_id}:${corrects}`, household_id: v.household_id, form_id: v.form_id,
+    form_version: v.form_version, visit_id: newID(), answers: v.answers || {},
+    evidence: (v.evidence || []).map(({ sha256, size, media_type, slot }) => ({ sha256, size, media_type, slot })),
+    corrects_visit_id: corrects, redo_seq: r.seq, started: new Date().toISOString(),
+  };
+  await app.db.write(['drafts'], (t) => t.put('drafts', draft));
+  location.hash = `#/visit/${encodeURIComponent(v.household_id)}/${encodeURIComponent(v.form_id)}` + (task ? '/' + encodeURIComponent(task.id) : '');
 }
 
 // --- service worker: install, and take a new version only when idle ---

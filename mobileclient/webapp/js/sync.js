@@ -555,16 +555,23 @@ export class IDBUrlStorage {
  * sequence number, fresh HLC) and the upload rows of its evidence, and
  * removes the draft, all in one transaction.
  */
-export async function saveVisit(db, visit, draftID, localExtra = {}) {
-  return db.write(['visits', 'outbox', 'meta', 'drafts', 'uploads', 'photos'], async (t) => {
+export async function saveVisit(db, visit, draftID, localExtra = {}, redoSeq = null) {
+  return db.write(['visits', 'outbox', 'meta', 'drafts', 'uploads', 'photos', 'rejected'], async (t) => {
     for (const e of visit.evidence || []) {
       const p = await t.get('photos', e.sha256);
       if (!p) throw new Error('附件丢失，请重新拍摄');
-      if (!(await t.get('uploads', e.sha256))) await t.put('uploads', { sha256: e.sha256, size: e.size, media_type: e.media_type, state: 'pending', visit_id: visit.id });
+      const u = await t.get('uploads', e.sha256);
+      // A file given up with a refused visit goes again with its corrected one.
+      if (!u || u.state === 'failed') await t.put('uploads', { sha256: e.sha256, size: e.size, media_type: e.media_type, state: 'pending', visit_id: visit.id });
     }
     const seq = await enqueue(t, 'visit.create', 'visit', visit, nextHLC);
     await t.put('visits', { ...visit, ...localExtra, local: true, seq });
     if (draftID) await t.del('drafts', draftID);
+    if (redoSeq != null) {
+      // The refused visit this one corrects (see redoRoute in app.js).
+      const r = await t.get('rejected', redoSeq);
+      if (r) await t.put('rejected', { ...r, redone: visit.id });
+    }
     return seq;
   });
 }

@@ -299,7 +299,11 @@ export async function outboxScreen(app, root) {
     rejected.length ? h('h2', {}, `被服务器拒绝（${rejected.length}）`) : '',
     h('ul', { class: 'list', id: 'rejectedlist' }, rejected.map((r) => h('li', {}, h('div', { class: 'card' },
       h('strong', {}, `#${r.seq} ${KIND_ZH[r.kind] || r.kind}`), h('div', { class: 'err' }, rejectText(r.code, r.message)),
-      h('p', { class: 'hint' }, fmtTime(r.at)))))),
+      h('p', { class: 'hint' }, fmtTime(r.at)),
+      r.kind === 'visit.create' && r.body && r.body.visit
+        ? (r.redone ? h('p', { class: 'hint' }, '已修改并重新保存')
+          : h('a', { class: 'btn', id: 'redo-' + r.seq, href: '#/redo/' + r.seq }, '修改后重新提交'))
+        : '')))),
     h('h2', {}, '附件'),
     h('ul', { class: 'list', id: 'uploadlist' }, uploads.filter((u) => u.state !== 'done').map((u) => h('li', {}, h('div', { class: 'card' },
       `${u.sha256.slice(0, 12)}… ${fmtBytes(u.size)} ${upState[u.state] || u.state}`, u.error ? h('div', { class: 'err' }, u.error) : '')))),

@@ -379,7 +379,7 @@ export async function renderVisit(app, root, { household, form, correctsVisitID,
       saveDraft.cancel();
       saved = true;
       try {
-        await saveVisit(db, visit, draftID);
+        await saveVisit(db, visit, draftID, {}, draft.redo_seq);
       } catch (e) {
         saved = false; // nothing was written: the draft stays and can be saved again
         throw e;
