@@ -92,7 +92,7 @@ func newBrowserOn(t *testing.T, w, h int, profile string) (context.Context, func
 
 // appShot keeps a screenshot of the app's visible screen as
 // app-<name>.png when FIELDSYNC_SCREENSHOTS is set ("1": the README's
-// docs/screenshots; see servertest.SaveScreenshot).
+// testdata/screenshots; see servertest.SaveScreenshot).
 func appShot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
 	if os.Getenv("FIELDSYNC_SCREENSHOTS") == "" {

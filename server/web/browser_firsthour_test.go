@@ -1,20 +1,14 @@
 package web_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"image"
-	"image/color"
-	"image/draw"
-	"image/png"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -148,7 +142,7 @@ func pagePattern(u *url.URL) string {
 // Chinese, with every time in the programme's zone; a supervisor approves
 // a visit, sends one back for rework, and sees a bulk action without a
 // reason refused in red. With FIELDSYNC_SCREENSHOTS=1 it saves the
-// README's console screenshots (docs/screenshots/console-*.png).
+// README's console screenshots (testdata/screenshots/console-*.png).
 func TestBrowser_FirstHour(t *testing.T) {
 	ctx, problems := newBrowser(t)
 	base := startDemo(t)
@@ -399,72 +393,15 @@ func waitNewPage(t *testing.T, ctx context.Context) {
 }
 
 // readmeShot saves what the browser window shows (1280×900) as
-// docs/screenshots/console-NAME.png, one of the README's pictures, in 256
-// colours (a third of the size; the console's flat colours and text keep).
+// console-NAME.png, one of the README's pictures (see
+// servertest.SaveScreenshot: testdata/screenshots, in 256 colours).
 func readmeShot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
 	shot, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := png.Decode(bytes.NewReader(shot))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	enc := png.Encoder{CompressionLevel: png.BestCompression}
-	if err := enc.Encode(&buf, paletted(img)); err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join("..", "..", "docs", "screenshots")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "console-"+name+".png"), buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("docs/screenshots/console-%s.png: %d bytes", name, buf.Len())
-}
-
-// paletted maps img to 256 colours: its 192 commonest (the page's own)
-// and a 4×4×4 colour cube, dithered, for the photos.
-func paletted(img image.Image) *image.Paletted {
-	b := img.Bounds()
-	rgba := func(x, y int) color.RGBA {
-		r, g, bl, _ := img.At(x, y).RGBA()
-		return color.RGBA{uint8(r >> 8), uint8(g >> 8), uint8(bl >> 8), 255}
-	}
-	counts := map[color.RGBA]int{}
-	for y := b.Min.Y; y < b.Max.Y; y++ {
-		for x := b.Min.X; x < b.Max.X; x++ {
-			counts[rgba(x, y)]++
-		}
-	}
-	common := make([]color.RGBA, 0, len(counts))
-	for c := range counts {
-		common = append(common, c)
-	}
-	sort.Slice(common, func(i, j int) bool {
-		if counts[common[i]] != counts[common[j]] {
-			return counts[common[i]] > counts[common[j]]
-		}
-		a, c := common[i], common[j]
-		return uint32(a.R)<<16|uint32(a.G)<<8|uint32(a.B) < uint32(c.R)<<16|uint32(c.G)<<8|uint32(c.B)
-	})
-	var pal color.Palette
-	for _, c := range common[:min(192, len(common))] {
-		pal = append(pal, c)
-	}
-	for r := 0; r < 4; r++ {
-		for g := 0; g < 4; g++ {
-			for bl := 0; bl < 4; bl++ {
-				pal = append(pal, color.RGBA{uint8(r * 85), uint8(g * 85), uint8(bl * 85), 255})
-			}
-		}
-	}
-	out := image.NewPaletted(b, pal)
-	draw.FloydSteinberg.Draw(out, b, img, b.Min) // the page's colours are exact; photos dither
-	return out
+	servertest.SaveScreenshot(t, "console-"+name+".png", shot)
 }
 
 func apiLogin(t *testing.T, base, user string) string {
