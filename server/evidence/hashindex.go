@@ -115,6 +115,28 @@ func (x *HashIndex[K]) Add(key K, h uint64) {
 	}
 }
 
+// AddNew adds entries whose keys are not in x yet (a store's own rows,
+// loaded at open), sorting the bands once at the end: a million Adds
+// re-sort them about a hundred times (7.7 s), one AddNew once.
+func (x *HashIndex[K]) AddNew(keys []K, hashes []uint64) {
+	if len(keys) != len(hashes) {
+		panic("evidence: AddNew with unequal lists")
+	}
+	if len(keys) == 0 {
+		return
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for i, k := range keys {
+		x.tail = append(x.tail, int32(len(x.keys)))
+		x.keys = append(x.keys, k)
+		x.hashes = append(x.hashes, hashes[i])
+		x.live = append(x.live, true)
+	}
+	x.n += len(keys)
+	x.rebuild()
+}
+
 // Remove deletes key, stored with hash h; it reports whether it was there.
 func (x *HashIndex[K]) Remove(key K, h uint64) bool {
 	x.mu.Lock()

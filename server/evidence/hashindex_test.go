@@ -124,6 +124,47 @@ func TestHashIndex_EqualsScan(t *testing.T) {
 	}
 }
 
+// TestHashIndex_AddNew: entries loaded in bulk (as at open), then added
+// and removed one by one, answer as a scan does.
+func TestHashIndex_AddNew(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	base := r.Uint64()
+	x := NewHashIndex[int]()
+	stored := map[int]uint64{}
+	for chunk := range 3 {
+		var keys []int
+		var hs []uint64
+		for i := range 1500 {
+			k := chunk*1500 + i
+			h := flip(r, base, r.IntN(16), ^uint64(0))
+			keys, hs = append(keys, k), append(hs, h)
+			stored[k] = h
+		}
+		x.AddNew(keys, hs)
+	}
+	x.AddNew(nil, nil)
+	for k := 5000; k < 5100; k++ {
+		stored[k] = flip(r, base, r.IntN(16), ^uint64(0))
+		x.Add(k, stored[k])
+	}
+	for k := 0; k < 300; k++ {
+		if !x.Remove(k, stored[k]) {
+			t.Fatalf("Remove(%d) found nothing", k)
+		}
+		delete(stored, k)
+	}
+	if x.Len() != len(stored) {
+		t.Fatalf("Len %d, want %d", x.Len(), len(stored))
+	}
+	for q := range 200 {
+		h := flip(r, base, r.IntN(10), ^uint64(0))
+		d := []int{0, 4, 8, 12}[q%4]
+		if got, want := indexNear(t, x, h, d), scanNear(stored, h, d); !slices.Equal(got, want) {
+			t.Fatalf("query %016x within %d: index %d, scan %d", h, d, len(got), len(want))
+		}
+	}
+}
+
 func TestHashIndex_RemoveAndReuse(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	x := NewHashIndex[int]()
@@ -205,8 +246,8 @@ func BenchmarkHashIndex_Near(b *testing.B) {
 	}
 }
 
-// BenchmarkHashIndex_Build adds n random hashes one by one (what loading
-// the index at start does) and reports the heap bytes per entry.
+// BenchmarkHashIndex_Build loads n random hashes as opening a store does
+// (AddNew in chunks of 100,000) and reports the heap bytes per entry.
 func BenchmarkHashIndex_Build(b *testing.B) {
 	for _, n := range []int{100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
@@ -214,10 +255,16 @@ func BenchmarkHashIndex_Build(b *testing.B) {
 			var x *HashIndex[[32]byte]
 			for b.Loop() {
 				x = NewHashIndex[[32]byte]()
+				var keys [][32]byte
+				var hs []uint64
 				for i := range n {
 					var k [32]byte
 					k[0], k[1], k[2], k[3] = byte(i), byte(i>>8), byte(i>>16), byte(i>>24)
-					x.Add(k, r.Uint64())
+					keys, hs = append(keys, k), append(hs, r.Uint64())
+					if len(keys) == 100_000 || i == n-1 {
+						x.AddNew(keys, hs)
+						keys, hs = keys[:0], hs[:0]
+					}
 				}
 			}
 			var ms runtime.MemStats

@@ -61,6 +61,11 @@ func (s *Store) loadHashes(ctx context.Context, query string) error {
 		return err
 	}
 	defer rows.Close()
+	// In chunks (AddNew sorts once per chunk): the rows are the table's,
+	// so no key is in the index twice.
+	const chunk = 100_000
+	var keys []hashKey
+	var hs []uint64
 	for rows.Next() {
 		var sum string
 		var variant uint8
@@ -69,10 +74,18 @@ func (s *Store) loadHashes(ctx context.Context, query string) error {
 			return err
 		}
 		if k, ok := keyOf(sum); ok {
-			s.near.Add(hashKey{k, variant}, uint64(ph))
+			keys, hs = append(keys, hashKey{k, variant}), append(hs, uint64(ph))
+		}
+		if len(keys) == chunk {
+			s.near.AddNew(keys, hs)
+			keys, hs = keys[:0], hs[:0]
 		}
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	s.near.AddNew(keys, hs)
+	return nil
 }
 
 // indexHashes records in the near-duplicate index that blob sum now has
