@@ -404,7 +404,12 @@ func Members(fields map[string]json.RawMessage) []Member {
 	return out
 }
 
-func isHead(rel string) bool { return rel == "户主" || rel == "戶主" || rel == "head" }
+// headTraditional is 户主 in Traditional script ("\u6236主"), which
+// registers typed on Traditional-script systems carry: accepted as input,
+// never written.
+const headTraditional = "\u6236主"
+
+func isHead(rel string) bool { return rel == "户主" || rel == headTraditional || rel == "head" }
 
 func fieldString(fields map[string]json.RawMessage, k string) string {
 	var s string
