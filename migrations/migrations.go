@@ -1,7 +1,8 @@
 // Package migrations holds fieldsync's database schemas as numbered .sql
 // files embedded in the binary, and the small runner that applies them.
 //
-// The server schema lives in server/, the device schema in device/. Files
+// The server schema lives in server/ (SQLite) and postgres/ (PostgreSQL,
+// the same version numbers and names), the device schema in device/. Files
 // are named NNNN_description.sql; each runs in its own transaction together
 // with the row that records it in schema_migrations, so a crash mid-way
 // leaves the database at the previous version, never between two.
@@ -21,11 +22,15 @@ import (
 	"time"
 )
 
-//go:embed server/*.sql device/*.sql
+//go:embed server/*.sql device/*.sql postgres/*.sql
 var files embed.FS
 
 // Server is the server schema.
 var Server = mustSub("server")
+
+// Postgres is the server schema for PostgreSQL: the same versions and
+// names as Server, in PostgreSQL's types.
+var Postgres = mustSub("postgres")
 
 // Device is the device (mobileclient) schema.
 var Device = mustSub("device")

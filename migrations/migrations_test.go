@@ -132,3 +132,25 @@ func TestList_BadNames(t *testing.T) {
 		}
 	}
 }
+
+// The PostgreSQL schema has a migration for every SQLite one, of the same
+// version and name, and none more: a database is at the same version
+// whichever engine holds it.
+func TestPostgresMatchesServerVersions(t *testing.T) {
+	lite, err := migrations.List(migrations.Server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, err := migrations.List(migrations.Postgres)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lite) != len(pg) {
+		t.Fatalf("server has %d migrations, postgres %d", len(lite), len(pg))
+	}
+	for i := range lite {
+		if lite[i].Version != pg[i].Version || lite[i].Name != pg[i].Name {
+			t.Errorf("migration %d: server %04d_%s, postgres %04d_%s", i, lite[i].Version, lite[i].Name, pg[i].Version, pg[i].Name)
+		}
+	}
+}
