@@ -86,6 +86,9 @@ func StartWith(t testing.TB, o Options) *Env {
 	}
 	cfg := o.Store
 	cfg.Path = filepath.Join(dir, "fieldsync.db")
+	if Engine() == "postgres" {
+		cfg.Path, cfg.PostgresURL = "", postgresFor(t, dir)
+	}
 	st, err := sqlstore.Open(ctx, cfg)
 	if err != nil {
 		t.Fatalf("servertest: open store: %v", err)

@@ -22,7 +22,7 @@ type ConflictRow struct {
 
 // ListConflicts lists conflicts in places (nil: all) with state ("" any).
 func (s *Store) ListConflicts(ctx context.Context, places map[string]bool, state string) ([]ConflictRow, error) {
-	q := `SELECT c.id, c.place_code, COALESCE(json_extract(h.fields, '$.head_name'), ''), COALESCE(c.resolution, '')
+	q := `SELECT c.id, c.place_code, COALESCE((h.fields ->> 'head_name'), ''), COALESCE(c.resolution, '')
 		FROM conflicts c JOIN households h ON h.id = c.household_id WHERE 1=1`
 	var args []any
 	if state != "" {

@@ -58,7 +58,7 @@ func (s *Store) consoleScopeOf(ctx context.Context, roots []string) (consoleScop
 		if n := len(sc.ranges); n > 0 && strings.HasPrefix(p, sc.ranges[n-1][0]) {
 			continue
 		}
-		sc.ranges = append(sc.ranges, [2]string{p, p + "\xff"})
+		sc.ranges = append(sc.ranges, [2]string{p, pathEnd(p)})
 	}
 	return sc, nil
 }
@@ -75,7 +75,7 @@ func (sc consoleScope) placeIn(col string) (string, []any) {
 	// One parameter, a JSON array of [low, high) path ranges: the SQL
 	// text is the same for every scope.
 	return col + ` IN (SELECT pl.code FROM json_each(?) r JOIN places pl
-		ON pl.path >= json_extract(r.value, '$[0]') AND pl.path < json_extract(r.value, '$[1]'))`, []any{jsonList(sc.ranges)}
+		ON pl.path >= (r.value ->> 0) AND pl.path < (r.value ->> 1))`, []any{jsonList(sc.ranges)}
 }
 
 // consoleRequired returns a CTE "req(form_id, form_version, slot,
@@ -100,8 +100,8 @@ func (s *Store) consoleRequired(ctx context.Context) (cte string, args []any, ok
 	}
 	// One parameter, a JSON array of [form_id, form_version, slot,
 	// min_count]: the SQL text is the same whatever the forms.
-	return `req(form_id, form_version, slot, min_count) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-		json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?))`, []any{jsonList(vals)}, true, nil
+	return `req(form_id, form_version, slot, min_count) AS MATERIALIZED (SELECT r.value ->> 0, CAST(r.value ->> 1 AS INTEGER),
+		r.value ->> 2, CAST(r.value ->> 3 AS INTEGER) FROM json_each(?) r)`, []any{jsonList(vals)}, true, nil
 }
 
 // consoleIncomplete is an SQL condition, true for a visit v some of whose
@@ -162,7 +162,7 @@ func (s *Store) ConsoleProgress(ctx context.Context, root string, monthFrom, mon
 	if err != nil {
 		return nil, err
 	}
-	places, err := s.queryPlaces(ctx, `SELECT `+placeCols+` FROM places WHERE path >= ? AND path < ? ORDER BY path`, rp.Path, rp.Path+"\xff")
+	places, err := s.queryPlaces(ctx, `SELECT `+placeCols+` FROM places WHERE path >= ? AND path < ? ORDER BY path`, rp.Path, pathEnd(rp.Path))
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +170,7 @@ func (s *Store) ConsoleProgress(ctx context.Context, root string, monthFrom, mon
 	for _, p := range places {
 		own[p.Code] = &PlaceProgress{}
 	}
-	sc := consoleScope{ranges: [][2]string{{rp.Path, rp.Path + "\xff"}}}
+	sc := consoleScope{ranges: [][2]string{{rp.Path, pathEnd(rp.Path)}}}
 	in, inArgs := sc.placeIn("place_code")
 	vin, _ := sc.placeIn("v.place_code")
 	get := func(code string) *PlaceProgress {
@@ -299,7 +299,7 @@ func (s *Store) ConsoleProgress(ctx context.Context, root string, monthFrom, mon
 	}
 	// Cadres: field workers with an assigned place in each subtree.
 	rows, err := s.readRows(ctx, `SELECT up.user_id, p.path FROM user_places up JOIN users u ON u.id = up.user_id JOIN places p ON p.code = up.place_code
-		WHERE u.role = 'field_worker' AND u.disabled = 0 AND p.path >= ? AND p.path < ?`, rp.Path, rp.Path+"\xff")
+		WHERE u.role = 'field_worker' AND u.disabled = 0 AND p.path >= ? AND p.path < ?`, rp.Path, pathEnd(rp.Path))
 	if err != nil {
 		return nil, fmt.Errorf("console progress: cadres: %w", err)
 	}
@@ -364,7 +364,7 @@ func (s *Store) ConsoleCadres(ctx context.Context, root string, from, to time.Ti
 			(SELECT count(*) FROM visits v WHERE v.user_id = u.id AND v.device_time >= ? AND v.device_time < ?)
 		FROM users u JOIN user_places up ON up.user_id = u.id JOIN places p ON p.code = up.place_code
 		WHERE u.role = 'field_worker' AND u.disabled = 0 AND p.path >= ? AND p.path < ?
-		GROUP BY u.id ORDER BY u.username`, consoleBound(from), consoleBound(to), rp.Path, rp.Path+"\xff")
+		GROUP BY u.id ORDER BY u.username`, consoleBound(from), consoleBound(to), rp.Path, pathEnd(rp.Path))
 	if err != nil {
 		return nil, fmt.Errorf("console cadres: %w", err)
 	}
@@ -398,7 +398,7 @@ func (s *Store) ConsoleVisitsPerDay(ctx context.Context, root string, from, to t
 	if err != nil {
 		return nil, err
 	}
-	sc := consoleScope{ranges: [][2]string{{rp.Path, rp.Path + "\xff"}}}
+	sc := consoleScope{ranges: [][2]string{{rp.Path, pathEnd(rp.Path)}}}
 	in, inArgs := sc.placeIn("place_code")
 	mod := fmt.Sprintf("%+d minutes", offsetMinutes)
 	args := append([]any{mod, consoleBound(from), consoleBound(to)}, inArgs...)
@@ -462,7 +462,7 @@ func (s *Store) ConsoleHouseholds(ctx context.Context, root string, since time.T
 	if limit <= 0 {
 		limit = 20000
 	}
-	sc := consoleScope{ranges: [][2]string{{rp.Path, rp.Path + "\xff"}}}
+	sc := consoleScope{ranges: [][2]string{{rp.Path, pathEnd(rp.Path)}}}
 	in, inArgs := sc.placeIn("place_code")
 	vin, _ := sc.placeIn("v.place_code")
 	hin, _ := sc.placeIn("h.place_code")
@@ -472,7 +472,7 @@ func (s *Store) ConsoleHouseholds(ctx context.Context, root string, since time.T
 	args = append(args, inArgs...) // flags
 	args = append(args, inArgs...) // tasks
 	args = append(args, inArgs...) // households
-	rows, err := s.readRows(ctx, `SELECT h.id, h.place_code, COALESCE(json_extract(h.fields, '$.head_name'), ''), h.lon, h.lat,
+	rows, err := s.readRows(ctx, `SELECT h.id, h.place_code, COALESCE((h.fields ->> 'head_name'), ''), h.lon, h.lat,
 			COALESCE(vs.n, 0), COALESCE(vs.last, ''), fl.household_id IS NOT NULL, tk.household_id IS NOT NULL
 		FROM households h
 		LEFT JOIN (SELECT v.household_id, count(*) AS n, max(v.device_time) AS last FROM visits v
@@ -532,7 +532,7 @@ func (s *Store) ConsoleVisitPoints(ctx context.Context, root string, since time.
 	if limit <= 0 {
 		limit = 5000
 	}
-	sc := consoleScope{ranges: [][2]string{{rp.Path, rp.Path + "\xff"}}}
+	sc := consoleScope{ranges: [][2]string{{rp.Path, pathEnd(rp.Path)}}}
 	vin, inArgs := sc.placeIn("v.place_code")
 	args := append([]any{consoleBound(since)}, inArgs...)
 	rows, err := s.readRows(ctx, `SELECT v.id, v.household_id, v.form_id, v.lon, v.lat, COALESCE(v.accuracy_m, 0), v.review_state, v.device_time
@@ -612,7 +612,7 @@ func (s *Store) ConsoleEvidenceGaps(ctx context.Context, root string, limit, off
 	}
 	offset = max(offset, 0)
 	rep := &EvidenceGapReport{ByPlace: map[string]int{}, BySlot: []GapSummary{}, Items: []VisitEvidenceGap{}}
-	gaps, args, ok, err := s.gapsCTE(ctx, consoleScope{ranges: [][2]string{{rp.Path, rp.Path + "\xff"}}})
+	gaps, args, ok, err := s.gapsCTE(ctx, consoleScope{ranges: [][2]string{{rp.Path, pathEnd(rp.Path)}}})
 	if err != nil || !ok {
 		return rep, err
 	}
@@ -652,7 +652,7 @@ func (s *Store) ConsoleEvidenceGaps(ctx context.Context, root string, limit, off
 	})
 	// Items: the newest visits with gaps, with every slot they lack.
 	rows, err = s.readRows(ctx, gaps+`, top AS (SELECT DISTINCT visit_id, device_time FROM g ORDER BY device_time DESC, visit_id LIMIT ? OFFSET ?)
-		SELECT g.visit_id, g.household_id, COALESCE(json_extract(h.fields, '$.head_name'), ''), g.place_code, p.name, g.form_id, g.form_version,
+		SELECT g.visit_id, g.household_id, COALESCE((h.fields ->> 'head_name'), ''), g.place_code, p.name, g.form_id, g.form_version,
 			COALESCE(u.username, ''), g.device_time, g.review_state, g.slot, g.min_count, g.referenced, g.present
 		FROM g JOIN top ON top.visit_id = g.visit_id JOIN households h ON h.id = g.household_id JOIN places p ON p.code = g.place_code
 		LEFT JOIN users u ON u.id = g.user_id
@@ -899,7 +899,7 @@ func (s *Store) ExportVisits(ctx context.Context, f ExportFilter, fn func(*Expor
 	}
 	// The rows stream to a client for as long as it reads: the exports'
 	// share of the read pool (see readGate).
-	rows, err := s.readRows(bulk(ctx), `SELECT v.id, v.household_id, COALESCE(json_extract(h.fields, '$.head_name'), ''), v.place_code, p.name,
+	rows, err := s.readRows(bulk(ctx), `SELECT v.id, v.household_id, COALESCE((h.fields ->> 'head_name'), ''), v.place_code, p.name,
 			v.form_id, v.form_version, v.answers, v.lon, v.lat, COALESCE(v.accuracy_m, 0), v.device_time, v.server_time,
 			v.review_state, v.review_step, COALESCE(u.username, ''), COALESCE(v.device_id, ''), COALESCE(v.corrects_visit_id, ''),
 			(SELECT count(*) FROM visit_evidence ve WHERE ve.visit_id = v.id),

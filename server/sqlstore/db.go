@@ -27,8 +27,13 @@ import (
 
 // Config configures the store.
 type Config struct {
-	// Path is the SQLite file. Required.
+	// Path is the SQLite file. Required unless PostgresURL is set.
 	Path string
+	// PostgresURL selects PostgreSQL (postgres://user@host/db?...) instead
+	// of SQLite: the same store, its SQL rewritten by package pgsql, every
+	// write transaction ordered by the sync_head row lock so that any
+	// number of instances can share the database.
+	PostgresURL string
 	// Readers is the size of the read pool (default: 2 × CPUs, at least 4).
 	Readers int
 	// PoolWait bounds how long a read waits for a pooled connection
@@ -66,8 +71,8 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() error {
-	if c.Path == "" {
-		return fmt.Errorf("sqlstore: Path required: %w", domain.ErrInvalid)
+	if c.Path == "" && c.PostgresURL == "" {
+		return fmt.Errorf("sqlstore: Path or PostgresURL required: %w", domain.ErrInvalid)
 	}
 	if c.Readers <= 0 {
 		c.Readers = max(4, 2*runtime.NumCPU())
@@ -100,6 +105,7 @@ func (c *Config) setDefaults() error {
 // Store is the SQLite implementation of the server's store interfaces.
 type Store struct {
 	cfg   Config
+	pg    bool    // PostgreSQL (Config.PostgresURL), else SQLite
 	w     *sql.DB // exactly one connection: the single writer
 	r     *sql.DB // read-only pool
 	clock syncproto.Clock
@@ -148,32 +154,17 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	w, err := sql.Open("sqlite3", DSN(cfg.Path, false, cfg.BusyTimeout))
+	var w, r *sql.DB
+	var err error
+	if cfg.PostgresURL != "" {
+		w, r, err = openPostgres(ctx, cfg)
+	} else {
+		w, r, err = openSQLite(ctx, cfg)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("sqlstore: open writer: %w", err)
+		return nil, err
 	}
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	w.SetConnMaxIdleTime(0)
-	if err := w.PingContext(ctx); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("sqlstore: open %s: %w", cfg.Path, err)
-	}
-	if _, err := migrations.Up(ctx, w, migrations.Server, 0); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("sqlstore: %w", err)
-	}
-	r, err := sql.Open("sqlite3", DSN(cfg.Path, true, cfg.BusyTimeout))
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("sqlstore: open readers: %w", err)
-	}
-	// One connection more than there are read tokens: the health check's
-	// own (see readGate).
-	r.SetMaxOpenConns(cfg.Readers + 1)
-	r.SetMaxIdleConns(cfg.Readers + 1)
-	s := &Store{cfg: cfg, w: w, r: r, done: make(chan struct{}), pushes: make(chan *pushJob, 1024),
+	s := &Store{cfg: cfg, pg: cfg.PostgresURL != "", w: w, r: r, done: make(chan struct{}), pushes: make(chan *pushJob, 1024),
 		gate: newReadGate(cfg.Readers, cfg.BackgroundReaders, cfg.PoolWait)}
 	s.clock.Now = cfg.Now
 	s.SetEvidenceConfig(cfg.Evidence)
@@ -189,6 +180,37 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	go s.writerLoop()
 	go s.healthLoop()
 	return s, nil
+}
+
+// openSQLite opens the single writer connection, applies the migrations
+// and opens the read-only pool.
+func openSQLite(ctx context.Context, cfg Config) (w, r *sql.DB, err error) {
+	w, err = sql.Open("sqlite3", DSN(cfg.Path, false, cfg.BusyTimeout))
+	if err != nil {
+		return nil, nil, fmt.Errorf("sqlstore: open writer: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
+		return nil, nil, fmt.Errorf("sqlstore: open %s: %w", cfg.Path, err)
+	}
+	if _, err := migrations.Up(ctx, w, migrations.Server, 0); err != nil {
+		w.Close()
+		return nil, nil, fmt.Errorf("sqlstore: %w", err)
+	}
+	r, err = sql.Open("sqlite3", DSN(cfg.Path, true, cfg.BusyTimeout))
+	if err != nil {
+		w.Close()
+		return nil, nil, fmt.Errorf("sqlstore: open readers: %w", err)
+	}
+	// One connection more than there are read tokens: the health check's
+	// own (see readGate).
+	r.SetMaxOpenConns(cfg.Readers + 1)
+	r.SetMaxIdleConns(cfg.Readers + 1)
+	return w, r, nil
 }
 
 // Close stops the writer and closes the database.
@@ -234,7 +256,10 @@ func (s *Store) initMeta(ctx context.Context) error {
 			if key == "cursor_key" {
 				v = randomHex(32)
 			}
-			_, err = s.w.ExecContext(ctx, `INSERT INTO meta(key, value) VALUES (?, ?)`, key, v)
+			if _, err = s.w.ExecContext(ctx, `INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT DO NOTHING`, key, v); err == nil {
+				// Another instance may have written it first: read what won.
+				err = s.w.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, key).Scan(&v)
+			}
 		}
 		return v, err
 	}
@@ -301,13 +326,13 @@ func (s *Store) writeExec(ctx context.Context, query string, args ...any) (int64
 }
 
 // logChange appends to the change log inside tx and returns its seq.
-func logChange(tx execer, now, entityType, entityID, placeCode, kind string) (int64, error) {
-	res, err := tx.ExecContext(context.Background(), `INSERT INTO changes(entity_type, entity_id, place_code, kind, created_at) VALUES (?, ?, ?, ?, ?)`,
-		entityType, entityID, placeCode, kind, now)
-	if err != nil {
+func logChange(tx querier, now, entityType, entityID, placeCode, kind string) (int64, error) {
+	var seq int64
+	if err := tx.QueryRowContext(context.Background(), `INSERT INTO changes(entity_type, entity_id, place_code, kind, created_at) VALUES (?, ?, ?, ?, ?) RETURNING seq`,
+		entityType, entityID, placeCode, kind, now).Scan(&seq); err != nil {
 		return 0, fmt.Errorf("change log: %w", err)
 	}
-	return res.LastInsertId()
+	return seq, nil
 }
 
 // scanStrings reads a one-column result into a slice (never nil) and
@@ -585,7 +610,13 @@ func (s *Store) readTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return err
 	}
 	defer release()
-	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	opts := &sql.TxOptions{ReadOnly: true}
+	if s.pg {
+		// One snapshot for every statement, as a SQLite read transaction
+		// has; PostgreSQL's default gives each statement its own.
+		opts.Isolation = sql.LevelRepeatableRead
+	}
+	tx, err := s.r.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("sqlstore: begin read: %w", err)
 	}

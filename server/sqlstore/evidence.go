@@ -282,7 +282,7 @@ func insertBlobTx(ctx context.Context, tx *sql.Tx, b upload.Blob) (fresh bool, e
 	if !b.Meta.IsZero() {
 		analyzed = domain.Timestamp(b.StoredAt)
 	}
-	res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO blobs(`+blobCols+`, analyzed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	res, err := tx.ExecContext(ctx, `INSERT INTO blobs(`+blobCols+`, analyzed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 		b.SHA256, b.Size, b.MediaType, domain.Timestamp(b.StoredAt), taken, lon, lat, phash, w, h, analyzed)
 	if err != nil {
 		return false, fmt.Errorf("record blob: %w", err)
@@ -454,8 +454,8 @@ func (s *Store) Referenced(ctx context.Context, deviceID, sum string) (bool, err
 	err := s.readRow(ctx, `SELECT EXISTS (SELECT 1 FROM visit_evidence ve JOIN visits v ON v.id = ve.visit_id
 			WHERE ve.sha256 = ? AND v.device_id = ?)
 		OR EXISTS (SELECT 1 FROM mutation_results WHERE device_id = ? AND kind = 'evidence.attach'
-			AND json_extract(result, '$.status') = 'applied'
-			AND json_extract(body, '$.evidence_attach.evidence.sha256') = ?)`, sum, deviceID, deviceID, sum).Scan(&ok)
+			AND (result ->> 'status') = 'applied'
+			AND (body -> 'evidence_attach' -> 'evidence' ->> 'sha256') = ?)`, sum, deviceID, deviceID, sum).Scan(&ok)
 	if err != nil {
 		return false, fmt.Errorf("referenced: %w", err)
 	}
@@ -1064,7 +1064,7 @@ func (s *Store) EvidenceGaps(ctx context.Context, roots []string, limit int) (ga
 		if err != nil {
 			return nil, false, fmt.Errorf("evidence gaps: %w", err)
 		}
-		sc.ranges = append(sc.ranges, [2]string{path, path + "\xff"})
+		sc.ranges = append(sc.ranges, [2]string{path, pathEnd(path)})
 	}
 	gaps = []evidence.VisitGap{}
 	cte, args, ok, err := s.gapsCTE(ctx, sc)

@@ -21,7 +21,7 @@ import (
 // holdBlobTx records that the device holds the blob and marks its visits'
 // links to it held. It returns the visits whose links it marked.
 func holdBlobTx(ctx context.Context, tx *sql.Tx, deviceID, sum, now string) ([]string, error) {
-	if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO blob_holders(sha256, device_id, since) VALUES (?, ?, ?)`, sum, deviceID, now); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO blob_holders(sha256, device_id, since) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, sum, deviceID, now); err != nil {
 		return nil, fmt.Errorf("hold blob: %w", err)
 	}
 	ids, err := queryStrings(ctx, tx, `SELECT DISTINCT ve.visit_id FROM visit_evidence ve JOIN visits v ON v.id = ve.visit_id
@@ -33,9 +33,9 @@ func holdBlobTx(ctx context.Context, tx *sql.Tx, deviceID, sum, now string) ([]s
 	// on others' visits.
 	attached, err := queryStrings(ctx, tx, `SELECT DISTINCT ve.visit_id FROM visit_evidence ve
 		WHERE ve.sha256 = ? AND ve.held = 0 AND ve.visit_id IN (
-			SELECT json_extract(body, '$.evidence_attach.visit_id') FROM mutation_results
-			WHERE device_id = ? AND kind = 'evidence.attach' AND json_extract(result, '$.status') = 'applied'
-			AND json_extract(body, '$.evidence_attach.evidence.sha256') = ?) ORDER BY 1`, sum, deviceID, sum)
+			SELECT (body -> 'evidence_attach' ->> 'visit_id') FROM mutation_results
+			WHERE device_id = ? AND kind = 'evidence.attach' AND (result ->> 'status') = 'applied'
+			AND (body -> 'evidence_attach' -> 'evidence' ->> 'sha256') = ?) ORDER BY 1`, sum, deviceID, sum)
 	if err != nil {
 		return nil, fmt.Errorf("hold blob: %w", err)
 	}

@@ -257,7 +257,7 @@ func (s *Store) ImportVisits(ctx context.Context, vs []ImportedVisit) error {
 			for _, e := range v.Evidence {
 				// An imported link is held: no device made it, the importer
 				// vouches for it (and puts the blob in the store itself).
-				if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO visit_evidence(visit_id, slot, sha256, size, media_type, held) VALUES (?, ?, ?, ?, ?, 1)`,
+				if _, err := tx.ExecContext(ctx, `INSERT INTO visit_evidence(visit_id, slot, sha256, size, media_type, held) VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT DO NOTHING`,
 					v.ID, e.Slot, e.SHA256, e.Size, e.MediaType); err != nil {
 					return err
 				}

@@ -22,15 +22,14 @@ func (s *Store) CreateUser(ctx context.Context, u domain.User) (domain.User, err
 	}
 	now := s.now()
 	err := s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO users(username, display_name, role, password_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)`,
-			u.Username, u.DisplayName, string(u.Role), u.PasswordHash, domain.Timestamp(now), domain.Timestamp(now))
+		err := tx.QueryRowContext(ctx, `INSERT INTO users(username, display_name, role, password_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
+			u.Username, u.DisplayName, string(u.Role), u.PasswordHash, domain.Timestamp(now), domain.Timestamp(now)).Scan(&u.ID)
 		if err != nil {
-			if strings.Contains(err.Error(), "UNIQUE") {
+			if isUniqueErr(err) {
 				return fmt.Errorf("user %s: %w", u.Username, domain.ErrExists)
 			}
 			return err
 		}
-		u.ID, _ = res.LastInsertId()
 		if err := setUserPlaces(ctx, tx, u.ID, u.PlaceCodes); err != nil {
 			return err
 		}
@@ -53,7 +52,7 @@ func setUserPlaces(ctx context.Context, tx *sql.Tx, userID int64, codes []string
 			}
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO user_places(user_id, place_code) VALUES (?, ?)`, userID, c); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO user_places(user_id, place_code) VALUES (?, ?) ON CONFLICT DO NOTHING`, userID, c); err != nil {
 			return err
 		}
 	}

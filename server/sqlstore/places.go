@@ -159,7 +159,7 @@ func (s *Store) Places(ctx context.Context, roots []string, withAncestors bool) 
 		if err != nil {
 			return nil, err
 		}
-		ps, err := s.queryPlaces(ctx, `SELECT `+placeCols+` FROM places WHERE path >= ? AND path < ? ORDER BY path`, rp.Path, rp.Path+"\xff")
+		ps, err := s.queryPlaces(ctx, `SELECT `+placeCols+` FROM places WHERE path >= ? AND path < ? ORDER BY path`, rp.Path, pathEnd(rp.Path))
 		if err != nil {
 			return nil, err
 		}
@@ -230,7 +230,7 @@ func subtree(ctx context.Context, q querier, roots []string) (map[string]bool, e
 		if err != nil {
 			return nil, err
 		}
-		rows, err := q.QueryContext(ctx, `SELECT code FROM places WHERE path >= ? AND path < ?`, path, path+"\xff")
+		rows, err := q.QueryContext(ctx, `SELECT code FROM places WHERE path >= ? AND path < ?`, path, pathEnd(path))
 		if err != nil {
 			return nil, err
 		}
@@ -248,4 +248,15 @@ func subtree(ctx context.Context, q querier, roots []string) (map[string]bool, e
 		}
 	}
 	return out, nil
+}
+
+// pathEnd is the exclusive upper bound of the subtree at path: every path
+// that starts with path sorts in [path, pathEnd(path)). A path ends in
+// "/", so the bound replaces that slash with "0", the next byte; the bound
+// stays valid UTF-8, which PostgreSQL requires of text.
+func pathEnd(path string) string {
+	if strings.HasSuffix(path, "/") {
+		return path[:len(path)-1] + "0"
+	}
+	return path + "\U0010FFFF"
 }

@@ -522,7 +522,7 @@ func (s *Store) placesTx(ctx context.Context, q querier, roots []string) ([]doma
 			return nil, err
 		}
 		codes := strings.Split(strings.Trim(path, "/"), "/")
-		args := []any{path, path + "\xff"}
+		args := []any{path, pathEnd(path)}
 		// The subtree and the root's ancestors (the codes on its path
 		// before its own), these as one JSON array parameter.
 		args = append(args, jsonList(codes[:len(codes)-1]))

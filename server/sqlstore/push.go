@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	sqlite3 "github.com/mattn/go-sqlite3"
 
 	"fieldsync/server/domain"
@@ -165,6 +166,16 @@ func (s *Store) runGroup(ctx context.Context, jobs []*pushJob) (lost int, err er
 	if err != nil {
 		return -1, fmt.Errorf("push: begin: %w", err)
 	}
+	if s.pg {
+		// Every write transaction of every instance takes this one row
+		// lock first and holds it to its commit: writes commit one after
+		// another, as on SQLite, so change seqs follow commit order and a
+		// read-modify-write sees no concurrent writer.
+		if _, err := tx.ExecContext(ctx, `SELECT seq FROM sync_head WHERE id = 1 FOR UPDATE`); err != nil {
+			_ = tx.Rollback()
+			return -1, fmt.Errorf("push: write lock: %w: %w", domain.ErrUnavailable, err)
+		}
+	}
 	for i, j := range jobs {
 		j.err, j.resp = nil, nil
 		if err := j.ctx.Err(); err != nil {
@@ -219,6 +230,9 @@ func (s *Store) runJob(tx *sql.Tx, i int, j *pushJob) (released bool) {
 // inTransaction reports whether the writer's connection is still inside
 // a transaction (SQLite's autocommit flag is off).
 func inTransaction(c *sql.Conn) bool {
+	if pgInTx, ok := pgTxActive(c); ok {
+		return pgInTx
+	}
 	active := true
 	_ = c.Raw(func(dc any) error {
 		if sc, ok := dc.(*sqlite3.SQLiteConn); ok {
@@ -687,7 +701,7 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 }
 
 func (a *applier) insertEvidence(visitID string, e syncproto.EvidenceRef) error {
-	_, err := a.x.ExecContext(a.ctx, `INSERT OR IGNORE INTO visit_evidence(visit_id, slot, sha256, size, media_type) VALUES (?, ?, ?, ?, ?)`,
+	_, err := a.x.ExecContext(a.ctx, `INSERT INTO visit_evidence(visit_id, slot, sha256, size, media_type) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 		visitID, e.Slot, e.SHA256, e.Size, e.MediaType)
 	if err != nil {
 		return fmt.Errorf("insert evidence: %w", err)
@@ -989,8 +1003,15 @@ func (a *applier) evidenceAttach(e *syncproto.EvidenceAttach) error {
 	return audit(a.ctx, a.x, a.now, "evidence.attach", "visit", e.VisitID, place, nil, e.Evidence)
 }
 
-// isUniqueErr reports a UNIQUE constraint failure.
-func isUniqueErr(err error) bool { return err != nil && strings.Contains(err.Error(), "UNIQUE") }
+// isUniqueErr reports a UNIQUE (or primary key) constraint failure, on
+// either engine.
+func isUniqueErr(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "23505"
+	}
+	return err != nil && strings.Contains(err.Error(), "UNIQUE")
+}
 
 func sortedRaw(m map[string]json.RawMessage) []string {
 	out := make([]string, 0, len(m))

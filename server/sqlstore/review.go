@@ -184,7 +184,7 @@ type VisitRow struct {
 
 // Visits lists visits matching f, newest first (then by id).
 func (s *Store) Visits(ctx context.Context, f VisitFilter) ([]VisitRow, error) {
-	q := `SELECT v.id, v.review_step, COALESCE(json_extract(h.fields, '$.head_name'), ''), p.name,
+	q := `SELECT v.id, v.review_step, COALESCE((h.fields ->> 'head_name'), ''), p.name,
 		(SELECT count(*) FROM evidence_flags ef WHERE ef.visit_id = v.id)
 		FROM visits v JOIN households h ON h.id = v.household_id JOIN places p ON p.code = v.place_code WHERE 1=1`
 	var args []any

@@ -1,0 +1,91 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+
+	"fieldsync/migrations"
+	"fieldsync/server/sqlstore/pgsql"
+)
+
+// migrateLockKey is the pg_advisory_lock key under which instances
+// migrate the schema one at a time ("fieldsyn" in ASCII).
+const migrateLockKey = 0x6669656c6473796e
+
+// openPostgres opens the writer (one connection, like SQLite's single
+// writer: an instance's writes go through its group commit) and the read
+// pool on PostgreSQL, and applies the migrations under an advisory lock
+// so that instances starting together migrate once.
+func openPostgres(ctx context.Context, cfg Config) (w, r *sql.DB, err error) {
+	w, err = pgsql.Open(cfg.PostgresURL, pgsql.Options{MaxConns: 1})
+	if err != nil {
+		return nil, nil, fmt.Errorf("sqlstore: %w", err)
+	}
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
+		return nil, nil, fmt.Errorf("sqlstore: connect to PostgreSQL: %w", err)
+	}
+	if err := checkCollation(ctx, w); err != nil {
+		w.Close()
+		return nil, nil, err
+	}
+	if err := migratePostgres(ctx, cfg.PostgresURL); err != nil {
+		w.Close()
+		return nil, nil, err
+	}
+	r, err = pgsql.Open(cfg.PostgresURL, pgsql.Options{MaxConns: cfg.Readers + 1, ReadOnly: true})
+	if err != nil {
+		w.Close()
+		return nil, nil, fmt.Errorf("sqlstore: %w", err)
+	}
+	return w, r, nil
+}
+
+// checkCollation refuses a database whose text order is not byte order:
+// place paths are compared as prefix ranges and ids page in order, which
+// needs the C collation that SQLite uses.
+func checkCollation(ctx context.Context, db *sql.DB) error {
+	var coll string
+	if err := db.QueryRowContext(ctx, `SELECT datcollate FROM pg_database WHERE datname = current_database()`).Scan(&coll); err != nil {
+		return fmt.Errorf("sqlstore: database collation: %w", err)
+	}
+	switch coll {
+	case "C", "POSIX", "C.UTF-8", "C.utf8":
+		return nil
+	}
+	return fmt.Errorf("sqlstore: PostgreSQL 数据库排序规则为 %q，fieldsync 需要 C：请用 CREATE DATABASE fieldsync TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' 创建 (the database collation is %q; fieldsync needs C)", coll, coll)
+}
+
+// migratePostgres applies the PostgreSQL migrations while holding an
+// advisory lock on a connection of its own: a second instance waits for
+// the first, then finds nothing left to apply.
+func migratePostgres(ctx context.Context, url string) error {
+	db, err := pgsql.Open(url, pgsql.Options{MaxConns: 2})
+	if err != nil {
+		return fmt.Errorf("sqlstore: migrate: %w", err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("sqlstore: migrate: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(?)`, int64(migrateLockKey)); err != nil {
+		return fmt.Errorf("sqlstore: migrate: lock: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(?)`, int64(migrateLockKey)) //nolint:errcheck // the session ends with the pool anyway
+	applied, err := migrations.Up(ctx, db, migrations.Postgres, 0)
+	if err != nil {
+		return fmt.Errorf("sqlstore: %w", err)
+	}
+	if len(applied) > 0 {
+		slog.Info("PostgreSQL 数据库结构已升级", "versions", applied)
+	}
+	return nil
+}
+
+// pgTxActive reports, for a PostgreSQL connection (ok), whether it is
+// still inside the group transaction.
+func pgTxActive(c *sql.Conn) (active, ok bool) { return pgsql.InTransaction(c) }
