@@ -8,7 +8,14 @@
 //	FIELDSYNC_TEST_PG_URL   postgres://fieldsync@127.0.0.1:PORT/postgres?sslmode=disable
 //	FIELDSYNC_TEST_PG_CMD   a shell command that restarts the server in
 //	                        place (pg_ctl restart -m fast, same port and data)
+//	FIELDSYNC_TEST_PG_BIN   PostgreSQL's bin folder, for StartServer
+//	FIELDSYNC_TEST_PG_USER  the user the server runs as when tests run as root
 //	FIELDSYNC_REQUIRE_S3=1  a missing server fails tests instead of skipping
+//
+// go test runs packages in parallel, all against the shared server. A test
+// that stops or restarts PostgreSQL should use a private one
+// (StartServer); Restart, which restarts the shared one, breaks the
+// connections of every package running at that moment.
 //
 // Without the variables (a plain `go test`), tests that need PostgreSQL
 // are skipped, unless FIELDSYNC_REQUIRE_S3 or CI is set, when they fail
@@ -78,7 +85,11 @@ func serverURL(t testing.TB) *url.URL {
 // random hex digits, is made here, never taken from input.
 func NewDatabase(t testing.TB) string {
 	t.Helper()
-	admin := serverURL(t)
+	return newDatabase(t, serverURL(t))
+}
+
+func newDatabase(t testing.TB, admin *url.URL) string {
+	t.Helper()
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		t.Fatalf("pgtest: %v", err)
@@ -136,8 +147,9 @@ func Open(t testing.TB, url string) *sql.DB {
 //
 // go test runs packages in parallel against this one server: a restart
 // breaks the connections of every test running at that moment, in every
-// package. Only tests that are about surviving a restart may call it, and
-// what else runs then must retry (as the server code must anyway).
+// package. Prefer a private server (StartServer, Server.Restart); call
+// this only when the shared server itself must restart, and only where
+// everything else running then retries (as the server code must anyway).
 func Restart(t testing.TB) {
 	t.Helper()
 	serverURL(t)

@@ -77,3 +77,45 @@ func TestNewDatabase_FreshUTF8CAndDropped(t *testing.T) {
 		}
 	}
 }
+
+// TestServer_RestartStopStart: a private server keeps its data over a
+// fast restart and over an immediate stop (a crash) and start, and a pool
+// opened before reconnects by itself; while stopped, queries fail.
+func TestServer_RestartStopStart(t *testing.T) {
+	srv := pgtest.StartServer(t)
+	db := pgtest.Open(t, srv.NewDatabase(t))
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('保存的记录')`); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		var x string
+		var err error
+		// database/sql retries a connection the restart closed, once per
+		// pooled connection; a few tries cover the whole pool.
+		for range 3 {
+			if err = db.QueryRowContext(ctx, `SELECT x FROM t`).Scan(&x); err == nil {
+				break
+			}
+		}
+		if err != nil || x != "保存的记录" {
+			t.Fatalf("%s: %q, %v", when, x, err)
+		}
+	}
+	check("before")
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	check("after restart")
+	if err := srv.Stop(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.PingContext(ctx); err == nil {
+		t.Fatal("ping succeeded while the server was stopped")
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	check("after crash and start")
+}
