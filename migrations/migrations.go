@@ -96,7 +96,26 @@ func Current(ctx context.Context, db *sql.DB) (int, error) {
 	return int(v.Int64), nil
 }
 
-func ensureTable(ctx context.Context, db *sql.DB) error {
+// querier is what the runner needs of a database: *sql.DB for SQLite,
+// one *sql.Conn (the session holding the advisory lock) for PostgreSQL.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
+// dialect is what the runner's own statements need per engine: only the
+// placeholders differ.
+type dialect struct {
+	record string // inserts the row of an applied migration (version, name, applied_at)
+}
+
+var (
+	sqliteDialect   = dialect{record: `INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)`}
+	postgresDialect = dialect{record: `INSERT INTO schema_migrations(version, name, applied_at) VALUES ($1, $2, $3)`}
+)
+
+func ensureTable(ctx context.Context, db querier) error {
 	_, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`)
 	if err != nil {
@@ -107,8 +126,14 @@ func ensureTable(ctx context.Context, db *sql.DB) error {
 
 // Up applies, in version order, every migration in fsys that the
 // database has not recorded, up to and including target (0 means all). It
-// returns the versions it applied.
+// returns the versions it applied. It is for SQLite, where one process
+// owns the file; PostgreSQL, which several instances share, uses
+// UpPostgres.
 func Up(ctx context.Context, db *sql.DB, fsys fs.FS, target int) ([]int, error) {
+	return up(ctx, db, sqliteDialect, fsys, target)
+}
+
+func up(ctx context.Context, db querier, d dialect, fsys fs.FS, target int) ([]int, error) {
 	all, err := List(fsys)
 	if err != nil {
 		return nil, err
@@ -131,7 +156,7 @@ func Up(ctx context.Context, db *sql.DB, fsys fs.FS, target int) ([]int, error) 
 		if done[m.Version] || (target > 0 && m.Version > target) {
 			continue
 		}
-		if err := apply(ctx, db, m); err != nil {
+		if err := apply(ctx, db, d, m); err != nil {
 			return out, err
 		}
 		out = append(out, m.Version)
@@ -139,7 +164,7 @@ func Up(ctx context.Context, db *sql.DB, fsys fs.FS, target int) ([]int, error) 
 	return out, nil
 }
 
-func applied(ctx context.Context, db *sql.DB) (map[int]bool, error) {
+func applied(ctx context.Context, db querier) (map[int]bool, error) {
 	if err := ensureTable(ctx, db); err != nil {
 		return nil, err
 	}
@@ -152,23 +177,26 @@ func applied(ctx context.Context, db *sql.DB) (map[int]bool, error) {
 	for rows.Next() {
 		var v int
 		if err := rows.Scan(&v); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("migrations: applied: %w", err)
 		}
 		out[v] = true
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("migrations: applied: %w", err)
+	}
+	return out, nil
 }
 
-func apply(ctx context.Context, db *sql.DB, m Migration) error {
+func apply(ctx context.Context, db querier, d dialect, m Migration) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("migrations: %d: begin: %w", m.Version, err)
 	}
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
-		return fmt.Errorf("migrations: %04d_%s: %w", m.Version, m.Name, err)
+		return fmt.Errorf("migrations: %s: %w", m.Name, err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)`,
+	if _, err := tx.ExecContext(ctx, d.record,
 		m.Version, m.Name, time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
 		return fmt.Errorf("migrations: %d: record: %w", m.Version, err)
 	}
