@@ -1,16 +1,13 @@
 package servertest
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"io/fs"
-	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
 
-	"fieldsync/server/sqlstore/pgsql"
+	"fieldsync/server/servertest/pgtest"
 )
 
 // Engine is the store engine the tests run on: "postgres" when
@@ -42,45 +39,9 @@ func postgresFor(t testing.TB, dir string) string {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("servertest: %v", err)
 	}
-	u := NewPostgresDatabase(t)
+	u := pgtest.NewDatabase(t)
 	if err := os.WriteFile(mark, []byte(u), 0o600); err != nil {
 		t.Fatalf("servertest: %v", err)
 	}
 	return u
-}
-
-// NewPostgresDatabase creates an empty database (C collation) on
-// FIELDSYNC_TEST_PG_URL for one test, dropped when it ends, and returns
-// its URL. Without FIELDSYNC_TEST_PG_URL the test fails.
-func NewPostgresDatabase(t testing.TB) string {
-	t.Helper()
-	admin := os.Getenv("FIELDSYNC_TEST_PG_URL")
-	if admin == "" {
-		t.Fatal("servertest: FIELDSYNC_TEST_PG_URL is not set (bash .ci/test starts a PostgreSQL and sets it)")
-	}
-	db, err := pgsql.Open(admin, pgsql.Options{MaxConns: 1})
-	if err != nil {
-		t.Fatalf("servertest: %v", err)
-	}
-	defer db.Close()
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	name := "fs_" + hex.EncodeToString(b) // generated, never from input
-	if _, err := db.Exec(`CREATE DATABASE ` + name + ` TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'`); err != nil {
-		t.Fatalf("servertest: create database: %v", err)
-	}
-	t.Cleanup(func() {
-		db, err := pgsql.Open(admin, pgsql.Options{MaxConns: 1})
-		if err != nil {
-			return
-		}
-		defer db.Close()
-		_, _ = db.Exec(`DROP DATABASE IF EXISTS ` + name + ` WITH (FORCE)`)
-	})
-	u, err := url.Parse(admin)
-	if err != nil {
-		t.Fatalf("servertest: FIELDSYNC_TEST_PG_URL: %v", err)
-	}
-	u.Path = "/" + name
-	return u.String()
 }

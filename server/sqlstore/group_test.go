@@ -210,8 +210,8 @@ func TestGroupCommit_CancelledCallers(t *testing.T) {
 			d.seq = last
 		}
 		for _, q := range []string{
-			`SELECT count(*) FROM (SELECT entity_id FROM changes WHERE entity_type = 'visit' GROUP BY entity_id HAVING count(*) > 1)`,
-			`SELECT count(*) FROM (SELECT entity_id FROM audit_events WHERE entity_type = 'visit' GROUP BY entity_id HAVING count(*) > 1)`,
+			`SELECT count(*) FROM (SELECT entity_id FROM changes WHERE entity_type = 'visit' GROUP BY entity_id HAVING count(*) > 1) AS twice`,
+			`SELECT count(*) FROM (SELECT entity_id FROM audit_events WHERE entity_type = 'visit' GROUP BY entity_id HAVING count(*) > 1) AS twice`,
 			`SELECT count(*) FROM visits v WHERE NOT EXISTS (SELECT 1 FROM changes c WHERE c.entity_type = 'visit' AND c.entity_id = v.id)`,
 			// No half-done move: every place's path is its parent's plus its code.
 			`SELECT count(*) FROM places c JOIN places p ON p.code = c.parent_code WHERE c.path != p.path || c.code || '/'`,

@@ -10,10 +10,6 @@ import (
 	"fieldsync/server/sqlstore/pgsql"
 )
 
-// migrateLockKey is the pg_advisory_lock key under which instances
-// migrate the schema one at a time ("fieldsyn" in ASCII).
-const migrateLockKey = 0x6669656c6473796e
-
 // openPostgres opens the writer (one connection, like SQLite's single
 // writer: an instance's writes go through its group commit) and the read
 // pool on PostgreSQL, and applies the migrations under an advisory lock
@@ -58,25 +54,16 @@ func checkCollation(ctx context.Context, db *sql.DB) error {
 	return fmt.Errorf("sqlstore: PostgreSQL 数据库排序规则为 %q，fieldsync 需要 C：请用 CREATE DATABASE fieldsync TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' 创建 (the database collation is %q; fieldsync needs C)", coll, coll)
 }
 
-// migratePostgres applies the PostgreSQL migrations while holding an
-// advisory lock on a connection of its own: a second instance waits for
-// the first, then finds nothing left to apply.
+// migratePostgres applies the PostgreSQL migrations under the
+// migrations' advisory lock (migrations.UpPostgres): a second instance
+// waits for the first, then finds nothing left to apply.
 func migratePostgres(ctx context.Context, url string) error {
-	db, err := pgsql.Open(url, pgsql.Options{MaxConns: 2})
+	db, err := pgsql.Open(url, pgsql.Options{MaxConns: 1})
 	if err != nil {
 		return fmt.Errorf("sqlstore: migrate: %w", err)
 	}
 	defer db.Close()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("sqlstore: migrate: %w", err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(?)`, int64(migrateLockKey)); err != nil {
-		return fmt.Errorf("sqlstore: migrate: lock: %w", err)
-	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(?)`, int64(migrateLockKey)) //nolint:errcheck // the session ends with the pool anyway
-	applied, err := migrations.Up(ctx, db, migrations.Postgres, 0)
+	applied, err := migrations.UpPostgres(ctx, db, migrations.Postgres, 0)
 	if err != nil {
 		return fmt.Errorf("sqlstore: %w", err)
 	}

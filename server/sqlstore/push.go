@@ -352,7 +352,7 @@ func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, re
 		appVersion = req.Health.AppVersion
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE device_sync SET last_seq = ?, last_push_at = ?,
-			health = COALESCE(?, health), health_at = CASE WHEN ? IS NULL THEN health_at ELSE ? END,
+			health = COALESCE(?, health), health_at = CASE WHEN CAST(? AS TEXT) IS NULL THEN health_at ELSE ? END,
 			app_version = COALESCE(NULLIF(?, ''), app_version) WHERE device_id = ?`,
 		lastSeq, now, health, health, now, appVersion, dev.DeviceID); err != nil {
 		return nil, fmt.Errorf("push: device state: %w", err)

@@ -133,7 +133,18 @@ func (c *conn) QueryContext(ctx context.Context, q string, args []driver.NamedVa
 	return c.c.QueryContext(ctx, Rewrite(q), args)
 }
 func (c *conn) Ping(ctx context.Context) error             { return c.c.Ping(ctx) }
-func (c *conn) CheckNamedValue(v *driver.NamedValue) error { return c.c.CheckNamedValue(v) }
+func (c *conn) CheckNamedValue(v *driver.NamedValue) error {
+	// The schema keeps flags as integers 0/1, as on SQLite (whose driver
+	// writes a Go bool as 1 or 0); pgx would refuse a bool for them.
+	if b, ok := v.Value.(bool); ok {
+		v.Value = int64(0)
+		if b {
+			v.Value = int64(1)
+		}
+		return nil
+	}
+	return c.c.CheckNamedValue(v)
+}
 func (c *conn) ResetSession(ctx context.Context) error     { return c.c.ResetSession(ctx) }
 func (c *conn) IsValid() bool                              { return !c.c.Conn().IsClosed() }
 func (c *conn) txStatus() byte                             { return c.c.Conn().PgConn().TxStatus() }
