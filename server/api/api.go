@@ -1,7 +1,8 @@
 // Package api is fieldsync's HTTP server (echo v4): the admin JSON API, the
 // device enrollment and sync endpoints, health, metrics and the OpenAPI
 // document. It holds no state of its own; everything lives behind the
-// Store interface defined here, where it is used.
+// Store interface defined here, which names the jobs of the store
+// boundary (server/store) that it uses.
 package api
 
 import (
@@ -24,45 +25,22 @@ import (
 	"fieldsync/server/blob"
 	"fieldsync/server/domain"
 	"fieldsync/server/geo"
-	"fieldsync/server/sqlstore"
+	"fieldsync/server/store"
 	"fieldsync/syncproto"
 )
 
-// Store is what the HTTP layer needs from storage. sqlstore.Store
-// implements it; a PostgreSQL-family store can follow.
+// Store is what the HTTP layer needs from storage: the jobs of the store
+// boundary that the admin API, sync, review, exports and evidence use
+// (store.Store, which every engine implements, has them all).
 type Store interface {
-	Ping(ctx context.Context) error
-
-	UpsertPlaces(ctx context.Context, places []domain.Place) error
-	Place(ctx context.Context, code string) (domain.Place, error)
-	Places(ctx context.Context, roots []string, withAncestors bool) ([]domain.Place, error)
-	Subtree(ctx context.Context, roots []string) (map[string]bool, error)
-
-	CreateUser(ctx context.Context, u domain.User) (domain.User, error)
-	User(ctx context.Context, id int64) (domain.User, error)
-	UserByName(ctx context.Context, name string) (domain.User, error)
-	Users(ctx context.Context) ([]domain.User, error)
-	SetUserPlaces(ctx context.Context, userID int64, codes []string) error
-
-	CreateSession(ctx context.Context, tokenHash string, s domain.Session) error
-	Session(ctx context.Context, tokenHash string) (domain.Session, error)
-	RevokeSession(ctx context.Context, tokenHash string) error
-
-	CreateEnrollmentCode(ctx context.Context, codeHash string, userID, createdBy int64, expires time.Time) error
-	Enroll(ctx context.Context, codeHash string, dev domain.Device, tokenHash string) (domain.Device, error)
-	DeviceByToken(ctx context.Context, tokenHash string) (domain.Device, error)
-	RevokeDevice(ctx context.Context, id string) error
-	Devices(ctx context.Context, userIDs []int64) ([]domain.Device, error)
-
-	PublishForm(ctx context.Context, def syncproto.FormDef, by int64) (syncproto.FormDef, error)
-	Form(ctx context.Context, id string, version int) (syncproto.FormDef, error)
-	Forms(ctx context.Context, latestOnly bool) ([]syncproto.FormDef, error)
-
-	Push(ctx context.Context, dev sqlstore.PushDevice, req *syncproto.PushRequest) (*syncproto.PushResponse, error)
-	Pull(ctx context.Context, dev sqlstore.PushDevice, req *syncproto.PullRequest) (*syncproto.PullResponse, error)
+	store.Health
+	store.Admin
+	store.Sessions
+	store.Sync
+	store.Review
+	store.Export
+	store.Evidence
 }
-
-var _ Store = (*sqlstore.Store)(nil)
 
 // Config configures the HTTP server.
 type Config struct {
@@ -267,11 +245,11 @@ func errorCode(err error) (syncproto.Code, map[string]any) {
 	if errors.As(err, &pe) {
 		return pe.Code, pe.Details
 	}
-	var gap *sqlstore.SequenceGapError
+	var gap *store.SequenceGapError
 	if errors.As(err, &gap) {
 		return syncproto.CodeSequenceGap, map[string]any{"expected": gap.Expected, "got": gap.Got}
 	}
-	var reused *sqlstore.SequenceReusedError
+	var reused *store.SequenceReusedError
 	if errors.As(err, &reused) {
 		return syncproto.CodeSequenceReused, map[string]any{"seq": reused.Seq, "last_seq": reused.LastSeq}
 	}

@@ -19,7 +19,7 @@ import (
 	"fieldsync/server/blob"
 	"fieldsync/server/domain"
 	"fieldsync/server/evidence"
-	"fieldsync/server/sqlstore"
+	"fieldsync/server/store"
 	"fieldsync/server/upload"
 	"fieldsync/syncproto"
 )
@@ -29,20 +29,6 @@ type addRoute func(method, path, auth, tag, summary string, h echo.HandlerFunc, 
 
 // authUserOrDevice: a signed-in user (session) or an enrolled device.
 const authUserOrDevice = "user_or_device"
-
-// EvidenceStore is what the evidence endpoints need from storage beyond
-// Store: blobs, uploads, flags and completeness. sqlstore.Store
-// implements it.
-type EvidenceStore interface {
-	upload.Store
-	MissingBlobsFor(ctx context.Context, deviceID string, sums []string) ([]string, error)
-	Blob(ctx context.Context, sum string) (sqlstore.BlobRecord, error)
-	BlobPlaces(ctx context.Context, sum string) ([]string, error)
-	VisitEvidence(ctx context.Context, visitID string) (evidence.VisitReport, error)
-	EvidenceGaps(ctx context.Context, roots []string, limit int) ([]evidence.VisitGap, bool, error)
-}
-
-var _ EvidenceStore = (*sqlstore.Store)(nil)
 
 // EvidenceConfig tunes the evidence endpoints. The zero value means the
 // defaults.
@@ -68,7 +54,7 @@ const MaxMissingQuery = 1000
 // evidenceState is the server's evidence state (nil when evidence is not
 // configured).
 type evidenceState struct {
-	store   EvidenceStore
+	store   store.Evidence
 	uploads *upload.Handler
 	cfg     EvidenceConfig
 }
@@ -91,9 +77,9 @@ func (s *Server) evidenceConfig() EvidenceConfig { return s.cfg.Evidence }
 // tus upload endpoint, downloads and thumbnails, per-visit evidence and
 // the completeness list.
 func (s *Server) registerEvidence(add addRoute) {
-	es, ok := s.store.(EvidenceStore)
-	if !ok || s.cfg.Blobs == nil || s.cfg.UploadDir == "" {
-		s.log.Warn("evidence endpoints disabled: the store has no evidence support or Blobs/UploadDir are not configured")
+	es := s.store
+	if s.cfg.Blobs == nil || s.cfg.UploadDir == "" {
+		s.log.Warn("evidence endpoints disabled: Blobs/UploadDir are not configured")
 		return
 	}
 	cfg := s.evidenceConfig()
@@ -308,14 +294,14 @@ func evTrunc(s string) string {
 
 // visibleBlob returns the record of a present blob that a visit in the
 // caller's scope references; anything else is not found.
-func (s *Server) visibleBlob(c echo.Context) (sqlstore.BlobRecord, error) {
+func (s *Server) visibleBlob(c echo.Context) (store.BlobRecord, error) {
 	sum := c.Param("sha256")
 	notFound := syncproto.Errorf(syncproto.CodeNotFound, "blob %s not found", evTrunc(sum))
 	if !blob.ValidSum(sum) {
-		return sqlstore.BlobRecord{}, notFound
+		return store.BlobRecord{}, notFound
 	}
 	if err := evCheckProtocolHeader(c); err != nil {
-		return sqlstore.BlobRecord{}, err
+		return store.BlobRecord{}, err
 	}
 	ctx := c.Request().Context()
 	st := s.ev().store

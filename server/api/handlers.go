@@ -16,7 +16,7 @@ import (
 
 	"fieldsync/server/auth"
 	"fieldsync/server/domain"
-	"fieldsync/server/sqlstore"
+	"fieldsync/server/store"
 	"fieldsync/syncproto"
 )
 
@@ -460,7 +460,7 @@ func (s *Server) listDevices(c echo.Context) error {
 	var ds []domain.Device
 	var err error
 	if c.QueryParam("stuck_hours") != "" {
-		ds, err = s.reviewStore().StuckDevices(c.Request().Context(), userIDs, stuck)
+		ds, err = s.store.StuckDevices(c.Request().Context(), userIDs, stuck)
 	} else {
 		ds, err = s.store.Devices(c.Request().Context(), userIDs)
 	}
@@ -572,12 +572,12 @@ func (s *Server) validateAnswers(c echo.Context) error {
 
 // --- sync ---
 
-func (s *Server) checkDevice(c echo.Context, deviceID string) (sqlstore.PushDevice, error) {
+func (s *Server) checkDevice(c echo.Context, deviceID string) (store.PushDevice, error) {
 	p := principal(c)
 	if deviceID != p.DeviceID {
-		return sqlstore.PushDevice{}, forbidden("device_id %q does not match the token's device", deviceID)
+		return store.PushDevice{}, forbidden("device_id %q does not match the token's device", deviceID)
 	}
-	return sqlstore.PushDevice{DeviceID: p.DeviceID, UserID: p.User.ID}, nil
+	return store.PushDevice{DeviceID: p.DeviceID, UserID: p.User.ID}, nil
 }
 
 // postPushChecksTimeout bounds the evidence checks that run after a push
@@ -603,15 +603,11 @@ func (s *Server) push(c echo.Context) error {
 	// in time (a client that leaves does not stop them, a deadline does)
 	// and in their share of the read pool (domain.Background).
 	if ev := s.ev(); ev != nil {
-		if cs, ok := ev.store.(interface {
-			RunEvidenceChecksForPush(context.Context, *syncproto.PushRequest, *syncproto.PushResponse) error
-		}); ok {
-			cctx, cancel := context.WithTimeout(domain.Background(context.WithoutCancel(c.Request().Context())), postPushChecksTimeout)
-			err := cs.RunEvidenceChecksForPush(cctx, req, resp)
-			cancel()
-			if err != nil {
-				s.log.Warn("evidence checks after push", "device", dev.DeviceID, "err", err)
-			}
+		cctx, cancel := context.WithTimeout(domain.Background(context.WithoutCancel(c.Request().Context())), postPushChecksTimeout)
+		err := ev.store.RunEvidenceChecksForPush(cctx, req, resp)
+		cancel()
+		if err != nil {
+			s.log.Warn("evidence checks after push", "device", dev.DeviceID, "err", err)
 		}
 	}
 	return c.JSON(http.StatusOK, resp)

@@ -5,35 +5,13 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"fieldsync/server/domain"
-	"fieldsync/server/sqlstore"
+	"fieldsync/server/store"
 	"fieldsync/syncproto"
 )
-
-// ReviewStore is what households, review, conflicts and audit need.
-type ReviewStore interface {
-	Household(ctx context.Context, id string) (*syncproto.Household, bool, error)
-	Households(ctx context.Context, places map[string]bool, limit int) ([]sqlstore.HouseholdRow, error)
-	HouseholdVisits(ctx context.Context, id string) ([]syncproto.Visit, error)
-	Conflicts(ctx context.Context, householdID string) ([]syncproto.Conflict, error)
-	Visit(ctx context.Context, id string) (*syncproto.Visit, error)
-	Visits(ctx context.Context, f sqlstore.VisitFilter) ([]sqlstore.VisitRow, error)
-	ReviewVisit(ctx context.Context, visitID string, reviewer domain.User, action, reason string) (sqlstore.ReviewResult, error)
-	ReviewHistory(ctx context.Context, visitID string) ([]map[string]any, error)
-	ListConflicts(ctx context.Context, places map[string]bool, state string) ([]sqlstore.ConflictRow, error)
-	ConflictPlace(ctx context.Context, id string) (string, error)
-	ResolveConflict(ctx context.Context, id string, by domain.User, action string, value json.RawMessage) (sqlstore.ConflictRow, error)
-	AuditTrail(ctx context.Context, entityType, id string) ([]domain.AuditEvent, error)
-	StuckDevices(ctx context.Context, userIDs []int64, d time.Duration) ([]domain.Device, error)
-}
-
-var _ ReviewStore = (*sqlstore.Store)(nil)
-
-func (s *Server) reviewStore() ReviewStore { return s.store.(ReviewStore) }
 
 func (s *Server) registerReview(add addRoute) {
 	p := APIPrefix
@@ -103,7 +81,7 @@ func (s *Server) listHouseholds(c echo.Context) error {
 		return err
 	}
 	limit, _ := strconv.Atoi(c.QueryParam("limit"))
-	hs, err := s.reviewStore().Households(c.Request().Context(), places, limit)
+	hs, err := s.store.Households(c.Request().Context(), places, limit)
 	if err != nil {
 		return err
 	}
@@ -112,7 +90,7 @@ func (s *Server) listHouseholds(c echo.Context) error {
 
 func (s *Server) getHousehold(c echo.Context) error {
 	ctx := c.Request().Context()
-	rs := s.reviewStore()
+	rs := s.store
 	h, deleted, err := rs.Household(ctx, c.Param("id"))
 	if err != nil {
 		return err
@@ -132,14 +110,14 @@ func (s *Server) getHousehold(c echo.Context) error {
 }
 
 func (s *Server) householdAudit(c echo.Context) error {
-	h, _, err := s.reviewStore().Household(c.Request().Context(), c.Param("id"))
+	h, _, err := s.store.Household(c.Request().Context(), c.Param("id"))
 	if err != nil {
 		return err
 	}
 	if err := s.canSee(c, h.PlaceCode); err != nil {
 		return err
 	}
-	ev, err := s.reviewStore().AuditTrail(c.Request().Context(), "household", h.ID)
+	ev, err := s.store.AuditTrail(c.Request().Context(), "household", h.ID)
 	if err != nil {
 		return err
 	}
@@ -152,9 +130,9 @@ func (s *Server) listVisits(c echo.Context) error {
 		return err
 	}
 	limit, _ := strconv.Atoi(c.QueryParam("limit"))
-	f := sqlstore.VisitFilter{Places: places, FormID: c.QueryParam("form"), State: c.QueryParam("state"), Flag: c.QueryParam("flag"),
+	f := store.VisitFilter{Places: places, FormID: c.QueryParam("form"), State: c.QueryParam("state"), Flag: c.QueryParam("flag"),
 		From: c.QueryParam("from"), To: c.QueryParam("to"), Limit: limit}
-	vs, err := s.reviewStore().Visits(c.Request().Context(), f)
+	vs, err := s.store.Visits(c.Request().Context(), f)
 	if err != nil {
 		return err
 	}
@@ -163,14 +141,14 @@ func (s *Server) listVisits(c echo.Context) error {
 
 func (s *Server) getVisit(c echo.Context) error {
 	ctx := c.Request().Context()
-	v, err := s.reviewStore().Visit(ctx, c.Param("id"))
+	v, err := s.store.Visit(ctx, c.Param("id"))
 	if err != nil {
 		return err
 	}
 	if err := s.canSee(c, v.PlaceCode); err != nil {
 		return err
 	}
-	hist, err := s.reviewStore().ReviewHistory(ctx, v.ID)
+	hist, err := s.store.ReviewHistory(ctx, v.ID)
 	if err != nil {
 		return err
 	}
@@ -178,14 +156,14 @@ func (s *Server) getVisit(c echo.Context) error {
 }
 
 func (s *Server) visitAudit(c echo.Context) error {
-	v, err := s.reviewStore().Visit(c.Request().Context(), c.Param("id"))
+	v, err := s.store.Visit(c.Request().Context(), c.Param("id"))
 	if err != nil {
 		return err
 	}
 	if err := s.canSee(c, v.PlaceCode); err != nil {
 		return err
 	}
-	ev, err := s.reviewStore().AuditTrail(c.Request().Context(), "visit", v.ID)
+	ev, err := s.store.AuditTrail(c.Request().Context(), "visit", v.ID)
 	if err != nil {
 		return err
 	}
@@ -199,21 +177,21 @@ type reviewRequest struct {
 }
 
 // Review applies one review action for the web console and the API.
-func (s *Server) Review(ctx context.Context, u domain.User, visitID, action, reason string) (sqlstore.ReviewResult, error) {
-	v, err := s.reviewStore().Visit(ctx, visitID)
+func (s *Server) Review(ctx context.Context, u domain.User, visitID, action, reason string) (store.ReviewResult, error) {
+	v, err := s.store.Visit(ctx, visitID)
 	if err != nil {
-		return sqlstore.ReviewResult{}, err
+		return store.ReviewResult{}, err
 	}
 	if u.Role != domain.RoleAdmin {
 		vis, err := s.store.Subtree(ctx, u.PlaceCodes)
 		if err != nil {
-			return sqlstore.ReviewResult{}, err
+			return store.ReviewResult{}, err
 		}
 		if !vis[v.PlaceCode] {
-			return sqlstore.ReviewResult{}, syncproto.Errorf(syncproto.CodeNotFound, "visit %s not found", visitID)
+			return store.ReviewResult{}, syncproto.Errorf(syncproto.CodeNotFound, "visit %s not found", visitID)
 		}
 	}
-	return s.reviewStore().ReviewVisit(ctx, visitID, u, action, reason)
+	return s.store.ReviewVisit(ctx, visitID, u, action, reason)
 }
 
 func (s *Server) reviewVisit(c echo.Context) error {
@@ -237,9 +215,9 @@ func (s *Server) reviewBulk(c echo.Context) error {
 		return syncproto.Errorf(syncproto.CodeValidation, "ids: 1..500 visit ids")
 	}
 	type item struct {
-		ID     string                 `json:"id"`
-		Result *sqlstore.ReviewResult `json:"result,omitempty"`
-		Error  *syncproto.Error       `json:"error,omitempty"`
+		ID     string              `json:"id"`
+		Result *store.ReviewResult `json:"result,omitempty"`
+		Error  *syncproto.Error    `json:"error,omitempty"`
 	}
 	out := make([]item, 0, len(req.IDs))
 	for _, id := range req.IDs {
@@ -259,7 +237,7 @@ func (s *Server) listConflicts(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	cs, err := s.reviewStore().ListConflicts(c.Request().Context(), places, c.QueryParam("state"))
+	cs, err := s.store.ListConflicts(c.Request().Context(), places, c.QueryParam("state"))
 	if err != nil {
 		return err
 	}
@@ -274,14 +252,14 @@ func (s *Server) resolveConflict(c echo.Context) error {
 	if err := bind(c, &req); err != nil {
 		return err
 	}
-	place, err := s.reviewStore().ConflictPlace(c.Request().Context(), c.Param("id"))
+	place, err := s.store.ConflictPlace(c.Request().Context(), c.Param("id"))
 	if err != nil {
 		return err
 	}
 	if err := s.canSee(c, place); err != nil {
 		return err
 	}
-	res, err := s.reviewStore().ResolveConflict(c.Request().Context(), c.Param("id"), principal(c).User, req.Action, req.Value)
+	res, err := s.store.ResolveConflict(c.Request().Context(), c.Param("id"), principal(c).User, req.Action, req.Value)
 	if err != nil {
 		return err
 	}

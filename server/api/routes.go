@@ -79,7 +79,7 @@ func (s *Server) register() {
 	add(http.MethodPost, p+"/sync/pull", authDevice, "sync", "Pull the next page of changes (syncproto.PullRequest)", s.pull)
 
 	add(http.MethodGet, p+"/export", authSupervisor, "export", "Export visits or households (CSV with BOM, XLSX, GeoJSON; ?what,format,place,form,state,from,to,lang,mask)",
-		export.Handler(s.store.(export.Store), export.Options{Source: "api"}))
+		export.Handler(s.store, export.Options{Source: "api"}))
 
 	s.registerReview(add)
 	s.registerEvidence(add)

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"fieldsync/server/domain"
-	"fieldsync/server/sqlstore"
+	"fieldsync/server/store"
 	"fieldsync/syncproto"
 )
 
@@ -146,7 +146,7 @@ func StateLabel(state string, en bool) string {
 	return l[0]
 }
 
-func (x *writer) visitFixed(v *sqlstore.ExportVisit) []cell {
+func (x *writer) visitFixed(v *store.ExportVisit) []cell {
 	cs := []cell{
 		str(v.ID), str(v.HouseholdID), str(v.HeadName), str(v.PlaceCode), str(v.PlaceName), str(v.FormID), num(int64(v.FormVersion)),
 		str(v.UserName), str(v.DeviceID), when(v.DeviceTime), when(v.ServerTime), str(StateLabel(v.State, x.en)), num(int64(v.ReviewStep)),
@@ -306,7 +306,7 @@ func (x *writer) answerCell(fd *syncproto.Field, raw json.RawMessage) cell {
 }
 
 // visitRow builds a full row: fixed columns, then the answer columns.
-func (x *writer) visitRow(v *sqlstore.ExportVisit, answers []column) ([]cell, error) {
+func (x *writer) visitRow(v *store.ExportVisit, answers []column) ([]cell, error) {
 	cs := x.visitFixed(v)
 	var ans map[string]json.RawMessage
 	if len(v.Answers) > 0 {
@@ -440,7 +440,7 @@ func (x *writer) maskedID(s string) string {
 	return s
 }
 
-func (x *writer) householdRow(h *sqlstore.ExportHousehold) []cell {
+func (x *writer) householdRow(h *store.ExportHousehold) []cell {
 	fs := h.Fields
 	members := Members(fs)
 	var ms []string
@@ -502,7 +502,7 @@ func (x *writer) householdRow(h *sqlstore.ExportHousehold) []cell {
 	return cs
 }
 
-func (x *writer) memberRows(h *sqlstore.ExportHousehold) [][]cell {
+func (x *writer) memberRows(h *store.ExportHousehold) [][]cell {
 	var out [][]cell
 	head := fieldString(h.Fields, "head_name")
 	for _, m := range Members(h.Fields) {

@@ -30,7 +30,7 @@ import (
 	"unicode/utf8"
 
 	"fieldsync/server/domain"
-	"fieldsync/server/sqlstore"
+	"fieldsync/server/store"
 	"fieldsync/syncproto"
 )
 
@@ -50,19 +50,9 @@ const (
 	WhatHouseholds = "households"
 )
 
-// Store is what exports need from storage. sqlstore.Store implements it.
-type Store interface {
-	ExportVisits(ctx context.Context, f sqlstore.ExportFilter, fn func(*sqlstore.ExportVisit) error) error
-	ExportHouseholds(ctx context.Context, f sqlstore.ExportFilter, fn func(*sqlstore.ExportHousehold) error) error
-	ConsoleExportForms(ctx context.Context, f sqlstore.ExportFilter) ([]syncproto.FormDef, error)
-	CountExport(ctx context.Context, what string, f sqlstore.ExportFilter) (int, error)
-	Forms(ctx context.Context, latestOnly bool) ([]syncproto.FormDef, error)
-	Subtree(ctx context.Context, roots []string) (map[string]bool, error)
-	User(ctx context.Context, id int64) (domain.User, error)
-	Audit(ctx context.Context, action, entityType, entityID, place string, details any) error
-}
-
-var _ Store = (*sqlstore.Store)(nil)
+// Store is what exports need from storage: the export job of the store
+// boundary (every engine implements it).
+type Store = store.Export
 
 // Request is what a user asks to export.
 type Request struct {
@@ -158,8 +148,8 @@ func FileName(r Request, t time.Time) string {
 // Filter resolves a request to a store filter for user u: a non-admin sees
 // only the subtrees of their places, and a place outside them is
 // ErrForbidden.
-func Filter(ctx context.Context, st Store, u domain.User, r Request) (sqlstore.ExportFilter, error) {
-	f := sqlstore.ExportFilter{FormID: r.FormID, State: r.State, From: r.From, To: r.To}
+func Filter(ctx context.Context, st Store, u domain.User, r Request) (store.ExportFilter, error) {
+	f := store.ExportFilter{FormID: r.FormID, State: r.State, From: r.From, To: r.To}
 	if r.What == WhatHouseholds {
 		f.FormID, f.State, f.From, f.To = "", "", time.Time{}, time.Time{}
 	}
@@ -228,7 +218,7 @@ func Run(ctx context.Context, st Store, w io.Writer, u domain.User, r Request, o
 
 // Write streams the rows f selects in r's format to w, without audit or
 // access checks (Run does those).
-func Write(ctx context.Context, st Store, w io.Writer, f sqlstore.ExportFilter, r Request, mask bool, o Options) (int, error) {
+func Write(ctx context.Context, st Store, w io.Writer, f store.ExportFilter, r Request, mask bool, o Options) (int, error) {
 	if o.Location == nil {
 		o.Location = time.Local
 	}
@@ -265,7 +255,7 @@ func Write(ctx context.Context, st Store, w io.Writer, f sqlstore.ExportFilter, 
 type writer struct {
 	ctx    context.Context
 	st     Store
-	f      sqlstore.ExportFilter
+	f      store.ExportFilter
 	r      Request
 	mask   bool
 	o      Options

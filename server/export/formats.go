@@ -13,7 +13,7 @@ import (
 	"github.com/paulmach/orb/geojson"
 	"github.com/xuri/excelize/v2"
 
-	"fieldsync/server/sqlstore"
+	"fieldsync/server/store"
 	"fieldsync/syncproto"
 )
 
@@ -61,7 +61,7 @@ func (x *writer) csv(w io.Writer) error {
 		if err := cw.Write(headers(householdColumns, x.en)); err != nil {
 			return err
 		}
-		err := x.st.ExportHouseholds(x.ctx, x.f, func(h *sqlstore.ExportHousehold) error {
+		err := x.st.ExportHouseholds(x.ctx, x.f, func(h *store.ExportHousehold) error {
 			x.row()
 			return x.csvRecord(cw, x.householdRow(h), rec)
 		})
@@ -77,7 +77,7 @@ func (x *writer) csv(w io.Writer) error {
 		if err := cw.Write(append(headers(visitColumns, x.en), headers(answers, x.en)...)); err != nil {
 			return err
 		}
-		err = x.st.ExportVisits(x.ctx, x.f, func(v *sqlstore.ExportVisit) error {
+		err = x.st.ExportVisits(x.ctx, x.f, func(v *store.ExportVisit) error {
 			x.row()
 			cs, err := x.visitRow(v, answers)
 			if err != nil {
@@ -137,7 +137,7 @@ func (x *writer) geojson(w io.Writer) error {
 	var err error
 	switch x.r.What {
 	case WhatHouseholds:
-		err = x.st.ExportHouseholds(x.ctx, x.f, func(h *sqlstore.ExportHousehold) error {
+		err = x.st.ExportHouseholds(x.ctx, x.f, func(h *store.ExportHousehold) error {
 			x.row()
 			f := &geojson.Feature{Type: "Feature", ID: h.ID, Properties: geojson.Properties{}}
 			if h.HasPoint {
@@ -188,7 +188,7 @@ func (x *writer) geojson(w io.Writer) error {
 				titles[fd.ID] = fd.TitleEn
 			}
 		}
-		err = x.st.ExportVisits(x.ctx, x.f, func(v *sqlstore.ExportVisit) error {
+		err = x.st.ExportVisits(x.ctx, x.f, func(v *store.ExportVisit) error {
 			x.row()
 			f := &geojson.Feature{Type: "Feature", ID: v.ID, Properties: geojson.Properties{}}
 			if v.HasPoint {
@@ -397,7 +397,7 @@ func (x *writer) xlsx(w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		err = x.st.ExportHouseholds(x.ctx, x.f, func(h *sqlstore.ExportHousehold) error {
+		err = x.st.ExportHouseholds(x.ctx, x.f, func(h *store.ExportHousehold) error {
 			x.row()
 			s, err = s.write(x, x.householdRow(h), vals)
 			return err
@@ -413,7 +413,7 @@ func (x *writer) xlsx(w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		err = x.st.ExportHouseholds(x.ctx, x.f, func(h *sqlstore.ExportHousehold) error {
+		err = x.st.ExportHouseholds(x.ctx, x.f, func(h *store.ExportHousehold) error {
 			for _, r := range x.memberRows(h) {
 				if m, err = m.write(x, r, vals); err != nil {
 					return err
@@ -439,7 +439,7 @@ func (x *writer) xlsx(w io.Writer) error {
 		var cur *sheet
 		curForm := ""
 		var answers []column
-		err = x.st.ExportVisits(x.ctx, x.f, func(v *sqlstore.ExportVisit) error {
+		err = x.st.ExportVisits(x.ctx, x.f, func(v *store.ExportVisit) error {
 			x.row()
 			if cur == nil || v.FormID != curForm {
 				if cur != nil {

@@ -25,25 +25,15 @@ import (
 	"fieldsync/server/blob"
 	"fieldsync/server/domain"
 	"fieldsync/server/evidence"
-	"fieldsync/server/sqlstore"
+	"fieldsync/server/store"
 	"fieldsync/server/upload"
 	"fieldsync/syncproto"
 	"fieldsync/syncproto/outboxfile"
 )
 
-// Store is what an import needs of the database.
-type Store interface {
-	DeviceAnyState(ctx context.Context, id string) (domain.Device, error)
-	UserByName(ctx context.Context, name string) (domain.User, error)
-	Push(ctx context.Context, dev sqlstore.PushDevice, req *syncproto.PushRequest) (*syncproto.PushResponse, error)
-	RunEvidenceChecksForPush(ctx context.Context, req *syncproto.PushRequest, resp *syncproto.PushResponse) error
-	Referenced(ctx context.Context, deviceID, sum string) (bool, error)
-	DeviceHoldsBlob(ctx context.Context, deviceID, sum string) (bool, error)
-	RecordImportedBlob(ctx context.Context, deviceID string, b upload.Blob) (bool, error)
-	AuditAs(ctx context.Context, actor domain.Actor, action, entityType, entityID string, details any) error
-}
-
-var _ Store = (*sqlstore.Store)(nil)
+// Store is what an import needs of the database: the outbox-import job
+// of the store boundary (every engine implements it).
+type Store = store.OutboxImport
 
 // Errors; test with errors.Is.
 var (
@@ -204,7 +194,7 @@ func pushAll(ctx context.Context, cfg Config, dev domain.Device, file *outboxfil
 	if pv == 0 {
 		pv = 1
 	}
-	pdev := sqlstore.PushDevice{DeviceID: dev.ID, UserID: dev.UserID}
+	pdev := store.PushDevice{DeviceID: dev.ID, UserID: dev.UserID}
 	known := dev.LastSeq // what the server had before this import
 	for start := 0; start < len(file.Mutations); start += batch {
 		part := file.Mutations[start:min(start+batch, len(file.Mutations))]
@@ -223,7 +213,7 @@ func pushAll(ctx context.Context, cfg Config, dev domain.Device, file *outboxfil
 			return fmt.Errorf("outbox import: mutations from seq %d: %w", start+1, err)
 		}
 		resp, err := cfg.Store.Push(ctx, pdev, req)
-		var gap *sqlstore.SequenceGapError
+		var gap *store.SequenceGapError
 		if errors.As(err, &gap) {
 			return fmt.Errorf("outbox import: the server expects seq %d next, the file continues at %d: mutations are missing between them (an older export of this device not imported yet?): %w",
 				gap.Expected, gap.Got, err)

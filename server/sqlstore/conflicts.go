@@ -9,16 +9,12 @@ import (
 
 	"fieldsync/server/domain"
 	"fieldsync/server/merge"
+	"fieldsync/server/store"
 	"fieldsync/syncproto"
 )
 
-// ConflictRow is a conflict with the place it belongs to.
-type ConflictRow struct {
-	syncproto.Conflict
-	PlaceCode  string `json:"place_code"`
-	HeadName   string `json:"head_name,omitempty"`
-	Resolution string `json:"resolution,omitempty"`
-}
+// ConflictRow is store.ConflictRow.
+type ConflictRow = store.ConflictRow
 
 // ListConflicts lists conflicts in places (nil: all) with state ("" any).
 func (s *Store) ListConflicts(ctx context.Context, places map[string]bool, state string) ([]ConflictRow, error) {
@@ -71,9 +67,9 @@ func (s *Store) ListConflicts(ctx context.Context, places map[string]bool, state
 
 // Conflict resolutions.
 const (
-	ResolveKeep  = "keep"  // keep the current value
-	ResolveTake  = "take"  // take the losing value
-	ResolveValue = "value" // enter a new value
+	ResolveKeep  = store.ResolveKeep
+	ResolveTake  = store.ResolveTake
+	ResolveValue = store.ResolveValue
 )
 
 // ResolveConflict settles a conflict. Taking the other value or entering a

@@ -16,12 +16,12 @@ import (
 	"time"
 
 	"fieldsync/server/domain"
+	"fieldsync/server/store"
 	"fieldsync/syncproto"
 )
 
-// ConsoleTargetPerCadre is how many visits a cadre must make a month
-// (DOMAIN.md: at least four households or firms a month).
-const ConsoleTargetPerCadre = 4
+// ConsoleTargetPerCadre is store.ConsoleTargetPerCadre.
+const ConsoleTargetPerCadre = store.ConsoleTargetPerCadre
 
 // consoleBound formats t as a lower/upper bound for comparisons with stored
 // timestamps (RFC 3339, UTC). The bound has no fraction and no zone, so it
@@ -113,45 +113,8 @@ const consoleIncomplete = `EXISTS (SELECT 1 FROM req WHERE req.form_id = v.form_
 // not rejected and not corrected by a later visit.
 const consoleLive = `v.review_state <> 'rejected' AND v.id NOT IN (SELECT corrects_visit_id FROM visits WHERE corrects_visit_id IS NOT NULL)`
 
-// PlaceProgress is the progress of one place and everything under it.
-type PlaceProgress struct {
-	Place domain.Place `json:"place"`
-	Depth int          `json:"depth"` // 0 for the root asked for
-
-	Households       int `json:"households"`
-	VisitedThisMonth int `json:"visited_this_month"` // households with a visit this month
-	VisitsThisMonth  int `json:"visits_this_month"`
-	Cadres           int `json:"cadres"` // field workers assigned in the subtree
-	Target           int `json:"target"` // ConsoleTargetPerCadre × Cadres
-
-	Visits           int `json:"visits"`            // all visits
-	EvidenceVisits   int `json:"evidence_visits"`   // visits whose evidence counts (not rejected, not corrected)
-	EvidenceComplete int `json:"evidence_complete"` // of those, with every required slot filled
-	Submitted        int `json:"submitted"`         // awaiting review
-	NeedsRework      int `json:"needs_rework"`
-	Approved         int `json:"approved"`
-	Rejected         int `json:"rejected"`
-	OpenConflicts    int `json:"open_conflicts"`
-	Flagged          int `json:"flagged"`       // visits (not rejected) with an evidence flag
-	OpenRework       int `json:"open_rework"`   // open rework tasks
-	EvidenceGaps     int `json:"evidence_gaps"` // EvidenceVisits − EvidenceComplete
-}
-
-func (p *PlaceProgress) add(o *PlaceProgress) {
-	p.Households += o.Households
-	p.VisitedThisMonth += o.VisitedThisMonth
-	p.VisitsThisMonth += o.VisitsThisMonth
-	p.Visits += o.Visits
-	p.EvidenceVisits += o.EvidenceVisits
-	p.EvidenceComplete += o.EvidenceComplete
-	p.Submitted += o.Submitted
-	p.NeedsRework += o.NeedsRework
-	p.Approved += o.Approved
-	p.Rejected += o.Rejected
-	p.OpenConflicts += o.OpenConflicts
-	p.Flagged += o.Flagged
-	p.OpenRework += o.OpenRework
-}
+// PlaceProgress is store.PlaceProgress.
+type PlaceProgress = store.PlaceProgress
 
 // ConsoleProgress returns the progress of root and of every place under
 // it, in tree order, each figure rolled up over its subtree. monthFrom and
@@ -236,7 +199,7 @@ func (s *Store) ConsoleProgress(ctx context.Context, root string, monthFrom, mon
 			&p.VisitsThisMonth, &p.VisitedThisMonth, &p.EvidenceVisits, &p.EvidenceComplete); err != nil {
 			return err
 		}
-		get(code).add(&p)
+		get(code).Add(&p)
 		return nil
 	}); err != nil {
 		return nil, err
@@ -293,9 +256,9 @@ func (s *Store) ConsoleProgress(ctx context.Context, root string, monthFrom, mon
 			continue
 		}
 		for _, anc := range pathCodes(strings.TrimPrefix(pl.Path, rp.Path)) {
-			total[anc].add(st)
+			total[anc].Add(st)
 		}
-		total[rp.Code].add(st)
+		total[rp.Code].Add(st)
 	}
 	// Cadres: field workers with an assigned place in each subtree.
 	rows, err := s.readRows(ctx, `SELECT up.user_id, p.path FROM user_places up JOIN users u ON u.id = up.user_id JOIN places p ON p.code = up.place_code
@@ -343,15 +306,8 @@ func pathCodes(rel string) []string {
 	return strings.Split(rel, "/")
 }
 
-// CadreProgress is one field worker's visits in a period.
-type CadreProgress struct {
-	UserID      int64    `json:"user_id"`
-	Username    string   `json:"username"`
-	DisplayName string   `json:"display_name"`
-	PlaceCodes  []string `json:"place_codes"`
-	Visits      int      `json:"visits"`
-	Target      int      `json:"target"`
-}
+// CadreProgress is store.CadreProgress.
+type CadreProgress = store.CadreProgress
 
 // ConsoleCadres lists the field workers assigned inside root's subtree with
 // the visits they made (device time) in [from, to).
@@ -384,11 +340,8 @@ func (s *Store) ConsoleCadres(ctx context.Context, root string, from, to time.Ti
 	return out, rows.Err()
 }
 
-// DayCount is a number of visits on one local day.
-type DayCount struct {
-	Day   string `json:"day"` // YYYY-MM-DD, local
-	Count int    `json:"count"`
-}
+// DayCount is store.DayCount.
+type DayCount = store.DayCount
 
 // ConsoleVisitsPerDay counts the visits (device time) under root per local
 // day in [from, to); offsetMinutes is the local zone's offset from UTC.
@@ -431,24 +384,14 @@ func (s *Store) ConsoleVisitsPerDay(ctx context.Context, root string, from, to t
 
 // Household statuses on the map, the most urgent first.
 const (
-	MapFlagged     = "flagged"      // a visit (not rejected) has an evidence flag
-	MapNeedsRework = "needs_rework" // an open rework task
-	MapVisited     = "visited"      // visited in the period
-	MapNotVisited  = "not_visited"
+	MapFlagged     = store.MapFlagged
+	MapNeedsRework = store.MapNeedsRework
+	MapVisited     = store.MapVisited
+	MapNotVisited  = store.MapNotVisited
 )
 
-// MapHousehold is a household point on the map.
-type MapHousehold struct {
-	ID        string  `json:"id"`
-	PlaceCode string  `json:"place_code"`
-	HeadName  string  `json:"head_name"`
-	Lon       float64 `json:"lon"`
-	Lat       float64 `json:"lat"`
-	HasPoint  bool    `json:"has_point"`
-	Visits    int     `json:"visits"` // in the period
-	LastVisit string  `json:"last_visit,omitempty"`
-	Status    string  `json:"status"`
-}
+// MapHousehold is store.MapHousehold.
+type MapHousehold = store.MapHousehold
 
 // ConsoleHouseholds lists the households under root (not deleted) with
 // their map status: visited means a visit (device time) since since (zero:
@@ -510,17 +453,8 @@ func (s *Store) ConsoleHouseholds(ctx context.Context, root string, since time.T
 	return out, rows.Err()
 }
 
-// MapVisit is a visit point with its GPS accuracy.
-type MapVisit struct {
-	ID          string    `json:"id"`
-	HouseholdID string    `json:"household_id"`
-	FormID      string    `json:"form_id"`
-	Lon         float64   `json:"lon"`
-	Lat         float64   `json:"lat"`
-	AccuracyM   float64   `json:"accuracy_m"`
-	State       string    `json:"state"`
-	DeviceTime  time.Time `json:"device_time"`
-}
+// MapVisit is store.MapVisit.
+type MapVisit = store.MapVisit
 
 // ConsoleVisitPoints lists the newest visits with a point under root since
 // since (device time), at most limit (default 5000).
@@ -555,46 +489,17 @@ func (s *Store) ConsoleVisitPoints(ctx context.Context, root string, since time.
 	return out, rows.Err()
 }
 
-// SlotGap is one evidence slot of a visit that lacks blobs.
-type SlotGap struct {
-	Slot       string `json:"slot"`
-	MinCount   int    `json:"min_count"`
-	Referenced int    `json:"referenced"` // blobs the visit names in the slot
-	Present    int    `json:"present"`    // of those, uploaded and verified
-}
+// SlotGap is store.SlotGap.
+type SlotGap = store.SlotGap
 
-// VisitEvidenceGap is a visit whose required evidence is incomplete.
-type VisitEvidenceGap struct {
-	VisitID     string    `json:"visit_id"`
-	HouseholdID string    `json:"household_id"`
-	HeadName    string    `json:"head_name"`
-	PlaceCode   string    `json:"place_code"`
-	PlaceName   string    `json:"place_name"`
-	FormID      string    `json:"form_id"`
-	FormVersion int       `json:"form_version"`
-	UserName    string    `json:"user_name"`
-	DeviceTime  time.Time `json:"device_time"`
-	State       string    `json:"state"`
-	Missing     []SlotGap `json:"missing"`
-}
+// VisitEvidenceGap is store.VisitEvidenceGap.
+type VisitEvidenceGap = store.VisitEvidenceGap
 
-// GapSummary counts gaps of one slot of one form.
-type GapSummary struct {
-	FormID     string `json:"form_id"`
-	Slot       string `json:"slot"`
-	Visits     int    `json:"visits"`
-	Households int    `json:"households"`
-}
+// GapSummary is store.GapSummary.
+type GapSummary = store.GapSummary
 
-// EvidenceGapReport is what the evidence-gaps page shows for a place.
-type EvidenceGapReport struct {
-	Visits     int                `json:"visits"`     // visits with a gap
-	Households int                `json:"households"` // households with such a visit
-	ByPlace    map[string]int     `json:"by_place"`   // visits with a gap per place code (own, not rolled up)
-	BySlot     []GapSummary       `json:"by_slot"`
-	Items      []VisitEvidenceGap `json:"items"`     // newest first, one page
-	Truncated  bool               `json:"truncated"` // more visits after this page
-}
+// EvidenceGapReport is store.EvidenceGapReport.
+type EvidenceGapReport = store.EvidenceGapReport
 
 // ConsoleEvidenceGaps reports the visits under root whose required
 // evidence slots (form slots with a MinCount) hold fewer present blobs than
@@ -704,25 +609,11 @@ func (s *Store) gapsCTE(ctx context.Context, sc consoleScope) (cte string, args 
 	return cte, append(append([]any{}, reqArgs...), inArgs...), true, nil
 }
 
-// BlobMeta is what the console shows of an evidence blob.
-type BlobMeta struct {
-	SHA256    string   `json:"sha256"`
-	Present   bool     `json:"present"`
-	MediaType string   `json:"media_type,omitempty"`
-	Size      int64    `json:"size,omitempty"`
-	ExifTime  string   `json:"exif_time,omitempty"`
-	ExifLon   *float64 `json:"exif_lon,omitempty"`
-	ExifLat   *float64 `json:"exif_lat,omitempty"`
-}
+// BlobMeta is store.BlobMeta.
+type BlobMeta = store.BlobMeta
 
-// ConsoleFlag is one evidence flag of a visit (SHA256 "" for the visit
-// itself).
-type ConsoleFlag struct {
-	VisitID string `json:"visit_id"`
-	SHA256  string `json:"sha256,omitempty"`
-	Flag    string `json:"flag"`
-	Detail  string `json:"detail"`
-}
+// ConsoleFlag is store.ConsoleFlag.
+type ConsoleFlag = store.ConsoleFlag
 
 // ConsoleHouseholdEvidence returns, for every visit of a household, the
 // blobs its evidence names (present or not, with EXIF position) and its
@@ -805,16 +696,8 @@ func (s *Store) ConsoleFlagNames(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// ExportFilter selects what an export holds.
-type ExportFilter struct {
-	// Roots are place codes whose subtrees are exported; nil is every
-	// place, an empty slice nothing.
-	Roots  []string
-	FormID string // visits only
-	State  string // visits only: a review state
-	// From and To bound the visits' server time, [From, To); zero is open.
-	From, To time.Time
-}
+// ExportFilter is store.ExportFilter.
+type ExportFilter = store.ExportFilter
 
 func (s *Store) exportWhere(ctx context.Context, f ExportFilter, visits bool) (string, []any, error) {
 	sc, err := s.consoleScopeOf(ctx, f.Roots)
@@ -845,31 +728,8 @@ func (s *Store) exportWhere(ctx context.Context, f ExportFilter, visits bool) (s
 	return cond, args, nil
 }
 
-// ExportVisit is one visit row of an export.
-type ExportVisit struct {
-	ID              string
-	HouseholdID     string
-	HeadName        string
-	PlaceCode       string
-	PlaceName       string
-	FormID          string
-	FormVersion     int
-	Answers         json.RawMessage
-	HasPoint        bool
-	Lon, Lat        float64
-	AccuracyM       float64
-	GPSReason       string // the worker's reason for a missing or poor fix
-	DeviceTime      time.Time
-	ServerTime      time.Time
-	State           string
-	ReviewStep      int
-	UserName        string
-	DeviceID        string
-	CorrectsVisitID string
-	Evidence        int      // blobs referenced
-	EvidencePresent int      // of those, present
-	Flags           []string // evidence flag names
-}
+// ExportVisit is store.ExportVisit.
+type ExportVisit = store.ExportVisit
 
 // CountExport counts the rows an export would hold (for progress bars).
 func (s *Store) CountExport(ctx context.Context, what string, f ExportFilter) (int, error) {
@@ -936,19 +796,8 @@ func (s *Store) ExportVisits(ctx context.Context, f ExportFilter, fn func(*Expor
 	return rows.Err()
 }
 
-// ExportHousehold is one household row of an export.
-type ExportHousehold struct {
-	ID        string
-	PlaceCode string
-	PlaceName string
-	Fields    map[string]json.RawMessage
-	HasPoint  bool
-	Lon, Lat  float64
-	Version   int64
-	UpdatedAt time.Time
-	Visits    int
-	LastVisit time.Time
-}
+// ExportHousehold is store.ExportHousehold.
+type ExportHousehold = store.ExportHousehold
 
 // ExportHouseholds streams the households under f.Roots (not deleted) to
 // fn, by place path and id. fn must not keep the row: it is reused.

@@ -15,6 +15,7 @@ import (
 	"fieldsync/server/domain"
 	"fieldsync/server/evidence"
 	"fieldsync/server/geo"
+	"fieldsync/server/store"
 	"fieldsync/server/upload"
 	"fieldsync/syncproto"
 )
@@ -83,21 +84,8 @@ func (s *Store) BlobPresent(ctx context.Context, sum string) (bool, error) {
 	return ok, nil
 }
 
-// BlobRecord is a present blob as recorded.
-type BlobRecord struct {
-	SHA256    string
-	Size      int64
-	MediaType string
-	StoredAt  time.Time
-	Taken     evidence.CaptureTime
-	GPS       *orb.Point
-	PHash     *uint64
-	Width     int
-	Height    int
-	// Analysed: the metadata above was read (see upload's analysis
-	// worker); until then the checks that need it have not run.
-	Analysed bool
-}
+// BlobRecord is store.BlobRecord.
+type BlobRecord = store.BlobRecord
 
 const blobCols = `sha256, size, media_type, stored_at, exif_time, exif_lon, exif_lat, phash, width, height`
 

@@ -9,6 +9,7 @@ import (
 
 	"fieldsync/server/domain"
 	"fieldsync/server/merge"
+	"fieldsync/server/store"
 	"fieldsync/syncproto"
 )
 
@@ -125,14 +126,8 @@ func (s *Store) Conflicts(ctx context.Context, householdID string) ([]syncproto.
 // through the Store's methods.
 func (s *Store) DB() *sql.DB { return s.r }
 
-// HouseholdRow is a household as listings show it.
-type HouseholdRow struct {
-	syncproto.Household
-	PlaceName   string `json:"place_name"`
-	Deleted     bool   `json:"deleted,omitempty"`
-	Visits      int    `json:"visits"`
-	LastVisitAt string `json:"last_visit_at,omitempty"`
-}
+// HouseholdRow is store.HouseholdRow.
+type HouseholdRow = store.HouseholdRow
 
 // Households lists the households of the given places (not deleted), by id.
 func (s *Store) Households(ctx context.Context, places map[string]bool, limit int) ([]HouseholdRow, error) {
@@ -196,17 +191,8 @@ func (s *Store) HouseholdVisits(ctx context.Context, id string) ([]syncproto.Vis
 	return out, nil
 }
 
-// ImportedVisit is a visit loaded from outside the sync path (the demo
-// data, a migration from another system), with its review state.
-type ImportedVisit struct {
-	Visit  syncproto.Visit
-	UserID int64
-	// State is the review state (default submitted); Step the review step.
-	State string
-	Step  int
-	// TaskReason, with State needs_rework, opens a rework task.
-	TaskReason string
-}
+// ImportedVisit is store.ImportedVisit.
+type ImportedVisit = store.ImportedVisit
 
 // ImportVisits stores visits in one transaction. Their answers are checked
 // against their form version like pushed visits.

@@ -8,17 +8,12 @@ import (
 	"strings"
 
 	"fieldsync/server/domain"
+	"fieldsync/server/store"
 	"fieldsync/syncproto"
 )
 
-// ReviewResult is a visit's review state after an action.
-type ReviewResult struct {
-	VisitID string `json:"visit_id"`
-	State   string `json:"state"`
-	Step    int    `json:"step"`
-	Steps   int    `json:"steps"`
-	TaskID  string `json:"task_id,omitempty"`
-}
+// ReviewResult is store.ReviewResult.
+type ReviewResult = store.ReviewResult
 
 // defaultReview applies to forms without review steps: one approval by a
 // supervisor (or admin) whose places contain the visit.
@@ -161,26 +156,11 @@ func mayReview(ctx context.Context, q querier, u domain.User, st syncproto.Revie
 	return fmt.Errorf("visit is outside the reviewer's places: %w", domain.ErrForbidden)
 }
 
-// VisitFilter selects visits for the review queue and exports.
-type VisitFilter struct {
-	Places   map[string]bool // nil: all
-	FormID   string
-	State    string
-	Flag     string // only visits with this evidence flag
-	From, To string // server_time range, RFC 3339 dates or times
-	Limit    int
-	Offset   int // rows to skip (a page of the list); negative: 0
-	AfterID  string
-}
+// VisitFilter is store.VisitFilter.
+type VisitFilter = store.VisitFilter
 
-// VisitRow is a visit with the names a supervisor needs.
-type VisitRow struct {
-	syncproto.Visit
-	HeadName   string `json:"head_name,omitempty"`
-	PlaceName  string `json:"place_name,omitempty"`
-	ReviewStep int    `json:"review_step"`
-	Flags      int    `json:"flags"`
-}
+// VisitRow is store.VisitRow.
+type VisitRow = store.VisitRow
 
 // Visits lists visits matching f, newest first (then by id).
 func (s *Store) Visits(ctx context.Context, f VisitFilter) ([]VisitRow, error) {

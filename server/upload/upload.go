@@ -90,7 +90,7 @@ import (
 
 	"fieldsync/server/blob"
 	"fieldsync/server/domain"
-	"fieldsync/server/evidence"
+	"fieldsync/server/store"
 	"fieldsync/syncproto"
 )
 
@@ -103,77 +103,16 @@ const Extensions = "creation,creation-with-upload,checksum,expiration,terminatio
 // OffsetContentType is the content type of PATCH bodies.
 const OffsetContentType = "application/offset+octet-stream"
 
-// Upload is one resumable upload as the database keeps it.
-type Upload struct {
-	ID        string
-	DeviceID  string
-	SHA256    string
-	Length    int64
-	Offset    int64
-	CreatedAt time.Time
-	ExpiresAt time.Time
-	Metadata  map[string]string
-	// Done: verified and stored; the record stays until ExpiresAt so that
-	// a client can still ask for its offset.
-	Done bool
-}
+// Upload is store.Upload.
+type Upload = store.Upload
 
-// Blob is a verified blob as recorded when an upload completes; Meta is
-// filled in by the analysis worker afterwards (analyse.go).
-type Blob struct {
-	SHA256    string
-	Size      int64
-	MediaType string
-	StoredAt  time.Time
-	Meta      evidence.Meta
-}
+// Blob is store.Blob.
+type Blob = store.Blob
 
-// Store is what the upload handler needs from the database. Lookups of
-// absent uploads return errors wrapping domain.ErrNotFound.
-type Store interface {
-	// CreateUpload records a new upload.
-	CreateUpload(ctx context.Context, u Upload) error
-	// Upload returns one upload.
-	Upload(ctx context.Context, id string) (Upload, error)
-	// UpdateUpload records the offset reached and the new expiry.
-	UpdateUpload(ctx context.Context, id string, offset int64, expires time.Time) error
-	// CompleteUpload records the blob as present (if it is not yet) and
-	// marks the upload done, in one transaction.
-	CompleteUpload(ctx context.Context, id string, b Blob, expires time.Time) error
-	// DeleteUpload forgets an upload (absent is not an error).
-	DeleteUpload(ctx context.Context, id string) error
-	// ActiveUploads counts the device's uploads still receiving.
-	ActiveUploads(ctx context.Context, deviceID string) (int, error)
-	// ExpiredUploads lists uploads whose expiry is before now, and every
-	// upload of a revoked device.
-	ExpiredUploads(ctx context.Context, now time.Time) ([]Upload, error)
-	// DeviceUploads lists a device's uploads.
-	DeviceUploads(ctx context.Context, deviceID string) ([]Upload, error)
-	// Referenced reports whether a visit pushed by the device references
-	// the blob.
-	Referenced(ctx context.Context, deviceID, sum string) (bool, error)
-	// BlobPresent reports whether the blob is present (verified and
-	// stored).
-	BlobPresent(ctx context.Context, sum string) (bool, error)
-	// ClaimPresentBlob reports whether the blob is present and named by
-	// a visit link that counts in the device's scope (so the device may
-	// download it anyway); if so it records that the device holds the
-	// blob, so that its own links to it count without an upload.
-	// Otherwise the device must send the bytes: knowing a hash proves
-	// nothing. CompleteUpload records the uploading device as holding
-	// the blob.
-	ClaimPresentBlob(ctx context.Context, deviceID, sum string) (bool, error)
-	// BlobArrived runs the evidence checks for every visit that
-	// references a blob that has just become present.
-	BlobArrived(ctx context.Context, sum string) error
-	// UnanalysedBlobs lists up to limit present blobs that have not been
-	// analysed yet, oldest first (SHA256, Size, MediaType and StoredAt
-	// set).
-	UnanalysedBlobs(ctx context.Context, limit int) ([]Blob, error)
-	// BlobAnalysed records what was read from a present blob and marks it
-	// analysed.
-	BlobAnalysed(ctx context.Context, sum string, m evidence.Meta) error
-}
+// Store is what the upload handler needs from the database: the upload
+// job of the store boundary (store.Uploads). Lookups of absent uploads
+// return errors wrapping domain.ErrNotFound.
+type Store = store.Uploads
 
 // Config configures a Handler.
 type Config struct {

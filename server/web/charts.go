@@ -6,11 +6,11 @@ import (
 	"math"
 	"strings"
 
-	"fieldsync/server/sqlstore"
+	"fieldsync/server/store"
 )
 
 // daysChart draws visits per day as a small bar chart.
-func daysChart(days []sqlstore.DayCount, v *view) string {
+func daysChart(days []store.DayCount, v *view) string {
 	// pad leaves room under the axis for the date ticks, descenders
 	// included (a browser test measures that no label leaves the chart).
 	const w, h, pad = 300.0, 64.0, 16.0
@@ -42,7 +42,7 @@ func daysChart(days []sqlstore.DayCount, v *view) string {
 }
 
 // stateChart draws the review states of a place's visits as a donut.
-func stateChart(p sqlstore.PlaceProgress, v *view) string {
+func stateChart(p store.PlaceProgress, v *view) string {
 	parts := []struct {
 		cls   string
 		label string

@@ -12,7 +12,7 @@ import (
 	"github.com/paulmach/orb/geojson"
 
 	"fieldsync/server/domain"
-	"fieldsync/server/sqlstore"
+	"fieldsync/server/store"
 )
 
 // Maps are drawn as inline SVG in Web Mercator (so that an optional tile
@@ -103,7 +103,7 @@ func boundary(pl domain.Place) orb.Geometry {
 	return g.Geometry()
 }
 
-var statusOrder = []string{sqlstore.MapNotVisited, sqlstore.MapVisited, sqlstore.MapNeedsRework, sqlstore.MapFlagged}
+var statusOrder = []string{store.MapNotVisited, store.MapVisited, store.MapNeedsRework, store.MapFlagged}
 
 // mapDetailLimit bounds the households and visits a map draws one by one
 // (about three elements each); with more, the map draws one bubble per
@@ -113,7 +113,7 @@ var statusOrder = []string{sqlstore.MapNotVisited, sqlstore.MapVisited, sqlstore
 const mapDetailLimit = 330
 
 // mapDetailed tells whether a map of hs and vs draws every point.
-func mapDetailed(hs []sqlstore.MapHousehold, vs []sqlstore.MapVisit) bool {
+func mapDetailed(hs []store.MapHousehold, vs []store.MapVisit) bool {
 	n := len(vs)
 	for _, h := range hs {
 		if h.HasPoint {
@@ -135,18 +135,18 @@ type mapBubble struct {
 // when at least half are, else not visited.
 func (b *mapBubble) worst() string {
 	switch {
-	case b.counts[sqlstore.MapFlagged] > 0:
-		return sqlstore.MapFlagged
-	case b.counts[sqlstore.MapNeedsRework] > 0:
-		return sqlstore.MapNeedsRework
-	case 2*b.counts[sqlstore.MapVisited] >= b.n:
-		return sqlstore.MapVisited
+	case b.counts[store.MapFlagged] > 0:
+		return store.MapFlagged
+	case b.counts[store.MapNeedsRework] > 0:
+		return store.MapNeedsRework
+	case 2*b.counts[store.MapVisited] >= b.n:
+		return store.MapVisited
 	}
-	return sqlstore.MapNotVisited
+	return store.MapNotVisited
 }
 
 // bubbles groups the households with a point by their place, in place order.
-func bubbles(places []domain.Place, hs []sqlstore.MapHousehold) []*mapBubble {
+func bubbles(places []domain.Place, hs []store.MapHousehold) []*mapBubble {
 	by := map[string]*mapBubble{}
 	for _, h := range hs {
 		if !h.HasPoint {
@@ -188,7 +188,7 @@ func bubbles(places []domain.Place, hs []sqlstore.MapHousehold) []*mapBubble {
 // buildMap draws the places under root, the households coloured by status
 // and the visits with their accuracy circles; with many households, one
 // bubble per place instead (see mapDetailLimit).
-func buildMap(places []domain.Place, hs []sqlstore.MapHousehold, vs []sqlstore.MapVisit, root string, v *view) string {
+func buildMap(places []domain.Place, hs []store.MapHousehold, vs []store.MapVisit, root string, v *view) string {
 	b := orb.Bound{Min: orb.Point{math.Inf(1), math.Inf(1)}, Max: orb.Point{math.Inf(-1), math.Inf(-1)}}
 	geoms := make([]orb.Geometry, len(places))
 	for i, pl := range places {
@@ -248,10 +248,10 @@ func buildMap(places []domain.Place, hs []sqlstore.MapHousehold, vs []sqlstore.M
 		for _, bu := range bubbles(places, hs) {
 			x, y := p.xy(bu.lon, bu.lat)
 			r := 6 + 1.2*math.Sqrt(float64(bu.n))
-			title := v.T("map.bubble", bu.name, bu.n, bu.counts[sqlstore.MapVisited], bu.counts[sqlstore.MapNeedsRework], bu.counts[sqlstore.MapFlagged])
+			title := v.T("map.bubble", bu.name, bu.n, bu.counts[store.MapVisited], bu.counts[store.MapNeedsRework], bu.counts[store.MapFlagged])
 			fmt.Fprintf(&sb, `<a href="%s/map?place=%s"><circle class="agg pt st-%s" cx="%s" cy="%s" r="%s" data-r="%s" data-code="%s" data-n="%d" data-flagged="%d" data-rework="%d" data-visited="%d"><title>%s</title></circle></a>`,
 				Prefix, html.EscapeString(bu.code), bu.worst(), f1(x), f1(y), f1(r), f1(r), html.EscapeString(bu.code), bu.n,
-				bu.counts[sqlstore.MapFlagged], bu.counts[sqlstore.MapNeedsRework], bu.counts[sqlstore.MapVisited], html.EscapeString(title))
+				bu.counts[store.MapFlagged], bu.counts[store.MapNeedsRework], bu.counts[store.MapVisited], html.EscapeString(title))
 		}
 		sb.WriteString(`</g></svg>`)
 		return sb.String()
@@ -265,7 +265,7 @@ func buildMap(places []domain.Place, hs []sqlstore.MapHousehold, vs []sqlstore.M
 	}
 	sb.WriteString(`</g><g class="households">`)
 	// Draw by status so the urgent ones end up on top.
-	byStatus := map[string][]sqlstore.MapHousehold{}
+	byStatus := map[string][]store.MapHousehold{}
 	for _, h := range hs {
 		if h.HasPoint {
 			byStatus[h.Status] = append(byStatus[h.Status], h)

@@ -13,7 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"fieldsync/server/domain"
-	"fieldsync/server/sqlstore"
+	"fieldsync/server/store"
 	"fieldsync/syncproto"
 )
 
@@ -173,11 +173,11 @@ func (c *Console) month() (time.Time, time.Time) {
 type overviewData struct {
 	Place      domain.Place
 	Crumbs     []crumb
-	Self       sqlstore.PlaceProgress
-	Children   []sqlstore.PlaceProgress
-	Roots      []sqlstore.PlaceProgress // when the user has several top places
-	Cadres     []sqlstore.CadreProgress
-	Households []sqlstore.MapHousehold
+	Self       store.PlaceProgress
+	Children   []store.PlaceProgress
+	Roots      []store.PlaceProgress // when the user has several top places
+	Cadres     []store.CadreProgress
+	Households []store.MapHousehold
 	DaysChart  string
 	StateChart string
 	Period     string            // month, 30d or all (shared with the map)
@@ -394,7 +394,7 @@ type gapsData struct {
 	Pager    pager
 	Place    domain.Place
 	Crumbs   []crumb
-	Report   *sqlstore.EvidenceGapReport
+	Report   *store.EvidenceGapReport
 	Children []gapRow
 	Forms    map[string]syncproto.FormDef // latest, by id
 	Slots    map[string]string            // form.slot -> label

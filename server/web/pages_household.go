@@ -10,7 +10,7 @@ import (
 
 	"fieldsync/server/domain"
 	"fieldsync/server/export"
-	"fieldsync/server/sqlstore"
+	"fieldsync/server/store"
 	"fieldsync/syncproto"
 )
 
@@ -28,8 +28,8 @@ type answer struct {
 type evidenceItem struct {
 	syncproto.EvidenceRef
 	SlotLabel string
-	Blob      sqlstore.BlobMeta
-	Flags     []sqlstore.ConsoleFlag
+	Blob      store.BlobMeta
+	Flags     []store.ConsoleFlag
 	IsImage   bool
 }
 
@@ -38,7 +38,7 @@ type visitItem struct {
 	FormTitle string
 	Answers   []answer
 	Evidence  []evidenceItem
-	Flags     []sqlstore.ConsoleFlag // about the visit itself
+	Flags     []store.ConsoleFlag // about the visit itself
 	Reviews   []map[string]any
 	Missing   []string // required slots without present blobs
 }
@@ -183,7 +183,7 @@ func (c *Console) household(ec echo.Context, v *view) error {
 				}
 			}
 		}
-		byBlob := map[string][]sqlstore.ConsoleFlag{}
+		byBlob := map[string][]store.ConsoleFlag{}
 		for _, f := range flags[vis.ID] {
 			if f.SHA256 == "" {
 				it.Flags = append(it.Flags, f)

@@ -10,12 +10,12 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"fieldsync/server/domain"
-	"fieldsync/server/sqlstore"
+	"fieldsync/server/store"
 	"fieldsync/syncproto"
 )
 
 type reviewRow struct {
-	sqlstore.VisitRow
+	store.VisitRow
 	FormTitle string
 	FlagNames []string
 	Summary   string
@@ -71,7 +71,7 @@ func (c *Console) reviewPage(ec echo.Context, v *view) error {
 	}
 	page := intParam(ec, "page", 1, 1, maxPageParam)
 	// One row more than a page tells whether a next page exists.
-	f := sqlstore.VisitFilter{FormID: q.Get("form"), State: state, Flag: q.Get("flag"), Limit: reviewLimit + 1, Offset: (page - 1) * reviewLimit}
+	f := store.VisitFilter{FormID: q.Get("form"), State: state, Flag: q.Get("flag"), Limit: reviewLimit + 1, Offset: (page - 1) * reviewLimit}
 	if f.From, err = c.dayBound(q.Get("from"), false); err != nil {
 		return err
 	}

@@ -18,7 +18,6 @@
 package web
 
 import (
-	"context"
 	"crypto/subtle"
 	"embed"
 	"errors"
@@ -40,7 +39,7 @@ import (
 	"fieldsync/server/domain"
 	"fieldsync/server/export"
 	"fieldsync/server/geo"
-	"fieldsync/server/sqlstore"
+	"fieldsync/server/store"
 	"fieldsync/syncproto"
 )
 
@@ -63,42 +62,17 @@ const (
 	defaultLoginRate = 10
 )
 
-// Store is what the console reads and writes. sqlstore.Store implements
-// it.
+// Store is what the console reads and writes: administration, sessions,
+// the review pages, exports and its own read models, each a job of the
+// store boundary (store.Store, which every engine implements, has them
+// all).
 type Store interface {
-	export.Store
-	Session(ctx context.Context, tokenHash string) (domain.Session, error)
-	RevokeSession(ctx context.Context, tokenHash string) error
-	Users(ctx context.Context) ([]domain.User, error)
-	CreateUser(ctx context.Context, u domain.User) (domain.User, error)
-	SetUserPlaces(ctx context.Context, userID int64, codes []string) error
-	Place(ctx context.Context, code string) (domain.Place, error)
-	Places(ctx context.Context, roots []string, withAncestors bool) ([]domain.Place, error)
-	UpsertPlaces(ctx context.Context, places []domain.Place) error
-	ImportHouseholds(ctx context.Context, hs []syncproto.Household, by int64) error
-	Devices(ctx context.Context, userIDs []int64) ([]domain.Device, error)
-	RevokeDevice(ctx context.Context, id string) error
-
-	Household(ctx context.Context, id string) (*syncproto.Household, bool, error)
-	HouseholdVisits(ctx context.Context, id string) ([]syncproto.Visit, error)
-	Conflicts(ctx context.Context, householdID string) ([]syncproto.Conflict, error)
-	AuditTrail(ctx context.Context, entityType, id string) ([]domain.AuditEvent, error)
-	ReviewHistory(ctx context.Context, visitID string) ([]map[string]any, error)
-	Visits(ctx context.Context, f sqlstore.VisitFilter) ([]sqlstore.VisitRow, error)
-	Form(ctx context.Context, id string, version int) (syncproto.FormDef, error)
-
-	ConsoleProgress(ctx context.Context, root string, monthFrom, monthTo time.Time) ([]sqlstore.PlaceProgress, error)
-	ConsoleCadres(ctx context.Context, root string, from, to time.Time) ([]sqlstore.CadreProgress, error)
-	ConsoleVisitsPerDay(ctx context.Context, root string, from, to time.Time, offsetMinutes int) ([]sqlstore.DayCount, error)
-	ConsoleHouseholds(ctx context.Context, root string, since time.Time, limit int) ([]sqlstore.MapHousehold, error)
-	ConsoleVisitPoints(ctx context.Context, root string, since time.Time, limit int) ([]sqlstore.MapVisit, error)
-	ConsoleEvidenceGaps(ctx context.Context, root string, limit, offset int) (*sqlstore.EvidenceGapReport, error)
-	ConsoleHouseholdEvidence(ctx context.Context, householdID string) (map[string]sqlstore.BlobMeta, map[string][]sqlstore.ConsoleFlag, error)
-	ConsoleVisitFlags(ctx context.Context, visitIDs []string) (map[string][]string, error)
-	ConsoleFlagNames(ctx context.Context) ([]string, error)
+	store.Admin
+	store.Sessions
+	store.Review
+	store.Export
+	store.Console
 }
-
-var _ Store = (*sqlstore.Store)(nil)
 
 // Config configures the console.
 type Config struct {
