@@ -5,11 +5,12 @@ package main
 //
 //   - p1: 200 devices (one worker each, over the demo village's groups)
 //     record 100 visits each offline, then push at once, batches of 20,
-//     over HTTP to an in-process server; acknowledged visits ÷ wall time.
-//     The raw limit copies the visits table's columns and indexes into a
-//     fresh SQLite file beside the server's and inserts the same rows, 20
-//     per transaction, with sqlstore.DSN's settings, in the same process.
-//   - p2: 10,000 households imported with ImportHouseholds into one group;
+//     over HTTP to a fieldsync subprocess; acknowledged visits ÷ wall
+//     time. The raw limit copies the visits table's columns and indexes
+//     into a fresh SQLite file beside the server's and inserts the same
+//     rows, 20 per transaction, with the server's SQLite settings
+//     (sqliteDSN), in the simulator's process.
+//   - p2: 10,000 households imported with `fieldsync seed` into one group;
 //     a fresh device's first Sync: wall time, and SyncReport's bytes.
 //   - p3: a wire-level device of that worker pulls with a cursor at the
 //     head, 2000 times (after 20 unmeasured); then the server stops, 990k
@@ -19,7 +20,7 @@ package main
 //   - p4: 200 photos of 250 KB (generated JPEGs with EXIF GPS and time),
 //     8 concurrent uploads of one small tus client (tus.go) against tusd
 //     v2.9.1 (go install, filestore, a subprocess on loopback), our
-//     endpoint /api/v1/uploads/ on an in-process server with the local
+//     endpoint /api/v1/uploads/ on a fieldsync subprocess with the local
 //     blob store, and the same with the S3 store (the test script's shared
 //     versitygw, or a private one the bench installs and starts). Our
 //     endpoint takes an upload only for a blob a visit of the device
@@ -38,9 +39,10 @@ package main
 //     visit as Collect's instance XML, gzipped alone (one submission per
 //     request is how OpenRosa sends them).
 //   - p7: the p1 workload and then the p4 upload workload against the
-//     fieldsync binary built from this checkout and run as a subprocess
-//     (in-process, the 200 devices' memory would count too); its VmHWM.
-//   - p8: 20 devices × 1,000 visits pushed at once to an in-process server;
+//     fieldsync binary run as a subprocess with -demo (the demo county
+//     with its photos); its VmHWM.
+//   - p8: 20 devices × 1,000 visits pushed at once to a fieldsync
+//     subprocess;
 //     the same visits as documents in 20 local PouchDBs replicated at once
 //     into pouchdb-server on loopback.
 //   - f1: the 2g-day scenario (30 visits, 5 edits, 50 kbps, 800 ms RTT, a

@@ -138,7 +138,7 @@ func (b *bench) p4Tusd(ctx context.Context, sets [][]Photo, how string) error {
 	return nil
 }
 
-// p4Ours measures our endpoint (/api/v1/uploads/) of an in-process server
+// p4Ours measures our endpoint (/api/v1/uploads/) of a fieldsync subprocess
 // with the local blob store or, for "s3", an S3 store, with the tus
 // client and photos tusd got; then it downloads every photo back and
 // checks its hash.
@@ -193,7 +193,7 @@ func (b *bench) p4Ours(ctx context.Context, store string, sets [][]Photo, how st
 	} else {
 		b.rep.P4UploadMBsLocal = round(median(rates))
 	}
-	b.note(key, "in-process server, "+desc+"; "+how+"; every photo then downloaded and re-hashed")
+	b.note(key, "fieldsync subprocess, "+desc+"; "+how+"; every photo then downloaded and re-hashed")
 	b.logf("ours (%s): rounds took %v (%s MB/s)", desc, roundAll(took), fmtRates(rates))
 	n, bytes, err := ep.verify(ctx, sets...)
 	if err != nil {

@@ -15,7 +15,6 @@ import (
 
 	"fieldsync/mobileclient"
 	"fieldsync/mobileclient/linkproxy"
-	"fieldsync/server/demo"
 	"fieldsync/syncproto"
 )
 
@@ -78,7 +77,7 @@ func (o *runOptions) setDefaults() {
 		o.AdminUser = "admin"
 	}
 	if o.AdminPassword == "" {
-		o.AdminPassword = demo.DemoPassword
+		o.AdminPassword = demoPassword
 	}
 	if o.Out == nil {
 		o.Out = io.Discard
@@ -256,7 +255,7 @@ func setupEnv(ctx context.Context, o runOptions, work string, logf func(string, 
 		srv, err = connect(ctx, o.ServerURL, o.AdminUser, o.AdminPassword)
 	} else {
 		logf("starting a server on %s (demo county)", filepath.Join(work, "server"))
-		srv, err = startLocal(ctx, localOptions{Dir: filepath.Join(work, "server"), Prepare: populateOtherVillage(40)})
+		srv, err = startLocal(ctx, localOptions{Dir: filepath.Join(work, "server"), Seed: otherVillageHouseholds(40)})
 	}
 	if err != nil {
 		return nil, err

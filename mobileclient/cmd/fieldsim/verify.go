@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"fieldsync/mobileclient"
-	"fieldsync/server/app"
-	"fieldsync/server/sqlstore"
 	"fieldsync/syncproto"
 )
 
@@ -26,10 +24,10 @@ type serverVisit struct {
 }
 
 // openServerDB opens the database of a server the simulator started,
-// read-only (the server may still be running: WAL readers do not block
-// it).
+// read-only, with plain SQL (the server may still be running: WAL readers
+// do not block it).
 func openServerDB(dataDir string) (*sql.DB, error) {
-	return sql.Open("sqlite3", sqlstore.DSN(app.DBPath(dataDir), true, 10*time.Second))
+	return sql.Open("sqlite3", sqliteDSN(serverDBPath(dataDir), true))
 }
 
 // visitsOnServer reads the visits of the given devices from the server's
