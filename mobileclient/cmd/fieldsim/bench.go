@@ -67,6 +67,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -124,8 +125,9 @@ type benchOptions struct {
 	F1PhotoBytes        int // f1: bytes per photo
 	MaxSyncs            int
 	// CPUProfile, if set, is the prefix of CPU profiles of the timed
-	// phases: PREFIX.p1 and PREFIX.p8 (the in-process server and the
-	// devices together), PREFIX.p2 (the first pull).
+	// phases, two per phase: PREFIX.p1 (the simulator: devices, wire
+	// clients) and PREFIX.p1.server (the fieldsync subprocess), and so
+	// for p2 (the first pull), p4 (our endpoint, local store) and p8.
 	CPUProfile string
 	// Trace, if set, is the prefix of execution traces of the same phases.
 	Trace string
@@ -181,9 +183,14 @@ func defaultDeviceDir() string {
 }
 
 // profile starts a CPU profile and an execution trace of a timed phase
-// when -cpuprofile or -trace is set; the returned func stops them.
-func (b *bench) profile(section string) func() {
+// when -cpuprofile or -trace is set, in the simulator and in srv (a
+// fieldsync subprocess started with b.serverProfile; nil: none); the
+// returned func stops them.
+func (b *bench) profile(section string, srv *server) func() {
 	var stops []func()
+	if srv != nil {
+		stops = append(stops, b.profileServer(srv))
+	}
 	if b.o.CPUProfile != "" {
 		if f, err := os.Create(b.o.CPUProfile + "." + section); err != nil {
 			b.logf("cpuprofile: %v", err)
@@ -256,9 +263,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.F1Photos, "f1-photos", 5, "f1: photos of the 2G day (on retrofit and water-cellar visits)")
 	fs.IntVar(&o.F1PhotoBytes, "f1-photo-bytes", 30_000, "f1: bytes per photo (small: a 250 KB photo takes 40 s at 50 kbps); 0: no photos")
 	fs.IntVar(&o.MaxSyncs, "max-syncs", 10, "syncs a device tries in one phase before giving up")
-	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write CPU profiles of the timed phases to PREFIX.<section>")
-	fs.StringVar(&o.Trace, "trace", "", "write execution traces of the timed phases to PREFIX.<section>")
-	fs.StringVar(&o.MemProfile, "memprofile", "", "write heap profiles at the end of the timed phases to PREFIX.<section>")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write CPU profiles of the timed phases to PREFIX.<section> (the simulator) and PREFIX.<section>.server (the fieldsync subprocess)")
+	fs.StringVar(&o.Trace, "trace", "", "write execution traces of the timed phases to PREFIX.<section> and PREFIX.<section>.server")
+	fs.StringVar(&o.MemProfile, "memprofile", "", "write heap profiles at the end of the timed phases to PREFIX.<section> and PREFIX.<section>.server")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -433,4 +440,57 @@ func perUnit(v, n float64, unit string) string {
 		return ""
 	}
 	return fmt.Sprintf("%.0f %s", v/n, unit)
+}
+
+// serverProfile names the files a section's server writes its profiles
+// of the timed phase to: PREFIX.SECTION.server for each profile asked for.
+func (b *bench) serverProfile(section string) serverProfile {
+	name := func(prefix string) string {
+		if prefix == "" {
+			return ""
+		}
+		if abs, err := filepath.Abs(prefix); err == nil {
+			prefix = abs
+		}
+		return prefix + "." + section + ".server"
+	}
+	return serverProfile{CPU: name(b.o.CPUProfile), Trace: name(b.o.Trace), Mem: name(b.o.MemProfile)}
+}
+
+// profileServer has a fieldsync subprocess started with profile files
+// profile from now on (SIGUSR1); the function it returns ends that
+// (SIGUSR2) and waits, at most 30 s, until the server has written them.
+func (b *bench) profileServer(srv *server) func() {
+	files := []string{srv.profile.CPU, srv.profile.Trace, srv.profile.Mem}
+	files = slices.DeleteFunc(files, func(f string) bool { return f == "" })
+	if len(files) == 0 || srv.pid <= 0 {
+		return func() {}
+	}
+	for _, f := range files {
+		os.Remove(f) // a file that appears is this phase's
+	}
+	if err := syscall.Kill(srv.pid, syscall.SIGUSR1); err != nil {
+		b.logf("server profile: %v", err)
+		return func() {}
+	}
+	return func() {
+		if err := syscall.Kill(srv.pid, syscall.SIGUSR2); err != nil {
+			b.logf("server profile: %v", err)
+			return
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for _, f := range files {
+			for {
+				if _, err := os.Stat(f); err == nil {
+					b.logf("profile of the fieldsync subprocess in the timed phase: %s", f)
+					break
+				}
+				if time.Now().After(deadline) {
+					b.logf("server profile: %s not written in 30 s (see %s)", f, srv.logFile)
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
 }

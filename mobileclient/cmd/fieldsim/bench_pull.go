@@ -26,7 +26,7 @@ func (b *bench) p23(ctx context.Context) error {
 		Households: []seedHouseholds{{Place: benchScopeGroup, Count: b.o.P2Households, Seed: b.o.Seed + 23, Batch: 5000}},
 	}
 	t0 := time.Now()
-	srv, err := startLocal(ctx, localOptions{Dir: dir, Seed: spec})
+	srv, err := startLocal(ctx, localOptions{Dir: dir, Seed: spec, Profile: b.serverProfile("p2")})
 	if err != nil {
 		return err
 	}
@@ -52,7 +52,7 @@ func (b *bench) p23(ctx context.Context) error {
 	if err := d.c.Enroll(ctx, code, d.name); err != nil {
 		return err
 	}
-	stop := b.profile("p2")
+	stop := b.profile("p2", srv)
 	t0 = time.Now()
 	rep, err := d.c.Sync(ctx)
 	took := time.Since(t0)

@@ -18,7 +18,7 @@ import (
 // startServer starts a fieldsync subprocess on the demo county for a
 // section.
 func (b *bench) startServer(ctx context.Context, section string) (*server, error) {
-	return startLocal(ctx, localOptions{Dir: filepath.Join(b.path(section), "server")})
+	return startLocal(ctx, localOptions{Dir: filepath.Join(b.path(section), "server"), Profile: b.serverProfile(section)})
 }
 
 // env makes a fleet factory on srv whose devices live under the section.
@@ -80,7 +80,7 @@ func (b *bench) pushHerd(ctx context.Context, srv *server, section string, n, pe
 	b.rss.setPhase("push")
 	stop := func() {}
 	if srv.dataDir != "" {
-		stop = b.profile(section)
+		stop = b.profile(section, srv)
 	}
 	outs, elapsed, err := herdSync(ctx, devs, b.o.MaxSyncs, true)
 	stop()

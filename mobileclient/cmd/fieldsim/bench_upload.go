@@ -145,6 +145,9 @@ func (b *bench) p4Tusd(ctx context.Context, sets [][]Photo, how string) error {
 func (b *bench) p4Ours(ctx context.Context, store string, sets [][]Photo, how string) error {
 	key, desc := "p4_upload_mb_s_local", "local blob store (the data folder)"
 	o := localOptions{Dir: filepath.Join(b.path("p4"), store, "server")}
+	if store == "local" {
+		o.Profile = b.serverProfile("p4")
+	}
 	if store == "s3" {
 		key = "p4_upload_mb_s_s3"
 		s3, err := startS3(ctx, b.o.CacheDir, filepath.Join(b.path("p4"), store), b.logf)
@@ -168,7 +171,7 @@ func (b *bench) p4Ours(ctx context.Context, store string, sets [][]Photo, how st
 	var took []time.Duration
 	stop := func() {}
 	if store == "local" {
-		stop = b.profile("p4")
+		stop = b.profile("p4", srv)
 	}
 	for _, set := range sets {
 		mbps, t, err := ep.upload(ctx, set, b.o.P4Uploaders)

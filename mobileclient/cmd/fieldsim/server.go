@@ -28,6 +28,7 @@ type server struct {
 	dataDir string // set when the simulator started it
 	dbPath  string // its SQLite file, when the simulator started it
 	pid     int    // its process, when the simulator started it
+	profile serverProfile
 	admin   *adminAPI
 	stop    func() error
 	logFile string
@@ -54,6 +55,25 @@ type localOptions struct {
 	// S3, if its Endpoint is set, stores evidence in that object store
 	// instead of Dir/blobs.
 	S3 s3Config
+	// Profile names the files the server writes its profiles of a timed
+	// phase to (see bench.profile); empty: none.
+	Profile serverProfile
+}
+
+// serverProfile are the files `fieldsync run` writes profiles to between
+// SIGUSR1 and SIGUSR2 (server/cmd/fieldsync/profile.go).
+type serverProfile struct {
+	CPU, Trace, Mem string
+}
+
+func (p serverProfile) env() []string {
+	var env []string
+	for _, kv := range [][2]string{{"FIELDSYNC_CPUPROFILE", p.CPU}, {"FIELDSYNC_TRACE", p.Trace}, {"FIELDSYNC_MEMPROFILE", p.Mem}} {
+		if kv[1] != "" {
+			env = append(env, kv[0]+"="+kv[1])
+		}
+	}
+	return env
 }
 
 // s3Config is an S3-compatible object store (the server's -s3-* flags).
@@ -82,7 +102,7 @@ func startLocal(ctx context.Context, o localOptions) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{dataDir: o.Dir, dbPath: m.Database, logFile: filepath.Join(o.Dir, "server.log")}
+	s := &server{dataDir: o.Dir, dbPath: m.Database, logFile: filepath.Join(o.Dir, "server.log"), profile: o.Profile}
 	var lastErr error
 	for try := 0; try < 3; try++ {
 		port, err := freePort()
@@ -92,8 +112,9 @@ func startLocal(ctx context.Context, o localOptions) (*server, error) {
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		cmd := exec.Command(bin, "run", "-data", o.Dir, "-addr", addr, "-log-level", "warn")
 		cmd.Stdout = io.Discard // the first-start banner
+		cmd.Env = append(os.Environ(), o.Profile.env()...)
 		if o.S3.Endpoint != "" {
-			cmd.Env = append(os.Environ(), "FIELDSYNC_S3_ENDPOINT="+o.S3.Endpoint, "FIELDSYNC_S3_BUCKET="+o.S3.Bucket,
+			cmd.Env = append(cmd.Env, "FIELDSYNC_S3_ENDPOINT="+o.S3.Endpoint, "FIELDSYNC_S3_BUCKET="+o.S3.Bucket,
 				"FIELDSYNC_S3_ACCESS_KEY="+o.S3.AccessKey, "FIELDSYNC_S3_SECRET_KEY="+o.S3.SecretKey)
 		}
 		p, err := startProcess(ctx, "fieldsync", cmd, s.logFile, 60*time.Second,

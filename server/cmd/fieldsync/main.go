@@ -128,6 +128,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch cmd {
 	case "run":
+		defer profileOnSignal(stderr)() // FIELDSYNC_CPUPROFILE etc.: see profile.go
 		return app.Run(ctx, cfg)
 	case "migrate":
 		st, err := app.OpenStore(ctx, cfg) // Open applies the migrations
