@@ -90,7 +90,7 @@ func (b *bench) p23(ctx context.Context) error {
 		return err
 	}
 	b.rep.P3NoopPullP99Ms10k = round(ms(percentile(lat10k, 0.99)))
-	total, err := countHouseholds(ctx, dir)
+	total, err := countHouseholds(ctx, srv.dbPath)
 	if err != nil {
 		return err
 	}
@@ -138,21 +138,21 @@ func (b *bench) p23(ctx context.Context) error {
 		return err
 	}
 	b.rep.P3NoopPullP99Ms1m = round(ms(percentile(lat1m, 0.99)))
-	total, err = countHouseholds(ctx, dir)
+	total, err = countHouseholds(ctx, srv.dbPath)
 	if err != nil {
 		return err
 	}
 	b.note("p3_noop_pull_p99_ms_1m", fmt.Sprintf("the same device and cursor, %d households in the database", total))
 	b.logf("no-op pull at %d households: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms (%d pulls)", total,
 		ms(percentile(lat1m, 0.5)), ms(percentile(lat1m, 0.9)), ms(percentile(lat1m, 0.99)), ms(percentile(lat1m, 1)), len(lat1m))
-	if fi, err := os.Stat(serverDBPath(dir)); err == nil {
+	if fi, err := os.Stat(srv.dbPath); err == nil {
 		b.info("p3: the 1M database file is %.0f MiB", float64(fi.Size())/(1<<20))
 	}
 	return nil
 }
 
-func countHouseholds(ctx context.Context, dataDir string) (int, error) {
-	db, err := openServerDB(dataDir)
+func countHouseholds(ctx context.Context, dbPath string) (int, error) {
+	db, err := openServerDB(dbPath)
 	if err != nil {
 		return 0, err
 	}

@@ -31,7 +31,7 @@ func (b *bench) p1(ctx context.Context) error {
 	defer h.close()
 	b.rep.P1VisitsPerS = round(float64(h.acked) / h.elapsed.Seconds())
 	b.note("p1_visits_per_s", fmt.Sprintf("%d devices × %d visits, batches of 20, over HTTP to the fieldsync subprocess", b.o.P1Devices, b.o.P1Visits))
-	if _, err := checkVisitsExactlyOnce(ctx, srv.dataDir, h.devs); err != nil {
+	if _, err := checkVisitsExactlyOnce(ctx, srv.dbPath, h.devs); err != nil {
 		return err
 	}
 	if hwm, err := peakRSS(os.Getpid()); err == nil {
@@ -48,7 +48,7 @@ func (b *bench) p1(ctx context.Context) error {
 		}
 		ids = append(ids, id)
 	}
-	rate, n, err := rawInsert(ctx, srv.dataDir, filepath.Join(b.path("p1"), "raw"), ids)
+	rate, n, err := rawInsert(ctx, srv.dbPath, filepath.Join(b.path("p1"), "raw"), ids)
 	if err != nil {
 		return fmt.Errorf("raw insert: %w", err)
 	}
@@ -61,8 +61,8 @@ func (b *bench) p1(ctx context.Context) error {
 // foreign keys and checks) into a fresh database next to the server's and
 // inserts the given devices' visit rows there, 20 per transaction, with
 // the server's connection settings. It returns rows per second.
-func rawInsert(ctx context.Context, serverDir, dir string, deviceIDs []string) (float64, int, error) {
-	src, err := openServerDB(serverDir)
+func rawInsert(ctx context.Context, serverDB, dir string, deviceIDs []string) (float64, int, error) {
+	src, err := openServerDB(serverDB)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -281,7 +281,7 @@ func (b *bench) p8(ctx context.Context) error {
 	defer h.close()
 	b.rep.P8Sync20kS = round(h.elapsed.Seconds())
 	b.note("p8_sync_20k_s", fmt.Sprintf("%d devices push %d visits each at once (mobileclient Push, batches of 20) until acknowledged", b.o.P8Devices, per))
-	if _, err := checkVisitsExactlyOnce(ctx, srv.dataDir, h.devs); err != nil {
+	if _, err := checkVisitsExactlyOnce(ctx, srv.dbPath, h.devs); err != nil {
 		return err
 	}
 	srv.Close() // free the CPU for the peer

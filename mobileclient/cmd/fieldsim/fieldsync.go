@@ -106,7 +106,7 @@ func fieldsyncBinary(ctx context.Context) (string, error) {
 	bin, err := buildServer(ctx, dir)
 	if err != nil {
 		os.RemoveAll(dir)
-		return "", err
+		return "", fmt.Errorf("%w (or name a fieldsync binary in $%s)", err, envFieldsyncBin)
 	}
 	builtBinary.dir, builtBinary.path = dir, bin
 	return bin, nil

@@ -35,7 +35,7 @@ func TestRun_CountyEveningSmoke(t *testing.T) {
 		}
 	}
 	// The server has stopped; read its database directly.
-	db, err := openServerDB(filepath.Join(dir, "server"))
+	db, err := openServerDB(serverDBPath(filepath.Join(dir, "server")))
 	if err != nil {
 		t.Fatal(err)
 	}

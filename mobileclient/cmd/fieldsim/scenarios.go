@@ -535,7 +535,7 @@ func firstRejection(rs []mobileclient.Result) string {
 // auditor device.
 func serverCheck(ctx context.Context, e *env, devs []*device, places []string, o *runOptions, res *runResult) error {
 	if e.srv.dataDir != "" {
-		n, err := checkVisitsExactlyOnce(ctx, e.srv.dataDir, devs)
+		n, err := checkVisitsExactlyOnce(ctx, e.srv.dbPath, devs)
 		if err != nil {
 			return err
 		}
@@ -749,7 +749,7 @@ func reassign(ctx context.Context, e *env, o *runOptions) (*runResult, error) {
 	}
 	res.Checks = append(res.Checks, fmt.Sprintf("device holds exactly the %d households a fresh device of village %s gets", len(have), target))
 	if e.srv.dataDir != "" {
-		db, err := householdsOnServer(ctx, e.srv.dataDir, e.tree.subtree(target))
+		db, err := householdsOnServer(ctx, e.srv.dbPath, e.tree.subtree(target))
 		if err != nil {
 			return res, err
 		}

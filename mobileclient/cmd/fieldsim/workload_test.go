@@ -18,7 +18,7 @@ import (
 // tests' data template (see TestMain), with plain SQL.
 func demoHouseholds(t *testing.T, n int) []syncproto.Household {
 	t.Helper()
-	db, err := openServerDB(dataTemplate)
+	db, err := openServerDB(serverDBPath(dataTemplate))
 	if err != nil {
 		t.Fatal(err)
 	}
