@@ -65,12 +65,16 @@ type process struct {
 }
 
 // startProcess starts cmd with its output (its standard error only, when
-// cmd.Stdout is set) in logFile and waits until ready answers true (at
-// most wait).
+// cmd.Stdout is set) appended to logFile and waits until ready answers
+// true (at most wait). The process gets SIGTERM if the simulator dies
+// first.
 func startProcess(ctx context.Context, name string, cmd *exec.Cmd, logFile string, wait time.Duration, ready func() bool) (*process, error) {
-	lf, err := os.Create(logFile)
+	lf, err := os.OpenFile(logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
 	if err != nil {
 		return nil, err
+	}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	}
 	if cmd.Stdout == nil {
 		cmd.Stdout = lf
