@@ -5,11 +5,12 @@ package main
 //
 //   - p1: 200 devices (one worker each, over the demo village's groups)
 //     record 100 visits each offline, then push at once, batches of 20,
-//     over HTTP to an in-process server; acknowledged visits ÷ wall time.
-//     The raw limit copies the visits table's columns and indexes into a
-//     fresh SQLite file beside the server's and inserts the same rows, 20
-//     per transaction, with sqlstore.DSN's settings, in the same process.
-//   - p2: 10,000 households imported with ImportHouseholds into one group;
+//     over HTTP to a fieldsync subprocess; acknowledged visits ÷ wall
+//     time. The raw limit copies the visits table's columns and indexes
+//     into a fresh SQLite file beside the server's and inserts the same
+//     rows, 20 per transaction, with the server's SQLite settings
+//     (sqliteDSN), in the simulator's process.
+//   - p2: 10,000 households imported with `fieldsync seed` into one group;
 //     a fresh device's first Sync: wall time, and SyncReport's bytes.
 //   - p3: a wire-level device of that worker pulls with a cursor at the
 //     head, 2000 times (after 20 unmeasured); then the server stops, 990k
@@ -19,7 +20,7 @@ package main
 //   - p4: 200 photos of 250 KB (generated JPEGs with EXIF GPS and time),
 //     8 concurrent uploads of one small tus client (tus.go) against tusd
 //     v2.9.1 (go install, filestore, a subprocess on loopback), our
-//     endpoint /api/v1/uploads/ on an in-process server with the local
+//     endpoint /api/v1/uploads/ on a fieldsync subprocess with the local
 //     blob store, and the same with the S3 store (the test script's shared
 //     versitygw, or a private one the bench installs and starts). Our
 //     endpoint takes an upload only for a blob a visit of the device
@@ -38,9 +39,10 @@ package main
 //     visit as Collect's instance XML, gzipped alone (one submission per
 //     request is how OpenRosa sends them).
 //   - p7: the p1 workload and then the p4 upload workload against the
-//     fieldsync binary built from this checkout and run as a subprocess
-//     (in-process, the 200 devices' memory would count too); its VmHWM.
-//   - p8: 20 devices × 1,000 visits pushed at once to an in-process server;
+//     fieldsync binary run as a subprocess with -demo (the demo county
+//     with its photos); its VmHWM.
+//   - p8: 20 devices × 1,000 visits pushed at once to a fieldsync
+//     subprocess;
 //     the same visits as documents in 20 local PouchDBs replicated at once
 //     into pouchdb-server on loopback.
 //   - f1: the 2g-day scenario (30 visits, 5 edits, 50 kbps, 800 ms RTT, a
@@ -65,6 +67,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -122,8 +125,9 @@ type benchOptions struct {
 	F1PhotoBytes        int // f1: bytes per photo
 	MaxSyncs            int
 	// CPUProfile, if set, is the prefix of CPU profiles of the timed
-	// phases: PREFIX.p1 and PREFIX.p8 (the in-process server and the
-	// devices together), PREFIX.p2 (the first pull).
+	// phases, two per phase: PREFIX.p1 (the simulator: devices, wire
+	// clients) and PREFIX.p1.server (the fieldsync subprocess), and so
+	// for p2 (the first pull), p4 (our endpoint, local store) and p8.
 	CPUProfile string
 	// Trace, if set, is the prefix of execution traces of the same phases.
 	Trace string
@@ -179,9 +183,14 @@ func defaultDeviceDir() string {
 }
 
 // profile starts a CPU profile and an execution trace of a timed phase
-// when -cpuprofile or -trace is set; the returned func stops them.
-func (b *bench) profile(section string) func() {
+// when -cpuprofile or -trace is set, in the simulator and in srv (a
+// fieldsync subprocess started with b.serverProfile; nil: none); the
+// returned func stops them.
+func (b *bench) profile(section string, srv *server) func() {
 	var stops []func()
+	if srv != nil {
+		stops = append(stops, b.profileServer(srv))
+	}
 	if b.o.CPUProfile != "" {
 		if f, err := os.Create(b.o.CPUProfile + "." + section); err != nil {
 			b.logf("cpuprofile: %v", err)
@@ -254,9 +263,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.F1Photos, "f1-photos", 5, "f1: photos of the 2G day (on retrofit and water-cellar visits)")
 	fs.IntVar(&o.F1PhotoBytes, "f1-photo-bytes", 30_000, "f1: bytes per photo (small: a 250 KB photo takes 40 s at 50 kbps); 0: no photos")
 	fs.IntVar(&o.MaxSyncs, "max-syncs", 10, "syncs a device tries in one phase before giving up")
-	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write CPU profiles of the timed phases to PREFIX.<section>")
-	fs.StringVar(&o.Trace, "trace", "", "write execution traces of the timed phases to PREFIX.<section>")
-	fs.StringVar(&o.MemProfile, "memprofile", "", "write heap profiles at the end of the timed phases to PREFIX.<section>")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write CPU profiles of the timed phases to PREFIX.<section> (the simulator) and PREFIX.<section>.server (the fieldsync subprocess)")
+	fs.StringVar(&o.Trace, "trace", "", "write execution traces of the timed phases to PREFIX.<section> and PREFIX.<section>.server")
+	fs.StringVar(&o.MemProfile, "memprofile", "", "write heap profiles at the end of the timed phases to PREFIX.<section> and PREFIX.<section>.server")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -431,4 +440,57 @@ func perUnit(v, n float64, unit string) string {
 		return ""
 	}
 	return fmt.Sprintf("%.0f %s", v/n, unit)
+}
+
+// serverProfile names the files a section's server writes its profiles
+// of the timed phase to: PREFIX.SECTION.server for each profile asked for.
+func (b *bench) serverProfile(section string) serverProfile {
+	name := func(prefix string) string {
+		if prefix == "" {
+			return ""
+		}
+		if abs, err := filepath.Abs(prefix); err == nil {
+			prefix = abs
+		}
+		return prefix + "." + section + ".server"
+	}
+	return serverProfile{CPU: name(b.o.CPUProfile), Trace: name(b.o.Trace), Mem: name(b.o.MemProfile)}
+}
+
+// profileServer has a fieldsync subprocess started with profile files
+// profile from now on (SIGUSR1); the function it returns ends that
+// (SIGUSR2) and waits, at most 30 s, until the server has written them.
+func (b *bench) profileServer(srv *server) func() {
+	files := []string{srv.profile.CPU, srv.profile.Trace, srv.profile.Mem}
+	files = slices.DeleteFunc(files, func(f string) bool { return f == "" })
+	if len(files) == 0 || srv.pid <= 0 {
+		return func() {}
+	}
+	for _, f := range files {
+		os.Remove(f) // a file that appears is this phase's
+	}
+	if err := syscall.Kill(srv.pid, syscall.SIGUSR1); err != nil {
+		b.logf("server profile: %v", err)
+		return func() {}
+	}
+	return func() {
+		if err := syscall.Kill(srv.pid, syscall.SIGUSR2); err != nil {
+			b.logf("server profile: %v", err)
+			return
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for _, f := range files {
+			for {
+				if _, err := os.Stat(f); err == nil {
+					b.logf("profile of the fieldsync subprocess in the timed phase: %s", f)
+					break
+				}
+				if time.Now().After(deadline) {
+					b.logf("server profile: %s not written in 30 s (see %s)", f, srv.logFile)
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
 }

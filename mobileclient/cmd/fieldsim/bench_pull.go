@@ -6,46 +6,31 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"fieldsync/server/app"
-	"fieldsync/server/demo"
-	"fieldsync/server/domain"
-	"fieldsync/server/sqlstore"
 )
 
 // --- p2 and p3: the first pull of 10k households, no-op pulls at 10k and 1M ---
 
 // Places the benchmark adds under the demo's second village.
 const (
-	benchScopeGroup = demo.OtherVillageCode + "901" // the device's 10k households
-	benchFillGroup  = demo.OtherVillageCode + "902" // the rest of the 1M, outside the scope
+	benchScopeGroup = demoOtherVillageCode + "901" // the device's 10k households
+	benchFillGroup  = demoOtherVillageCode + "902" // the rest of the 1M, outside the scope
 )
 
 func (b *bench) p23(ctx context.Context) error {
 	dir := filepath.Join(b.path("p23"), "server")
-	g := newHouseholdGen(b.o.Seed + 23)
-	prepare := func(ctx context.Context, st *sqlstore.Store) error {
-		if err := st.UpsertPlaces(ctx, []domain.Place{
-			{Code: benchScopeGroup, Name: "万户测试组", Level: "group", ParentCode: demo.OtherVillageCode},
-			{Code: benchFillGroup, Name: "百万户填充组", Level: "group", ParentCode: demo.OtherVillageCode},
-		}); err != nil {
-			return err
-		}
-		p, err := st.Place(ctx, benchScopeGroup)
-		if err != nil {
-			return err
-		}
-		t0 := time.Now()
-		if err := importHouseholds(ctx, st, g, p, b.o.P2Households, 5000); err != nil {
-			return err
-		}
-		b.logf("imported %d households into %s in %v", b.o.P2Households, benchScopeGroup, time.Since(t0).Round(time.Millisecond))
-		return nil
+	spec := seedSpec{
+		Places: []seedPlace{
+			{Code: benchScopeGroup, Name: "万户测试组", Level: "group", ParentCode: demoOtherVillageCode},
+			{Code: benchFillGroup, Name: "百万户填充组", Level: "group", ParentCode: demoOtherVillageCode},
+		},
+		Households: []seedHouseholds{{Place: benchScopeGroup, Count: b.o.P2Households, Seed: b.o.Seed + 23, Batch: 5000}},
 	}
-	srv, err := startLocal(ctx, localOptions{Dir: dir, Prepare: prepare})
+	t0 := time.Now()
+	srv, err := startLocal(ctx, localOptions{Dir: dir, Seed: spec, Profile: b.serverProfile("p2")})
 	if err != nil {
 		return err
 	}
+	b.logf("imported %d households into %s and started the server in %v", b.o.P2Households, benchScopeGroup, time.Since(t0).Round(time.Millisecond))
 	defer func() { srv.Close() }()
 	e, err := b.env(ctx, srv, "p23", "p2", b.o.Seed)
 	if err != nil {
@@ -67,8 +52,8 @@ func (b *bench) p23(ctx context.Context) error {
 	if err := d.c.Enroll(ctx, code, d.name); err != nil {
 		return err
 	}
-	stop := b.profile("p2")
-	t0 := time.Now()
+	stop := b.profile("p2", srv)
+	t0 = time.Now()
 	rep, err := d.c.Sync(ctx)
 	took := time.Since(t0)
 	stop()
@@ -105,7 +90,7 @@ func (b *bench) p23(ctx context.Context) error {
 		return err
 	}
 	b.rep.P3NoopPullP99Ms10k = round(ms(percentile(lat10k, 0.99)))
-	total, err := countHouseholds(ctx, dir)
+	total, err := countHouseholds(ctx, srv.dbPath)
 	if err != nil {
 		return err
 	}
@@ -125,22 +110,17 @@ func (b *bench) p23(ctx context.Context) error {
 	if rest > 0 {
 		b.logf("importing %d more households (batches of %d) to reach %d", rest, b.o.P3Batch, b.o.P3Total)
 		t0 := time.Now()
-		err := func() error {
-			st, err := app.OpenStore(ctx, app.Config{DataDir: dir})
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			p, err := st.Place(ctx, benchFillGroup)
-			if err != nil {
-				return err
-			}
-			return importHouseholds(ctx, st, g, p, rest, max(1, b.o.P3Batch))
-		}()
+		bin, err := fieldsyncBinary(ctx)
 		if err != nil {
 			return err
 		}
-		b.info("p3: imported %d households with ImportHouseholds in %v (%.0f/s)", rest, time.Since(t0).Round(time.Second), float64(rest)/time.Since(t0).Seconds())
+		// Another seed than the scope's: a seed always gives the same ids.
+		m, err := seedData(ctx, bin, dir, seedSpec{Households: []seedHouseholds{{Place: benchFillGroup, Count: rest, Seed: b.o.Seed + 2300, Batch: max(1, b.o.P3Batch)}}})
+		if err != nil {
+			return err
+		}
+		b.info("p3: imported %d households with fieldsync seed (ImportHouseholds) in %v (%.0f/s), %d in the database",
+			rest, time.Since(t0).Round(time.Second), float64(rest)/time.Since(t0).Seconds(), m.HouseholdsTotal)
 	}
 	if srv, err = startLocal(ctx, localOptions{Dir: dir}); err != nil {
 		return err
@@ -158,21 +138,21 @@ func (b *bench) p23(ctx context.Context) error {
 		return err
 	}
 	b.rep.P3NoopPullP99Ms1m = round(ms(percentile(lat1m, 0.99)))
-	total, err = countHouseholds(ctx, dir)
+	total, err = countHouseholds(ctx, srv.dbPath)
 	if err != nil {
 		return err
 	}
 	b.note("p3_noop_pull_p99_ms_1m", fmt.Sprintf("the same device and cursor, %d households in the database", total))
 	b.logf("no-op pull at %d households: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms (%d pulls)", total,
 		ms(percentile(lat1m, 0.5)), ms(percentile(lat1m, 0.9)), ms(percentile(lat1m, 0.99)), ms(percentile(lat1m, 1)), len(lat1m))
-	if fi, err := os.Stat(app.DBPath(dir)); err == nil {
+	if fi, err := os.Stat(srv.dbPath); err == nil {
 		b.info("p3: the 1M database file is %.0f MiB", float64(fi.Size())/(1<<20))
 	}
 	return nil
 }
 
-func countHouseholds(ctx context.Context, dataDir string) (int, error) {
-	db, err := openServerDB(dataDir)
+func countHouseholds(ctx context.Context, dbPath string) (int, error) {
+	db, err := openServerDB(dbPath)
 	if err != nil {
 		return 0, err
 	}

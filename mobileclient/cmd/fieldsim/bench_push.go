@@ -13,15 +13,13 @@ import (
 	"strings"
 	"time"
 
-	"fieldsync/server/demo"
-	"fieldsync/server/sqlstore"
 	"fieldsync/syncproto"
 )
 
 // --- p1: durably acknowledged visits per second, and the raw limit ---
 
 func (b *bench) p1(ctx context.Context) error {
-	srv, err := b.startServer(ctx, "p1", nil)
+	srv, err := b.startServer(ctx, "p1")
 	if err != nil {
 		return err
 	}
@@ -32,12 +30,15 @@ func (b *bench) p1(ctx context.Context) error {
 	}
 	defer h.close()
 	b.rep.P1VisitsPerS = round(float64(h.acked) / h.elapsed.Seconds())
-	b.note("p1_visits_per_s", fmt.Sprintf("%d devices × %d visits, batches of 20, over HTTP to the in-process server", b.o.P1Devices, b.o.P1Visits))
-	if _, err := checkVisitsExactlyOnce(ctx, srv.dataDir, h.devs); err != nil {
+	b.note("p1_visits_per_s", fmt.Sprintf("%d devices × %d visits, batches of 20, over HTTP to the fieldsync subprocess", b.o.P1Devices, b.o.P1Visits))
+	if _, err := checkVisitsExactlyOnce(ctx, srv.dbPath, h.devs); err != nil {
 		return err
 	}
 	if hwm, err := peakRSS(os.Getpid()); err == nil {
-		b.info("p1: peak RSS of this whole process (server and %d devices) %.0f MiB", b.o.P1Devices, float64(hwm)/(1<<20))
+		b.info("p1: peak RSS of the simulator (%d devices) %.0f MiB", b.o.P1Devices, float64(hwm)/(1<<20))
+	}
+	if hwm, err := peakRSS(srv.pid); err == nil {
+		b.info("p1: peak RSS of the fieldsync subprocess %.0f MiB", float64(hwm)/(1<<20))
 	}
 	var ids []string
 	for _, d := range h.devs {
@@ -47,12 +48,12 @@ func (b *bench) p1(ctx context.Context) error {
 		}
 		ids = append(ids, id)
 	}
-	rate, n, err := rawInsert(ctx, srv.dataDir, filepath.Join(b.path("p1"), "raw"), ids)
+	rate, n, err := rawInsert(ctx, srv.dbPath, filepath.Join(b.path("p1"), "raw"), ids)
 	if err != nil {
 		return fmt.Errorf("raw insert: %w", err)
 	}
 	b.rep.P1RawSQLiteRowsPerS = round(rate)
-	b.note("p1_raw_sqlite_rows_per_s", fmt.Sprintf("the same %d rows, same table and indexes, 20 per transaction, sqlstore.DSN (WAL, synchronous=FULL), one writer", n))
+	b.note("p1_raw_sqlite_rows_per_s", fmt.Sprintf("the same %d rows, same table and indexes, 20 per transaction, the server's SQLite settings (WAL, synchronous=FULL), one writer", n))
 	return nil
 }
 
@@ -60,8 +61,8 @@ func (b *bench) p1(ctx context.Context) error {
 // foreign keys and checks) into a fresh database next to the server's and
 // inserts the given devices' visit rows there, 20 per transaction, with
 // the server's connection settings. It returns rows per second.
-func rawInsert(ctx context.Context, serverDir, dir string, deviceIDs []string) (float64, int, error) {
-	src, err := openServerDB(serverDir)
+func rawInsert(ctx context.Context, serverDB, dir string, deviceIDs []string) (float64, int, error) {
+	src, err := openServerDB(serverDB)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -150,7 +151,7 @@ func rawInsert(ctx context.Context, serverDir, dir string, deviceIDs []string) (
 		return 0, 0, err
 	}
 	path := filepath.Join(dir, "raw.db")
-	db, err := sql.Open("sqlite3", sqlstore.DSN(path, false, 10*time.Second))
+	db, err := sql.Open("sqlite3", sqliteDSN(path, false))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -191,12 +192,12 @@ func rawInsert(ctx context.Context, serverDir, dir string, deviceIDs []string) (
 
 // p7 runs the p1 workload and then the p4 upload workload (round 0's
 // photos, the same tus client and concurrency) against the fieldsync
-// binary built from this checkout and run as a subprocess, and reads its
-// VmHWM: in-process, the devices' memory would count too.
+// binary built from this checkout and run as a subprocess with -demo (the
+// demo county with its photos, analysed at the first start, as a user's
+// first run), and reads its VmHWM.
 func (b *bench) p7(ctx context.Context) error {
 	dir := b.path("p7")
-	b.logf("building ./server/cmd/fieldsync")
-	bin, err := buildServer(ctx, dir)
+	bin, err := fieldsyncBinary(ctx)
 	if err != nil {
 		return err
 	}
@@ -209,7 +210,7 @@ func (b *bench) p7(ctx context.Context) error {
 		return err
 	}
 	defer proc.stop()
-	admin, err := login(ctx, proc.url, "admin", demo.DemoPassword)
+	admin, err := login(ctx, proc.url, demoAdmin, demoPassword)
 	if err != nil {
 		return err
 	}
@@ -267,7 +268,7 @@ func (b *bench) p7(ctx context.Context) error {
 // --- p8: 20,000 visits from 20 devices, ours and PouchDB's ---
 
 func (b *bench) p8(ctx context.Context) error {
-	srv, err := b.startServer(ctx, "p8", nil)
+	srv, err := b.startServer(ctx, "p8")
 	if err != nil {
 		return err
 	}
@@ -280,7 +281,7 @@ func (b *bench) p8(ctx context.Context) error {
 	defer h.close()
 	b.rep.P8Sync20kS = round(h.elapsed.Seconds())
 	b.note("p8_sync_20k_s", fmt.Sprintf("%d devices push %d visits each at once (mobileclient Push, batches of 20) until acknowledged", b.o.P8Devices, per))
-	if _, err := checkVisitsExactlyOnce(ctx, srv.dataDir, h.devs); err != nil {
+	if _, err := checkVisitsExactlyOnce(ctx, srv.dbPath, h.devs); err != nil {
 		return err
 	}
 	srv.Close() // free the CPU for the peer

@@ -12,14 +12,13 @@ import (
 	"strings"
 	"time"
 
-	"fieldsync/server/demo"
-	"fieldsync/server/sqlstore"
 	"fieldsync/syncproto"
 )
 
-// startServer starts an in-process server for a section.
-func (b *bench) startServer(ctx context.Context, section string, prepare func(context.Context, *sqlstore.Store) error) (*server, error) {
-	return startLocal(ctx, localOptions{Dir: filepath.Join(b.path(section), "server"), Prepare: prepare})
+// startServer starts a fieldsync subprocess on the demo county for a
+// section.
+func (b *bench) startServer(ctx context.Context, section string) (*server, error) {
+	return startLocal(ctx, localOptions{Dir: filepath.Join(b.path(section), "server"), Profile: b.serverProfile(section)})
 }
 
 // env makes a fleet factory on srv whose devices live under the section.
@@ -32,7 +31,7 @@ func (b *bench) env(ctx context.Context, srv *server, section, tag string, seed 
 func demoGroups(t *placeTree) []string {
 	var out []string
 	for _, g := range t.level("group") {
-		if strings.HasPrefix(g, demo.VillageCode) {
+		if strings.HasPrefix(g, demoVillageCode) {
 			out = append(out, g)
 		}
 	}
@@ -81,7 +80,7 @@ func (b *bench) pushHerd(ctx context.Context, srv *server, section string, n, pe
 	b.rss.setPhase("push")
 	stop := func() {}
 	if srv.dataDir != "" {
-		stop = b.profile(section)
+		stop = b.profile(section, srv)
 	}
 	outs, elapsed, err := herdSync(ctx, devs, b.o.MaxSyncs, true)
 	stop()
@@ -110,7 +109,7 @@ func (b *bench) pushHerd(ctx context.Context, srv *server, section string, n, pe
 // --- p6: bytes per visit ---
 
 func (b *bench) p6(ctx context.Context) error {
-	srv, err := b.startServer(ctx, "p6", nil)
+	srv, err := b.startServer(ctx, "p6")
 	if err != nil {
 		return err
 	}
@@ -176,7 +175,7 @@ func (b *bench) p6(ctx context.Context) error {
 // --- f1: the 2G day ---
 
 func (b *bench) f1(ctx context.Context) error {
-	srv, err := b.startServer(ctx, "f1", nil)
+	srv, err := b.startServer(ctx, "f1")
 	if err != nil {
 		return err
 	}

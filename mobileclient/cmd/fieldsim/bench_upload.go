@@ -138,13 +138,16 @@ func (b *bench) p4Tusd(ctx context.Context, sets [][]Photo, how string) error {
 	return nil
 }
 
-// p4Ours measures our endpoint (/api/v1/uploads/) of an in-process server
+// p4Ours measures our endpoint (/api/v1/uploads/) of a fieldsync subprocess
 // with the local blob store or, for "s3", an S3 store, with the tus
 // client and photos tusd got; then it downloads every photo back and
 // checks its hash.
 func (b *bench) p4Ours(ctx context.Context, store string, sets [][]Photo, how string) error {
 	key, desc := "p4_upload_mb_s_local", "local blob store (the data folder)"
 	o := localOptions{Dir: filepath.Join(b.path("p4"), store, "server")}
+	if store == "local" {
+		o.Profile = b.serverProfile("p4")
+	}
 	if store == "s3" {
 		key = "p4_upload_mb_s_s3"
 		s3, err := startS3(ctx, b.o.CacheDir, filepath.Join(b.path("p4"), store), b.logf)
@@ -168,7 +171,7 @@ func (b *bench) p4Ours(ctx context.Context, store string, sets [][]Photo, how st
 	var took []time.Duration
 	stop := func() {}
 	if store == "local" {
-		stop = b.profile("p4")
+		stop = b.profile("p4", srv)
 	}
 	for _, set := range sets {
 		mbps, t, err := ep.upload(ctx, set, b.o.P4Uploaders)
@@ -193,7 +196,7 @@ func (b *bench) p4Ours(ctx context.Context, store string, sets [][]Photo, how st
 	} else {
 		b.rep.P4UploadMBsLocal = round(median(rates))
 	}
-	b.note(key, "in-process server, "+desc+"; "+how+"; every photo then downloaded and re-hashed")
+	b.note(key, "fieldsync subprocess, "+desc+"; "+how+"; every photo then downloaded and re-hashed")
 	b.logf("ours (%s): rounds took %v (%s MB/s)", desc, roundAll(took), fmtRates(rates))
 	n, bytes, err := ep.verify(ctx, sets...)
 	if err != nil {

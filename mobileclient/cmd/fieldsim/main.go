@@ -3,8 +3,14 @@
 // It runs simulated devices, each a real mobileclient store in its own
 // folder with its own HTTP client and, when a link is emulated, its own
 // link proxy (mobileclient/linkproxy), against a fieldsync server that it
-// starts in-process on a temp folder with the demo county, or against a
-// running server given by -server (loopback only).
+// starts on a temp folder with the demo county, or against a running
+// server given by -server (loopback only).
+//
+// It starts the server as a subprocess: it builds ./server/cmd/fieldsync
+// from this checkout once per run (or uses the binary named by
+// $FIELDSIM_FIELDSYNC), prepares the data folder with `fieldsync seed`
+// (the demo county, and the benchmark's bulk households), and runs
+// `fieldsync run` on it. It imports nothing of the server.
 //
 //	fieldsim run -scenario county-evening [-devices N] [-visits K] [-edits E] [-link PROFILE] ...
 //	fieldsim run -scenario 2g-day [-visits K] ...
@@ -49,8 +55,10 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	removeBuiltBinary()
+	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "fieldsim:", err)
 		}

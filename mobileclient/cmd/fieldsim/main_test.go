@@ -35,7 +35,7 @@ func TestRun_CountyEveningSmoke(t *testing.T) {
 		}
 	}
 	// The server has stopped; read its database directly.
-	db, err := openServerDB(filepath.Join(dir, "server"))
+	db, err := openServerDB(serverDBPath(filepath.Join(dir, "server")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,6 +130,7 @@ func TestBench_Mini(t *testing.T) {
 		Only: []string{"p6", "p1", "p23"}, WorkDir: t.TempDir(), Timeout: 3 * time.Minute, Seed: 1, MaxSyncs: 5,
 		P1Devices: 3, P1Visits: 20, P2Households: 300, P3Pulls: 10, P3Total: 2000, P3Batch: 500, P4Bytes: 50_000,
 	}
+	o.CPUProfile = filepath.Join(o.WorkDir, "cpu")
 	rep, err := runBench(context.Background(), o, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
@@ -144,6 +145,13 @@ func TestBench_Mini(t *testing.T) {
 	}
 	if rep.P8Sync20kS != -1 || rep.P4UploadMBsLocal != -1 {
 		t.Errorf("sections that did not run must report -1")
+	}
+	// -cpuprofile: the fieldsync subprocess profiled its timed phases too.
+	for _, f := range []string{"cpu.p1.server", "cpu.p2.server"} {
+		data, err := os.ReadFile(filepath.Join(o.WorkDir, f))
+		if err != nil || len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
+			t.Errorf("server CPU profile %s: %d bytes, %v\n%s", f, len(data), err, out.String())
+		}
 	}
 }
 

@@ -21,9 +21,9 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"fieldsync/mobileclient/linkproxy"
-	"fieldsync/server/blob/s3blob"
 )
 
 // Peers of the benchmark, pinned, installed into the cache folder on first
@@ -64,14 +64,22 @@ type process struct {
 	done chan error
 }
 
-// startProcess starts cmd with its output in logFile and waits until
-// ready answers true (at most wait).
+// startProcess starts cmd with its output (its standard error only, when
+// cmd.Stdout is set) appended to logFile and waits until ready answers
+// true (at most wait). The process gets SIGTERM if the simulator dies
+// first.
 func startProcess(ctx context.Context, name string, cmd *exec.Cmd, logFile string, wait time.Duration, ready func() bool) (*process, error) {
-	lf, err := os.Create(logFile)
+	lf, err := os.OpenFile(logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
 	if err != nil {
 		return nil, err
 	}
-	cmd.Stdout, cmd.Stderr = lf, lf
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	}
+	if cmd.Stdout == nil {
+		cmd.Stdout = lf
+	}
+	cmd.Stderr = lf
 	if err := cmd.Start(); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -134,7 +142,7 @@ func answers(url string) bool {
 	return resp.StatusCode < 500
 }
 
-// --- the fieldsync server as a subprocess (p7) ---
+// --- the fieldsync server as a subprocess ---
 
 // moduleRoot finds the fieldsync module the benchmark runs from.
 func moduleRoot(ctx context.Context) (string, error) {
@@ -365,7 +373,7 @@ const (
 // s3Store is an object store for one measurement: its config (with a
 // fresh bucket, created by the server), what it is, and how to clean up.
 type s3Store struct {
-	cfg  s3blob.Config
+	cfg  s3Config
 	desc string
 	stop func()
 }
@@ -381,7 +389,7 @@ func startS3(ctx context.Context, cache, dir string, logf func(string, ...any)) 
 		if err != nil || !linkproxy.IsLoopback(host) {
 			return nil, fmt.Errorf("%s=%s: want a loopback host:port", envS3Endpoint, ep)
 		}
-		cfg := s3blob.Config{Endpoint: ep, AccessKey: os.Getenv(envS3AccessKey), SecretKey: os.Getenv(envS3SecretKey), Bucket: bucket}
+		cfg := s3Config{Endpoint: ep, AccessKey: os.Getenv(envS3AccessKey), SecretKey: os.Getenv(envS3SecretKey), Bucket: bucket}
 		return &s3Store{cfg: cfg, desc: "the shared test S3 server (versitygw, posix) at " + ep,
 			stop: func() { removeBucket(cfg) }}, nil
 	}
@@ -408,7 +416,7 @@ func startS3(ctx context.Context, cache, dir string, logf func(string, ...any)) 
 			lastErr = err
 			continue
 		}
-		cfg := s3blob.Config{Endpoint: ep, AccessKey: access, SecretKey: secret, Bucket: bucket}
+		cfg := s3Config{Endpoint: ep, AccessKey: access, SecretKey: secret, Bucket: bucket}
 		return &s3Store{cfg: cfg, desc: "a private versitygw " + versitygwVersion + " (posix backend) at " + ep,
 			stop: func() { _ = p.stop() }}, nil
 	}
@@ -447,8 +455,8 @@ func ensureVersitygw(ctx context.Context, cache string, logf func(string, ...any
 
 // removeBucket empties and removes a bucket the benchmark made on a
 // shared server, best effort.
-func removeBucket(cfg s3blob.Config) {
-	cl, err := s3blob.NewClient(cfg)
+func removeBucket(cfg s3Config) {
+	cl, err := minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""), Region: "us-east-1"})
 	if err != nil {
 		return
 	}

@@ -15,7 +15,6 @@ import (
 
 	"fieldsync/mobileclient"
 	"fieldsync/mobileclient/linkproxy"
-	"fieldsync/server/demo"
 	"fieldsync/syncproto"
 )
 
@@ -78,7 +77,7 @@ func (o *runOptions) setDefaults() {
 		o.AdminUser = "admin"
 	}
 	if o.AdminPassword == "" {
-		o.AdminPassword = demo.DemoPassword
+		o.AdminPassword = demoPassword
 	}
 	if o.Out == nil {
 		o.Out = io.Discard
@@ -256,7 +255,7 @@ func setupEnv(ctx context.Context, o runOptions, work string, logf func(string, 
 		srv, err = connect(ctx, o.ServerURL, o.AdminUser, o.AdminPassword)
 	} else {
 		logf("starting a server on %s (demo county)", filepath.Join(work, "server"))
-		srv, err = startLocal(ctx, localOptions{Dir: filepath.Join(work, "server"), Prepare: populateOtherVillage(40)})
+		srv, err = startLocal(ctx, localOptions{Dir: filepath.Join(work, "server"), Seed: otherVillageHouseholds(40)})
 	}
 	if err != nil {
 		return nil, err
@@ -536,7 +535,7 @@ func firstRejection(rs []mobileclient.Result) string {
 // auditor device.
 func serverCheck(ctx context.Context, e *env, devs []*device, places []string, o *runOptions, res *runResult) error {
 	if e.srv.dataDir != "" {
-		n, err := checkVisitsExactlyOnce(ctx, e.srv.dataDir, devs)
+		n, err := checkVisitsExactlyOnce(ctx, e.srv.dbPath, devs)
 		if err != nil {
 			return err
 		}
@@ -750,7 +749,7 @@ func reassign(ctx context.Context, e *env, o *runOptions) (*runResult, error) {
 	}
 	res.Checks = append(res.Checks, fmt.Sprintf("device holds exactly the %d households a fresh device of village %s gets", len(have), target))
 	if e.srv.dataDir != "" {
-		db, err := householdsOnServer(ctx, e.srv.dataDir, e.tree.subtree(target))
+		db, err := householdsOnServer(ctx, e.srv.dbPath, e.tree.subtree(target))
 		if err != nil {
 			return res, err
 		}

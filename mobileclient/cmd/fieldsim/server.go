@@ -7,29 +7,28 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"fieldsync/mobileclient/linkproxy"
-	"fieldsync/server/app"
-	"fieldsync/server/blob/s3blob"
-	"fieldsync/server/demo"
-	"fieldsync/server/sqlstore"
 )
 
-// server is a fieldsync server the simulator talks to: one it started in
-// this process, or one given by URL.
+// server is a fieldsync server the simulator talks to: one it started as
+// a subprocess, or one given by URL.
 type server struct {
 	url     string // base URL, e.g. http://127.0.0.1:41234
 	addr    string // host:port, loopback
-	dataDir string // set when the simulator started it (in-process)
+	dataDir string // set when the simulator started it
+	dbPath  string // its SQLite file, when the simulator started it
+	pid     int    // its process, when the simulator started it
+	profile serverProfile
 	admin   *adminAPI
 	stop    func() error
 	logFile string
@@ -46,93 +45,92 @@ func (s *server) Close() error {
 	return stop()
 }
 
-// localOptions configures an in-process server.
+// localOptions configures a server the simulator starts.
 type localOptions struct {
 	// Dir is the data folder (created if needed).
 	Dir string
-	// Prepare runs on the store after the demo county is loaded and before
-	// the server starts serving (bulk imports for the benchmarks).
-	Prepare func(ctx context.Context, st *sqlstore.Store) error
-	// Quiet drops the server's log; otherwise warnings and errors go to
-	// Dir/server.log.
-	Quiet bool
+	// Seed is what `fieldsync seed` adds after the demo county, before
+	// the server starts (bulk imports for the benchmarks).
+	Seed seedSpec
 	// S3, if its Endpoint is set, stores evidence in that object store
 	// instead of Dir/blobs.
-	S3 s3blob.Config
+	S3 s3Config
+	// Profile names the files the server writes its profiles of a timed
+	// phase to (see bench.profile); empty: none.
+	Profile serverProfile
 }
 
-// startLocal starts a full server in this process with app.Run on a data
-// folder holding the demo county, listening on 127.0.0.1.
+// serverProfile are the files `fieldsync run` writes profiles to between
+// SIGUSR1 and SIGUSR2 (server/cmd/fieldsync/profile.go).
+type serverProfile struct {
+	CPU, Trace, Mem string
+}
+
+func (p serverProfile) env() []string {
+	var env []string
+	for _, kv := range [][2]string{{"FIELDSYNC_CPUPROFILE", p.CPU}, {"FIELDSYNC_TRACE", p.Trace}, {"FIELDSYNC_MEMPROFILE", p.Mem}} {
+		if kv[1] != "" {
+			env = append(env, kv[0]+"="+kv[1])
+		}
+	}
+	return env
+}
+
+// s3Config is an S3-compatible object store (the server's -s3-* flags).
+type s3Config struct {
+	Endpoint, AccessKey, SecretKey, Bucket string
+}
+
+// startLocal prepares a data folder with the demo county (and o.Seed)
+// with `fieldsync seed`, then runs `fieldsync run` on it as a subprocess
+// on a free loopback port, with its warnings and errors in
+// Dir/server.log.
 func startLocal(ctx context.Context, o localOptions) (*server, error) {
+	bin, err := fieldsyncBinary(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
 		return nil, err
 	}
 	if err := copyTemplate(o.Dir); err != nil {
 		return nil, err
 	}
-	if err := prepareData(ctx, o.Dir, o.Prepare); err != nil {
+	spec := o.Seed
+	spec.Demo = true
+	m, err := seedData(ctx, bin, o.Dir, spec)
+	if err != nil {
 		return nil, err
 	}
-	s := &server{dataDir: o.Dir}
-	var logw io.Writer = io.Discard
-	var logf *os.File
-	if !o.Quiet {
-		var err error
-		s.logFile = filepath.Join(o.Dir, "server.log")
-		if logf, err = os.OpenFile(s.logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640); err != nil {
+	s := &server{dataDir: o.Dir, dbPath: m.Database, logFile: filepath.Join(o.Dir, "server.log"), profile: o.Profile}
+	var lastErr error
+	for try := 0; try < 3; try++ {
+		port, err := freePort()
+		if err != nil {
 			return nil, err
 		}
-		logw = logf
-	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	errc := make(chan error, 1)
-	go func() {
-		errc <- app.Run(runCtx, app.Config{
-			DataDir: o.Dir,
-			Addr:    "127.0.0.1:0",
-			S3:      o.S3,
-			Logger:  slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelWarn})),
-			Out:     io.Discard,
-			Ready:   func(addr string) { ready <- addr },
-		})
-	}()
-	closeLog := func() {
-		if logf != nil {
-			logf.Close()
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		cmd := exec.Command(bin, "run", "-data", o.Dir, "-addr", addr, "-log-level", "warn")
+		cmd.Stdout = io.Discard // the first-start banner
+		cmd.Env = append(os.Environ(), o.Profile.env()...)
+		if o.S3.Endpoint != "" {
+			cmd.Env = append(cmd.Env, "FIELDSYNC_S3_ENDPOINT="+o.S3.Endpoint, "FIELDSYNC_S3_BUCKET="+o.S3.Bucket,
+				"FIELDSYNC_S3_ACCESS_KEY="+o.S3.AccessKey, "FIELDSYNC_S3_SECRET_KEY="+o.S3.SecretKey)
 		}
-	}
-	select {
-	case addr := <-ready:
-		s.addr = addr
-	case err := <-errc:
-		cancel()
-		closeLog()
-		return nil, fmt.Errorf("start server: %w", err)
-	case <-ctx.Done():
-		cancel()
-		<-errc
-		closeLog()
-		return nil, ctx.Err()
-	case <-time.After(60 * time.Second):
-		cancel()
-		<-errc
-		closeLog()
-		return nil, errors.New("start server: not ready in 60 s")
-	}
-	s.url = "http://" + s.addr
-	s.stop = func() error {
-		cancel()
-		var err error
-		select {
-		case err = <-errc:
-		case <-time.After(60 * time.Second):
-			err = errors.New("server did not stop in 60 s")
+		p, err := startProcess(ctx, "fieldsync", cmd, s.logFile, 60*time.Second,
+			func() bool { return answers("http://" + addr + "/healthz") })
+		if err != nil {
+			lastErr = err
+			continue
 		}
-		closeLog()
-		return err
+		s.url, s.addr, s.pid = "http://"+addr, addr, p.cmd.Process.Pid
+		s.stop = p.stop
+		break
 	}
-	admin, err := login(ctx, s.url, "admin", demo.DemoPassword)
+	if s.stop == nil {
+		return nil, fmt.Errorf("start server: %w", lastErr)
+	}
+	admin, err := login(ctx, s.url, m.Admin.Username, m.Admin.Password)
 	if err != nil {
 		s.Close()
 		return nil, err
@@ -141,40 +139,21 @@ func startLocal(ctx context.Context, o localOptions) (*server, error) {
 	return s, nil
 }
 
-// prepareData loads the demo county into a data folder and runs prepare.
-func prepareData(ctx context.Context, dir string, prepare func(context.Context, *sqlstore.Store) error) error {
-	st, err := app.OpenStore(ctx, app.Config{DataDir: dir})
-	if err != nil {
-		return fmt.Errorf("open store: %w", err)
-	}
-	defer st.Close()
-	if err := app.LoadDemo(ctx, st, io.Discard); err != nil {
-		return fmt.Errorf("demo data: %w", err)
-	}
-	if prepare != nil {
-		if err := prepare(ctx, st); err != nil {
-			return fmt.Errorf("prepare data: %w", err)
-		}
-	}
-	return nil
-}
-
 // dataTemplate, when set (by the tests), is a data folder already holding
 // the demo county: startLocal copies its database into a new data folder
-// instead of loading the demo again (which hashes five passwords, slow
-// under the race detector).
+// instead of loading the demo again.
 var dataTemplate string
 
 func copyTemplate(dir string) error {
 	if dataTemplate == "" {
 		return nil
 	}
-	dst := app.DBPath(dir)
+	dst := serverDBPath(dir)
 	if _, err := os.Stat(dst); err == nil {
 		return nil // the folder has a database already
 	}
 	for _, suffix := range []string{"", "-wal"} {
-		data, err := os.ReadFile(app.DBPath(dataTemplate) + suffix)
+		data, err := os.ReadFile(serverDBPath(dataTemplate) + suffix)
 		if errors.Is(err, os.ErrNotExist) && suffix != "" {
 			continue
 		}
@@ -364,7 +343,7 @@ func (t *placeTree) level(level string) []string {
 		if p.Level != level {
 			continue
 		}
-		if strings.HasPrefix(c, demo.VillageCode) {
+		if strings.HasPrefix(c, demoVillageCode) {
 			first = append(first, c)
 		} else {
 			rest = append(rest, c)

@@ -5,24 +5,37 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 )
 
-// TestMain prepares one data folder with the demo county (and households
-// in its second village) that every in-process server of the tests starts
-// from.
+// TestMain builds the fieldsync binary once and prepares one data folder
+// with the demo county (and households in its second village) with
+// `fieldsync seed`, which every server of the tests starts from.
 func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	defer removeBuiltBinary()
+	bin, err := fieldsyncBinary(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fieldsync binary:", err)
+		return 1
+	}
 	dir, err := os.MkdirTemp("", "fieldsim-template-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return 1
 	}
-	if err := prepareData(context.Background(), dir, populateOtherVillage(40)); err != nil {
+	defer os.RemoveAll(dir)
+	spec := otherVillageHouseholds(40)
+	spec.Demo = true
+	if _, err := seedData(ctx, bin, dir, spec); err != nil {
 		fmt.Fprintln(os.Stderr, "data template:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
+		return 1
 	}
 	dataTemplate = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	return m.Run()
 }

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"fieldsync/mobileclient"
-	"fieldsync/server/app"
-	"fieldsync/server/sqlstore"
 	"fieldsync/syncproto"
 )
 
@@ -25,17 +23,17 @@ type serverVisit struct {
 	ID, HouseholdID, FormID, DeviceID string
 }
 
-// openServerDB opens the database of a server the simulator started,
-// read-only (the server may still be running: WAL readers do not block
-// it).
-func openServerDB(dataDir string) (*sql.DB, error) {
-	return sql.Open("sqlite3", sqlstore.DSN(app.DBPath(dataDir), true, 10*time.Second))
+// openServerDB opens the SQLite file of a server the simulator started
+// (as its seed manifest names it), read-only, with plain SQL (the server
+// may still be running: WAL readers do not block it).
+func openServerDB(dbPath string) (*sql.DB, error) {
+	return sql.Open("sqlite3", sqliteDSN(dbPath, true))
 }
 
 // visitsOnServer reads the visits of the given devices from the server's
 // database, keyed by visit id, with how many rows each id has.
-func visitsOnServer(ctx context.Context, dataDir string, deviceIDs []string) (map[string]serverVisit, map[string]int, error) {
-	db, err := openServerDB(dataDir)
+func visitsOnServer(ctx context.Context, dbPath string, deviceIDs []string) (map[string]serverVisit, map[string]int, error) {
+	db, err := openServerDB(dbPath)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -70,8 +68,8 @@ func visitsOnServer(ctx context.Context, dataDir string, deviceIDs []string) (ma
 }
 
 // householdsOnServer returns the ids of the live households in places.
-func householdsOnServer(ctx context.Context, dataDir string, places map[string]bool) (map[string]bool, error) {
-	db, err := openServerDB(dataDir)
+func householdsOnServer(ctx context.Context, dbPath string, places map[string]bool) (map[string]bool, error) {
+	db, err := openServerDB(dbPath)
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +105,7 @@ func (d *device) deviceID() (string, error) {
 // visit recorded on the devices is there exactly once, from the device
 // that recorded it, for the same household and form, and that the devices
 // left nothing else.
-func checkVisitsExactlyOnce(ctx context.Context, dataDir string, devs []*device) (int, error) {
+func checkVisitsExactlyOnce(ctx context.Context, dbPath string, devs []*device) (int, error) {
 	want := map[string]syncproto.Visit{}
 	var ids []string
 	dev := map[string]string{}
@@ -122,7 +120,7 @@ func checkVisitsExactlyOnce(ctx context.Context, dataDir string, devs []*device)
 			dev[v.ID] = id
 		}
 	}
-	got, rows, err := visitsOnServer(ctx, dataDir, ids)
+	got, rows, err := visitsOnServer(ctx, dbPath, ids)
 	if err != nil {
 		return 0, err
 	}

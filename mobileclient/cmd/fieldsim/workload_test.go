@@ -11,16 +11,41 @@ import (
 	"time"
 
 	"fieldsync/mobileclient/linkproxy"
-	"fieldsync/server/app"
-	"fieldsync/server/demo"
 	"fieldsync/syncproto"
 )
 
-func demoHouseholds(n int) []syncproto.Household {
-	ds := demo.Build(app.DemoSeed)
+// demoHouseholds reads n of the demo village's households from the
+// tests' data template (see TestMain), with plain SQL.
+func demoHouseholds(t *testing.T, n int) []syncproto.Household {
+	t.Helper()
+	db, err := openServerDB(serverDBPath(dataTemplate))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rs, err := db.Query(`SELECT id, place_code, fields FROM households WHERE place_code LIKE ? || '%' AND deleted = 0 ORDER BY id LIMIT ?`,
+		demoVillageCode, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
 	var out []syncproto.Household
-	for _, h := range ds.Households[:n] {
-		out = append(out, app.DemoHousehold(h))
+	for rs.Next() {
+		var h syncproto.Household
+		var fields string
+		if err := rs.Scan(&h.ID, &h.PlaceCode, &fields); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal([]byte(fields), &h.Fields); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, h)
+	}
+	if err := rs.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != n {
+		t.Fatalf("%d demo households in the data template, want %d", len(out), n)
 	}
 	return out
 }
@@ -28,7 +53,7 @@ func demoHouseholds(n int) []syncproto.Household {
 // TestWorkload_ValidAnswers makes many visits of every shipped form and
 // checks them against the form, as the server will.
 func TestWorkload_ValidAnswers(t *testing.T) {
-	hs := demoHouseholds(50)
+	hs := demoHouseholds(t, 50)
 	for _, f := range syncproto.Templates() {
 		t.Run(f.ID, func(t *testing.T) {
 			w := newWorkload(rand.New(rand.NewPCG(1, 2)), syncproto.Templates(), hs)
@@ -55,7 +80,7 @@ func TestWorkload_ValidAnswers(t *testing.T) {
 }
 
 func TestWorkload_EvidenceAndEdits(t *testing.T) {
-	hs := demoHouseholds(10)
+	hs := demoHouseholds(t, 10)
 	w := newWorkload(rand.New(rand.NewPCG(3, 4)), syncproto.Templates(), hs)
 	w.photoBytes = 20_000
 	f, _ := syncproto.Template("house_retrofit_inspection")

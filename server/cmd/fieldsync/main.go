@@ -14,6 +14,8 @@
 //	                            print a new password for USER (or take it from stdin)
 //	fieldsync import-outbox [-data DIR] [-by ADMIN] FILE
 //	                            apply the unsent work a revoked or broken tablet exported
+//	fieldsync seed [-data DIR] [-spec FILE|-] [-out FILE]
+//	                            prepare a data folder for measurements; print a JSON manifest
 //
 // Every flag has an environment variable (FIELDSYNC_<FLAG>, upper case,
 // dashes as underscores); a flag given on the command line wins.
@@ -63,6 +65,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if cmd == "import-outbox" {
 		return runImportOutbox(ctx, args, stdout, stderr)
+	}
+	if cmd == "seed" {
+		return runSeed(ctx, args, stdin, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("fieldsync "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -123,6 +128,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch cmd {
 	case "run":
+		defer profileOnSignal(stderr)() // FIELDSYNC_CPUPROFILE etc.: see profile.go
 		return app.Run(ctx, cfg)
 	case "migrate":
 		st, err := app.OpenStore(ctx, cfg) // Open applies the migrations

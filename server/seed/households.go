@@ -1,7 +1,6 @@
-package main
+package seed
 
 import (
-	"context"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -9,29 +8,27 @@ import (
 	"math"
 	"math/rand/v2"
 
-	"fieldsync/server/demo"
 	"fieldsync/server/domain"
 	"fieldsync/server/geo"
-	"fieldsync/server/sqlstore"
 	"fieldsync/syncproto"
 )
 
-// householdGen makes register households (as an XLSX import would bring)
+// generator makes register households (as an XLSX import would bring)
 // for bulk imports: a head and 1..5 members, a status and allowance
 // class, insurance, an address and a location inside the place's bounding
 // box. Ids are UUIDv7 from a counter and the seed, so a seed always gives
 // the same households.
-type householdGen struct {
+type generator struct {
 	rng *rand.Rand
 	n   uint64
 }
 
-func newHouseholdGen(seed uint64) *householdGen {
-	return &householdGen{rng: rand.New(rand.NewPCG(seed, 0x6868))} // "hh"
+func newGenerator(seed uint64) *generator {
+	return &generator{rng: rand.New(rand.NewPCG(seed, 0x6868))} // "hh"
 }
 
 // id makes a UUIDv7 whose time field counts from 2024-01-01.
-func (g *householdGen) id() string {
+func (g *generator) id() string {
 	ms := uint64(1704067200000) + g.n
 	g.n++
 	var b [16]byte
@@ -46,6 +43,8 @@ func (g *householdGen) id() string {
 }
 
 var (
+	surnames    = []string{"王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴", "徐", "孙", "马", "朱", "罗", "何"}
+	givenNames  = []string{"建国", "秀英", "文华", "丽华", "志强", "海燕", "国平", "桂芳", "永华", "小龙", "春梅", "德明", "红梅", "正清"}
 	statuses    = []string{"none", "none", "none", "lifted", "lifted", "registered_poor", "marginal", "monitored"}
 	dibaoValues = []string{"none", "none", "none", "none", "A", "B", "C"}
 	memberRel   = []string{"配偶", "子", "女", "儿媳", "孙子", "孙女", "父亲", "母亲"}
@@ -53,7 +52,7 @@ var (
 
 // make returns n households in place, spread over the box around
 // (lon, lat) of size d degrees.
-func (g *householdGen) make(n int, place, address string, lon, lat, d float64) []syncproto.Household {
+func (g *generator) make(n int, place, address string, lon, lat, d float64) []syncproto.Household {
 	out := make([]syncproto.Household, 0, n)
 	pick := func(l []string) string { return l[g.rng.IntN(len(l))] }
 	for i := 0; i < n; i++ {
@@ -84,6 +83,11 @@ func (g *householdGen) make(n int, place, address string, lon, lat, d float64) [
 	return out
 }
 
+func jsonValue(v any) json.RawMessage {
+	b, _ := json.Marshal(v) // plain values only: strings, numbers, points, members
+	return b
+}
+
 // placeBox returns the south-west corner and the smaller side of a place's
 // bounding box (the demo county's centre when it has no boundary).
 func placeBox(p domain.Place) (lon, lat, d float64) {
@@ -94,49 +98,4 @@ func placeBox(p domain.Place) (lon, lat, d float64) {
 		}
 	}
 	return 103.74, 25.0, 0.01
-}
-
-// importHouseholds imports n generated households into place in batches
-// through the store's ImportHouseholds.
-func importHouseholds(ctx context.Context, st *sqlstore.Store, g *householdGen, place domain.Place, n, batch int) error {
-	lon, lat, d := placeBox(place)
-	for done := 0; done < n; done += batch {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		hs := g.make(min(batch, n-done), place.Code, place.Name, lon, lat, d)
-		if err := st.ImportHouseholds(ctx, hs, 0); err != nil {
-			return fmt.Errorf("import households into %s: %w", place.Code, err)
-		}
-	}
-	return nil
-}
-
-// populateOtherVillage gives the demo's second village (which the demo
-// data set leaves empty) perGroup households in each of its groups, so
-// that moving a worker there moves real households.
-func populateOtherVillage(perGroup int) func(context.Context, *sqlstore.Store) error {
-	return func(ctx context.Context, st *sqlstore.Store) error {
-		ps, err := st.Places(ctx, []string{demo.OtherVillageCode}, false)
-		if err != nil {
-			return err
-		}
-		g := newHouseholdGen(2)
-		for _, p := range ps {
-			if p.Level != "group" {
-				continue
-			}
-			var have int
-			if err := st.DB().QueryRowContext(ctx, `SELECT count(*) FROM households WHERE place_code = ?`, p.Code).Scan(&have); err != nil {
-				return err
-			}
-			if have > 0 {
-				continue
-			}
-			if err := importHouseholds(ctx, st, g, p, perGroup, perGroup); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
 }
