@@ -1,13 +1,17 @@
 package servertest
 
 import (
+	"database/sql"
 	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"fieldsync/server/servertest/pgtest"
+	"fieldsync/server/sqlstore"
+	"fieldsync/server/sqlstore/pgsql"
 )
 
 // Engine is the store engine the tests run on: "postgres" when
@@ -44,4 +48,24 @@ func postgresFor(t testing.TB, dir string) string {
 		t.Fatalf("servertest: %v", err)
 	}
 	return u
+}
+
+// RawDB opens a writable pool on the env's database, beside the store,
+// for tests that plant rows the API cannot make (old versions' rows,
+// fixtures). Its SQL is written as for SQLite; on PostgreSQL it goes
+// through the store's rewriting driver. Closed when the test ends.
+func (e *Env) RawDB(t testing.TB) *sql.DB {
+	t.Helper()
+	var db *sql.DB
+	var err error
+	if b, rerr := os.ReadFile(filepath.Join(e.Dir, "postgres-url")); rerr == nil {
+		db, err = pgsql.Open(string(b), pgsql.Options{MaxConns: 2})
+	} else {
+		db, err = sql.Open("sqlite3", sqlstore.DSN(filepath.Join(e.Dir, "fieldsync.db"), false, 10*time.Second))
+	}
+	if err != nil {
+		t.Fatalf("servertest: raw database: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }

@@ -184,8 +184,8 @@ func (s *Store) ConsoleProgress(ctx context.Context, root string, monthFrom, mon
 		args = append(args, reqArgs...)
 	}
 	q += `SELECT v.place_code, count(*),
-			sum(v.review_state = 'submitted'), sum(v.review_state = 'needs_rework'), sum(v.review_state = 'approved'), sum(v.review_state = 'rejected'),
-			sum(v.device_time >= ? AND v.device_time < ?),
+			sum(CASE WHEN v.review_state = 'submitted' THEN 1 ELSE 0 END), sum(CASE WHEN v.review_state = 'needs_rework' THEN 1 ELSE 0 END), sum(CASE WHEN v.review_state = 'approved' THEN 1 ELSE 0 END), sum(CASE WHEN v.review_state = 'rejected' THEN 1 ELSE 0 END),
+			sum(CASE WHEN v.device_time >= ? AND v.device_time < ? THEN 1 ELSE 0 END),
 			count(DISTINCT CASE WHEN v.device_time >= ? AND v.device_time < ? THEN v.household_id END),
 			sum(CASE WHEN ` + consoleLive + ` THEN 1 ELSE 0 END),
 			sum(` + complete + `)
@@ -605,7 +605,7 @@ func (s *Store) gapsCTE(ctx context.Context, sc consoleScope) (cte string, args 
 			(SELECT count(*) FROM visit_evidence ve WHERE ve.visit_id = v.id AND ve.slot = req.slot) AS referenced,
 			(SELECT count(*) FROM visit_evidence ve JOIN blobs b ON b.sha256 = ve.sha256 AND ve.held = 1 WHERE ve.visit_id = v.id AND ve.slot = req.slot) AS present
 		FROM visits v CROSS JOIN req -- visits outside: req is a handful of rows
-		WHERE req.form_id = v.form_id AND req.form_version = v.form_version AND ` + vin + ` AND ` + consoleLive + `) WHERE present < min_count)`
+		WHERE req.form_id = v.form_id AND req.form_version = v.form_version AND ` + vin + ` AND ` + consoleLive + `) AS gv WHERE present < min_count)`
 	return cte, append(append([]any{}, reqArgs...), inArgs...), true, nil
 }
 
@@ -764,7 +764,7 @@ func (s *Store) ExportVisits(ctx context.Context, f ExportFilter, fn func(*Expor
 			v.review_state, v.review_step, COALESCE(u.username, ''), COALESCE(v.device_id, ''), COALESCE(v.corrects_visit_id, ''),
 			(SELECT count(*) FROM visit_evidence ve WHERE ve.visit_id = v.id),
 			(SELECT count(*) FROM visit_evidence ve JOIN blobs b ON b.sha256 = ve.sha256 AND ve.held = 1 WHERE ve.visit_id = v.id),
-			COALESCE((SELECT group_concat(flag, ',') FROM (SELECT DISTINCT flag FROM evidence_flags ef WHERE ef.visit_id = v.id ORDER BY flag)), ''),
+			COALESCE((SELECT group_concat(flag, ',') FROM (SELECT DISTINCT flag FROM evidence_flags ef WHERE ef.visit_id = v.id ORDER BY flag) AS f), ''),
 			COALESCE(v.gps_reason, '')
 		FROM visits v JOIN households h ON h.id = v.household_id JOIN places p ON p.code = v.place_code LEFT JOIN users u ON u.id = v.user_id
 		WHERE `+cond+` ORDER BY v.form_id, v.form_version, v.server_time, v.id`, args...)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -40,11 +39,7 @@ func newConFixture(t *testing.T) *conFixture {
 	t.Helper()
 	ctx := context.Background()
 	env := servertest.Start(t)
-	raw, err := sql.Open("sqlite3", sqlstore.DSN(filepath.Join(env.Dir, "fieldsync.db"), false, 10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { raw.Close() })
+	raw := env.RawDB(t)
 	f := &conFixture{env: env, raw: raw, hh: map[string]string{}, visits: map[string]string{},
 		monthFrom: time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC), monthTo: time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC)}
 	f.w1 = env.CreateUser(t, "w1", domain.RoleFieldWorker, "G11", "G12")
