@@ -25,6 +25,7 @@ type syncBuffer = servertest.SyncBuffer
 // it waits for the writer is logged as a client cancel (499, info), not
 // as an ERROR with status 503.
 func TestPush_ClientCancelLoggedAsCancel(t *testing.T) {
+	servertest.SQLiteOnly(t) // it holds SQLite's file lock to keep a push waiting
 	var logs syncBuffer
 	dir := t.TempDir()
 	env := servertest.StartWith(t, servertest.Options{Dir: dir, API: api.Config{

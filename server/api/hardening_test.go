@@ -452,8 +452,7 @@ type rawServer struct {
 
 func restart(t *testing.T, dir string, cfg sqlstore.Config) *rawServer {
 	t.Helper()
-	cfg.Path = filepath.Join(dir, "fieldsync.db")
-	st, err := sqlstore.Open(context.Background(), cfg)
+	st, err := sqlstore.Open(context.Background(), servertest.StoreConfig(t, dir, cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

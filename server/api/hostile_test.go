@@ -27,7 +27,13 @@ import (
 func stateOf(t *testing.T, env *servertest.Env) string {
 	t.Helper()
 	env.Store.FlushHealth(context.Background())
-	rows, err := env.Store.DB().Query(`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name`)
+	tablesQ := `SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name`
+	headQ := `SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)`
+	if servertest.Engine() == "postgres" {
+		tablesQ = `SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1`
+		headQ = `SELECT seq FROM sync_head`
+	}
+	rows, err := env.Store.DB().Query(tablesQ)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +54,7 @@ func stateOf(t *testing.T, env *servertest.Env) string {
 		fmt.Fprintf(&b, "%s=%d ", tb, n)
 	}
 	var seqs int64
-	env.Store.DB().QueryRow(`SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)`).Scan(&seqs)
+	env.Store.DB().QueryRow(headQ).Scan(&seqs)
 	var lastSeq int64
 	env.Store.DB().QueryRow(`SELECT COALESCE(sum(last_seq), 0) FROM device_sync`).Scan(&lastSeq)
 	fmt.Fprintf(&b, "head=%d devseq=%d ", seqs, lastSeq)

@@ -326,7 +326,7 @@ type auditRow struct {
 func auditRows(t *testing.T, db *sql.DB, afterID int64) []auditRow {
 	t.Helper()
 	rows, err := db.Query(`SELECT id, action, entity_type, entity_id, device_id, session, actor_name, place_code,
-		at || '|' || COALESCE(actor_user, '') || '|' || actor_name || '|' || device_id || '|' || session || '|' || action || '|' ||
+		at || '|' || COALESCE(CAST(actor_user AS TEXT), '') || '|' || actor_name || '|' || device_id || '|' || session || '|' || action || '|' ||
 		entity_type || '|' || entity_id || '|' || place_code || '|' || COALESCE(before, '<null>') || '|' || COALESCE(after, '<null>')
 		FROM audit_events WHERE id > ? ORDER BY id`, afterID)
 	if err != nil {
@@ -582,12 +582,7 @@ func TestAudit_RowsAreAppendOnly(t *testing.T) {
 	})
 
 	t.Run("SQL on a writable connection", func(t *testing.T) {
-		w, err := sql.Open("sqlite3", "file:"+env.Dir+"/fieldsync.db?_busy_timeout=10000")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer w.Close()
-		w.SetMaxOpenConns(1)
+		w := env.RawDB(t)
 		// The connection can write the database, just not audit rows.
 		if _, err := w.Exec(`CREATE TABLE scratch(x INTEGER)`); err != nil {
 			t.Fatalf("writable connection cannot write: %v", err)
@@ -616,6 +611,7 @@ func TestAudit_RowsAreAppendOnly(t *testing.T) {
 	// (SQLite fires them for REPLACE only with recursive_triggers on), so
 	// the two triggers alone do not stop it.
 	t.Run("SQL REPLACE of an existing row", func(t *testing.T) {
+		servertest.SQLiteOnly(t) // PostgreSQL has no INSERT OR REPLACE
 		w, err := sql.Open("sqlite3", "file:"+env.Dir+"/fieldsync.db?_busy_timeout=10000")
 		if err != nil {
 			t.Fatal(err)

@@ -33,6 +33,18 @@ func SQLiteOnly(t testing.TB) {
 	}
 }
 
+// StoreConfig returns cfg set to the database of the server in dir: the
+// SQLite file dir/fieldsync.db, or on PostgreSQL the database made for dir
+// (the same one each time, so a test can stop and restart a server).
+func StoreConfig(t testing.TB, dir string, cfg sqlstore.Config) sqlstore.Config {
+	t.Helper()
+	cfg.Path = filepath.Join(dir, "fieldsync.db")
+	if Engine() == "postgres" {
+		cfg.Path, cfg.PostgresURL = "", postgresFor(t, dir)
+	}
+	return cfg
+}
+
 // postgresFor returns the database of the server in dir: a new one the
 // first time, the same one when the test starts a server on dir again.
 func postgresFor(t testing.TB, dir string) string {

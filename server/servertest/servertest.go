@@ -84,11 +84,7 @@ func StartWith(t testing.TB, o Options) *Env {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	cfg := o.Store
-	cfg.Path = filepath.Join(dir, "fieldsync.db")
-	if Engine() == "postgres" {
-		cfg.Path, cfg.PostgresURL = "", postgresFor(t, dir)
-	}
+	cfg := StoreConfig(t, dir, o.Store)
 	st, err := sqlstore.Open(ctx, cfg)
 	if err != nil {
 		t.Fatalf("servertest: open store: %v", err)

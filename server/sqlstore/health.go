@@ -69,6 +69,9 @@ func (s *Store) FlushHealth(ctx context.Context) error {
 		return err
 	}
 	defer tx.Rollback()
+	if err := s.lockWrites(ctx, tx); err != nil {
+		return err
+	}
 	for id, u := range pending {
 		at := domain.Timestamp(u.at)
 		var health, appVersion any
@@ -81,7 +84,7 @@ func (s *Store) FlushHealth(ctx context.Context) error {
 			ok = at
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE device_sync SET last_pull_at = ?, last_sync_ok_at = COALESCE(?, last_sync_ok_at),
-				health = COALESCE(?, health), health_at = CASE WHEN ? IS NULL THEN health_at ELSE ? END,
+				health = COALESCE(?, health), health_at = CASE WHEN CAST(? AS TEXT) IS NULL THEN health_at ELSE ? END,
 				app_version = COALESCE(NULLIF(?, ''), app_version) WHERE device_id = ?`,
 			at, ok, health, health, at, appVersion, id); err != nil {
 			return err

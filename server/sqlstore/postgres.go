@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"fieldsync/migrations"
+	"fieldsync/server/domain"
 	"fieldsync/server/sqlstore/pgsql"
 )
 
@@ -76,3 +77,19 @@ func migratePostgres(ctx context.Context, url string) error {
 // pgTxActive reports, for a PostgreSQL connection (ok), whether it is
 // still inside the group transaction.
 func pgTxActive(c *sql.Conn) (active, ok bool) { return pgsql.InTransaction(c) }
+
+// lockWrites makes tx wait for every other writer, on PostgreSQL: each
+// write transaction of every instance takes this one row lock first and
+// holds it to its commit, so writes commit one after another as on SQLite
+// (whose write lock does the same), change seqs follow commit order, and
+// a read-modify-write sees no concurrent writer. On SQLite it does
+// nothing: the immediate transaction already holds the write lock.
+func (s *Store) lockWrites(ctx context.Context, tx *sql.Tx) error {
+	if !s.pg {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT seq FROM sync_head WHERE id = 1 FOR UPDATE`); err != nil {
+		return fmt.Errorf("write lock: %w: %w", domain.ErrUnavailable, err)
+	}
+	return nil
+}

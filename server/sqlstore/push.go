@@ -164,15 +164,9 @@ func (s *Store) runGroup(ctx context.Context, jobs []*pushJob) (lost int, err er
 	if err != nil {
 		return -1, fmt.Errorf("push: begin: %w", err)
 	}
-	if s.pg {
-		// Every write transaction of every instance takes this one row
-		// lock first and holds it to its commit: writes commit one after
-		// another, as on SQLite, so change seqs follow commit order and a
-		// read-modify-write sees no concurrent writer.
-		if _, err := tx.ExecContext(ctx, `SELECT seq FROM sync_head WHERE id = 1 FOR UPDATE`); err != nil {
-			_ = tx.Rollback()
-			return -1, fmt.Errorf("push: write lock: %w: %w", domain.ErrUnavailable, err)
-		}
+	if err := s.lockWrites(ctx, tx); err != nil {
+		_ = tx.Rollback()
+		return -1, fmt.Errorf("push: %w", err)
 	}
 	for i, j := range jobs {
 		j.err, j.resp = nil, nil

@@ -27,10 +27,13 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"fieldsync/server/domain"
 )
 
 // IsURL reports whether dsn names a PostgreSQL database (postgres:// or
@@ -132,23 +135,30 @@ func (c *conn) ExecContext(ctx context.Context, q string, args []driver.NamedVal
 func (c *conn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
 	return c.c.QueryContext(ctx, Rewrite(q), args)
 }
-func (c *conn) Ping(ctx context.Context) error             { return c.c.Ping(ctx) }
+func (c *conn) Ping(ctx context.Context) error { return c.c.Ping(ctx) }
 func (c *conn) CheckNamedValue(v *driver.NamedValue) error {
 	// The schema keeps flags as integers 0/1, as on SQLite (whose driver
 	// writes a Go bool as 1 or 0); pgx would refuse a bool for them.
-	if b, ok := v.Value.(bool); ok {
+	switch x := v.Value.(type) {
+	case bool:
 		v.Value = int64(0)
-		if b {
+		if x {
 			v.Value = int64(1)
 		}
 		return nil
+	case string:
+		// PostgreSQL text cannot hold NUL or invalid UTF-8 (SQLite can):
+		// such input is refused as invalid, a client error, not a 500.
+		if strings.IndexByte(x, 0) >= 0 || !utf8.ValidString(x) {
+			return fmt.Errorf("pgsql: text with a NUL byte or invalid UTF-8: %w", domain.ErrInvalid)
+		}
 	}
 	return c.c.CheckNamedValue(v)
 }
-func (c *conn) ResetSession(ctx context.Context) error     { return c.c.ResetSession(ctx) }
-func (c *conn) IsValid() bool                              { return !c.c.Conn().IsClosed() }
-func (c *conn) txStatus() byte                             { return c.c.Conn().PgConn().TxStatus() }
-func (c *conn) version() string                            { return c.c.Conn().PgConn().ParameterStatus("server_version") }
+func (c *conn) ResetSession(ctx context.Context) error { return c.c.ResetSession(ctx) }
+func (c *conn) IsValid() bool                          { return !c.c.Conn().IsClosed() }
+func (c *conn) txStatus() byte                         { return c.c.Conn().PgConn().TxStatus() }
+func (c *conn) version() string                        { return c.c.Conn().PgConn().ParameterStatus("server_version") }
 
 // InTransaction reports whether c is one of this package's connections
 // (ok) and, if so, whether it is inside a transaction block, also a failed
