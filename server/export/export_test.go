@@ -126,7 +126,7 @@ func TestExport_CSV_BOMRowsChineseAndMasking(t *testing.T) {
 			checked := 0
 			for _, r := range recs[1:] {
 				var dbHead string
-				if err := env.Store.DB().QueryRow(`SELECT json_extract(h.fields, '$.head_name') FROM visits v JOIN households h ON h.id = v.household_id WHERE v.id = ?`, r[vid]).Scan(&dbHead); err != nil {
+				if err := env.Store.DB().QueryRow(`SELECT h.fields ->> 'head_name' FROM visits v JOIN households h ON h.id = v.household_id WHERE v.id = ?`, r[vid]).Scan(&dbHead); err != nil {
 					t.Fatal(err)
 				}
 				if r[head] != dbHead || !regexp.MustCompile(`\p{Han}`).MatchString(r[head]) {
@@ -425,7 +425,17 @@ func TestMaskID(t *testing.T) {
 func TestExport_CSVInjectionNeutralised(t *testing.T) {
 	env := exporttest.Demo(t)
 	h := env.Households(t, demo.VillageCode)[0]
-	env.Exec(t, `UPDATE households SET fields = json_set(fields, '$.address', '=HYPERLINK("http://x","y")') WHERE id = ?`, h.ID)
+	var raw string
+	if err := env.Store.DB().QueryRow(`SELECT fields FROM households WHERE id = ?`, h.ID).Scan(&raw); err != nil {
+		t.Fatal(err)
+	}
+	fields := map[string]any{}
+	if err := json.Unmarshal([]byte(raw), &fields); err != nil {
+		t.Fatal(err)
+	}
+	fields["address"] = `=HYPERLINK("http://x","y")`
+	b, _ := json.Marshal(fields)
+	env.Exec(t, `UPDATE households SET fields = ? WHERE id = ?`, string(b), h.ID)
 	buf, _ := run(t, env, user(t, env, "admin"), export.Request{What: "households", Format: "csv", Place: h.PlaceCode})
 	if !strings.Contains(buf.String(), `'=HYPERLINK`) {
 		t.Errorf("formula not neutralised")

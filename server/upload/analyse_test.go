@@ -132,7 +132,7 @@ func TestAnalysis_AfterRestart(t *testing.T) {
 
 	// What a crash right after the upload's answer leaves: the blob in
 	// the store and recorded, its analysis not done.
-	st, err := sqlstore.Open(ctx, sqlstore.Config{Path: filepath.Join(env.Dir, "fieldsync.db")})
+	st, err := sqlstore.Open(ctx, servertest.StoreConfig(t, env.Dir, sqlstore.Config{}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,11 +19,15 @@ import (
 
 	"fieldsync/server/app"
 	"fieldsync/server/domain"
+	"fieldsync/server/servertest"
+	"fieldsync/server/servertest/pgtest"
 	"fieldsync/server/sqlstore"
+	"fieldsync/server/sqlstore/pgsql"
 	"fieldsync/syncproto"
 )
 
-// Env is a store with the demo county loaded.
+// Env is a store with the demo county loaded (on PostgreSQL when the
+// suite runs there: servertest.Engine; Path is then empty).
 type Env struct {
 	Dir   string
 	Path  string
@@ -77,11 +81,17 @@ func demoDatabase() ([]byte, error) {
 func Demo(t testing.TB) *Env {
 	t.Helper()
 	ctx := context.Background()
+	dir := t.TempDir()
+	if servertest.Engine() == "postgres" {
+		return demoPostgres(t, dir)
+	}
 	db, err := demoDatabase()
 	if err != nil {
 		t.Fatalf("exporttest: demo: %v", err)
 	}
-	dir := t.TempDir()
+	if servertest.Engine() == "postgres" {
+		return demoPostgres(t, dir)
+	}
 	path := filepath.Join(dir, "fieldsync.db")
 	if err := os.WriteFile(path, db, 0o600); err != nil {
 		t.Fatal(err)
@@ -98,6 +108,48 @@ func Demo(t testing.TB) *Env {
 	raw.SetMaxOpenConns(1)
 	t.Cleanup(func() { raw.Close() })
 	return &Env{Dir: dir, Path: path, Store: st, Raw: raw}
+}
+
+var (
+	demoPGOnce     sync.Once
+	demoPGTemplate string
+	demoPGErr      error
+)
+
+// demoPostgres is Demo on PostgreSQL: the demo county is loaded once into
+// a template database, and each test gets a copy of it (CREATE DATABASE
+// ... TEMPLATE, a file copy on the server).
+func demoPostgres(t testing.TB, dir string) *Env {
+	t.Helper()
+	ctx := context.Background()
+	demoPGOnce.Do(func() {
+		demoPGTemplate, demoPGErr = pgtest.NewTemplate(func(url string) error {
+			st, err := sqlstore.Open(ctx, sqlstore.Config{PostgresURL: url})
+			if err != nil {
+				return err
+			}
+			if err := app.LoadDemo(ctx, st, io.Discard); err != nil {
+				st.Close()
+				return err
+			}
+			return st.Close()
+		})
+	})
+	if demoPGErr != nil {
+		t.Fatalf("exporttest: demo on PostgreSQL: %v", demoPGErr)
+	}
+	url := pgtest.NewDatabaseFrom(t, demoPGTemplate)
+	st, err := sqlstore.Open(ctx, sqlstore.Config{PostgresURL: url})
+	if err != nil {
+		t.Fatalf("exporttest: open: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	raw, err := pgsql.Open(url, pgsql.Options{MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	return &Env{Dir: dir, Store: st, Raw: raw}
 }
 
 // Exec runs a statement on the raw connection.
@@ -127,7 +179,7 @@ type HouseholdRef struct {
 // Households lists households under a place prefix (all when "").
 func (e *Env) Households(t testing.TB, placePrefix string) []HouseholdRef {
 	t.Helper()
-	rows, err := e.Store.DB().Query(`SELECT id, place_code, COALESCE(json_extract(fields, '$.head_name'), ''), COALESCE(lon, 0), COALESCE(lat, 0)
+	rows, err := e.Store.DB().Query(`SELECT id, place_code, COALESCE(fields ->> 'head_name', ''), COALESCE(lon, 0), COALESCE(lat, 0)
 		FROM households WHERE deleted = 0 AND place_code LIKE ? ORDER BY place_code, id`, placePrefix+"%")
 	if err != nil {
 		t.Fatal(err)
@@ -260,7 +312,7 @@ func (e *Env) AddBlob(t testing.TB, sha string, lon, lat float64) {
 	if lon != 0 || lat != 0 {
 		elon, elat = lon, lat
 	}
-	e.Exec(t, `INSERT OR IGNORE INTO blobs(sha256, size, media_type, stored_at, exif_lon, exif_lat, exif_time) VALUES (?, 1000, 'image/jpeg', ?, ?, ?, '2024-05-03T10:00:00+08:00')`,
+	e.Exec(t, `INSERT INTO blobs(sha256, size, media_type, stored_at, exif_lon, exif_lat, exif_time) VALUES (?, 1000, 'image/jpeg', ?, ?, ?, '2024-05-03T10:00:00+08:00') ON CONFLICT DO NOTHING`,
 		sha, domain.Timestamp(time.Now()), elon, elat)
 	// The links to it count, as if their devices had uploaded it.
 	e.Exec(t, `UPDATE visit_evidence SET held = 1 WHERE sha256 = ?`, sha)
@@ -270,13 +322,13 @@ func (e *Env) AddBlob(t testing.TB, sha string, lon, lat float64) {
 // counts: its device holds the blob).
 func (e *Env) AttachEvidence(t testing.TB, visitID, slot, sha string) {
 	t.Helper()
-	e.Exec(t, `INSERT OR IGNORE INTO visit_evidence(visit_id, slot, sha256, size, media_type, held) VALUES (?, ?, ?, 1000, 'image/jpeg', 1)`, visitID, slot, sha)
+	e.Exec(t, `INSERT INTO visit_evidence(visit_id, slot, sha256, size, media_type, held) VALUES (?, ?, ?, 1000, 'image/jpeg', 1) ON CONFLICT DO NOTHING`, visitID, slot, sha)
 }
 
 // AddFlag raises an evidence flag on a visit (sha "" for the visit).
 func (e *Env) AddFlag(t testing.TB, visitID, sha, flag, detail string) {
 	t.Helper()
-	e.Exec(t, `INSERT OR IGNORE INTO evidence_flags(visit_id, sha256, flag, detail, created_at) VALUES (?, ?, ?, ?, ?)`,
+	e.Exec(t, `INSERT INTO evidence_flags(visit_id, sha256, flag, detail, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 		visitID, sha, flag, detail, domain.Timestamp(time.Now()))
 }
 

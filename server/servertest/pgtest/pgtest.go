@@ -30,6 +30,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -88,24 +89,55 @@ func NewDatabase(t testing.TB) string {
 	return newDatabase(t, serverURL(t))
 }
 
+// NewDatabaseFrom is NewDatabase with a copy of the database template
+// (made by NewTemplate) instead of an empty one.
+func NewDatabaseFrom(t testing.TB, template string) string {
+	t.Helper()
+	return newDatabaseFrom(t, serverURL(t), template)
+}
+
 func newDatabase(t testing.TB, admin *url.URL) string {
 	t.Helper()
+	return newDatabaseFrom(t, admin, "template0")
+}
+
+// randomName is fs_ and 16 random hex digits: made here, never taken
+// from input, so quoting it is enough.
+func randomName(prefix string) (string, error) {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatalf("pgtest: %v", err)
+		return "", err
 	}
-	name := "fs_" + hex.EncodeToString(b[:])
-	// The name is ours (letters, digits, underscore): quoting it is enough.
-	quoted := `"` + name + `"`
-	if err := adminExec(admin, `CREATE DATABASE `+quoted+
-		` TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'`); err != nil {
-		t.Fatalf("pgtest: create database %s: %v", name, err)
+	return prefix + hex.EncodeToString(b[:]), nil
+}
+
+// NewTemplate creates a database for many tests to copy (NewDatabaseFrom),
+// fills it with build (given its URL; build must close what it opens) and
+// returns its name. It is not tied to a test: it lives as long as the
+// test server (the one .ci/test starts is removed after the run).
+func NewTemplate(build func(url string) error) (string, error) {
+	raw := os.Getenv(EnvURL)
+	if raw == "" {
+		return "", fmt.Errorf("pgtest: %s is not set", EnvURL)
 	}
-	t.Cleanup(func() {
-		if err := adminExec(admin, `DROP DATABASE IF EXISTS `+quoted+` WITH (FORCE)`); err != nil {
-			t.Errorf("pgtest: drop database %s: %v", name, err)
-		}
-	})
+	admin, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("pgtest: %s: %w", EnvURL, err)
+	}
+	name, err := randomName("fs_tpl_")
+	if err != nil {
+		return "", err
+	}
+	if err := adminExec(admin, `CREATE DATABASE "`+name+`" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'`); err != nil {
+		return "", fmt.Errorf("pgtest: create template %s: %w", name, err)
+	}
+	if err := build(databaseURL(admin, name)); err != nil {
+		return "", fmt.Errorf("pgtest: build template %s: %w", name, err)
+	}
+	return name, nil
+}
+
+func databaseURL(admin *url.URL, name string) string {
 	u := *admin
 	u.Path = "/" + name
 	u.RawPath = ""
@@ -113,6 +145,25 @@ func newDatabase(t testing.TB, admin *url.URL) string {
 	q.Set("sslmode", "disable")
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+func newDatabaseFrom(t testing.TB, admin *url.URL, template string) string {
+	t.Helper()
+	name, err := randomName("fs_")
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	quoted := `"` + name + `"`
+	if err := adminExec(admin, `CREATE DATABASE `+quoted+
+		` TEMPLATE "`+template+`" ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'`); err != nil {
+		t.Fatalf("pgtest: create database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if err := adminExec(admin, `DROP DATABASE IF EXISTS `+quoted+` WITH (FORCE)`); err != nil {
+			t.Errorf("pgtest: drop database %s: %v", name, err)
+		}
+	})
+	return databaseURL(admin, name)
 }
 
 // adminExec runs one statement on the server's maintenance database (the
