@@ -155,9 +155,30 @@
 // ones, the server lost them (it was restored from a backup): put those
 // mutations back in the outbox from the saved answers and push again.
 //
-// The server's change log is ordered by commit (sequence numbers are
-// assigned inside the single writer's transaction), so a cursor never
-// skips a change that commits later. Pages are capped at max_bytes
+// The server's change log is ordered by commit, so a cursor never skips
+// a change that commits later:
+//
+//   - On SQLite, sequence numbers are assigned inside the single writer's
+//     transaction, which holds the database's write lock from its first
+//     write to its commit.
+//   - On PostgreSQL, with any number of server instances, an identity or
+//     sequence column would not do: transaction A may take seq 10, B seq
+//     11, B commit first, and a puller that read 11 would never see 10. So
+//     every write transaction first locks one row (sync_head, SELECT ...
+//     FOR UPDATE) and holds it to its commit; a change takes its seq from
+//     that row (sync_head.seq + 1, in the same transaction). Writers thus
+//     commit one at a time, in seq order, and PostgreSQL makes a commit
+//     visible before it releases its locks. A pull reads sync_head.seq
+//     and the changes up to it in one REPEATABLE READ snapshot: that
+//     snapshot holds every change up to the head it read and none after.
+//     Group commit keeps the single lock cheap: one transaction carries
+//     the pushes of many devices. The cost is that writes do not run in
+//     parallel across instances; reads, uploads and evidence analysis do.
+//     A snapshot-xmin horizon on the change log would let writers run in
+//     parallel, at the price of pulls that wait for the oldest open
+//     writer; see the README's "Scaling out".
+//
+// Pages are capped at max_bytes
 // (between MinPullBytes and MaxPullBytes) of encoded ops. The place tree
 // and forms a device needs come in the same pull.
 //
