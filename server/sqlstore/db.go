@@ -22,6 +22,7 @@ import (
 	"fieldsync/migrations"
 	"fieldsync/server/domain"
 	"fieldsync/server/evidence"
+	"fieldsync/server/sqlstore/pgsql"
 	"fieldsync/syncproto"
 )
 
@@ -107,6 +108,7 @@ type Store struct {
 	cfg   Config
 	pg    bool    // PostgreSQL (Config.PostgresURL), else SQLite
 	w     *sql.DB // exactly one connection: the single writer
+	locks *sql.DB // PostgreSQL: connections holding upload locks (LockUpload)
 	r     *sql.DB // read-only pool
 	clock syncproto.Clock
 
@@ -166,6 +168,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s := &Store{cfg: cfg, pg: cfg.PostgresURL != "", w: w, r: r, done: make(chan struct{}), pushes: make(chan *pushJob, 1024),
 		gate: newReadGate(cfg.Readers, cfg.BackgroundReaders, cfg.PoolWait)}
+	if s.pg {
+		if s.locks, err = pgsql.Open(cfg.PostgresURL, pgsql.Options{MaxConns: uploadLockConns}); err != nil {
+			w.Close()
+			r.Close()
+			return nil, fmt.Errorf("sqlstore: %w", err)
+		}
+	}
 	s.clock.Now = cfg.Now
 	s.SetEvidenceConfig(cfg.Evidence)
 	if err := s.initMeta(ctx); err != nil {
@@ -226,7 +235,11 @@ func (s *Store) Close() error {
 		s.stmts.mu.Unlock()
 		s.rstmts.closeAll()
 	})
-	return errors.Join(s.r.Close(), s.w.Close())
+	var locksErr error
+	if s.locks != nil {
+		locksErr = s.locks.Close()
+	}
+	return errors.Join(s.r.Close(), s.w.Close(), locksErr)
 }
 
 // Ping checks that the database answers a query.

@@ -3,7 +3,11 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
+	"hash/fnv"
+	"sync"
+	"time"
 	"log/slog"
 
 	"fieldsync/migrations"
@@ -92,4 +96,55 @@ func (s *Store) lockWrites(ctx context.Context, tx *sql.Tx) error {
 		return fmt.Errorf("write lock: %w: %w", domain.ErrUnavailable, err)
 	}
 	return nil
+}
+
+// uploadLockConns bounds the connections that hold upload locks at once
+// (one per upload being written on this instance); a request beyond it
+// waits for one, within its deadline.
+const uploadLockConns = 32
+
+// LockUpload implements store.Uploads. On PostgreSQL it takes a session
+// advisory lock keyed by the upload on a connection of its own, held until
+// release: if the instance dies, the server ends the session and the lock
+// goes with it. On SQLite there is one instance, whose handler already
+// serialises the requests on an upload.
+func (s *Store) LockUpload(ctx context.Context, id string) (func(), error) {
+	if !s.pg {
+		return func() {}, nil
+	}
+	conn, err := s.locks.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("upload lock: %w: %w", domain.ErrUnavailable, err)
+	}
+	key := advisoryKey("upload:" + id)
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(?)`, key); err != nil {
+		discard(conn)
+		return nil, fmt.Errorf("upload lock: %w: %w", domain.ErrUnavailable, err)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_unlock(?)`, key); err != nil {
+				discard(conn) // ending the session frees the lock
+				return
+			}
+			conn.Close()
+		})
+	}, nil
+}
+
+// discard closes c and keeps its session out of the pool (its locks end
+// with it).
+func discard(c *sql.Conn) {
+	_ = c.Raw(func(any) error { return driver.ErrBadConn })
+	c.Close()
+}
+
+// advisoryKey maps a name to a pg_advisory_lock key (FNV-1a, 64 bits).
+func advisoryKey(name string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return int64(h.Sum64())
 }

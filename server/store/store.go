@@ -133,6 +133,11 @@ type Uploads interface {
 	CompleteUpload(ctx context.Context, id string, b Blob, expires time.Time) error
 	// DeleteUpload forgets an upload (absent is not an error).
 	DeleteUpload(ctx context.Context, id string) error
+	// LockUpload holds the upload's lock across server instances until
+	// release is called (or the instance dies), so that requests on one
+	// upload run one at a time wherever they land. It waits at most as
+	// long as ctx. A single-instance store answers at once.
+	LockUpload(ctx context.Context, id string) (release func(), err error)
 	// ActiveUploads counts the device's uploads still receiving.
 	ActiveUploads(ctx context.Context, deviceID string) (int, error)
 	// ExpiredUploads lists uploads whose expiry is before now, and every

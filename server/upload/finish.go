@@ -229,6 +229,11 @@ type locks struct {
 	m     map[string]*held
 	queue map[string][]*ticket
 	seq   atomic.Int64
+	// shared, if set, also takes the upload's lock across instances
+	// (Store.LockUpload) once this process's lock is held, so that a
+	// PATCH that lands on another instance waits for the one still
+	// writing.
+	shared func(ctx context.Context, id string) (func(), error)
 }
 
 type held struct {
@@ -280,6 +285,25 @@ func (l *locks) leave(tk *ticket) {
 }
 
 func (l *locks) acquire(ctx context.Context, id string, stop func(), wait time.Duration) (func(), error) {
+	start := time.Now()
+	release, err := l.acquireLocal(ctx, id, stop, wait)
+	if err != nil || l.shared == nil {
+		return release, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, max(wait-time.Since(start), time.Millisecond))
+	defer cancel()
+	unlock, err := l.shared(sctx, id)
+	if err != nil {
+		release()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, syncproto.Errorf(syncproto.CodeUnavailable, "upload %s is in use on another server instance; retry shortly (%v)", id, err)
+	}
+	return func() { unlock(); release() }, nil
+}
+
+func (l *locks) acquireLocal(ctx context.Context, id string, stop func(), wait time.Duration) (func(), error) {
 	tk, _ := ctx.Value(ticketKey{}).(*ticket)
 	if tk != nil && tk.id != id {
 		tk = nil

@@ -262,6 +262,7 @@ func New(cfg Config) (*Handler, error) {
 	}
 	h := &Handler{cfg: cfg, suspect: map[string]int64{}}
 	h.locks.m = map[string]*held{}
+	h.locks.shared = cfg.Store.LockUpload
 	h.lastSweep.Store(cfg.Now().UnixNano())
 	h.startAnalyser()
 	return h, nil
