@@ -309,4 +309,3 @@ func postJSON(t *testing.T, u, token, body string, want int, out any) {
 		t.Fatalf("POST %s: %v", u, err)
 	}
 }
-
