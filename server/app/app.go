@@ -6,6 +6,7 @@ package app
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -154,6 +155,18 @@ func OpenStore(ctx context.Context, cfg Config) (*sqlstore.Store, error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	return sqlstore.Open(ctx, sqlstore.Config{Path: db.SQLitePath, DisableGroupCommit: cfg.DisableGroupCommit})
+}
+
+// SchemaVersion is the newest migration applied to the open store's
+// database (Open applies them all). It reads through the store's read
+// pool, which is read-only on PostgreSQL, so it does not create the
+// table as migrations.Current does.
+func SchemaVersion(ctx context.Context, st *sqlstore.Store) (int, error) {
+	var v sql.NullInt64
+	if err := st.DB().QueryRowContext(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("schema version: %w", err)
+	}
+	return int(v.Int64), nil
 }
 
 // OpenBlobs opens the configured blob store.

@@ -38,7 +38,6 @@ import (
 	"syscall"
 	"time"
 
-	"fieldsync/migrations"
 	"fieldsync/server/app"
 )
 
@@ -151,7 +150,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer st.Close()
-		v, err := migrations.Current(ctx, st.DB())
+		v, err := app.SchemaVersion(ctx, st)
 		if err != nil {
 			return err
 		}
