@@ -149,7 +149,11 @@ func OpenStore(ctx context.Context, cfg Config) (*sqlstore.Store, error) {
 		return nil, err
 	}
 	if db.IsPostgres() {
-		return sqlstore.Open(ctx, sqlstore.Config{PostgresURL: db.PostgresURL, DisableGroupCommit: cfg.DisableGroupCommit})
+		st, err := sqlstore.Open(ctx, sqlstore.Config{PostgresURL: db.PostgresURL, DisableGroupCommit: cfg.DisableGroupCommit})
+		if err != nil {
+			return nil, fmt.Errorf("PostgreSQL 数据库 %s: %w", db, err)
+		}
+		return st, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(db.SQLitePath), 0o750); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)

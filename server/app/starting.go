@@ -107,10 +107,13 @@ func openStoreRetrying(ctx context.Context, cfg Config, db Database, g *gate, lo
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if !pgsql.Retryable(err) {
-			return nil, fmt.Errorf("数据库 %s: %s", db.String(), db.redactErr(err))
-		}
 		msg := db.redactErr(err)
+		if !pgsql.Retryable(err) {
+			if msg == err.Error() {
+				return nil, err
+			}
+			return nil, errors.New(msg) // the error quoted the password
+		}
 		g.wait(fmt.Sprintf("数据库不可达（%s）：%s；%s 后重试", db.String(), msg, delay))
 		log.Warn("无法连接 PostgreSQL 数据库，稍后重试", "db", db.String(), "err", msg,
 			"attempt", attempt, "retry_in", delay.String())
@@ -131,12 +134,12 @@ func pingPostgres(ctx context.Context, db Database) error {
 	defer cancel()
 	c, err := pgsql.Open(db.PostgresURL, pgsql.Options{MaxConns: 1})
 	if err != nil {
-		return err
+		return fmt.Errorf("PostgreSQL 数据库 %s: %w", db, err)
 	}
 	defer c.Close()
-	err = c.PingContext(pctx)
-	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		return fmt.Errorf("%w (%s)", err, pingTimeout) // pgsql.Retryable: a timeout
+	if err := c.PingContext(pctx); err != nil {
+		// pgsql.Retryable counts a timeout as retryable.
+		return fmt.Errorf("PostgreSQL 数据库 %s: 连接失败: %w", db, err)
 	}
-	return err
+	return nil
 }

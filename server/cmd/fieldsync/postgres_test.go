@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -111,6 +112,18 @@ func TestDBFlag_SQLiteFileAndEnvironment(t *testing.T) {
 	}
 	if _, err := os.Stat(flagWins); err != nil {
 		t.Fatalf("-db over FIELDSYNC_DB: %v", err)
+	}
+	// A PostgreSQL that does not answer: migrate (unlike run) fails at
+	// once, naming the database without its password.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	err = run(ctx, []string{"migrate", "-db", "postgres://fs:pg-s3cret-pw@" + closed + "/fieldsync?sslmode=disable"}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "PostgreSQL 数据库 postgres://fs:xxxxx@"+closed) || strings.Contains(err.Error(), "pg-s3cret-pw") {
+		t.Fatalf("migrate on a closed port: %v", err)
 	}
 	t.Setenv("FIELDSYNC_DB", "mysql://root:pw@localhost/fs")
 	bad := filepath.Join(dir, "bad")
