@@ -1,11 +1,12 @@
-// Package app wires fieldsync's parts into a running server: the SQLite
-// store, the blob store (local folder or S3), the HTTP API, first-start
+// Package app wires fieldsync's parts into a running server: the store
+// (a SQLite file, or PostgreSQL shared by any number of instances), the blob store (local folder or S3), the HTTP API, first-start
 // set-up and graceful shutdown. The fieldsync binary's main is a thin layer
 // over it that reads flags and environment into Config.
 package app
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -31,8 +32,13 @@ import (
 // Config is everything the server can be told. Zero values take the
 // documented defaults.
 type Config struct {
-	// DataDir holds the SQLite file and the local blob folder (default ./data).
+	// DataDir holds the SQLite file (unless DB names another database),
+	// the local blob folder and the partial uploads (default ./data).
 	DataDir string
+	// DB names the database (ParseDB): empty for the default
+	// sqlite:DataDir/fieldsync.db, sqlite:PATH for another file, or
+	// postgres://user@host/db?sslmode=... for PostgreSQL.
+	DB string
 	// Addr is the listen address (default ":8080").
 	Addr string
 	// PublicURL is how devices and browsers reach the server (default
@@ -134,13 +140,37 @@ func DefaultLocation() *time.Location {
 // DBPath is where the SQLite file lives in a data folder.
 func DBPath(dataDir string) string { return filepath.Join(dataDir, "fieldsync.db") }
 
-// OpenStore opens the data folder's database (creating the folder).
+// OpenStore opens the configured database (cfg.DB; by default the data
+// folder's SQLite file, creating the folder) and applies the migrations.
 func OpenStore(ctx context.Context, cfg Config) (*sqlstore.Store, error) {
 	cfg.setDefaults()
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+	db, err := ParseDB(cfg.DB, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if db.IsPostgres() {
+		st, err := sqlstore.Open(ctx, sqlstore.Config{PostgresURL: db.PostgresURL, DisableGroupCommit: cfg.DisableGroupCommit})
+		if err != nil {
+			return nil, fmt.Errorf("PostgreSQL 数据库 %s: %w", db, err)
+		}
+		return st, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(db.SQLitePath), 0o750); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	return sqlstore.Open(ctx, sqlstore.Config{Path: DBPath(cfg.DataDir), DisableGroupCommit: cfg.DisableGroupCommit})
+	return sqlstore.Open(ctx, sqlstore.Config{Path: db.SQLitePath, DisableGroupCommit: cfg.DisableGroupCommit})
+}
+
+// SchemaVersion is the newest migration applied to the open store's
+// database (Open applies them all). It reads through the store's read
+// pool, which is read-only on PostgreSQL, so it does not create the
+// table as migrations.Current does.
+func SchemaVersion(ctx context.Context, st *sqlstore.Store) (int, error) {
+	var v sql.NullInt64
+	if err := st.DB().QueryRowContext(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("schema version: %w", err)
+	}
+	return int(v.Int64), nil
 }
 
 // OpenBlobs opens the configured blob store.
@@ -153,23 +183,28 @@ func OpenBlobs(ctx context.Context, cfg Config) (blob.Store, error) {
 }
 
 // Run serves until ctx is cancelled, then shuts down gracefully.
+//
+// It listens first and answers 503 (and /healthz says why) until the
+// store is open and the API built: on PostgreSQL a database that is down
+// at start-up is waited for, with a log line per attempt (see
+// openStoreRetrying), instead of ending the process.
+//
+// The data folder's lock is taken on both engines: on SQLite it guards
+// the database file, and on both it guards the instance's partial uploads
+// and (without S3) its blob folder. Instances sharing one PostgreSQL each
+// take their own -data folder, so they do not exclude each other.
 func Run(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
 	log := cfg.Logger
+	db, err := ParseDB(cfg.DB, cfg.DataDir)
+	if err != nil {
+		return err
+	}
 	unlock, err := LockDataDir(cfg.DataDir)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	st, err := OpenStore(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	blobs, err := OpenBlobs(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("blob store: %w", err)
-	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -182,62 +217,47 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		cfg.PublicURL = fmt.Sprintf("%s://localhost:%d", scheme, ln.Addr().(*net.TCPAddr).Port)
 	}
-	if cfg.Demo {
-		demoBlobs := blobs
-		if cfg.DemoNoEvidence {
-			demoBlobs = nil
-		}
-		if _, err := LoadDemoWithEvidence(ctx, st, demoBlobs, cfg.Out); err != nil {
-			ln.Close()
-			return fmt.Errorf("demo: %w", err)
-		}
-	}
-	if err := firstStart(ctx, st, cfg); err != nil {
-		ln.Close()
-		return err
-	}
-	srv, err := api.New(api.Config{
-		Store: st, Logger: log, PublicURL: cfg.PublicURL, UploadURL: uploadURL, SecureCookies: cfg.TLSCert != "",
-		Blobs: blobs, UploadDir: filepath.Join(cfg.DataDir, "uploads"), TrustProxy: cfg.TrustProxy,
-		HealthChecks: map[string]func(context.Context) error{"blobs": blobs.Check},
-	})
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	if _, err := web.Mount(srv, web.Config{Store: st, Logger: log, TileURL: cfg.TileURL, SecureCookies: cfg.TLSCert != "", TrustProxy: cfg.TrustProxy,
-		Location: cfg.Location, PublicURL: uploadURL}); err != nil {
-		ln.Close()
-		return err
-	}
-	if _, err := MountApp(srv.Echo()); err != nil {
-		ln.Close()
-		return err
-	}
-	defer srv.Close()
-	if up := srv.Uploads(); up != nil {
-		go up.Janitor(ctx, 10*time.Minute)
-		if cfg.Demo && !cfg.DemoNoEvidence {
-			// The demo's photos were stored unanalysed: let the analysis
-			// worker read them before the console opens, so that its
-			// evidence pages show their flags at once.
-			if err := waitDemoAnalysed(ctx, up, cfg.Out); err != nil {
-				ln.Close()
-				return err
-			}
-		}
-	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: cfg.Timeouts.ReadHeader,
+	g := newGate("正在连接数据库")
+	hs := &http.Server{Handler: g, ReadHeaderTimeout: cfg.Timeouts.ReadHeader,
 		ReadTimeout: cfg.Timeouts.Read, IdleTimeout: cfg.Timeouts.Idle}
+	// sctx ends when ctx does or the HTTP server fails (a bad TLS key), so
+	// that a start waiting for the database stops either way.
+	sctx, serveFailed := context.WithCancelCause(ctx)
+	defer serveFailed(nil)
 	errc := make(chan error, 1)
 	go func() {
+		var err error
 		if cfg.TLSCert != "" {
-			errc <- hs.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+			err = hs.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
 		} else {
-			errc <- hs.Serve(ln)
+			err = hs.Serve(ln)
 		}
+		serveFailed(fmt.Errorf("serve: %w", err))
+		errc <- err
 	}()
-	log.Info("serving", "addr", ln.Addr().String(), "public_url", cfg.PublicURL, "data", cfg.DataDir)
+	log.Info("listening; opening the database (503 until ready)", "listen", ln.Addr().String(), "db", db.String())
+	srv, st, err := start(sctx, cfg, db, uploadURL, g, log)
+	if st != nil {
+		defer st.Close()
+	}
+	if srv != nil {
+		defer srv.Close()
+	}
+	if err != nil {
+		if cause := context.Cause(sctx); cause != nil && ctx.Err() == nil {
+			err = cause // the HTTP server failed
+		}
+		sdctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sdctx)
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			log.Info("stopped before the database was ready")
+			return nil // stopped (SIGTERM) while waiting: a clean exit
+		}
+		return err
+	}
+	g.open(srv.Handler())
+	log.Info("serving", "addr", ln.Addr().String(), "public_url", cfg.PublicURL, "data", cfg.DataDir, "db", db.String())
 	printWhereToOpen(cfg)
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr().String())
@@ -248,15 +268,71 @@ func Run(ctx context.Context, cfg Config) error {
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	sdctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
+	if err := hs.Shutdown(sdctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// start opens the store (waiting for PostgreSQL if need be) and the blob
+// store, loads the demo if asked, creates the first admin, and builds the
+// HTTP API; g tells /healthz what it waits for meanwhile. What it returns
+// non-nil the caller closes, also with an error.
+func start(ctx context.Context, cfg Config, db Database, uploadURL string, g *gate, log *slog.Logger) (*api.Server, *sqlstore.Store, error) {
+	st, err := openStoreRetrying(ctx, cfg, db, g, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	blobs, err := OpenBlobs(ctx, cfg)
+	if err != nil {
+		return nil, st, fmt.Errorf("blob store: %w", err)
+	}
+	if cfg.Demo {
+		g.wait("数据库已连接，正在加载示范数据")
+		demoBlobs := blobs
+		if cfg.DemoNoEvidence {
+			demoBlobs = nil
+		}
+		if _, err := LoadDemoWithEvidence(ctx, st, demoBlobs, cfg.Out); err != nil {
+			return nil, st, fmt.Errorf("demo: %w", err)
+		}
+	}
+	if err := firstStart(ctx, st, cfg); err != nil {
+		return nil, st, err
+	}
+	srv, err := api.New(api.Config{
+		Store: st, Logger: log, PublicURL: cfg.PublicURL, UploadURL: uploadURL, SecureCookies: cfg.TLSCert != "",
+		Blobs: blobs, UploadDir: filepath.Join(cfg.DataDir, "uploads"), TrustProxy: cfg.TrustProxy,
+		HealthChecks: map[string]func(context.Context) error{"blobs": blobs.Check},
+	})
+	if err != nil {
+		return nil, st, err
+	}
+	if _, err := web.Mount(srv, web.Config{Store: st, Logger: log, TileURL: cfg.TileURL, SecureCookies: cfg.TLSCert != "", TrustProxy: cfg.TrustProxy,
+		Location: cfg.Location, PublicURL: uploadURL}); err != nil {
+		return srv, st, err
+	}
+	if _, err := MountApp(srv.Echo()); err != nil {
+		return srv, st, err
+	}
+	if up := srv.Uploads(); up != nil {
+		go up.Janitor(ctx, 10*time.Minute)
+		if cfg.Demo && !cfg.DemoNoEvidence {
+			// The demo's photos were stored unanalysed: let the analysis
+			// worker read them before the console opens, so that its
+			// evidence pages show their flags at once.
+			g.wait("数据库已连接，正在分析示范证据照片")
+			if err := waitDemoAnalysed(ctx, up, cfg.Out); err != nil {
+				return srv, st, err
+			}
+		}
+	}
+	return srv, st, nil
 }
 
 // firstStart creates the admin account on an empty database and prints,
@@ -277,6 +353,11 @@ func firstStart(ctx context.Context, st *sqlstore.Store, cfg Config) error {
 		return err
 	}
 	if _, err := st.CreateUser(ctx, domain.User{Username: "admin", DisplayName: "Administrator", Role: domain.RoleAdmin, PasswordHash: h}); err != nil {
+		if errors.Is(err, domain.ErrExists) {
+			// Another instance on the same PostgreSQL made it a moment
+			// ago, and printed its password.
+			return nil
+		}
 		return fmt.Errorf("create admin: %w", err)
 	}
 	fmt.Fprintf(cfg.Out, `

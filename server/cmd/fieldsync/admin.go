@@ -19,7 +19,7 @@ import (
 // reset-password USER`: account chores for whoever runs the server, which
 // work beside a running server (the store serialises the write).
 func runAdmin(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	usage := errors.New("usage: fieldsync admin users [-data DIR] | fieldsync admin reset-password [-data DIR] [-stdin] USER")
+	usage := errors.New("usage: fieldsync admin users [-data DIR | -db DB] | fieldsync admin reset-password [-data DIR | -db DB] [-stdin] USER")
 	if len(args) == 0 {
 		return usage
 	}
@@ -28,6 +28,7 @@ func runAdmin(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs.SetOutput(stderr)
 	var cfg app.Config
 	fs.StringVar(&cfg.DataDir, "data", "data", "data folder: SQLite file and local blob folder")
+	dbFlag(fs, &cfg.DB)
 	fromStdin := false
 	if sub == "reset-password" {
 		fs.BoolVar(&fromStdin, "stdin", false, "read the new password from the first line of standard input instead of making one")

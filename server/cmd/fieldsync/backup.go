@@ -18,20 +18,28 @@ type backupFlags struct {
 	toStore              bool
 }
 
-// runBackup snapshots the live database to a file or to the blob store.
-func runBackup(ctx context.Context, cfg app.Config, bk backupFlags, stdout io.Writer) error {
+// runBackup snapshots the live database to a file or to the blob store:
+// VACUUM INTO on SQLite, pg_dump (custom format) on PostgreSQL.
+func runBackup(ctx context.Context, cfg app.Config, db app.Database, bk backupFlags, stdout io.Writer) error {
 	if (bk.out == "") == !bk.toStore {
 		return errors.New("backup: give exactly one of -out FILE or -to-object-store")
 	}
-	db := app.DBPath(cfg.DataDir)
-	if _, err := os.Stat(db); err != nil {
-		return fmt.Errorf("backup: %w", err)
+	snapshot := func(dst string) error {
+		if db.IsPostgres() {
+			return app.BackupPostgres(ctx, db, dst)
+		}
+		return sqlstore.Backup(ctx, db.SQLitePath, dst)
+	}
+	if !db.IsPostgres() {
+		if _, err := os.Stat(db.SQLitePath); err != nil {
+			return fmt.Errorf("backup: %w", err)
+		}
 	}
 	if bk.out != "" {
-		if err := sqlstore.Backup(ctx, db, bk.out); err != nil {
+		if err := snapshot(bk.out); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "backup written to %s\n", bk.out)
+		fmt.Fprintf(stdout, "backup of %s written to %s\n", db, bk.out)
 		return nil
 	}
 	tmp, err := os.MkdirTemp("", "fieldsync-backup")
@@ -39,8 +47,12 @@ func runBackup(ctx context.Context, cfg app.Config, bk backupFlags, stdout io.Wr
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	file := filepath.Join(tmp, "fieldsync.db")
-	if err := sqlstore.Backup(ctx, db, file); err != nil {
+	ext := ".db"
+	if db.IsPostgres() {
+		ext = ".pgdump"
+	}
+	file := filepath.Join(tmp, "fieldsync"+ext)
+	if err := snapshot(file); err != nil {
 		return err
 	}
 	blobs, err := app.OpenBlobs(ctx, cfg)
@@ -56,7 +68,7 @@ func runBackup(ctx context.Context, cfg app.Config, bk backupFlags, stdout io.Wr
 	if err != nil {
 		return err
 	}
-	name := "backups/fieldsync-" + time.Now().UTC().Format("20060102t150405z") + ".db"
+	name := "backups/fieldsync-" + time.Now().UTC().Format("20060102t150405z") + ext
 	if err := blobs.PutDerived(ctx, name, st.Size(), f); err != nil {
 		return fmt.Errorf("backup: upload: %w", err)
 	}
@@ -64,9 +76,10 @@ func runBackup(ctx context.Context, cfg app.Config, bk backupFlags, stdout io.Wr
 	return nil
 }
 
-// runRestore replaces the database with a backup. The server must be
-// stopped.
-func runRestore(ctx context.Context, cfg app.Config, bk backupFlags, stdout io.Writer) error {
+// runRestore replaces the database with a backup (a SQLite file, or a
+// pg_dump archive on PostgreSQL) and starts a new epoch. The server (every
+// instance, on PostgreSQL) must be stopped.
+func runRestore(ctx context.Context, cfg app.Config, db app.Database, bk backupFlags, stdout io.Writer) error {
 	if (bk.from == "") == (bk.fromStore == "") {
 		return errors.New("restore: give exactly one of -from FILE or -from-object-store NAME")
 	}
@@ -84,7 +97,7 @@ func runRestore(ctx context.Context, cfg app.Config, bk backupFlags, stdout io.W
 			return fmt.Errorf("restore: %w", err)
 		}
 		defer r.Close()
-		tmp, err := os.CreateTemp(cfg.DataDir, "restore-*.db")
+		tmp, err := os.CreateTemp(cfg.DataDir, "restore-*"+filepath.Ext(bk.fromStore))
 		if err != nil {
 			return err
 		}
@@ -98,9 +111,13 @@ func runRestore(ctx context.Context, cfg app.Config, bk backupFlags, stdout io.W
 		}
 		src = tmp.Name()
 	}
-	if err := sqlstore.Restore(ctx, src, app.DBPath(cfg.DataDir)); err != nil {
+	if db.IsPostgres() {
+		if err := app.RestorePostgres(ctx, cfg, db, src); err != nil {
+			return err
+		}
+	} else if err := sqlstore.Restore(ctx, src, db.SQLitePath); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "restored %s from %s; devices will re-sync (new epoch) and re-send what the backup lacks\n", app.DBPath(cfg.DataDir), src)
+	fmt.Fprintf(stdout, "restored %s from %s; devices will re-sync (new epoch) and re-send what the backup lacks\n", db, src)
 	return nil
 }

@@ -31,6 +31,8 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := flag.NewFlagSet("fieldsync export", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data", "data", "data folder (FIELDSYNC_DATA)")
+	var dbValue string
+	dbFlag(fs, &dbValue)
 	format := fs.String("format", "xlsx", "csv, xlsx or geojson")
 	what := fs.String("what", "visits", "visits or households")
 	place := fs.String("place", "", "place code: export its subtree (default: everything the user may see)")
@@ -52,6 +54,9 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if v, ok := os.LookupEnv("FIELDSYNC_DATA"); ok && !given["data"] {
 		*dataDir = v
 	}
+	if v, ok := os.LookupEnv("FIELDSYNC_DB"); ok && !given["db"] {
+		dbValue = v
+	}
 	if v, ok := os.LookupEnv("FIELDSYNC_TZ"); ok && !given["tz"] {
 		*tz = v
 	}
@@ -67,10 +72,16 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(app.DBPath(*dataDir)); err != nil {
-		return fmt.Errorf("export: no database in %s: %w", *dataDir, err)
+	db, err := app.ParseDB(dbValue, *dataDir)
+	if err != nil {
+		return err
 	}
-	st, err := app.OpenStore(ctx, app.Config{DataDir: *dataDir})
+	if !db.IsPostgres() {
+		if _, err := os.Stat(db.SQLitePath); err != nil {
+			return fmt.Errorf("export: no database at %s: %w", db.SQLitePath, err)
+		}
+	}
+	st, err := app.OpenStore(ctx, app.Config{DataDir: *dataDir, DB: dbValue})
 	if err != nil {
 		return err
 	}

@@ -16,11 +16,12 @@ import (
 // server/outboximport). It works beside a running server (the database
 // serialises the writes; blobs go through the same blob store).
 func runImportOutbox(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	usage := errors.New("usage: fieldsync import-outbox [-data DIR] [-by ADMIN] [-s3-... flags] FILE")
+	usage := errors.New("usage: fieldsync import-outbox [-data DIR] [-db DB] [-by ADMIN] [-s3-... flags] FILE")
 	fs := flag.NewFlagSet("fieldsync import-outbox", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg app.Config
 	fs.StringVar(&cfg.DataDir, "data", "data", "data folder: SQLite file and local blob folder")
+	dbFlag(fs, &cfg.DB)
 	fs.StringVar(&cfg.S3.Endpoint, "s3-endpoint", "", "S3-compatible endpoint host:port; empty keeps blobs in the data folder")
 	fs.StringVar(&cfg.S3.AccessKey, "s3-access-key", "", "S3 access key")
 	fs.StringVar(&cfg.S3.SecretKey, "s3-secret-key", "", "S3 secret key")

@@ -17,6 +17,10 @@
 //	fieldsync seed [-data DIR] [-spec FILE|-] [-out FILE]
 //	                            prepare a data folder for measurements; print a JSON manifest
 //
+// Every command that opens the database takes -db (FIELDSYNC_DB):
+// sqlite:PATH, or postgres://user@host/db?sslmode=... for PostgreSQL; the
+// default is the data folder's SQLite file (sqlite:data/fieldsync.db).
+//
 // Every flag has an environment variable (FIELDSYNC_<FLAG>, upper case,
 // dashes as underscores); a flag given on the command line wins.
 package main
@@ -34,7 +38,6 @@ import (
 	"syscall"
 	"time"
 
-	"fieldsync/migrations"
 	"fieldsync/server/app"
 )
 
@@ -73,7 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var cfg app.Config
 	var logLevel string
-	fs.StringVar(&cfg.DataDir, "data", "data", "data folder: SQLite file and local blob folder")
+	fs.StringVar(&cfg.DataDir, "data", "data", "data folder: SQLite file, local blob folder, partial uploads")
+	dbFlag(fs, &cfg.DB)
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "listen address")
 	fs.StringVar(&cfg.PublicURL, "public-url", "", "URL devices and browsers use to reach this server (default http://localhost:<port>)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (serve HTTPS with -tls-key)")
@@ -115,11 +119,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg.Location = loc
 	cfg.Logger = slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg.Out = stdout
-	// Commands that write the data folder hold its lock, so that none of
-	// them runs beside a server on the same folder (backup and export only
-	// read, and work beside a running server).
+	// Commands that write a SQLite database hold its data folder's lock,
+	// so that none of them runs beside a server on the same folder (backup
+	// and export only read, and work beside a running server). PostgreSQL
+	// serialises its writers itself, and applies migrations under an
+	// advisory lock: there, instances and commands do not exclude each
+	// other (restore says to stop every instance first).
+	db, err := app.ParseDB(cfg.DB, cfg.DataDir)
+	if err != nil {
+		return err
+	}
 	switch cmd {
 	case "migrate", "demo", "restore":
+		if db.IsPostgres() {
+			break
+		}
 		unlock, err := app.LockDataDir(cfg.DataDir)
 		if err != nil {
 			return err
@@ -136,11 +150,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer st.Close()
-		v, err := migrations.Current(ctx, st.DB())
+		v, err := app.SchemaVersion(ctx, st)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "database %s at schema version %d\n", app.DBPath(cfg.DataDir), v)
+		fmt.Fprintf(stdout, "database %s at schema version %d\n", db, v)
 		return nil
 	case "demo":
 		st, err := app.OpenStore(ctx, cfg)
@@ -155,12 +169,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		_, err = app.LoadDemoWithEvidence(ctx, st, blobs, stdout)
 		return err
 	case "backup":
-		return runBackup(ctx, cfg, bk, stdout)
+		return runBackup(ctx, cfg, db, bk, stdout)
 	case "restore":
-		return runRestore(ctx, cfg, bk, stdout)
+		return runRestore(ctx, cfg, db, bk, stdout)
 	default:
-		return fmt.Errorf("unknown command %q (run, migrate, demo, export, backup, restore, admin, import-outbox)", cmd)
+		return fmt.Errorf("unknown command %q (run, migrate, demo, export, backup, restore, admin, import-outbox, seed)", cmd)
 	}
+}
+
+// dbFlag adds -db (FIELDSYNC_DB through applyEnv): see app.ParseDB.
+func dbFlag(fs *flag.FlagSet, v *string) {
+	fs.StringVar(v, "db", "", "database: sqlite:PATH, or postgres://user@host/db?sslmode=... for PostgreSQL (default sqlite:<data folder>/fieldsync.db)")
 }
 
 // applyEnv sets every flag not given on the command line from

@@ -12,18 +12,19 @@ import (
 	"fieldsync/server/seed"
 )
 
-// runSeed serves `fieldsync seed [-data DIR] [-spec FILE|-] [-out FILE]`:
+// runSeed serves `fieldsync seed [-data DIR] [-db DB] [-spec FILE|-] [-out FILE]`:
 // it prepares a data folder for measurements and simulations (the demo
 // county without photos, extra places, generated households; see
 // server/seed) and writes a JSON manifest (the database file, the demo's
 // admin account and places, what was imported) to stdout or -out.
-// Without -spec it loads the demo county only. The server must be
-// stopped (the command holds the data folder's lock).
+// Without -spec it loads the demo county only. On SQLite the server must
+// be stopped (the command holds the data folder's lock).
 func runSeed(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fieldsync seed", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg app.Config
 	fs.StringVar(&cfg.DataDir, "data", "data", "data folder: SQLite file and local blob folder")
+	dbFlag(fs, &cfg.DB)
 	specFile := fs.String("spec", "", "JSON file saying what to prepare (server/seed.Spec), - for standard input; empty: the demo county only")
 	outFile := fs.String("out", "", "write the manifest to this file instead of standard output")
 	if err := fs.Parse(args); err != nil {
@@ -51,11 +52,17 @@ func runSeed(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			return err
 		}
 	}
-	unlock, err := app.LockDataDir(cfg.DataDir)
+	db, err := app.ParseDB(cfg.DB, cfg.DataDir)
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	if !db.IsPostgres() {
+		unlock, err := app.LockDataDir(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	st, err := app.OpenStore(ctx, cfg)
 	if err != nil {
 		return err
@@ -65,7 +72,10 @@ func runSeed(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err != nil {
 		return err
 	}
-	m.Database = app.DBPath(cfg.DataDir)
+	m.Database = db.SQLitePath
+	if db.IsPostgres() {
+		m.Database = db.String() // password redacted: the manifest may be shown
+	}
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
