@@ -6,9 +6,9 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"sync"
 	"time"
-	"log/slog"
 
 	"fieldsync/migrations"
 	"fieldsync/server/domain"
