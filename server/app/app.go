@@ -39,6 +39,12 @@ type Config struct {
 	// sqlite:DataDir/fieldsync.db, sqlite:PATH for another file, or
 	// postgres://user@host/db?sslmode=... for PostgreSQL.
 	DB string
+	// UploadDir holds the partial uploads (default DataDir/uploads). With
+	// several instances on PostgreSQL, give them one shared folder (a
+	// network file system): a PATCH may land on another instance than the
+	// one that took the POST, and the upload's lock is held across
+	// instances (Store.LockUpload).
+	UploadDir string
 	// Addr is the listen address (default ":8080").
 	Addr string
 	// PublicURL is how devices and browsers reach the server (default
@@ -307,7 +313,7 @@ func start(ctx context.Context, cfg Config, db Database, uploadURL string, g *ga
 	}
 	srv, err := api.New(api.Config{
 		Store: st, Logger: log, PublicURL: cfg.PublicURL, UploadURL: uploadURL, SecureCookies: cfg.TLSCert != "",
-		Blobs: blobs, UploadDir: filepath.Join(cfg.DataDir, "uploads"), TrustProxy: cfg.TrustProxy,
+		Blobs: blobs, UploadDir: cfg.uploadDir(), TrustProxy: cfg.TrustProxy,
 		HealthChecks: map[string]func(context.Context) error{"blobs": blobs.Check},
 	})
 	if err != nil {
@@ -415,4 +421,12 @@ func waitDemoAnalysed(ctx context.Context, up *upload.Handler, out io.Writer) er
 		return nil
 	}
 	return fmt.Errorf("demo evidence: %w", err)
+}
+
+// uploadDir is Config.UploadDir or its default.
+func (c Config) uploadDir() string {
+	if c.UploadDir != "" {
+		return c.UploadDir
+	}
+	return filepath.Join(c.DataDir, "uploads")
 }

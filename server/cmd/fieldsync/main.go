@@ -78,6 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var logLevel string
 	fs.StringVar(&cfg.DataDir, "data", "data", "data folder: SQLite file, local blob folder, partial uploads")
 	dbFlag(fs, &cfg.DB)
+	fs.StringVar(&cfg.UploadDir, "uploads", "", "folder of partial uploads (default <data folder>/uploads); one shared folder for all instances when several run on PostgreSQL")
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "listen address")
 	fs.StringVar(&cfg.PublicURL, "public-url", "", "URL devices and browsers use to reach this server (default http://localhost:<port>)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (serve HTTPS with -tls-key)")
