@@ -217,14 +217,36 @@ func TestPG_StuckWriteLock(t *testing.T) {
 	}
 }
 
-// TestPG_Restart: writers push in a loop while PostgreSQL restarts (pg_ctl
-// restart -m fast, a private server). Pushes during the outage fail with
+// TestPG_Restart: writers push in a loop while PostgreSQL restarts (a
+// private server: pg_ctl restart -m fast, and an immediate stop then a
+// start, as after a crash). Pushes during the outage fail with
 // retryable errors and are retried as a device does (the same batch, the
 // same seqs); the store reconnects by itself, writer included. In the
 // end every acknowledged visit is stored exactly once, every device's
 // state matches its acknowledged seqs (nothing half-applied), and a pull
 // after the restart sees every visit once.
 func TestPG_Restart(t *testing.T) {
+	modes := []struct {
+		name    string
+		restart func(*pgtest.Server) error
+	}{
+		{"fast", (*pgtest.Server).Restart},
+		// Like a crash: sessions killed without a shutdown, recovery at
+		// the start, and a moment with nothing listening.
+		{"immediate", func(s *pgtest.Server) error {
+			if err := s.Stop(true); err != nil {
+				return err
+			}
+			time.Sleep(500 * time.Millisecond)
+			return s.Start()
+		}},
+	}
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) { testRestart(t, mode.restart) })
+	}
+}
+
+func testRestart(t *testing.T, restart func(*pgtest.Server) error) {
 	srv := pgtest.StartServer(t)
 	url := srv.NewDatabase(t)
 	env := pgEnv(t, url, sqlstore.Config{PoolWait: 5 * time.Second})
@@ -289,7 +311,7 @@ func TestPG_Restart(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	restartAt := ackedN.Load()
-	if err := srv.Restart(); err != nil {
+	if err := restart(srv); err != nil {
 		t.Fatal(err)
 	}
 	afterRestart := ackedN.Load()

@@ -138,9 +138,9 @@ func (c *conn) Prepare(q string) (driver.Stmt, error) {
 func (c *conn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
 	st, err := c.c.PrepareContext(ctx, Rewrite(q))
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, c.mark(err)
 	}
-	return &stmt{Stmt: st}, nil
+	return &stmt{Stmt: st, c: c}, nil
 }
 func (c *conn) Close() error { return c.c.Close() }
 func (c *conn) Begin() (driver.Tx, error) {
@@ -149,18 +149,18 @@ func (c *conn) Begin() (driver.Tx, error) {
 func (c *conn) BeginTx(ctx context.Context, o driver.TxOptions) (driver.Tx, error) {
 	t, err := c.c.BeginTx(ctx, o)
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, c.mark(err)
 	}
-	return tx{t}, nil
+	return tx{t: t, c: c}, nil
 }
 func (c *conn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
 	res, err := c.c.ExecContext(ctx, Rewrite(q), args)
-	return res, unavailable(err)
+	return res, c.mark(err)
 }
 func (c *conn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
-	return wrapRows(c.c.QueryContext(ctx, Rewrite(q), args))
+	return c.wrapRows(c.c.QueryContext(ctx, Rewrite(q), args))
 }
-func (c *conn) Ping(ctx context.Context) error { return unavailable(c.c.Ping(ctx)) }
+func (c *conn) Ping(ctx context.Context) error { return c.mark(c.c.Ping(ctx)) }
 func (c *conn) CheckNamedValue(v *driver.NamedValue) error {
 	// The schema keeps flags as integers 0/1, as on SQLite (whose driver
 	// writes a Go bool as 1 or 0); pgx would refuse a bool for them.
@@ -223,8 +223,25 @@ func unavailable(err error) error {
 	return fmt.Errorf("PostgreSQL: %w: %w", domain.ErrUnavailable, err)
 }
 
+// mark is unavailable for an error on c, and also marks any error after
+// which c is closed: the connection broke under the statement (a reset,
+// a crash of the server, a network cut), whatever pgx called it, and the
+// statement may be retried on another connection.
+func (c *conn) mark(err error) error {
+	if err == nil || err == driver.ErrSkip || err == io.EOF || errors.Is(err, domain.ErrUnavailable) {
+		return err
+	}
+	if !Retryable(err) && c.c.Conn().IsClosed() && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("PostgreSQL: %w: connection lost: %w", domain.ErrUnavailable, err)
+	}
+	return unavailable(err)
+}
+
 // stmt is a prepared statement whose errors are marked as conn's are.
-type stmt struct{ driver.Stmt }
+type stmt struct {
+	driver.Stmt
+	c *conn
+}
 
 var (
 	_ driver.StmtExecContext  = (*stmt)(nil)
@@ -237,7 +254,7 @@ func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (drive
 		return nil, fmt.Errorf("pgsql: statement %T has no ExecContext", s.Stmt)
 	}
 	res, err := sc.ExecContext(ctx, args)
-	return res, unavailable(err)
+	return res, s.c.mark(err)
 }
 
 func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
@@ -245,28 +262,34 @@ func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driv
 	if !ok {
 		return nil, fmt.Errorf("pgsql: statement %T has no QueryContext", s.Stmt)
 	}
-	return wrapRows(sc.QueryContext(ctx, args))
+	return s.c.wrapRows(sc.QueryContext(ctx, args))
 }
 
 // tx is a transaction whose commit and rollback errors are marked.
-type tx struct{ t driver.Tx }
+type tx struct {
+	t driver.Tx
+	c *conn
+}
 
-func (t tx) Commit() error   { return unavailable(t.t.Commit()) }
-func (t tx) Rollback() error { return unavailable(t.t.Rollback()) }
+func (t tx) Commit() error   { return t.c.mark(t.t.Commit()) }
+func (t tx) Rollback() error { return t.c.mark(t.t.Rollback()) }
 
 // rows are pgx's rows (their column type methods kept) whose errors
 // while reading are marked: a statement or lock timeout, or a lost
 // connection, often arrives with the first row rather than the query.
-type rows struct{ *stdlib.Rows }
+type rows struct {
+	*stdlib.Rows
+	c *conn
+}
 
-func (r rows) Next(dest []driver.Value) error { return unavailable(r.Rows.Next(dest)) }
+func (r rows) Next(dest []driver.Value) error { return r.c.mark(r.Rows.Next(dest)) }
 
-func wrapRows(dr driver.Rows, err error) (driver.Rows, error) {
+func (c *conn) wrapRows(dr driver.Rows, err error) (driver.Rows, error) {
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, c.mark(err)
 	}
 	if sr, ok := dr.(*stdlib.Rows); ok {
-		return rows{sr}, nil
+		return rows{Rows: sr, c: c}, nil
 	}
 	return dr, nil
 }
