@@ -117,11 +117,12 @@ func TestPG_CursorsAcrossInstances(t *testing.T) {
 	}
 	pdevs := make([]*device, pullers)
 	cursors := make([]string, pullers)
+	firstCopy := make([][]syncproto.Op, pullers)
 	for i := range pdevs {
 		pdevs[i] = newDevice(t, env, supers[i%len(supers)])
 		// The first copy is taken before the writers start: a copy paged
 		// while writes land is TestPG_FirstCopyDuringWrites.
-		_, cursors[i] = pdevs[i].pullAll("", 0)
+		firstCopy[i], cursors[i] = pdevs[i].pullAll("", 0)
 	}
 
 	t.Logf("setup (3 instances, %d devices enrolled) took %s", writers+pullers, time.Since(setupStart).Round(time.Millisecond))
@@ -177,6 +178,11 @@ func TestPG_CursorsAcrossInstances(t *testing.T) {
 	var pullersWG sync.WaitGroup
 	for p, d := range pdevs {
 		ps := &pullerState{seen: map[string]int{}, seqs: map[string][]int64{}, versions: map[string]int64{}}
+		for _, op := range firstCopy[p] {
+			if op.Op == syncproto.OpPut && op.Type == syncproto.EntityHousehold {
+				ps.versions[op.ID] = op.Household.Version
+			}
+		}
 		states[p] = ps
 		pullersWG.Add(1)
 		go func() {
