@@ -19,11 +19,13 @@
 package pgsql
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"time"
@@ -46,11 +48,13 @@ func IsURL(dsn string) bool {
 type Options struct {
 	// MaxConns bounds the pool's open connections.
 	MaxConns int
-	// ReadOnly makes every transaction of the pool read-only.
+	// ReadOnly makes every transaction of the pool read-only and
+	// repeatable read (one snapshot per transaction).
 	ReadOnly bool
 	// StatementTimeout and LockTimeout are set on every connection (0:
-	// the defaults 60 s and 10 s). A statement past them fails with a
-	// retryable error instead of hanging the instance.
+	// what the URL says, e.g. ?lock_timeout=2s, else 60 s and 10 s). A
+	// statement past them fails with a retryable error instead of hanging
+	// the instance.
 	StatementTimeout, LockTimeout time.Duration
 }
 
@@ -60,20 +64,29 @@ func Open(url string, o Options) (*sql.DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgsql: %w", err)
 	}
-	if o.StatementTimeout <= 0 {
-		o.StatementTimeout = time.Minute
-	}
-	if o.LockTimeout <= 0 {
-		o.LockTimeout = 10 * time.Second
-	}
 	if cfg.RuntimeParams == nil {
 		cfg.RuntimeParams = map[string]string{}
 	}
-	cfg.RuntimeParams["statement_timeout"] = fmt.Sprint(o.StatementTimeout.Milliseconds())
-	cfg.RuntimeParams["lock_timeout"] = fmt.Sprint(o.LockTimeout.Milliseconds())
+	// The URL's own settings (postgres://...?lock_timeout=2s, as libpq
+	// takes them) stand unless Options set them.
+	timeout := func(name string, set, def time.Duration) {
+		if set > 0 || cfg.RuntimeParams[name] == "" {
+			cfg.RuntimeParams[name] = fmt.Sprint(cmp.Or(set, def).Milliseconds())
+		}
+	}
+	timeout("statement_timeout", o.StatementTimeout, time.Minute)
+	timeout("lock_timeout", o.LockTimeout, 10*time.Second)
 	cfg.RuntimeParams["timezone"] = "UTC"
 	if o.ReadOnly {
 		cfg.RuntimeParams["default_transaction_read_only"] = "on"
+		// Every read transaction sees one snapshot, as a SQLite read
+		// transaction does. A pull reads the log head, then copies rows
+		// and replays the log up to that head: under PostgreSQL's default
+		// (each statement its own snapshot) a visit committed between the
+		// head and the copy came twice, once in the copy and again in the
+		// replay of the next page. Read-only repeatable read never fails
+		// with a serialization error.
+		cfg.RuntimeParams["default_transaction_isolation"] = "repeatable read"
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 10 * time.Second
@@ -93,7 +106,7 @@ type connector struct{ inner driver.Connector }
 func (c connector) Connect(ctx context.Context) (driver.Conn, error) {
 	dc, err := c.inner.Connect(ctx)
 	if err != nil {
-		return nil, err
+		return nil, unavailable(err)
 	}
 	sc, ok := dc.(*stdlib.Conn)
 	if !ok {
@@ -120,22 +133,35 @@ var (
 	_ driver.Validator          = (*conn)(nil)
 )
 
-func (c *conn) Prepare(q string) (driver.Stmt, error) { return c.c.Prepare(Rewrite(q)) }
-func (c *conn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
-	return c.c.PrepareContext(ctx, Rewrite(q))
+func (c *conn) Prepare(q string) (driver.Stmt, error) {
+	return c.PrepareContext(context.Background(), q)
 }
-func (c *conn) Close() error              { return c.c.Close() }
-func (c *conn) Begin() (driver.Tx, error) { return c.c.Begin() } //nolint:staticcheck // the driver interface
+func (c *conn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
+	st, err := c.c.PrepareContext(ctx, Rewrite(q))
+	if err != nil {
+		return nil, c.mark(err)
+	}
+	return &stmt{Stmt: st, c: c}, nil
+}
+func (c *conn) Close() error { return c.c.Close() }
+func (c *conn) Begin() (driver.Tx, error) {
+	return c.BeginTx(context.Background(), driver.TxOptions{})
+}
 func (c *conn) BeginTx(ctx context.Context, o driver.TxOptions) (driver.Tx, error) {
-	return c.c.BeginTx(ctx, o)
+	t, err := c.c.BeginTx(ctx, o)
+	if err != nil {
+		return nil, c.mark(err)
+	}
+	return tx{t: t, c: c}, nil
 }
 func (c *conn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
-	return c.c.ExecContext(ctx, Rewrite(q), args)
+	res, err := c.c.ExecContext(ctx, Rewrite(q), args)
+	return res, c.mark(err)
 }
 func (c *conn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
-	return c.c.QueryContext(ctx, Rewrite(q), args)
+	return c.wrapRows(c.c.QueryContext(ctx, Rewrite(q), args))
 }
-func (c *conn) Ping(ctx context.Context) error { return c.c.Ping(ctx) }
+func (c *conn) Ping(ctx context.Context) error { return c.mark(c.c.Ping(ctx)) }
 func (c *conn) CheckNamedValue(v *driver.NamedValue) error {
 	// The schema keeps flags as integers 0/1, as on SQLite (whose driver
 	// writes a Go bool as 1 or 0); pgx would refuse a bool for them.
@@ -189,6 +215,91 @@ func ServerVersion(ctx context.Context, db *sql.DB) (string, error) {
 		return nil
 	})
 	return v, err
+}
+
+// unavailable marks an error a caller may retry (Retryable) as
+// domain.ErrUnavailable, which the API answers with 503 and Retry-After:
+// a lock or statement timeout, a serialization failure, a server that
+// restarted or cannot be reached. The driver's own error stays in the
+// chain (errors.Is(err, driver.ErrBadConn) and errors.As to
+// *pgconn.PgError still work); driver.ErrSkip and io.EOF, which
+// database/sql compares by identity, pass unchanged.
+func unavailable(err error) error {
+	if err == nil || err == driver.ErrSkip || err == io.EOF || errors.Is(err, domain.ErrUnavailable) || !Retryable(err) {
+		return err
+	}
+	return fmt.Errorf("PostgreSQL: %w: %w", domain.ErrUnavailable, err)
+}
+
+// mark is unavailable for an error on c, and also marks any error after
+// which c is closed: the connection broke under the statement (a reset,
+// a crash of the server, a network cut), whatever pgx called it, and the
+// statement may be retried on another connection.
+func (c *conn) mark(err error) error {
+	if err == nil || err == driver.ErrSkip || err == io.EOF || errors.Is(err, domain.ErrUnavailable) {
+		return err
+	}
+	if !Retryable(err) && c.c.Conn().IsClosed() && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("PostgreSQL: %w: connection lost: %w", domain.ErrUnavailable, err)
+	}
+	return unavailable(err)
+}
+
+// stmt is a prepared statement whose errors are marked as conn's are.
+type stmt struct {
+	driver.Stmt
+	c *conn
+}
+
+var (
+	_ driver.StmtExecContext  = (*stmt)(nil)
+	_ driver.StmtQueryContext = (*stmt)(nil)
+)
+
+func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	sc, ok := s.Stmt.(driver.StmtExecContext)
+	if !ok {
+		return nil, fmt.Errorf("pgsql: statement %T has no ExecContext", s.Stmt)
+	}
+	res, err := sc.ExecContext(ctx, args)
+	return res, s.c.mark(err)
+}
+
+func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	sc, ok := s.Stmt.(driver.StmtQueryContext)
+	if !ok {
+		return nil, fmt.Errorf("pgsql: statement %T has no QueryContext", s.Stmt)
+	}
+	return s.c.wrapRows(sc.QueryContext(ctx, args))
+}
+
+// tx is a transaction whose commit and rollback errors are marked.
+type tx struct {
+	t driver.Tx
+	c *conn
+}
+
+func (t tx) Commit() error   { return t.c.mark(t.t.Commit()) }
+func (t tx) Rollback() error { return t.c.mark(t.t.Rollback()) }
+
+// rows are pgx's rows (their column type methods kept) whose errors
+// while reading are marked: a statement or lock timeout, or a lost
+// connection, often arrives with the first row rather than the query.
+type rows struct {
+	*stdlib.Rows
+	c *conn
+}
+
+func (r rows) Next(dest []driver.Value) error { return r.c.mark(r.Rows.Next(dest)) }
+
+func (c *conn) wrapRows(dr driver.Rows, err error) (driver.Rows, error) {
+	if err != nil {
+		return nil, c.mark(err)
+	}
+	if sr, ok := dr.(*stdlib.Rows); ok {
+		return rows{Rows: sr, c: c}, nil
+	}
+	return dr, nil
 }
 
 // Retryable reports whether err is one a caller may retry as is: a
