@@ -149,6 +149,7 @@ type puller struct {
 	ops     []syncproto.Op
 	full    bool
 	emitted map[string]bool
+	copySeq int64 // the cursor's seq when the copy continues
 }
 
 // add appends op if it fits the page budget (the first op always fits) and
@@ -245,6 +246,9 @@ func (p *puller) rescope(cur *syncproto.Cursor, roots []string) error {
 // snapshot continues a paged copy of cur.Snap's places.
 func (p *puller) snapshot(cur *syncproto.Cursor) error {
 	sn := cur.Snap
+	// Rows changed after the cursor's seq come in the replay that follows
+	// the copy; copying them too would send them twice.
+	p.copySeq = cur.Seq
 	set, err := subtree(p.ctx, p.tx, sn.Roots)
 	if err != nil {
 		return err
@@ -263,16 +267,16 @@ func (p *puller) snapshot(cur *syncproto.Cursor) error {
 			}
 		case stageHouseholds:
 			last, n, err = p.snapRows(places, sn.After, syncproto.EntityHousehold,
-				`SELECT id FROM households WHERE place_code = ? AND deleted = 0 AND id > ? ORDER BY id LIMIT ?`)
+				`SELECT id FROM households x WHERE place_code = ? AND deleted = 0 AND NOT EXISTS (SELECT 1 FROM changes c WHERE c.place_code = x.place_code AND c.seq > ? AND c.entity_type = 'household' AND c.entity_id = x.id) AND id > ? ORDER BY id LIMIT ?`)
 		case stageVisits:
 			last, n, err = p.snapRows(places, sn.After, syncproto.EntityVisit,
-				`SELECT id FROM visits WHERE place_code = ? AND id > ? ORDER BY id LIMIT ?`)
+				`SELECT id FROM visits x WHERE place_code = ? AND NOT EXISTS (SELECT 1 FROM changes c WHERE c.place_code = x.place_code AND c.seq > ? AND c.entity_type = 'visit' AND c.entity_id = x.id) AND id > ? ORDER BY id LIMIT ?`)
 		case stageConflicts:
 			last, n, err = p.snapRows(places, sn.After, syncproto.EntityConflict,
-				`SELECT id FROM conflicts WHERE place_code = ? AND state = 'open' AND id > ? ORDER BY id LIMIT ?`)
+				`SELECT id FROM conflicts x WHERE place_code = ? AND state = 'open' AND NOT EXISTS (SELECT 1 FROM changes c WHERE c.place_code = x.place_code AND c.seq > ? AND c.entity_type = 'conflict' AND c.entity_id = x.id) AND id > ? ORDER BY id LIMIT ?`)
 		case stageTasks:
 			last, n, err = p.snapRows(places, sn.After, syncproto.EntityTask,
-				`SELECT id FROM tasks WHERE place_code = ? AND state = 'open' AND id > ? ORDER BY id LIMIT ?`)
+				`SELECT id FROM tasks x WHERE place_code = ? AND state = 'open' AND NOT EXISTS (SELECT 1 FROM changes c WHERE c.place_code = x.place_code AND c.seq > ? AND c.entity_type = 'task' AND c.entity_id = x.id) AND id > ? ORDER BY id LIMIT ?`)
 		}
 		if err != nil {
 			return fmt.Errorf("pull: snapshot: %w", err)
@@ -381,7 +385,7 @@ func (p *puller) snapRows(places []string, after string, typ syncproto.EntityTyp
 }
 
 func (p *puller) ids(q, place, after string) ([]string, error) {
-	return queryStrings(p.ctx, p.tx, q, place, after, 200)
+	return queryStrings(p.ctx, p.tx, q, place, p.copySeq, after, 200)
 }
 
 // replay sends change-log entries after cur.Seq in the device's places.
