@@ -110,6 +110,8 @@ type Store struct {
 	r     *sql.DB // read-only pool
 	clock syncproto.Clock
 
+	instance  string     // this Store's id in analysis claims (instances.go)
+	epochMu   sync.Mutex // guards epoch: on PostgreSQL pulls read it again
 	epoch     string
 	cursorKey []byte
 
@@ -120,7 +122,10 @@ type Store struct {
 	gate       *readGate
 	health     healthBuffer
 	evCfg      atomic.Pointer[evidence.Config]
-	near       *evidence.HashIndex[hashKey] // perceptual hashes of the stored photos
+	near       atomic.Pointer[evidence.HashIndex[hashKey]] // perceptual hashes of the stored photos
+	nearMu     sync.Mutex                                  // guards nearSeq, nearReload and refreshes
+	nearSeq    int64                                       // highest hash_seq in near
+	nearReload bool                                        // the database was replaced: build near again
 
 	pushes    chan *pushJob
 	closeOnce sync.Once
@@ -164,7 +169,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{cfg: cfg, pg: cfg.PostgresURL != "", w: w, r: r, done: make(chan struct{}), pushes: make(chan *pushJob, 1024),
+	s := &Store{cfg: cfg, pg: cfg.PostgresURL != "", instance: newInstanceID(), w: w, r: r, done: make(chan struct{}), pushes: make(chan *pushJob, 1024),
 		gate: newReadGate(cfg.Readers, cfg.BackgroundReaders, cfg.PoolWait)}
 	s.clock.Now = cfg.Now
 	s.SetEvidenceConfig(cfg.Evidence)
@@ -239,7 +244,12 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // Epoch is this database's epoch: cursors from another epoch reset.
-func (s *Store) Epoch() string { return s.epoch }
+// On PostgreSQL it is the one the last pull read (currentEpoch).
+func (s *Store) Epoch() string {
+	s.epochMu.Lock()
+	defer s.epochMu.Unlock()
+	return s.epoch
+}
 
 func randomHex(n int) string {
 	b := make([]byte, n)
@@ -263,10 +273,11 @@ func (s *Store) initMeta(ctx context.Context) error {
 		}
 		return v, err
 	}
-	var err error
-	if s.epoch, err = get("epoch"); err != nil {
+	epoch, err := get("epoch")
+	if err != nil {
 		return fmt.Errorf("sqlstore: epoch: %w", err)
 	}
+	s.noteEpoch(epoch)
 	key, err := get("cursor_key")
 	if err != nil {
 		return fmt.Errorf("sqlstore: cursor key: %w", err)
@@ -282,7 +293,7 @@ func (s *Store) NewEpoch(ctx context.Context) error {
 	if _, err := s.w.ExecContext(ctx, `UPDATE meta SET value = ? WHERE key = 'epoch'`, e); err != nil {
 		return fmt.Errorf("sqlstore: new epoch: %w", err)
 	}
-	s.epoch = e
+	s.noteEpoch(e)
 	return nil
 }
 
