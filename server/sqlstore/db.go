@@ -5,6 +5,7 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -66,6 +67,12 @@ type Config struct {
 	// from the visit, time zone of the visit day, near-duplicate distance);
 	// zero fields take the defaults.
 	Evidence evidence.Config
+	// InstanceID names this instance in the analysis claims it holds
+	// (default: the host name and a random part). An instance started
+	// again with the same id takes its own unfinished claims back at
+	// once instead of waiting for their leases; ids must differ between
+	// instances running at the same time.
+	InstanceID string
 	// Now replaces time.Now in tests.
 	Now func() time.Time
 }
@@ -169,11 +176,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{cfg: cfg, pg: cfg.PostgresURL != "", instance: newInstanceID(), w: w, r: r, done: make(chan struct{}), pushes: make(chan *pushJob, 1024),
+	s := &Store{cfg: cfg, pg: cfg.PostgresURL != "", instance: cmp.Or(cfg.InstanceID, newInstanceID()), w: w, r: r, done: make(chan struct{}), pushes: make(chan *pushJob, 1024),
 		gate: newReadGate(cfg.Readers, cfg.BackgroundReaders, cfg.PoolWait)}
 	s.clock.Now = cfg.Now
 	s.SetEvidenceConfig(cfg.Evidence)
 	if err := s.initMeta(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.releaseStaleClaims(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}

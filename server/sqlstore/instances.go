@@ -58,6 +58,23 @@ func newInstanceID() string {
 	return host + "/" + randomHex(8)
 }
 
+// releaseStaleClaims gives back, when the store opens, the analysis
+// claims of an earlier run of this instance: on SQLite every claim (one
+// process owns the database, so any claim is a dead process's); on
+// PostgreSQL those under this instance's id (Config.InstanceID).
+// Claims given back with a retry delay (no owner) keep their delay.
+func (s *Store) releaseStaleClaims(ctx context.Context) error {
+	q, args := `UPDATE blobs SET analysis_owner = NULL, analysis_lease_until = NULL
+		WHERE analysis_owner IS NOT NULL AND analyzed_at IS NULL`, []any(nil)
+	if s.pg {
+		q, args = q+` AND analysis_owner = ?`, []any{s.instance}
+	}
+	if _, err := s.w.ExecContext(ctx, q, args...); err != nil {
+		return fmt.Errorf("sqlstore: release stale analysis claims: %w", err)
+	}
+	return nil
+}
+
 // Instance returns this Store's id as analysis claims name it.
 func (s *Store) Instance() string { return s.instance }
 

@@ -329,3 +329,57 @@ func TestEpoch_AcrossInstances(t *testing.T) {
 		t.Errorf("B's epoch %q, A's %q", b.Store.Epoch(), a.Store.Epoch())
 	}
 }
+
+// TestAnalysisClaims_RestartTakesOwnClaimsBack: claims held when a store
+// stops (a crash mid-analysis) are claimable at once when it opens again:
+// on SQLite all of them, on PostgreSQL those of the same InstanceID, while
+// another instance's stay held.
+func TestAnalysisClaims_RestartTakesOwnClaimsBack(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "fieldsync.db")
+		st, err := sqlstore.Open(ctx, sqlstore.Config{Path: path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sums := unanalysed(t, st, "crash", 3)
+		if got, err := st.ClaimBlobsForAnalysis(ctx, 10, time.Hour); err != nil || len(got) != 3 {
+			t.Fatalf("claimed %d (%v)", len(got), err)
+		}
+		st.Close()
+		st, err = sqlstore.Open(ctx, sqlstore.Config{Path: path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		checkOnce(t, sums, claimAll(t, []*sqlstore.Store{st}, 1))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		url := pgtest.NewDatabase(t)
+		open := func(id string) *sqlstore.Store {
+			st, err := sqlstore.Open(ctx, sqlstore.Config{PostgresURL: url, InstanceID: id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		}
+		a, b := open("a"), open("b")
+		defer b.Close()
+		sums := unanalysed(t, a, "crash", 4)
+		if got, err := a.ClaimBlobsForAnalysis(ctx, 2, time.Hour); err != nil || len(got) != 2 {
+			t.Fatalf("a claimed %d (%v)", len(got), err)
+		}
+		if got, err := b.ClaimBlobsForAnalysis(ctx, 2, time.Hour); err != nil || len(got) != 2 {
+			t.Fatalf("b claimed %d (%v)", len(got), err)
+		}
+		a.Close()
+		a = open("a")
+		defer a.Close()
+		got, err := a.ClaimBlobsForAnalysis(ctx, 10, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 || got[0].SHA256 != sums[0] || got[1].SHA256 != sums[1] {
+			t.Errorf("a after its restart claimed %v, want its own two", got)
+		}
+	})
+}
