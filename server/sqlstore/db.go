@@ -5,6 +5,7 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -67,6 +68,12 @@ type Config struct {
 	// from the visit, time zone of the visit day, near-duplicate distance);
 	// zero fields take the defaults.
 	Evidence evidence.Config
+	// InstanceID names this instance in the analysis claims it holds
+	// (default: the host name and a random part). An instance started
+	// again with the same id takes its own unfinished claims back at
+	// once instead of waiting for their leases; ids must differ between
+	// instances running at the same time.
+	InstanceID string
 	// Now replaces time.Now in tests.
 	Now func() time.Time
 }
@@ -112,6 +119,8 @@ type Store struct {
 	r     *sql.DB // read-only pool
 	clock syncproto.Clock
 
+	instance  string     // this Store's id in analysis claims (instances.go)
+	epochMu   sync.Mutex // guards epoch: on PostgreSQL pulls read it again
 	epoch     string
 	cursorKey []byte
 
@@ -122,7 +131,10 @@ type Store struct {
 	gate       *readGate
 	health     healthBuffer
 	evCfg      atomic.Pointer[evidence.Config]
-	near       *evidence.HashIndex[hashKey] // perceptual hashes of the stored photos
+	near       atomic.Pointer[evidence.HashIndex[hashKey]] // perceptual hashes of the stored photos
+	nearMu     sync.Mutex                                  // guards nearSeq, nearReload and refreshes
+	nearSeq    int64                                       // highest hash_seq in near
+	nearReload bool                                        // the database was replaced: build near again
 
 	pushes    chan *pushJob
 	closeOnce sync.Once
@@ -166,7 +178,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{cfg: cfg, pg: cfg.PostgresURL != "", w: w, r: r, done: make(chan struct{}), pushes: make(chan *pushJob, 1024),
+	s := &Store{cfg: cfg, pg: cfg.PostgresURL != "", instance: cmp.Or(cfg.InstanceID, newInstanceID()), w: w, r: r, done: make(chan struct{}), pushes: make(chan *pushJob, 1024),
 		gate: newReadGate(cfg.Readers, cfg.BackgroundReaders, cfg.PoolWait)}
 	if s.pg {
 		if s.locks, err = pgsql.Open(cfg.PostgresURL, pgsql.Options{MaxConns: uploadLockConns}); err != nil {
@@ -178,6 +190,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s.clock.Now = cfg.Now
 	s.SetEvidenceConfig(cfg.Evidence)
 	if err := s.initMeta(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.releaseStaleClaims(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -252,7 +268,12 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // Epoch is this database's epoch: cursors from another epoch reset.
-func (s *Store) Epoch() string { return s.epoch }
+// On PostgreSQL it is the one the last pull read (currentEpoch).
+func (s *Store) Epoch() string {
+	s.epochMu.Lock()
+	defer s.epochMu.Unlock()
+	return s.epoch
+}
 
 func randomHex(n int) string {
 	b := make([]byte, n)
@@ -276,10 +297,11 @@ func (s *Store) initMeta(ctx context.Context) error {
 		}
 		return v, err
 	}
-	var err error
-	if s.epoch, err = get("epoch"); err != nil {
+	epoch, err := get("epoch")
+	if err != nil {
 		return fmt.Errorf("sqlstore: epoch: %w", err)
 	}
+	s.noteEpoch(epoch)
 	key, err := get("cursor_key")
 	if err != nil {
 		return fmt.Errorf("sqlstore: cursor key: %w", err)
@@ -295,7 +317,7 @@ func (s *Store) NewEpoch(ctx context.Context) error {
 	if _, err := s.w.ExecContext(ctx, `UPDATE meta SET value = ? WHERE key = 'epoch'`, e); err != nil {
 		return fmt.Errorf("sqlstore: new epoch: %w", err)
 	}
-	s.epoch = e
+	s.noteEpoch(e)
 	return nil
 }
 

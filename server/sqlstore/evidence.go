@@ -270,8 +270,11 @@ func insertBlobTx(ctx context.Context, tx *sql.Tx, b upload.Blob) (fresh bool, e
 	if !b.Meta.IsZero() {
 		analyzed = domain.Timestamp(b.StoredAt)
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO blobs(`+blobCols+`, analyzed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		b.SHA256, b.Size, b.MediaType, domain.Timestamp(b.StoredAt), taken, lon, lat, phash, w, h, analyzed)
+	q := `INSERT INTO blobs(` + blobCols + `, analyzed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`
+	if phash != nil {
+		q = `INSERT INTO blobs(` + blobCols + `, analyzed_at, hash_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ` + nextHashSeq + `) ON CONFLICT DO NOTHING`
+	}
+	res, err := tx.ExecContext(ctx, q, b.SHA256, b.Size, b.MediaType, domain.Timestamp(b.StoredAt), taken, lon, lat, phash, w, h, analyzed)
 	if err != nil {
 		return false, fmt.Errorf("record blob: %w", err)
 	}
@@ -367,8 +370,12 @@ func (s *Store) BlobAnalysed(ctx context.Context, sum string, m evidence.Meta) e
 		if old, err = blobHashesTx(ctx, tx, sum); err != nil {
 			return fmt.Errorf("blob analysed %s: %w", sum, err)
 		}
+		// Whoever holds the claim: the same bytes give the same result,
+		// so an owner whose lease was taken over writes what the new one
+		// wrote (instances.go).
 		if _, err := tx.ExecContext(ctx, `UPDATE blobs SET exif_time = ?, exif_lon = ?, exif_lat = ?, phash = ?, width = ?, height = ?,
-			analyzed_at = ? WHERE sha256 = ?`, taken, lon, lat, phash, w, h, s.ts(), sum); err != nil {
+			analyzed_at = ?, analysis_owner = NULL, analysis_lease_until = NULL, hash_seq = `+nextHashSeq+` WHERE sha256 = ?`,
+			taken, lon, lat, phash, w, h, s.ts(), sum); err != nil {
 			return fmt.Errorf("blob analysed: %w", err)
 		}
 		return writeCropHashesTx(ctx, tx, sum, m)
@@ -830,6 +837,11 @@ func (s *Store) RunEvidenceChecks(ctx context.Context, visitID string) error {
 	for _, f := range evidence.SameBlob(uses) {
 		if mySums[f.SHA256] {
 			flags = append(flags, f)
+		}
+	}
+	if len(hashes) > 0 {
+		if err := s.refreshNearIndex(ctx); err != nil {
+			return fmt.Errorf("evidence checks: %w", err)
 		}
 	}
 	candidates, err := s.usesOf(ctx, s.nearHashes(hashes, mySums, cfg.NearDuplicateDistance))

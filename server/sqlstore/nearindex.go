@@ -39,24 +39,44 @@ func hashesOf(m evidence.Meta) []uint64 {
 
 // loadNearIndex fills the near-duplicate index from every blob that has a
 // perceptual hash, and its crop hashes. Open calls it; afterwards the
-// index follows the writes (insertBlobTx's callers and BlobAnalysed) once
-// they commit. It is per process, which is right while one process owns
-// the database (the data folder's lock).
+// index follows this instance's writes (insertBlobTx's callers and
+// BlobAnalysed) once they commit, and, on PostgreSQL, other instances'
+// writes too: refreshNearIndex adds the hashes recorded since (hash_seq).
 func (s *Store) loadNearIndex(ctx context.Context) error {
-	s.near = evidence.NewHashIndex[hashKey]()
-	for _, q := range []string{
-		`SELECT sha256, 0, phash FROM blobs WHERE phash IS NOT NULL`,
-		`SELECT c.sha256, c.variant, c.phash FROM blob_crop_hashes c JOIN blobs b ON b.sha256 = c.sha256 WHERE b.phash IS NOT NULL`,
-	} {
-		if err := s.loadHashes(ctx, q); err != nil {
-			return fmt.Errorf("sqlstore: load photo hashes: %w", err)
-		}
+	idx, seq, err := buildNearIndex(ctx, s.w)
+	if err != nil {
+		return err
 	}
+	s.nearMu.Lock()
+	s.near.Store(idx)
+	s.nearSeq = seq
+	s.nearMu.Unlock()
 	return nil
 }
 
-func (s *Store) loadHashes(ctx context.Context, query string) error {
-	rows, err := s.w.QueryContext(ctx, query)
+// buildNearIndex reads every photo's hashes through q into a new index,
+// and the highest hash_seq that it includes (read first: a row written
+// meanwhile has a higher one, and refreshNearIndex adds it again, which
+// changes nothing).
+func buildNearIndex(ctx context.Context, q querier) (*evidence.HashIndex[hashKey], int64, error) {
+	var seq int64
+	if err := q.QueryRowContext(ctx, `SELECT COALESCE(max(hash_seq), 0) FROM blobs`).Scan(&seq); err != nil {
+		return nil, 0, fmt.Errorf("sqlstore: load photo hashes: %w", err)
+	}
+	idx := evidence.NewHashIndex[hashKey]()
+	for _, query := range []string{
+		`SELECT sha256, 0, phash FROM blobs WHERE phash IS NOT NULL`,
+		`SELECT c.sha256, c.variant, c.phash FROM blob_crop_hashes c JOIN blobs b ON b.sha256 = c.sha256 WHERE b.phash IS NOT NULL`,
+	} {
+		if err := loadHashes(ctx, q, idx, query); err != nil {
+			return nil, 0, fmt.Errorf("sqlstore: load photo hashes: %w", err)
+		}
+	}
+	return idx, seq, nil
+}
+
+func loadHashes(ctx context.Context, q querier, idx *evidence.HashIndex[hashKey], query string) error {
+	rows, err := q.QueryContext(ctx, query)
 	if err != nil {
 		return err
 	}
@@ -77,14 +97,14 @@ func (s *Store) loadHashes(ctx context.Context, query string) error {
 			keys, hs = append(keys, hashKey{k, variant}), append(hs, uint64(ph))
 		}
 		if len(keys) == chunk {
-			s.near.AddNew(keys, hs)
+			idx.AddNew(keys, hs)
 			keys, hs = keys[:0], hs[:0]
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	s.near.AddNew(keys, hs)
+	idx.AddNew(keys, hs)
 	return nil
 }
 
@@ -95,13 +115,14 @@ func (s *Store) indexHashes(sum string, old, now []uint64) {
 	if !ok {
 		return
 	}
+	near := s.near.Load()
 	for i, h := range old {
 		if i >= len(now) || now[i] != h {
-			s.near.Remove(hashKey{k, uint8(i)}, h)
+			near.Remove(hashKey{k, uint8(i)}, h)
 		}
 	}
 	for i, h := range now {
-		s.near.Add(hashKey{k, uint8(i)}, h)
+		near.Add(hashKey{k, uint8(i)}, h)
 	}
 }
 
@@ -111,11 +132,12 @@ func (s *Store) indexHashes(sum string, old, now []uint64) {
 // pictures, as evidence.UseDistance does. It reads the in-memory index;
 // it used to scan every photo's hash in the database for every new photo.
 func (s *Store) nearHashes(photos [][]uint64, skip map[string]bool, maxDist int) []string {
+	near := s.near.Load()
 	seen := map[blobKey]bool{}
 	var out []string
 	for _, hs := range photos {
 		for v, h := range hs {
-			s.near.Near(h, maxDist, func(k hashKey, _ uint64, _ int) {
+			near.Near(h, maxDist, func(k hashKey, _ uint64, _ int) {
 				if (v > 0 && k.variant > 0) || seen[k.sum] {
 					return
 				}

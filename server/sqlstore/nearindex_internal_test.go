@@ -124,8 +124,8 @@ func TestNearIndex_FollowsWritesAndReopen(t *testing.T) {
 	s = open()
 	defer s.Close()
 	check(s, "after reopening")
-	if s.near.Len() != 399 {
-		t.Errorf("reopened index holds %d photos, want 399", s.near.Len())
+	if s.near.Load().Len() != 399 {
+		t.Errorf("reopened index holds %d photos, want 399", s.near.Load().Len())
 	}
 }
 

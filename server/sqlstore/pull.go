@@ -72,12 +72,16 @@ func (s *Store) Pull(ctx context.Context, dev PushDevice, req *syncproto.PullReq
 	if p.scope, err = subtree(ctx, tx, roots); err != nil {
 		return nil, fmt.Errorf("pull: scope: %w", err)
 	}
-	fresh := syncproto.Cursor{Epoch: s.epoch, Device: dev.DeviceID, Seq: p.maxSeq, Roots: roots,
+	epoch, err := s.currentEpoch(ctx, tx)
+	if err != nil {
+		return nil, fmt.Errorf("pull: %w", err)
+	}
+	fresh := syncproto.Cursor{Epoch: epoch, Device: dev.DeviceID, Seq: p.maxSeq, Roots: roots,
 		Snap: &syncproto.Snapshot{Roots: roots, Full: true}}
 	switch {
 	case req.Cursor == "":
 		cur = fresh
-	case cur.Epoch != s.epoch || cur.Seq > p.maxSeq || cur.Seq < floor:
+	case cur.Epoch != epoch || cur.Seq > p.maxSeq || cur.Seq < floor:
 		// Another server epoch (a restore), a cursor from the future, or
 		// one older than the retained log: start over, never drift.
 		p.add(syncproto.Op{Op: syncproto.OpReset})

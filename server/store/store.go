@@ -166,9 +166,28 @@ type Uploads interface {
 	// analysed yet, oldest first (SHA256, Size, MediaType and StoredAt
 	// set).
 	UnanalysedBlobs(ctx context.Context, limit int) ([]Blob, error)
-	// BlobAnalysed records what was read from a present blob and marks it
-	// analysed.
+	// ClaimBlobsForAnalysis takes up to limit unanalysed blobs, oldest
+	// first, that no instance holds (or whose holder's lease has passed)
+	// and holds them for this instance for lease: no other instance gets
+	// them until then. BlobAnalysed ends the claim.
+	ClaimBlobsForAnalysis(ctx context.Context, limit int, lease time.Duration) ([]Blob, error)
+	// ReleaseBlobClaims gives back this instance's claims on blobs it did
+	// not analyse: any instance may take them again after retryIn (0: at
+	// once).
+	ReleaseBlobClaims(ctx context.Context, sums []string, retryIn time.Duration) error
+	// BlobAnalysed records what was read from a present blob, marks it
+	// analysed and ends any claim on it.
 	BlobAnalysed(ctx context.Context, sum string, m evidence.Meta) error
+	Singletons
+}
+
+// Singletons lets periodic work (the upload janitor's sweeps) run on one
+// instance at a time when several share the database.
+type Singletons interface {
+	// TrySingleton takes the cluster-wide lock called name if no one
+	// holds it: ok false means another holder (skip this round). release
+	// must be called when ok. A lock whose holder dies is free again.
+	TrySingleton(ctx context.Context, name string) (release func(), ok bool, err error)
 }
 
 // Evidence is what the evidence endpoints need: uploads, blob records and

@@ -27,18 +27,36 @@ import (
 // the disk and analysed just after.
 //
 // The queue is the database: blobs whose analyzed_at is NULL. A restart
-// therefore loses nothing; the worker finds them again when it starts. A
-// blob whose analysis fails (the blob store is down) is retried with a
-// growing delay, while the others go on.
+// therefore loses nothing; the worker finds them again when it starts.
+// Several instances may share the database: a worker claims a batch
+// (Store.ClaimBlobsForAnalysis) before it analyses it, holding each blob
+// for a lease no other instance takes it during, and recording the
+// analysis ends the claim. If the instance dies, its claims expire after
+// the lease and another instance's worker, which looks at the queue at
+// least every analysePoll, takes them over. A worker that runs short of
+// lease, or stops, gives back the blobs it has not reached.
+//
+// A blob whose analysis fails (the blob store is down) is given back with
+// a growing delay before any instance tries it again, while the others go
+// on.
 
-// analyseBatch is how many blobs the worker takes from the queue at once.
+// analyseBatch is how many blobs the worker claims from the queue at once.
 const analyseBatch = 16
+
+// analysePoll is how often an idle worker looks at the queue anyway: for
+// blobs whose claim another instance left to expire, or whose retry delay
+// ran out.
+const analysePoll = 30 * time.Second
 
 // Bounds of the delay before a failed analysis is retried.
 const (
 	analyseRetryMin = time.Second
 	analyseRetryMax = 10 * time.Minute
 )
+
+// maxRetryEntries bounds the worker's memory of failed blobs (for their
+// growing delays); past it the memory starts again.
+const maxRetryEntries = 10_000
 
 // analyser is the state of the handler's analysis worker.
 type analyser struct {
@@ -114,69 +132,140 @@ func (h *Handler) WaitAnalysed(ctx context.Context) error {
 func (h *Handler) analyseLoop(ctx context.Context) {
 	for {
 		next := h.analysePass(ctx)
-		var timer <-chan time.Time
+		wait := analysePoll
 		if !next.IsZero() {
-			timer = time.After(time.Until(next))
+			wait = min(wait, time.Until(next))
 		}
+		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return
 		case <-h.an.wake:
-		case <-timer:
+		case <-timer.C:
 		}
+		timer.Stop()
 	}
 }
 
-// analysePass analyses queued blobs until none is due; it returns when
-// the earliest failed one is due again (zero: none).
+// analyseLease is how long a claim holds a blob: long enough to wait for
+// uploads (AnalyseDelay) and read, analyse and record one blob (a blob
+// store call and two database calls), with a minute to spare. An
+// instance that dies holds its blobs that long.
+func (h *Handler) analyseLease() time.Duration {
+	return h.cfg.AnalyseDelay + h.analyseBound() + time.Minute
+}
+
+// analyseBound is the longest the analysis of one blob may take.
+func (h *Handler) analyseBound() time.Duration { return h.cfg.BlobTimeout + 2*h.cfg.DBTimeout }
+
+// analysePass analyses queued blobs until none is left to claim; it
+// returns when the earliest of its failed ones is due again (zero: none).
 func (h *Handler) analysePass(ctx context.Context) time.Time {
 	for ctx.Err() == nil {
-		h.an.mu.Lock()
-		waiting := len(h.an.retry)
-		h.an.mu.Unlock()
-		queued, err := h.cfg.Store.UnanalysedBlobs(ctx, analyseBatch+waiting)
+		// Look before claiming: a claim is a write.
+		queued, err := h.cfg.Store.UnanalysedBlobs(ctx, 1)
+		if err == nil && len(queued) == 0 {
+			return h.nextRetry()
+		}
+		lease := h.analyseLease()
+		deadline := h.cfg.Now().Add(lease)
+		var claimed []Blob
+		if err == nil {
+			claimed, err = h.cfg.Store.ClaimBlobsForAnalysis(ctx, analyseBatch, lease)
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				h.cfg.Logger.Warn("upload: analysis queue", "err", err)
 			}
 			return time.Now().Add(analyseRetryMin)
 		}
-		now := time.Now()
-		var due []Blob
-		var next time.Time
+		if len(claimed) == 0 {
+			return h.nextRetry() // held by others, or waiting for a retry
+		}
 		h.an.mu.Lock()
-		for _, b := range queued {
-			if f, ok := h.an.retry[b.SHA256]; ok && now.Before(f.at) {
-				if next.IsZero() || f.at.Before(next) {
-					next = f.at
-				}
-				continue
-			}
-			due = append(due, b)
-		}
-		h.an.busy += len(due)
+		h.an.busy += len(claimed)
 		h.an.mu.Unlock()
-		if len(due) == 0 {
-			return next
-		}
-		for _, b := range due {
+		for i, b := range claimed {
 			h.yieldToUploads(ctx, b)
+			if ctx.Err() != nil || h.cfg.Now().Add(h.analyseBound()).After(deadline) {
+				// Stopping, or short of lease: give the rest back so that
+				// any instance takes them at once.
+				h.release(ctx, claimed[i:], 0)
+				h.uncount(len(claimed) - i)
+				break
+			}
 			err := h.analyse(ctx, b)
+			if err != nil && ctx.Err() != nil {
+				h.release(ctx, claimed[i:], 0)
+				h.uncount(len(claimed) - i)
+				break
+			}
+			var delay time.Duration
 			h.an.mu.Lock()
-			h.an.busy--
 			if err == nil {
 				delete(h.an.retry, b.SHA256)
-			} else if ctx.Err() == nil {
+			} else {
+				if len(h.an.retry) >= maxRetryEntries {
+					clear(h.an.retry)
+				}
 				f := h.an.retry[b.SHA256]
 				f.delay = min(max(2*f.delay, analyseRetryMin), analyseRetryMax)
 				f.at = time.Now().Add(f.delay)
 				h.an.retry[b.SHA256] = f
-				h.cfg.Logger.Warn("upload: analysing a blob failed; retrying later", "sha256", b.SHA256, "retry_in", f.delay, "err", err)
+				delay = f.delay
 			}
 			h.an.mu.Unlock()
+			if err != nil {
+				h.cfg.Logger.Warn("upload: analysing a blob failed; retrying later", "sha256", b.SHA256, "retry_in", delay, "err", err)
+				h.release(ctx, []Blob{b}, delay)
+			}
+			h.uncount(1)
 		}
 	}
 	return time.Time{}
+}
+
+// release gives claimed blobs back: any instance may claim them again
+// after retryIn (0: at once).
+func (h *Handler) release(ctx context.Context, bs []Blob, retryIn time.Duration) {
+	sums := make([]string, len(bs))
+	for i, b := range bs {
+		sums[i] = b.SHA256
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.DBTimeout)
+	defer cancel()
+	if err := h.cfg.Store.ReleaseBlobClaims(rctx, sums, retryIn); err != nil {
+		// Their lease expires on its own.
+		h.cfg.Logger.Warn("upload: giving analysis claims back", "blobs", len(sums), "err", err)
+	}
+}
+
+// uncount ends the worker's count of n claimed blobs (WaitAnalysed).
+func (h *Handler) uncount(n int) {
+	h.an.mu.Lock()
+	h.an.busy -= n
+	h.an.mu.Unlock()
+}
+
+// nextRetry returns when the earliest failed blob is due again (zero:
+// none), forgetting those long past (another instance may have analysed
+// them).
+func (h *Handler) nextRetry() time.Time {
+	h.an.mu.Lock()
+	defer h.an.mu.Unlock()
+	var next time.Time
+	now := time.Now()
+	for sum, f := range h.an.retry {
+		if now.Sub(f.at) > 2*analyseRetryMax {
+			delete(h.an.retry, sum)
+			continue
+		}
+		if f.at.After(now) && (next.IsZero() || f.at.Before(next)) {
+			next = f.at
+		}
+	}
+	return next
 }
 
 // yieldToUploads waits while requests are receiving bytes, until b has
