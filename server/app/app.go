@@ -155,7 +155,8 @@ func OpenStore(ctx context.Context, cfg Config) (*sqlstore.Store, error) {
 		return nil, err
 	}
 	if db.IsPostgres() {
-		st, err := sqlstore.Open(ctx, sqlstore.Config{PostgresURL: db.PostgresURL, DisableGroupCommit: cfg.DisableGroupCommit})
+		st, err := sqlstore.Open(ctx, sqlstore.Config{PostgresURL: db.PostgresURL, DisableGroupCommit: cfg.DisableGroupCommit,
+			InstanceID: instanceID(cfg.DataDir)})
 		if err != nil {
 			return nil, fmt.Errorf("PostgreSQL 数据库 %s: %w", db, err)
 		}
@@ -429,4 +430,16 @@ func (c Config) uploadDir() string {
 		return c.UploadDir
 	}
 	return filepath.Join(c.DataDir, "uploads")
+}
+
+// instanceID names this instance in the analysis claims it holds: the host
+// and its data folder, the same after a restart, so that an instance
+// restarted after a crash takes its own claims back at once instead of
+// when their leases run out.
+func instanceID(dataDir string) string {
+	host, _ := os.Hostname()
+	if abs, err := filepath.Abs(dataDir); err == nil {
+		dataDir = abs
+	}
+	return host + ":" + dataDir
 }

@@ -383,6 +383,12 @@ func (l *locks) busy(id string) bool {
 // run.
 func (h *Handler) ExpireUploads(ctx context.Context) (int, error) {
 	h.lastSweep.Store(h.cfg.Now().UnixNano())
+	// One instance sweeps at a time (the others skip this round).
+	release, ok, err := h.cfg.Store.TrySingleton(ctx, "upload-sweep")
+	if err != nil || !ok {
+		return 0, err
+	}
+	defer release()
 	us, err := h.cfg.Store.ExpiredUploads(ctx, h.cfg.Now().UTC())
 	if err != nil {
 		return 0, err
