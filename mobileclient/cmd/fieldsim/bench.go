@@ -134,6 +134,19 @@ type benchOptions struct {
 	// MemProfile, if set, is the prefix of heap profiles written at the
 	// end of the same phases (alloc_space shows what the phase allocated).
 	MemProfile string
+	// DB, if set, is a PostgreSQL admin URL: the sections' servers run on
+	// PostgreSQL, each on a fresh database created through it (p7 and p5
+	// stay on SQLite).
+	DB string
+	// Instances is how many fieldsync processes share one PostgreSQL
+	// database behind the round-robin proxy (default 1; more need DB).
+	Instances int
+	// Engines, if set, runs the sections once per setup (sqlite, pg1,
+	// pgN: N instances) and reports them side by side (engines.go).
+	Engines []string
+	// P4S3Only has p4 measure only our endpoint with the S3 store (no
+	// tusd, no local store, no p5).
+	P4S3Only bool
 }
 
 // The sections of the benchmark, in the order they run.
@@ -151,6 +164,8 @@ type bench struct {
 	notes   map[string]string // metric → how it was measured, or why not
 	extra   []string          // informational lines
 	rss     *rssSampler       // set while p7 samples the server
+	// drops drop the PostgreSQL databases the sections created.
+	drops []func(context.Context) error
 
 	mu        sync.Mutex
 	photoSets map[int][]Photo // p4's photos by round (uploadPhotos)
@@ -266,17 +281,27 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write CPU profiles of the timed phases to PREFIX.<section> (the simulator) and PREFIX.<section>.server (the fieldsync subprocess)")
 	fs.StringVar(&o.Trace, "trace", "", "write execution traces of the timed phases to PREFIX.<section> and PREFIX.<section>.server")
 	fs.StringVar(&o.MemProfile, "memprofile", "", "write heap profiles at the end of the timed phases to PREFIX.<section> and PREFIX.<section>.server")
+	var engines string
+	fs.StringVar(&o.DB, "db", "", "PostgreSQL admin URL (postgres://user@host:port/postgres?sslmode=disable): servers run on PostgreSQL, a fresh database each (C collation); empty: SQLite")
+	fs.IntVar(&o.Instances, "instances", 1, "fieldsync processes on the -db database behind an in-process round-robin proxy (more than 1 needs -db)")
+	fs.StringVar(&engines, "engines", "", "run the sections on each of these setups and compare them (sqlite, pg1, pg3: N instances on PostgreSQL; needs -db for pgN); -json then writes the comparison")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("bench: unexpected arguments %v", fs.Args())
 	}
-	o.Only, o.Skip = splitList(only), splitList(skip)
+	o.Only, o.Skip, o.Engines = sectionAliases(splitList(only)), sectionAliases(splitList(skip)), splitList(engines)
 	for _, s := range append(slices.Clone(o.Only), o.Skip...) {
 		if !slices.Contains(benchSections, s) {
 			return fmt.Errorf("bench: unknown section %q (%s)", s, strings.Join(benchSections, ","))
 		}
+	}
+	if o.Instances > 1 && o.DB == "" {
+		return fmt.Errorf("bench: -instances %d: %w", o.Instances, errNoPostgres)
+	}
+	if len(o.Engines) > 0 {
+		return engineCmd(ctx, o, stdout)
 	}
 	rep, err := runBench(ctx, o, stdout)
 	if o.JSON != "" {
@@ -292,6 +317,58 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return err
 }
 
+// sectionAliases maps p2 and p3 to the section that measures them (p23).
+func sectionAliases(names []string) []string {
+	var out []string
+	for _, n := range names {
+		if n == "p2" || n == "p3" {
+			n = "p23"
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// startLocal starts a section's server on the bench's database setup
+// (SQLite, or -db with -instances) and remembers a PostgreSQL database it
+// created, to drop at the end unless -keep.
+func (b *bench) startLocal(ctx context.Context, o localOptions) (*server, error) {
+	if o.PGURL == "" {
+		o.DB = b.o.DB
+	}
+	if o.DB != "" || o.PGURL != "" {
+		o.Instances = max(1, b.o.Instances)
+	}
+	srv, err := startLocal(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if srv.dropDB != nil {
+		b.mu.Lock()
+		b.drops = append(b.drops, srv.dropDB)
+		b.mu.Unlock()
+	}
+	return srv, nil
+}
+
+// dropDatabases drops the PostgreSQL databases the sections created,
+// unless -keep.
+func (b *bench) dropDatabases() {
+	if b.o.Keep {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, drop := range b.drops {
+		if err := drop(ctx); err != nil {
+			b.logf("%v", err)
+		}
+	}
+	b.drops = nil
+}
+
 func splitList(s string) []string {
 	var out []string
 	for _, p := range strings.Split(s, ",") {
@@ -305,14 +382,22 @@ func splitList(s string) []string {
 // runBench runs the selected sections and prints the table. A section
 // that fails leaves its figures at -1 and the others still run.
 func runBench(ctx context.Context, o benchOptions, out io.Writer) (benchReport, error) {
+	b, err := runSections(ctx, o, out)
+	return b.rep, err
+}
+
+// runSections runs the selected sections and prints the table; it returns
+// the bench with its figures and notes.
+func runSections(ctx context.Context, o benchOptions, out io.Writer) (*bench, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	b := &bench{o: o, rep: newBenchReport(), out: out, notes: map[string]string{}}
+	defer b.dropDatabases()
 	work := o.WorkDir
 	if work == "" {
 		dir, err := os.MkdirTemp("", "fieldsim-bench-")
 		if err != nil {
-			return b.rep, err
+			return b, err
 		}
 		work = dir
 		if !o.Keep {
@@ -324,7 +409,7 @@ func runBench(ctx context.Context, o benchOptions, out io.Writer) (benchReport, 
 	if o.DeviceDir != "" {
 		dir, err := os.MkdirTemp(o.DeviceDir, "fieldsim-phones-")
 		if err != nil {
-			return b.rep, fmt.Errorf("bench: -device-dir: %w", err)
+			return b, fmt.Errorf("bench: -device-dir: %w", err)
 		}
 		b.devices = dir
 		if !o.Keep {
@@ -333,6 +418,9 @@ func runBench(ctx context.Context, o benchOptions, out io.Writer) (benchReport, 
 	}
 	fmt.Fprintf(out, "fieldsim bench: simulated phones' databases in %s\n", b.devices)
 	fmt.Fprintf(out, "fieldsim bench: %s, %d CPUs, Go %s; work folder %s\n", runtime.GOOS+"/"+runtime.GOARCH, runtime.NumCPU(), runtime.Version(), work)
+	if o.DB != "" {
+		fmt.Fprintf(out, "fieldsim bench: servers on PostgreSQL (%s), %d instance(s) each\n", redactURL(o.DB), max(1, o.Instances))
+	}
 	run := map[string]func(context.Context) error{
 		"p6": b.p6, "f1": b.f1, "p1": b.p1, "p7": b.p7, "p8": b.p8, "p4": b.p4, "p23": b.p23,
 	}
@@ -355,9 +443,9 @@ func runBench(ctx context.Context, o benchOptions, out io.Writer) (benchReport, 
 	}
 	b.printTable(out)
 	if len(failed) > 0 {
-		return b.rep, fmt.Errorf("bench: %d section(s) failed: %s", len(failed), strings.Join(failed, "; "))
+		return b, fmt.Errorf("bench: %d section(s) failed: %s", len(failed), strings.Join(failed, "; "))
 	}
-	return b.rep, nil
+	return b, nil
 }
 
 // round keeps a figure readable: 2 decimals, or 3 significant digits

@@ -26,7 +26,7 @@ func (b *bench) p23(ctx context.Context) error {
 		Households: []seedHouseholds{{Place: benchScopeGroup, Count: b.o.P2Households, Seed: b.o.Seed + 23, Batch: 5000}},
 	}
 	t0 := time.Now()
-	srv, err := startLocal(ctx, localOptions{Dir: dir, Seed: spec, Profile: b.serverProfile("p2")})
+	srv, err := b.startLocal(ctx, localOptions{Dir: dir, Seed: spec, Profile: b.serverProfile("p2")})
 	if err != nil {
 		return err
 	}
@@ -102,7 +102,12 @@ func (b *bench) p23(ctx context.Context) error {
 		return nil
 	}
 
-	// p3 at 1M: stop, import the rest outside the worker's places, restart.
+	// p3 at 1M: stop, import the rest outside the worker's places, restart
+	// (on the same PostgreSQL database, when on PostgreSQL).
+	var pgURL string
+	if isPostgresURL(srv.dbPath) {
+		pgURL = srv.dbPath
+	}
 	if err := srv.Close(); err != nil {
 		return err
 	}
@@ -115,14 +120,14 @@ func (b *bench) p23(ctx context.Context) error {
 			return err
 		}
 		// Another seed than the scope's: a seed always gives the same ids.
-		m, err := seedData(ctx, bin, dir, seedSpec{Households: []seedHouseholds{{Place: benchFillGroup, Count: rest, Seed: b.o.Seed + 2300, Batch: max(1, b.o.P3Batch)}}})
+		m, err := seedData(ctx, bin, dir, pgURL, seedSpec{Households: []seedHouseholds{{Place: benchFillGroup, Count: rest, Seed: b.o.Seed + 2300, Batch: max(1, b.o.P3Batch)}}})
 		if err != nil {
 			return err
 		}
 		b.info("p3: imported %d households with fieldsync seed (ImportHouseholds) in %v (%.0f/s), %d in the database",
 			rest, time.Since(t0).Round(time.Second), float64(rest)/time.Since(t0).Seconds(), m.HouseholdsTotal)
 	}
-	if srv, err = startLocal(ctx, localOptions{Dir: dir}); err != nil {
+	if srv, err = b.startLocal(ctx, localOptions{Dir: dir, PGURL: pgURL}); err != nil {
 		return err
 	}
 	w.base = srv.url
@@ -145,7 +150,7 @@ func (b *bench) p23(ctx context.Context) error {
 	b.note("p3_noop_pull_p99_ms_1m", fmt.Sprintf("the same device and cursor, %d households in the database", total))
 	b.logf("no-op pull at %d households: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms (%d pulls)", total,
 		ms(percentile(lat1m, 0.5)), ms(percentile(lat1m, 0.9)), ms(percentile(lat1m, 0.99)), ms(percentile(lat1m, 1)), len(lat1m))
-	if fi, err := os.Stat(srv.dbPath); err == nil {
+	if fi, err := os.Stat(srv.dbPath); err == nil && pgURL == "" {
 		b.info("p3: the 1M database file is %.0f MiB", float64(fi.Size())/(1<<20))
 	}
 	return nil

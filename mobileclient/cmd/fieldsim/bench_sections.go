@@ -18,7 +18,7 @@ import (
 // startServer starts a fieldsync subprocess on the demo county for a
 // section.
 func (b *bench) startServer(ctx context.Context, section string) (*server, error) {
-	return startLocal(ctx, localOptions{Dir: filepath.Join(b.path(section), "server"), Profile: b.serverProfile(section)})
+	return b.startLocal(ctx, localOptions{Dir: filepath.Join(b.path(section), "server"), Profile: b.serverProfile(section)})
 }
 
 // env makes a fleet factory on srv whose devices live under the section.

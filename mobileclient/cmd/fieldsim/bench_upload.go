@@ -55,6 +55,12 @@ func (b *bench) p4(ctx context.Context) error {
 	how := fmt.Sprintf("%d photos × %d B, %d uploaders, fieldsim's tus client (tus.go), median of %d rounds of other photos, MB = 10^6 B",
 		b.o.P4Photos, b.o.P4Bytes, b.o.P4Uploaders, len(sets))
 
+	if b.o.P4S3Only {
+		if err := b.p4Ours(ctx, "s3", sets, how); err != nil {
+			fail("our endpoint, S3 store", err, "p4_upload_mb_s_s3")
+		}
+		return errors.Join(errs...)
+	}
 	if err := b.p4Tusd(ctx, sets, how); err != nil {
 		fail("tusd", err, "p4_upload_mb_s_tusd")
 	}
@@ -146,6 +152,9 @@ func (b *bench) p4Ours(ctx context.Context, store string, sets [][]Photo, how st
 	key, desc := "p4_upload_mb_s_local", "local blob store (the data folder)"
 	o := localOptions{Dir: filepath.Join(b.path("p4"), store, "server")}
 	if store == "local" {
+		if b.o.Instances > 1 {
+			return errors.New("the local blob store is each instance's own folder: several instances need the S3 store")
+		}
 		o.Profile = b.serverProfile("p4")
 	}
 	if store == "s3" {
@@ -157,7 +166,7 @@ func (b *bench) p4Ours(ctx context.Context, store string, sets [][]Photo, how st
 		defer s3.stop()
 		o.S3, desc = s3.cfg, "S3 store: "+s3.desc
 	}
-	srv, err := startLocal(ctx, o)
+	srv, err := b.startLocal(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -196,7 +205,7 @@ func (b *bench) p4Ours(ctx context.Context, store string, sets [][]Photo, how st
 	} else {
 		b.rep.P4UploadMBsLocal = round(median(rates))
 	}
-	b.note(key, "fieldsync subprocess, "+desc+"; "+how+"; every photo then downloaded and re-hashed")
+	b.note(key, srv.describe()+", "+desc+"; "+how+"; every photo then downloaded and re-hashed")
 	b.logf("ours (%s): rounds took %v (%s MB/s)", desc, roundAll(took), fmtRates(rates))
 	n, bytes, err := ep.verify(ctx, sets...)
 	if err != nil {

@@ -122,9 +122,10 @@ func removeBuiltBinary() {
 	}
 }
 
-// seedData runs `fieldsync seed -data dir -spec -` with spec and returns
-// its manifest. The server must not be running on dir.
-func seedData(ctx context.Context, bin, dir string, spec seedSpec) (seedManifest, error) {
+// seedData runs `fieldsync seed -data dir -spec -` (with -db db when db
+// is not empty) with spec and returns its manifest. On SQLite the server
+// must not be running on dir.
+func seedData(ctx context.Context, bin, dir, db string, spec seedSpec) (seedManifest, error) {
 	var m seedManifest
 	in, err := json.Marshal(spec)
 	if err != nil {
@@ -132,7 +133,11 @@ func seedData(ctx context.Context, bin, dir string, spec seedSpec) (seedManifest
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Hour) // a million households take minutes
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "seed", "-data", dir, "-spec", "-")
+	args := []string{"seed", "-data", dir, "-spec", "-"}
+	if db != "" {
+		args = append(args, "-db", db)
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stdin = bytes.NewReader(in)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

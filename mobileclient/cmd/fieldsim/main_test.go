@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -153,6 +154,60 @@ func TestBench_Mini(t *testing.T) {
 			t.Errorf("server CPU profile %s: %d bytes, %v\n%s", f, len(data), err, out.String())
 		}
 	}
+}
+
+// TestBench_MiniEngines runs the SQLite vs PostgreSQL comparison (p1,
+// p2/p3 and p4 on the S3 store, on sqlite, pg1 and pg3 behind the
+// round-robin proxy) at toy sizes, and checks every figure of every setup
+// was measured. It needs the test script's PostgreSQL and S3 server.
+func TestBench_MiniEngines(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	pg := os.Getenv("FIELDSYNC_TEST_PG_URL")
+	if pg == "" || os.Getenv(envS3Endpoint) == "" {
+		if os.Getenv("FIELDSYNC_REQUIRE_S3") == "1" {
+			t.Fatal("FIELDSYNC_TEST_PG_URL or " + envS3Endpoint + " is not set (run through bash .ci/test)")
+		}
+		t.Skip("needs FIELDSYNC_TEST_PG_URL and " + envS3Endpoint + " (bash .ci/test sets them)")
+	}
+	t.Parallel()
+	var out bytes.Buffer
+	dir := t.TempDir()
+	o := benchOptions{
+		Engines: []string{"sqlite", "pg1", "pg3"}, DB: pg, JSON: filepath.Join(dir, "engines.json"),
+		WorkDir: dir, DeviceDir: "", CacheDir: t.TempDir(), Timeout: 2 * time.Minute, Seed: 1, MaxSyncs: 5,
+		P1Devices: 3, P1Visits: 10, P2Households: 200, P3Pulls: 10, P4Photos: 3, P4Bytes: 20_000, P4Uploaders: 2,
+	}
+	if err := engineCmd(context.Background(), o, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	data, err := os.ReadFile(o.JSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Engines []map[string]any `json:"engines"`
+	}
+	if err := json.Unmarshal(data, &rep); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range rep.Engines {
+		names = append(names, fmt.Sprint(e["name"]))
+		for _, k := range []string{"p1_visits_per_s", "p2_first_pull_ms_10k", "p3_noop_pull_p99_ms_10k", "p4_upload_mb_s_s3"} {
+			if v, ok := e[k].(float64); !ok || v <= 0 {
+				t.Errorf("%s: %s = %v\n%s", e["name"], k, e[k], out.String())
+			}
+		}
+	}
+	if strings.Join(names, ",") != "sqlite,pg1,pg3" {
+		t.Errorf("engines in the JSON: %v", names)
+	}
+	if !strings.Contains(out.String(), "== SQLite vs PostgreSQL") {
+		t.Errorf("no comparison table:\n%s", out.String())
+	}
+	t.Log("\n" + out.String())
 }
 
 // TestBench_Uploads runs p4's measurement of our endpoint (local store,

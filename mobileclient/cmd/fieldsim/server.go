@@ -21,17 +21,35 @@ import (
 )
 
 // server is a fieldsync server the simulator talks to: one it started as
-// a subprocess, or one given by URL.
+// a subprocess (or several behind a proxy), or one given by URL.
 type server struct {
-	url     string // base URL, e.g. http://127.0.0.1:41234
+	url     string // base URL, e.g. http://127.0.0.1:41234 (the proxy's, for several instances)
 	addr    string // host:port, loopback
 	dataDir string // set when the simulator started it
-	dbPath  string // its SQLite file, when the simulator started it
-	pid     int    // its process, when the simulator started it
-	profile serverProfile
-	admin   *adminAPI
-	stop    func() error
-	logFile string
+	// dbPath is its database when the simulator started it: a SQLite file,
+	// or a PostgreSQL URL (see isPostgresURL).
+	dbPath    string
+	pid       int // its process (the first instance), when the simulator started it
+	instances int // fieldsync processes behind url
+	profile   serverProfile
+	admin     *adminAPI
+	stop      func() error
+	logFile   string
+	// dropDB drops the PostgreSQL database startLocal created for it (nil:
+	// none); Close leaves it, since a section may start the server again
+	// on it.
+	dropDB func(context.Context) error
+}
+
+// describe says what the server is, for the report's notes.
+func (s *server) describe() string {
+	switch {
+	case !isPostgresURL(s.dbPath):
+		return "the fieldsync subprocess (SQLite)"
+	case s.instances > 1:
+		return fmt.Sprintf("%d fieldsync subprocesses on one PostgreSQL database behind fieldsim's round-robin proxy", s.instances)
+	}
+	return "the fieldsync subprocess (PostgreSQL)"
 }
 
 // Close stops a server the simulator started; it does nothing for one
@@ -58,6 +76,19 @@ type localOptions struct {
 	// Profile names the files the server writes its profiles of a timed
 	// phase to (see bench.profile); empty: none.
 	Profile serverProfile
+	// DB, if set, is a PostgreSQL admin URL: the server runs on a fresh
+	// database created through it (C collation) instead of a SQLite file
+	// in Dir.
+	DB string
+	// PGURL, if set, is a PostgreSQL database an earlier startLocal with DB
+	// created (server.dbPath): the server runs on it again.
+	PGURL string
+	// Instances is how many fieldsync processes run (default 1). More
+	// than one need DB or PGURL: they share the database, the S3 bucket
+	// and the partial uploads' folder Dir/uploads, each has its own data
+	// folder Dir/instanceN and port, and they sit behind an in-process
+	// round-robin reverse proxy that the server's URL names.
+	Instances int
 }
 
 // serverProfile are the files `fieldsync run` writes profiles to between
@@ -83,60 +114,137 @@ type s3Config struct {
 
 // startLocal prepares a data folder with the demo county (and o.Seed)
 // with `fieldsync seed`, then runs `fieldsync run` on it as a subprocess
-// on a free loopback port, with its warnings and errors in
-// Dir/server.log.
+// (o.Instances of them on PostgreSQL) on a free loopback port, with its
+// warnings and errors in Dir/server.log (Dir/instanceN/server.log).
 func startLocal(ctx context.Context, o localOptions) (*server, error) {
 	bin, err := fieldsyncBinary(ctx)
 	if err != nil {
 		return nil, err
 	}
+	n := max(1, o.Instances)
+	if n > 1 && o.DB == "" && o.PGURL == "" {
+		return nil, fmt.Errorf("%d instances: %w", n, errNoPostgres)
+	}
 	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
 		return nil, err
 	}
-	if err := copyTemplate(o.Dir); err != nil {
+	s := &server{dataDir: o.Dir, logFile: filepath.Join(o.Dir, "server.log"), profile: o.Profile, instances: n}
+	dbURL := o.PGURL
+	if dbURL == "" && o.DB != "" {
+		u, drop, err := createPGDatabase(ctx, o.DB, "fieldsim_"+filepath.Base(filepath.Dir(o.Dir)))
+		if err != nil {
+			return nil, err
+		}
+		dbURL, s.dropDB = u, drop
+	}
+	fail := func(err error) (*server, error) {
+		if s.dropDB != nil {
+			_ = s.dropDB(context.WithoutCancel(ctx))
+		}
 		return nil, err
+	}
+	if dbURL == "" {
+		if err := copyTemplate(o.Dir); err != nil {
+			return nil, err
+		}
 	}
 	spec := o.Seed
 	spec.Demo = true
-	m, err := seedData(ctx, bin, o.Dir, spec)
+	m, err := seedData(ctx, bin, o.Dir, dbURL, spec)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
-	s := &server{dataDir: o.Dir, dbPath: m.Database, logFile: filepath.Join(o.Dir, "server.log"), profile: o.Profile}
+	s.dbPath = m.Database
+	if dbURL != "" {
+		s.dbPath = dbURL
+	}
+	var procs []*process
+	var addrs []string
+	stopAll := func() error {
+		var errs []error
+		for _, p := range procs {
+			errs = append(errs, p.stop())
+		}
+		return errors.Join(errs...)
+	}
+	for i := 0; i < n; i++ {
+		dataDir, logFile := o.Dir, s.logFile
+		if n > 1 {
+			dataDir = filepath.Join(o.Dir, fmt.Sprintf("instance%d", i))
+			logFile = filepath.Join(dataDir, "server.log")
+			if err := os.MkdirAll(dataDir, 0o750); err != nil {
+				stopAll()
+				return fail(err)
+			}
+		}
+		var env []string
+		if i == 0 {
+			env = o.Profile.env()
+		}
+		p, addr, err := startInstance(ctx, bin, dataDir, dbURL, filepath.Join(o.Dir, "uploads"), logFile, n > 1, o.S3, env)
+		if err != nil {
+			stopAll()
+			return fail(err)
+		}
+		procs, addrs = append(procs, p), append(addrs, addr)
+	}
+	s.pid = procs[0].cmd.Process.Pid
+	s.url, s.addr, s.stop = "http://"+addrs[0], addrs[0], stopAll
+	if n > 1 {
+		px, err := startRoundRobin(addrs)
+		if err != nil {
+			stopAll()
+			return fail(err)
+		}
+		s.url, s.addr = px.url, px.addr
+		s.stop = func() error { return errors.Join(px.close(), stopAll()) }
+		s.logFile = filepath.Join(o.Dir, "instance*", "server.log")
+	}
+	admin, err := login(ctx, s.url, m.Admin.Username, m.Admin.Password)
+	if err != nil {
+		s.Close()
+		return fail(err)
+	}
+	s.admin = admin
+	return s, nil
+}
+
+// startInstance runs one `fieldsync run` on dataDir (on the PostgreSQL
+// database dbURL with the partial uploads in uploads, when dbURL is set)
+// on a free loopback port and waits until it answers /healthz.
+func startInstance(ctx context.Context, bin, dataDir, dbURL, uploads, logFile string, trustProxy bool, s3 s3Config, env []string) (*process, string, error) {
 	var lastErr error
 	for try := 0; try < 3; try++ {
 		port, err := freePort()
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		cmd := exec.Command(bin, "run", "-data", o.Dir, "-addr", addr, "-log-level", "warn")
-		cmd.Stdout = io.Discard // the first-start banner
-		cmd.Env = append(os.Environ(), o.Profile.env()...)
-		if o.S3.Endpoint != "" {
-			cmd.Env = append(cmd.Env, "FIELDSYNC_S3_ENDPOINT="+o.S3.Endpoint, "FIELDSYNC_S3_BUCKET="+o.S3.Bucket,
-				"FIELDSYNC_S3_ACCESS_KEY="+o.S3.AccessKey, "FIELDSYNC_S3_SECRET_KEY="+o.S3.SecretKey)
+		args := []string{"run", "-data", dataDir, "-addr", addr, "-log-level", "warn"}
+		if dbURL != "" {
+			args = append(args, "-db", dbURL, "-uploads", uploads)
 		}
-		p, err := startProcess(ctx, "fieldsync", cmd, s.logFile, 60*time.Second,
+		if trustProxy {
+			// Behind the round-robin proxy, the per-address limits see
+			// each device's address through X-Forwarded-For.
+			args = append(args, "-trust-proxy")
+		}
+		cmd := exec.Command(bin, args...)
+		cmd.Stdout = io.Discard // the first-start banner
+		cmd.Env = append(os.Environ(), env...)
+		if s3.Endpoint != "" {
+			cmd.Env = append(cmd.Env, "FIELDSYNC_S3_ENDPOINT="+s3.Endpoint, "FIELDSYNC_S3_BUCKET="+s3.Bucket,
+				"FIELDSYNC_S3_ACCESS_KEY="+s3.AccessKey, "FIELDSYNC_S3_SECRET_KEY="+s3.SecretKey)
+		}
+		p, err := startProcess(ctx, "fieldsync", cmd, logFile, 60*time.Second,
 			func() bool { return answers("http://" + addr + "/healthz") })
 		if err != nil {
 			lastErr = err
 			continue
 		}
-		s.url, s.addr, s.pid = "http://"+addr, addr, p.cmd.Process.Pid
-		s.stop = p.stop
-		break
+		return p, addr, nil
 	}
-	if s.stop == nil {
-		return nil, fmt.Errorf("start server: %w", lastErr)
-	}
-	admin, err := login(ctx, s.url, m.Admin.Username, m.Admin.Password)
-	if err != nil {
-		s.Close()
-		return nil, err
-	}
-	s.admin = admin
-	return s, nil
+	return nil, "", fmt.Errorf("start server: %w", lastErr)
 }
 
 // dataTemplate, when set (by the tests), is a data folder already holding

@@ -32,7 +32,7 @@ func testMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	spec := otherVillageHouseholds(40)
 	spec.Demo = true
-	if _, err := seedData(ctx, bin, dir, spec); err != nil {
+	if _, err := seedData(ctx, bin, dir, "", spec); err != nil {
 		fmt.Fprintln(os.Stderr, "data template:", err)
 		return 1
 	}

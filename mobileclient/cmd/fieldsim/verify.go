@@ -23,11 +23,23 @@ type serverVisit struct {
 	ID, HouseholdID, FormID, DeviceID string
 }
 
-// openServerDB opens the SQLite file of a server the simulator started
-// (as its seed manifest names it), read-only, with plain SQL (the server
-// may still be running: WAL readers do not block it).
-func openServerDB(dbPath string) (*sql.DB, error) {
-	return sql.Open("sqlite3", sqliteDSN(dbPath, true))
+// openServerDB opens the database of a server the simulator started (as
+// its seed manifest names it) with plain SQL: its SQLite file read-only
+// (the server may still be running: WAL readers do not block it), or,
+// for a PostgreSQL URL, that database through pgx.
+func openServerDB(dbPath string) (*serverDB, error) {
+	if isPostgresURL(dbPath) {
+		db, err := sql.Open("pgx", dbPath)
+		if err != nil {
+			return nil, err
+		}
+		return &serverDB{DB: db, pg: true}, nil
+	}
+	db, err := sql.Open("sqlite3", sqliteDSN(dbPath, true))
+	if err != nil {
+		return nil, err
+	}
+	return &serverDB{DB: db}, nil
 }
 
 // visitsOnServer reads the visits of the given devices from the server's
@@ -45,8 +57,8 @@ func visitsOnServer(ctx context.Context, dbPath string, deviceIDs []string) (map
 		for i, id := range chunk {
 			args[i] = id
 		}
-		rs, err := db.QueryContext(ctx, `SELECT id, household_id, form_id, device_id FROM visits WHERE device_id IN (?`+
-			strings.Repeat(",?", len(chunk)-1)+`)`, args...)
+		rs, err := db.QueryContext(ctx, db.q(`SELECT id, household_id, form_id, device_id FROM visits WHERE device_id IN (?`+
+			strings.Repeat(",?", len(chunk)-1)+`)`), args...)
 		if err != nil {
 			return nil, nil, err
 		}
