@@ -41,6 +41,7 @@ type Proxy struct {
 	counts   []atomic.Int64
 	next     atomic.Uint64
 	refused  atomic.Int64
+	failed   atomic.Int64
 	observe  Observer
 	tr       *http.Transport
 	stopOnce sync.Once
@@ -114,6 +115,10 @@ func (p *Proxy) Counts() []int64 {
 // Refused counts connections a backend refused (each skipped).
 func (p *Proxy) Refused() int64 { return p.refused.Load() }
 
+// Failed counts requests sent to a backend that ended without an answer
+// (the backend died or dropped the connection): the client got a 502.
+func (p *Proxy) Failed() int64 { return p.failed.Load() }
+
 // roundTripper picks the backend of each request.
 type roundTripper struct{ p *Proxy }
 
@@ -149,6 +154,7 @@ func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 				continue
 			}
 			p.counts[i].Add(1)
+			p.failed.Add(1)
 			return nil, err
 		}
 		p.counts[i].Add(1)
