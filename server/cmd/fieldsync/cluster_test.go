@@ -92,18 +92,18 @@ type node struct {
 
 func (n *node) base() string { return "http://" + n.addr }
 
-// start starts the process and waits until its /healthz answers 200.
-func (n *node) start(t *testing.T) {
-	t.Helper()
+// start starts the process and waits until its /healthz answers 200. It
+// may run on any goroutine (it reports, never fails the test itself).
+func (n *node) start() error {
 	logf, err := os.OpenFile(n.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer logf.Close()
 	cmd := exec.Command(n.bin, append([]string{"run", "-addr", n.addr}, n.args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -117,30 +117,30 @@ func (n *node) start(t *testing.T) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return nil
 			}
 		}
 		select {
 		case err := <-done:
 			done <- err
-			t.Fatalf("instance %d exited at start: %v\n%s", n.idx, err, tailFile(n.log, 30))
+			return fmt.Errorf("instance %d exited at start: %v\n%s", n.idx, err, tailFile(n.log, 30))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	t.Fatalf("instance %d: /healthz not ok within 2 minutes\n%s", n.idx, tailFile(n.log, 30))
+	return fmt.Errorf("instance %d: /healthz not ok within 2 minutes\n%s", n.idx, tailFile(n.log, 30))
 }
 
 // kill sends SIGKILL (no shutdown at all) and waits for the process.
-func (n *node) kill(t *testing.T) {
-	t.Helper()
+func (n *node) kill() error {
 	n.mu.Lock()
 	cmd, done := n.cmd, n.done
 	n.mu.Unlock()
 	if err := syscall.Kill(cmd.Process.Pid, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill instance %d: %v", n.idx, err)
+		return fmt.Errorf("kill instance %d: %w", n.idx, err)
 	}
 	<-done
 	done <- nil
+	return nil
 }
 
 // stop ends the process with SIGTERM (SIGKILL after 30 s); for cleanup.
@@ -237,8 +237,8 @@ type cluster struct {
 func startCluster(t *testing.T, dbURL string, n int) *cluster {
 	t.Helper()
 	ctx := context.Background()
+	c := &cluster{dbURL: dbURL, s3: s3test.Config(t), track: newUploadTrack()} // skips (or fails) without S3
 	bin := fieldsyncBinary(t)
-	c := &cluster{dbURL: dbURL, s3: s3test.Config(t), track: newUploadTrack()}
 	var out, errb syncBuffer
 	if err := run(ctx, []string{"seed", "-db", dbURL, "-data", t.TempDir()}, &out, &errb); err != nil {
 		t.Fatalf("seed: %v\n%s", err, errb.String())
@@ -299,7 +299,12 @@ func startCluster(t *testing.T, dbURL string, n int) *cluster {
 	var wg sync.WaitGroup
 	for _, nd := range c.nodes { // started together: they migrate (nothing left) and start at once
 		wg.Add(1)
-		go func() { defer wg.Done(); nd.start(t) }()
+		go func() {
+			defer wg.Done()
+			if err := nd.start(); err != nil {
+				t.Error(err)
+			}
+		}()
 	}
 	wg.Wait()
 	if t.Failed() {
@@ -544,7 +549,8 @@ func (d *device) settled() (mobileclient.PendingInfo, bool, error) {
 // herdOptions says what breaks in the middle of the herd.
 type herdOptions struct {
 	// disrupt runs once half the round syncs are done; recover once three
-	// quarters are (either may be nil). Both run beside the herd.
+	// quarters are (either may be nil). Both run beside the herd, on
+	// another goroutine: they report with t.Error, never t.Fatal.
 	disrupt, recover func(t *testing.T)
 }
 
@@ -949,12 +955,18 @@ func TestCluster_ThreeInstancesKillOne(t *testing.T) {
 	devs, f := c.runHerd(t, clusterDevices(t), herdOptions{
 		disrupt: func(t *testing.T) {
 			killedAt = time.Now()
-			victim.kill(t)
+			if err := victim.kill(); err != nil {
+				t.Error(err)
+				return
+			}
 			t.Logf("instance 1 killed (SIGKILL) in the middle of the herd")
 		},
 		recover: func(t *testing.T) {
 			began := time.Now()
-			victim.start(t)
+			if err := victim.start(); err != nil {
+				t.Error(err)
+				return
+			}
 			t.Logf("instance 1 started again on its data folder %v after the kill; healthy after %v",
 				began.Sub(killedAt).Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
 		},
