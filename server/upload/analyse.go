@@ -68,6 +68,9 @@ type analyser struct {
 	mu    sync.Mutex
 	busy  int                      // blobs taken but not yet analysed and checked
 	retry map[string]analyseFailed // sha256 → when to try again
+	// stranded are claims a release could not give back (the database
+	// was away); the next pass gives them back first.
+	stranded []string
 }
 
 type analyseFailed struct {
@@ -163,6 +166,7 @@ func (h *Handler) analyseBound() time.Duration { return h.cfg.BlobTimeout + 2*h.
 // returns when the earliest of its failed ones is due again (zero: none).
 func (h *Handler) analysePass(ctx context.Context) time.Time {
 	for ctx.Err() == nil {
+		h.releaseStranded(ctx)
 		// Look before claiming: a claim is a write.
 		queued, err := h.cfg.Store.UnanalysedBlobs(ctx, 1)
 		if err == nil && len(queued) == 0 {
@@ -236,8 +240,39 @@ func (h *Handler) release(ctx context.Context, bs []Blob, retryIn time.Duration)
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.DBTimeout)
 	defer cancel()
 	if err := h.cfg.Store.ReleaseBlobClaims(rctx, sums, retryIn); err != nil {
-		// Their lease expires on its own.
+		// The database is away: give them back on the next pass (their
+		// lease would free them too, but only minutes later).
 		h.cfg.Logger.Warn("upload: giving analysis claims back", "blobs", len(sums), "err", err)
+		h.an.mu.Lock()
+		if len(h.an.stranded)+len(sums) <= maxStranded {
+			h.an.stranded = append(h.an.stranded, sums...)
+		}
+		h.an.mu.Unlock()
+	}
+}
+
+// maxStranded bounds the claims kept for giving back later; beyond it
+// their leases free them.
+const maxStranded = 4096
+
+// releaseStranded gives back the claims a failed release left (release),
+// before the worker claims again.
+func (h *Handler) releaseStranded(ctx context.Context) {
+	h.an.mu.Lock()
+	sums := h.an.stranded
+	h.an.stranded = nil
+	h.an.mu.Unlock()
+	if len(sums) == 0 {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, h.cfg.DBTimeout)
+	defer cancel()
+	if err := h.cfg.Store.ReleaseBlobClaims(rctx, sums, 0); err != nil {
+		h.an.mu.Lock()
+		if len(h.an.stranded)+len(sums) <= maxStranded {
+			h.an.stranded = append(h.an.stranded, sums...)
+		}
+		h.an.mu.Unlock()
 	}
 }
 
