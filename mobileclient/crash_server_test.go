@@ -63,7 +63,9 @@ func (p *serverProc) start(extra ...string) {
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
+	// The first start loads the demo county with its 1,223 photos (about
+	// 15 s alone, minutes on a loaded CI machine under -race).
+	deadline := time.Now().Add(3 * time.Minute)
 	for time.Now().Before(deadline) {
 		resp, err := http.Get("http://" + p.addr + "/healthz")
 		if err == nil {
