@@ -62,6 +62,7 @@ func (h *Handler) finish(ctx context.Context, u Upload, sum []byte) (Upload, err
 		sum = nil
 	}
 	if sum == nil {
+		h.rehashes.Add(1)
 		hs := sha256.New()
 		buf := getBuf()
 		_, err := io.CopyBuffer(hs, struct{ io.Reader }{f}, *buf)

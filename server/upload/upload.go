@@ -325,6 +325,9 @@ type Handler struct {
 	ok   map[string]struct{}
 
 	hashes hashStates
+	// rehashes counts the partial files finish read back to hash them
+	// (the hash kept while receiving was not there).
+	rehashes atomic.Int64
 }
 
 // New returns a Handler, creating Config.Dir, and starts its analysis
