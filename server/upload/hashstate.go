@@ -93,41 +93,58 @@ func (s *hashStates) drop(id string) {
 	s.mu.Unlock()
 }
 
-// copyBufSize is the size of the buffers that request bodies and partial
-// files are copied through.
-const copyBufSize = 256 << 10
+// Buffers that request bodies and partial files are copied through: a
+// small one for most PATCHes (a device sends 256 KiB or less, and on a
+// slow link a read brings a few KiB: the buffer is held as long as the
+// PATCH lasts, so hundreds of slow uploads must not hold big ones), and
+// two big ones that take turns (hashPipe) for PATCHes of more than
+// bigBody bytes, which come over fast links.
+const (
+	smallBufSize = 64 << 10
+	copyBufSize  = 256 << 10
+	bigBody      = 1 << 20
+)
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+var (
+	smallPool = sync.Pool{New: func() any { b := make([]byte, smallBufSize); return &b }}
+	bigPool   = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+)
 
-func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
-func putBuf(b *[]byte) { bufPool.Put(b) }
+func getBuf() *[]byte { return smallPool.Get().(*[]byte) }
+func putBuf(b *[]byte) {
+	if len(*b) == copyBufSize {
+		bigPool.Put(b)
+	} else {
+		smallPool.Put(b)
+	}
+}
 
-// hashPipe hashes the buffers a copy has written in a goroutine of its
-// own, while the copy reads and writes the next buffer: two pooled
-// buffers take turns. Without a hash to feed it hands out one buffer and
-// starts nothing.
+// hashPipe hashes what a copy wrote. For a big body (see bigBody) it
+// hashes each buffer in a goroutine of its own while the copy reads and
+// writes the next one: two big pooled buffers take turns. Otherwise it
+// hands out one small buffer and hashes in line.
 type hashPipe struct {
 	hs   []hash.Hash
 	bufs [2]*[]byte
 	cur  int
-	in   chan []byte
+	in   chan []byte   // nil: hashing in line
 	out  chan struct{} // a buffer sent in has been hashed
 	busy bool          // a buffer is being hashed
 	done chan struct{}
 }
 
-func newHashPipe(hs ...hash.Hash) *hashPipe {
+func newHashPipe(big bool, hs ...hash.Hash) *hashPipe {
 	p := &hashPipe{}
 	for _, h := range hs {
 		if h != nil {
 			p.hs = append(p.hs, h)
 		}
 	}
-	p.bufs[0] = getBuf()
-	if len(p.hs) == 0 {
+	if !big || len(p.hs) == 0 {
+		p.bufs[0] = getBuf()
 		return p
 	}
-	p.bufs[1] = getBuf()
+	p.bufs[0], p.bufs[1] = bigPool.Get().(*[]byte), bigPool.Get().(*[]byte)
 	p.in, p.out, p.done = make(chan []byte), make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(p.done)
@@ -146,11 +163,14 @@ func (p *hashPipe) next() []byte {
 	return *p.bufs[p.cur]
 }
 
-// hash hands b (a slice of the buffer next returned) to the hashing
-// goroutine, after the buffer before it is done, and turns to the other
-// buffer.
+// hash hashes b (a slice of the buffer next returned): in line, or by
+// handing it to the hashing goroutine once the buffer before it is done
+// and turning to the other buffer.
 func (p *hashPipe) hash(b []byte) {
-	if len(p.hs) == 0 {
+	if p.in == nil {
+		for _, h := range p.hs {
+			h.Write(b)
+		}
 		return
 	}
 	if p.busy {

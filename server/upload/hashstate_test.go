@@ -58,22 +58,24 @@ func TestHashPipe_SameAsInline(t *testing.T) {
 		data[i] = byte(r.Uint32())
 	}
 	want := sha256.Sum256(data)
-	a, b := sha256.New(), sha256.New()
-	p := newHashPipe(a, nil, b)
-	for off := 0; off < len(data); {
-		buf := p.next()
-		k := copy(buf[:1+r.IntN(len(buf))], data[off:])
-		p.hash(buf[:k])
-		off += k
+	for _, big := range []bool{true, false} {
+		a, b := sha256.New(), sha256.New()
+		p := newHashPipe(big, a, nil, b)
+		for off := 0; off < len(data); {
+			buf := p.next()
+			k := copy(buf[:1+r.IntN(len(buf))], data[off:])
+			p.hash(buf[:k])
+			off += k
+		}
+		p.close()
+		if !bytes.Equal(a.Sum(nil), want[:]) || !bytes.Equal(b.Sum(nil), want[:]) {
+			t.Fatalf("big %v: the pipe's hashes differ from the data's", big)
+		}
 	}
-	p.close()
-	if !bytes.Equal(a.Sum(nil), want[:]) || !bytes.Equal(b.Sum(nil), want[:]) {
-		t.Fatal("the pipe's hashes differ from the data's")
-	}
-	// Without a hash it hands out a buffer and hashes nothing.
-	q := newHashPipe(nil, nil)
-	if len(q.next()) != copyBufSize {
-		t.Fatal("no buffer")
+	// Without a hash it hands out a small buffer and hashes nothing.
+	q := newHashPipe(true, nil, nil)
+	if len(q.next()) != smallBufSize {
+		t.Fatal("no small buffer")
 	}
 	q.hash(q.next()[:10])
 	q.close()

@@ -47,8 +47,10 @@ func TestUpload_HashKeptAcrossPatches(t *testing.T) {
 	cfg := upload.Config{Store: f.env.Store, Blobs: blobs, Dir: dir}
 	h, srv := serveUploads(t, f.dev.ID, cfg)
 	cl := &uploadtest.Client{Base: srv.URL, Token: f.dev.Token}
-	const chunk = 300_000
-	data := f.file(t, 4*chunk+777)
+	// The first PATCH is big enough to be hashed beside the copy
+	// (hashPipe), the others are hashed in line.
+	const first, chunk = 1_300_000, 300_000
+	data := f.file(t, first+2*chunk+777)
 	c, err := cl.Create(ctx, data, nil)
 	if err != nil || c.Status != http.StatusCreated {
 		t.Fatalf("create: %v %+v", err, c)
@@ -62,7 +64,7 @@ func TestUpload_HashKeptAcrossPatches(t *testing.T) {
 		}
 		return p.Offset()
 	}
-	off := patch(0, data[:chunk], nil)
+	off := patch(0, data[:first], nil)
 	// A chunk whose checksum is wrong is thrown away; then sent right.
 	bad := append([]byte(nil), data[off:off+chunk]...)
 	bad[10] ^= 1

@@ -1004,12 +1004,12 @@ var errOverflow = errors.New("upload: body longer than the upload")
 // when a newer request on the same upload takes over (see stopHandle).
 //
 // The body is read straight into pooled buffers and written from them: no
-// other copy of the bytes is made. While one buffer is read and written,
-// the one before is hashed (hashPipe), and the kernel is asked to start
+// other copy of the bytes is made. In a big PATCH, while one buffer is
+// read and written, the one before is hashed (hashPipe), and the kernel is asked to start
 // writing each writebackEvery bytes to disk (startWriteback), so that the
 // fsync that ends the PATCH has little left to wait for.
 func (h *Handler) copyBody(r *http.Request, f PartFile, off, limit int64, sh *stopHandle, whole, chunk hash.Hash) (n, synced int64, err error) {
-	hp := newHashPipe(whole, chunk)
+	hp := newHashPipe(r.ContentLength > bigBody, whole, chunk)
 	defer hp.close()
 	var started int64 // bytes handed to startWriteback (or fsynced)
 	for {
