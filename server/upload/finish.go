@@ -22,9 +22,9 @@ import (
 	"fieldsync/syncproto"
 )
 
-// finish verifies a fully received upload and stores it: re-hash the
-// partial file (unless sum, the hash of the whole file computed while it
-// was received, is given); on a mismatch discard everything; else move the
+// finish verifies a fully received upload and stores it: take the hash
+// of the whole file kept while it was received (hashStates), or read the
+// partial file back to hash it; on a mismatch discard everything; else move the
 // file into the blob store (a rename when the store can adopt the file,
 // else a verified copy), record the blob and mark the upload done, and
 // wake the analysis worker, which reads EXIF and the perceptual hash and
@@ -44,7 +44,7 @@ import (
 // offset 0 and the client sends the bytes again (the blob store already
 // holds them and keeps one copy); the client was never told the upload
 // succeeded.
-func (h *Handler) finish(ctx context.Context, u Upload, sum []byte) (Upload, error) {
+func (h *Handler) finish(ctx context.Context, u Upload) (Upload, error) {
 	ctx, cancel := detached(ctx, h.cfg.BlobTimeout+h.cfg.DBTimeout)
 	defer cancel()
 	if mt, ok := h.verified(u); ok {
@@ -56,6 +56,10 @@ func (h *Handler) finish(ctx context.Context, u Upload, sum []byte) (Upload, err
 		return u, fmt.Errorf("upload: finish %s: %w", u.ID, err)
 	}
 	defer f.Close()
+	var sum []byte
+	if whole, _ := h.hashes.take(u.ID, u.Length); whole != nil {
+		sum = whole.Sum(nil)
+	}
 	if sum != nil && hex.EncodeToString(sum) != u.SHA256 {
 		// The hash kept while receiving says the bytes are wrong: read
 		// them back before anything is thrown away.

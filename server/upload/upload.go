@@ -592,7 +592,7 @@ func (h *Handler) createAgain(w http.ResponseWriter, r *http.Request, deviceID, 
 			return true, err
 		}
 		if !o.Done {
-			if o, err = h.finish(ctx, o, nil); err != nil {
+			if o, err = h.finish(ctx, o); err != nil {
 				return true, err
 			}
 		}
@@ -715,7 +715,7 @@ func (h *Handler) head(w http.ResponseWriter, r *http.Request, deviceID, id stri
 		return err
 	}
 	if !u.Done && off == u.Length {
-		if u, err = h.finish(r.Context(), u, nil); err != nil {
+		if u, err = h.finish(r.Context(), u); err != nil {
 			return err
 		}
 	}
@@ -781,7 +781,7 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, deviceID, id str
 		// blob store or the database failed after the last byte): finish
 		// it now, without the body, as for a completed upload.
 		drain(w, r)
-		if u, err = h.finish(r.Context(), u, nil); err != nil {
+		if u, err = h.finish(r.Context(), u); err != nil {
 			return err
 		}
 		w.Header().Set("Upload-Offset", strconv.FormatInt(u.Length, 10))
@@ -868,14 +868,12 @@ func (h *Handler) receive(r *http.Request, u Upload, off int64, checksum []byte,
 			return h.ioFailed(r.Context(), u, f, off, &ioErr{"marker", err})
 		}
 	}
-	// The file now holds exactly off+n bytes, all hashed by whole.
-	var sum []byte
+	// The file now holds exactly off+n bytes, all hashed by whole (on
+	// the last byte, finish takes the hash from there).
 	switch {
 	case whole == nil:
 	case n == 0:
 		h.hashes.putState(u.ID, off, before)
-	case off+n == u.Length:
-		sum = whole.Sum(nil)
 	default:
 		h.hashes.put(u.ID, off+n, whole)
 	}
@@ -904,7 +902,7 @@ func (h *Handler) receive(r *http.Request, u Upload, off int64, checksum []byte,
 	}
 	if u.Offset == u.Length {
 		f.Close()
-		return h.finish(r.Context(), u, sum)
+		return h.finish(r.Context(), u)
 	}
 	return u, nil
 }
