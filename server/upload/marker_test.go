@@ -4,9 +4,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
-	"time"
 
 	"fieldsync/server/blob/localblob"
 	"fieldsync/server/upload"
@@ -90,54 +88,4 @@ func TestUpload_MarkerOnlyWhenRecordFails(t *testing.T) {
 	if left := files(); len(left) != 0 {
 		t.Fatalf("after completion the partial folder holds %v", left)
 	}
-}
-
-// TestUpload_ExpiryRecordedOncePerTTLStep: PATCHes move an upload's
-// expiry on, but the database is written only once the expiry would move
-// by more than a 24th of the TTL; every answer names the recorded expiry,
-// and an upload in use never comes near it.
-func TestUpload_ExpiryRecordedOncePerTTLStep(t *testing.T) {
-	f := newField(t)
-	ctx := t.Context()
-	blobs, err := localblob.New(filepath.Join(t.TempDir(), "blobs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	now := time.Date(2026, 3, 1, 2, 0, 0, 0, time.UTC)
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	_, srv := serveUploads(t, f.dev.ID, upload.Config{Store: f.env.Store, Blobs: blobs, TTL: 24 * time.Hour, Now: clock})
-	cl := &uploadtest.Client{Base: srv.URL, Token: f.dev.Token}
-	data := f.file(t, 40_000)
-	c, err := cl.Create(ctx, data, nil)
-	if err != nil || c.Status != http.StatusCreated {
-		t.Fatalf("create: %v %+v", err, c)
-	}
-	loc := c.Header.Get("Location")
-	id := filepath.Base(loc)
-	created := clock()
-	step := func(off int, wantExpiry time.Time) {
-		t.Helper()
-		p, err := cl.Patch(ctx, loc, int64(off), data[off:off+10_000], nil)
-		if err != nil || p.Status != http.StatusNoContent {
-			t.Fatalf("PATCH at %d: %v %+v", off, err, p)
-		}
-		u, err := f.env.Store.Upload(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !u.ExpiresAt.Equal(wantExpiry) {
-			t.Errorf("after the PATCH at %d the recorded expiry is %v, want %v", off, u.ExpiresAt, wantExpiry)
-		}
-		if got := p.Header.Get("Upload-Expires"); got != wantExpiry.Format(http.TimeFormat) {
-			t.Errorf("after the PATCH at %d Upload-Expires is %q, want %v", off, got, wantExpiry)
-		}
-	}
-	advance(10 * time.Minute)
-	step(0, created.Add(24*time.Hour)) // moved by 10 minutes: not recorded
-	advance(50 * time.Minute)
-	step(10_000, created.Add(24*time.Hour)) // by an hour: still not
-	advance(time.Minute)
-	step(20_000, clock().Add(24*time.Hour)) // by more: recorded
 }

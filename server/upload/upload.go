@@ -195,10 +195,8 @@ type Config struct {
 	// MaxSize is the largest Upload-Length accepted (default
 	// syncproto.MaxEvidenceBytes); bigger creations get 413.
 	MaxSize int64
-	// TTL is how long an upload lives after its last PATCH (default 24 h;
-	// the expiry is recorded again only once it would move by more than
-	// TTL/24, so an upload lives at least 23/24 of TTL after its last
-	// PATCH); expired partial files are deleted by ExpireUploads.
+	// TTL is how long an upload lives after its last PATCH (default 24 h);
+	// expired partial files are deleted by ExpireUploads.
 	TTL time.Duration
 	// BlobTimeout bounds each blob-store call (default 2 min); a store
 	// that does not answer in time gives 503, never a hang.
@@ -878,18 +876,13 @@ func (h *Handler) receive(r *http.Request, u Upload, off int64, checksum []byte,
 		h.hashes.put(u.ID, off+n, whole)
 	}
 	u.Offset = off + n
-	// The expiry moves on with the PATCHes, but is recorded only once it
-	// would move by more than TTL/expiryRefresh: a database commit (an
-	// fsync) per chunk only to move it by seconds costs more than it is
-	// worth. The offset is known from the file (offset); the answer names
-	// the recorded expiry. A complete upload is recorded by finish.
-	if exp := h.cfg.Now().UTC().Add(h.cfg.TTL); n > 0 && u.Offset < u.Length && exp.Sub(u.ExpiresAt) > h.cfg.TTL/expiryRefresh {
-		dctx, cancel := detached(r.Context(), h.cfg.DBTimeout)
-		defer cancel()
-		if err := h.cfg.Store.UpdateUpload(dctx, u.ID, u.Offset, exp); err != nil {
+	u.ExpiresAt = h.cfg.Now().UTC().Add(h.cfg.TTL)
+	dctx, cancel := detached(r.Context(), h.cfg.DBTimeout)
+	defer cancel()
+	if n > 0 && u.Offset < u.Length { // a complete upload is recorded by finish
+		if err := h.cfg.Store.UpdateUpload(dctx, u.ID, u.Offset, u.ExpiresAt); err != nil {
 			return u, err
 		}
-		u.ExpiresAt = exp
 	}
 	switch {
 	case over:
@@ -1000,10 +993,6 @@ func (h *Handler) cutBack(id string, size int64) error {
 }
 
 var errOverflow = errors.New("upload: body longer than the upload")
-
-// expiryRefresh: an upload's recorded expiry is moved on once it would
-// move by more than TTL/expiryRefresh.
-const expiryRefresh = 24
 
 // copyBody writes the body to f at off, at most limit bytes, fsyncing
 // every SyncEvery bytes, and hashes what it wrote into whole and chunk
