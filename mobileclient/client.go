@@ -324,6 +324,8 @@ func Open(dir, serverURL string, opts *Options) (*Client, error) {
 		// even when the wall clock went backwards across the restart.
 		c.clock.Observe(h)
 	}
+	// Best effort: a copy left now is tried again at the next Open.
+	_ = c.prunePrepared(ctx)
 	return c, nil
 }
 

@@ -71,4 +71,12 @@
 // Uploads, and never retried. With the UploadRecordsOnly policy
 // (SetUploadPolicy) Sync moves records only and photos wait; Pending and
 // the outbox health count them.
+//
+// Once the server acknowledges a blob (its upload finished, or it said it
+// holds the blob already) the device deletes its copy in EvidenceDir, as
+// the web field app deletes its photo bytes; the upload queue keeps the
+// blob's hash, size and media type. Open deletes the copies of
+// acknowledged blobs that a crash left between the acknowledgement and the
+// deletion; copies still waiting, failed ones and files not yet recorded
+// in a visit stay.
 package mobileclient

@@ -52,6 +52,60 @@ func evidenceRel(sum string) string { return path.Join(EvidenceDir, sum) }
 
 func (c *Client) localPath(rel string) string { return filepath.Join(c.dir, filepath.FromSlash(rel)) }
 
+// dropPrepared deletes the prepared copy (EvidenceDir/<sum>) of a blob
+// whose upload is done: the server acknowledged it. It holds the write
+// lock and checks the state under it, so that it never deletes the file
+// of an upload queued again meanwhile (queueUpload, under the same lock,
+// needs the file). An absent file is not an error.
+func (c *Client) dropPrepared(ctx context.Context, sum string) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if err := c.check(); err != nil {
+		return err
+	}
+	var state, rel string
+	err := c.db.QueryRowContext(ctx, `SELECT state, path FROM uploads WHERE sha256 = ?`, sum).Scan(&state, &rel)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("uploads: %w", err)
+	}
+	if state != UploadDone || rel != evidenceRel(sum) {
+		return nil
+	}
+	if err := os.Remove(c.localPath(rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// prunePrepared deletes the prepared copies of blobs whose upload is done,
+// which a crash between the server's acknowledgement and the deletion
+// (uploadDone) leaves behind. It looks only at the files in the folder
+// (normally those still waiting to upload), not at every upload ever
+// made. Files that no upload row names yet (prepared, the visit not yet
+// recorded) and those of pending or failed uploads stay.
+func (c *Client) prunePrepared(ctx context.Context) error {
+	entries, err := os.ReadDir(filepath.Join(c.dir, EvidenceDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !syncproto.ValidSHA256(e.Name()) {
+			continue
+		}
+		if err := c.dropPrepared(ctx, e.Name()); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // removeTempEvidence deletes half-written evidence files left by a crash.
 func removeTempEvidence(dir string) {
 	tmps, _ := filepath.Glob(filepath.Join(dir, EvidenceDir, ".tmp-*"))
@@ -72,7 +126,9 @@ func removeTempEvidence(dir string) {
 // Other files (a PDF) are kept as they are, up to
 // syncproto.MaxEvidenceBytes. The result is hashed and copied into the
 // client's folder (EvidenceDir/<sha256>), so the app may delete its file
-// once the visit is recorded.
+// once the visit is recorded. That copy is deleted in its turn once the
+// server has acknowledged the upload (or said it holds the blob already);
+// the upload queue keeps its hash, size and media type (Uploads).
 //
 // Errors wrap ErrInvalid for an empty slot, a file that is empty, too big
 // or not what its media type says; file system errors are returned as
@@ -341,7 +397,9 @@ func checkSlot(form *syncproto.FormDef, e syncproto.EvidenceRef) error {
 }
 
 // EvidenceFile returns the path of the device's copy of an evidence file
-// (to show a queued or uploaded photo), or an error wrapping ErrNotFound.
+// (to show a queued photo), or an error wrapping ErrNotFound. Once the
+// server holds the blob the copy is deleted: ErrNotFound (the app shows
+// the server's copy, GET /api/v1/evidence/<sha256>, or its own original).
 func (c *Client) EvidenceFile(sum string) (string, error) {
 	if err := c.check(); err != nil {
 		return "", err
@@ -370,7 +428,8 @@ type UploadInfo struct {
 	Error string
 	// Offset is how many bytes the server has confirmed.
 	Offset int64
-	// Path is the device's copy of the file.
+	// Path is the device's copy of the file; empty once State is
+	// UploadDone (the copy is deleted when the server holds the blob).
 	Path     string
 	QueuedAt time.Time
 }
@@ -393,7 +452,9 @@ func (c *Client) Uploads() ([]UploadInfo, error) {
 		if err := rows.Scan(&u.SHA256, &u.Size, &u.MediaType, &u.State, &u.Error, &u.Offset, &rel, &created); err != nil {
 			return nil, fmt.Errorf("uploads: %w", err)
 		}
-		u.Path = c.localPath(rel)
+		if u.State != UploadDone {
+			u.Path = c.localPath(rel)
+		}
 		u.QueuedAt = parseTS(created)
 		out = append(out, u)
 	}

@@ -577,12 +577,27 @@ func (c *Client) saveUpload(ctx context.Context, r *uploadRow) error {
 	})
 }
 
+// uploadDone records that the server holds the blob (it verified and
+// stored the upload, or had it already) and deletes the device's prepared
+// copy: the row keeps its hash, size and media type.
 func (c *Client) uploadDone(ctx context.Context, r *uploadRow) error {
-	return c.withTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE uploads SET state = 'done', offset = size, error = '', updated_at = ?
+	done := false
+	err := c.withTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE uploads SET state = 'done', offset = size, error = '', updated_at = ?
 			WHERE sha256 = ? AND state = 'pending'`, ts(c.now()), r.sha)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		done = n > 0
 		return err
 	})
+	if err != nil || !done {
+		return err
+	}
+	// A copy that cannot be deleted now is deleted at the next Open.
+	_ = c.dropPrepared(ctx, r.sha)
+	return nil
 }
 
 func (c *Client) uploadFailed(ctx context.Context, r *uploadRow, cause error) error {

@@ -22,26 +22,33 @@ import (
 	"fieldsync/syncproto"
 )
 
-// finish verifies a fully received upload and stores it: re-hash the
-// partial file (unless sum, the hash the receiving PATCH computed over the
-// whole file, is given); on a mismatch discard everything; else write the
-// verified marker (okPath), move the file into the blob store (a rename
-// when the store can adopt the file, else a verified copy), record the
-// blob and mark the upload done, and wake the analysis worker, which reads
-// EXIF and the perceptual hash and runs the evidence checks after the
-// client has its answer (analyse.go). It goes on when the client has gone
-// away (bounded by the configured timeouts). The caller holds the lock.
+// finish verifies a fully received upload and stores it: take the hash
+// of the whole file kept while it was received (hashStates), or read the
+// partial file back to hash it; on a mismatch discard everything; else move the
+// file into the blob store (a rename when the store can adopt the file,
+// else a verified copy), record the blob and mark the upload done, and
+// wake the analysis worker, which reads EXIF and the perceptual hash and
+// runs the evidence checks after the client has its answer (analyse.go).
+// It goes on when the client has gone away (bounded by the configured
+// timeouts). The caller holds the lock.
 //
-// Once the marker is written the bytes are never asked for again: if
-// storing or recording fails, the upload keeps its full offset and the
-// next HEAD, PATCH or creation-with-upload retry finishes it from the
-// partial file or, when the store already adopted that file, from the
-// stored blob.
-func (h *Handler) finish(ctx context.Context, u Upload, sum []byte) (Upload, error) {
+// If storing or recording fails, the verified marker (okPath) is written
+// before the answer, so that the bytes are never asked for again: the
+// upload keeps its full offset and the next HEAD, PATCH or
+// creation-with-upload retry finishes it from the partial file or, when
+// the store already adopted that file, from the stored blob. On success no
+// marker is written (a file made, fsynced and removed for every upload
+// cost a third of an upload's time on disk). A crash after the store
+// adopted the file and before the record was committed then leaves the
+// upload without its partial file and without a marker: it reports
+// offset 0 and the client sends the bytes again (the blob store already
+// holds them and keeps one copy); the client was never told the upload
+// succeeded.
+func (h *Handler) finish(ctx context.Context, u Upload) (Upload, error) {
 	ctx, cancel := detached(ctx, h.cfg.BlobTimeout+h.cfg.DBTimeout)
 	defer cancel()
 	if mt, ok := h.verified(u); ok {
-		return h.finishVerified(ctx, u, mt)
+		return h.finishVerified(ctx, u, mt, true)
 	}
 	path := h.partPath(u.ID)
 	f, err := os.Open(path)
@@ -49,9 +56,22 @@ func (h *Handler) finish(ctx context.Context, u Upload, sum []byte) (Upload, err
 		return u, fmt.Errorf("upload: finish %s: %w", u.ID, err)
 	}
 	defer f.Close()
+	var sum []byte
+	if whole, _ := h.hashes.take(u.ID, u.Length); whole != nil {
+		sum = whole.Sum(nil)
+	}
+	if sum != nil && hex.EncodeToString(sum) != u.SHA256 {
+		// The hash kept while receiving says the bytes are wrong: read
+		// them back before anything is thrown away.
+		sum = nil
+	}
 	if sum == nil {
+		h.rehashes.Add(1)
 		hs := sha256.New()
-		if _, err := io.Copy(hs, f); err != nil {
+		buf := getBuf()
+		_, err := io.CopyBuffer(hs, struct{ io.Reader }{f}, *buf)
+		putBuf(buf)
+		if err != nil {
 			return u, fmt.Errorf("upload: finish %s: %w", u.ID, err)
 		}
 		sum = hs.Sum(nil)
@@ -69,16 +89,19 @@ func (h *Handler) finish(ctx context.Context, u Upload, sum []byte) (Upload, err
 		return u, fmt.Errorf("upload: finish %s: %w", u.ID, err)
 	}
 	mt := mediaType(evidence.Sniff(head), u.Metadata[MetaFiletype])
-	if err := writeSynced(h.okPath(u.ID), mt); err != nil {
-		return u, syncproto.Wrap(syncproto.CodeUnavailable, fmt.Errorf("upload: finish %s: %w; all bytes are kept, retry (HEAD) later", u.ID, err))
-	}
 	f.Close()
-	return h.finishVerified(ctx, u, mt)
+	return h.finishVerified(ctx, u, mt, false)
 }
 
 // verified reports whether the upload's bytes were verified (its marker
 // exists), and the media type recorded with them.
 func (h *Handler) verified(u Upload) (string, bool) {
+	h.okMu.Lock()
+	_, ok := h.ok[u.ID]
+	h.okMu.Unlock()
+	if !ok {
+		return "", false
+	}
 	b, err := os.ReadFile(h.okPath(u.ID))
 	if err != nil {
 		return "", false
@@ -86,9 +109,51 @@ func (h *Handler) verified(u Upload) (string, bool) {
 	return string(b), true
 }
 
+// mark writes the verified marker of an upload whose bytes were verified
+// but could not be stored or recorded yet.
+func (h *Handler) mark(u Upload, mt string) {
+	if err := writeSynced(h.okPath(u.ID), mt); err != nil {
+		_ = os.Remove(h.okPath(u.ID)) // never leave a half-written marker
+		h.cfg.Logger.Error("upload: writing the verified marker; the next request checks the bytes again", "upload", u.ID, "err", err)
+		return
+	}
+	h.okMu.Lock()
+	h.ok[u.ID] = struct{}{}
+	h.okMu.Unlock()
+}
+
+// unmark removes the verified marker.
+func (h *Handler) unmark(id string) error {
+	h.okMu.Lock()
+	delete(h.ok, id)
+	h.okMu.Unlock()
+	if err := os.Remove(h.okPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// markedIDs lists the uploads with a verified marker.
+func (h *Handler) markedIDs() []string {
+	h.okMu.Lock()
+	defer h.okMu.Unlock()
+	ids := make([]string, 0, len(h.ok))
+	for id := range h.ok {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 // finishVerified stores (if it is not stored yet) and records an upload
-// whose bytes were verified.
-func (h *Handler) finishVerified(ctx context.Context, u Upload, mt string) (Upload, error) {
+// whose bytes were verified; marked says whether its marker is written
+// (else it is written when storing or recording fails).
+func (h *Handler) finishVerified(ctx context.Context, u Upload, mt string, marked bool) (Upload, error) {
+	keep := func() {
+		if !marked {
+			h.mark(u, mt)
+			marked = true
+		}
+	}
 	path := h.partPath(u.ID)
 	if _, err := os.Stat(path); err == nil {
 		if err := h.store(ctx, u, path); err != nil {
@@ -102,11 +167,13 @@ func (h *Handler) finishVerified(ctx context.Context, u Upload, mt string) (Uplo
 				}
 				return u, syncproto.Errorf(syncproto.CodeHashMismatch, "the blob store refused the bytes (%v); nothing was stored, start a new upload", err)
 			default:
+				keep()
 				h.cfg.Logger.Warn("upload: blob store unavailable; the upload stays complete on disk", "upload", u.ID, "err", err)
 				return u, syncproto.Wrap(syncproto.CodeUnavailable, fmt.Errorf("storing the blob: %w; all bytes are kept, retry (HEAD) later", err))
 			}
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
+		keep()
 		return u, fmt.Errorf("upload: finish %s: %w", u.ID, err)
 	} else {
 		// The store adopted the file before the record failed: the blob
@@ -118,7 +185,7 @@ func (h *Handler) finishVerified(ctx context.Context, u Upload, mt string) (Uplo
 		case errors.Is(err, blob.ErrNotFound) || (err == nil && info.Size != u.Length):
 			// Neither the file nor the blob: start again from 0.
 			h.cfg.Logger.Error("upload: verified upload lost its bytes", "upload", u.ID, "sha256", u.SHA256, "err", err)
-			_ = os.Remove(h.okPath(u.ID))
+			_ = h.unmark(u.ID)
 			return u, syncproto.Errorf(syncproto.CodeOffsetMismatch, "the bytes of upload %s were lost; send them again from offset 0", u.ID).With("offset", 0)
 		case err != nil:
 			return u, syncproto.Wrap(syncproto.CodeUnavailable, fmt.Errorf("checking the stored blob: %w; retry (HEAD) later", err))
@@ -128,14 +195,18 @@ func (h *Handler) finishVerified(ctx context.Context, u Upload, mt string) (Uplo
 	b := Blob{SHA256: u.SHA256, Size: u.Length, MediaType: mt, StoredAt: now}
 	expires := now.Add(h.cfg.TTL)
 	if err := h.cfg.Store.CompleteUpload(ctx, u.ID, b, expires); err != nil {
+		keep()
 		h.cfg.Logger.Warn("upload: recording a stored blob failed; the next request on the upload retries", "upload", u.ID, "err", err)
 		return u, syncproto.Wrap(syncproto.CodeUnavailable, fmt.Errorf("recording the blob: %w; the bytes are stored, retry (HEAD) later", err)).
 			With("offset", u.Length)
 	}
 	u.Done, u.Offset, u.ExpiresAt = true, u.Length, expires
-	for _, p := range []string{path, h.okPath(u.ID)} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			h.cfg.Logger.Warn("upload: removing partial file", "upload", u.ID, "err", err)
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		h.cfg.Logger.Warn("upload: removing partial file", "upload", u.ID, "err", err)
+	}
+	if marked {
+		if err := h.unmark(u.ID); err != nil {
+			h.cfg.Logger.Warn("upload: removing the verified marker", "upload", u.ID, "err", err)
 		}
 	}
 	h.wakeAnalyser()

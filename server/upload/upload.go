@@ -75,6 +75,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"net/http"
@@ -151,8 +152,11 @@ type Config struct {
 	// MaxActivePerDevice bounds a device's unfinished uploads (default
 	// 100); more get 429.
 	MaxActivePerDevice int
-	// SyncEvery is how many received bytes may wait before an fsync
-	// (default 1 MiB). Every PATCH ends with an fsync.
+	// SyncEvery is how many received bytes of one PATCH may wait before
+	// an fsync (default 16 MiB): every PATCH ends with an fsync before it
+	// is answered, and a long one is also fsynced every SyncEvery bytes,
+	// so that a server crash in the middle of it loses at most that much
+	// (the client, never told of those bytes, sends them again).
 	SyncEvery int64
 	// AnalyseDelay is how long the analysis of a stored blob may wait
 	// for uploads in progress to finish (default 10 s; see analyse.go).
@@ -206,7 +210,7 @@ func (c *Config) setDefaults() error {
 		c.MaxActivePerDevice = 100
 	}
 	if c.SyncEvery <= 0 {
-		c.SyncEvery = 1 << 20
+		c.SyncEvery = 16 << 20
 	}
 	if c.AnalyseDelay <= 0 {
 		c.AnalyseDelay = 10 * time.Second
@@ -249,6 +253,20 @@ type Handler struct {
 	// before the file is used again. One entry per upload at most.
 	suspectMu sync.Mutex
 	suspect   map[string]int64
+
+	// ok holds the uploads whose verified marker (okPath) is on disk:
+	// read from Config.Dir at start and kept with the files, so that
+	// neither a creation nor a HEAD looks on disk or lists a device's
+	// uploads to find one. Markers are written only when storing or
+	// recording a verified upload failed, so it is nearly always empty;
+	// it never holds more than the partial files on disk.
+	okMu sync.Mutex
+	ok   map[string]struct{}
+
+	hashes hashStates
+	// rehashes counts the partial files finish read back to hash them
+	// (the hash kept while receiving was not there).
+	rehashes atomic.Int64
 }
 
 // New returns a Handler, creating Config.Dir, and starts its analysis
@@ -260,7 +278,16 @@ func New(cfg Config) (*Handler, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("upload: %w", err)
 	}
-	h := &Handler{cfg: cfg, suspect: map[string]int64{}}
+	h := &Handler{cfg: cfg, suspect: map[string]int64{}, ok: map[string]struct{}{}}
+	entries, err := os.ReadDir(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	for _, e := range entries {
+		if id, found := strings.CutSuffix(e.Name(), ".ok"); found && ValidID(id) {
+			h.ok[id] = struct{}{}
+		}
+	}
 	h.locks.m = map[string]*held{}
 	h.locks.shared = cfg.Store.LockUpload
 	h.lastSweep.Store(cfg.Now().UnixNano())
@@ -480,12 +507,15 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, deviceID string
 // byte is asked for again. It reports whether it answered.
 func (h *Handler) createAgain(w http.ResponseWriter, r *http.Request, deviceID, sum string, length int64) (bool, error) {
 	ctx := r.Context()
-	us, err := h.cfg.Store.DeviceUploads(ctx, deviceID)
-	if err != nil {
-		return false, err
-	}
-	for _, o := range us {
-		if o.Done || o.SHA256 != sum || o.Length != length {
+	for _, id := range h.markedIDs() {
+		o, err := h.cfg.Store.Upload(ctx, id)
+		if errors.Is(err, domain.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if o.DeviceID != deviceID || o.Done || o.SHA256 != sum || o.Length != length {
 			continue
 		}
 		if _, ok := h.verified(o); !ok {
@@ -500,7 +530,7 @@ func (h *Handler) createAgain(w http.ResponseWriter, r *http.Request, deviceID, 
 			return true, err
 		}
 		if !o.Done {
-			if o, err = h.finish(ctx, o, nil); err != nil {
+			if o, err = h.finish(ctx, o); err != nil {
 				return true, err
 			}
 		}
@@ -623,7 +653,7 @@ func (h *Handler) head(w http.ResponseWriter, r *http.Request, deviceID, id stri
 		return err
 	}
 	if !u.Done && off == u.Length {
-		if u, err = h.finish(r.Context(), u, nil); err != nil {
+		if u, err = h.finish(r.Context(), u); err != nil {
 			return err
 		}
 	}
@@ -689,7 +719,7 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, deviceID, id str
 		// blob store or the database failed after the last byte): finish
 		// it now, without the body, as for a completed upload.
 		drain(w, r)
-		if u, err = h.finish(r.Context(), u, nil); err != nil {
+		if u, err = h.finish(r.Context(), u); err != nil {
 			return err
 		}
 		w.Header().Set("Upload-Offset", strconv.FormatInt(u.Length, 10))
@@ -736,7 +766,15 @@ func (h *Handler) receive(r *http.Request, u Upload, off int64, checksum []byte,
 			return u, h.ioError(u.ID, off, err)
 		}
 	}
-	n, synced, sum, rerr := h.copyBody(r, f, off, u.Length-off, sh)
+	// whole goes on hashing the file from where the last PATCH left it
+	// (nil if that is not known: finish then reads the file); chunk
+	// hashes this body for its Upload-Checksum.
+	whole, before := h.hashes.take(u.ID, off)
+	var chunk hash.Hash
+	if checksum != nil {
+		chunk = sha256.New()
+	}
+	n, synced, rerr := h.copyBody(r, f, off, u.Length-off, sh, whole, chunk)
 	// durable is how far the file is known to be on disk: a checksummed
 	// chunk is all or nothing.
 	durable := off + synced
@@ -749,7 +787,7 @@ func (h *Handler) receive(r *http.Request, u Upload, off int64, checksum []byte,
 	}
 	over := errors.Is(rerr, errOverflow)
 	cut := rerr != nil && !over
-	bad := checksum != nil && !cut && !over && string(sum) != string(checksum)
+	bad := checksum != nil && !cut && !over && string(chunk.Sum(nil)) != string(checksum)
 	if over || bad || (checksum != nil && cut) {
 		// Discard this chunk: past the length, failed its checksum, or
 		// cut before its checksum could be checked.
@@ -767,6 +805,15 @@ func (h *Handler) receive(r *http.Request, u Upload, off int64, checksum []byte,
 		if err := removeSynced(h.markPath(u.ID)); err != nil {
 			return h.ioFailed(r.Context(), u, f, off, &ioErr{"marker", err})
 		}
+	}
+	// The file now holds exactly off+n bytes, all hashed by whole (on
+	// the last byte, finish takes the hash from there).
+	switch {
+	case whole == nil:
+	case n == 0:
+		h.hashes.putState(u.ID, off, before)
+	default:
+		h.hashes.put(u.ID, off+n, whole)
 	}
 	u.Offset = off + n
 	u.ExpiresAt = h.cfg.Now().UTC().Add(h.cfg.TTL)
@@ -788,10 +835,7 @@ func (h *Handler) receive(r *http.Request, u Upload, off int64, checksum []byte,
 	}
 	if u.Offset == u.Length {
 		f.Close()
-		if off != 0 {
-			sum = nil // the hash of this chunk only
-		}
-		return h.finish(r.Context(), u, sum)
+		return h.finish(r.Context(), u)
 	}
 	return u, nil
 }
@@ -891,48 +935,63 @@ func (h *Handler) cutBack(id string, size int64) error {
 var errOverflow = errors.New("upload: body longer than the upload")
 
 // copyBody writes the body to f at off, at most limit bytes, fsyncing
-// every SyncEvery bytes; it returns the bytes written, how many of them
-// were fsynced, and their SHA-256. A failed write or fsync is an *ioErr
-// (it ends the copy at once: an fsync is never retried). Reads have an
-// idle deadline and stop when a newer request on the same upload takes
-// over (see stopHandle).
-func (h *Handler) copyBody(r *http.Request, f PartFile, off, limit int64, sh *stopHandle) (n, synced int64, sum []byte, err error) {
-	hs := sha256.New()
-	buf := make([]byte, 64<<10)
+// every SyncEvery bytes, and hashes what it wrote into whole and chunk
+// (either may be nil); it returns the bytes written and how many of them
+// were fsynced. A failed write or fsync is an *ioErr (it ends the copy at
+// once: an fsync is never retried). Reads have an idle deadline and stop
+// when a newer request on the same upload takes over (see stopHandle).
+//
+// The body is read straight into pooled buffers and written from them: no
+// other copy of the bytes is made. In a big PATCH, while one buffer is
+// read and written, the one before is hashed (hashPipe), and the kernel is asked to start
+// writing each writebackEvery bytes to disk (startWriteback), so that the
+// fsync that ends the PATCH has little left to wait for.
+func (h *Handler) copyBody(r *http.Request, f PartFile, off, limit int64, sh *stopHandle, whole, chunk hash.Hash) (n, synced int64, err error) {
+	hp := newHashPipe(r.ContentLength > bigBody, whole, chunk)
+	defer hp.close()
+	var started int64 // bytes handed to startWriteback (or fsynced)
 	for {
 		sh.setDeadline(time.Now().Add(h.cfg.IdleTimeout))
 		if sh.stopped.Load() {
 			// Taken over: read on only while bytes are already waiting.
 			if time.Since(time.Unix(0, sh.stoppedAt.Load())) > stopDrainMax {
-				return n, synced, nil, fmt.Errorf("%w: taken over by a newer request", errCut)
+				return n, synced, fmt.Errorf("%w: taken over by a newer request", errCut)
 			}
 			sh.setDeadline(time.Now().Add(stopGrace))
 		}
+		buf := hp.next()
 		k, rerr := r.Body.Read(buf)
 		if k > 0 {
 			if int64(k) > limit-n {
-				return n, synced, nil, errOverflow
+				return n, synced, errOverflow
 			}
 			if _, werr := f.WriteAt(buf[:k], off+n); werr != nil {
-				return n, synced, nil, &ioErr{"write", werr}
+				return n, synced, &ioErr{"write", werr}
 			}
-			hs.Write(buf[:k])
+			hp.hash(buf[:k])
 			n += int64(k)
 			if n-synced >= h.cfg.SyncEvery {
 				if serr := f.Sync(); serr != nil {
-					return n, synced, nil, &ioErr{"sync", serr}
+					return n, synced, &ioErr{"sync", serr}
 				}
-				synced = n
+				synced, started = n, n
+			} else if n-started >= writebackEvery {
+				startWriteback(f, off+started, n-started)
+				started = n
 			}
 		}
 		if errors.Is(rerr, io.EOF) {
-			return n, synced, hs.Sum(nil), nil
+			return n, synced, nil
 		}
 		if rerr != nil {
-			return n, synced, nil, fmt.Errorf("%w: %v", errCut, rerr)
+			return n, synced, fmt.Errorf("%w: %v", errCut, rerr)
 		}
 	}
 }
+
+// writebackEvery is how many written bytes copyBody lets gather before it
+// asks the kernel to start writing them out.
+const writebackEvery = 1 << 20
 
 // stopHandle lets a newer request on the same upload end a PATCH whose
 // client has gone without the server noticing yet (a dead link keeps a
@@ -1020,10 +1079,14 @@ func (h *Handler) discard(ctx context.Context, u Upload) error {
 	h.suspectMu.Lock()
 	delete(h.suspect, u.ID)
 	h.suspectMu.Unlock()
-	for _, p := range []string{h.markPath(u.ID), h.partPath(u.ID), h.okPath(u.ID)} {
+	h.hashes.drop(u.ID)
+	for _, p := range []string{h.markPath(u.ID), h.partPath(u.ID)} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("upload: %w", err)
 		}
+	}
+	if err := h.unmark(u.ID); err != nil {
+		return fmt.Errorf("upload: %w", err)
 	}
 	return h.cfg.Store.DeleteUpload(ctx, u.ID)
 }
