@@ -96,16 +96,15 @@ func (h *Handler) finish(ctx context.Context, u Upload) (Upload, error) {
 // verified reports whether the upload's bytes were verified (its marker
 // exists), and the media type recorded with them.
 func (h *Handler) verified(u Upload) (string, bool) {
-	h.okMu.Lock()
-	_, ok := h.ok[u.ID]
-	h.okMu.Unlock()
-	if !ok {
-		return "", false
-	}
+	// The marker may be another instance's (a shared uploads folder): the
+	// file, not this process's set, is the authority.
 	b, err := os.ReadFile(h.okPath(u.ID))
 	if err != nil {
 		return "", false
 	}
+	h.okMu.Lock()
+	h.ok[u.ID] = struct{}{}
+	h.okMu.Unlock()
 	return string(b), true
 }
 
@@ -136,10 +135,21 @@ func (h *Handler) unmark(id string) error {
 // markedIDs lists the uploads with a verified marker.
 func (h *Handler) markedIDs() []string {
 	h.okMu.Lock()
-	defer h.okMu.Unlock()
+	seen := make(map[string]bool, len(h.ok))
 	ids := make([]string, 0, len(h.ok))
 	for id := range h.ok {
 		ids = append(ids, id)
+		seen[id] = true
+	}
+	h.okMu.Unlock()
+	// Markers other instances wrote in a shared uploads folder: one
+	// listing of the folder, which holds only unfinished uploads.
+	names, _ := filepath.Glob(filepath.Join(h.cfg.Dir, "*.ok"))
+	for _, n := range names {
+		id := strings.TrimSuffix(filepath.Base(n), ".ok")
+		if ValidID(id) && !seen[id] {
+			ids = append(ids, id)
+		}
 	}
 	return ids
 }
