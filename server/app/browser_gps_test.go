@@ -103,7 +103,7 @@ func TestBrowser_FieldAppGPSReason(t *testing.T) {
 			chromedp.SetValue(chromedp.ID("gps_reason_pick"), "山谷里没有信号"),
 			chromedp.SendKeys(chromedp.ID("gps_reason"), "等了十分钟"),
 			chromedp.Click(chromedp.ID("save")))
-		waitFor(t, ctx, "saved", `location.hash.startsWith('#/hh/')`)
+		waitFor(t, ctx, "saved", `location.hash.startsWith('#/hh/') && document.getElementById('main').dataset.shown === location.hash`)
 		v := lastVisit()
 		if v["gps_reason"] != "山谷里没有信号；等了十分钟" || v["accuracy_m"] != 120.0 {
 			t.Fatalf("queued visit: gps_reason %v, accuracy %v", v["gps_reason"], v["accuracy_m"])
@@ -129,7 +129,7 @@ func TestBrowser_FieldAppGPSReason(t *testing.T) {
 			chromedp.SetValue(chromedp.ID("gps_reason_pick"), "other"),
 			chromedp.SendKeys(chromedp.ID("gps_reason"), "手机定位权限被家里人关了"),
 			chromedp.Click(chromedp.ID("save")))
-		waitFor(t, ctx, "saved", `location.hash.startsWith('#/hh/')`)
+		waitFor(t, ctx, "saved", `location.hash.startsWith('#/hh/') && document.getElementById('main').dataset.shown === location.hash`)
 		v := lastVisit()
 		if v["gps_reason"] != "手机定位权限被家里人关了" || v["point"] != nil {
 			t.Fatalf("queued visit: gps_reason %v, point %v", v["gps_reason"], v["point"])
@@ -150,7 +150,7 @@ func TestBrowser_FieldAppGPSReason(t *testing.T) {
 			t.Error("the reason prompt shows with a 5 m fix")
 		}
 		step(t, ctx, "save", chromedp.Click(chromedp.ID("save")))
-		waitFor(t, ctx, "saved", `location.hash.startsWith('#/hh/')`)
+		waitFor(t, ctx, "saved", `location.hash.startsWith('#/hh/') && document.getElementById('main').dataset.shown === location.hash`)
 		v := lastVisit()
 		if _, ok := v["gps_reason"]; ok {
 			t.Errorf("a visit with a good fix carries gps_reason %v", v["gps_reason"])

@@ -287,7 +287,7 @@ func (h *hostile) cellarVisit(hh string, files ...string) {
 	waitFor(t, h.ctx, "pictures in the slot", fmt.Sprintf(`document.querySelectorAll('#slot_progress img').length === %d`, len(files)))
 	waitFor(t, h.ctx, "draft holds the pictures", fmt.Sprintf(`fieldsyncApp.db.read(['drafts'], t => t.all('drafts')).then(d => d.length === 1 && d[0].evidence.length === %d)`, len(files)))
 	step(t, h.ctx, "save", chromedp.Click(chromedp.ID("save")))
-	waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/')`)
+	waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/') && document.getElementById('main').dataset.shown === location.hash`)
 }
 
 // serverBlob downloads a blob as the admin and returns its SHA-256 (hex),
@@ -746,7 +746,7 @@ func TestBrowser_FieldAppHostile_UnusualMedia(t *testing.T) {
 	}()
 	start = time.Now()
 	step(t, h.ctx, "save", chromedp.SetValue(chromedp.ID("gps_reason_pick"), noFixReason), chromedp.Click(chromedp.ID("save")))
-	waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/')`)
+	waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/') && document.getElementById('main').dataset.shown === location.hash`)
 	for deadline := time.Now().Add(40 * time.Second); !eval[bool](t, h.ctx, `fieldsyncApp.db.read(['uploads'], t => t.all('uploads')).then(u => u.length === 4 && u.every(x => x.state === 'done'))`); time.Sleep(200 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("uploads not done: %s\nlog:\n%s", eval[string](t, h.ctx, `document.getElementById("syncline").textContent + " " + fieldsyncApp.db.read(['uploads'], t => t.all('uploads')).then(u => JSON.stringify(u.map(x => [x.state, x.size, x.error])))`), h.appLog())
@@ -839,7 +839,7 @@ func TestBrowser_FieldAppHostile_QuotaFull(t *testing.T) {
 	// An earlier visit waits in the outbox.
 	step(t, h.ctx, "first visit", chromedp.Navigate(h.app+"#/visit/"+hh+"/odd_media"), chromedp.WaitVisible(chromedp.ID("f_notes")),
 		chromedp.SendKeys(chromedp.ID("f_notes"), "上午的走访"), chromedp.SetValue(chromedp.ID("gps_reason_pick"), noFixReason), chromedp.Click(chromedp.ID("save")))
-	waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/')`)
+	waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/') && document.getElementById('main').dataset.shown === location.hash`)
 
 	dir := t.TempDir()
 	small := filepath.Join(dir, "small.jpg")
@@ -919,7 +919,7 @@ func TestBrowser_FieldAppHostile_QuotaFull(t *testing.T) {
 	// The slot shows both pictures (the page has stopped moving).
 	waitFor(t, h.ctx, "two pictures shown", `[...document.querySelectorAll('#slot_photos img')].filter(i => i.complete).length === 2`)
 	step(t, h.ctx, "save", chromedp.SetValue(chromedp.ID("gps_reason_pick"), noFixReason), chromedp.Click(chromedp.ID("save")))
-	waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/')`)
+	waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/') && document.getElementById('main').dataset.shown === location.hash`)
 	if n := kept(); n != 2 {
 		t.Errorf("%d visits in the outbox or on the server, want both", n)
 	}
@@ -1037,7 +1037,7 @@ func TestBrowser_FieldAppHostile_ClockOff(t *testing.T) {
 		hhs := hostileJS[[]string](h, `return (await app.db.read(['households'], t => t.all('households', null, 2))).map(x => x.id);`)
 		step(t, h.ctx, "visit", chromedp.Navigate(h.app+"#/visit/"+hhs[0]+"/odd_media"), chromedp.WaitVisible(chromedp.ID("f_notes")),
 			chromedp.SendKeys(chromedp.ID("f_notes"), "时钟快的平板"), chromedp.SetValue(chromedp.ID("gps_reason_pick"), noFixReason), chromedp.Click(chromedp.ID("save")))
-		waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/')`)
+		waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/') && document.getElementById('main').dataset.shown === location.hash`)
 		enqueueUpdate(h, hhs[1], "phone", "13600000001")
 		waitFor(t, h.ctx, "idle", `!fieldsyncApp.syncer.running`)
 		if got := syncNow(t, h.ctx); got != "ok" || h.outboxCount() != 0 {
@@ -1093,7 +1093,7 @@ func TestBrowser_FieldAppHostile_ClockOff(t *testing.T) {
 		enqueueUpdate(s, hh, "phone", "13500000002")
 		step(t, s.ctx, "visit", chromedp.Navigate(s.app+"#/visit/"+hh+"/odd_media"), chromedp.WaitVisible(chromedp.ID("f_notes")),
 			chromedp.SendKeys(chromedp.ID("f_notes"), "时钟慢的平板"), chromedp.SetValue(chromedp.ID("gps_reason_pick"), noFixReason), chromedp.Click(chromedp.ID("save")))
-		waitFor(t, s.ctx, "saved", `location.hash.startsWith('#/hh/')`)
+		waitFor(t, s.ctx, "saved", `location.hash.startsWith('#/hh/') && document.getElementById('main').dataset.shown === location.hash`)
 		waitFor(t, s.ctx, "idle", `!fieldsyncApp.syncer.running`)
 		if got := syncNow(t, s.ctx); got != "ok" || s.outboxCount() != 0 {
 			t.Fatalf("sync: %s, outbox %d", got, s.outboxCount())
@@ -1245,7 +1245,7 @@ func TestBrowser_FieldAppHostile_LargeContent(t *testing.T) {
 		// No GPS fix in this test: the worker states why (the app asks).
 		step(t, h.ctx, "reason", chromedp.SetValue(chromedp.ID("gps_reason_pick"), "山谷里没有信号"))
 		step(t, h.ctx, "save", chromedp.Click(chromedp.ID("save")))
-		waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/')`)
+		waitFor(t, h.ctx, "saved", `location.hash.startsWith('#/hh/') && document.getElementById('main').dataset.shown === location.hash`)
 		waitFor(t, h.ctx, "idle", `!fieldsyncApp.syncer.running`)
 		if got := syncNow(t, h.ctx); got != "ok" {
 			t.Fatalf("sync: %s", got)

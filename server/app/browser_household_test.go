@@ -173,7 +173,7 @@ func TestBrowser_FieldAppHousehold(t *testing.T) {
 		step(t, ctx, "locate", chromedp.Click(chromedp.ID("hloc")))
 		waitFor(t, ctx, "position", `document.getElementById('hloc_value').textContent.includes('±5 米')`)
 		step(t, ctx, "save", chromedp.Click(chromedp.ID("hhsave")))
-		waitFor(t, ctx, "hash", `location.hash.startsWith('#/hh/')`)
+		waitFor(t, ctx, "hash", `location.hash.startsWith('#/hh/') && document.getElementById('main').dataset.shown === location.hash`)
 		waitFor(t, ctx, "household page", `location.hash.startsWith('#/hh/') && !!document.getElementById('hhedit')`)
 		hhID = eval[string](t, ctx, `decodeURIComponent(location.hash.slice(5))`)
 		if txt := eval[string](t, ctx, `document.querySelector('main').textContent`); !strings.Contains(txt, "新户张三") || !strings.Contains(txt, "李桂芳（配偶）") || !strings.Contains(txt, "新建的农户，尚未上传") {

@@ -85,7 +85,7 @@ func TestBrowser_FieldAppRevoke(t *testing.T) {
 		eval[bool](t, ctx, `(() => { const d = document.getElementById('f_due_date'); d.value = '2027-03-01'; d.dispatchEvent(new Event('input', {bubbles: true})); return true; })()`)
 		waitFor(t, ctx, "photo in the slot", `document.querySelectorAll('#slot_progress img').length === 1`)
 		step(t, ctx, "save", chromedp.Click(chromedp.ID("save")))
-		waitFor(t, ctx, "saved", `location.hash.startsWith('#/hh/')`)
+		waitFor(t, ctx, "saved", `location.hash.startsWith('#/hh/') && document.getElementById('main').dataset.shown === location.hash`)
 		return eval[string](t, ctx, `fieldsyncApp.db.read(['outbox'], t => t.all('outbox')).then(r => r[r.length-1].body.visit.id)`)
 	}
 

@@ -405,7 +405,7 @@ func TestBrowser_FieldAppOfflineDay(t *testing.T) {
 			eval[bool](t, ctx, `(() => { const d = document.getElementById('f_due_date'); d.value = '2027-03-01'; d.dispatchEvent(new Event('input', {bubbles: true})); return true; })()`)
 			waitFor(t, ctx, "photo in the slot", `document.querySelectorAll('#slot_progress img').length === 1`)
 			step(t, ctx, "save", chromedp.Click(chromedp.ID("save")))
-			waitFor(t, ctx, "saved", `location.hash.startsWith('#/hh/')`)
+			waitFor(t, ctx, "saved", `location.hash.startsWith('#/hh/') && document.getElementById('main').dataset.shown === location.hash`)
 			visitIDs = append(visitIDs, eval[string](t, ctx, `fieldsyncApp.db.read(['outbox'], t => t.all('outbox')).then(r => r[r.length-1].body.visit.id)`))
 		}
 		if n := eval[int](t, ctx, `fieldsyncApp.db.read(['outbox'], t => t.count('outbox'))`); n != 2 {
@@ -537,7 +537,7 @@ func TestBrowser_FieldAppOfflineDay(t *testing.T) {
 		step(t, ctx, "photo", chromedp.SetUploadFiles(chromedp.CSS(`input[data-slot-gallery="progress"]`), []string{photos[0]}, chromedp.NodeReady))
 		waitFor(t, ctx, "photo in the slot", `document.querySelectorAll('#slot_progress img').length === 1`)
 		step(t, ctx, "save", chromedp.SetValue(chromedp.ID("gps_reason_pick"), "山谷里没有信号"), chromedp.Click(chromedp.ID("save")))
-		waitFor(t, ctx, "saved", `location.hash.startsWith('#/hh/')`)
+		waitFor(t, ctx, "saved", `location.hash.startsWith('#/hh/') && document.getElementById('main').dataset.shown === location.hash`)
 		if r := syncNow(t, ctx); r != "ok" {
 			t.Fatalf("sync: %s", r)
 		}

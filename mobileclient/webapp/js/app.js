@@ -73,6 +73,7 @@ let routeGen = 0;
  */
 async function route() {
   const gen = ++routeGen;
+  const hash = location.hash;
   for (const fn of app.leave.splice(0)) { try { fn(); } catch (_) { /* ignore */ } }
   const root = document.createElement('div');
   const m = await app.db.metaAll();
@@ -101,6 +102,7 @@ async function route() {
   }
   if (gen !== routeGen) return; // a later route owns the page (and ran our leave hooks)
   main.replaceChildren(...root.childNodes);
+  main.dataset.shown = hash; // which route the page shows (tests wait on it)
   main.dispatchEvent(new Event('rendered'));
 }
 
