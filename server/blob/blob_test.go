@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"path"
 	"strings"
@@ -144,5 +145,57 @@ func TestVerifier_SourceError(t *testing.T) {
 	}
 	if !errors.Is(v.Err(), boom) || !errors.Is(v.Finish(""), boom) {
 		t.Fatalf("Err = %v", v.Err())
+	}
+}
+
+// A gated Verifier never hands on the bytes that complete a source that
+// does not match: a consumer committing only whole bodies commits nothing.
+func TestGatedVerifier(t *testing.T) {
+	data := []byte("hello, field worker")
+	tests := []struct {
+		name string
+		src  []byte
+		size int64
+		sum  string
+		want error
+	}{
+		{"OK", data, int64(len(data)), sum(data), nil},
+		{"OKNoSum", data, int64(len(data)), "", nil},
+		{"Empty", nil, 0, sum(nil), nil},
+		{"EmptyWrongSum", nil, 0, sum(data), blob.ErrHashMismatch},
+		{"Short", data, int64(len(data)) + 1, sum(data), blob.ErrSizeMismatch},
+		{"Long", data, int64(len(data)) - 1, sum(data[:len(data)-1]), blob.ErrSizeMismatch},
+		{"LongNoSum", data, int64(len(data)) - 1, "", blob.ErrSizeMismatch},
+		{"Hash", data, int64(len(data)), sum([]byte("other")), blob.ErrHashMismatch},
+	}
+	for _, tt := range tests {
+		for _, oneByte := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/oneByte=%v", tt.name, oneByte), func(t *testing.T) {
+				var r io.Reader = bytes.NewReader(tt.src)
+				if oneByte {
+					r = iotest.OneByteReader(r)
+				}
+				v := blob.NewGatedVerifier(r, tt.size, tt.sum)
+				got, err := io.ReadAll(v)
+				if tt.want == nil {
+					if err != nil || int64(len(got)) != tt.size || !bytes.Equal(got, tt.src[:tt.size]) {
+						t.Fatalf("ReadAll = %d bytes, %v; want all %d", len(got), err, tt.size)
+					}
+					if err := v.Finish(tt.sum); err != nil {
+						t.Fatalf("Finish: %v", err)
+					}
+					return
+				}
+				if !errors.Is(err, tt.want) {
+					t.Fatalf("ReadAll error = %v, want %v", err, tt.want)
+				}
+				if tt.size > 0 && int64(len(got)) >= tt.size {
+					t.Fatalf("handed on %d of %d bytes of a mismatching source", len(got), tt.size)
+				}
+				if err := v.Finish(tt.sum); !errors.Is(err, tt.want) {
+					t.Fatalf("Finish = %v, want %v", err, tt.want)
+				}
+			})
+		}
 	}
 }

@@ -23,11 +23,29 @@ type Verifier struct {
 	remaining int64
 	h         hash.Hash
 	err       error
+
+	gated   bool   // check before the last bytes are yielded
+	want    string // the hash a gated Verifier checks ("" for none)
+	checked bool   // the gate's check ran (and passed)
 }
 
 // NewVerifier returns a Verifier over r expecting exactly size bytes.
 func NewVerifier(r io.Reader, size int64) *Verifier {
 	return &Verifier{r: r, size: size, remaining: size, h: sha256.New()}
+}
+
+// NewGatedVerifier returns a Verifier that checks the whole source before
+// it yields the last of its size bytes: the read that would complete them
+// first makes sure the source holds nothing more and, if sum is not empty,
+// that the bytes hash to sum, and on a mismatch returns the error instead
+// of those final bytes. A consumer that commits only a complete body (an
+// HTTP PUT with a Content-Length, an S3 multipart upload completed after
+// its last part) therefore never commits bytes that do not match, and a
+// store can write straight to the final, content-addressed key.
+func NewGatedVerifier(r io.Reader, size int64, sum string) *Verifier {
+	v := NewVerifier(r, size)
+	v.gated, v.want = true, sum
+	return v
 }
 
 // Read implements io.Reader.
@@ -36,6 +54,11 @@ func (v *Verifier) Read(p []byte) (int, error) {
 		return 0, v.err
 	}
 	if v.remaining <= 0 {
+		if v.gated && !v.checked { // size 0: nothing to withhold, check anyway
+			if err := v.check(); err != nil {
+				return 0, err
+			}
+		}
 		return 0, io.EOF
 	}
 	if int64(len(p)) > v.remaining {
@@ -48,13 +71,33 @@ func (v *Verifier) Read(p []byte) (int, error) {
 	case err == io.EOF && v.remaining > 0:
 		v.err = fmt.Errorf("%w: got %d of %d bytes", ErrSizeMismatch, v.size-v.remaining, v.size)
 		return n, v.err
-	case err == io.EOF:
-		return n, io.EOF
-	case err != nil:
+	case err != nil && err != io.EOF:
 		v.err = fmt.Errorf("blob: reading source: %w", err)
 		return n, v.err
 	}
-	return n, nil
+	if v.remaining == 0 && v.gated {
+		if cerr := v.check(); cerr != nil {
+			return 0, cerr // the final bytes are never handed on
+		}
+	}
+	return n, err
+}
+
+// check runs a gated Verifier's end-of-source checks once all size bytes
+// were read: nothing more in the source, and the hash.
+func (v *Verifier) check() error {
+	var one [1]byte
+	n, err := io.ReadFull(v.r, one[:])
+	switch {
+	case n > 0:
+		v.err = fmt.Errorf("%w: source is longer than %d bytes", ErrSizeMismatch, v.size)
+	case err != nil && !errors.Is(err, io.EOF):
+		v.err = fmt.Errorf("blob: reading source: %w", err)
+	case v.want != "" && v.Sum() != v.want:
+		v.err = fmt.Errorf("%w: got %s, want %s", ErrHashMismatch, v.Sum(), v.want)
+	}
+	v.checked = v.err == nil
+	return v.err
 }
 
 // Err returns the first error Read met (a short source or a read error),
@@ -78,6 +121,9 @@ func (v *Verifier) Finish(sum string) error {
 	}
 	if v.err != nil {
 		return v.err
+	}
+	if v.checked && (sum == "" || sum == v.want) {
+		return nil
 	}
 	var one [1]byte
 	n, err := io.ReadFull(v.r, one[:])

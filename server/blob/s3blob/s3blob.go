@@ -5,14 +5,15 @@
 //
 //	sha256/<sum>    blobs
 //	derived/<name>  derived objects (thumbnails, ...)
-//	tmp/<random>    uploads being verified; a leftover may be removed by
-//	                an S3 lifecycle rule (say, after a day)
+//	tmp/<random>    the health check's small object, removed at once
 //
 // Put never buffers a whole object: it streams the reader, hashing as it
-// goes, into a temporary key; only when the bytes match the promised sum
-// and size is the temporary object copied server-side to its final key.
-// So the final key never holds unverified bytes. Server-side copy limits
-// a single blob to 5 GiB.
+// goes, straight to the final key, and withholds the last bytes unless
+// the whole source matches the promised sum and size (blob's gated
+// verifier). An S3 PUT commits only a complete body, and a multipart
+// upload only once completed, so the final key never holds unverified
+// bytes, and each byte crosses to the store once (no temporary key, no
+// server-side copy). A single blob is limited to 5 GiB.
 //
 // Errors meaning the store cannot be reached (network errors, timeouts,
 // 5xx answers, stalled uploads) wrap blob.ErrUnavailable.
@@ -76,8 +77,9 @@ const (
 	// partSize is the multipart chunk for blobs larger than it: the only
 	// buffer Put holds per upload.
 	partSize = 8 << 20
-	// maxCopySize is the largest object S3 CopyObject accepts.
-	maxCopySize = 5 << 30
+	// maxBlobSize bounds one blob (the largest single object many S3
+	// stores take, and far above any photo or scan).
+	maxBlobSize = 5 << 30
 )
 
 // withDefaults validates c and fills in defaults.
@@ -235,8 +237,8 @@ func (s *Store) Put(ctx context.Context, sum string, size int64, r io.Reader) er
 	if size < 0 {
 		return fmt.Errorf("%w: negative size %d", blob.ErrSizeMismatch, size)
 	}
-	if size > maxCopySize {
-		return fmt.Errorf("s3 put: %w: %d bytes is over the %d-byte limit", blob.ErrSizeMismatch, size, int64(maxCopySize))
+	if size > maxBlobSize {
+		return fmt.Errorf("s3 put: %w: %d bytes is over the %d-byte limit", blob.ErrSizeMismatch, size, int64(maxBlobSize))
 	}
 	info, err := s.Stat(ctx, sum)
 	switch {
@@ -250,11 +252,21 @@ func (s *Store) Put(ctx context.Context, sum string, size int64, r io.Reader) er
 	return s.putVerified(ctx, "put", s.blobKey(sum), sum, size, r)
 }
 
-// putVerified streams r into a temporary key while verifying it, then
-// copies it server-side to dst. With sum == "" only the size is checked.
+// putVerified streams r straight to dst, verifying it on the way: the
+// gated verifier withholds the body's last bytes unless the whole source
+// has size bytes and (when sum is set) hashes to sum, so a source that
+// does not match ends the request before the store could commit it (a
+// single PUT stops short of its Content-Length, a multipart upload is
+// aborted before its completion). Nothing is written twice: no temporary
+// key, no server-side copy. With sum == "" only the size is checked.
 func (s *Store) putVerified(ctx context.Context, op, dst, sum string, size int64, r io.Reader) error {
-	tmp := s.tmpKey(op)
-	v := blob.NewVerifier(r, size)
+	v := blob.NewGatedVerifier(r, size, sum)
+	if size == 0 {
+		// An empty body gives the gate no read to stop: check first.
+		if err := v.Finish(sum); err != nil {
+			return fmt.Errorf("s3 %s: %w", op, err)
+		}
+	}
 
 	// A watchdog cancels the upload if the body stops moving (a hung
 	// server, a dead link); http.Transport has no write timeout.
@@ -269,13 +281,12 @@ func (s *Store) putVerified(ctx context.Context, op, dst, sum string, size int64
 		return v.Read(p)
 	})
 
-	_, err := s.cl.PutObject(uctx, s.cfg.Bucket, tmp, body, size, minio.PutObjectOptions{
+	_, err := s.cl.PutObject(uctx, s.cfg.Bucket, dst, body, size, minio.PutObjectOptions{
 		ContentType: "application/octet-stream",
 		PartSize:    partSize,
 	})
 	wd.Stop()
 	if err != nil {
-		s.removeQuietly(ctx, tmp)
 		if verr := v.Err(); verr != nil {
 			return fmt.Errorf("s3 %s: %w", op, verr)
 		}
@@ -285,25 +296,16 @@ func (s *Store) putVerified(ctx context.Context, op, dst, sum string, size int64
 		return s.mapErr(ctx, op, err)
 	}
 	if err := v.Finish(sum); err != nil {
-		s.removeQuietly(ctx, tmp)
+		// Not reached while the client reads every body to its length (the
+		// gate stops the last read); dst is not removed, since a
+		// concurrent Put of the same blob may own it.
 		return fmt.Errorf("s3 %s: %w", op, err)
-	}
-
-	// Copy time grows with size on some backends; allow 10 MiB/s.
-	cctx, ccancel := context.WithTimeout(ctx, s.cfg.Timeout+time.Duration(size>>20)*100*time.Millisecond)
-	defer ccancel()
-	_, err = s.cl.CopyObject(cctx,
-		minio.CopyDestOptions{Bucket: s.cfg.Bucket, Object: dst},
-		minio.CopySrcOptions{Bucket: s.cfg.Bucket, Object: tmp})
-	s.removeQuietly(ctx, tmp)
-	if err != nil {
-		return s.mapErr(ctx, op+" copy", err)
 	}
 	return nil
 }
 
-// removeQuietly removes a temporary object, best effort, even if ctx is
-// already cancelled. A leftover only wastes space under tmp/.
+// removeQuietly removes an object, best effort, even if ctx is already
+// cancelled.
 func (s *Store) removeQuietly(ctx context.Context, key string) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeout)
 	defer cancel()
@@ -362,8 +364,8 @@ func (s *Store) PutDerived(ctx context.Context, name string, size int64, r io.Re
 	if size < 0 {
 		return fmt.Errorf("%w: negative size %d", blob.ErrSizeMismatch, size)
 	}
-	if size > maxCopySize {
-		return fmt.Errorf("s3 put derived: %w: %d bytes is over the %d-byte limit", blob.ErrSizeMismatch, size, int64(maxCopySize))
+	if size > maxBlobSize {
+		return fmt.Errorf("s3 put derived: %w: %d bytes is over the %d-byte limit", blob.ErrSizeMismatch, size, int64(maxBlobSize))
 	}
 	return s.putVerified(ctx, "derived", s.derivedKey(name), "", size, r)
 }
