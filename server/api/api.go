@@ -83,6 +83,12 @@ type Config struct {
 	// (for rate limits and logs). Leave it off unless a trusted reverse
 	// proxy sits in front: anyone can send those headers.
 	TrustProxy bool
+	// MaxPushes bounds the pushes decoded and in the store at once
+	// (default 64, the store's default group size). Bodies are read
+	// first, so a slow link never holds a place; the rest wait, holding
+	// only their raw bytes, which keeps a herd of devices from multiplying
+	// the decoded batches in memory.
+	MaxPushes int
 	// Now replaces time.Now in tests.
 	Now func() time.Time
 }
@@ -112,6 +118,9 @@ func (c *Config) setDefaults() error {
 	if c.EnrollRate <= 0 {
 		c.EnrollRate = 10
 	}
+	if c.MaxPushes <= 0 {
+		c.MaxPushes = 64
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -127,6 +136,8 @@ type Server struct {
 	routes []route
 
 	evidence *evidenceState
+
+	pushSlots chan struct{} // one token per push being decoded or applied (Config.MaxPushes)
 }
 
 // New builds the server and its routes.
@@ -134,7 +145,7 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger}
+	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger, pushSlots: make(chan struct{}, cfg.MaxPushes)}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	if cfg.TrustProxy {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -585,7 +586,20 @@ func (s *Server) checkDevice(c echo.Context, deviceID string) (store.PushDevice,
 const postPushChecksTimeout = 30 * time.Second
 
 func (s *Server) push(c echo.Context) error {
-	req, err := syncproto.DecodePushRequest(c.Request().Body)
+	// The body is read before a place is taken (see Config.MaxPushes);
+	// decoding checks its size again.
+	raw, err := io.ReadAll(io.LimitReader(c.Request().Body, syncproto.MaxMessageBytes+1))
+	if err != nil {
+		return syncproto.Wrap(syncproto.CodeBadRequest, fmt.Errorf("read body: %w", err))
+	}
+	select {
+	case s.pushSlots <- struct{}{}:
+	case <-c.Request().Context().Done():
+		return c.Request().Context().Err()
+	}
+	defer func() { <-s.pushSlots }()
+	req, err := syncproto.DecodePushRequest(bytes.NewReader(raw))
+	raw = nil //nolint:ineffassign // the bytes may go before the push is applied
 	if err != nil {
 		return err
 	}
