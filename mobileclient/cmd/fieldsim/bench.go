@@ -48,8 +48,20 @@ package main
 //   - f1: the 2g-day scenario (30 visits, 5 edits, 50 kbps, 800 ms RTT, a
 //     cut every 2 minutes at a seeded phase), median of 3 trials: seconds
 //     until every visit is acknowledged; then the upload step sends the
-//     day's photos (5 of 30 KB, small to bound the run): its time ÷ the
+//     day's photos (2 of 250 KB, few to bound the run): its time ÷ the
 //     photo bytes at 6250 B/s.
+//
+// and issue 17's, each in a section of its own:
+//
+//   - tusds3: tusd v2.9.1 with its s3store on the S3 server p4's S3 figure
+//     uses (one per run, a bucket each), p4's client, photos and rounds.
+//   - p2l: p2's first pull with 100,000 households in the scope.
+//   - p7photos: a fresh fieldsync subprocess's VmHWM while two 40 MP
+//     camera JPEGs are uploaded at once and analysed.
+//   - neardup: the near-duplicate index's Go benchmarks in server/evidence
+//     (run with go test as a subprocess): one check at 1M stored hashes,
+//     recall on transformed copies and false positives among unrelated
+//     pictures.
 
 import (
 	"context"
@@ -72,7 +84,7 @@ import (
 )
 
 // benchReport is the JSON file of `fieldsim bench --json FILE`: exactly
-// the keys of issue 7, each a number; -1 means not measured (the table
+// the keys of issues 7 and 17, each a number; -1 means not measured (the table
 // says why).
 type benchReport struct {
 	P1VisitsPerS            float64 `json:"p1_visits_per_s"`
