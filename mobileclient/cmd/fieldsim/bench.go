@@ -77,6 +77,7 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -504,7 +505,7 @@ func (b *bench) printTable(w io.Writer) {
 		if v < 0 {
 			return "-"
 		}
-		return fmt.Sprintf("%g", v)
+		return strconv.FormatFloat(v, 'f', -1, 64)
 	}
 	ratio := func(a, c float64) string {
 		if a < 0 || c <= 0 {
