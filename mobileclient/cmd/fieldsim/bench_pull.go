@@ -193,9 +193,13 @@ func (b *bench) p2Large(ctx context.Context) error {
 		b.note("p2_first_pull_bytes_100k", "skipped (-p2-large 0)")
 		return nil
 	}
+	batch := b.o.P3Batch
+	if batch <= 0 {
+		batch = 20_000
+	}
 	spec := seedSpec{
 		Places:     []seedPlace{{Code: benchLargeGroup, Name: "十万户测试组", Level: "group", ParentCode: demoOtherVillageCode}},
-		Households: []seedHouseholds{{Place: benchLargeGroup, Count: n, Seed: b.o.Seed + 2200, Batch: max(1, min(n, b.o.P3Batch))}},
+		Households: []seedHouseholds{{Place: benchLargeGroup, Count: n, Seed: b.o.Seed + 2200, Batch: min(n, batch)}},
 	}
 	t0 := time.Now()
 	srv, err := b.startLocal(ctx, localOptions{Dir: filepath.Join(b.path("p2l"), "server"), Seed: spec, Profile: b.serverProfile("p2l")})
