@@ -48,8 +48,20 @@ package main
 //   - f1: the 2g-day scenario (30 visits, 5 edits, 50 kbps, 800 ms RTT, a
 //     cut every 2 minutes at a seeded phase), median of 3 trials: seconds
 //     until every visit is acknowledged; then the upload step sends the
-//     day's photos (5 of 30 KB, small to bound the run): its time ÷ the
+//     day's photos (2 of 250 KB, few to bound the run): its time ÷ the
 //     photo bytes at 6250 B/s.
+//
+// and issue 17's, each in a section of its own:
+//
+//   - tusds3: tusd v2.9.1 with its s3store on the S3 server p4's S3 figure
+//     uses (one per run, a bucket each), p4's client, photos and rounds.
+//   - p2l: p2's first pull with 100,000 households in the scope.
+//   - p7photos: a fresh fieldsync subprocess's VmHWM while two 40 MP
+//     camera JPEGs are uploaded at once and analysed.
+//   - neardup: the near-duplicate index's Go benchmarks in server/evidence
+//     (run with go test as a subprocess): one check at 1M stored hashes,
+//     recall on transformed copies and false positives among unrelated
+//     pictures.
 
 import (
 	"context"
@@ -65,6 +77,7 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -72,7 +85,7 @@ import (
 )
 
 // benchReport is the JSON file of `fieldsim bench --json FILE`: exactly
-// the keys of issue 7, each a number; -1 means not measured (the table
+// the keys of issues 7 and 17, each a number; -1 means not measured (the table
 // says why).
 type benchReport struct {
 	P1VisitsPerS            float64 `json:"p1_visits_per_s"`
@@ -92,10 +105,19 @@ type benchReport struct {
 	P8PouchDB20kS           float64 `json:"p8_pouchdb_20k_s"`
 	F12GVisitsS             float64 `json:"f1_2g_visits_s"`
 	F12GPhotosRatio         float64 `json:"f1_2g_photos_ratio"`
+	// Issue 17's additions.
+	P4UploadMBsTusdS3     float64 `json:"p4_upload_mb_s_tusd_s3"`
+	P2FirstPullMs100k     float64 `json:"p2_first_pull_ms_100k"`
+	P2FirstPullBytes100k  float64 `json:"p2_first_pull_bytes_100k"`
+	P7RSSMBPeakPhotos     float64 `json:"p7_rss_mb_peak_photos"`
+	NeardupCheckUs1m      float64 `json:"neardup_check_us_1m"`
+	NeardupRecall         float64 `json:"neardup_recall"`
+	NeardupFalsePositives float64 `json:"neardup_false_positives"`
 }
 
 func newBenchReport() benchReport {
-	return benchReport{-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1}
+	return benchReport{-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+		-1, -1, -1, -1, -1, -1, -1}
 }
 
 // benchOptions sizes the benchmark; the defaults are issue 7's.
@@ -114,6 +136,7 @@ type benchOptions struct {
 
 	P1Devices, P1Visits int // p1 and p7: devices, visits per device
 	P2Households        int
+	P2Large             int // p2l: households of the large first pull (0: skip)
 	P3Pulls, P3Total    int
 	P3Batch             int
 	P4Photos, P4Bytes   int
@@ -123,7 +146,12 @@ type benchOptions struct {
 	F1Trials            int
 	F1Photos            int // f1: photos of the 2G day
 	F1PhotoBytes        int // f1: bytes per photo
-	MaxSyncs            int
+	// P7PhotoW and P7PhotoH are the pixels of p7photos' two photos.
+	P7PhotoW, P7PhotoH int
+	// NeardupBenchtime is go test's -benchtime for the near-duplicate
+	// index's 1M case (neardup); "" means 1s.
+	NeardupBenchtime string
+	MaxSyncs         int
 	// CPUProfile, if set, is the prefix of CPU profiles of the timed
 	// phases, two per phase: PREFIX.p1 (the simulator: devices, wire
 	// clients) and PREFIX.p1.server (the fieldsync subprocess), and so
@@ -150,7 +178,7 @@ type benchOptions struct {
 }
 
 // The sections of the benchmark, in the order they run.
-var benchSections = []string{"p6", "f1", "p1", "p7", "p8", "p4", "p23"}
+var benchSections = []string{"p6", "f1", "p1", "p7", "p7photos", "p8", "p4", "tusds3", "p23", "p2l", "neardup"}
 
 type bench struct {
 	o    benchOptions
@@ -169,6 +197,7 @@ type bench struct {
 
 	mu        sync.Mutex
 	photoSets map[int][]Photo // p4's photos by round (uploadPhotos)
+	s3        *s3Server       // the run's S3 server (s3Server), once started
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -264,6 +293,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.P1Devices, "p1-devices", 200, "p1/p7: concurrent devices")
 	fs.IntVar(&o.P1Visits, "p1-visits", 100, "p1/p7: visits per device (pushed in batches of 20)")
 	fs.IntVar(&o.P2Households, "p2-households", 10_000, "p2/p3: households in the device's scope")
+	fs.IntVar(&o.P2Large, "p2-large", 100_000, "p2l: households in the scope of the large first pull (0: skip it)")
 	fs.IntVar(&o.P3Pulls, "p3-pulls", 2000, "p3: no-op pulls timed per database size (a p99 of 200 is the second slowest: one scheduler hiccup)")
 	fs.IntVar(&o.P3Total, "p3-total", 1_000_000, "p3: households in the database for the large case (0: skip it)")
 	fs.IntVar(&o.P3Batch, "p3-batch", 20_000, "p3: households per ImportHouseholds call")
@@ -275,8 +305,11 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.F1Visits, "f1-visits", 30, "f1: visits of the 2G day")
 	fs.IntVar(&o.F1Edits, "f1-edits", 5, "f1: household edits of the 2G day")
 	fs.IntVar(&o.F1Trials, "f1-trials", 3, "f1: trials (the median is reported)")
-	fs.IntVar(&o.F1Photos, "f1-photos", 5, "f1: photos of the 2G day (on retrofit and water-cellar visits)")
-	fs.IntVar(&o.F1PhotoBytes, "f1-photo-bytes", 30_000, "f1: bytes per photo (small: a 250 KB photo takes 40 s at 50 kbps); 0: no photos")
+	fs.IntVar(&o.F1Photos, "f1-photos", 2, "f1: photos of the 2G day (on retrofit and water-cellar visits; few: a 250 KB photo takes 40 s at 50 kbps)")
+	fs.IntVar(&o.F1PhotoBytes, "f1-photo-bytes", 250_000, "f1: bytes per photo (issue 17: 250 KB; the earlier runs used -f1-photos 5 -f1-photo-bytes 30000); 0: no photos")
+	var p7dims string
+	fs.StringVar(&p7dims, "p7-photo-size", "7300x5500", "p7photos: pixels of the two photos uploaded and analysed at once (WxH)")
+	fs.StringVar(&o.NeardupBenchtime, "neardup-benchtime", "1s", "neardup: go test -benchtime of the near-duplicate index's 1M case")
 	fs.IntVar(&o.MaxSyncs, "max-syncs", 10, "syncs a device tries in one phase before giving up")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write CPU profiles of the timed phases to PREFIX.<section> (the simulator) and PREFIX.<section>.server (the fieldsync subprocess)")
 	fs.StringVar(&o.Trace, "trace", "", "write execution traces of the timed phases to PREFIX.<section> and PREFIX.<section>.server")
@@ -290,6 +323,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("bench: unexpected arguments %v", fs.Args())
+	}
+	if _, err := fmt.Sscanf(p7dims, "%dx%d", &o.P7PhotoW, &o.P7PhotoH); err != nil || o.P7PhotoW < 16 || o.P7PhotoH < 16 {
+		return fmt.Errorf("bench: -p7-photo-size %q: want WxH, at least 16x16", p7dims)
 	}
 	o.Only, o.Skip, o.Engines = sectionAliases(splitList(only)), sectionAliases(splitList(skip)), splitList(engines)
 	for _, s := range append(slices.Clone(o.Only), o.Skip...) {
@@ -393,6 +429,7 @@ func runSections(ctx context.Context, o benchOptions, out io.Writer) (*bench, er
 	defer cancel()
 	b := &bench{o: o, rep: newBenchReport(), out: out, notes: map[string]string{}}
 	defer b.dropDatabases()
+	defer b.stopS3()
 	work := o.WorkDir
 	if work == "" {
 		dir, err := os.MkdirTemp("", "fieldsim-bench-")
@@ -422,7 +459,8 @@ func runSections(ctx context.Context, o benchOptions, out io.Writer) (*bench, er
 		fmt.Fprintf(out, "fieldsim bench: servers on PostgreSQL (%s), %d instance(s) each\n", redactURL(o.DB), max(1, o.Instances))
 	}
 	run := map[string]func(context.Context) error{
-		"p6": b.p6, "f1": b.f1, "p1": b.p1, "p7": b.p7, "p8": b.p8, "p4": b.p4, "p23": b.p23,
+		"p6": b.p6, "f1": b.f1, "p1": b.p1, "p7": b.p7, "p7photos": b.p7Photos, "p8": b.p8, "p4": b.p4, "tusds3": b.tusdS3,
+		"p23": b.p23, "p2l": b.p2Large, "neardup": b.neardup,
 	}
 	var failed []string
 	for _, name := range benchSections {
@@ -467,7 +505,7 @@ func (b *bench) printTable(w io.Writer) {
 		if v < 0 {
 			return "-"
 		}
-		return fmt.Sprintf("%g", v)
+		return strconv.FormatFloat(v, 'f', -1, 64)
 	}
 	ratio := func(a, c float64) string {
 		if a < 0 || c <= 0 {
@@ -495,6 +533,10 @@ func (b *bench) printTable(w io.Writer) {
 	row("p1_raw_sqlite_rows_per_s", r.P1RawSQLiteRowsPerS, "rows/s", "the limit")
 	row("p2_first_pull_ms_10k", r.P2FirstPullMs10k, "ms", "")
 	row("p2_first_pull_bytes_10k", r.P2FirstPullBytes10k, "bytes", perUnit(r.P2FirstPullBytes10k, float64(b.o.P2Households), "B/household"))
+	row("p2_first_pull_ms_100k", r.P2FirstPullMs100k, "ms", goal(r.P2FirstPullMs100k >= 0 && r.P2FirstPullMs100k <= 10_000, r.P2FirstPullMs100k >= 0,
+		"issue 17 floor ≤ 10000 ms"))
+	row("p2_first_pull_bytes_100k", r.P2FirstPullBytes100k, "bytes", goal(r.P2FirstPullBytes100k >= 0 && r.P2FirstPullBytes100k <= 15e6, r.P2FirstPullBytes100k >= 0,
+		perUnit(r.P2FirstPullBytes100k, float64(b.o.P2Large), "B/household")+" (issue 17 floor ≤ 15 MB)"))
 	row("p3_noop_pull_p99_ms_10k", r.P3NoopPullP99Ms10k, "ms", "")
 	p3ok := r.P3NoopPullP99Ms1m >= 0 && r.P3NoopPullP99Ms10k > 0
 	row("p3_noop_pull_p99_ms_1m", r.P3NoopPullP99Ms1m, "ms", goal(p3ok && r.P3NoopPullP99Ms1m <= 1.5*r.P3NoopPullP99Ms10k, p3ok,
@@ -502,17 +544,27 @@ func (b *bench) printTable(w io.Writer) {
 	p4ok := r.P4UploadMBsLocal >= 0 && r.P4UploadMBsTusd > 0
 	row("p4_upload_mb_s_local", r.P4UploadMBsLocal, "MB/s", goal(p4ok && r.P4UploadMBsLocal >= r.P4UploadMBsTusd, p4ok,
 		"÷ tusd = "+ratio(r.P4UploadMBsLocal, r.P4UploadMBsTusd)+" (goal ≥ 1.0)"))
-	row("p4_upload_mb_s_s3", r.P4UploadMBsS3, "MB/s", "")
+	s3ok := r.P4UploadMBsS3 >= 0 && r.P4UploadMBsTusdS3 > 0
+	row("p4_upload_mb_s_s3", r.P4UploadMBsS3, "MB/s", goal(s3ok && r.P4UploadMBsS3 >= r.P4UploadMBsTusdS3, s3ok,
+		"÷ tusd s3 = "+ratio(r.P4UploadMBsS3, r.P4UploadMBsTusdS3)+" (issue 17 floor ≥ 1.0)"))
 	row("p4_upload_mb_s_tusd", r.P4UploadMBsTusd, "MB/s", "peer: tusd "+tusdVersion+", filestore (never fsyncs)")
+	row("p4_upload_mb_s_tusd_s3", r.P4UploadMBsTusdS3, "MB/s", "peer: tusd "+tusdVersion+", s3store on the same S3 server")
 	row("p5_resent_ratio", r.P5ResentRatio, "", goal(r.P5ResentRatio >= 0 && r.P5ResentRatio <= 1.02, r.P5ResentRatio >= 0, "goal ≤ 1.02"))
 	row("p6_bytes_per_visit", r.P6BytesPerVisit, "B", goal(r.P6BytesPerVisit >= 0 && r.P6BytesPerVisit <= 250, r.P6BytesPerVisit >= 0,
 		"÷ OpenRosa = "+ratio(r.P6BytesPerVisit, r.P6OpenRosaBytesPerVisit)+" (goal ≤ 250 B)"))
 	row("p6_openrosa_bytes_per_visit", r.P6OpenRosaBytesPerVisit, "B", "peer: ODK Collect instance XML")
 	row("p7_rss_mb_peak", r.P7RSSMBPeak, "MiB", goal(r.P7RSSMBPeak >= 0 && r.P7RSSMBPeak <= 150, r.P7RSSMBPeak >= 0, "goal ≤ 150"))
+	row("p7_rss_mb_peak_photos", r.P7RSSMBPeakPhotos, "MiB", goal(r.P7RSSMBPeakPhotos >= 0 && r.P7RSSMBPeakPhotos <= 120, r.P7RSSMBPeakPhotos >= 0,
+		"issue 17 floor ≤ 120"))
 	row("p8_sync_20k_s", r.P8Sync20kS, "s", "PouchDB ÷ ours = "+ratio(r.P8PouchDB20kS, r.P8Sync20kS))
 	row("p8_pouchdb_20k_s", r.P8PouchDB20kS, "s", "peer: pouchdb "+pouchdbVersion+" → pouchdb-server "+pouchSrvVer)
 	row("f1_2g_visits_s", r.F12GVisitsS, "s", "")
-	row("f1_2g_photos_ratio", r.F12GPhotosRatio, "", "")
+	row("f1_2g_photos_ratio", r.F12GPhotosRatio, "", goal(r.F12GPhotosRatio >= 0 && r.F12GPhotosRatio <= 1.1, r.F12GPhotosRatio >= 0,
+		"issue 17 floor ≤ 1.1 (250 KB photos)"))
+	row("neardup_check_us_1m", r.NeardupCheckUs1m, "µs", goal(r.NeardupCheckUs1m >= 0 && r.NeardupCheckUs1m <= 1000, r.NeardupCheckUs1m >= 0,
+		"issue 17 floor ≤ 1000 µs"))
+	row("neardup_recall", r.NeardupRecall, "", "transformed copies found (crops ≤ 10%, resizing, re-encoding)")
+	row("neardup_false_positives", r.NeardupFalsePositives, "", "share of unrelated pairs flagged")
 	fmt.Fprintln(w, "\n== report")
 	t.print(w)
 	if len(b.extra) > 0 {

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"fieldsync/mobileclient"
 )
 
 // --- p2 and p3: the first pull of 10k households, no-op pulls at 10k and 1M ---
@@ -36,38 +38,12 @@ func (b *bench) p23(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	u, err := srv.admin.createUser(ctx, "fieldsim_"+e.fleet.runID+"_10k", "field_worker", []string{benchScopeGroup})
+	fp, err := b.firstPull(ctx, srv, e, "p2", benchScopeGroup, b.o.P2Households, "10k")
 	if err != nil {
 		return err
 	}
-	d, err := e.fleet.newDevice(0, u.ID, benchScopeGroup)
-	if err != nil {
-		return err
-	}
-	defer d.close()
-	code, err := srv.admin.enrollmentCode(ctx, u.ID)
-	if err != nil {
-		return err
-	}
-	if err := d.c.Enroll(ctx, code, d.name); err != nil {
-		return err
-	}
-	stop := b.profile("p2", srv)
-	t0 = time.Now()
-	rep, err := d.c.Sync(ctx)
-	took := time.Since(t0)
-	stop()
-	if err != nil {
-		return fmt.Errorf("first sync: %w", err)
-	}
-	hs, err := d.c.Households("")
-	if err != nil {
-		return err
-	}
-	if len(hs) != b.o.P2Households {
-		return fmt.Errorf("the device holds %d households after its first sync, want %d", len(hs), b.o.P2Households)
-	}
-	b.rep.P2FirstPullMs10k = round(ms(took))
+	rep, u := fp.rep, fp.user
+	b.rep.P2FirstPullMs10k = round(ms(fp.took))
 	b.rep.P2FirstPullBytes10k = float64(rep.BytesSent + rep.BytesReceived)
 	b.note("p2_first_pull_ms_10k", fmt.Sprintf("first Sync of a fresh mobileclient device (applying into its SQLite included), %d pages", rep.Pages))
 	b.note("p2_first_pull_bytes_10k", fmt.Sprintf("SyncReport bytes on the wire (gzip bodies): %d received + %d sent", rep.BytesReceived, rep.BytesSent))
@@ -152,6 +128,103 @@ func (b *bench) p23(ctx context.Context) error {
 		ms(percentile(lat1m, 0.5)), ms(percentile(lat1m, 0.9)), ms(percentile(lat1m, 0.99)), ms(percentile(lat1m, 1)), len(lat1m))
 	if fi, err := os.Stat(srv.dbPath); err == nil && pgURL == "" {
 		b.info("p3: the 1M database file is %.0f MiB", float64(fi.Size())/(1<<20))
+	}
+	return nil
+}
+
+// firstPulled is a fresh device's first Sync (firstPull).
+type firstPulled struct {
+	rep  mobileclient.SyncReport
+	took time.Duration
+	user apiUser
+}
+
+// firstPull creates a field worker of group (which holds want
+// households), enrolls a fresh mobileclient device for it and times its
+// first Sync (the server's pages and the device's apply), profiled as
+// section; it checks the device then holds every household.
+func (b *bench) firstPull(ctx context.Context, srv *server, e *env, section, group string, want int, tag string) (firstPulled, error) {
+	var fp firstPulled
+	u, err := srv.admin.createUser(ctx, "fieldsim_"+e.fleet.runID+"_"+tag, "field_worker", []string{group})
+	if err != nil {
+		return fp, err
+	}
+	fp.user = u
+	d, err := e.fleet.newDevice(0, u.ID, group)
+	if err != nil {
+		return fp, err
+	}
+	defer d.close()
+	code, err := srv.admin.enrollmentCode(ctx, u.ID)
+	if err != nil {
+		return fp, err
+	}
+	if err := d.c.Enroll(ctx, code, d.name); err != nil {
+		return fp, err
+	}
+	stop := b.profile(section, srv)
+	t0 := time.Now()
+	rep, err := d.c.Sync(ctx)
+	fp.took = time.Since(t0)
+	stop()
+	if err != nil {
+		return fp, fmt.Errorf("first sync: %w", err)
+	}
+	fp.rep = rep
+	hs, err := d.c.Households("")
+	if err != nil {
+		return fp, err
+	}
+	if len(hs) != want {
+		return fp, fmt.Errorf("the device holds %d households after its first sync, want %d", len(hs), want)
+	}
+	return fp, nil
+}
+
+// --- p2l: the first pull of a large scope (issue 17: 100k households) ---
+
+// benchLargeGroup holds p2l's households.
+const benchLargeGroup = demoOtherVillageCode + "903"
+
+func (b *bench) p2Large(ctx context.Context) error {
+	n := b.o.P2Large
+	if n <= 0 {
+		b.note("p2_first_pull_ms_100k", "skipped (-p2-large 0)")
+		b.note("p2_first_pull_bytes_100k", "skipped (-p2-large 0)")
+		return nil
+	}
+	batch := b.o.P3Batch
+	if batch <= 0 {
+		batch = 20_000
+	}
+	spec := seedSpec{
+		Places:     []seedPlace{{Code: benchLargeGroup, Name: "十万户测试组", Level: "group", ParentCode: demoOtherVillageCode}},
+		Households: []seedHouseholds{{Place: benchLargeGroup, Count: n, Seed: b.o.Seed + 2200, Batch: min(n, batch)}},
+	}
+	t0 := time.Now()
+	srv, err := b.startLocal(ctx, localOptions{Dir: filepath.Join(b.path("p2l"), "server"), Seed: spec, Profile: b.serverProfile("p2l")})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	b.logf("imported %d households into %s and started the server in %v", n, benchLargeGroup, time.Since(t0).Round(time.Millisecond))
+	e, err := b.env(ctx, srv, "p2l", "p2l", b.o.Seed)
+	if err != nil {
+		return err
+	}
+	fp, err := b.firstPull(ctx, srv, e, "p2l", benchLargeGroup, n, "large")
+	if err != nil {
+		return err
+	}
+	rep := fp.rep
+	b.rep.P2FirstPullMs100k = round(ms(fp.took))
+	b.rep.P2FirstPullBytes100k = float64(rep.BytesSent + rep.BytesReceived)
+	b.note("p2_first_pull_ms_100k", fmt.Sprintf("as p2 10k with %d households in the scope: first Sync of a fresh device (server pages + device apply), %d pages", n, rep.Pages))
+	b.note("p2_first_pull_bytes_100k", fmt.Sprintf("SyncReport bytes on the wire (gzip bodies): %d received + %d sent", rep.BytesReceived, rep.BytesSent))
+	b.logf("first sync of %d households: %.2f s, %d pages, %d B on the wire (%.0f B/household)", n, fp.took.Seconds(), rep.Pages,
+		rep.BytesSent+rep.BytesReceived, float64(rep.BytesSent+rep.BytesReceived)/float64(n))
+	if rep.Retries > 0 {
+		b.info("p2l: the first sync retried %d requests: %v", rep.Retries, rep.Errors)
 	}
 	return nil
 }

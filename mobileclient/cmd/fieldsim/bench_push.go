@@ -269,6 +269,164 @@ func (b *bench) p7(ctx context.Context) error {
 	return nil
 }
 
+// --- p7photos: the server's peak RSS while two large photos are analysed ---
+
+// p7Photos uploads two large camera photos (b.o.P7PhotoW × P7PhotoH, 40 MP
+// by default) at once to a fresh fieldsync subprocess (SQLite, local blob
+// store) and waits until the server has analysed both (hash, thumbnail);
+// the figure is its VmHWM over uploads and analysis, the peak having been
+// reset (clear_refs) once the demo's own photos were analysed.
+func (b *bench) p7Photos(ctx context.Context) error {
+	w, h := b.o.P7PhotoW, b.o.P7PhotoH
+	if w <= 0 || h <= 0 {
+		w, h = 7300, 5500
+	}
+	t0 := time.Now()
+	at := time.Date(2024, 11, 28, 11, 0, 0, 0, cst)
+	var photos []Photo
+	for i := range 2 {
+		p, err := NewLargePhoto(w, h, 25.01+float64(i)*0.001, 103.71, at.Add(time.Duration(i)*time.Minute), b.o.Seed*100+77+uint64(i))
+		if err != nil {
+			return err
+		}
+		photos = append(photos, p)
+	}
+	b.logf("made 2 photos of %d×%d (%.1f MP; %d and %d B) in %v", w, h, float64(w*h)/1e6, len(photos[0].Data), len(photos[1].Data),
+		time.Since(t0).Round(time.Millisecond))
+	srv, err := startLocal(ctx, localOptions{Dir: filepath.Join(b.path("p7photos"), "server")})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	if srv.pid <= 0 || isPostgresURL(srv.dbPath) {
+		return errors.New("p7photos needs a SQLite server subprocess")
+	}
+	ep, err := newOurEndpoint(ctx, srv, b.o.Seed, 245, photos)
+	if err != nil {
+		return err
+	}
+	defer ep.close()
+	// The demo's photos are analysed at the first start: wait until the
+	// server is idle, then count from there.
+	if err := waitBlobsAnalysed(ctx, srv.dbPath, nil, 5*time.Minute); err != nil {
+		return fmt.Errorf("the demo's photos: %w", err)
+	}
+	before, err := peakRSS(srv.pid)
+	if err != nil {
+		return err
+	}
+	if err := resetPeakRSS(srv.pid); err != nil {
+		return err
+	}
+	idle, err := procStatus(srv.pid, "VmRSS:")
+	if err != nil {
+		return err
+	}
+	sampler := startRSSSampler(srv.pid, 20*time.Millisecond)
+	sampler.setPhase("uploads")
+	t0 = time.Now()
+	if _, _, err := ep.upload(ctx, photos, len(photos)); err != nil {
+		sampler.stop()
+		return err
+	}
+	up := time.Since(t0)
+	sampler.setPhase("analysis")
+	hashes := []string{photos[0].SHA256, photos[1].SHA256}
+	err = ep.waitAnalysed(ctx, 5*time.Minute)
+	if err == nil {
+		err = waitBlobsAnalysed(ctx, srv.dbPath, hashes, time.Minute)
+	}
+	phases := sampler.stop()
+	if err != nil {
+		return err
+	}
+	took := time.Since(t0)
+	hwm, err := peakRSS(srv.pid)
+	if err != nil {
+		return err
+	}
+	decoded, err := blobsHashed(ctx, srv.dbPath, hashes)
+	if err != nil {
+		return err
+	}
+	b.rep.P7RSSMBPeakPhotos = round(float64(hwm) / (1 << 20))
+	b.note("p7_rss_mb_peak_photos", fmt.Sprintf("VmHWM of a fresh fieldsync subprocess (SQLite, local blob store), reset once the demo's photos were analysed, while 2 photos of %d×%d (%.0f and %.0f MB, EXIF GPS and time) are uploaded at once and analysed; %d of 2 got a perceptual hash",
+		w, h, float64(len(photos[0].Data))/1e6, float64(len(photos[1].Data))/1e6, decoded))
+	b.info("p7photos: RSS %.0f MiB when idle (peak %.0f MiB before the reset); uploads answered in %.2f s, both analysed %.2f s after the start; peak by phase (MiB, sampled every 20 ms): %s",
+		float64(idle)/(1<<20), float64(before)/(1<<20), up.Seconds(), took.Seconds(), phases)
+	if decoded != len(hashes) {
+		b.info("p7photos: the server analysed the photos without a perceptual hash for %d of them (not decoded)", len(hashes)-decoded)
+	}
+	return nil
+}
+
+// resetPeakRSS resets a process's VmHWM to its current RSS (writing 5 to
+// /proc/PID/clear_refs; Linux 4.0 and later). Only processes the
+// benchmark started are ever passed.
+func resetPeakRSS(pid int) error {
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+		return fmt.Errorf("reset peak RSS: %w", err)
+	}
+	return nil
+}
+
+// waitBlobsAnalysed polls the server's database (read-only) until no blob
+// is waiting for analysis (hashes nil) or every blob of hashes is stored
+// and analysed, at most bound.
+func waitBlobsAnalysed(ctx context.Context, dbPath string, hashes []string, bound time.Duration) error {
+	db, err := openServerDB(dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	for {
+		pending := 0
+		if hashes == nil {
+			err = db.QueryRowContext(ctx, `SELECT count(*) FROM blobs WHERE analyzed_at IS NULL`).Scan(&pending)
+		} else {
+			for _, h := range hashes {
+				var done int
+				err = db.QueryRowContext(ctx, db.q(`SELECT count(*) FROM blobs WHERE sha256 = ? AND analyzed_at IS NOT NULL`), h).Scan(&done)
+				if err != nil {
+					break
+				}
+				pending += 1 - done
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("blobs waiting for analysis: %w", err)
+		}
+		if pending == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d blob(s) still waiting for analysis: %w", pending, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// blobsHashed counts the blobs of hashes that have a perceptual hash.
+func blobsHashed(ctx context.Context, dbPath string, hashes []string) (int, error) {
+	db, err := openServerDB(dbPath)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	n := 0
+	for _, h := range hashes {
+		var c int
+		if err := db.QueryRowContext(ctx, db.q(`SELECT count(*) FROM blobs WHERE sha256 = ? AND phash IS NOT NULL`), h).Scan(&c); err != nil {
+			return 0, err
+		}
+		n += c
+	}
+	return n, nil
+}
+
 // --- p8: 20,000 visits from 20 devices, ours and PouchDB's ---
 
 func (b *bench) p8(ctx context.Context) error {

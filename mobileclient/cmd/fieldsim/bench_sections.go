@@ -212,7 +212,7 @@ func (b *bench) f1(ctx context.Context) error {
 		b.o.F1Visits, b.o.F1Edits, len(times)))
 	if len(ratios) > 0 {
 		b.rep.F12GPhotosRatio = round(median(ratios))
-		b.note("f1_2g_photos_ratio", fmt.Sprintf("same runs: after the visits, the upload step for %d photos of %d B (small, to bound the run; %d B in all): its time ÷ (photo bytes ÷ 6250 B/s); median of %d",
+		b.note("f1_2g_photos_ratio", fmt.Sprintf("same runs: after the visits, the upload step for %d photos of %d B (%d B in all): its time ÷ (photo bytes ÷ 6250 B/s); median of %d",
 			photos, b.o.F1PhotoBytes, photoBytes, len(ratios)))
 	} else {
 		b.note("f1_2g_photos_ratio", "not measured: no photos (-f1-photo-bytes 0)")

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+
 	"fieldsync/mobileclient"
 	"fieldsync/mobileclient/linkproxy"
 	"fieldsync/syncproto"
@@ -103,23 +105,14 @@ func (b *bench) p4Tusd(ctx context.Context, sets [][]Photo, how string) error {
 	if err != nil {
 		return err
 	}
-	proc, err := startTusd(ctx, bin, filepath.Join(dir, "tusd"))
+	proc, err := startTusd(ctx, bin, filepath.Join(dir, "tusd"), nil)
 	if err != nil {
 		return err
 	}
 	defer proc.stop()
-	var rates []float64
-	var took []time.Duration
-	for _, set := range sets {
-		tc := newTusClient(proc.url+"/files/", b.o.P4Uploaders)
-		mbps, t, err := uploadAll(ctx, tc, set, b.o.P4Uploaders)
-		if err != nil {
-			return err
-		}
-		if sent, want := tc.sent.Load(), photoBytes(set); sent != want {
-			return fmt.Errorf("%d body bytes sent for %d bytes of photos on a direct link", sent, want)
-		}
-		rates, took = append(rates, mbps), append(took, t)
+	rates, took, err := b.tusRounds(ctx, proc.url, sets)
+	if err != nil {
+		return err
 	}
 	b.rep.P4UploadMBsTusd = round(median(rates))
 	b.note("p4_upload_mb_s_tusd", how)
@@ -144,6 +137,85 @@ func (b *bench) p4Tusd(ctx context.Context, sets [][]Photo, how string) error {
 	return nil
 }
 
+// tusRounds uploads each set of photos to tusd at base with a fresh tus
+// client (b.o.P4Uploaders at once) and returns each round's MB/s and time.
+func (b *bench) tusRounds(ctx context.Context, base string, sets [][]Photo) ([]float64, []time.Duration, error) {
+	var rates []float64
+	var took []time.Duration
+	for _, set := range sets {
+		tc := newTusClient(base+"/files/", b.o.P4Uploaders)
+		mbps, t, err := uploadAll(ctx, tc, set, b.o.P4Uploaders)
+		if err != nil {
+			return nil, nil, err
+		}
+		if sent, want := tc.sent.Load(), photoBytes(set); sent != want {
+			return nil, nil, fmt.Errorf("%d body bytes sent for %d bytes of photos on a direct link", sent, want)
+		}
+		rates, took = append(rates, mbps), append(took, t)
+	}
+	return rates, took, nil
+}
+
+// --- tusds3: tusd's s3store on the S3 server p4's S3 figure uses ---
+
+// tusdS3 measures tusd with its s3store against the run's S3 server (the
+// one p4_upload_mb_s_s3 uses; a bucket of its own), with p4's client,
+// photos, concurrency and rounds; then checks every photo is an object in
+// the bucket.
+func (b *bench) tusdS3(ctx context.Context) error {
+	sets := make([][]Photo, p4Rounds)
+	for r := range sets {
+		set, err := b.uploadPhotos(ctx, r)
+		if err != nil {
+			return err
+		}
+		sets[r] = set
+	}
+	bin, err := ensureTusd(ctx, b.o.CacheDir, b.logf)
+	if err != nil {
+		return err
+	}
+	st, err := b.startS3(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.stop()
+	cl, err := s3Client(st.cfg)
+	if err != nil {
+		return err
+	}
+	if err := cl.MakeBucket(ctx, st.cfg.Bucket, minio.MakeBucketOptions{}); err != nil {
+		return fmt.Errorf("make bucket %s: %w", st.cfg.Bucket, err)
+	}
+	proc, err := startTusd(ctx, bin, filepath.Join(b.path("tusds3"), "tusd"), &st.cfg)
+	if err != nil {
+		return err
+	}
+	defer proc.stop()
+	rates, took, err := b.tusRounds(ctx, proc.url, sets)
+	if err != nil {
+		return err
+	}
+	// Every upload finished is an object (besides its .info) in the bucket.
+	objects := 0
+	for obj := range cl.ListObjects(ctx, st.cfg.Bucket, minio.ListObjectsOptions{Prefix: "tusd/", Recursive: true}) {
+		if obj.Err != nil {
+			return fmt.Errorf("list bucket %s: %w", st.cfg.Bucket, obj.Err)
+		}
+		if !strings.HasSuffix(obj.Key, ".info") {
+			objects++
+		}
+	}
+	if want := len(slices.Concat(sets...)); objects != want {
+		return fmt.Errorf("tusd s3store: %d objects in the bucket after %d uploads", objects, want)
+	}
+	b.rep.P4UploadMBsTusdS3 = round(median(rates))
+	b.note("p4_upload_mb_s_tusd_s3", fmt.Sprintf("tusd %s -s3-bucket (a bucket of its own) on %s; %d photos × %d B, %d uploaders, fieldsim's tus client, median of %d rounds of p4's photos, MB = 10^6 B",
+		tusdVersion, st.desc, b.o.P4Photos, b.o.P4Bytes, b.o.P4Uploaders, len(sets)))
+	b.logf("tusd %s s3store on %s: rounds took %v (%s MB/s); %d objects in the bucket", tusdVersion, proc.url, roundAll(took), fmtRates(rates), objects)
+	return nil
+}
+
 // p4Ours measures our endpoint (/api/v1/uploads/) of a fieldsync subprocess
 // with the local blob store or, for "s3", an S3 store, with the tus
 // client and photos tusd got; then it downloads every photo back and
@@ -159,7 +231,7 @@ func (b *bench) p4Ours(ctx context.Context, store string, sets [][]Photo, how st
 	}
 	if store == "s3" {
 		key = "p4_upload_mb_s_s3"
-		s3, err := startS3(ctx, b.o.CacheDir, filepath.Join(b.path("p4"), store), b.logf)
+		s3, err := b.startS3(ctx)
 		if err != nil {
 			return err
 		}

@@ -128,8 +128,9 @@ func TestBench_Mini(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
 	o := benchOptions{
-		Only: []string{"p6", "p1", "p23"}, WorkDir: t.TempDir(), Timeout: 3 * time.Minute, Seed: 1, MaxSyncs: 5,
-		P1Devices: 3, P1Visits: 20, P2Households: 300, P3Pulls: 10, P3Total: 2000, P3Batch: 500, P4Bytes: 50_000,
+		Only: []string{"p6", "p1", "p7photos", "p23", "p2l"}, WorkDir: t.TempDir(), Timeout: 4 * time.Minute, Seed: 1, MaxSyncs: 5,
+		P1Devices: 3, P1Visits: 20, P2Households: 300, P2Large: 700, P3Pulls: 10, P3Total: 2000, P3Batch: 500, P4Bytes: 50_000,
+		P7PhotoW: 1600, P7PhotoH: 1200,
 	}
 	o.CPUProfile = filepath.Join(o.WorkDir, "cpu")
 	rep, err := runBench(context.Background(), o, &out)
@@ -139,6 +140,7 @@ func TestBench_Mini(t *testing.T) {
 	for name, v := range map[string]float64{
 		"p1": rep.P1VisitsPerS, "p1 raw": rep.P1RawSQLiteRowsPerS, "p2 ms": rep.P2FirstPullMs10k, "p2 bytes": rep.P2FirstPullBytes10k,
 		"p3 10k": rep.P3NoopPullP99Ms10k, "p3 1m": rep.P3NoopPullP99Ms1m, "p6": rep.P6BytesPerVisit, "p6 openrosa": rep.P6OpenRosaBytesPerVisit,
+		"p2 large ms": rep.P2FirstPullMs100k, "p2 large bytes": rep.P2FirstPullBytes100k, "p7 photos": rep.P7RSSMBPeakPhotos,
 	} {
 		if v <= 0 {
 			t.Errorf("%s = %v\n%s", name, v, out.String())
@@ -148,7 +150,13 @@ func TestBench_Mini(t *testing.T) {
 		t.Errorf("sections that did not run must report -1")
 	}
 	// -cpuprofile: the fieldsync subprocess profiled its timed phases too.
-	for _, f := range []string{"cpu.p1.server", "cpu.p2.server"} {
+	if rep.P2FirstPullBytes100k <= rep.P2FirstPullBytes10k {
+		t.Errorf("the first pull of 700 households took %v B, of 300 %v B\n%s", rep.P2FirstPullBytes100k, rep.P2FirstPullBytes10k, out.String())
+	}
+	if !strings.Contains(out.String(), "2 got a perceptual hash") {
+		t.Errorf("p7photos: the server did not hash both photos\n%s", out.String())
+	}
+	for _, f := range []string{"cpu.p1.server", "cpu.p2.server", "cpu.p2l.server"} {
 		data, err := os.ReadFile(filepath.Join(o.WorkDir, f))
 		if err != nil || len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
 			t.Errorf("server CPU profile %s: %d bytes, %v\n%s", f, len(data), err, out.String())
@@ -250,7 +258,80 @@ func TestBench_Uploads(t *testing.T) {
 	t.Log("\n" + out.String())
 }
 
-// TestBenchReport_Keys checks the JSON keys are exactly issue 7's.
+// TestBench_TusdS3 runs the tusd s3store peer at toy sizes on the test
+// script's S3 server (installing tusd into the user's cache folder on
+// first use, as the bench does).
+func TestBench_TusdS3(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	if os.Getenv(envS3Endpoint) == "" {
+		if os.Getenv("FIELDSYNC_REQUIRE_S3") == "1" {
+			t.Fatal(envS3Endpoint + " is not set (run through bash .ci/test)")
+		}
+		t.Skip("needs " + envS3Endpoint + " (bash .ci/test sets it)")
+	}
+	t.Parallel()
+	var out bytes.Buffer
+	b := &bench{o: benchOptions{Seed: 4, P4Photos: 4, P4Bytes: 30_000, P4Uploaders: 2, CacheDir: defaultCacheDir()},
+		rep: newBenchReport(), out: &out, notes: map[string]string{}, work: t.TempDir(), devices: t.TempDir()}
+	defer b.stopS3()
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	if err := b.tusdS3(ctx); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if b.rep.P4UploadMBsTusdS3 <= 0 || !strings.Contains(b.notes["p4_upload_mb_s_tusd_s3"], os.Getenv(envS3Endpoint)) {
+		t.Errorf("tusd s3 = %v, note %q\n%s", b.rep.P4UploadMBsTusdS3, b.notes["p4_upload_mb_s_tusd_s3"], out.String())
+	}
+	t.Log("\n" + out.String())
+}
+
+// TestBench_Neardup runs the near-duplicate index's benchmarks through go
+// test (a few iterations) and checks the figures were parsed.
+func TestBench_Neardup(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	t.Parallel()
+	var out bytes.Buffer
+	b := &bench{o: benchOptions{NeardupBenchtime: "20x"}, rep: newBenchReport(), out: &out, notes: map[string]string{}, work: t.TempDir()}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	if err := b.neardup(ctx); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	r := b.rep
+	if r.NeardupCheckUs1m <= 0 || r.NeardupRecall < 0 || r.NeardupRecall > 1 || r.NeardupFalsePositives < 0 || r.NeardupFalsePositives > 1 {
+		t.Errorf("check %v µs, recall %v, false positives %v\n%s", r.NeardupCheckUs1m, r.NeardupRecall, r.NeardupFalsePositives, out.String())
+	}
+	t.Log("\n" + out.String())
+}
+
+func TestParseGoBench(t *testing.T) {
+	out := []byte(`goos: linux
+BenchmarkHashIndex_Near/index/n=1000000-2         	    2000	     41234 ns/op
+BenchmarkHashIndex_Near/scan/n=1000000            	     100	   1234567 ns/op
+BenchmarkNearDuplicate_RecallAndFalsePositives-16 	       1	9876543210 ns/op	         0.0001000 false-positive-pairs	         0.9800 recall:re-encoded_q40
+PASS
+`)
+	got := parseGoBench(out)
+	if v := got["BenchmarkHashIndex_Near/index/n=1000000"]["ns/op"]; v != 41234 {
+		t.Errorf("index ns/op = %v (%v)", v, got)
+	}
+	if v := got["BenchmarkHashIndex_Near/scan/n=1000000"]["ns/op"]; v != 1234567 {
+		t.Errorf("scan ns/op = %v (%v)", v, got)
+	}
+	m := got["BenchmarkNearDuplicate_RecallAndFalsePositives"]
+	if m["false-positive-pairs"] != 0.0001 || m["recall:re-encoded_q40"] != 0.98 {
+		t.Errorf("metrics %v", m)
+	}
+	if len(got) != 3 {
+		t.Errorf("%d benchmarks: %v", len(got), got)
+	}
+}
+
+// TestBenchReport_Keys checks the JSON keys are exactly issues 7's and 17's.
 func TestBenchReport_Keys(t *testing.T) {
 	data, err := json.Marshal(newBenchReport())
 	if err != nil {
@@ -263,7 +344,9 @@ func TestBenchReport_Keys(t *testing.T) {
 	want := []string{"p1_visits_per_s", "p1_raw_sqlite_rows_per_s", "p2_first_pull_ms_10k", "p2_first_pull_bytes_10k",
 		"p3_noop_pull_p99_ms_10k", "p3_noop_pull_p99_ms_1m", "p4_upload_mb_s_local", "p4_upload_mb_s_s3", "p4_upload_mb_s_tusd",
 		"p5_resent_ratio", "p6_bytes_per_visit", "p6_openrosa_bytes_per_visit", "p7_rss_mb_peak", "p8_sync_20k_s",
-		"p8_pouchdb_20k_s", "f1_2g_visits_s", "f1_2g_photos_ratio"}
+		"p8_pouchdb_20k_s", "f1_2g_visits_s", "f1_2g_photos_ratio",
+		"p4_upload_mb_s_tusd_s3", "p2_first_pull_ms_100k", "p2_first_pull_bytes_100k", "p7_rss_mb_peak_photos",
+		"neardup_check_us_1m", "neardup_recall", "neardup_false_positives"}
 	if len(m) != len(want) {
 		t.Fatalf("%d keys, want %d: %v", len(m), len(want), m)
 	}

@@ -221,9 +221,10 @@ func ensureTusd(ctx context.Context, cache string, logf func(string, ...any)) (s
 	return bin, nil
 }
 
-// startTusd runs tusd with its file store in dir on a free loopback port;
-// its tus endpoint is url + "/files/".
-func startTusd(ctx context.Context, bin, dir string) (*process, error) {
+// startTusd runs tusd with its file store in dir, or with its s3store on
+// s3's bucket (which must exist) when s3 is not nil, on a free loopback
+// port; its tus endpoint is url + "/files/".
+func startTusd(ctx context.Context, bin, dir string, s3 *s3Config) (*process, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "uploads"), 0o750); err != nil {
 		return nil, err
 	}
@@ -232,8 +233,15 @@ func startTusd(ctx context.Context, bin, dir string) (*process, error) {
 		return nil, err
 	}
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
-	cmd := exec.Command(bin, "-host", "127.0.0.1", "-port", strconv.Itoa(port), "-upload-dir", filepath.Join(dir, "uploads"),
-		"-base-path", "/files/", "-verbose=false", "-show-greeting=false", "-disable-download", "-disable-cors")
+	args := []string{"-host", "127.0.0.1", "-port", strconv.Itoa(port), "-upload-dir", filepath.Join(dir, "uploads"),
+		"-base-path", "/files/", "-verbose=false", "-show-greeting=false", "-disable-download", "-disable-cors"}
+	if s3 != nil {
+		args = append(args, "-s3-bucket", s3.Bucket, "-s3-endpoint", "http://"+s3.Endpoint, "-s3-object-prefix", "tusd/")
+	}
+	cmd := exec.Command(bin, args...)
+	if s3 != nil {
+		cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+s3.AccessKey, "AWS_SECRET_ACCESS_KEY="+s3.SecretKey, "AWS_REGION=us-east-1")
+	}
 	p, err := startProcess(ctx, "tusd", cmd, filepath.Join(dir, "tusd.log"), 30*time.Second, func() bool {
 		req, _ := http.NewRequest(http.MethodOptions, base+"/files/", nil)
 		resp, err := (&http.Client{Timeout: time.Second}).Do(req)
@@ -371,36 +379,83 @@ const (
 )
 
 // s3Store is an object store for one measurement: its config (with a
-// fresh bucket, created by the server), what it is, and how to clean up.
+// fresh bucket), what it is, and how to clean up.
 type s3Store struct {
 	cfg  s3Config
 	desc string
 	stop func()
 }
 
-// startS3 returns the shared test S3 server's config with a fresh bucket
-// (emptied and removed by stop), or starts a private versitygw under dir.
-func startS3(ctx context.Context, cache, dir string, logf func(string, ...any)) (*s3Store, error) {
+// s3Server is the S3 server of one bench run: its endpoint and root keys,
+// what it is, and how to stop it (nothing, for the shared test server).
+type s3Server struct {
+	endpoint, access, secret string
+	desc                     string
+	stop                     func()
+}
+
+// startS3 returns an S3 store with a fresh bucket (emptied and removed by
+// stop) on the bench run's one S3 server (b.s3Server), so that every
+// figure measured on S3 (ours, tusd's s3store) uses the same server.
+func (b *bench) startS3(ctx context.Context) (*s3Store, error) {
+	srv, err := b.s3Server(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var rnd [4]byte
 	_, _ = crand.Read(rnd[:])
-	bucket := "fieldsim-p4-" + hex.EncodeToString(rnd[:])
+	cfg := s3Config{Endpoint: srv.endpoint, AccessKey: srv.access, SecretKey: srv.secret, Bucket: "fieldsim-p4-" + hex.EncodeToString(rnd[:])}
+	return &s3Store{cfg: cfg, desc: srv.desc, stop: func() { removeBucket(cfg) }}, nil
+}
+
+// s3Server returns the run's S3 server, starting it on first use: the
+// shared test S3 server when the test script's variables name one, else a
+// private versitygw under the work folder, stopped by stopS3.
+func (b *bench) s3Server(ctx context.Context) (*s3Server, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.s3 != nil {
+		return b.s3, nil
+	}
+	srv, err := startS3Server(ctx, b.o.CacheDir, filepath.Join(b.work, "s3"), b.logf)
+	if err != nil {
+		return nil, err
+	}
+	b.s3 = srv
+	return srv, nil
+}
+
+// stopS3 stops a private S3 server the run started.
+func (b *bench) stopS3() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.s3 != nil {
+		b.s3.stop()
+		b.s3 = nil
+	}
+}
+
+// startS3Server returns the shared test S3 server, or starts a private
+// versitygw under dir.
+func startS3Server(ctx context.Context, cache, dir string, logf func(string, ...any)) (*s3Server, error) {
 	if ep := os.Getenv(envS3Endpoint); ep != "" {
 		host, _, err := net.SplitHostPort(ep)
 		if err != nil || !linkproxy.IsLoopback(host) {
 			return nil, fmt.Errorf("%s=%s: want a loopback host:port", envS3Endpoint, ep)
 		}
-		cfg := s3Config{Endpoint: ep, AccessKey: os.Getenv(envS3AccessKey), SecretKey: os.Getenv(envS3SecretKey), Bucket: bucket}
-		return &s3Store{cfg: cfg, desc: "the shared test S3 server (versitygw, posix) at " + ep,
-			stop: func() { removeBucket(cfg) }}, nil
+		return &s3Server{endpoint: ep, access: os.Getenv(envS3AccessKey), secret: os.Getenv(envS3SecretKey),
+			desc: "the shared test S3 server (versitygw, posix) at " + ep, stop: func() {}}, nil
 	}
 	bin, err := ensureVersitygw(ctx, cache, logf)
 	if err != nil {
 		return nil, err
 	}
-	data := filepath.Join(dir, "s3")
+	data := filepath.Join(dir, "data")
 	if err := os.MkdirAll(data, 0o750); err != nil {
 		return nil, err
 	}
+	var rnd [4]byte
+	_, _ = crand.Read(rnd[:])
 	access, secret := "fieldsim", "fieldsim-"+hex.EncodeToString(rnd[:])
 	var lastErr error
 	for try := 0; try < 3; try++ {
@@ -416,11 +471,15 @@ func startS3(ctx context.Context, cache, dir string, logf func(string, ...any)) 
 			lastErr = err
 			continue
 		}
-		cfg := s3Config{Endpoint: ep, AccessKey: access, SecretKey: secret, Bucket: bucket}
-		return &s3Store{cfg: cfg, desc: "a private versitygw " + versitygwVersion + " (posix backend) at " + ep,
-			stop: func() { _ = p.stop() }}, nil
+		return &s3Server{endpoint: ep, access: access, secret: secret,
+			desc: "a private versitygw " + versitygwVersion + " (posix backend) at " + ep, stop: func() { _ = p.stop() }}, nil
 	}
 	return nil, lastErr
+}
+
+// s3Client is a client of cfg's server with its root keys.
+func s3Client(cfg s3Config) (*minio.Client, error) {
+	return minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""), Region: "us-east-1"})
 }
 
 // ensureVersitygw finds versitygw v1.8.0: $FIELDSYNC_TEST_VERSITYGW, the
@@ -456,7 +515,7 @@ func ensureVersitygw(ctx context.Context, cache string, logf func(string, ...any
 // removeBucket empties and removes a bucket the benchmark made on a
 // shared server, best effort.
 func removeBucket(cfg s3Config) {
-	cl, err := minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""), Region: "us-east-1"})
+	cl, err := s3Client(cfg)
 	if err != nil {
 		return
 	}
