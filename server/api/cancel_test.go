@@ -3,18 +3,15 @@ package api_test
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"log/slog"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"fieldsync/server/api"
 	"fieldsync/server/servertest"
-	"fieldsync/server/sqlstore"
 	"fieldsync/server/upload/uploadtest"
 	"fieldsync/syncproto"
 )
@@ -35,19 +32,7 @@ func TestPush_ClientCancelLoggedAsCancel(t *testing.T) {
 
 	// Another connection holds SQLite's write lock, so the push waits in
 	// the writer's queue until the device has given up.
-	other, err := sql.Open("sqlite3", sqlstore.DSN(filepath.Join(dir, "fieldsync.db"), false, time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	conn, err := other.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
+	unlock := holdWriteLock(t, dir)
 	hh := syncproto.NewID(time.Now())
 	body, _ := json.Marshal(syncproto.PushRequest{ProtocolVersion: syncproto.ProtocolVersion, DeviceID: dev.ID, Mutations: []syncproto.Mutation{
 		{Seq: 1, Kind: syncproto.KindHouseholdCreate, Household: &syncproto.Household{ID: hh, PlaceCode: "G11",
@@ -63,9 +48,7 @@ func TestPush_ClientCancelLoggedAsCancel(t *testing.T) {
 		t.Fatalf("push answered %s while the database was locked", resp.Status)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if _, err := conn.ExecContext(context.Background(), "ROLLBACK"); err != nil {
-		t.Fatal(err)
-	}
+	unlock()
 
 	var line map[string]any
 	deadline := time.Now().Add(20 * time.Second)

@@ -63,28 +63,7 @@ func TestPush_MaxPushes(t *testing.T) {
 				devs[i] = uploadtest.NewDevice(t, env, fmt.Sprintf("limit-worker-%d", i), "G11")
 			}
 
-			other, err := sql.Open("sqlite3", sqlstore.DSN(filepath.Join(dir, "fieldsync.db"), false, time.Second))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer other.Close()
-			conn, err := other.Conn(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
-				t.Fatal(err)
-			}
-			locked := true
-			unlock := func() {
-				if locked {
-					locked = false
-					if _, err := conn.ExecContext(context.Background(), "ROLLBACK"); err != nil {
-						t.Error(err)
-					}
-				}
-			}
+			unlock := holdWriteLock(t, dir)
 			defer unlock()
 
 			hhs := make([]string, devices)
@@ -151,4 +130,34 @@ func TestPush_MaxPushes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// holdWriteLock takes SQLite's write lock on the database in dir from
+// another connection, so that the store's writer waits, until the
+// returned function (safe to call twice) lets it go.
+func holdWriteLock(t *testing.T, dir string) (unlock func()) {
+	t.Helper()
+	other, err := sql.Open("sqlite3", sqlstore.DSN(filepath.Join(dir, "fieldsync.db"), false, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := other.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	unlock = func() {
+		once.Do(func() {
+			if _, err := conn.ExecContext(context.Background(), "ROLLBACK"); err != nil {
+				t.Error(err)
+			}
+			conn.Close()
+			other.Close()
+		})
+	}
+	t.Cleanup(unlock)
+	return unlock
 }
