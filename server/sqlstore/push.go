@@ -264,16 +264,16 @@ func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, re
 			p = pre[i]
 		}
 		if m.Seq <= lastSeq {
-			var body string
+			var body, pushed string
 			var digest sql.NullString
-			err := tx.QueryRowContext(ctx, `SELECT result, digest FROM mutation_results WHERE device_id = ? AND seq = ?`, dev.DeviceID, m.Seq).Scan(&body, &digest)
+			err := tx.QueryRowContext(ctx, `SELECT result, digest, body FROM mutation_results WHERE device_id = ? AND seq = ?`, dev.DeviceID, m.Seq).Scan(&body, &digest, &pushed)
 			if err != nil {
 				return nil, fmt.Errorf("push: stored result %d: %w", m.Seq, err)
 			}
 			// A replay of the same mutation gets the stored answer; the
 			// same number with other content is refused, not acked and
 			// dropped. Rows applied before digests were kept match.
-			if digest.Valid && digest.String != p.digestOf(m) {
+			if digest.Valid && !p.sameAs(m, digest.String, pushed) {
 				return nil, &SequenceReusedError{Seq: m.Seq, LastSeq: lastSeq}
 			}
 			var r syncproto.MutationResult
@@ -496,20 +496,42 @@ type visitPrep struct {
 // for the writer: nothing in it depends on the database's state.
 type mutationPrep struct {
 	body   string     // the mutation as pushed (mutation_results.body)
-	digest string     // mutationDigest of body
+	digest string     // bodyDigest of body
 	visit  *visitPrep // visit.create only
 }
 
-// digestOf returns the mutation's digest, working out its body and
-// digest first if preparePush did not.
+// digestOf returns the digest stored with the mutation's result (the
+// bodyDigest of its body), working out its body and digest first if
+// preparePush did not.
 func (p *mutationPrep) digestOf(m syncproto.Mutation) string {
 	if p.body == "" {
 		p.body = mutationBody(m)
 	}
 	if p.digest == "" {
-		p.digest = mutationDigest(p.body)
+		p.digest = bodyDigest(p.body)
 	}
 	return p.digest
+}
+
+// sameAs reports whether m is the mutation whose result was stored with
+// digest and body: the same body (the usual replay: the same outbox entry
+// encoded the same way), or the same canonical JSON (mutationDigest). The
+// canonical comparison also covers the rows stored before digests of the
+// body were kept, whose digest is mutationDigest(body).
+func (p *mutationPrep) sameAs(m syncproto.Mutation, digest, body string) bool {
+	if digest == p.digestOf(m) {
+		return true
+	}
+	return mutationDigest(body) == mutationDigest(p.body)
+}
+
+// bodyDigest is the SHA-256 (hex) of a mutation body as kept. Bodies are
+// the server's own encoding of the decoded mutation (mutationBody), so a
+// replay of the same outbox entry has the same one; sameAs falls back to
+// the canonical comparison for anything else.
+func bodyDigest(body string) string {
+	sum := sha256.Sum256([]byte(body))
+	return hex.EncodeToString(sum[:])
 }
 
 // mutationBody is the JSON kept of a mutation as pushed.
@@ -556,7 +578,7 @@ func (s *Store) preparePush(req *syncproto.PushRequest) []*mutationPrep {
 	out := make([]*mutationPrep, len(req.Mutations))
 	for i, m := range req.Mutations {
 		p := &mutationPrep{body: mutationBody(m)}
-		p.digest = mutationDigest(p.body)
+		p.digest = bodyDigest(p.body)
 		if m.Kind == syncproto.KindVisitCreate && m.Visit != nil {
 			v := prepareVisit(m.Visit)
 			if f := s.peekForm(m.Visit.FormID, m.Visit.FormVersion); f != nil {

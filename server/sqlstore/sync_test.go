@@ -600,3 +600,56 @@ func TestPush_SequenceReused_Store(t *testing.T) {
 		t.Fatal("a legacy replay changed data")
 	}
 }
+
+// TestPush_ReplaySpelledOtherwise_Store: a replay whose JSON is spelled
+// otherwise (a string's characters escaped the first time, plain the
+// second) is the same mutation: it gets the stored answer, not
+// sequence_reused, and applies nothing again.
+func TestPush_ReplaySpelledOtherwise_Store(t *testing.T) {
+	env := servertest.Start(t)
+	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
+	const hh = "01JDZX5Q7R8S9T0V1W2X3Y4Z5A"
+	env.AddHouseholds(t, household(hh, "G11", "王建国"))
+	d := newDevice(t, env, u)
+	escaped, plain := visitMut(d, hh), syncproto.Mutation{}
+	answers := map[string]json.RawMessage{}
+	key := ""
+	for k, v := range escaped.Visit.Answers {
+		answers[k] = v
+		if string(v) == `"塘子 1号水窖"` {
+			key = k
+		}
+	}
+	if key == "" {
+		t.Fatal("no text answer to spell otherwise")
+	}
+	answers[key] = json.RawMessage(`"\u5858\u5b50 1\u53f7\u6c34\u7a96"`)
+	v := *escaped.Visit
+	v.Answers = answers
+	escaped.Visit = &v
+	first := d.push(escaped)
+	if first.Results[0].Status != syncproto.StatusApplied {
+		t.Fatalf("first push: %+v", first)
+	}
+	plain = escaped
+	pv := *escaped.Visit
+	pv.Answers = map[string]json.RawMessage{}
+	for k, a := range answers {
+		pv.Answers[k] = a
+	}
+	pv.Answers[key] = json.RawMessage(`"塘子 1号水窖"`)
+	plain.Visit = &pv
+	r := d.push(plain)
+	if r.LastSeq != 1 || len(r.Results) != 1 || r.Results[0] != first.Results[0] {
+		t.Fatalf("replay: %+v, first %+v", r, first)
+	}
+	if count(t, env, `SELECT count(*) FROM visits`) != 1 || count(t, env, `SELECT count(*) FROM mutation_results WHERE device_id = ?`, d.dev.DeviceID) != 1 {
+		t.Fatal("the replay applied something again")
+	}
+	// Other content under the same number is still refused.
+	pv.Answers[key] = json.RawMessage(`"塘子 2号水窖"`)
+	_, err := env.Store.Push(ctx, d.dev, &syncproto.PushRequest{ProtocolVersion: 1, DeviceID: d.dev.DeviceID, Mutations: []syncproto.Mutation{plain}})
+	if !errors.Is(err, domain.ErrSequenceReused) {
+		t.Fatalf("other content: err = %v", err)
+	}
+}
