@@ -653,3 +653,29 @@ func TestPush_ReplaySpelledOtherwise_Store(t *testing.T) {
 		t.Fatalf("other content: err = %v", err)
 	}
 }
+
+// TestPush_WriterDeadline_Store: a push that outlives the writer's
+// deadline is refused as unavailable and keeps nothing (its sequence
+// numbers are not used up); the same push later applies.
+func TestPush_WriterDeadline_Store(t *testing.T) {
+	env := servertest.Start(t)
+	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
+	const hh = "01JDZX5Q7R8S9T0V1W2X3Y4Z5A"
+	env.AddHouseholds(t, household(hh, "G11", "王建国"))
+	d := newDevice(t, env, u)
+	ms := []syncproto.Mutation{visitMut(d, hh), visitMut(d, hh)}
+	env.Store.SetWriteTimeout(time.Nanosecond) // over before the first mutation
+	_, err := env.Store.Push(ctx, d.dev, &syncproto.PushRequest{ProtocolVersion: 1, DeviceID: d.dev.DeviceID, Mutations: ms})
+	// SQLite checks the deadline between mutations (ErrUnavailable too);
+	// PostgreSQL's statements carry it. Both answer "unavailable".
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the deadline", err)
+	}
+	if n := count(t, env, `SELECT count(*) FROM visits`) + count(t, env, `SELECT count(*) FROM mutation_results`); n != 0 {
+		t.Fatalf("a push past the deadline kept %d rows", n)
+	}
+	env.Store.SetWriteTimeout(time.Minute)
+	if r := d.push(ms...); r.LastSeq != 2 || r.Results[1].Status != syncproto.StatusApplied {
+		t.Fatalf("the same push later: %+v", r)
+	}
+}
