@@ -277,9 +277,23 @@ func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, re
 	resp := &syncproto.PushResponse{ProtocolVersion: syncproto.ProtocolVersion}
 	var scope map[string]bool
 	now := s.ts()
+	// The visits' audit events are written together, before any other
+	// kind of mutation and at the end, so they keep their order.
+	var audits []auditRow
+	actx := domain.WithActor(ctx, domain.Actor{UserID: dev.UserID, DeviceID: dev.DeviceID})
+	flush := func() error {
+		err := auditRows(actx, tx, audits)
+		audits = audits[:0]
+		return err
+	}
 	for i, m := range req.Mutations {
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("push: mutation %d: %w", m.Seq, errWriterDeadline)
+		}
+		if m.Kind != syncproto.KindVisitCreate && len(audits) > 0 {
+			if err := flush(); err != nil {
+				return nil, fmt.Errorf("push: %w", err)
+			}
 		}
 		p := &mutationPrep{}
 		if i < len(pre) && pre[i] != nil {
@@ -314,7 +328,7 @@ func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, re
 				return nil, fmt.Errorf("push: scope: %w", err)
 			}
 		}
-		r, err := s.applyOne(ctx, rawTx, dev, scope, m, p.visit)
+		r, err := s.applyOne(ctx, rawTx, dev, scope, m, p.visit, &audits)
 		if err != nil {
 			return nil, err
 		}
@@ -326,6 +340,9 @@ func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, re
 		}
 		resp.Results = append(resp.Results, r)
 		lastSeq = m.Seq
+	}
+	if err := flush(); err != nil {
+		return nil, fmt.Errorf("push: %w", err)
 	}
 	var health, appVersion any
 	if req.Health != nil {
@@ -370,7 +387,10 @@ func reject(code syncproto.Code, format string, args ...any) error {
 // applyOne applies one mutation inside its own savepoint. A rejection rolls
 // the savepoint back and becomes a rejected result; any other error fails
 // the whole push.
-func (s *Store) applyOne(ctx context.Context, tx *sql.Tx, dev PushDevice, scope map[string]bool, m syncproto.Mutation, pre *visitPrep) (syncproto.MutationResult, error) {
+//
+// A visit's audit event goes to audits (written by the caller) when it is
+// not nil.
+func (s *Store) applyOne(ctx context.Context, tx *sql.Tx, dev PushDevice, scope map[string]bool, m syncproto.Mutation, pre *visitPrep, audits *[]auditRow) (syncproto.MutationResult, error) {
 	res := syncproto.MutationResult{Seq: m.Seq, Status: syncproto.StatusApplied}
 	if perr := m.Check(); perr != nil {
 		res.Status, res.Code, res.Message = syncproto.StatusRejected, perr.Code, perr.Message
@@ -393,7 +413,7 @@ func (s *Store) applyOne(ctx context.Context, tx *sql.Tx, dev PushDevice, scope 
 		}
 	}
 	actx := domain.WithActor(ctx, domain.Actor{UserID: dev.UserID, DeviceID: dev.DeviceID})
-	a := &applier{s: s, ctx: actx, tx: tx, x: x, pre: pre, dev: dev, scope: scope, hlc: hlc, now: s.ts(), res: &res}
+	a := &applier{s: s, ctx: actx, tx: tx, x: x, pre: pre, dev: dev, scope: scope, hlc: hlc, now: s.ts(), res: &res, audits: audits}
 	var err error
 	switch m.Kind {
 	case syncproto.KindVisitCreate:
@@ -446,6 +466,9 @@ type applier struct {
 	hlc   syncproto.HLC
 	now   string
 	res   *syncproto.MutationResult
+	// audits, if set, collects visit.create audit events for the push to
+	// write together (auditRows); else each is written at once.
+	audits *[]auditRow
 }
 
 func contentHash(v any) string {
@@ -707,6 +730,10 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 	}
 	if _, err = logChange(a.x, a.now, "visit", v.ID, h.place, "put"); err != nil {
 		return err
+	}
+	if a.audits != nil {
+		*a.audits = append(*a.audits, auditRow{at: a.now, action: "visit.create", entityType: "visit", entityID: v.ID, place: h.place, after: p.audit})
+		return nil
 	}
 	return audit(a.ctx, a.x, a.now, "visit.create", "visit", v.ID, h.place, nil, p.audit)
 }

@@ -679,3 +679,46 @@ func TestPush_WriterDeadline_Store(t *testing.T) {
 		t.Fatalf("the same push later: %+v", r)
 	}
 }
+
+// TestPush_VisitAuditsInOrder_Store: the visits' audit events of a push,
+// written together, keep the order of the mutations around another kind,
+// and each says who, from which device, where and what.
+func TestPush_VisitAuditsInOrder_Store(t *testing.T) {
+	env := servertest.Start(t)
+	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
+	const hh = "01JDZX5Q7R8S9T0V1W2X3Y4Z5A"
+	env.AddHouseholds(t, household(hh, "G11", "王建国"))
+	d := newDevice(t, env, u)
+	a, b := visitMut(d, hh), visitMut(d, hh)
+	upd := d.mut(syncproto.KindHouseholdUpdate, func(m *syncproto.Mutation) {
+		m.HouseholdUpdate = &syncproto.HouseholdUpdate{HouseholdID: hh, BaseVersion: 1, Fields: map[string]json.RawMessage{"notes": json.RawMessage(`"修好了"`)}}
+	})
+	c := visitMut(d, hh)
+	if r := d.push(a, b, upd, c); r.LastSeq != 4 {
+		t.Fatalf("push: %+v", r)
+	}
+	trail, err := env.Store.AuditTrail(ctx, "household", hh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range trail {
+		switch e.Action {
+		case "visit.create":
+			got = append(got, e.EntityID)
+			var after struct {
+				HouseholdID string `json:"household_id"`
+			}
+			if e.ActorUser != u.ID || e.ActorName != "w" || e.DeviceID != d.dev.DeviceID || e.PlaceCode != "G11" ||
+				json.Unmarshal(e.After, &after) != nil || after.HouseholdID != hh || e.Before != nil {
+				t.Errorf("visit audit event: %+v", e)
+			}
+		case "household.update":
+			got = append(got, "update")
+		}
+	}
+	want := []string{a.Visit.ID, b.Visit.ID, "update", c.Visit.ID}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("audit order %v, want %v", got, want)
+	}
+}
