@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"fieldsync/server/domain"
 )
@@ -43,6 +44,49 @@ func audit(ctx context.Context, tx execer, now, action, entityType, entityID, pl
 		now, user, a.Name, a.UserID, a.DeviceID, a.Session, action, entityType, entityID, place, enc(before), enc(after))
 	if err != nil {
 		return fmt.Errorf("audit %s: %w", action, err)
+	}
+	return nil
+}
+
+// auditRow is one audit event waiting to be written by auditRows.
+type auditRow struct {
+	at, action, entityType, entityID, place string
+	after                                   json.RawMessage
+}
+
+// auditRowsChunk bounds the rows of one auditRows statement (and so the
+// statement texts the writer's cache sees).
+const auditRowsChunk = 20
+
+// auditRows appends audit events, in order, with one statement per
+// auditRowsChunk rows; each is written as audit would write it (no
+// "before", the actor from ctx).
+func auditRows(ctx context.Context, tx execer, rows []auditRow) error {
+	a := domain.ActorFrom(ctx)
+	var user any
+	if a.UserID > 0 {
+		user = a.UserID
+	}
+	for len(rows) > 0 {
+		n := min(len(rows), auditRowsChunk)
+		var q strings.Builder
+		q.WriteString(`INSERT INTO audit_events(at, actor_user, actor_name, device_id, session, action, entity_type, entity_id, place_code, before, after) VALUES `)
+		args := make([]any, 0, 11*n)
+		for i, r := range rows[:n] {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString(`(?, ?, COALESCE(NULLIF(?, ''), (SELECT username FROM users WHERE id = ?), ''), ?, ?, ?, ?, ?, ?, ?, ?)`)
+			var after any
+			if len(r.after) > 0 {
+				after = string(r.after)
+			}
+			args = append(args, r.at, user, a.Name, a.UserID, a.DeviceID, a.Session, r.action, r.entityType, r.entityID, r.place, nil, after)
+		}
+		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+			return fmt.Errorf("audit %s: %w", rows[0].action, err)
+		}
+		rows = rows[n:]
 	}
 	return nil
 }

@@ -600,3 +600,125 @@ func TestPush_SequenceReused_Store(t *testing.T) {
 		t.Fatal("a legacy replay changed data")
 	}
 }
+
+// TestPush_ReplaySpelledOtherwise_Store: a replay whose JSON is spelled
+// otherwise (a string's characters escaped the first time, plain the
+// second) is the same mutation: it gets the stored answer, not
+// sequence_reused, and applies nothing again.
+func TestPush_ReplaySpelledOtherwise_Store(t *testing.T) {
+	env := servertest.Start(t)
+	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
+	const hh = "01JDZX5Q7R8S9T0V1W2X3Y4Z5A"
+	env.AddHouseholds(t, household(hh, "G11", "王建国"))
+	d := newDevice(t, env, u)
+	escaped, plain := visitMut(d, hh), syncproto.Mutation{}
+	answers := map[string]json.RawMessage{}
+	key := ""
+	for k, v := range escaped.Visit.Answers {
+		answers[k] = v
+		if string(v) == `"塘子 1号水窖"` {
+			key = k
+		}
+	}
+	if key == "" {
+		t.Fatal("no text answer to spell otherwise")
+	}
+	answers[key] = json.RawMessage(`"\u5858\u5b50 1\u53f7\u6c34\u7a96"`)
+	v := *escaped.Visit
+	v.Answers = answers
+	escaped.Visit = &v
+	first := d.push(escaped)
+	if first.Results[0].Status != syncproto.StatusApplied {
+		t.Fatalf("first push: %+v", first)
+	}
+	plain = escaped
+	pv := *escaped.Visit
+	pv.Answers = map[string]json.RawMessage{}
+	for k, a := range answers {
+		pv.Answers[k] = a
+	}
+	pv.Answers[key] = json.RawMessage(`"塘子 1号水窖"`)
+	plain.Visit = &pv
+	r := d.push(plain)
+	if r.LastSeq != 1 || len(r.Results) != 1 || r.Results[0] != first.Results[0] {
+		t.Fatalf("replay: %+v, first %+v", r, first)
+	}
+	if count(t, env, `SELECT count(*) FROM visits`) != 1 || count(t, env, `SELECT count(*) FROM mutation_results WHERE device_id = ?`, d.dev.DeviceID) != 1 {
+		t.Fatal("the replay applied something again")
+	}
+	// Other content under the same number is still refused.
+	pv.Answers[key] = json.RawMessage(`"塘子 2号水窖"`)
+	_, err := env.Store.Push(ctx, d.dev, &syncproto.PushRequest{ProtocolVersion: 1, DeviceID: d.dev.DeviceID, Mutations: []syncproto.Mutation{plain}})
+	if !errors.Is(err, domain.ErrSequenceReused) {
+		t.Fatalf("other content: err = %v", err)
+	}
+}
+
+// TestPush_WriterDeadline_Store: a push that outlives the writer's
+// deadline is refused as unavailable and keeps nothing (its sequence
+// numbers are not used up); the same push later applies.
+func TestPush_WriterDeadline_Store(t *testing.T) {
+	env := servertest.Start(t)
+	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
+	const hh = "01JDZX5Q7R8S9T0V1W2X3Y4Z5A"
+	env.AddHouseholds(t, household(hh, "G11", "王建国"))
+	d := newDevice(t, env, u)
+	ms := []syncproto.Mutation{visitMut(d, hh), visitMut(d, hh)}
+	env.Store.SetWriteTimeout(time.Nanosecond) // over before the first mutation
+	_, err := env.Store.Push(ctx, d.dev, &syncproto.PushRequest{ProtocolVersion: 1, DeviceID: d.dev.DeviceID, Mutations: ms})
+	// SQLite checks the deadline between mutations (ErrUnavailable too);
+	// PostgreSQL's statements carry it. Both answer "unavailable".
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the deadline", err)
+	}
+	if n := count(t, env, `SELECT count(*) FROM visits`) + count(t, env, `SELECT count(*) FROM mutation_results`); n != 0 {
+		t.Fatalf("a push past the deadline kept %d rows", n)
+	}
+	env.Store.SetWriteTimeout(time.Minute)
+	if r := d.push(ms...); r.LastSeq != 2 || r.Results[1].Status != syncproto.StatusApplied {
+		t.Fatalf("the same push later: %+v", r)
+	}
+}
+
+// TestPush_VisitAuditsInOrder_Store: the visits' audit events of a push,
+// written together, keep the order of the mutations around another kind,
+// and each says who, from which device, where and what.
+func TestPush_VisitAuditsInOrder_Store(t *testing.T) {
+	env := servertest.Start(t)
+	u := env.CreateUser(t, "w", domain.RoleFieldWorker, "V1")
+	const hh = "01JDZX5Q7R8S9T0V1W2X3Y4Z5A"
+	env.AddHouseholds(t, household(hh, "G11", "王建国"))
+	d := newDevice(t, env, u)
+	a, b := visitMut(d, hh), visitMut(d, hh)
+	upd := d.mut(syncproto.KindHouseholdUpdate, func(m *syncproto.Mutation) {
+		m.HouseholdUpdate = &syncproto.HouseholdUpdate{HouseholdID: hh, BaseVersion: 1, Fields: map[string]json.RawMessage{"notes": json.RawMessage(`"修好了"`)}}
+	})
+	c := visitMut(d, hh)
+	if r := d.push(a, b, upd, c); r.LastSeq != 4 {
+		t.Fatalf("push: %+v", r)
+	}
+	trail, err := env.Store.AuditTrail(ctx, "household", hh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range trail {
+		switch e.Action {
+		case "visit.create":
+			got = append(got, e.EntityID)
+			var after struct {
+				HouseholdID string `json:"household_id"`
+			}
+			if e.ActorUser != u.ID || e.ActorName != "w" || e.DeviceID != d.dev.DeviceID || e.PlaceCode != "G11" ||
+				json.Unmarshal(e.After, &after) != nil || after.HouseholdID != hh || e.Before != nil {
+				t.Errorf("visit audit event: %+v", e)
+			}
+		case "household.update":
+			got = append(got, "update")
+		}
+	}
+	want := []string{a.Visit.ID, b.Visit.ID, "update", c.Visit.ID}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("audit order %v, want %v", got, want)
+	}
+}
