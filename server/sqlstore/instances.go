@@ -329,7 +329,7 @@ func (s *Store) refreshNearIndex(ctx context.Context) error {
 				return nil
 			}
 			rs, err = tx.QueryContext(ctx, `SELECT sha256, variant, phash FROM blob_crop_hashes
-				WHERE sha256 IN (SELECT value FROM json_each(?))`, jsonList(sums))
+				WHERE sha256 IN (SELECT value FROM json_each(?)) AND variant <= ?`, jsonList(sums), indexedVariants)
 			if err != nil {
 				return err
 			}

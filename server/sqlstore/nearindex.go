@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"strings"
 
 	"fieldsync/server/evidence"
 )
@@ -28,8 +29,15 @@ func keyOf(sum string) (blobKey, bool) {
 	return k, err == nil
 }
 
-// hashesOf lists m's perceptual hashes in variant order: the whole
-// picture's, then its crops' (nil if it has none).
+// indexedVariants is the highest variant the index holds: the whole
+// picture (0) and its centred crops. The off-centre crops
+// (evidence.ShiftCrops, variants indexedVariants+1, ...) are stored with
+// them in blob_crop_hashes but only ever queried with, so the index keeps
+// three hashes a photo.
+const indexedVariants = len(evidence.CropFractions)
+
+// hashesOf lists m's indexed perceptual hashes in variant order: the whole
+// picture's, then its centred crops' (nil if it has none).
 func hashesOf(m evidence.Meta) []uint64 {
 	if m.PHash == nil {
 		return nil
@@ -66,17 +74,17 @@ func buildNearIndex(ctx context.Context, q querier) (*evidence.HashIndex[hashKey
 	idx := evidence.NewHashIndex[hashKey]()
 	for _, query := range []string{
 		`SELECT sha256, 0, phash FROM blobs WHERE phash IS NOT NULL`,
-		`SELECT c.sha256, c.variant, c.phash FROM blob_crop_hashes c JOIN blobs b ON b.sha256 = c.sha256 WHERE b.phash IS NOT NULL`,
+		`SELECT c.sha256, c.variant, c.phash FROM blob_crop_hashes c JOIN blobs b ON b.sha256 = c.sha256 WHERE b.phash IS NOT NULL AND c.variant <= ?`,
 	} {
-		if err := loadHashes(ctx, q, idx, query); err != nil {
+		if err := loadHashes(ctx, q, idx, query, indexedVariants); err != nil {
 			return nil, 0, fmt.Errorf("sqlstore: load photo hashes: %w", err)
 		}
 	}
 	return idx, seq, nil
 }
 
-func loadHashes(ctx context.Context, q querier, idx *evidence.HashIndex[hashKey], query string) error {
-	rows, err := q.QueryContext(ctx, query)
+func loadHashes(ctx context.Context, q querier, idx *evidence.HashIndex[hashKey], query string, args ...any) error {
+	rows, err := q.QueryContext(ctx, query, args[:strings.Count(query, "?")]...)
 	if err != nil {
 		return err
 	}
@@ -126,26 +134,62 @@ func (s *Store) indexHashes(sum string, old, now []uint64) {
 	}
 }
 
-// nearHashes returns the blobs, except those in skip, with a hash near
-// one of the given photos' (each given as hashesOf lists them): a whole
-// picture is compared with every indexed hash, a crop only with whole
-// pictures, as evidence.UseDistance does. It reads the in-memory index;
-// it used to scan every photo's hash in the database for every new photo.
+// nearHashes is nearUses for photos given as hashesOf lists them (no
+// off-centre crops).
 func (s *Store) nearHashes(photos [][]uint64, skip map[string]bool, maxDist int) []string {
+	uses := make([]evidence.Use, 0, len(photos))
+	for _, hs := range photos {
+		if len(hs) > 0 {
+			uses = append(uses, evidence.Use{PHash: &hs[0], Crops: hs[1:]})
+		}
+	}
+	return s.nearUses(uses, skip, maxDist)
+}
+
+// nearUses returns the blobs, except those in skip, with a hash near
+// one of the given photos': a whole picture is compared with every indexed
+// hash, a centred crop only with whole pictures, and an off-centre crop
+// only with the variant evidence.ShiftCrops names (within
+// evidence.ShiftPenalty less), as evidence.UseDistance does from the
+// query's side. It reads the in-memory index; it used to
+// scan every photo's hash in the database for every new photo.
+func (s *Store) nearUses(photos []evidence.Use, skip map[string]bool, maxDist int) []string {
 	near := s.near.Load()
 	seen := map[blobKey]bool{}
 	var out []string
-	for _, hs := range photos {
-		for v, h := range hs {
-			near.Near(h, maxDist, func(k hashKey, _ uint64, _ int) {
-				if (v > 0 && k.variant > 0) || seen[k.sum] {
-					return
-				}
-				seen[k.sum] = true
-				if sum := hex.EncodeToString(k.sum[:]); !skip[sum] {
-					out = append(out, sum)
-				}
-			})
+	query := func(h uint64, maxDist int, match func(variant uint8) bool) {
+		near.Near(h, maxDist, func(k hashKey, _ uint64, _ int) {
+			if !match(k.variant) || seen[k.sum] {
+				return
+			}
+			seen[k.sum] = true
+			if sum := hex.EncodeToString(k.sum[:]); !skip[sum] {
+				out = append(out, sum)
+			}
+		})
+	}
+	// An off-centre crop's match counts evidence.ShiftPenalty further.
+	shiftNear := func(h uint64, match func(variant uint8) bool) {
+		if maxDist-evidence.ShiftPenalty >= 0 {
+			query(h, maxDist-evidence.ShiftPenalty, match)
+		}
+	}
+	anyVariant := func(uint8) bool { return true }
+	wholeOnly := func(v uint8) bool { return v == 0 }
+	for _, u := range photos {
+		if u.PHash == nil {
+			continue
+		}
+		query(*u.PHash, maxDist, anyVariant)
+		for _, h := range u.Crops {
+			query(h, maxDist, wholeOnly)
+		}
+		for i, h := range u.Shifts {
+			if i >= len(evidence.ShiftCrops) {
+				break
+			}
+			against := uint8(evidence.ShiftCrops[i].Against)
+			shiftNear(h, func(v uint8) bool { return v == against })
 		}
 	}
 	return out

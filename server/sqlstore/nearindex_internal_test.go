@@ -8,6 +8,7 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -137,3 +138,66 @@ func whole(hs ...uint64) [][]uint64 {
 	}
 	return out
 }
+
+// BenchmarkNearIndex_PhotoCheck is the index part of one photo's
+// near-duplicate check (nearUses) against n stored photos, each indexed
+// with its whole picture and centred crops: querying with the whole
+// picture and centred crops only (as before the off-centre crops), and
+// with the off-centre crops too. It reports the index's heap bytes per
+// photo.
+func BenchmarkNearIndex_PhotoCheck(b *testing.B) {
+	for _, n := range []int{10_000, 100_000, 1_000_000} {
+		r := rand.New(rand.NewPCG(11, 12))
+		var ms0, ms1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms0)
+		idx := evidence.NewHashIndex[hashKey]()
+		var keys []hashKey
+		var hs []uint64
+		for i := range n {
+			var k blobKey
+			k[0], k[1], k[2], k[3] = byte(i), byte(i>>8), byte(i>>16), byte(i>>24)
+			for v := range indexedVariants + 1 {
+				keys, hs = append(keys, hashKey{k, uint8(v)}), append(hs, r.Uint64())
+			}
+			if len(keys) >= 100_000 || i == n-1 {
+				idx.AddNew(keys, hs)
+				keys, hs = keys[:0], hs[:0]
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&ms1)
+		s := &Store{}
+		s.near.Store(idx)
+		photos := make([]evidence.Use, 256)
+		for i := range photos {
+			u := evidence.Use{PHash: ptrTo(r.Uint64())}
+			for range indexedVariants {
+				u.Crops = append(u.Crops, r.Uint64())
+			}
+			for range evidence.ShiftCrops {
+				u.Shifts = append(u.Shifts, r.Uint64())
+			}
+			photos[i] = u
+		}
+		for _, withShifts := range []bool{false, true} {
+			name := fmt.Sprintf("centred-only/photos=%d", n)
+			if withShifts {
+				name = fmt.Sprintf("with-off-centre/photos=%d", n)
+			}
+			b.Run(name, func(b *testing.B) {
+				for i := 0; b.Loop(); i++ {
+					u := photos[i%len(photos)]
+					if !withShifts {
+						u.Shifts = nil
+					}
+					s.nearUses([]evidence.Use{u}, nil, evidence.DefaultNearDuplicateDistance)
+				}
+				b.ReportMetric(float64(ms1.HeapAlloc-ms0.HeapAlloc)/float64(n), "heapB/photo")
+			})
+		}
+		runtime.KeepAlive(idx)
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
