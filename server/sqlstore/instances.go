@@ -43,7 +43,6 @@ import (
 	"time"
 
 	"fieldsync/server/domain"
-	"fieldsync/server/evidence"
 	"fieldsync/server/sqlstore/pgsql"
 	"fieldsync/server/upload"
 )
@@ -276,7 +275,7 @@ func (s *Store) refreshNearIndex(ctx context.Context) error {
 	s.nearMu.Lock()
 	defer s.nearMu.Unlock()
 	if s.nearReload {
-		var idx *evidence.HashIndex[hashKey]
+		var idx *nearIndex
 		var seq int64
 		err := s.readTx(ctx, func(tx *sql.Tx) error {
 			var err error

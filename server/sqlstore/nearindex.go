@@ -20,6 +20,83 @@ type hashKey struct {
 	variant uint8
 }
 
+// nearIndex is the near-duplicate index: one evidence.HashIndex per
+// variant (whole picture, each centred crop), so that a query that only
+// wants one variant (a centred crop is compared with whole pictures, an
+// off-centre crop with the variant evidence.ShiftCrops names) scans that
+// variant's hashes only. It is safe for concurrent use.
+type nearIndex struct {
+	byVariant [indexedVariants + 1]*evidence.HashIndex[hashKey]
+}
+
+func newNearIndex() *nearIndex {
+	x := &nearIndex{}
+	for v := range x.byVariant {
+		x.byVariant[v] = evidence.NewHashIndex[hashKey]()
+	}
+	return x
+}
+
+// of returns the index of k's variant, or nil for a variant not indexed.
+func (x *nearIndex) of(k hashKey) *evidence.HashIndex[hashKey] {
+	if int(k.variant) >= len(x.byVariant) {
+		return nil
+	}
+	return x.byVariant[k.variant]
+}
+
+// Add stores key with hash h (see evidence.HashIndex.Add).
+func (x *nearIndex) Add(k hashKey, h uint64) {
+	if idx := x.of(k); idx != nil {
+		idx.Add(k, h)
+	}
+}
+
+// Remove deletes key, stored with hash h.
+func (x *nearIndex) Remove(k hashKey, h uint64) bool {
+	if idx := x.of(k); idx != nil {
+		return idx.Remove(k, h)
+	}
+	return false
+}
+
+// AddNew adds entries whose keys are not in x yet (see
+// evidence.HashIndex.AddNew).
+func (x *nearIndex) AddNew(keys []hashKey, hs []uint64) {
+	var byV [indexedVariants + 1]struct {
+		keys []hashKey
+		hs   []uint64
+	}
+	for i, k := range keys {
+		if int(k.variant) < len(byV) {
+			byV[k.variant].keys = append(byV[k.variant].keys, k)
+			byV[k.variant].hs = append(byV[k.variant].hs, hs[i])
+		}
+	}
+	for v, b := range byV {
+		x.byVariant[v].AddNew(b.keys, b.hs)
+	}
+}
+
+// Len is the number of indexed hashes.
+func (x *nearIndex) Len() int {
+	n := 0
+	for _, idx := range x.byVariant {
+		n += idx.Len()
+	}
+	return n
+}
+
+// Near calls fn for every indexed hash of variant v (all variants if v is
+// negative) within maxDist of h.
+func (x *nearIndex) Near(v int, h uint64, maxDist int, fn func(k hashKey, hash uint64, dist int)) {
+	for i, idx := range x.byVariant {
+		if v < 0 || v == i {
+			idx.Near(h, maxDist, fn)
+		}
+	}
+}
+
 func keyOf(sum string) (blobKey, bool) {
 	var k blobKey
 	if len(sum) != 2*len(k) {
@@ -66,12 +143,12 @@ func (s *Store) loadNearIndex(ctx context.Context) error {
 // and the highest hash_seq that it includes (read first: a row written
 // meanwhile has a higher one, and refreshNearIndex adds it again, which
 // changes nothing).
-func buildNearIndex(ctx context.Context, q querier) (*evidence.HashIndex[hashKey], int64, error) {
+func buildNearIndex(ctx context.Context, q querier) (*nearIndex, int64, error) {
 	var seq int64
 	if err := q.QueryRowContext(ctx, `SELECT COALESCE(max(hash_seq), 0) FROM blobs`).Scan(&seq); err != nil {
 		return nil, 0, fmt.Errorf("sqlstore: load photo hashes: %w", err)
 	}
-	idx := evidence.NewHashIndex[hashKey]()
+	idx := newNearIndex()
 	for _, query := range []string{
 		`SELECT sha256, 0, phash FROM blobs WHERE phash IS NOT NULL`,
 		`SELECT c.sha256, c.variant, c.phash FROM blob_crop_hashes c JOIN blobs b ON b.sha256 = c.sha256 WHERE b.phash IS NOT NULL AND c.variant <= ?`,
@@ -83,7 +160,7 @@ func buildNearIndex(ctx context.Context, q querier) (*evidence.HashIndex[hashKey
 	return idx, seq, nil
 }
 
-func loadHashes(ctx context.Context, q querier, idx *evidence.HashIndex[hashKey], query string, args ...any) error {
+func loadHashes(ctx context.Context, q querier, idx *nearIndex, query string, args ...any) error {
 	rows, err := q.QueryContext(ctx, query, args[:strings.Count(query, "?")]...)
 	if err != nil {
 		return err
@@ -157,9 +234,9 @@ func (s *Store) nearUses(photos []evidence.Use, skip map[string]bool, maxDist in
 	near := s.near.Load()
 	seen := map[blobKey]bool{}
 	var out []string
-	query := func(h uint64, maxDist int, match func(variant uint8) bool) {
-		near.Near(h, maxDist, func(k hashKey, _ uint64, _ int) {
-			if !match(k.variant) || seen[k.sum] {
+	query := func(h uint64, maxDist, variant int) {
+		near.Near(variant, h, maxDist, func(k hashKey, _ uint64, _ int) {
+			if seen[k.sum] {
 				return
 			}
 			seen[k.sum] = true
@@ -168,28 +245,22 @@ func (s *Store) nearUses(photos []evidence.Use, skip map[string]bool, maxDist in
 			}
 		})
 	}
-	// An off-centre crop's match counts evidence.ShiftPenalty further.
-	shiftNear := func(h uint64, match func(variant uint8) bool) {
-		if maxDist-evidence.ShiftPenalty >= 0 {
-			query(h, maxDist-evidence.ShiftPenalty, match)
-		}
-	}
-	anyVariant := func(uint8) bool { return true }
-	wholeOnly := func(v uint8) bool { return v == 0 }
 	for _, u := range photos {
 		if u.PHash == nil {
 			continue
 		}
-		query(*u.PHash, maxDist, anyVariant)
+		query(*u.PHash, maxDist, -1)
 		for _, h := range u.Crops {
-			query(h, maxDist, wholeOnly)
+			query(h, maxDist, 0)
+		}
+		// An off-centre crop's match counts evidence.ShiftPenalty further.
+		if maxDist < evidence.ShiftPenalty {
+			continue
 		}
 		for i, h := range u.Shifts {
-			if i >= len(evidence.ShiftCrops) {
-				break
+			if i < len(evidence.ShiftCrops) {
+				query(h, maxDist-evidence.ShiftPenalty, evidence.ShiftCrops[i].Against)
 			}
-			against := uint8(evidence.ShiftCrops[i].Against)
-			shiftNear(h, func(v uint8) bool { return v == against })
 		}
 	}
 	return out

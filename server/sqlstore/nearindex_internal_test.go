@@ -152,7 +152,7 @@ func BenchmarkNearIndex_PhotoCheck(b *testing.B) {
 		var ms0, ms1 runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&ms0)
-		idx := evidence.NewHashIndex[hashKey]()
+		idx := newNearIndex()
 		var keys []hashKey
 		var hs []uint64
 		for i := range n {
