@@ -30,6 +30,7 @@ import (
 	"github.com/paulmach/orb"
 	"github.com/rwcarlsen/goexif/exif"
 	"github.com/rwcarlsen/goexif/tiff"
+	"golang.org/x/image/draw"
 	_ "golang.org/x/image/webp" // WebP decoder
 )
 
@@ -259,6 +260,7 @@ func cropHashes(img image.Image) []uint64 {
 // shiftHashes hashes img's off-centre crops (ShiftCrops), or returns nil
 // if one fails.
 func shiftHashes(img image.Image) []uint64 {
+	img = shrink(img, shiftSide)
 	sub, ok := img.(interface {
 		SubImage(image.Rectangle) image.Image
 	})
@@ -280,6 +282,25 @@ func shiftHashes(img image.Image) []uint64 {
 		out = append(out, h.GetHash())
 	}
 	return out
+}
+
+// shiftSide is the shorter side of the copy that shiftHashes crops: the
+// hash looks at 64×64 pixels anyway, and sixteen hashes of a 1000-pixel
+// decode took 108 ms a photo against 25 ms for the rest of the analysis
+// (34 ms in all from this copy; the same recall).
+const shiftSide = 128
+
+// shrink returns img scaled down (bilinear) so that its shorter side is
+// side pixels, or img itself if it is not larger.
+func shrink(img image.Image, side int) image.Image {
+	b := img.Bounds()
+	short := min(b.Dx(), b.Dy())
+	if short <= side {
+		return img
+	}
+	dst := image.NewRGBA(image.Rect(0, 0, b.Dx()*side/short, b.Dy()*side/short))
+	draw.BiLinear.Scale(dst, dst.Bounds(), img, b, draw.Src, nil)
+	return dst
 }
 
 // Tags goexif does not name; read from the EXIF sub-IFD by number.
