@@ -49,6 +49,9 @@ func TestHouseholdMarshal_SameAsDefault(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if direct, err := MarshalOp(&Op{Op: OpPut, Type: EntityHousehold, ID: tc.h.ID, Household: &tc.h}); err != nil || string(direct) != string(op) {
+				t.Errorf("MarshalOp = %s, %v\njson.Marshal = %s", direct, err, op)
+			}
 			var back Op
 			if err := json.Unmarshal(op, &back); err != nil || back.Household.ID != tc.h.ID || len(back.Household.Fields) != len(tc.h.Fields) {
 				t.Errorf("op round trip: %v, %+v", err, back.Household)
@@ -75,6 +78,21 @@ func FuzzHouseholdMarshal(f *testing.F) {
 		}
 		if werr == nil && string(got) != string(want) {
 			t.Fatalf("MarshalJSON = %q\ndefault     = %q", got, want)
+		}
+		for _, op := range []Op{
+			{Op: OpPut, Type: EntityHousehold, ID: id, Place: place, Seq: version, Household: &h},
+			{Op: OpPut, Type: EntityHousehold, Household: &h},
+			{Op: OpDelete, Type: EntityHousehold, ID: id, Seq: version},
+			{Op: OpPut, Type: EntityVisit, ID: id, Place: place, Visit: &Visit{ID: id}},
+		} {
+			want, werr := json.Marshal(op)
+			got, gerr := MarshalOp(&op)
+			if (werr != nil) != (gerr != nil) {
+				t.Fatalf("op %s %s: errors differ: MarshalOp %v, json.Marshal %v", op.Op, op.Type, gerr, werr)
+			}
+			if werr == nil && string(got) != string(want) {
+				t.Fatalf("MarshalOp = %q\njson.Marshal = %q", got, want)
+			}
 		}
 	})
 }

@@ -164,7 +164,7 @@ func (p *puller) add(op syncproto.Op) bool {
 	if p.full {
 		return false
 	}
-	b, _ := json.Marshal(op)
+	b, _ := syncproto.MarshalOp(&op)
 	if len(p.ops) > 0 && p.used+len(b) > p.budget {
 		p.full = true
 		return false
