@@ -400,7 +400,8 @@ func (p *puller) snapRows(places []string, after string, typ syncproto.EntityTyp
 
 // snapHouseholds is snapRows for households: a first sync is mostly
 // households, so each query reads a batch of them whole rather than their
-// ids followed by one query per household.
+// ids followed by one query per household, and reading stops at the row
+// that no longer fits the page.
 func (p *puller) snapHouseholds(places []string, after string) (string, int, error) {
 	afterPlace, afterID, _ := strings.Cut(after, "\x00")
 	last := after
@@ -413,22 +414,14 @@ func (p *puller) snapHouseholds(places []string, after string) (string, int, err
 			from = afterID
 		}
 		for {
-			hs, err := p.households(pl, from)
+			n, err := p.households(pl, &from, &last)
 			if err != nil {
 				return "", 0, err
 			}
-			for _, h := range hs {
-				key := string(syncproto.EntityHousehold) + "/" + h.ID
-				if !p.emitted[key] && p.scope[h.PlaceCode] {
-					p.emitted[key] = true
-					if !p.add(syncproto.Op{Op: syncproto.OpPut, Type: syncproto.EntityHousehold, ID: h.ID, Place: h.PlaceCode, Household: h}) {
-						return last, 0, nil
-					}
-				}
-				last = pl + "\x00" + h.ID
-				from = h.ID
+			if p.full {
+				return last, 0, nil
 			}
-			if len(hs) < snapBatch {
+			if n < snapBatch {
 				break
 			}
 		}
@@ -436,33 +429,43 @@ func (p *puller) snapHouseholds(places []string, after string) (string, int, err
 	return last, 0, nil
 }
 
-// snapBatch is how many households one query of a copy reads.
+// snapBatch is how many households one query of a copy reads at most.
 const snapBatch = 256
 
-// households reads the next batch of a place's households for a copy, in
-// id order after after, leaving out those changed after the copy's seq
-// (the replay sends them).
-func (p *puller) households(place, after string) ([]*syncproto.Household, error) {
+// households adds the next batch of a place's households to the page, in
+// id order after *from, leaving out those changed after the copy's seq
+// (the replay sends them). It moves *from and *last past each household
+// sent and reports how many rows it read.
+func (p *puller) households(place string, from, last *string) (int, error) {
 	rows, err := p.tx.QueryContext(p.ctx, `SELECT id, fields, version FROM households x WHERE place_code = ? AND deleted = 0
 		AND NOT EXISTS (SELECT 1 FROM changes c WHERE c.place_code = x.place_code AND c.seq > ? AND c.entity_type = 'household' AND c.entity_id = x.id)
-		AND id > ? ORDER BY id LIMIT ?`, place, p.copySeq, after, snapBatch)
+		AND id > ? ORDER BY id LIMIT ?`, place, p.copySeq, *from, snapBatch)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	defer rows.Close()
-	var out []*syncproto.Household
+	n := 0
 	for rows.Next() {
+		n++
 		h := &syncproto.Household{PlaceCode: place}
 		var fields string
 		if err := rows.Scan(&h.ID, &fields, &h.Version); err != nil {
-			return nil, err
+			return n, err
 		}
-		if err := json.Unmarshal([]byte(fields), &h.Fields); err != nil {
-			return nil, fmt.Errorf("household %s: fields: %w", h.ID, err)
+		key := string(syncproto.EntityHousehold) + "/" + h.ID
+		if !p.emitted[key] && p.scope[place] {
+			if err := json.Unmarshal([]byte(fields), &h.Fields); err != nil {
+				return n, fmt.Errorf("household %s: fields: %w", h.ID, err)
+			}
+			p.emitted[key] = true
+			if !p.add(syncproto.Op{Op: syncproto.OpPut, Type: syncproto.EntityHousehold, ID: h.ID, Place: place, Household: h}) {
+				return n, nil
+			}
 		}
-		out = append(out, h)
+		*last = place + "\x00" + h.ID
+		*from = h.ID
 	}
-	return out, rows.Err()
+	return n, rows.Err()
 }
 
 func (p *puller) ids(q, place, after string) ([]string, error) {
