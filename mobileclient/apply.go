@@ -26,7 +26,26 @@ type applier struct {
 	// the same few statements hundreds of times, and parsing them each
 	// time cost more than running them. The transaction closes them.
 	stmts map[string]*sql.Stmt
+	// households holds household puts not yet written: they go in by
+	// multi-row upserts of up to householdBatch rows, written before any
+	// other op so that ops still take effect in page order.
+	households []baseRow
+	// overlays says whether results held overlaid rows when the page
+	// began (nil: not asked yet). Applying a page only clears them, so
+	// when there were none there is nothing to clear per household.
+	overlays *bool
 }
+
+// baseRow is the server's copy of a household, as stored.
+type baseRow struct {
+	id, place string
+	version   int64
+	fields    string
+}
+
+// householdBatch is how many households one upsert writes (5 parameters
+// each, far below SQLite's limit of 32766).
+const householdBatch = 200
 
 func newApplier(ctx context.Context, tx *sql.Tx, rep *SyncReport) *applier {
 	return &applier{ctx: ctx, tx: tx, rep: rep, touched: map[string]bool{}, stmts: map[string]*sql.Stmt{}}
@@ -50,6 +69,15 @@ func (a *applier) exec(q string, args ...any) error {
 // apply applies one op. Unknown op kinds and entity types are ignored
 // (a newer server may send more than this device understands).
 func (a *applier) apply(op *syncproto.Op) error {
+	if op.Op == syncproto.OpPut && op.Type == syncproto.EntityHousehold {
+		if op.Household == nil {
+			return errBadOp
+		}
+		return a.putHousehold(op)
+	}
+	if err := a.flush(); err != nil {
+		return err
+	}
 	switch op.Op {
 	case syncproto.OpPut:
 		return a.put(op)
@@ -206,22 +234,53 @@ func (a *applier) putHousehold(op *syncproto.Op) error {
 	if fields == nil {
 		fields = map[string]json.RawMessage{}
 	}
-	fb, err := jsonText(fields)
+	fb, err := fieldsText(fields)
 	if err != nil {
 		return err
 	}
-	if err := a.exec(`INSERT INTO households(id, place_code, has_base, base_place, base_version, base_fields)
-			VALUES (?, ?, 1, ?, ?, ?)
+	a.households = append(a.households, baseRow{id: id, place: place, version: h.Version, fields: fb})
+	a.touched[id] = true
+	if len(a.households) >= householdBatch {
+		return a.flush()
+	}
+	return nil
+}
+
+// flush writes the household puts held back, in their order (a later put
+// of the same household in the batch wins, as it would one by one).
+func (a *applier) flush() error {
+	rows := a.households
+	if len(rows) == 0 {
+		return nil
+	}
+	a.households = a.households[:0]
+	q := `INSERT INTO households(id, place_code, has_base, base_place, base_version, base_fields) VALUES ` +
+		strings.TrimSuffix(strings.Repeat("(?, ?, 1, ?, ?, ?), ", len(rows)), ", ") + `
 		ON CONFLICT(id) DO UPDATE SET has_base = 1, base_place = excluded.base_place,
-			base_version = excluded.base_version, base_fields = excluded.base_fields`,
-		id, place, place, h.Version, fb); err != nil {
+			base_version = excluded.base_version, base_fields = excluded.base_fields`
+	args := make([]any, 0, 5*len(rows))
+	for _, r := range rows {
+		args = append(args, r.id, r.place, r.place, r.version, r.fields)
+	}
+	if err := a.exec(q, args...); err != nil {
 		return err
+	}
+	if a.overlays == nil {
+		var has bool
+		if err := a.tx.QueryRowContext(a.ctx, `SELECT EXISTS (SELECT 1 FROM results WHERE overlay = 1)`).Scan(&has); err != nil {
+			return err
+		}
+		a.overlays = &has
+	}
+	if !*a.overlays {
+		return nil
 	}
 	// Applied changes the server copy now includes stop overlaying it.
-	if err := a.exec(`UPDATE results SET overlay = 0 WHERE household_id = ? AND overlay = 1 AND version <= ?`, id, h.Version); err != nil {
-		return err
+	for _, r := range rows {
+		if err := a.exec(`UPDATE results SET overlay = 0 WHERE household_id = ? AND overlay = 1 AND version <= ?`, r.id, r.version); err != nil {
+			return err
+		}
 	}
-	a.touched[id] = true
 	return nil
 }
 
@@ -346,6 +405,9 @@ func (a *applier) reset() error {
 
 // finish recomputes the local view of every household whose base changed.
 func (a *applier) finish() error {
+	if err := a.flush(); err != nil {
+		return err
+	}
 	if err := recomputeMany(a.ctx, a.tx, a.touched); err != nil {
 		return err
 	}

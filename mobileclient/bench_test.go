@@ -1,6 +1,7 @@
 package mobileclient
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -114,6 +115,56 @@ func BenchmarkApplyPages10k(b *testing.B) {
 		c.Close()
 		b.StartTimer()
 	}
+}
+
+// BenchmarkApplyLargePage: one pulled page of 5,000 household puts (as
+// the server sends it at MaxPullBytes: decoding the JSON included) applied
+// into a device database that already holds 20,000 households, the device
+// side of a large scope's first sync per page.
+func BenchmarkApplyLargePage(b *testing.B) {
+	const pageSize, held = 5_000, 20_000
+	ctx := context.Background()
+	c, err := Open(b.TempDir(), "", &Options{Backoff: fastBackoff})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	base := append(placeOps(fixturePlaces()), formOps()...)
+	for i, h := range benchHouseholds(held, "G11") {
+		base = append(base, syncproto.Op{Op: syncproto.OpPut, Type: syncproto.EntityHousehold, ID: h.ID, Place: h.PlaceCode, Household: &h})
+		if len(base) == pageSize || i == held-1 {
+			if err := c.applyPage(ctx, &syncproto.PullResponse{ProtocolVersion: 1, Ops: base, Cursor: fmt.Sprint("seed", i)}, &SyncReport{}); err != nil {
+				b.Fatal(err)
+			}
+			base = nil
+		}
+	}
+	hs := benchHouseholds(pageSize, "G12")
+	resp := syncproto.PullResponse{ProtocolVersion: 1, Cursor: "large", HasMore: true}
+	for i := range hs {
+		resp.Ops = append(resp.Ops, syncproto.Op{Op: syncproto.OpPut, Type: syncproto.EntityHousehold, ID: hs[i].ID, Place: hs[i].PlaceCode, Household: &hs[i]})
+	}
+	wire, err := json.Marshal(&resp)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(wire)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		page, err := syncproto.DecodePullResponse(bytes.NewReader(wire))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.applyPage(ctx, page, &SyncReport{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if n := countHouseholds(b, c); n != held+pageSize {
+		b.Fatalf("device holds %d households, want %d", n, held+pageSize)
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*pageSize), "µs/household")
 }
 
 func countHouseholds(b *testing.B, c *Client) int {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -761,6 +762,46 @@ func TestConcurrentWrites_SeqsContiguous(t *testing.T) {
 		}
 		if i > 0 && e.M.HLC.Compare(ob[i-1].M.HLC) <= 0 {
 			t.Fatalf("hlc not increasing with seq at %d", i)
+		}
+	}
+}
+
+// TestApply_BatchedHouseholdsKeepPageOrder: household puts are written in
+// batches, yet every op of a page takes effect in page order: a delete or
+// a scope_leave after a put removes it, a later put of the same household
+// wins, and a page longer than one batch is applied whole.
+func TestApply_BatchedHouseholdsKeepPageOrder(t *testing.T) {
+	c := openTest(t, t.TempDir(), "", nil)
+	seed(t, c)
+	h1, h2, h3 := newID(), newID(), newID()
+	var many []syncproto.Op
+	var manyIDs []string
+	for i := 0; i < householdBatch+7; i++ {
+		id := newID()
+		manyIDs = append(manyIDs, id)
+		many = append(many, hhOp(id, "G11", 1, map[string]json.RawMessage{"head_name": str(fmt.Sprint("户主", i))}))
+	}
+	ops := []syncproto.Op{
+		hhOp(h1, "G11", 1, map[string]json.RawMessage{"head_name": str("a")}),
+		{Op: syncproto.OpDelete, Type: syncproto.EntityHousehold, ID: h1},
+		hhOp(h2, "G11", 1, map[string]json.RawMessage{"head_name": str("old")}),
+		hhOp(h2, "G11", 2, map[string]json.RawMessage{"head_name": str("new")}),
+		hhOp(h3, "G21", 1, map[string]json.RawMessage{"head_name": str("c")}),
+		{Op: syncproto.OpScopeLeave, Place: "V2"},
+	}
+	page(t, c, "c2", append(ops, many...)...)
+	if _, err := c.Household(h1); !errors.Is(err, ErrNotFound) {
+		t.Errorf("household put then deleted in one page: %v, want ErrNotFound", err)
+	}
+	if h := mustHousehold(t, c, h2); string(h.Fields["head_name"]) != `"new"` || h.Version != 2 {
+		t.Errorf("household put twice = %s v%d, want the later put", h.Fields["head_name"], h.Version)
+	}
+	if _, err := c.Household(h3); !errors.Is(err, ErrNotFound) {
+		t.Errorf("household put then left with its place: %v, want ErrNotFound", err)
+	}
+	for i, id := range manyIDs {
+		if h := mustHousehold(t, c, id); string(h.Fields["head_name"]) != string(str(fmt.Sprint("户主", i))) {
+			t.Fatalf("household %d of a long page = %s", i, h.Fields["head_name"])
 		}
 	}
 }

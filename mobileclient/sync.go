@@ -513,23 +513,85 @@ func (c *Client) observe(ctx context.Context, tx *sql.Tx, h syncproto.HLC) error
 	return saveHLC(ctx, tx, c.clock.Observe(h))
 }
 
+// pulledPage is the answer to one pull request, decoded.
+type pulledPage struct {
+	cursor string // the cursor the request carried
+	resp   *syncproto.PullResponse
+	cnt    counters
+	err    error
+}
+
+// fetchPage sends one pull request with body and decodes its answer.
+func (c *Client) fetchPage(ctx context.Context, cr credentials, cursor string, body []byte) pulledPage {
+	pg := pulledPage{cursor: cursor}
+	data, err := c.call(ctx, request{name: "pull", path: PullPath, body: body, gzip: true, token: cr.token}, &pg.cnt)
+	if err != nil {
+		pg.err = err
+		return pg
+	}
+	resp, err := syncproto.DecodePullResponse(bytes.NewReader(data))
+	if err != nil {
+		pg.err = fmt.Errorf("pull: %w: %w", ErrServer, err)
+		return pg
+	}
+	if resp.ProtocolVersion != 0 && !syncproto.SupportsVersion(resp.ProtocolVersion) {
+		pg.err = fmt.Errorf("pull: answer in protocol %d: %w", resp.ProtocolVersion, ErrUnsupportedVersion)
+		return pg
+	}
+	pg.resp = resp
+	return pg
+}
+
+// pullBody encodes the pull request for cursor.
+func (c *Client) pullBody(ctx context.Context, cr credentials, cursor string) ([]byte, error) {
+	req := syncproto.PullRequest{ProtocolVersion: syncproto.ProtocolVersion, DeviceID: cr.deviceID,
+		Cursor: cursor, MaxBytes: c.opts.PullBytes, Health: c.health(ctx)}
+	body, err := encodeBody(req, true)
+	if err != nil {
+		return nil, fmt.Errorf("pull: %w", err)
+	}
+	return body, nil
+}
+
+// pull pulls pages until the server has no more. While a page is applied,
+// the next one (asked for with the cursor the page carries, the one its
+// apply saves) is already on its way: the server builds it and the device
+// decodes it at the same time as the device writes the page before. A page
+// that fails to apply drops the one under way, so the cursor rules hold:
+// pages are applied in order, each with its own cursor.
 func (c *Client) pull(ctx context.Context, cr credentials, rep *SyncReport) error {
 	var cnt counters
 	defer rep.add(&cnt)
 	restarted := false
+	var ahead chan pulledPage // the next page, asked for already
+	stopAhead := func() {}
+	defer func() {
+		stopAhead()
+		if ahead != nil {
+			pg := <-ahead
+			cnt.merge(&pg.cnt)
+		}
+	}()
 	for {
-		cursor, _, err := getMeta(ctx, c.db, metaCursor)
-		if err != nil {
-			return fmt.Errorf("pull: %w", err)
+		var pg pulledPage
+		if ahead != nil {
+			pg = <-ahead
+			ahead = nil
+			stopAhead()
+		} else {
+			cursor, _, err := getMeta(ctx, c.db, metaCursor)
+			if err != nil {
+				return fmt.Errorf("pull: %w", err)
+			}
+			body, err := c.pullBody(ctx, cr, cursor)
+			if err != nil {
+				return err
+			}
+			pg = c.fetchPage(ctx, cr, cursor, body)
 		}
-		req := syncproto.PullRequest{ProtocolVersion: syncproto.ProtocolVersion, DeviceID: cr.deviceID,
-			Cursor: cursor, MaxBytes: c.opts.PullBytes, Health: c.health(ctx)}
-		body, err := encodeBody(req, true)
-		if err != nil {
-			return fmt.Errorf("pull: %w", err)
-		}
-		data, err := c.call(ctx, request{name: "pull", path: PullPath, body: body, gzip: true, token: cr.token}, &cnt)
-		if err != nil {
+		cnt.merge(&pg.cnt)
+		cursor := pg.cursor
+		if err := pg.err; err != nil {
 			var se *syncproto.Error
 			if !restarted && cursor != "" && errors.As(err, &se) && se.Code == syncproto.CodeInvalidCursor {
 				// The server cannot use the saved cursor (a new key, say):
@@ -552,12 +614,17 @@ func (c *Client) pull(ctx context.Context, cr credentials, rep *SyncReport) erro
 			}
 			return err
 		}
-		resp, err := syncproto.DecodePullResponse(bytes.NewReader(data))
-		if err != nil {
-			return fmt.Errorf("pull: %w: %w", ErrServer, err)
-		}
-		if resp.ProtocolVersion != 0 && !syncproto.SupportsVersion(resp.ProtocolVersion) {
-			return fmt.Errorf("pull: answer in protocol %d: %w", resp.ProtocolVersion, ErrUnsupportedVersion)
+		resp := pg.resp
+		stalled := resp.HasMore && len(resp.Ops) == 0 && resp.Cursor == cursor
+		if resp.HasMore && !stalled {
+			body, err := c.pullBody(ctx, cr, resp.Cursor)
+			if err != nil {
+				return err
+			}
+			actx, cancel := context.WithCancel(ctx)
+			ch := make(chan pulledPage, 1)
+			go func(next string) { ch <- c.fetchPage(actx, cr, next, body) }(resp.Cursor)
+			ahead, stopAhead = ch, cancel
 		}
 		if err := c.applyPage(ctx, resp, rep); err != nil {
 			return fmt.Errorf("pull: %w", err)
@@ -569,7 +636,7 @@ func (c *Client) pull(ctx context.Context, cr credentials, rep *SyncReport) erro
 		if !resp.HasMore {
 			return nil
 		}
-		if len(resp.Ops) == 0 && resp.Cursor == cursor {
+		if stalled {
 			return fmt.Errorf("pull: %w: has_more without progress", ErrServer)
 		}
 	}

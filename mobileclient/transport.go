@@ -37,6 +37,15 @@ type counters struct {
 	errors         []string
 }
 
+// merge adds o's counts to c and clears o.
+func (c *counters) merge(o *counters) {
+	c.sent += o.sent
+	c.received += o.received
+	c.retries += o.retries
+	c.errors = append(c.errors, o.errors...)
+	*o = counters{}
+}
+
 // A gzip.Writer holds some 800 KB of compressor state: writers are pooled
 // (after Reset one writes the same bytes as a new one), and so are the
 // buffers bodies are encoded into. Request bodies are compressed at

@@ -638,3 +638,64 @@ func TestSync_HalvesBatchOnTooLarge(t *testing.T) {
 		t.Errorf("report = %+v", rep)
 	}
 }
+
+// TestPull_RefusedPageDropsThePageAhead: the next page is asked for while
+// a page is applied; when that page is refused, the page ahead is not
+// applied and the saved cursor stays the one before, so the next sync asks
+// again from there and applies the pages in order.
+func TestPull_RefusedPageDropsThePageAhead(t *testing.T) {
+	h1, h2 := newID(), newID()
+	var mu sync.Mutex
+	broken := true
+	f := newFake(t, func(f *fakeServer, w http.ResponseWriter, r *http.Request, body []byte) any {
+		f.mu.Lock()
+		cur := f.pulls[len(f.pulls)-1].Cursor
+		f.mu.Unlock()
+		mu.Lock()
+		bad := broken
+		mu.Unlock()
+		switch cur {
+		case "":
+			return &syncproto.PullResponse{ProtocolVersion: 1, Ops: placeOps(fixturePlaces()), Cursor: "p1", HasMore: true}
+		case "p1":
+			ops := []syncproto.Op{hhOp(h1, "G11", 1, map[string]json.RawMessage{"head_name": str("a")})}
+			if bad {
+				ops = append(ops, syncproto.Op{Op: syncproto.OpPut, Type: syncproto.EntityVisit, ID: newID()}) // no payload
+			}
+			return &syncproto.PullResponse{ProtocolVersion: 1, Ops: ops, Cursor: "p2", HasMore: true}
+		case "p2":
+			return &syncproto.PullResponse{ProtocolVersion: 1, Ops: []syncproto.Op{hhOp(h2, "G11", 1, map[string]json.RawMessage{"head_name": str("b")})}, Cursor: "p3"}
+		}
+		return syncproto.Errorf(syncproto.CodeInvalidCursor, "?")
+	})
+	c := openTest(t, t.TempDir(), f.URL, nil)
+	ctx := context.Background()
+	setMeta(ctx, c.db, metaDeviceID, "dev-1")
+	setMeta(ctx, c.db, metaToken, "tok-1")
+	if _, err := c.Sync(ctx); !errors.Is(err, ErrServer) {
+		t.Fatalf("Sync = %v, want ErrServer (a refused page)", err)
+	}
+	if cur, _, _ := getMeta(ctx, c.db, metaCursor); cur != "p1" {
+		t.Errorf("cursor after the refused page = %q, want p1", cur)
+	}
+	for _, id := range []string{h1, h2} {
+		if _, err := c.Household(id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("household %s of a page not applied is shown (%v)", id, err)
+		}
+	}
+	mu.Lock()
+	broken = false
+	mu.Unlock()
+	rep, err := c.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Pages != 2 || rep.PulledOps != 2 {
+		t.Errorf("report = %+v, want pages p1 and p2", rep)
+	}
+	mustHousehold(t, c, h1)
+	mustHousehold(t, c, h2)
+	if cur, _, _ := getMeta(ctx, c.db, metaCursor); cur != "p3" {
+		t.Errorf("cursor = %q, want p3", cur)
+	}
+}

@@ -308,4 +308,10 @@ type PullResponse struct {
 	// Absent from servers that do not track it: then the device must not
 	// draw conclusions.
 	LastSeq *int64 `json:"last_seq,omitempty"`
+
+	// EncodedOps, when it holds one entry per op of Ops, is each op
+	// already encoded as JSON (a server encodes its ops to measure its
+	// page); WritePullResponse sends these bytes instead of encoding the
+	// ops again. Never on the wire.
+	EncodedOps []json.RawMessage `json:"-"`
 }

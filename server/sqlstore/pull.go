@@ -104,6 +104,7 @@ func (s *Store) Pull(ctx context.Context, dev PushDevice, req *syncproto.PullReq
 	resp := &syncproto.PullResponse{
 		ProtocolVersion: syncproto.ProtocolVersion,
 		Ops:             p.ops,
+		EncodedOps:      p.enc,
 		Cursor:          syncproto.EncodeCursor(s.cursorKey, cur),
 		HasMore:         p.full,
 		ServerHLC:       s.clock.Tick(),
@@ -151,6 +152,7 @@ type puller struct {
 	budget  int
 	used    int
 	ops     []syncproto.Op
+	enc     []json.RawMessage // ops[i] encoded
 	full    bool
 	emitted map[string]bool
 	copySeq int64 // the cursor's seq when the copy continues
@@ -162,14 +164,23 @@ func (p *puller) add(op syncproto.Op) bool {
 	if p.full {
 		return false
 	}
-	b, _ := json.Marshal(op)
+	b, _ := syncproto.MarshalOp(&op)
 	if len(p.ops) > 0 && p.used+len(b) > p.budget {
 		p.full = true
 		return false
 	}
 	p.used += len(b) + 1
 	p.ops = append(p.ops, op)
+	p.enc = append(p.enc, b)
 	return true
+}
+
+// force appends op whatever the page budget.
+func (p *puller) force(op syncproto.Op) {
+	b, _ := json.Marshal(op)
+	p.used += len(b) + 1
+	p.ops = append(p.ops, op)
+	p.enc = append(p.enc, b)
 }
 
 // topmost returns the codes in set whose parent is not in set.
@@ -215,10 +226,10 @@ func (p *puller) rescope(cur *syncproto.Cursor, roots []string) error {
 	// Scope ops are tiny and must travel together with the new cursor, so
 	// they ignore the page budget.
 	for _, c := range lostTop {
-		p.ops = append(p.ops, syncproto.Op{Op: syncproto.OpScopeLeave, Place: c})
+		p.force(syncproto.Op{Op: syncproto.OpScopeLeave, Place: c})
 	}
 	for _, c := range gainedTop {
-		p.ops = append(p.ops, syncproto.Op{Op: syncproto.OpScopeEnter, Place: c})
+		p.force(syncproto.Op{Op: syncproto.OpScopeEnter, Place: c})
 	}
 	cur.Roots = roots
 	if len(gainedTop) > 0 {
@@ -270,8 +281,7 @@ func (p *puller) snapshot(cur *syncproto.Cursor) error {
 				last, n, err = p.snapForms(sn.After)
 			}
 		case stageHouseholds:
-			last, n, err = p.snapRows(places, sn.After, syncproto.EntityHousehold,
-				`SELECT id FROM households x WHERE place_code = ? AND deleted = 0 AND NOT EXISTS (SELECT 1 FROM changes c WHERE c.place_code = x.place_code AND c.seq > ? AND c.entity_type = 'household' AND c.entity_id = x.id) AND id > ? ORDER BY id LIMIT ?`)
+			last, n, err = p.snapHouseholds(places, sn.After)
 		case stageVisits:
 			last, n, err = p.snapRows(places, sn.After, syncproto.EntityVisit,
 				`SELECT id FROM visits x WHERE place_code = ? AND NOT EXISTS (SELECT 1 FROM changes c WHERE c.place_code = x.place_code AND c.seq > ? AND c.entity_type = 'visit' AND c.entity_id = x.id) AND id > ? ORDER BY id LIMIT ?`)
@@ -386,6 +396,76 @@ func (p *puller) snapRows(places []string, after string, typ syncproto.EntityTyp
 		}
 	}
 	return last, 0, nil
+}
+
+// snapHouseholds is snapRows for households: a first sync is mostly
+// households, so each query reads a batch of them whole rather than their
+// ids followed by one query per household, and reading stops at the row
+// that no longer fits the page.
+func (p *puller) snapHouseholds(places []string, after string) (string, int, error) {
+	afterPlace, afterID, _ := strings.Cut(after, "\x00")
+	last := after
+	for _, pl := range places {
+		if pl < afterPlace {
+			continue
+		}
+		from := ""
+		if pl == afterPlace {
+			from = afterID
+		}
+		for {
+			n, err := p.households(pl, &from, &last)
+			if err != nil {
+				return "", 0, err
+			}
+			if p.full {
+				return last, 0, nil
+			}
+			if n < snapBatch {
+				break
+			}
+		}
+	}
+	return last, 0, nil
+}
+
+// snapBatch is how many households one query of a copy reads at most.
+const snapBatch = 256
+
+// households adds the next batch of a place's households to the page, in
+// id order after *from, leaving out those changed after the copy's seq
+// (the replay sends them). It moves *from and *last past each household
+// sent and reports how many rows it read.
+func (p *puller) households(place string, from, last *string) (int, error) {
+	rows, err := p.tx.QueryContext(p.ctx, `SELECT id, fields, version FROM households x WHERE place_code = ? AND deleted = 0
+		AND NOT EXISTS (SELECT 1 FROM changes c WHERE c.place_code = x.place_code AND c.seq > ? AND c.entity_type = 'household' AND c.entity_id = x.id)
+		AND id > ? ORDER BY id LIMIT ?`, place, p.copySeq, *from, snapBatch)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		n++
+		h := &syncproto.Household{PlaceCode: place}
+		var fields string
+		if err := rows.Scan(&h.ID, &fields, &h.Version); err != nil {
+			return n, err
+		}
+		key := string(syncproto.EntityHousehold) + "/" + h.ID
+		if !p.emitted[key] && p.scope[place] {
+			if err := json.Unmarshal([]byte(fields), &h.Fields); err != nil {
+				return n, fmt.Errorf("household %s: fields: %w", h.ID, err)
+			}
+			p.emitted[key] = true
+			if !p.add(syncproto.Op{Op: syncproto.OpPut, Type: syncproto.EntityHousehold, ID: h.ID, Place: place, Household: h}) {
+				return n, nil
+			}
+		}
+		*last = place + "\x00" + h.ID
+		*from = h.ID
+	}
+	return n, rows.Err()
 }
 
 func (p *puller) ids(q, place, after string) ([]string, error) {
