@@ -142,8 +142,14 @@ type Options struct {
 	// Now replaces time.Now for device times, HLCs and ids (clock skew
 	// tests).
 	Now func() time.Time
-	// MaxBatch bounds the mutations of one push (default 20, at most
-	// syncproto.MaxPushMutations).
+	// MaxBatch fixes the most mutations of one push (at most
+	// syncproto.MaxPushMutations). Zero (the default) adapts the batch to
+	// the link: each sync's first push carries at most StartBatch; every
+	// full push answered within GrowBatchWithin doubles the next, up to
+	// GrownBatch, as TCP's slow start grows its window. A slow answer
+	// stops the growth and the next sync starts small again, so a weak
+	// link never risks a big body, while a good one sends a long outbox
+	// in few round trips.
 	MaxBatch int
 	// MaxPushBytes bounds the encoded mutations of one push before
 	// compression (default 256 KiB); a single larger mutation still goes
@@ -174,7 +180,17 @@ type Options struct {
 	// anything, so the content is guarded either way; checksums only find
 	// a corrupt chunk earlier.
 	ChunkChecksums bool
+
+	growBatch bool // MaxBatch was left to adapt (see MaxBatch)
 }
+
+// The adaptive push batch (Options.MaxBatch zero): its start, its bound,
+// and how quickly a full push must be answered for the next to double.
+const (
+	StartBatch      = 20
+	GrownBatch      = 200
+	GrowBatchWithin = 2 * time.Second
+)
 
 func (o *Options) setDefaults() error {
 	if o.HTTPClient == nil {
@@ -187,7 +203,7 @@ func (o *Options) setDefaults() error {
 	case o.MaxBatch < 0:
 		return fmt.Errorf("options: MaxBatch %d < 0: %w", o.MaxBatch, ErrInvalid)
 	case o.MaxBatch == 0:
-		o.MaxBatch = 20
+		o.MaxBatch, o.growBatch = StartBatch, true
 	case o.MaxBatch > syncproto.MaxPushMutations:
 		o.MaxBatch = syncproto.MaxPushMutations
 	}

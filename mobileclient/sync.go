@@ -328,6 +328,7 @@ func (c *Client) push(ctx context.Context, cr credentials, rep *SyncReport) erro
 			version = syncproto.ProtocolVersion
 		}
 		req := pushBody{ProtocolVersion: version, DeviceID: cr.deviceID, Health: c.health(ctx), Mutations: pushMutations(batch, version)}
+		sent := c.now()
 		body, err := encodeBody(req, true)
 		if err != nil {
 			return fmt.Errorf("push: %w", err)
@@ -394,6 +395,9 @@ func (c *Client) push(ctx context.Context, cr credentials, rep *SyncReport) erro
 		rep.Batches++
 		if n == 0 {
 			return fmt.Errorf("push: %w: no result for seq %d (server last_seq %d)", ErrServer, batch[0].seq, resp.LastSeq)
+		}
+		if c.opts.growBatch && len(batch) == limit && c.now().Sub(sent) < GrowBatchWithin {
+			limit = min(2*limit, GrownBatch)
 		}
 	}
 }

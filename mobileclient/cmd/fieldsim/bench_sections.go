@@ -56,11 +56,12 @@ func (h *herd) close() { closeAll(h.devs) }
 // groups), has each record perDevice visits offline, then times all of
 // them pushing at once (batches of 20, the device default) until every
 // outbox is empty.
-func (b *bench) pushHerd(ctx context.Context, srv *server, section string, n, perDevice int) (*herd, error) {
+func (b *bench) pushHerd(ctx context.Context, srv *server, section string, n, perDevice, maxBatch int) (*herd, error) {
 	e, err := b.env(ctx, srv, section, section, b.o.Seed)
 	if err != nil {
 		return nil, err
 	}
+	e.fleet.maxBatch = maxBatch
 	b.logf("%d devices enroll and take their places' copy", n)
 	b.rss.setPhase("enroll and first sync")
 	devs, err := e.fleet.makeFleet(ctx, n, demoGroups(e.tree), b.o.MaxSyncs)

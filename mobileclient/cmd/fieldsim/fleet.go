@@ -31,6 +31,9 @@ type fleet struct {
 	reqTimeout time.Duration
 	// setupWorkers bounds devices enrolled and first-synced at once.
 	setupWorkers int
+	// maxBatch fixes the devices' push batch (mobileclient
+	// Options.MaxBatch); 0 leaves it to adapt, as the library does.
+	maxBatch int
 }
 
 // device is one simulated tablet: a real mobileclient store in its own
@@ -95,7 +98,7 @@ func (f *fleet) newDevice(idx int, userID int64, place string) (*device, error) 
 			IdleConnTimeout:     90 * time.Second,
 		},
 	}
-	c, err := mobileclient.Open(d.dir, serverURL, &mobileclient.Options{HTTPClient: d.hc, AppVersion: "fieldsim", Backoff: f.backoff})
+	c, err := mobileclient.Open(d.dir, serverURL, &mobileclient.Options{HTTPClient: d.hc, AppVersion: "fieldsim", Backoff: f.backoff, MaxBatch: f.maxBatch})
 	if err != nil {
 		d.close()
 		return nil, err
