@@ -43,6 +43,7 @@ import (
 	"time"
 
 	"fieldsync/server/domain"
+	"fieldsync/server/evidence"
 	"fieldsync/server/sqlstore/pgsql"
 	"fieldsync/server/upload"
 )
@@ -275,7 +276,7 @@ func (s *Store) refreshNearIndex(ctx context.Context) error {
 	s.nearMu.Lock()
 	defer s.nearMu.Unlock()
 	if s.nearReload {
-		var idx *nearIndex
+		var idx *evidence.HashIndex[hashKey]
 		var seq int64
 		err := s.readTx(ctx, func(tx *sql.Tx) error {
 			var err error
@@ -328,7 +329,7 @@ func (s *Store) refreshNearIndex(ctx context.Context) error {
 				return nil
 			}
 			rs, err = tx.QueryContext(ctx, `SELECT sha256, variant, phash FROM blob_crop_hashes
-				WHERE sha256 IN (SELECT value FROM json_each(?)) AND variant <= ?`, jsonList(sums), indexedVariants)
+				WHERE sha256 IN (SELECT value FROM json_each(?))`, jsonList(sums))
 			if err != nil {
 				return err
 			}
