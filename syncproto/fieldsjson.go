@@ -74,7 +74,12 @@ func (h Household) MarshalJSON() ([]byte, error) {
 	if !plainString(h.ID) || !plainString(h.PlaceCode) {
 		return json.Marshal(householdJSON(h))
 	}
-	b := make([]byte, 0, 64+len(h.ID)+len(h.PlaceCode)+32*len(h.Fields))
+	return appendHousehold(make([]byte, 0, 64+len(h.ID)+len(h.PlaceCode)+32*len(h.Fields)), &h)
+}
+
+// appendHousehold appends MarshalJSON's bytes of h, whose id and place
+// code are plain strings (plainString), to b.
+func appendHousehold(b []byte, h *Household) ([]byte, error) {
 	b = append(b, `{"id":"`...)
 	b = append(b, h.ID...)
 	b = append(b, `","place_code":"`...)
@@ -82,7 +87,7 @@ func (h Household) MarshalJSON() ([]byte, error) {
 	b = append(b, `","fields":`...)
 	b, err := AppendFields(b, h.Fields)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("household %s: %w", h.ID, err)
 	}
 	if h.Version != 0 {
 		b = append(b, `,"version":`...)
@@ -116,18 +121,10 @@ func MarshalOp(op *Op) ([]byte, error) {
 		b = append(b, `,"seq":`...)
 		b = strconv.AppendInt(b, op.Seq, 10)
 	}
-	b = append(b, `,"household":{"id":"`...)
-	b = append(b, h.ID...)
-	b = append(b, `","place_code":"`...)
-	b = append(b, h.PlaceCode...)
-	b = append(b, `","fields":`...)
-	b, err := AppendFields(b, h.Fields)
+	b = append(b, `,"household":`...)
+	b, err := appendHousehold(b, h)
 	if err != nil {
-		return nil, fmt.Errorf("household %s: %w", h.ID, err)
+		return nil, err
 	}
-	if h.Version != 0 {
-		b = append(b, `,"version":`...)
-		b = strconv.AppendInt(b, h.Version, 10)
-	}
-	return append(b, '}', '}'), nil
+	return append(b, '}'), nil
 }
