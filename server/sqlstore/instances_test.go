@@ -101,16 +101,7 @@ func checkOnce(t *testing.T, sums []string, claims map[string]int) {
 // PostgreSQL database, two workers each, claim and record 60 queued
 // blobs: every blob is claimed exactly once.
 func TestAnalysisClaims_ExactlyOnceAcrossInstances(t *testing.T) {
-	url := pgtest.NewDatabase(t)
-	var stores []*sqlstore.Store
-	for range 3 {
-		st, err := sqlstore.Open(ctx, sqlstore.Config{PostgresURL: url})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		stores = append(stores, st)
-	}
+	stores := instancesOn(t, pgtest.NewDatabase(t), 3)
 	sums := unanalysed(t, stores[0], "photo", 60)
 	checkOnce(t, sums, claimAll(t, stores, 2))
 }
@@ -132,16 +123,8 @@ func TestAnalysisClaims_SQLite(t *testing.T) {
 // once is.
 func TestAnalysisClaims_LeasesAndRelease(t *testing.T) {
 	url := pgtest.NewDatabase(t)
-	a, err := sqlstore.Open(ctx, sqlstore.Config{PostgresURL: url})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := sqlstore.Open(ctx, sqlstore.Config{PostgresURL: url})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	ab := instancesOn(t, url, 2)
+	a, b := ab[0], ab[1]
 	db, err := sql.Open("pgx", url)
 	if err != nil {
 		t.Fatal(err)
@@ -217,16 +200,8 @@ func TestAnalysisClaims_LeasesAndRelease(t *testing.T) {
 // holder that goes away (its connection closes) frees it.
 func TestSingleton_OneHolderAtATime(t *testing.T) {
 	url := pgtest.NewDatabase(t)
-	a, err := sqlstore.Open(ctx, sqlstore.Config{PostgresURL: url})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := sqlstore.Open(ctx, sqlstore.Config{PostgresURL: url})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	ab := instancesOn(t, url, 2)
+	a, b := ab[0], ab[1]
 	release, ok, err := a.TrySingleton(ctx, "upload-sweep")
 	if err != nil || !ok {
 		t.Fatalf("first try: ok %v, err %v", ok, err)
@@ -382,4 +357,20 @@ func TestAnalysisClaims_RestartTakesOwnClaimsBack(t *testing.T) {
 			t.Errorf("a after its restart claimed %v, want its own two", got)
 		}
 	})
+}
+
+// instancesOn opens n stores on the PostgreSQL database at url, as n
+// fieldsync instances would, closed when the test ends.
+func instancesOn(t *testing.T, url string, n int) []*sqlstore.Store {
+	t.Helper()
+	stores := make([]*sqlstore.Store, n)
+	for i := range stores {
+		st, err := sqlstore.Open(ctx, sqlstore.Config{PostgresURL: url})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		stores[i] = st
+	}
+	return stores
 }
