@@ -21,6 +21,7 @@ import (
 	"fieldsync/server/domain"
 	"fieldsync/server/servertest/pgtest"
 	"fieldsync/server/sqlstore"
+	"fieldsync/server/sqlstore/pgsql"
 	"fieldsync/syncproto"
 )
 
@@ -365,6 +366,47 @@ func testRestart(t *testing.T, restart func(*pgtest.Server) error) {
 	for id := range acked {
 		if seen[id] != 1 {
 			t.Fatalf("the pull after the restart has visit %s %d times", id, seen[id])
+		}
+	}
+}
+
+// TestPG_SessionEndedBetweenUses: the server ends a pooled session (as a
+// restart or pg_terminate_backend does) less than a second after its
+// last use, before pgx's idle ping would notice. The next transaction on
+// the pool begins on another connection instead of failing with
+// "terminating connection due to administrator command" (TestPG_Restart's
+// pull after the restart failed so once).
+func TestPG_SessionEndedBetweenUses(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	db, err := pgsql.Open(url, pgsql.Options{MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	admin := pgtest.Open(t, url)
+	for round := range 3 {
+		var pid int
+		// Twice: the second use resets the session (with pgx's ping), so
+		// the next one within a second does not ping.
+		for range 2 {
+			if err := db.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var ended bool
+		if err := admin.QueryRowContext(ctx, `SELECT pg_terminate_backend($1, 5000)`, pid).Scan(&ended); err != nil || !ended {
+			t.Fatalf("round %d: terminate %d: %v %v", round, pid, ended, err)
+		}
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatalf("round %d: begin after the session ended: %v", round, err)
+		}
+		var now int
+		if err := tx.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&now); err != nil || now == pid {
+			t.Fatalf("round %d: on backend %d (the ended one was %d): %v", round, now, pid, err)
+		}
+		if err := tx.Rollback(); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

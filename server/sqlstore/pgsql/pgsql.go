@@ -150,9 +150,23 @@ func (c *conn) Begin() (driver.Tx, error) {
 func (c *conn) BeginTx(ctx context.Context, o driver.TxOptions) (driver.Tx, error) {
 	t, err := c.c.BeginTx(ctx, o)
 	if err != nil {
+		if ctx.Err() == nil && (c.c.Conn().IsClosed() || sessionEnded(err)) {
+			// The pooled connection was dead before the BEGIN (the server
+			// restarted, or ended the session, since it was last used):
+			// nothing was done on it, so database/sql may take another
+			// (driver.ErrBadConn) instead of failing the request.
+			return nil, fmt.Errorf("PostgreSQL: %w: %w: begin on a lost connection: %w", domain.ErrUnavailable, driver.ErrBadConn, err)
+		}
 		return nil, c.mark(err)
 	}
 	return tx{t: t, c: c}, nil
+}
+
+// sessionEnded reports whether err says the server ended the session
+// (admin_shutdown, crash_shutdown, cannot_connect_now).
+func sessionEnded(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03")
 }
 func (c *conn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
 	res, err := c.c.ExecContext(ctx, Rewrite(q), args)
