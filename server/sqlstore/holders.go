@@ -24,20 +24,48 @@ func holdBlobTx(ctx context.Context, tx *sql.Tx, deviceID, sum, now string) ([]s
 	if _, err := tx.ExecContext(ctx, `INSERT INTO blob_holders(sha256, device_id, since) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, sum, deviceID, now); err != nil {
 		return nil, fmt.Errorf("hold blob: %w", err)
 	}
-	ids, err := queryStrings(ctx, tx, `SELECT DISTINCT ve.visit_id FROM visit_evidence ve JOIN visits v ON v.id = ve.visit_id
-		WHERE ve.sha256 = ? AND ve.held = 0 AND v.device_id = ? ORDER BY 1`, sum, deviceID)
+	// The links to the blob not held yet (a few: the visits naming it),
+	// by whose visit they are on.
+	rows, err := tx.QueryContext(ctx, `SELECT DISTINCT ve.visit_id, v.device_id FROM visit_evidence ve JOIN visits v ON v.id = ve.visit_id
+		WHERE ve.sha256 = ? AND ve.held = 0 ORDER BY 1`, sum)
 	if err != nil {
 		return nil, fmt.Errorf("hold blob: %w", err)
 	}
-	// Links this device made: on its own visits, and by evidence.attach
-	// on others' visits.
-	attached, err := queryStrings(ctx, tx, `SELECT DISTINCT ve.visit_id FROM visit_evidence ve
+	var ids []string
+	others := false
+	for rows.Next() {
+		var id, dev string
+		if err := rows.Scan(&id, &dev); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("hold blob: %w", err)
+		}
+		if dev == deviceID {
+			ids = append(ids, id)
+		} else {
+			others = true
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return nil, fmt.Errorf("hold blob: %w", err)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("hold blob: %w", err)
+	}
+	// Links this device made on others' visits, by evidence.attach. The
+	// search reads the device's mutation results (all of them: kind is
+	// not indexed), so it runs only when another device's visit has an
+	// unheld link to the blob: not on every upload, whose cost would
+	// then grow with everything the device ever pushed.
+	var attached []string
+	if others {
+		attached, err = queryStrings(ctx, tx, `SELECT DISTINCT ve.visit_id FROM visit_evidence ve
 		WHERE ve.sha256 = ? AND ve.held = 0 AND ve.visit_id IN (
 			SELECT (body -> 'evidence_attach' ->> 'visit_id') FROM mutation_results
 			WHERE device_id = ? AND kind = 'evidence.attach' AND (result ->> 'status') = 'applied'
 			AND (body -> 'evidence_attach' -> 'evidence' ->> 'sha256') = ?) ORDER BY 1`, sum, deviceID, sum)
-	if err != nil {
-		return nil, fmt.Errorf("hold blob: %w", err)
+		if err != nil {
+			return nil, fmt.Errorf("hold blob: %w", err)
+		}
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE visit_evidence SET held = 1 WHERE sha256 = ? AND held = 0
 		AND visit_id IN (SELECT id FROM visits WHERE device_id = ?)`, sum, deviceID); err != nil {
