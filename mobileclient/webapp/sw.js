@@ -21,6 +21,7 @@ const SHELL = [
   'icon-192.png',
   'icon-512.png',
   'js/app.js',
+  'js/batch.js',
   'js/db.js',
   'js/export.js',
   'js/formcheck.js',

@@ -11,11 +11,11 @@
 import { enqueue, SCOPE_STORES } from './db.js';
 import { maxHLC, nextHLC, fmtBytes } from './util.js';
 import { overlayPending, settleRejected } from './hhfields.js';
+import { START_BATCH, nextBatch, takeBatch } from './batch.js';
 
 export const PROTOCOL_VERSION = 1;
 export const LOCK_NAME = 'fieldsync-sync';
 export const APP_VERSION = '0.1.0';
-const PUSH_BATCH = 20; // small batches: a retry over a weak link is cheap
 const PULL_MAX_BYTES = 262144;
 const MAX_PULL_PAGES = 10000;
 const MISSING_BATCH = 1000; // api.MaxMissingQuery
@@ -318,11 +318,13 @@ export class Syncer {
     const total = await this.db.read(['outbox'], (t) => t.count('outbox'));
     let done = 0;
     let renumbered = 0;
+    let limit = START_BATCH; // grows on a good link (batch.js)
     for (let round = 0; round < 100000; round++) {
-      const batch = await this.db.read(['outbox'], (t) => t.all('outbox', null, PUSH_BATCH));
+      const batch = takeBatch(await this.db.read(['outbox'], (t) => t.all('outbox', null, limit)));
       if (batch.length === 0) return;
       this.status(`上传记录 ${done}/${total}`);
       let resp;
+      const sent = Date.now();
       try {
         resp = await call('/api/v1/sync/push', {
           protocol_version: PROTOCOL_VERSION, device_id: m.device_id,
@@ -378,6 +380,7 @@ export class Syncer {
       stats.rejected += rejected.length;
       for (const r of rejected) await this.log(`记录 #${r.seq} 被服务器拒绝：${r.code}：${r.message}`, 'error');
       if (results.size === 0) throw new Error('服务器的回答中没有这批记录的结果');
+      limit = nextBatch(limit, batch.length, Date.now() - sent);
     }
   }
 
