@@ -181,7 +181,7 @@ func New(cfg Config) (*Server, error) {
 		},
 	}))
 	e.Use(metricsMiddleware)
-	e.Use(middleware.Decompress())
+	e.Use(decompress)
 	uploads := APIPrefix + "/uploads"
 	e.Use(middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: fmt.Sprintf("%dB", cfg.MaxBodyBytes), Skipper: func(c echo.Context) bool {
 		// The tus handler bounds every body by its declared Upload-Length.
