@@ -108,25 +108,6 @@ func localHH(t *testing.T, ctx context.Context, id string) map[string]any {
 	return out
 }
 
-// syncIdle runs a sync in the page once no other runs (an automatic sync
-// that started when the link came back holds the lock: "busy") and
-// returns its result.
-func syncIdle(t *testing.T, ctx context.Context) string {
-	t.Helper()
-	return eval[string](t, ctx, `(async () => {
-		for (let i = 0; i < 150; i++) {
-			const r = await fieldsyncApp.syncer.sync();
-			if (r === 'error') {
-				const log = await fieldsyncApp.db.read(['log'], t => t.all('log'));
-				return r + ': ' + log.slice(-5).map(l => l.text).join(' / ');
-			}
-			if (r !== 'running' && r !== 'busy') return r;
-			await new Promise(ok => setTimeout(ok, 200));
-		}
-		return 'still running';
-	})()`)
-}
-
 func outboxCount(t *testing.T, ctx context.Context) int {
 	return eval[int](t, ctx, `fieldsyncApp.db.read(['outbox'], t => t.count('outbox'))`)
 }
@@ -204,10 +185,10 @@ func TestBrowser_FieldAppHousehold(t *testing.T) {
 	t.Run("sync", func(t *testing.T) {
 		setOffline(t, ctx, false)
 		waitFor(t, ctx, "idle", `!fieldsyncApp.syncer.running`)
-		if got := syncIdle(t, ctx); got != "ok" {
+		if got := syncNow(t, ctx); got != "ok" {
 			t.Fatalf("sync: %s", got)
 		}
-		if got := syncIdle(t, ctx); got != "ok" { // a second sync changes nothing
+		if got := syncNow(t, ctx); got != "ok" { // a second sync changes nothing
 			t.Fatalf("second sync: %s", got)
 		}
 		if n := outboxCount(t, ctx); n != 0 {
@@ -270,7 +251,7 @@ func TestBrowser_FieldAppHousehold(t *testing.T) {
 				await t.put('households', {id, place_code: '`+place+`', fields, version: 0, local: true});
 			});
 			return id; })()`)
-		if got := syncIdle(t, ctx); got != "ok" {
+		if got := syncNow(t, ctx); got != "ok" {
 			t.Fatalf("sync: %s", got)
 		}
 		step(t, ctx, "refused household", chromedp.Navigate(app+"#/outbox"), chromedp.WaitVisible(chromedp.ID("outboxlist")),
@@ -283,7 +264,7 @@ func TestBrowser_FieldAppHousehold(t *testing.T) {
 		fill(t, ctx, map[string]string{"hm_name_" + key: "王小明"})
 		step(t, ctx, "save", chromedp.Click(chromedp.ID("hhsave")))
 		waitFor(t, ctx, "saved", `location.hash === '#/hh/`+id+`' && !!document.getElementById('hhpending')`)
-		if got := syncIdle(t, ctx); got != "ok" {
+		if got := syncNow(t, ctx); got != "ok" {
 			t.Fatalf("sync: %s", got)
 		}
 		if n := e.count(t, `SELECT count(*) FROM households WHERE id = ? AND json_extract(fields, ?) = '王小明'`, id, `$."`+key+`".name`); n != 1 {
@@ -336,7 +317,7 @@ func TestBrowser_FieldAppTwoWorkers(t *testing.T) {
 	sync := func(ctx context.Context, who string) {
 		t.Helper()
 		waitFor(t, ctx, "idle", `!fieldsyncApp.syncer.running`)
-		if got := syncIdle(t, ctx); got != "ok" {
+		if got := syncNow(t, ctx); got != "ok" {
 			t.Fatalf("%s sync: %s", who, got)
 		}
 	}
@@ -480,7 +461,7 @@ func TestBrowser_FieldAppScope(t *testing.T) {
 
 	setOffline(t, ctx, false)
 	waitFor(t, ctx, "idle", `!fieldsyncApp.syncer.running`)
-	if got := syncIdle(t, ctx); got != "ok" {
+	if got := syncNow(t, ctx); got != "ok" {
 		t.Fatalf("sync: %s", got)
 	}
 	if n := outboxCount(t, ctx); n != 0 {

@@ -179,19 +179,22 @@ func waitAcrossReload(t *testing.T, ctx context.Context, what, js string) {
 	t.Fatalf("waiting for %s (%s): %v", what, js, last)
 }
 
-// syncNow runs a sync in the page, waiting out one already running in
-// this tab (an automatic one), and returns its result.
+// syncNow runs a sync in the page, waiting out one already running (in
+// this tab, or holding the sync lock), and returns its result.
 func syncNow(t *testing.T, ctx context.Context) string {
 	t.Helper()
 	return eval[string](t, ctx, `(async () => {
-		for (let i = 0; i < 100; i++) {
+		for (let i = 0; i < 150; i++) {
 			const r = await fieldsyncApp.syncer.sync();
 			if (r === 'error') {
 				// Say why: the last lines of the app's sync log.
 				const log = await fieldsyncApp.db.read(['log'], t => t.all('log'));
 				return r + ': ' + log.slice(-5).map(l => l.text).join(' / ');
 			}
-			if (r !== 'running') return r;
+			// 'busy': another sync holds the lock (an automatic one that
+			// started when the link came back, or the page before a
+			// reload that is still letting go of it).
+			if (r !== 'running' && r !== 'busy') return r;
 			await new Promise(ok => setTimeout(ok, 200));
 		}
 		return 'still running';
