@@ -623,6 +623,19 @@ func TestEvidence_ExpiredUploadStartsAgain(t *testing.T) {
 	if _, err := c.Sync(context.Background()); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("sync over the dying link: %v", err)
 	}
+	// The cut PATCH's handler may still be recording the bytes that
+	// reached the server; if it did so after the clock moved, it would
+	// extend the upload's expiry from the new time. Wait for it.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var off int64
+		err := s.env.Store.DB().QueryRow(`SELECT "offset" FROM uploads WHERE sha256 = ?`, ref.SHA256).Scan(&off)
+		if err == nil && off > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server never recorded the bytes of the cut PATCH: offset %d, %v", off, err)
+		}
+	}
 	// A day and more later, the server has dropped the partial upload.
 	skew.Store(int64(25 * time.Hour))
 	ct.down.Store(false)
