@@ -30,6 +30,8 @@ type serverProc struct {
 	addr string
 	cmd  *exec.Cmd
 	log  *os.File
+	// exited is closed when the running process has ended (after Wait).
+	exited chan struct{}
 }
 
 func buildServer(t *testing.T) string {
@@ -63,9 +65,14 @@ func (p *serverProc) start(extra ...string) {
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)
 	}
+	exited, cmd := make(chan struct{}), p.cmd
+	p.exited = exited
+	go func() { _ = cmd.Wait(); close(exited) }()
 	// The first start loads the demo county with its 1,223 photos (about
-	// 15 s alone, minutes on a loaded CI machine under -race).
-	deadline := time.Now().Add(3 * time.Minute)
+	// 15 s alone; 94 s under -race on a quiet machine, and more than 3
+	// minutes once on a loaded one). A server that stops is a failure at
+	// once; one that is still starting after 10 minutes is taken as hung.
+	deadline := time.Now().Add(10 * time.Minute)
 	for time.Now().Before(deadline) {
 		resp, err := http.Get("http://" + p.addr + "/healthz")
 		if err == nil {
@@ -74,19 +81,23 @@ func (p *serverProc) start(extra ...string) {
 				return
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-exited:
+			p.t.Fatalf("server exited while starting (%v); log in %s", cmd.ProcessState, p.log.Name())
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	p.t.Fatalf("server did not come up; log in %s", p.log.Name())
+	p.t.Fatalf("server did not come up in 10 minutes; log in %s", p.log.Name())
 }
 
 func (p *serverProc) kill() {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	_ = p.cmd.Wait()
+	<-p.exited
 }
 
 func (p *serverProc) stop() {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	_ = p.cmd.Wait()
+	<-p.exited
 }
 
 // adminCall makes an admin API call on the subprocess server.
