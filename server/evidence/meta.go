@@ -30,6 +30,7 @@ import (
 	"github.com/paulmach/orb"
 	"github.com/rwcarlsen/goexif/exif"
 	"github.com/rwcarlsen/goexif/tiff"
+	"golang.org/x/image/draw"
 	_ "golang.org/x/image/webp" // WebP decoder
 )
 
@@ -61,18 +62,71 @@ type Meta struct {
 	// crops, one per CropFractions entry (empty when PHash is nil): a
 	// reused photo cropped by up to about 20% hashes near one of them.
 	CropHashes []uint64
+	// ShiftHashes are the perceptual hashes of the picture's off-centre
+	// crops, one per ShiftCrops entry (empty when PHash is nil): a reused
+	// photo cropped by up to 10% on one side or at a corner hashes near
+	// one of them, or its own hashes near one of the original's.
+	ShiftHashes []uint64
 }
 
 // IsZero reports whether m holds nothing (the blob was not analysed).
 func (m Meta) IsZero() bool {
 	return m.MediaType == "" && m.Width == 0 && m.Height == 0 && m.Orientation == 0 &&
-		m.Taken == (CaptureTime{}) && m.GPS == nil && m.PHash == nil && len(m.CropHashes) == 0
+		m.Taken == (CaptureTime{}) && m.GPS == nil && m.PHash == nil && len(m.CropHashes) == 0 && len(m.ShiftHashes) == 0
 }
 
 // CropFractions are the sides, as fractions of the picture's, of the
 // centred crops whose hashes Meta.CropHashes holds. Their order is
 // stored (variant 1, 2, ...): append, never reorder.
 var CropFractions = [...]float64{0.9, 0.8}
+
+// Shift is an off-centre crop whose hash Meta.ShiftHashes holds: the part
+// [X0,X1]×[Y0,Y1] of the picture (fractions of its sides), compared with
+// the other photo's hash of variant Against (0: its whole picture, i: its
+// centred crop CropFractions[i-1]).
+type Shift struct {
+	X0, Y0, X1, Y1 float64
+	Against        int
+}
+
+// ShiftCrops are the off-centre crops whose hashes Meta.ShiftHashes
+// holds, in stored order (variants len(CropFractions)+1, ...): append,
+// never reorder.
+//
+// A photo cropped by up to 10% off centre is found both ways. If b is such
+// a crop of a, the 90% crop of a at b's place (anchored at a corner or a
+// side, or centred) hashes near b's whole picture: the first eight. And b
+// holds, where a's centred 80% crop lies in it under the same
+// assumption, a part that hashes near a's 80% crop: the last eight. The
+// first kind finds a stored crop of a new photo, the second a stored
+// original of a new crop, both through the hashes the near-duplicate
+// index already holds (whole pictures and centred crops), so the index
+// does not grow.
+var ShiftCrops = shiftCrops()
+
+func shiftCrops() []Shift {
+	type span struct{ lo, hi float64 }
+	// Per axis: the 90% crop kept at the start, in the middle, at the end.
+	outer := [3]span{{0, .9}, {.05, .95}, {.1, 1}}
+	// Per axis: where the original's centred 80% ([.1, .9]) lies in a
+	// 90% crop of it kept at the end, in the middle, at the start.
+	inner := [3]span{{.1 / .9, 1}, {.05 / .9, .85 / .9}, {0, .8 / .9}}
+	var out []Shift
+	for _, k := range []struct {
+		sp      [3]span
+		against int
+	}{{outer, 0}, {inner, 2}} {
+		for y := range 3 {
+			for x := range 3 {
+				if x == 1 && y == 1 {
+					continue // centred: the centred crops cover it
+				}
+				out = append(out, Shift{k.sp[x].lo, k.sp[y].lo, k.sp[x].hi, k.sp[y].hi, k.against})
+			}
+		}
+	}
+	return out
+}
 
 // CaptureTime is when a photo was taken, as EXIF tells it. Cameras record
 // wall-clock time, often without saying which zone: such a time is
@@ -160,6 +214,7 @@ func Analyze(r io.ReaderAt, size int64) (Meta, error) {
 		v := h.GetHash()
 		m.PHash = &v
 		m.CropHashes = cropHashes(img)
+		m.ShiftHashes = shiftHashes(img)
 	}
 	return m, nil
 }
@@ -173,7 +228,7 @@ func Hashes(img image.Image) (Use, error) {
 		return Use{}, fmt.Errorf("evidence: hash: %w", err)
 	}
 	v := h.GetHash()
-	return Use{PHash: &v, Crops: cropHashes(img)}, nil
+	return Use{PHash: &v, Crops: cropHashes(img), Shifts: shiftHashes(img)}, nil
 }
 
 // cropHashes hashes img's centred crops (CropFractions), or returns nil
@@ -200,6 +255,52 @@ func cropHashes(img image.Image) []uint64 {
 		out = append(out, hh.GetHash())
 	}
 	return out
+}
+
+// shiftHashes hashes img's off-centre crops (ShiftCrops), or returns nil
+// if one fails.
+func shiftHashes(img image.Image) []uint64 {
+	img = shrink(img, shiftSide)
+	sub, ok := img.(interface {
+		SubImage(image.Rectangle) image.Image
+	})
+	if !ok {
+		return nil
+	}
+	b := img.Bounds()
+	at := func(lo int, f float64, n int) int { return lo + int(math.Round(f*float64(n))) }
+	out := make([]uint64, 0, len(ShiftCrops))
+	for _, c := range ShiftCrops {
+		r := image.Rect(at(b.Min.X, c.X0, b.Dx()), at(b.Min.Y, c.Y0, b.Dy()), at(b.Min.X, c.X1, b.Dx()), at(b.Min.Y, c.Y1, b.Dy()))
+		if r.Dx() < 8 || r.Dy() < 8 {
+			return nil
+		}
+		h, err := goimagehash.PerceptionHash(sub.SubImage(r))
+		if err != nil {
+			return nil
+		}
+		out = append(out, h.GetHash())
+	}
+	return out
+}
+
+// shiftSide is the shorter side of the copy that shiftHashes crops: the
+// hash looks at 64×64 pixels anyway, and sixteen hashes of a 1000-pixel
+// decode took 108 ms a photo against 25 ms for the rest of the analysis
+// (34 ms in all from this copy; the same recall).
+const shiftSide = 128
+
+// shrink returns img scaled down (bilinear) so that its shorter side is
+// side pixels, or img itself if it is not larger.
+func shrink(img image.Image, side int) image.Image {
+	b := img.Bounds()
+	short := min(b.Dx(), b.Dy())
+	if short <= side {
+		return img
+	}
+	dst := image.NewRGBA(image.Rect(0, 0, b.Dx()*side/short, b.Dy()*side/short))
+	draw.BiLinear.Scale(dst, dst.Bounds(), img, b, draw.Src, nil)
+	return dst
 }
 
 // Tags goexif does not name; read from the EXIF sub-IFD by number.
