@@ -223,30 +223,13 @@ func Analyze(r io.ReaderAt, size int64) (Meta, error) {
 // the whole picture's and its centred crops' (see Meta.CropHashes), as a
 // Use for UseDistance.
 func Hashes(img image.Image) (Use, error) {
-	u, err := CentredHashes(img)
-	if err != nil {
-		return Use{}, err
-	}
-	u.Shifts = ShiftHashes(img)
-	return u, nil
-}
-
-// CentredHashes is Hashes without the off-centre crops (Use.Shifts): the
-// whole picture's hash and its centred crops'. Together with ShiftHashes
-// it lets a caller that compares many candidates skip the off-centre
-// crops of those the cheaper hashes already rule out.
-func CentredHashes(img image.Image) (Use, error) {
 	h, err := goimagehash.PerceptionHash(img)
 	if err != nil {
 		return Use{}, fmt.Errorf("evidence: hash: %w", err)
 	}
 	v := h.GetHash()
-	return Use{PHash: &v, Crops: cropHashes(img)}, nil
+	return Use{PHash: &v, Crops: cropHashes(img), Shifts: shiftHashes(img)}, nil
 }
-
-// ShiftHashes returns the hashes of img's off-centre crops (ShiftCrops),
-// as Hashes gives them in Use.Shifts, or nil if one fails.
-func ShiftHashes(img image.Image) []uint64 { return shiftHashes(img) }
 
 // cropHashes hashes img's centred crops (CropFractions), or returns nil
 // if one fails.
