@@ -112,8 +112,8 @@ const maxSeedsTried = 1000
 // Hashing a picture with its sixteen off-centre crops costs several times
 // drawing it, and the synthetic pictures often come near each other
 // through those crops: screening tries some 4,500 seeds for the demo's
-// 1,222 photos (27 s at every demo start, minutes under the race
-// detector). So a set started at the demo's seed (listedStart) screens
+// 1,222 photos (20 s or more at every demo start, minutes under the
+// race detector). So a set started at the demo's seed (listedStart) screens
 // nothing while its committed list lasts: for each kind it hands out the
 // next listed picture of that kind (listedPhotos, screened in the same
 // way, scenes and documents in turn, every one against all earlier ones;

@@ -249,8 +249,8 @@ func sample(r *rand.Rand, size, n int) []int {
 // for, in turn; every two listed pictures at least MinPhotoDistance apart;
 // every listed picture's stored hashes its picture's; every seed in
 // between rejected. Without the race detector every picture is drawn
-// and hashed anew (a full recompute: some 4,500 pictures, 20 s on two
-// CPUs); under it (twelve times slower) a random sample of 20 listed pictures and 20 skipped seeds is,
+// and hashed anew (a full recompute: some 4,500 pictures, 10 to 20 s on
+// two CPUs); under it (twelve times slower) a random sample of 20 listed pictures and 20 skipped seeds is,
 // and the distances are checked from the stored hashes in full.
 //
 // go test -run TestPhotoSeeds -update (go generate) screens the list
