@@ -92,36 +92,134 @@ func encodePhoto(img image.Image, s PhotoSpec) ([]byte, error) {
 }
 
 // MinPhotoDistance is the smallest distance (evidence.UseDistance: whole
-// pictures and their centred crops) between the perceptual hashes of two
-// pictures of a PhotoSet: comfortably above the evidence checks'
-// near-duplicate distance (8), so that two different demo photos are never
-// taken for copies of each other.
+// pictures, their centred crops and their off-centre crops) between the
+// perceptual hashes of two pictures of a PhotoSet: comfortably above the
+// evidence checks' near-duplicate distance (8), so that two different demo
+// photos are never taken for copies of each other.
 const MinPhotoDistance = 12
 
+//go:generate go test -run ^TestPhotoSeeds$ -update
+
+// maxSeedsTried bounds the seeds a PhotoSet tries for one picture.
+const maxSeedsTried = 1000
+
 // PhotoSet hands out demo photos whose pictures all differ, as real
-// photos of different houses do: a picture whose perceptual hash is
+// photos of different houses do: a picture whose perceptual hashes
+// (evidence.Hashes, every one the near-duplicate check compares) come
 // within MinPhotoDistance of an earlier one's is skipped for the next
 // seed. The hashes are bounded by the number of photos asked for.
+//
+// Hashing a picture with its sixteen off-centre crops costs several times
+// drawing it, and the synthetic pictures often come near each other
+// through those crops: screening tries some 4,500 seeds for the demo's
+// 1,222 photos (20 s or more at every demo start, minutes under the
+// race detector). So a set started at the demo's seed (listedStart) screens
+// nothing while its committed list lasts: for each kind it hands out the
+// next listed picture of that kind (listedPhotos, screened in the same
+// way, scenes and documents in turn, every one against all earlier ones;
+// photoseeds_test.go checks the list and makes it anew). Whatever order
+// the kinds are asked in, no two listed pictures are near. Beyond the
+// list, and for any other start, the set screens, against every listed
+// picture too.
 type PhotoSet struct {
 	next   uint64
 	hashes []evidence.Use
+	// listed is the committed list if the set started at its seed, and
+	// cursor the index in it from which each kind looks for its next
+	// picture.
+	listed []listedPhoto
+	cursor map[int]int
+	// screened counts the seeds hashed to pick pictures.
+	screened int
+}
+
+// listedPhoto is a picture of the committed list (photoseeds.go): its
+// kind, its seed, and its hashes as evidence.Hashes gives them (the whole
+// picture's, then Use.Crops, then Use.Shifts).
+type listedPhoto struct {
+	Kind   int
+	Seed   uint64
+	Hashes []uint64
+}
+
+// use returns p's hashes as a Use, or false if their number does not fit
+// the evidence package's crops (a list made before they changed).
+func (p listedPhoto) use() (evidence.Use, bool) {
+	nc, ns := len(evidence.CropFractions), len(evidence.ShiftCrops)
+	if len(p.Hashes) != 1+nc+ns {
+		return evidence.Use{}, false
+	}
+	h := p.Hashes[0]
+	return evidence.Use{PHash: &h, Crops: p.Hashes[1 : 1+nc : 1+nc], Shifts: p.Hashes[1+nc:]}, true
 }
 
 // NewPhotoSet starts a set at a seed.
-func NewPhotoSet(seed uint64) *PhotoSet { return &PhotoSet{next: seed} }
+func NewPhotoSet(seed uint64) *PhotoSet { return newPhotoSet(seed, listedStart, listedPhotos) }
+
+// newPhotoSet starts a set at seed that hands out list if it was
+// screened from that seed (listStart) for the evidence package's crops.
+func newPhotoSet(seed, listStart uint64, list []listedPhoto) *PhotoSet {
+	ps := &PhotoSet{next: seed}
+	stale := slices.ContainsFunc(list, func(p listedPhoto) bool {
+		_, ok := p.use()
+		return !ok
+	})
+	if seed == listStart && len(list) > 0 && !stale {
+		ps.listed, ps.cursor = list, map[int]int{}
+	}
+	return ps
+}
+
+// Screened returns how many seeds the set has hashed to pick its
+// pictures: 0 while a listed set hands out its committed list.
+func (ps *PhotoSet) Screened() int { return ps.screened }
 
 // New draws a new distinct picture of s.Kind (s.Seed is chosen by the
 // set) and encodes it with s's EXIF. It returns the spec with its seed,
 // which PhotoJPEG turns into the same picture again (with a Shade and
 // another Quality: a near-duplicate).
 func (ps *PhotoSet) New(s PhotoSpec) (PhotoSpec, []byte, error) {
-	for range 1000 {
+	if ps.listed != nil {
+		for i := ps.cursor[s.Kind]; i < len(ps.listed); i++ {
+			if ps.listed[i].Kind == s.Kind {
+				ps.cursor[s.Kind] = i + 1
+				s.Seed = ps.listed[i].Seed
+				b, err := encodePhoto(picture(s), s)
+				return s, b, err
+			}
+		}
+		ps.cursor[s.Kind] = len(ps.listed)
+		// The list has no more pictures of this kind: screen from its
+		// last seed on, against every listed picture (those not handed
+		// out yet may still be).
+		if ps.hashes == nil {
+			ps.next = ps.listed[len(ps.listed)-1].Seed + 1
+			ps.hashes = make([]evidence.Use, 0, len(ps.listed)+1)
+			for _, p := range ps.listed {
+				u, _ := p.use()
+				ps.hashes = append(ps.hashes, u)
+			}
+		}
+	}
+	s, _, err := ps.screen(s)
+	if err != nil {
+		return s, nil, err
+	}
+	b, err := encodePhoto(picture(s), s)
+	return s, b, err
+}
+
+// screen picks the next seed whose picture of s.Kind is at least
+// MinPhotoDistance from every accepted one, and accepts it: it returns
+// the spec with that seed and the picture's hashes.
+func (ps *PhotoSet) screen(s PhotoSpec) (PhotoSpec, evidence.Use, error) {
+	for range maxSeedsTried {
 		s.Seed = ps.next
 		ps.next++
-		img := picture(s)
-		v, err := evidence.Hashes(img)
+		ps.screened++
+		v, err := evidence.Hashes(picture(s))
 		if err != nil {
-			return s, nil, fmt.Errorf("demo photo: %w", err)
+			return s, evidence.Use{}, fmt.Errorf("demo photo: %w", err)
 		}
 		if slices.ContainsFunc(ps.hashes, func(o evidence.Use) bool {
 			d, _ := evidence.UseDistance(o, v)
@@ -130,10 +228,9 @@ func (ps *PhotoSet) New(s PhotoSpec) (PhotoSpec, []byte, error) {
 			continue
 		}
 		ps.hashes = append(ps.hashes, v)
-		b, err := encodePhoto(img, s)
-		return s, b, err
+		return s, v, nil
 	}
-	return s, nil, fmt.Errorf("demo photo: no distinct picture after 1000 seeds")
+	return s, evidence.Use{}, fmt.Errorf("demo photo: no distinct picture after %d seeds", maxSeedsTried)
 }
 
 func rgb(r *rand.Rand, lo, hi int) color.RGBA {

@@ -263,13 +263,30 @@ type Use struct {
 	// Crops are the hashes of its centred crops (Meta.CropHashes), if
 	// known.
 	Crops []uint64
+	// Shifts are the hashes of its off-centre crops (Meta.ShiftHashes),
+	// if known.
+	Shifts []uint64
+}
+
+// variant returns u's hash of variant v (0: the whole picture, i: the
+// centred crop CropFractions[i-1]), if known.
+func (u Use) variant(v int) (uint64, bool) {
+	switch {
+	case v == 0 && u.PHash != nil:
+		return *u.PHash, true
+	case v > 0 && v <= len(u.Crops):
+		return u.Crops[v-1], true
+	}
+	return 0, false
 }
 
 // UseDistance is how near two photos are: the least Hamming distance
 // between their hashes, comparing each one's whole picture with the
 // other's whole picture and centred crops (not crop with crop), so that a
-// copy cropped by up to about 20% is near its original. ok is false when
-// either has no hash.
+// copy cropped by up to about 20% is near its original, and each one's
+// off-centre crops with the other's hash that ShiftCrops names, so that a
+// copy cropped by up to 10% at a corner or a side is too (such a match
+// counts ShiftPenalty further). ok is false when either has no hash.
 func UseDistance(a, b Use) (d int, ok bool) {
 	if a.PHash == nil || b.PHash == nil {
 		return 0, false
@@ -281,7 +298,30 @@ func UseDistance(a, b Use) (d int, ok bool) {
 	for _, c := range a.Crops {
 		d = min(d, Distance(c, *b.PHash))
 	}
+	d = min(d, shiftDistance(a, b)+ShiftPenalty, shiftDistance(b, a)+ShiftPenalty)
 	return d, true
+}
+
+// ShiftPenalty is what UseDistance adds to the distance of a match
+// through an off-centre crop: each pair of photos is compared through 32
+// of them, against 5 comparisons through the whole picture and centred
+// crops, so a match there has to be a bit closer to keep unrelated photos
+// apart (and the index query for it is cheaper: see HashIndex).
+const ShiftPenalty = 1
+
+// shiftDistance is the least distance between a's off-centre crops and
+// the hashes of b that ShiftCrops compares them with (64 if none).
+func shiftDistance(a, b Use) int {
+	d := 64
+	for i, h := range a.Shifts {
+		if i >= len(ShiftCrops) {
+			break
+		}
+		if o, ok := b.variant(ShiftCrops[i].Against); ok {
+			d = min(d, Distance(h, o))
+		}
+	}
+	return d
 }
 
 // SameBlob flags every use of a SHA-256 that is also attached to a visit

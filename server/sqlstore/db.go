@@ -131,10 +131,10 @@ type Store struct {
 	gate       *readGate
 	health     healthBuffer
 	evCfg      atomic.Pointer[evidence.Config]
-	near       atomic.Pointer[evidence.HashIndex[hashKey]] // perceptual hashes of the stored photos
-	nearMu     sync.Mutex                                  // guards nearSeq, nearReload and refreshes
-	nearSeq    int64                                       // highest hash_seq in near
-	nearReload bool                                        // the database was replaced: build near again
+	near       atomic.Pointer[nearIndex] // perceptual hashes of the stored photos
+	nearMu     sync.Mutex                // guards nearSeq, nearReload and refreshes
+	nearSeq    int64                     // highest hash_seq in near
+	nearReload bool                      // the database was replaced: build near again
 
 	pushes    chan *pushJob
 	closeOnce sync.Once

@@ -298,6 +298,12 @@ func writeCropHashesTx(ctx context.Context, tx *sql.Tx, sum string, m evidence.M
 			return fmt.Errorf("crop hashes: %w", err)
 		}
 	}
+	// The off-centre crops after the centred ones, at fixed variants.
+	for i, h := range m.ShiftHashes {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO blob_crop_hashes(sha256, variant, phash) VALUES (?, ?, ?)`, sum, indexedVariants+1+i, int64(h)); err != nil {
+			return fmt.Errorf("crop hashes: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -387,8 +393,8 @@ func (s *Store) BlobAnalysed(ctx context.Context, sum string, m evidence.Meta) e
 	return nil
 }
 
-// blobHashesTx returns blob sum's perceptual hashes as hashesOf orders
-// them (nil: none), or domain.ErrNotFound.
+// blobHashesTx returns blob sum's indexed perceptual hashes as hashesOf
+// orders them (nil: none), or domain.ErrNotFound.
 func blobHashesTx(ctx context.Context, tx *sql.Tx, sum string) ([]uint64, error) {
 	var full sql.NullInt64
 	err := tx.QueryRowContext(ctx, `SELECT phash FROM blobs WHERE sha256 = ?`, sum).Scan(&full)
@@ -398,7 +404,7 @@ func blobHashesTx(ctx context.Context, tx *sql.Tx, sum string) ([]uint64, error)
 		return nil, err
 	}
 	out := []uint64{uint64(full.Int64)}
-	rows, err := tx.QueryContext(ctx, `SELECT phash FROM blob_crop_hashes WHERE sha256 = ? ORDER BY variant`, sum)
+	rows, err := tx.QueryContext(ctx, `SELECT phash FROM blob_crop_hashes WHERE sha256 = ? AND variant <= ? ORDER BY variant`, sum, indexedVariants)
 	if err != nil {
 		return nil, err
 	}
@@ -750,8 +756,8 @@ func (s *Store) usesOf(ctx context.Context, sums []string) ([]evidence.Use, erro
 	return out, s.addCrops(ctx, out)
 }
 
-// addCrops fills the crop hashes of the uses that have a whole-picture
-// hash.
+// addCrops fills the crop hashes (centred and off-centre) of the uses
+// that have a whole-picture hash.
 func (s *Store) addCrops(ctx context.Context, uses []evidence.Use) error {
 	var sums []string
 	for _, u := range uses {
@@ -761,21 +767,32 @@ func (s *Store) addCrops(ctx context.Context, uses []evidence.Use) error {
 	}
 	slices.Sort(sums)
 	sums = slices.Compact(sums)
-	crops := map[string][]uint64{}
+	type hashes struct{ crops, shifts []uint64 }
+	crops := map[string]*hashes{}
 	for start := 0; start < len(sums); start += 500 {
-		rows, err := s.readRows(ctx, `SELECT sha256, phash FROM blob_crop_hashes
+		rows, err := s.readRows(ctx, `SELECT sha256, variant, phash FROM blob_crop_hashes
 			WHERE sha256 IN (SELECT value FROM json_each(?)) ORDER BY sha256, variant`, jsonList(sums[start:min(len(sums), start+500)]))
 		if err != nil {
 			return err
 		}
 		for rows.Next() {
 			var sum string
+			var variant int
 			var h int64
-			if err := rows.Scan(&sum, &h); err != nil {
+			if err := rows.Scan(&sum, &variant, &h); err != nil {
 				rows.Close()
 				return err
 			}
-			crops[sum] = append(crops[sum], uint64(h))
+			c := crops[sum]
+			if c == nil {
+				c = &hashes{}
+				crops[sum] = c
+			}
+			if variant <= indexedVariants {
+				c.crops = append(c.crops, uint64(h))
+			} else if variant == indexedVariants+1+len(c.shifts) {
+				c.shifts = append(c.shifts, uint64(h)) // in order, none missing
+			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -783,7 +800,9 @@ func (s *Store) addCrops(ctx context.Context, uses []evidence.Use) error {
 		}
 	}
 	for i := range uses {
-		uses[i].Crops = crops[uses[i].SHA256]
+		if c := crops[uses[i].SHA256]; c != nil {
+			uses[i].Crops, uses[i].Shifts = c.crops, c.shifts
+		}
 	}
 	return nil
 }
@@ -827,11 +846,9 @@ func (s *Store) RunEvidenceChecks(ctx context.Context, visitID string) error {
 		return fmt.Errorf("evidence checks: %w", err)
 	}
 	var mine []evidence.Use
-	var hashes [][]uint64
 	for _, u := range uses {
 		if u.VisitID == visitID && u.PHash != nil {
 			mine = append(mine, u)
-			hashes = append(hashes, append([]uint64{*u.PHash}, u.Crops...))
 		}
 	}
 	for _, f := range evidence.SameBlob(uses) {
@@ -839,12 +856,12 @@ func (s *Store) RunEvidenceChecks(ctx context.Context, visitID string) error {
 			flags = append(flags, f)
 		}
 	}
-	if len(hashes) > 0 {
+	if len(mine) > 0 {
 		if err := s.refreshNearIndex(ctx); err != nil {
 			return fmt.Errorf("evidence checks: %w", err)
 		}
 	}
-	candidates, err := s.usesOf(ctx, s.nearHashes(hashes, mySums, cfg.NearDuplicateDistance))
+	candidates, err := s.usesOf(ctx, s.nearUses(mine, mySums, cfg.NearDuplicateDistance))
 	if err != nil {
 		return fmt.Errorf("evidence checks: %w", err)
 	}

@@ -253,6 +253,97 @@ func TestEvidenceChecks_AcrossHouseholds(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
+// TestEvidenceChecks_OffCentreCrops: a copy cropped by 10% at a corner or
+// on one side, on another household, is flagged through the off-centre
+// crop hashes, both when the crop arrives after its original (the new
+// photo is a crop of a stored one) and when the original arrives last (the
+// stored photo is a crop of the new one); an unrelated picture is not.
+func TestEvidenceChecks_OffCentreCrops(t *testing.T) {
+	env := servertest.Start(t)
+	dev := uploadtest.NewDevice(t, env, "worker", "G11")
+	h1, h2, h3 := syncproto.NewID(time.Now()), syncproto.NewID(time.Now()), syncproto.NewID(time.Now())
+	for _, h := range []string{h1, h2, h3} {
+		uploadtest.Household(t, env, h, "G11")
+	}
+	push := func(hh string, data []byte) string {
+		id := syncproto.NewID(time.Now())
+		m := syncproto.Mutation{Kind: syncproto.KindVisitCreate, Visit: ptr(uploadtest.Visit(id, hh, uploadtest.Ref(data, "progress")))}
+		req := dev.Push(t, m)
+		m.Seq = req.Results[0].Seq
+		if err := env.Store.RunEvidenceChecksForPush(ctx, &syncproto.PushRequest{Mutations: []syncproto.Mutation{m}}, req); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	hashes := func(data []byte) evidence.Use {
+		m, err := evidence.Analyze(bytes.NewReader(data), int64(len(data)))
+		if err != nil || m.PHash == nil || len(m.ShiftHashes) != len(evidence.ShiftCrops) {
+			t.Fatalf("hashes: %+v, %v", m, err)
+		}
+		return evidence.Use{PHash: m.PHash, Crops: m.CropHashes, Shifts: m.ShiftHashes}
+	}
+	limit := evidence.DefaultNearDuplicateDistance
+	var checked [][2]string // visit, photo: flagged
+	seed := uint64(30)
+	for _, crop := range []struct {
+		name   string
+		ax, ay float64
+	}{{"corner", 0, 0}, {"side", 1, 0.5}} {
+		for _, cropFirst := range []bool{false, true} {
+			// The next picture whose crop the whole picture and centred
+			// crops miss (most of them).
+			var orig, cropped []byte
+			for tries := 0; ; tries++ {
+				seed++
+				src := evidencetest.Photo{Seed: seed, Width: 640, Height: 480}
+				orig, cropped = evidencetest.JPEG(src), evidencetest.Crop(src, 0.9, crop.ax, crop.ay)
+				o, c := hashes(orig), hashes(cropped)
+				o.Shifts, c.Shifts = nil, nil
+				if d, _ := evidence.UseDistance(o, c); d > limit {
+					break
+				}
+				if tries == 10 {
+					t.Fatalf("%s crop: 10 pictures near their crop without off-centre hashes: the fixture tests nothing", crop.name)
+				}
+			}
+			if d, _ := evidence.UseDistance(hashes(orig), hashes(cropped)); d > limit {
+				t.Fatalf("%s crop, seed %d: distance %d > %d", crop.name, seed, d, limit)
+			}
+			var vo, vc string
+			if cropFirst {
+				vc = push(h2, cropped)
+				arrive(t, env, cropped)
+				vo = push(h1, orig)
+				arrive(t, env, orig)
+			} else {
+				vo = push(h1, orig)
+				arrive(t, env, orig)
+				vc = push(h2, cropped)
+				arrive(t, env, cropped)
+			}
+			for _, vp := range [][2]any{{vo, orig}, {vc, cropped}} {
+				id, data := vp[0].(string), vp[1].([]byte)
+				if got, want := flagsOf(t, env, id), at(uploadtest.Sum(data), evidence.FlagNearDuplicate); got != want {
+					t.Errorf("%s crop (crop first %v), visit of %s: %q, want %q", crop.name, cropFirst, map[bool]string{true: "the original", false: "the crop"}[id == vo], got, want)
+				}
+				checked = append(checked, [2]string{id, uploadtest.Sum(data)})
+			}
+		}
+	}
+	// An unrelated picture, on a third household, is flagged by none.
+	other := evidencetest.JPEG(evidencetest.Photo{Seed: 99, Width: 640, Height: 480})
+	vx := push(h3, other)
+	arrive(t, env, other)
+	if got := flagsOf(t, env, vx); got != "" {
+		t.Errorf("unrelated picture: %q", got)
+	}
+	for _, c := range checked {
+		if got, want := flagsOf(t, env, c[0]), at(c[1], evidence.FlagNearDuplicate); got != want {
+			t.Errorf("after the unrelated picture, visit %s: %q, want %q", c[0], got, want)
+		}
+	}
+}
+
 func TestEvidenceChecks_RerunReplacesOwnFlags(t *testing.T) {
 	env := servertest.Start(t)
 	dev := uploadtest.NewDevice(t, env, "worker", "G11")

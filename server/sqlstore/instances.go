@@ -43,7 +43,6 @@ import (
 	"time"
 
 	"fieldsync/server/domain"
-	"fieldsync/server/evidence"
 	"fieldsync/server/sqlstore/pgsql"
 	"fieldsync/server/upload"
 )
@@ -276,7 +275,7 @@ func (s *Store) refreshNearIndex(ctx context.Context) error {
 	s.nearMu.Lock()
 	defer s.nearMu.Unlock()
 	if s.nearReload {
-		var idx *evidence.HashIndex[hashKey]
+		var idx *nearIndex
 		var seq int64
 		err := s.readTx(ctx, func(tx *sql.Tx) error {
 			var err error
@@ -329,7 +328,7 @@ func (s *Store) refreshNearIndex(ctx context.Context) error {
 				return nil
 			}
 			rs, err = tx.QueryContext(ctx, `SELECT sha256, variant, phash FROM blob_crop_hashes
-				WHERE sha256 IN (SELECT value FROM json_each(?))`, jsonList(sums))
+				WHERE sha256 IN (SELECT value FROM json_each(?)) AND variant <= ?`, jsonList(sums), indexedVariants)
 			if err != nil {
 				return err
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"strings"
 
 	"fieldsync/server/evidence"
 )
@@ -19,6 +20,83 @@ type hashKey struct {
 	variant uint8
 }
 
+// nearIndex is the near-duplicate index: one evidence.HashIndex per
+// variant (whole picture, each centred crop), so that a query that only
+// wants one variant (a centred crop is compared with whole pictures, an
+// off-centre crop with the variant evidence.ShiftCrops names) scans that
+// variant's hashes only. It is safe for concurrent use.
+type nearIndex struct {
+	byVariant [indexedVariants + 1]*evidence.HashIndex[hashKey]
+}
+
+func newNearIndex() *nearIndex {
+	x := &nearIndex{}
+	for v := range x.byVariant {
+		x.byVariant[v] = evidence.NewHashIndex[hashKey]()
+	}
+	return x
+}
+
+// of returns the index of k's variant, or nil for a variant not indexed.
+func (x *nearIndex) of(k hashKey) *evidence.HashIndex[hashKey] {
+	if int(k.variant) >= len(x.byVariant) {
+		return nil
+	}
+	return x.byVariant[k.variant]
+}
+
+// Add stores key with hash h (see evidence.HashIndex.Add).
+func (x *nearIndex) Add(k hashKey, h uint64) {
+	if idx := x.of(k); idx != nil {
+		idx.Add(k, h)
+	}
+}
+
+// Remove deletes key, stored with hash h.
+func (x *nearIndex) Remove(k hashKey, h uint64) bool {
+	if idx := x.of(k); idx != nil {
+		return idx.Remove(k, h)
+	}
+	return false
+}
+
+// AddNew adds entries whose keys are not in x yet (see
+// evidence.HashIndex.AddNew).
+func (x *nearIndex) AddNew(keys []hashKey, hs []uint64) {
+	var byV [indexedVariants + 1]struct {
+		keys []hashKey
+		hs   []uint64
+	}
+	for i, k := range keys {
+		if int(k.variant) < len(byV) {
+			byV[k.variant].keys = append(byV[k.variant].keys, k)
+			byV[k.variant].hs = append(byV[k.variant].hs, hs[i])
+		}
+	}
+	for v, b := range byV {
+		x.byVariant[v].AddNew(b.keys, b.hs)
+	}
+}
+
+// Len is the number of indexed hashes.
+func (x *nearIndex) Len() int {
+	n := 0
+	for _, idx := range x.byVariant {
+		n += idx.Len()
+	}
+	return n
+}
+
+// Near calls fn for every indexed hash of variant v (all variants if v is
+// negative) within maxDist of h.
+func (x *nearIndex) Near(v int, h uint64, maxDist int, fn func(k hashKey, hash uint64, dist int)) {
+	for i, idx := range x.byVariant {
+		if v < 0 || v == i {
+			idx.Near(h, maxDist, fn)
+		}
+	}
+}
+
 func keyOf(sum string) (blobKey, bool) {
 	var k blobKey
 	if len(sum) != 2*len(k) {
@@ -28,8 +106,15 @@ func keyOf(sum string) (blobKey, bool) {
 	return k, err == nil
 }
 
-// hashesOf lists m's perceptual hashes in variant order: the whole
-// picture's, then its crops' (nil if it has none).
+// indexedVariants is the highest variant the index holds: the whole
+// picture (0) and its centred crops. The off-centre crops
+// (evidence.ShiftCrops, variants indexedVariants+1, ...) are stored with
+// them in blob_crop_hashes but only ever queried with, so the index keeps
+// three hashes a photo.
+const indexedVariants = len(evidence.CropFractions)
+
+// hashesOf lists m's indexed perceptual hashes in variant order: the whole
+// picture's, then its centred crops' (nil if it has none).
 func hashesOf(m evidence.Meta) []uint64 {
 	if m.PHash == nil {
 		return nil
@@ -58,25 +143,25 @@ func (s *Store) loadNearIndex(ctx context.Context) error {
 // and the highest hash_seq that it includes (read first: a row written
 // meanwhile has a higher one, and refreshNearIndex adds it again, which
 // changes nothing).
-func buildNearIndex(ctx context.Context, q querier) (*evidence.HashIndex[hashKey], int64, error) {
+func buildNearIndex(ctx context.Context, q querier) (*nearIndex, int64, error) {
 	var seq int64
 	if err := q.QueryRowContext(ctx, `SELECT COALESCE(max(hash_seq), 0) FROM blobs`).Scan(&seq); err != nil {
 		return nil, 0, fmt.Errorf("sqlstore: load photo hashes: %w", err)
 	}
-	idx := evidence.NewHashIndex[hashKey]()
+	idx := newNearIndex()
 	for _, query := range []string{
 		`SELECT sha256, 0, phash FROM blobs WHERE phash IS NOT NULL`,
-		`SELECT c.sha256, c.variant, c.phash FROM blob_crop_hashes c JOIN blobs b ON b.sha256 = c.sha256 WHERE b.phash IS NOT NULL`,
+		`SELECT c.sha256, c.variant, c.phash FROM blob_crop_hashes c JOIN blobs b ON b.sha256 = c.sha256 WHERE b.phash IS NOT NULL AND c.variant <= ?`,
 	} {
-		if err := loadHashes(ctx, q, idx, query); err != nil {
+		if err := loadHashes(ctx, q, idx, query, indexedVariants); err != nil {
 			return nil, 0, fmt.Errorf("sqlstore: load photo hashes: %w", err)
 		}
 	}
 	return idx, seq, nil
 }
 
-func loadHashes(ctx context.Context, q querier, idx *evidence.HashIndex[hashKey], query string) error {
-	rows, err := q.QueryContext(ctx, query)
+func loadHashes(ctx context.Context, q querier, idx *nearIndex, query string, args ...any) error {
+	rows, err := q.QueryContext(ctx, query, args[:strings.Count(query, "?")]...)
 	if err != nil {
 		return err
 	}
@@ -126,26 +211,56 @@ func (s *Store) indexHashes(sum string, old, now []uint64) {
 	}
 }
 
-// nearHashes returns the blobs, except those in skip, with a hash near
-// one of the given photos' (each given as hashesOf lists them): a whole
-// picture is compared with every indexed hash, a crop only with whole
-// pictures, as evidence.UseDistance does. It reads the in-memory index;
-// it used to scan every photo's hash in the database for every new photo.
+// nearHashes is nearUses for photos given as hashesOf lists them (no
+// off-centre crops).
 func (s *Store) nearHashes(photos [][]uint64, skip map[string]bool, maxDist int) []string {
+	uses := make([]evidence.Use, 0, len(photos))
+	for _, hs := range photos {
+		if len(hs) > 0 {
+			uses = append(uses, evidence.Use{PHash: &hs[0], Crops: hs[1:]})
+		}
+	}
+	return s.nearUses(uses, skip, maxDist)
+}
+
+// nearUses returns the blobs, except those in skip, with a hash near
+// one of the given photos': a whole picture is compared with every indexed
+// hash, a centred crop only with whole pictures, and an off-centre crop
+// only with the variant evidence.ShiftCrops names (within
+// evidence.ShiftPenalty less), as evidence.UseDistance does from the
+// query's side. It reads the in-memory index; it used to
+// scan every photo's hash in the database for every new photo.
+func (s *Store) nearUses(photos []evidence.Use, skip map[string]bool, maxDist int) []string {
 	near := s.near.Load()
 	seen := map[blobKey]bool{}
 	var out []string
-	for _, hs := range photos {
-		for v, h := range hs {
-			near.Near(h, maxDist, func(k hashKey, _ uint64, _ int) {
-				if (v > 0 && k.variant > 0) || seen[k.sum] {
-					return
-				}
-				seen[k.sum] = true
-				if sum := hex.EncodeToString(k.sum[:]); !skip[sum] {
-					out = append(out, sum)
-				}
-			})
+	query := func(h uint64, maxDist, variant int) {
+		near.Near(variant, h, maxDist, func(k hashKey, _ uint64, _ int) {
+			if seen[k.sum] {
+				return
+			}
+			seen[k.sum] = true
+			if sum := hex.EncodeToString(k.sum[:]); !skip[sum] {
+				out = append(out, sum)
+			}
+		})
+	}
+	for _, u := range photos {
+		if u.PHash == nil {
+			continue
+		}
+		query(*u.PHash, maxDist, -1)
+		for _, h := range u.Crops {
+			query(h, maxDist, 0)
+		}
+		// An off-centre crop's match counts evidence.ShiftPenalty further.
+		if maxDist < evidence.ShiftPenalty {
+			continue
+		}
+		for i, h := range u.Shifts {
+			if i < len(evidence.ShiftCrops) {
+				query(h, maxDist-evidence.ShiftPenalty, evidence.ShiftCrops[i].Against)
+			}
 		}
 	}
 	return out

@@ -8,6 +8,7 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -136,4 +137,166 @@ func whole(hs ...uint64) [][]uint64 {
 		out[i] = []uint64{h}
 	}
 	return out
+}
+
+// BenchmarkNearIndex_PhotoCheck is the index part of one photo's
+// near-duplicate check (nearUses) against n stored photos, each indexed
+// with its whole picture and centred crops: querying with the whole
+// picture and centred crops only (as before the off-centre crops), and
+// with the off-centre crops too. It reports the index's heap bytes per
+// photo.
+func BenchmarkNearIndex_PhotoCheck(b *testing.B) {
+	// 333,334 photos are a million indexed hashes.
+	for _, n := range []int{10_000, 100_000, 333_334, 1_000_000} {
+		r := rand.New(rand.NewPCG(11, 12))
+		var ms0, ms1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms0)
+		idx := newNearIndex()
+		var keys []hashKey
+		var hs []uint64
+		for i := range n {
+			var k blobKey
+			k[0], k[1], k[2], k[3] = byte(i), byte(i>>8), byte(i>>16), byte(i>>24)
+			for v := range indexedVariants + 1 {
+				keys, hs = append(keys, hashKey{k, uint8(v)}), append(hs, r.Uint64())
+			}
+			if len(keys) >= 100_000 || i == n-1 {
+				idx.AddNew(keys, hs)
+				keys, hs = keys[:0], hs[:0]
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&ms1)
+		s := &Store{}
+		s.near.Store(idx)
+		photos := make([]evidence.Use, 256)
+		for i := range photos {
+			u := evidence.Use{PHash: ptrTo(r.Uint64())}
+			for range indexedVariants {
+				u.Crops = append(u.Crops, r.Uint64())
+			}
+			for range evidence.ShiftCrops {
+				u.Shifts = append(u.Shifts, r.Uint64())
+			}
+			photos[i] = u
+		}
+		for _, withShifts := range []bool{false, true} {
+			name := fmt.Sprintf("centred-only/photos=%d", n)
+			if withShifts {
+				name = fmt.Sprintf("with-off-centre/photos=%d", n)
+			}
+			b.Run(name, func(b *testing.B) {
+				for i := 0; b.Loop(); i++ {
+					u := photos[i%len(photos)]
+					if !withShifts {
+						u.Shifts = nil
+					}
+					s.nearUses([]evidence.Use{u}, nil, evidence.DefaultNearDuplicateDistance)
+				}
+				b.ReportMetric(float64(ms1.HeapAlloc-ms0.HeapAlloc)/float64(n), "heapB/photo")
+			})
+		}
+		runtime.KeepAlive(idx)
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// TestNearIndex_OffCentreQueriesMatchScan: nearUses, given photos with
+// centred and off-centre crop hashes, finds exactly the stored photos a
+// scan of blob_crop_hashes finds by evidence.UseDistance's comparisons from
+// the query's side (whole with any indexed hash, centred crop with whole,
+// off-centre crop with the variant evidence.ShiftCrops names, within
+// evidence.ShiftPenalty less), and the off-centre hashes stay out of the
+// index.
+func TestNearIndex_OffCentreQueriesMatchScan(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, Config{Path: filepath.Join(t.TempDir(), "shift.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r := rand.New(rand.NewPCG(13, 14))
+	base := r.Uint64()
+	near := func() uint64 { return base ^ (1<<r.IntN(64) | 1<<r.IntN(64) | 1<<r.IntN(64) | 1<<r.IntN(64)) }
+	randMeta := func() evidence.Meta {
+		m := evidence.Meta{MediaType: "image/jpeg", PHash: ptrTo(near())}
+		for range evidence.CropFractions {
+			m.CropHashes = append(m.CropHashes, near())
+		}
+		for range evidence.ShiftCrops {
+			m.ShiftHashes = append(m.ShiftHashes, near())
+		}
+		return m
+	}
+	const photos = 300
+	for i := range photos {
+		sum := sha256.Sum256(fmt.Appendf(nil, "shift photo %d", i))
+		if err := s.CompleteUpload(ctx, "no-upload", upload.Blob{SHA256: hex.EncodeToString(sum[:]), Size: 1, MediaType: "image/jpeg", StoredAt: time.Now(), Meta: randMeta()}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.near.Load().Len(); n != photos*(1+len(evidence.CropFractions)) {
+		t.Fatalf("index holds %d hashes, want %d (whole and centred crops only)", n, photos*(1+len(evidence.CropFractions)))
+	}
+	stored := map[string]map[int]uint64{}
+	rows, err := s.w.QueryContext(ctx, `SELECT b.sha256, 0, b.phash FROM blobs b UNION ALL SELECT sha256, variant, phash FROM blob_crop_hashes`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var sum string
+		var v int
+		var h int64
+		if err := rows.Scan(&sum, &v, &h); err != nil {
+			t.Fatal(err)
+		}
+		if stored[sum] == nil {
+			stored[sum] = map[int]uint64{}
+		}
+		stored[sum][v] = uint64(h)
+	}
+	rows.Close()
+	if n := len(stored); n != photos {
+		t.Fatalf("%d photos stored", n)
+	}
+	scan := func(q evidence.Use, d int) []string {
+		var out []string
+		for sum, hs := range stored {
+			hit := false
+			for v := 0; v <= indexedVariants; v++ {
+				hit = hit || evidence.Distance(*q.PHash, hs[v]) <= d
+			}
+			for _, c := range q.Crops {
+				hit = hit || evidence.Distance(c, hs[0]) <= d
+			}
+			for i, h := range q.Shifts {
+				hit = hit || evidence.Distance(h, hs[evidence.ShiftCrops[i].Against]) <= d-evidence.ShiftPenalty
+			}
+			if hit {
+				out = append(out, sum)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	found := 0
+	for q := range 40 {
+		m := randMeta()
+		u := evidence.Use{PHash: m.PHash, Crops: m.CropHashes, Shifts: m.ShiftHashes}
+		if q%2 == 1 {
+			u.PHash, u.Crops = ptrTo(^base), []uint64{^base, ^base} // only the off-centre crops are near
+		}
+		d := []int{0, 1, 4, 6, 8}[q%5]
+		got := s.nearUses([]evidence.Use{u}, nil, d)
+		slices.Sort(got)
+		if want := scan(u, d); !slices.Equal(got, want) {
+			t.Fatalf("query %d within %d: index %d photos, scan %d", q, d, len(got), len(want))
+		}
+		found += len(got)
+	}
+	if found == 0 {
+		t.Fatalf("no query found anything: the test tests nothing")
+	}
 }

@@ -40,7 +40,12 @@ type Photo struct {
 
 // CentredCrop encodes the photo's picture cut down to the fraction f of
 // each side around its centre (a reused photo, cropped), with p's EXIF.
-func CentredCrop(p Photo, f float64) []byte {
+func CentredCrop(p Photo, f float64) []byte { return Crop(p, f, 0.5, 0.5) }
+
+// Crop encodes the photo's picture cut down to the fraction f of each
+// side, the part kept anchored at (ax, ay): 0.5, 0.5 is centred, 0, 0 the
+// top-left corner, 1, 0.5 the right side. p's EXIF is kept.
+func Crop(p Photo, f, ax, ay float64) []byte {
 	if p.Width <= 0 {
 		p.Width = 320
 	}
@@ -51,7 +56,7 @@ func CentredCrop(p Photo, f float64) []byte {
 		p.Quality = 85
 	}
 	w, h := int(float64(p.Width)*f), int(float64(p.Height)*f)
-	x0, y0 := (p.Width-w)/2, (p.Height-h)/2
+	x0, y0 := int(float64(p.Width-w)*ax), int(float64(p.Height-h)*ay)
 	pic := Picture(p.Seed, p.Width, p.Height).(*image.RGBA).SubImage(image.Rect(x0, y0, x0+w, y0+h))
 	var buf bytes.Buffer
 	if err := jpeg.Encode(&buf, pic, &jpeg.Options{Quality: p.Quality}); err != nil {

@@ -1,0 +1,11 @@
+-- Perceptual hashes of each photo's off-centre crops (evidence.ShiftCrops:
+-- 90% crops kept at a corner or a side, and the parts where an original's
+-- centred 80% crop lies in such a crop of it), so that a reused photo
+-- cropped by up to 10% at a corner or a side is still found near its
+-- original, both ways. They go in blob_crop_hashes after the centred
+-- crops (variant 3, 4, ...); the near-duplicate index keeps only
+-- variants 0 to 2 and queries with these.
+--
+-- Photos analysed before have none: the analysis worker reads them again
+-- (it re-runs their checks too).
+UPDATE blobs SET analyzed_at = NULL WHERE phash IS NOT NULL;
