@@ -68,6 +68,13 @@ func (p *serverProc) start(extra ...string) {
 	exited, cmd := make(chan struct{}), p.cmd
 	p.exited = exited
 	go func() { _ = cmd.Wait(); close(exited) }()
+	// A test that fails (here or later) must not leave the server running:
+	// one left from a failed start went on analysing the demo's photos
+	// under -race for an hour.
+	p.t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
 	// The first start loads the demo county with its 1,223 photos (about
 	// 15 s alone; 94 s under -race on a quiet machine, and more than 3
 	// minutes once on a loaded one). A server that stops is a failure at
