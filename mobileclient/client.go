@@ -297,8 +297,12 @@ func Open(dir, serverURL string, opts *Options) (*Client, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open: %w", err)
 	}
+	// _stmt_cache_size keeps each connection's last 64 prepared
+	// statements (go-sqlite3's bounded LRU; our SQL is constant text): a
+	// push's answers are saved with two statements per mutation, and
+	// preparing them again each time was 16% of the device's CPU in p8.
 	dsn := filepath.Join(dir, DBFile) +
-		"?_journal_mode=WAL&_synchronous=FULL&_foreign_keys=on&_busy_timeout=10000&_txlock=immediate"
+		"?_journal_mode=WAL&_synchronous=FULL&_foreign_keys=on&_busy_timeout=10000&_txlock=immediate&_stmt_cache_size=64"
 	db, err := sql.Open("sqlite3", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open: %w", err)
