@@ -3,7 +3,9 @@ package mobileclient
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,6 +29,31 @@ func TestEncodeBody_SameBytesAsSyncproto(t *testing.T) {
 		big.Mutations = append(big.Mutations, syncproto.Mutation{Seq: int64(i + 1), Kind: syncproto.KindVisitCreate, Visit: &v})
 	}
 	bodies = append(bodies, big)
+	// Push bodies are written by hand (encodeJSON): the same bytes, for
+	// the outbox's bodies in both protocol forms, with and without
+	// health, and for no mutations at all.
+	var rows []outboxRow
+	for i, m := range big.Mutations {
+		if i%3 == 1 {
+			m.Visit.Evidence = []syncproto.EvidenceRef{{SHA256: strings.Repeat("ab", 32), Size: 1, MediaType: "image/jpeg", Slot: "photo"}}
+		}
+		if i%5 == 2 {
+			m.Visit.GPSReason = "山谷里<没有>信号 & 雨"
+		}
+		m.HLC = syncproto.HLC{WallMs: 1700000000000 + int64(i), Counter: uint16(i)}
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, outboxRow{seq: m.Seq, kind: string(m.Kind), entity: m.Visit.ID, body: string(b)})
+	}
+	health := &syncproto.OutboxHealth{PendingMutations: 3, PendingBytes: 1 << 20, OldestPending: time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC), AppVersion: "网页<1>"}
+	bodies = append(bodies,
+		pushBody{ProtocolVersion: 1, DeviceID: "dev<1>", Mutations: pushMutations(rows, 1), Health: health},
+		pushBody{ProtocolVersion: 2, DeviceID: "设备", Mutations: pushMutations(rows, 2)},
+		pushBody{ProtocolVersion: 2, DeviceID: "d", Mutations: pushMutations(rows[:1], 2), Health: &syncproto.OutboxHealth{}},
+		pushBody{ProtocolVersion: 2, DeviceID: "d", Mutations: []json.RawMessage{}},
+		pushBody{ProtocolVersion: 2, DeviceID: "d"})
 	var want [][2][]byte
 	for _, v := range bodies {
 		var plain, gz bytes.Buffer

@@ -1,6 +1,7 @@
 package mobileclient
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -75,7 +76,7 @@ func encodeBody(v any, gz bool) ([]byte, error) {
 		}
 	}()
 	if !gz {
-		if err := syncproto.Encode(buf, v, false); err != nil {
+		if err := encodeJSON(buf, v); err != nil {
 			return nil, err
 		}
 		return bytes.Clone(buf.Bytes()), nil
@@ -83,13 +84,60 @@ func encodeBody(v any, gz bool) ([]byte, error) {
 	zw := gzipWriters.Get().(*gzip.Writer)
 	defer gzipWriters.Put(zw)
 	zw.Reset(buf)
-	if err := json.NewEncoder(zw).Encode(v); err != nil {
-		return nil, fmt.Errorf("encode: %w", err)
+	if err := encodeJSON(zw, v); err != nil {
+		return nil, err
 	}
 	if err := zw.Close(); err != nil {
 		return nil, err
 	}
 	return bytes.Clone(buf.Bytes()), nil
+}
+
+// encodeJSON writes v and a newline as a json.Encoder does. A push body
+// is written by hand, the same bytes: its mutations are the outbox's
+// bodies, compact JSON as json.Marshal wrote them, and the encoder would
+// scan and compact each one again (a fifth of the device's CPU in p8).
+func encodeJSON(w io.Writer, v any) error {
+	p, ok := v.(pushBody)
+	if !ok {
+		if err := json.NewEncoder(w).Encode(v); err != nil {
+			return fmt.Errorf("encode: %w", err)
+		}
+		return nil
+	}
+	head, err := json.Marshal(struct {
+		ProtocolVersion int    `json:"protocol_version"`
+		DeviceID        string `json:"device_id"`
+	}{p.ProtocolVersion, p.DeviceID})
+	if err != nil {
+		return fmt.Errorf("encode: %w", err)
+	}
+	var health []byte
+	if p.Health != nil {
+		if health, err = json.Marshal(p.Health); err != nil {
+			return fmt.Errorf("encode: %w", err)
+		}
+	}
+	bw := bufio.NewWriterSize(w, 32<<10)
+	bw.Write(head[:len(head)-1])
+	if p.Mutations == nil {
+		bw.WriteString(`,"mutations":null`)
+	} else {
+		bw.WriteString(`,"mutations":[`)
+		for i, m := range p.Mutations {
+			if i > 0 {
+				bw.WriteByte(',')
+			}
+			bw.Write(m)
+		}
+		bw.WriteByte(']')
+	}
+	if health != nil {
+		bw.WriteString(`,"health":`)
+		bw.Write(health)
+	}
+	bw.WriteString("}\n")
+	return bw.Flush()
 }
 
 // call sends r, retrying network errors, 5xx and 429 with exponential
