@@ -368,7 +368,6 @@ func (s *Store) applyPush(ctx context.Context, rawTx *sql.Tx, dev PushDevice, re
 	return resp, nil
 }
 
-// rejection is a mutation that can never apply.
 // rejection is a mutation that can never apply. keep, if set, runs after
 // the mutation's savepoint is rolled back: what must survive a rejection
 // (the losing values of an edit against a deleted household) is written
@@ -480,6 +479,12 @@ func contentHash(v any) string {
 func compactAnswers(in map[string]json.RawMessage) map[string]json.RawMessage {
 	out := make(map[string]json.RawMessage, len(in))
 	for k, v := range in {
+		if len(v) > 0 && !bytes.ContainsAny(v, " \t\r\n") {
+			// Already compact (values come from a decoded document,
+			// so they are valid JSON): most are.
+			out[k] = v
+			continue
+		}
 		var b bytes.Buffer
 		if json.Compact(&b, v) == nil {
 			out[k] = b.Bytes()
@@ -579,9 +584,10 @@ func bodyDigest(body string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// mutationBody is the JSON kept of a mutation as pushed.
+// mutationBody is the JSON kept of a mutation as pushed (json.Marshal's
+// bytes, written without reflection for a visit).
 func mutationBody(m syncproto.Mutation) string {
-	b, _ := json.Marshal(m)
+	b, _ := syncproto.MarshalMutation(&m)
 	return string(b)
 }
 
@@ -608,10 +614,19 @@ func prepareVisit(v *syncproto.Visit) *visitPrep {
 	pushed.Answers = compactAnswers(v.Answers)
 	pushed.PlaceCode, pushed.DeviceID, pushed.UserName, pushed.ReviewState = "", "", "", ""
 	pushed.ServerTime = time.Time{}
-	after, _ := json.Marshal(map[string]any{"household_id": v.HouseholdID, "form": fmt.Sprintf("%s@%d", v.FormID, v.FormVersion),
-		"corrects": v.CorrectsVisitID, "evidence": len(v.Evidence)})
-	answers, _ := json.Marshal(pushed.Answers)
-	return &visitPrep{answers: pushed.Answers, hash: contentHash(pushed), audit: after, answersJS: string(answers)}
+	// json.Marshal's bytes of the same values in a map (sorted keys).
+	after, _ := json.Marshal(struct {
+		Corrects    string `json:"corrects"`
+		Evidence    int    `json:"evidence"`
+		Form        string `json:"form"`
+		HouseholdID string `json:"household_id"`
+	}{v.CorrectsVisitID, len(v.Evidence), v.FormID + "@" + strconv.Itoa(v.FormVersion), v.HouseholdID})
+	// Both as json.Marshal writes them, without its reflection: a third
+	// of a push's preparation went to encoding each visit three times.
+	answers, _ := syncproto.AppendFields(nil, pushed.Answers)
+	enc, _ := syncproto.AppendVisit(make([]byte, 0, 256+len(answers)), &pushed)
+	sum := sha256.Sum256(enc)
+	return &visitPrep{answers: pushed.Answers, hash: hex.EncodeToString(sum[:]), audit: after, answersJS: string(answers)}
 }
 
 // preparePush prepares a push's mutations outside the writer: each one's
@@ -638,70 +653,27 @@ func (s *Store) preparePush(req *syncproto.PushRequest) []*mutationPrep {
 
 // visitCreate applies a visit. Every rejection comes before its first
 // write: applyOne runs it without a savepoint.
+//
+// A visit whose id exists is no write: the same visit again (re-queued
+// after a device crash) applies as it did, a different one is a
+// duplicate_id. That is found by the insert itself (ON CONFLICT DO
+// NOTHING), not by a read before it, a read the writer made for every
+// visit; a rejection found before the insert gives way to it
+// (visitExisting), so the answers are those of the check first.
 func (a *applier) visitCreate(v *syncproto.Visit) error {
 	p := a.pre
 	if p == nil {
 		p = prepareVisit(v)
 	}
-	pushed := *v
-	pushed.Answers = p.answers
-	hash := p.hash
-	var existing string
-	err := a.x.QueryRowContext(a.ctx, `SELECT content_hash FROM visits WHERE id = ?`, v.ID).Scan(&existing)
-	if err == nil {
-		if existing == hash {
-			return nil // the same visit again, e.g. re-queued after a device crash
-		}
-		return reject(syncproto.CodeDuplicateID, "visit %s exists with different content", v.ID)
-	} else if !errors.Is(err, sql.ErrNoRows) {
-		return err
-	}
-	// A visit needs only the household's place, not its fields.
-	h := &householdRow{id: v.HouseholdID}
-	err = a.x.QueryRowContext(a.ctx, `SELECT place_code, deleted FROM households WHERE id = ?`, v.HouseholdID).Scan(&h.place, &h.deleted)
-	if errors.Is(err, sql.ErrNoRows) {
-		return reject(syncproto.CodeUnknownEntity, "household %s does not exist", v.HouseholdID)
-	}
+	place, err := a.checkVisit(v, p)
 	if err != nil {
+		var rj rejection
+		if errors.As(err, &rj) {
+			if known, kerr := a.visitExisting(v.ID, p.hash); known {
+				return kerr
+			}
+		}
 		return err
-	}
-	if h.deleted {
-		return reject(syncproto.CodeGone, "household %s was deleted", v.HouseholdID)
-	}
-	if err := a.inScope(h.place); err != nil {
-		return err
-	}
-	form, err := a.s.cachedForm(a.ctx, a.tx, v.FormID, v.FormVersion)
-	if errors.Is(err, domain.ErrNotFound) {
-		return reject(syncproto.CodeUnknownEntity, "form %s version %d does not exist; forms here: %s", v.FormID, v.FormVersion, a.knownForms())
-	}
-	if err != nil {
-		return err
-	}
-	invalid := p.invalid
-	if !p.validated {
-		invalid = form.ValidateAnswers(pushed.Answers)
-	}
-	if invalid != nil {
-		return reject(syncproto.CodeValidation, "%v", invalid)
-	}
-	for _, e := range v.Evidence {
-		if _, ok := form.Slot(e.Slot); !ok {
-			return reject(syncproto.CodeValidation, "evidence slot %q is not in form %s@%d", e.Slot, v.FormID, v.FormVersion)
-		}
-	}
-	if v.CorrectsVisitID != "" {
-		var hh string
-		err := a.x.QueryRowContext(a.ctx, `SELECT household_id FROM visits WHERE id = ?`, v.CorrectsVisitID).Scan(&hh)
-		if errors.Is(err, sql.ErrNoRows) {
-			return reject(syncproto.CodeUnknownEntity, "corrected visit %s does not exist", v.CorrectsVisitID)
-		}
-		if err != nil {
-			return err
-		}
-		if hh != v.HouseholdID {
-			return reject(syncproto.CodeValidation, "corrected visit %s belongs to another household", v.CorrectsVisitID)
-		}
 	}
 	var lon, lat any
 	if v.Point != nil {
@@ -711,12 +683,19 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 	if v.CorrectsVisitID != "" {
 		corrects = v.CorrectsVisitID
 	}
-	if _, err := a.x.ExecContext(a.ctx, `INSERT INTO visits(id, household_id, place_code, device_id, user_id, form_id, form_version, answers,
+	res, err := a.x.ExecContext(a.ctx, `INSERT INTO visits(id, household_id, place_code, device_id, user_id, form_id, form_version, answers,
 			lon, lat, accuracy_m, device_time, device_tz_offset, server_time, hlc, corrects_visit_id, content_hash, gps_reason)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		v.ID, v.HouseholdID, h.place, a.dev.DeviceID, a.dev.UserID, v.FormID, v.FormVersion, p.answersJS,
-		lon, lat, v.AccuracyM, domain.Timestamp(v.DeviceTime), zoneOffset(v.DeviceTime), a.now, a.hlc.String(), corrects, hash, nullString(v.GPSReason)); err != nil {
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+		v.ID, v.HouseholdID, place, a.dev.DeviceID, a.dev.UserID, v.FormID, v.FormVersion, p.answersJS,
+		lon, lat, v.AccuracyM, domain.Timestamp(v.DeviceTime), zoneOffset(v.DeviceTime), a.now, a.hlc.String(), corrects, p.hash, nullString(v.GPSReason))
+	if err != nil {
 		return fmt.Errorf("insert visit: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("insert visit: %w", err)
+	} else if n == 0 {
+		_, err := a.visitExisting(v.ID, p.hash)
+		return err
 	}
 	for _, e := range v.Evidence {
 		if err := a.insertEvidence(v.ID, e); err != nil {
@@ -724,18 +703,88 @@ func (a *applier) visitCreate(v *syncproto.Visit) error {
 		}
 	}
 	if v.CorrectsVisitID != "" {
-		if err := a.closeTasks(v.CorrectsVisitID, v.ID, h.place); err != nil {
+		if err := a.closeTasks(v.CorrectsVisitID, v.ID, place); err != nil {
 			return err
 		}
 	}
-	if _, err = logChange(a.x, a.now, "visit", v.ID, h.place, "put"); err != nil {
+	if _, err = logChange(a.x, a.now, "visit", v.ID, place, "put"); err != nil {
 		return err
 	}
 	if a.audits != nil {
-		*a.audits = append(*a.audits, auditRow{at: a.now, action: "visit.create", entityType: "visit", entityID: v.ID, place: h.place, after: p.audit})
+		*a.audits = append(*a.audits, auditRow{at: a.now, action: "visit.create", entityType: "visit", entityID: v.ID, place: place, after: p.audit})
 		return nil
 	}
-	return audit(a.ctx, a.x, a.now, "visit.create", "visit", v.ID, h.place, nil, p.audit)
+	return audit(a.ctx, a.x, a.now, "visit.create", "visit", v.ID, place, nil, p.audit)
+}
+
+// visitExisting answers for a visit whose id may exist: known reports
+// whether it does, and err is nil for the same content (the same visit
+// again) or a duplicate_id rejection.
+func (a *applier) visitExisting(id, hash string) (known bool, err error) {
+	var existing string
+	err = a.x.QueryRowContext(a.ctx, `SELECT content_hash FROM visits WHERE id = ?`, id).Scan(&existing)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return false, nil
+	case err != nil:
+		return true, err
+	case existing == hash:
+		return true, nil // the same visit again, e.g. re-queued after a device crash
+	}
+	return true, reject(syncproto.CodeDuplicateID, "visit %s exists with different content", id)
+}
+
+// checkVisit makes every check of a new visit against the database and
+// returns its household's place.
+func (a *applier) checkVisit(v *syncproto.Visit, p *visitPrep) (place string, err error) {
+	// A visit needs only the household's place, not its fields.
+	h := &householdRow{id: v.HouseholdID}
+	err = a.x.QueryRowContext(a.ctx, `SELECT place_code, deleted FROM households WHERE id = ?`, v.HouseholdID).Scan(&h.place, &h.deleted)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", reject(syncproto.CodeUnknownEntity, "household %s does not exist", v.HouseholdID)
+	}
+	if err != nil {
+		return "", err
+	}
+	if h.deleted {
+		return "", reject(syncproto.CodeGone, "household %s was deleted", v.HouseholdID)
+	}
+	if err := a.inScope(h.place); err != nil {
+		return "", err
+	}
+	form, err := a.s.cachedForm(a.ctx, a.tx, v.FormID, v.FormVersion)
+	if errors.Is(err, domain.ErrNotFound) {
+		return "", reject(syncproto.CodeUnknownEntity, "form %s version %d does not exist; forms here: %s", v.FormID, v.FormVersion, a.knownForms())
+	}
+	if err != nil {
+		return "", err
+	}
+	invalid := p.invalid
+	if !p.validated {
+		invalid = form.ValidateAnswers(p.answers)
+	}
+	if invalid != nil {
+		return "", reject(syncproto.CodeValidation, "%v", invalid)
+	}
+	for _, e := range v.Evidence {
+		if _, ok := form.Slot(e.Slot); !ok {
+			return "", reject(syncproto.CodeValidation, "evidence slot %q is not in form %s@%d", e.Slot, v.FormID, v.FormVersion)
+		}
+	}
+	if v.CorrectsVisitID != "" {
+		var hh string
+		err := a.x.QueryRowContext(a.ctx, `SELECT household_id FROM visits WHERE id = ?`, v.CorrectsVisitID).Scan(&hh)
+		if errors.Is(err, sql.ErrNoRows) {
+			return "", reject(syncproto.CodeUnknownEntity, "corrected visit %s does not exist", v.CorrectsVisitID)
+		}
+		if err != nil {
+			return "", err
+		}
+		if hh != v.HouseholdID {
+			return "", reject(syncproto.CodeValidation, "corrected visit %s belongs to another household", v.CorrectsVisitID)
+		}
+	}
+	return h.place, nil
 }
 
 func (a *applier) insertEvidence(visitID string, e syncproto.EvidenceRef) error {

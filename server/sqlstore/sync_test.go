@@ -235,6 +235,36 @@ func TestPush_DuplicateIDDifferentContent(t *testing.T) {
 	if count(t, env, `SELECT count(*) FROM visits`) != 1 {
 		t.Fatal("duplicate stored")
 	}
+	// The visit's existence answers before the checks against the
+	// database: once the household is deleted, the same visit again still
+	// applies (it did, and changes nothing) and a different one with its
+	// id is still a duplicate, not "gone".
+	changes := count(t, env, `SELECT count(*) FROM changes`)
+	audits := count(t, env, `SELECT count(*) FROM audit_events`)
+	if _, err := env.RawDB(t).Exec(`UPDATE households SET deleted = 1 WHERE id = ?`, v.Visit.HouseholdID); err != nil {
+		t.Fatal(err)
+	}
+	again := v
+	d.seq++
+	again.Seq = d.seq
+	if r := d.push(again).Results[0]; r.Status != syncproto.StatusApplied {
+		t.Fatalf("same content, household deleted since: %+v", r)
+	}
+	d.seq++
+	other.Seq = d.seq
+	if r := d.push(other).Results[0]; r.Code != syncproto.CodeDuplicateID {
+		t.Fatalf("different content, household deleted since: %+v", r)
+	}
+	fresh := visitMut(d, v.Visit.HouseholdID)
+	if r := d.push(fresh).Results[0]; r.Code != syncproto.CodeGone {
+		t.Fatalf("a new visit to the deleted household: %+v", r)
+	}
+	if n := count(t, env, `SELECT count(*) FROM visits`); n != 1 {
+		t.Fatalf("%d visits", n)
+	}
+	if c, a := count(t, env, `SELECT count(*) FROM changes`), count(t, env, `SELECT count(*) FROM audit_events`); c != changes || a != audits {
+		t.Fatalf("replays and rejections wrote: changes %d -> %d, audit events %d -> %d", changes, c, audits, a)
+	}
 }
 
 // TestPullNeverMissesConcurrentCommits is the out-of-order-commit test:
