@@ -145,7 +145,10 @@ type Store struct {
 // DSN returns the go-sqlite3 connection string fieldsync uses for path:
 // WAL, synchronous=FULL, foreign keys, a busy timeout, and immediate
 // transactions for the writer so that writers queue instead of failing
-// to upgrade a read lock.
+// to upgrade a read lock. Each connection keeps its last 32 prepared
+// statements (go-sqlite3's bounded LRU; our SQL is constant text, never
+// built from client values): the writer prepared every upload's and
+// review's statements again each time (a tenth of its time in p4).
 func DSN(path string, readOnly bool, busy time.Duration) string {
 	q := url.Values{}
 	q.Set("_journal_mode", "WAL")
@@ -159,6 +162,7 @@ func DSN(path string, readOnly bool, busy time.Duration) string {
 		q.Set("_txlock", "immediate")
 	}
 	q.Set("_cache_size", "-16000")
+	q.Set("_stmt_cache_size", "32")
 	return "file:" + path + "?" + q.Encode()
 }
 

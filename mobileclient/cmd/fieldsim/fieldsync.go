@@ -162,7 +162,8 @@ func seedData(ctx context.Context, bin, dir, db string, spec seedSpec) (seedMani
 
 // sqliteDSN is a go-sqlite3 DSN with the server's connection settings
 // (server/sqlstore.DSN: WAL, synchronous=FULL, foreign keys, a 10 s busy
-// timeout, a 16 MB page cache); readOnly opens it query-only.
+// timeout, a 16 MB page cache, 32 cached statements); readOnly opens it
+// query-only.
 func sqliteDSN(path string, readOnly bool) string {
 	q := url.Values{}
 	q.Set("_journal_mode", "WAL")
@@ -176,6 +177,7 @@ func sqliteDSN(path string, readOnly bool) string {
 		q.Set("_txlock", "immediate")
 	}
 	q.Set("_cache_size", "-16000")
+	q.Set("_stmt_cache_size", "32")
 	return "file:" + path + "?" + q.Encode()
 }
 
