@@ -376,8 +376,27 @@ func TestE2E_CrashBetweenPushAndSave(t *testing.T) {
 	c.Close() // the crash: nothing of the answer was saved
 
 	c = openTest(t, dir, env.URL, nil)
-	if p, _ := c.Pending(); p.Mutations != 7 {
-		t.Fatalf("after crash: %d pending, want 7", p.Mutations)
+	p, err := c.Pending()
+	if err != nil || p.Mutations != 7 {
+		t.Fatalf("after crash: %d pending (%v), want 7", p.Mutations, err)
+	}
+	// Bytes is the bodies' encoded size, in bytes (the edit's body holds
+	// Chinese characters of 3 bytes each).
+	var want int64
+	rows, err := c.db.Query(`SELECT body FROM outbox`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var b string
+		if err := rows.Scan(&b); err != nil {
+			t.Fatal(err)
+		}
+		want += int64(len(b))
+	}
+	rows.Close()
+	if p.Bytes != want {
+		t.Fatalf("pending bytes %d, the outbox bodies are %d bytes", p.Bytes, want)
 	}
 	rep := mustSync(t, c)
 	if rep.Pushed != 7 || rep.Rejected != 0 {
