@@ -513,6 +513,13 @@ func (b *bench) printTable(w io.Writer) {
 		}
 		return fmt.Sprintf("%.2f", a/c)
 	}
+	// ratio3 has three decimals, for a ratio judged near its bound.
+	ratio3 := func(a, c float64) string {
+		if a < 0 || c <= 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.3f", a/c)
+	}
 	goal := func(ok bool, have bool, s string) string {
 		switch {
 		case !have:
@@ -528,8 +535,10 @@ func (b *bench) printTable(w io.Writer) {
 		t.add(key, val(v), unit, cmp, b.notes[key])
 	}
 	p1ok := r.P1VisitsPerS >= 0 && r.P1RawSQLiteRowsPerS > 0
-	row("p1_visits_per_s", r.P1VisitsPerS, "visits/s", goal(p1ok && r.P1VisitsPerS >= 0.5*r.P1RawSQLiteRowsPerS, p1ok,
-		"÷ raw = "+ratio(r.P1VisitsPerS, r.P1RawSQLiteRowsPerS)+" (goal ≥ 0.5)"))
+	// ok and SHORT judge issue 17's floors where it set one (p1, p4 local,
+	// p8), the earlier issues' goals elsewhere.
+	row("p1_visits_per_s", r.P1VisitsPerS, "visits/s", goal(p1ok && r.P1VisitsPerS >= 0.6*r.P1RawSQLiteRowsPerS, p1ok,
+		"÷ raw = "+ratio(r.P1VisitsPerS, r.P1RawSQLiteRowsPerS)+" (issue 17 floor ≥ 0.6, goal 1.0)"))
 	row("p1_raw_sqlite_rows_per_s", r.P1RawSQLiteRowsPerS, "rows/s", "the limit")
 	row("p2_first_pull_ms_10k", r.P2FirstPullMs10k, "ms", "")
 	row("p2_first_pull_bytes_10k", r.P2FirstPullBytes10k, "bytes", perUnit(r.P2FirstPullBytes10k, float64(b.o.P2Households), "B/household"))
@@ -542,8 +551,8 @@ func (b *bench) printTable(w io.Writer) {
 	row("p3_noop_pull_p99_ms_1m", r.P3NoopPullP99Ms1m, "ms", goal(p3ok && r.P3NoopPullP99Ms1m <= 1.5*r.P3NoopPullP99Ms10k, p3ok,
 		"1m ÷ 10k = "+ratio(r.P3NoopPullP99Ms1m, r.P3NoopPullP99Ms10k)+" (goal ≤ 1.5)"))
 	p4ok := r.P4UploadMBsLocal >= 0 && r.P4UploadMBsTusd > 0
-	row("p4_upload_mb_s_local", r.P4UploadMBsLocal, "MB/s", goal(p4ok && r.P4UploadMBsLocal >= r.P4UploadMBsTusd, p4ok,
-		"÷ tusd = "+ratio(r.P4UploadMBsLocal, r.P4UploadMBsTusd)+" (goal ≥ 1.0)"))
+	row("p4_upload_mb_s_local", r.P4UploadMBsLocal, "MB/s", goal(p4ok && r.P4UploadMBsLocal >= 0.8*r.P4UploadMBsTusd, p4ok,
+		"÷ tusd = "+ratio(r.P4UploadMBsLocal, r.P4UploadMBsTusd)+" (issue 17 floor ≥ 0.8, goal 1.0)"))
 	s3ok := r.P4UploadMBsS3 >= 0 && r.P4UploadMBsTusdS3 > 0
 	row("p4_upload_mb_s_s3", r.P4UploadMBsS3, "MB/s", goal(s3ok && r.P4UploadMBsS3 >= r.P4UploadMBsTusdS3, s3ok,
 		"÷ tusd s3 = "+ratio(r.P4UploadMBsS3, r.P4UploadMBsTusdS3)+" (issue 17 floor ≥ 1.0)"))
@@ -556,7 +565,9 @@ func (b *bench) printTable(w io.Writer) {
 	row("p7_rss_mb_peak", r.P7RSSMBPeak, "MiB", goal(r.P7RSSMBPeak >= 0 && r.P7RSSMBPeak <= 150, r.P7RSSMBPeak >= 0, "goal ≤ 150"))
 	row("p7_rss_mb_peak_photos", r.P7RSSMBPeakPhotos, "MiB", goal(r.P7RSSMBPeakPhotos >= 0 && r.P7RSSMBPeakPhotos <= 120, r.P7RSSMBPeakPhotos >= 0,
 		"issue 17 floor ≤ 120"))
-	row("p8_sync_20k_s", r.P8Sync20kS, "s", "PouchDB ÷ ours = "+ratio(r.P8PouchDB20kS, r.P8Sync20kS))
+	p8ok := r.P8Sync20kS >= 0 && r.P8PouchDB20kS > 0
+	row("p8_sync_20k_s", r.P8Sync20kS, "s", goal(p8ok && r.P8Sync20kS <= 0.3*r.P8PouchDB20kS, p8ok,
+		"÷ PouchDB = "+ratio3(r.P8Sync20kS, r.P8PouchDB20kS)+" (issue 17 floor ≤ 0.3, goal 0.2)"))
 	row("p8_pouchdb_20k_s", r.P8PouchDB20kS, "s", "peer: pouchdb "+pouchdbVersion+" → pouchdb-server "+pouchSrvVer)
 	row("f1_2g_visits_s", r.F12GVisitsS, "s", "")
 	row("f1_2g_photos_ratio", r.F12GPhotosRatio, "", goal(r.F12GPhotosRatio >= 0 && r.F12GPhotosRatio <= 1.1, r.F12GPhotosRatio >= 0,
