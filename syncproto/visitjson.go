@@ -14,16 +14,31 @@ import (
 // NaN coordinate, a year past 9999, an invalid answer) is refused with
 // json.Marshal's error.
 func AppendVisit(b []byte, v *Visit) ([]byte, error) {
+	b, _, err := appendVisit(b, v)
+	return b, err
+}
+
+// EncodeVisit returns json.Marshal(v)'s bytes and, within them, the
+// encoding of v's answers (json.Marshal(v.Answers)), encoded once: the
+// server keeps both for every pushed visit.
+func EncodeVisit(v *Visit) (visit, answers []byte, err error) {
+	return appendVisit(make([]byte, 0, 256+64*len(v.Answers)), v)
+}
+
+// appendVisit is AppendVisit, also returning the answers' bytes (a
+// subslice of the result; nil for a nil visit).
+func appendVisit(b []byte, v *Visit) (_, answers []byte, _ error) {
 	if v == nil {
-		return append(b, "null"...), nil
+		return append(b, "null"...), nil, nil
 	}
 	start := len(b)
-	fallback := func() ([]byte, error) {
+	fallback := func() ([]byte, []byte, error) {
 		whole, err := json.Marshal(v)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return append(b[:start], whole...), nil
+		a, err := json.Marshal(v.Answers)
+		return append(b[:start], whole...), a, err
 	}
 	b = append(b, `{"id":`...)
 	b = appendString(b, v.ID)
@@ -34,10 +49,12 @@ func AppendVisit(b []byte, v *Visit) ([]byte, error) {
 	b = append(b, `,"form_version":`...)
 	b = strconv.AppendInt(b, int64(v.FormVersion), 10)
 	b = append(b, `,"answers":`...)
+	at := len(b)
 	b, err := AppendFields(b, v.Answers)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	end := len(b)
 	var ok bool
 	if v.Point != nil {
 		b = append(b, `,"point":{"lon":`...)
@@ -94,7 +111,8 @@ func AppendVisit(b []byte, v *Visit) ([]byte, error) {
 		b = append(b, t...)
 	}
 	b = appendOptString(b, `,"review_state":`, v.ReviewState)
-	return append(b, '}'), nil
+	b = append(b, '}')
+	return b, b[at:end:end], nil
 }
 
 // MarshalMutation is json.Marshal(m), the same bytes, with a direct path

@@ -19,6 +19,15 @@ func sameAsMarshal(t *testing.T, v *Visit) {
 	if werr == nil && string(got) != "prefix"+string(want) {
 		t.Fatalf("AppendVisit  = %s\njson.Marshal = prefix%s", got, want)
 	}
+	if v != nil {
+		enc, answers, err := EncodeVisit(v)
+		if (err != nil) != (werr != nil) || (werr == nil && string(enc) != string(want)) {
+			t.Fatalf("EncodeVisit = %s, %v\njson.Marshal = %s, %v", enc, err, want, werr)
+		}
+		if wantA, aerr := json.Marshal(v.Answers); werr == nil && (aerr != nil || string(answers) != string(wantA)) {
+			t.Fatalf("EncodeVisit's answers = %s\njson.Marshal      = %s", answers, wantA)
+		}
+	}
 	for _, m := range []Mutation{
 		{Seq: 7, Kind: KindVisitCreate, HLC: HLC{WallMs: 1765000000000, Counter: 3}, Visit: v},
 		{Visit: v},
