@@ -338,7 +338,7 @@ func (b *bench) p7Photos(ctx context.Context) error {
 	up := time.Since(t0)
 	sampler.setPhase("analysis")
 	hashes := []string{photos[0].SHA256, photos[1].SHA256}
-	err = ep.waitAnalysed(ctx, 5*time.Minute)
+	err = ep.waitAnalysed(ctx, 1, 5*time.Minute)
 	if err == nil {
 		err = waitBlobsAnalysed(ctx, srv.dbPath, hashes, time.Minute)
 	}

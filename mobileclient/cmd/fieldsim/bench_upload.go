@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -58,18 +59,15 @@ func (b *bench) p4(ctx context.Context) error {
 		b.o.P4Photos, b.o.P4Bytes, b.o.P4Uploaders, len(sets))
 
 	if b.o.P4S3Only {
-		if err := b.p4Ours(ctx, "s3", sets, how); err != nil {
+		if err := b.p4S3(ctx, sets, how); err != nil {
 			fail("our endpoint, S3 store", err, "p4_upload_mb_s_s3")
 		}
 		return errors.Join(errs...)
 	}
-	if err := b.p4Tusd(ctx, sets, how); err != nil {
-		fail("tusd", err, "p4_upload_mb_s_tusd")
-	}
-	if err := b.p4Ours(ctx, "local", sets, how); err != nil {
+	if err := b.p4Local(ctx, sets, how, fail); err != nil {
 		fail("our endpoint, local store", err, "p4_upload_mb_s_local")
 	}
-	if err := b.p4Ours(ctx, "s3", sets, how); err != nil {
+	if err := b.p4S3(ctx, sets, how); err != nil {
 		fail("our endpoint, S3 store", err, "p4_upload_mb_s_s3")
 	}
 	if err := b.p5(ctx); err != nil {
@@ -99,33 +97,103 @@ func (b *bench) uploadPhotos(ctx context.Context, r int) ([]Photo, error) {
 	return set, nil
 }
 
-func (b *bench) p4Tusd(ctx context.Context, sets [][]Photo, how string) error {
-	dir := b.path("p4")
+// p4Local measures tusd's filestore and our endpoint with the local blob
+// store round by round in turn (set r to tusd, then set r to ours), each
+// round from a clean page cache (settleDisk) and with our analysis of the
+// previous round finished, so that a slow spell of this shared machine
+// falls on both and neither pays for the other's work. Measured one
+// endpoint after the other, single runs put the ratio anywhere between
+// 0.3 and 1.8 on one tree. A tusd that fails leaves its figure unmeasured
+// (fail) and our rounds still run.
+func (b *bench) p4Local(ctx context.Context, sets [][]Photo, how string, fail func(string, error, ...string)) error {
+	var tusd *process
 	bin, err := ensureTusd(ctx, b.o.CacheDir, b.logf)
+	if err == nil {
+		tusd, err = startTusd(ctx, bin, filepath.Join(b.path("p4"), "tusd"), nil)
+	}
+	if err != nil {
+		fail("tusd", err, "p4_upload_mb_s_tusd")
+	} else {
+		defer tusd.stop()
+	}
+	if b.o.Instances > 1 {
+		return errors.New("the local blob store is each instance's own folder: several instances need the S3 store")
+	}
+	srv, err := b.startLocal(ctx, localOptions{Dir: filepath.Join(b.path("p4"), "local", "server"), Profile: b.serverProfile("p4")})
 	if err != nil {
 		return err
 	}
-	proc, err := startTusd(ctx, bin, filepath.Join(dir, "tusd"), nil)
+	defer srv.Close()
+	ep, err := newOurEndpoint(ctx, srv, b.o.Seed, 241, sets...)
 	if err != nil {
 		return err
 	}
-	defer proc.stop()
-	rates, took, err := b.tusRounds(ctx, proc.url, sets)
+	defer ep.close()
+	var tRates, oRates []float64
+	var tTook, oTook, analysed []time.Duration
+	stop := b.profile("p4", srv)
+	defer func() { stop() }()
+	for r, set := range sets {
+		if tusd != nil {
+			settleDisk()
+			mbps, t, err := b.tusRound(ctx, tusd.url, set)
+			if err != nil {
+				fail("tusd", err, "p4_upload_mb_s_tusd")
+				tusd.stop()
+				tusd = nil
+			} else {
+				tRates, tTook = append(tRates, mbps), append(tTook, t)
+			}
+		}
+		settleDisk()
+		mbps, t, err := ep.upload(ctx, set, b.o.P4Uploaders)
+		if err != nil {
+			return err
+		}
+		oRates, oTook = append(oRates, mbps), append(oTook, t)
+		// The server answers an upload before it analyses the photo
+		// (EXIF, perceptual hash) and runs the checks: how long that
+		// takes after the round's last answer. It is done before tusd's
+		// next round starts.
+		t0 := time.Now()
+		if err := ep.waitAnalysed(ctx, r+1, 5*time.Minute); err != nil {
+			return err
+		}
+		analysed = append(analysed, time.Since(t0))
+	}
+	stop()
+	stop = func() {}
+	b.info("p4 ours (local): the server finished analysing and checking each round's %d photos %v after the round's last upload was answered",
+		len(sets[0]), roundAll(analysed))
+	if tusd != nil {
+		b.rep.P4UploadMBsTusd = round(median(tRates))
+		b.note("p4_upload_mb_s_tusd", how+", rounds taken in turn with ours, each from a clean page cache")
+		b.logf("tusd %s on %s: rounds took %v (%s MB/s)", tusdVersion, tusd.url, roundAll(tTook), fmtRates(tRates))
+		if err := b.p5Peer(ctx, tusd, sets[0]); err != nil {
+			fail("tusd through cuts", err)
+		}
+	}
+	b.rep.P4UploadMBsLocal = round(median(oRates))
+	b.note("p4_upload_mb_s_local", srv.describe()+", local blob store (the data folder); "+how+", rounds taken in turn with tusd's, each from a clean page cache; every photo then downloaded and re-hashed")
+	b.logf("ours (local blob store (the data folder)): rounds took %v (%s MB/s)", roundAll(oTook), fmtRates(oRates))
+	n, bytes, err := ep.verify(ctx, sets...)
 	if err != nil {
 		return err
 	}
-	b.rep.P4UploadMBsTusd = round(median(rates))
-	b.note("p4_upload_mb_s_tusd", how)
-	b.logf("tusd %s on %s: rounds took %v (%s MB/s)", tusdVersion, proc.url, roundAll(took), fmtRates(rates))
-	// The peer's figures for p5: the same client through a link that cuts
-	// every 256 KiB of upstream bytes.
-	px, err := linkproxy.Start(linkproxy.Config{Upstream: strings.TrimPrefix(proc.url, "http://"), Link: linkproxy.Link{CutEveryUpBytes: 256 << 10}})
+	b.logf("ours (local): all %d photos (%d B) download whole and hash to their sha256", n, bytes)
+	return nil
+}
+
+// p5Peer gives p5's peer figures: tusd with fieldsim's tus client through
+// a link that cuts every 256 KiB of upstream bytes.
+func (b *bench) p5Peer(ctx context.Context, tusd *process, set []Photo) error {
+	px, err := linkproxy.Start(linkproxy.Config{Upstream: strings.TrimPrefix(tusd.url, "http://"), Link: linkproxy.Link{CutEveryUpBytes: 256 << 10}})
 	if err != nil {
 		return err
 	}
 	defer px.Close()
 	cut := newTusClient(px.URL()+"/files/", 1)
-	some := sets[0][:min(len(sets[0]), p5Photos)]
+	some := set[:min(len(set), p5Photos)]
 	for _, p := range some {
 		if err := cut.upload(ctx, p.Data, map[string]string{"filename": "p.jpg"}); err != nil {
 			return fmt.Errorf("tusd through cuts: %w", err)
@@ -137,23 +205,42 @@ func (b *bench) p4Tusd(ctx context.Context, sets [][]Photo, how string) error {
 	return nil
 }
 
-// tusRounds uploads each set of photos to tusd at base with a fresh tus
-// client (b.o.P4Uploaders at once) and returns each round's MB/s and time.
+// settleDisk writes every dirty page of the machine to disk (sync(2))
+// before a timed round, so that no round pays for another's writeback:
+// tusd's filestore never fsyncs, and the 50 MB its round leaves in the
+// page cache were written back while our next round waited on its own
+// fsyncs (ext4 commits a file's fsync with the journal's other dirty
+// data). Each round, of every endpoint, starts from a clean page cache.
+func settleDisk() { syscall.Sync() }
+
+// tusRounds uploads each set of photos to tusd at base (tusRound), each
+// from a clean page cache, and returns each round's MB/s and time.
 func (b *bench) tusRounds(ctx context.Context, base string, sets [][]Photo) ([]float64, []time.Duration, error) {
 	var rates []float64
 	var took []time.Duration
 	for _, set := range sets {
-		tc := newTusClient(base+"/files/", b.o.P4Uploaders)
-		mbps, t, err := uploadAll(ctx, tc, set, b.o.P4Uploaders)
+		settleDisk()
+		mbps, t, err := b.tusRound(ctx, base, set)
 		if err != nil {
 			return nil, nil, err
-		}
-		if sent, want := tc.sent.Load(), photoBytes(set); sent != want {
-			return nil, nil, fmt.Errorf("%d body bytes sent for %d bytes of photos on a direct link", sent, want)
 		}
 		rates, took = append(rates, mbps), append(took, t)
 	}
 	return rates, took, nil
+}
+
+// tusRound uploads set to tusd at base with a fresh tus client
+// (b.o.P4Uploaders at once) and returns the round's MB/s and time.
+func (b *bench) tusRound(ctx context.Context, base string, set []Photo) (float64, time.Duration, error) {
+	tc := newTusClient(base+"/files/", b.o.P4Uploaders)
+	mbps, t, err := uploadAll(ctx, tc, set, b.o.P4Uploaders)
+	if err != nil {
+		return 0, 0, err
+	}
+	if sent, want := tc.sent.Load(), photoBytes(set); sent != want {
+		return 0, 0, fmt.Errorf("%d body bytes sent for %d bytes of photos on a direct link", sent, want)
+	}
+	return mbps, t, nil
 }
 
 // --- tusds3: tusd's s3store on the S3 server p4's S3 figure uses ---
@@ -216,29 +303,16 @@ func (b *bench) tusdS3(ctx context.Context) error {
 	return nil
 }
 
-// p4Ours measures our endpoint (/api/v1/uploads/) of a fieldsync subprocess
-// with the local blob store or, for "s3", an S3 store, with the tus
-// client and photos tusd got; then it downloads every photo back and
-// checks its hash.
-func (b *bench) p4Ours(ctx context.Context, store string, sets [][]Photo, how string) error {
-	key, desc := "p4_upload_mb_s_local", "local blob store (the data folder)"
-	o := localOptions{Dir: filepath.Join(b.path("p4"), store, "server")}
-	if store == "local" {
-		if b.o.Instances > 1 {
-			return errors.New("the local blob store is each instance's own folder: several instances need the S3 store")
-		}
-		o.Profile = b.serverProfile("p4")
+// p4S3 measures our endpoint (/api/v1/uploads/) of a fieldsync subprocess
+// with an S3 store, with the tus client and photos tusd got; then it
+// downloads every photo back and checks its hash.
+func (b *bench) p4S3(ctx context.Context, sets [][]Photo, how string) error {
+	s3, err := b.startS3(ctx)
+	if err != nil {
+		return err
 	}
-	if store == "s3" {
-		key = "p4_upload_mb_s_s3"
-		s3, err := b.startS3(ctx)
-		if err != nil {
-			return err
-		}
-		defer s3.stop()
-		o.S3, desc = s3.cfg, "S3 store: "+s3.desc
-	}
-	srv, err := b.startLocal(ctx, o)
+	defer s3.stop()
+	srv, err := b.startLocal(ctx, localOptions{Dir: filepath.Join(b.path("p4"), "s3", "server"), S3: s3.cfg})
 	if err != nil {
 		return err
 	}
@@ -250,40 +324,32 @@ func (b *bench) p4Ours(ctx context.Context, store string, sets [][]Photo, how st
 	defer ep.close()
 	var rates []float64
 	var took []time.Duration
-	stop := func() {}
-	if store == "local" {
-		stop = b.profile("p4", srv)
-	}
 	for _, set := range sets {
+		settleDisk()
 		mbps, t, err := ep.upload(ctx, set, b.o.P4Uploaders)
 		if err != nil {
-			stop()
 			return err
 		}
 		rates, took = append(rates, mbps), append(took, t)
 	}
-	stop()
 	// The server answers an upload before it analyses the photo (EXIF,
 	// perceptual hash) and runs the checks: how long that takes after the
 	// last answer.
 	t0 := time.Now()
-	if err := ep.waitAnalysed(ctx, 5*time.Minute); err != nil {
+	if err := ep.waitAnalysed(ctx, len(sets), 5*time.Minute); err != nil {
 		return err
 	}
-	b.info("p4 ours (%s): the server finished analysing and checking the %d photos %.2f s after the last upload was answered",
-		store, len(slices.Concat(sets...)), time.Since(t0).Seconds())
-	if store == "s3" {
-		b.rep.P4UploadMBsS3 = round(median(rates))
-	} else {
-		b.rep.P4UploadMBsLocal = round(median(rates))
-	}
-	b.note(key, srv.describe()+", "+desc+"; "+how+"; every photo then downloaded and re-hashed")
+	b.info("p4 ours (s3): the server finished analysing and checking the %d photos %.2f s after the last upload was answered",
+		len(slices.Concat(sets...)), time.Since(t0).Seconds())
+	b.rep.P4UploadMBsS3 = round(median(rates))
+	desc := "S3 store: " + s3.desc
+	b.note("p4_upload_mb_s_s3", srv.describe()+", "+desc+"; "+how+"; every photo then downloaded and re-hashed")
 	b.logf("ours (%s): rounds took %v (%s MB/s)", desc, roundAll(took), fmtRates(rates))
 	n, bytes, err := ep.verify(ctx, sets...)
 	if err != nil {
 		return err
 	}
-	b.logf("ours (%s): all %d photos (%d B) download whole and hash to their sha256", store, n, bytes)
+	b.logf("ours (s3): all %d photos (%d B) download whole and hash to their sha256", n, bytes)
 	return nil
 }
 
@@ -452,7 +518,9 @@ func makePhotos(ctx context.Context, n, size int, seed uint64) ([]Photo, error) 
 type ourEndpoint struct {
 	srv    *server
 	w      *wireDevice
-	visits []string // the visits naming the photos
+	visits [][]string // the visits naming each set's photos
+	seq    int64      // the last mutation seq pushed
+	clock  syncproto.Clock
 }
 
 // newOurEndpoint enrolls a wire device (source address idx) for a new
@@ -473,9 +541,11 @@ func newOurEndpoint(ctx context.Context, srv *server, seed uint64, idx int, sets
 		return nil, err
 	}
 	ep := &ourEndpoint{srv: srv, w: w}
-	if err := ep.pushRefs(ctx, seed, slices.Concat(sets...)); err != nil {
-		ep.close()
-		return nil, err
+	for r, set := range sets {
+		if err := ep.pushRefs(ctx, seed+uint64(r), set); err != nil {
+			ep.close()
+			return nil, err
+		}
 	}
 	return ep, nil
 }
@@ -486,6 +556,8 @@ func (ep *ourEndpoint) auth() map[string]string {
 	return map[string]string{"Authorization": "Bearer " + ep.w.token}
 }
 
+// pushRefs pushes the visits naming one set of photos (ep.visits gets
+// their ids as the set's entry).
 func (ep *ourEndpoint) pushRefs(ctx context.Context, seed uint64, photos []Photo) error {
 	_, hs, forms, err := ep.w.snapshot(ctx, 1000)
 	if err != nil {
@@ -502,8 +574,8 @@ func (ep *ourEndpoint) pushRefs(ctx context.Context, seed uint64, photos []Photo
 	}
 	slots := []string{"before", "after", "certificate"}
 	wl := newWorkload(rand.New(rand.NewPCG(seed, 4)), forms, hs)
-	clock := &syncproto.Clock{}
 	var muts []syncproto.Mutation
+	var ids []string
 	for i := 0; i < len(photos); i += len(slots) {
 		h, _ := wl.household()
 		v, _, err := wl.visitWith(h, form)
@@ -515,9 +587,11 @@ func (ep *ourEndpoint) pushRefs(ctx context.Context, seed uint64, photos []Photo
 			p.Slot = slots[k]
 			v.Evidence = append(v.Evidence, p.Ref())
 		}
-		muts = append(muts, syncproto.Mutation{Seq: int64(len(muts) + 1), Kind: syncproto.KindVisitCreate, HLC: clock.Tick(), Visit: &v})
-		ep.visits = append(ep.visits, v.ID)
+		ep.seq++
+		muts = append(muts, syncproto.Mutation{Seq: ep.seq, Kind: syncproto.KindVisitCreate, HLC: ep.clock.Tick(), Visit: &v})
+		ids = append(ids, v.ID)
 	}
+	ep.visits = append(ep.visits, ids)
 	for i := 0; i < len(muts); i += 20 {
 		resp, err := ep.w.push(ctx, muts[i:min(i+20, len(muts))])
 		if err != nil {
@@ -547,10 +621,10 @@ func (ep *ourEndpoint) upload(ctx context.Context, photos []Photo, workers int) 
 	return mbps, took, nil
 }
 
-// waitAnalysed waits until the server has analysed every photo (at most
-// bound).
-func (ep *ourEndpoint) waitAnalysed(ctx context.Context, bound time.Duration) error {
-	return waitAnalysed(ctx, ep.w.hc, ep.srv.url, ep.w.token, ep.visits, bound)
+// waitAnalysed waits until the server has analysed the photos of the
+// first sets sets (at most bound).
+func (ep *ourEndpoint) waitAnalysed(ctx context.Context, sets int, bound time.Duration) error {
+	return waitAnalysed(ctx, ep.w.hc, ep.srv.url, ep.w.token, slices.Concat(ep.visits[:sets]...), bound)
 }
 
 // verify downloads every photo with the device's token and re-hashes it.

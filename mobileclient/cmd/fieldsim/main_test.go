@@ -218,17 +218,19 @@ func TestBench_MiniEngines(t *testing.T) {
 	t.Log("\n" + out.String())
 }
 
-// TestBench_Uploads runs p4's measurement of our endpoint (local store,
-// and S3 when the test script provides one) and p5 at toy sizes: no tusd.
+// TestBench_Uploads runs p4's measurements at toy sizes: tusd's filestore
+// and our endpoint with the local store in turn (installing tusd into the
+// user's cache folder on first use, as the bench does), our endpoint with
+// S3 when the test script provides one, and p5.
 func TestBench_Uploads(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
 	t.Parallel()
 	var out bytes.Buffer
-	b := &bench{o: benchOptions{Seed: 3, MaxSyncs: 5, P4Photos: 4, P4Bytes: 30_000, P4Uploaders: 2, CacheDir: t.TempDir()},
+	b := &bench{o: benchOptions{Seed: 3, MaxSyncs: 5, P4Photos: 4, P4Bytes: 30_000, P4Uploaders: 2, CacheDir: defaultCacheDir()},
 		rep: newBenchReport(), out: &out, notes: map[string]string{}, work: t.TempDir(), devices: t.TempDir()}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	sets := [][]Photo{}
 	for r := 0; r < 2; r++ {
@@ -238,11 +240,15 @@ func TestBench_Uploads(t *testing.T) {
 		}
 		sets = append(sets, set)
 	}
-	if err := b.p4Ours(ctx, "local", sets, "test"); err != nil {
+	failed := func(what string, err error, keys ...string) { t.Errorf("%s: %v (%v)", what, err, keys) }
+	if err := b.p4Local(ctx, sets, "test", failed); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
+	if b.rep.P4UploadMBsTusd <= 0 || !strings.Contains(b.notes["p4_upload_mb_s_local"], "in turn") {
+		t.Errorf("tusd %v, note %q", b.rep.P4UploadMBsTusd, b.notes["p4_upload_mb_s_local"])
+	}
 	if os.Getenv(envS3Endpoint) != "" {
-		if err := b.p4Ours(ctx, "s3", sets, "test"); err != nil {
+		if err := b.p4S3(ctx, sets, "test"); err != nil {
 			t.Fatalf("%v\n%s", err, out.String())
 		}
 		if b.rep.P4UploadMBsS3 <= 0 {
