@@ -349,6 +349,32 @@ func (s *Store) writeTx(ctx context.Context, fn func(ctx context.Context, tx *sq
 	return j.err
 }
 
+// writeTxUnsynced is writeTx for a write whose answer acknowledges
+// nothing a client could lose: its transaction commits without waiting
+// for the disk (SQLite's synchronous=NORMAL for that one commit,
+// PostgreSQL's synchronous_commit=off), and it is answered as soon as it
+// is visible to every reader. It becomes durable with the next commit
+// that waits for the disk, which flushes the log it was written to: both
+// engines write their log in commit order. A power cut before that can
+// lose it, never half of it, and never a commit that came after it.
+//
+// The writer commits such jobs in a transaction of their own, ahead of
+// the durable jobs queued with them (concurrent jobs have no order), so
+// they do not wait for the group's fsync.
+//
+// Only upload creations use it: the creation's answer gives a client an
+// upload URL and no acknowledgment of bytes, and every acknowledgment of
+// bytes in that upload (a PATCH's offset, the upload's completion) is a
+// durable commit made after it. If a power cut took the record, the
+// client finds the URL gone and creates the upload again.
+func (s *Store) writeTxUnsynced(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	j := &pushJob{ctx: ctx, fn: fn, unsynced: true, done: make(chan struct{})}
+	if err := s.queueWrite(j); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return j.err
+}
+
 // writeExec runs one statement as a write transaction (writeTx) and
 // returns the rows it changed.
 func (s *Store) writeExec(ctx context.Context, query string, args ...any) (int64, error) {

@@ -187,9 +187,21 @@ func (s *Store) CreateUpload(ctx context.Context, u upload.Upload) error {
 	if u.Done {
 		state = "done"
 	}
-	if _, err := s.writeExec(ctx, `INSERT INTO uploads(id, device_id, sha256, length, "offset", created_at, expires_at, metadata, state)
+	insert := func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO uploads(id, device_id, sha256, length, "offset", created_at, expires_at, metadata, state)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		u.ID, u.DeviceID, u.SHA256, u.Length, u.Offset, sortableTS(u.CreatedAt), sortableTS(u.ExpiresAt), string(meta), state); err != nil {
+			u.ID, u.DeviceID, u.SHA256, u.Length, u.Offset, sortableTS(u.CreatedAt), sortableTS(u.ExpiresAt), string(meta), state)
+		return err
+	}
+	// A new upload's record acknowledges no byte: it is committed without
+	// waiting for the disk, and the first acknowledgment of its bytes is
+	// a durable commit after it (writeTxUnsynced). An upload answered as
+	// complete at its creation is an acknowledgment: that one waits.
+	write := s.writeTxUnsynced
+	if u.Done || u.Offset > 0 {
+		write = s.writeTx
+	}
+	if err := write(ctx, insert); err != nil {
 		return fmt.Errorf("create upload: %w", err)
 	}
 	return nil

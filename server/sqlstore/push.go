@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,6 +39,8 @@ type pushJob struct {
 	resp *syncproto.PushResponse
 	err  error
 	done chan struct{}
+	// unsynced: commit without waiting for the disk (writeTxUnsynced).
+	unsynced bool
 }
 
 // Push applies a batch of mutations from one device and returns the
@@ -92,7 +96,17 @@ func (s *Store) writerLoop() {
 				}
 			}
 		}
-		s.commitGroup(group)
+		// Jobs that need no fsync go first, in a commit of their own
+		// that does not wait for the disk; queued together, the jobs
+		// have no order among them.
+		unsynced := slices.DeleteFunc(slices.Clone(group), func(j *pushJob) bool { return !j.unsynced })
+		if len(unsynced) > 0 {
+			group = slices.DeleteFunc(group, func(j *pushJob) bool { return j.unsynced })
+			s.commitGroup(unsynced, false)
+		}
+		if len(group) > 0 {
+			s.commitGroup(group, true)
+		}
 	}
 }
 
@@ -118,11 +132,11 @@ var errTxLost = errors.New("the group transaction was rolled back")
 // void (nothing was committed): that job is answered with its error and the
 // others are retried once in a fresh transaction. Answers are given only
 // after the commit, so each one matches what landed.
-func (s *Store) commitGroup(group []*pushJob) {
+func (s *Store) commitGroup(group []*pushJob, synced bool) {
 	ctx := context.Background()
 	jobs := group
 	for attempt := 1; ; attempt++ {
-		lost, err := s.runGroup(ctx, jobs)
+		lost, err := s.runGroup(ctx, jobs, synced)
 		if lost < 0 {
 			for _, j := range jobs {
 				if err != nil && j.err == nil {
@@ -152,14 +166,23 @@ func (s *Store) commitGroup(group []*pushJob) {
 }
 
 // runGroup runs jobs in one transaction on the writer's connection and
-// commits. It returns the index of the job under which the transaction
-// was lost (rolled back by SQLite), or -1 with the commit's outcome.
-func (s *Store) runGroup(ctx context.Context, jobs []*pushJob) (lost int, err error) {
+// commits, waiting for the disk unless synced is false
+// (writeTxUnsynced). It returns the index of the job under which the
+// transaction was lost (rolled back by SQLite), or -1 with the commit's
+// outcome.
+func (s *Store) runGroup(ctx context.Context, jobs []*pushJob, synced bool) (lost int, err error) {
 	conn, err := s.w.Conn(ctx)
 	if err != nil {
 		return -1, fmt.Errorf("push: writer connection: %w", err)
 	}
 	defer conn.Close()
+	if !synced && !s.pg {
+		restore, err := unsyncedCommits(ctx, conn)
+		if err != nil {
+			return -1, fmt.Errorf("push: %w", err)
+		}
+		defer restore()
+	}
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return -1, fmt.Errorf("push: begin: %w", err)
@@ -167,6 +190,12 @@ func (s *Store) runGroup(ctx context.Context, jobs []*pushJob) (lost int, err er
 	if err := s.lockWrites(ctx, tx); err != nil {
 		_ = tx.Rollback()
 		return -1, fmt.Errorf("push: %w", err)
+	}
+	if !synced && s.pg {
+		if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+			_ = tx.Rollback()
+			return -1, fmt.Errorf("push: %w", err)
+		}
 	}
 	for i, j := range jobs {
 		j.err, j.resp = nil, nil
@@ -246,6 +275,23 @@ func inTransaction(c *sql.Conn) bool {
 		return nil
 	})
 	return active
+}
+
+// unsyncedCommits sets the SQLite writer connection's commits not to wait
+// for the disk (synchronous=NORMAL: in WAL mode a commit then appends to
+// the log without an fsync; the next FULL commit's fsync of the log
+// covers it). The returned func sets synchronous=FULL again, as the
+// connection was opened (DSN); if that fails the connection is thrown
+// away, so that no later commit is acknowledged without its fsync.
+func unsyncedCommits(ctx context.Context, conn *sql.Conn) (restore func(), err error) {
+	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+		return nil, fmt.Errorf("unsynced commit: %w", err)
+	}
+	return func() {
+		if _, err := conn.ExecContext(context.Background(), `PRAGMA synchronous = FULL`); err != nil {
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}, nil
 }
 
 // SequenceGapError is store.SequenceGapError.

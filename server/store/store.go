@@ -122,7 +122,10 @@ type Console interface {
 
 // Uploads is what the tus upload handler (server/upload) needs.
 type Uploads interface {
-	// CreateUpload records a new upload.
+	// CreateUpload records a new upload. The record of an upload with no
+	// bytes yet may be made durable only by the next durable write (a
+	// power cut can lose it, and the client then creates the upload
+	// again); one recorded complete (Done) is durable when it returns.
 	CreateUpload(ctx context.Context, u Upload) error
 	// Upload returns one upload.
 	Upload(ctx context.Context, id string) (Upload, error)
