@@ -130,27 +130,47 @@ func (b *bench) p4Local(ctx context.Context, sets [][]Photo, how string, fail fu
 	}
 	defer ep.close()
 	var tRates, oRates []float64
-	var tTook, oTook, analysed []time.Duration
+	var tTook, oTook, analysed, tCPU, oCPU []time.Duration
+	// cpu is the CPU time pid used while round ran (0 if unknown).
+	cpu := func(pid int, round func() error) (time.Duration, error) {
+		c0, cerr := procCPU(pid)
+		err := round()
+		c1, cerr1 := procCPU(pid)
+		if cerr != nil || cerr1 != nil {
+			return 0, err
+		}
+		return c1 - c0, err
+	}
 	stop := b.profile("p4", srv)
 	defer func() { stop() }()
 	for r, set := range sets {
 		if tusd != nil {
 			settleDisk()
-			mbps, t, err := b.tusRound(ctx, tusd.url, set)
+			var mbps float64
+			var t time.Duration
+			c, err := cpu(tusd.cmd.Process.Pid, func() (err error) {
+				mbps, t, err = b.tusRound(ctx, tusd.url, set)
+				return err
+			})
 			if err != nil {
 				fail("tusd", err, "p4_upload_mb_s_tusd")
 				tusd.stop()
 				tusd = nil
 			} else {
-				tRates, tTook = append(tRates, mbps), append(tTook, t)
+				tRates, tTook, tCPU = append(tRates, mbps), append(tTook, t), append(tCPU, c)
 			}
 		}
 		settleDisk()
-		mbps, t, err := ep.upload(ctx, set, b.o.P4Uploaders)
+		var mbps float64
+		var t time.Duration
+		c, err := cpu(srv.pid, func() (err error) {
+			mbps, t, err = ep.upload(ctx, set, b.o.P4Uploaders)
+			return err
+		})
 		if err != nil {
 			return err
 		}
-		oRates, oTook = append(oRates, mbps), append(oTook, t)
+		oRates, oTook, oCPU = append(oRates, mbps), append(oTook, t), append(oCPU, c)
 		// The server answers an upload before it analyses the photo
 		// (EXIF, perceptual hash) and runs the checks: how long that
 		// takes after the round's last answer. It is done before tusd's
@@ -165,6 +185,14 @@ func (b *bench) p4Local(ctx context.Context, sets [][]Photo, how string, fail fu
 	stop = func() {}
 	b.info("p4 ours (local): the server finished analysing and checking each round's %d photos %v after the round's last upload was answered",
 		len(sets[0]), roundAll(analysed))
+	perPhoto := func(cs []time.Duration) string {
+		var out []string
+		for _, c := range cs {
+			out = append(out, fmt.Sprintf("%.2f", float64(c.Microseconds())/1e3/float64(len(sets[0]))))
+		}
+		return strings.Join(out, ", ")
+	}
+	b.info("p4 server CPU (user + system) per photo in each round, ms: ours %s; tusd %s", perPhoto(oCPU), perPhoto(tCPU))
 	if tusd != nil {
 		b.rep.P4UploadMBsTusd = round(median(tRates))
 		b.note("p4_upload_mb_s_tusd", how+", rounds taken in turn with ours, each from a clean page cache")
