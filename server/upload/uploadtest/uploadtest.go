@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -249,15 +250,18 @@ func (c *Client) Patch(ctx context.Context, url string, offset int64, chunk []by
 	return resp, err
 }
 
-// countingReader counts the bytes the transport took.
+// countingReader counts the bytes the transport took. The count is
+// atomic: a server that answers before it has read the whole body (a
+// full disk, a stale offset) leaves the transport's writer goroutine
+// still reading the body while the caller reads the count.
 type countingReader struct {
 	r *bytes.Reader
-	n int64
+	n atomic.Int64
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	c.n += int64(n)
+	c.n.Add(int64(n))
 	return n, err
 }
 
@@ -277,7 +281,7 @@ func (c *Client) patch(ctx context.Context, url string, offset int64, chunk []by
 	}
 	body := &countingReader{r: bytes.NewReader(chunk)}
 	resp, err := c.Do(ctx, http.MethodPatch, url, h, body)
-	return resp, body.n, err
+	return resp, body.n.Load(), err
 }
 
 // Head asks for the offset.
