@@ -342,11 +342,7 @@ func (s *Store) ts() string { return domain.Timestamp(s.now()) }
 // parameter shadows it). Once queued, the job runs even if the caller
 // goes away; a caller gone before the writer reaches it is skipped.
 func (s *Store) writeTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	j := &pushJob{ctx: ctx, fn: fn, done: make(chan struct{})}
-	if err := s.queueWrite(j); err != nil {
-		return fmt.Errorf("write: %w", err)
-	}
-	return j.err
+	return s.queueTx(ctx, fn, false)
 }
 
 // writeTxUnsynced is writeTx for a write whose answer acknowledges
@@ -368,7 +364,13 @@ func (s *Store) writeTx(ctx context.Context, fn func(ctx context.Context, tx *sq
 // durable commit made after it. If a power cut took the record, the
 // client finds the URL gone and creates the upload again.
 func (s *Store) writeTxUnsynced(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	j := &pushJob{ctx: ctx, fn: fn, unsynced: true, done: make(chan struct{})}
+	return s.queueTx(ctx, fn, true)
+}
+
+// queueTx queues fn as a write job (writeTx, writeTxUnsynced) and
+// returns its outcome.
+func (s *Store) queueTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error, unsynced bool) error {
+	j := &pushJob{ctx: ctx, fn: fn, unsynced: unsynced, done: make(chan struct{})}
 	if err := s.queueWrite(j); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}

@@ -98,11 +98,19 @@ func (s *Store) writerLoop() {
 		}
 		// Jobs that need no fsync go first, in a commit of their own
 		// that does not wait for the disk; queued together, the jobs
-		// have no order among them.
-		unsynced := slices.DeleteFunc(slices.Clone(group), func(j *pushJob) bool { return !j.unsynced })
-		if len(unsynced) > 0 {
-			group = slices.DeleteFunc(group, func(j *pushJob) bool { return j.unsynced })
+		// have no order among them. A group without them (every push)
+		// is not copied.
+		if slices.ContainsFunc(group, func(j *pushJob) bool { return j.unsynced }) {
+			var unsynced, synced []*pushJob
+			for _, j := range group {
+				if j.unsynced {
+					unsynced = append(unsynced, j)
+				} else {
+					synced = append(synced, j)
+				}
+			}
 			s.commitGroup(unsynced, false)
+			group = synced
 		}
 		if len(group) > 0 {
 			s.commitGroup(group, true)

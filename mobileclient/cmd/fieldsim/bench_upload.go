@@ -129,48 +129,21 @@ func (b *bench) p4Local(ctx context.Context, sets [][]Photo, how string, fail fu
 		return err
 	}
 	defer ep.close()
-	var tRates, oRates []float64
-	var tTook, oTook, analysed, tCPU, oCPU []time.Duration
-	// cpu is the CPU time pid used while round ran (0 if unknown).
-	cpu := func(pid int, round func() error) (time.Duration, error) {
-		c0, cerr := procCPU(pid)
-		err := round()
-		c1, cerr1 := procCPU(pid)
-		if cerr != nil || cerr1 != nil {
-			return 0, err
-		}
-		return c1 - c0, err
-	}
+	var theirs, ours rounds
+	var analysed []time.Duration
 	stop := b.profile("p4", srv)
 	defer func() { stop() }()
 	for r, set := range sets {
 		if tusd != nil {
-			settleDisk()
-			var mbps float64
-			var t time.Duration
-			c, err := cpu(tusd.cmd.Process.Pid, func() (err error) {
-				mbps, t, err = b.tusRound(ctx, tusd.url, set)
-				return err
-			})
-			if err != nil {
+			if err := theirs.run(tusd.cmd.Process.Pid, func() (float64, time.Duration, error) { return b.tusRound(ctx, tusd.url, set) }); err != nil {
 				fail("tusd", err, "p4_upload_mb_s_tusd")
 				tusd.stop()
 				tusd = nil
-			} else {
-				tRates, tTook, tCPU = append(tRates, mbps), append(tTook, t), append(tCPU, c)
 			}
 		}
-		settleDisk()
-		var mbps float64
-		var t time.Duration
-		c, err := cpu(srv.pid, func() (err error) {
-			mbps, t, err = ep.upload(ctx, set, b.o.P4Uploaders)
-			return err
-		})
-		if err != nil {
+		if err := ours.run(srv.pid, func() (float64, time.Duration, error) { return ep.upload(ctx, set, b.o.P4Uploaders) }); err != nil {
 			return err
 		}
-		oRates, oTook, oCPU = append(oRates, mbps), append(oTook, t), append(oCPU, c)
 		// The server answers an upload before it analyses the photo
 		// (EXIF, perceptual hash) and runs the checks: how long that
 		// takes after the round's last answer. It is done before tusd's
@@ -185,25 +158,18 @@ func (b *bench) p4Local(ctx context.Context, sets [][]Photo, how string, fail fu
 	stop = func() {}
 	b.info("p4 ours (local): the server finished analysing and checking each round's %d photos %v after the round's last upload was answered",
 		len(sets[0]), roundAll(analysed))
-	perPhoto := func(cs []time.Duration) string {
-		var out []string
-		for _, c := range cs {
-			out = append(out, fmt.Sprintf("%.2f", float64(c.Microseconds())/1e3/float64(len(sets[0]))))
-		}
-		return strings.Join(out, ", ")
-	}
-	b.info("p4 server CPU (user + system) per photo in each round, ms: ours %s; tusd %s", perPhoto(oCPU), perPhoto(tCPU))
+	b.info("p4 server CPU (user + system) per photo in each round, ms: ours %s; tusd %s", ours.cpuPer(len(sets[0])), theirs.cpuPer(len(sets[0])))
 	if tusd != nil {
-		b.rep.P4UploadMBsTusd = round(median(tRates))
+		b.rep.P4UploadMBsTusd = round(median(theirs.rates))
 		b.note("p4_upload_mb_s_tusd", how+", rounds taken in turn with ours, each from a clean page cache")
-		b.logf("tusd %s on %s: rounds took %v (%s MB/s)", tusdVersion, tusd.url, roundAll(tTook), fmtRates(tRates))
+		b.logf("tusd %s on %s: rounds took %v (%s MB/s)", tusdVersion, tusd.url, roundAll(theirs.took), fmtRates(theirs.rates))
 		if err := b.p5Peer(ctx, tusd, sets[0]); err != nil {
 			fail("tusd through cuts", err)
 		}
 	}
-	b.rep.P4UploadMBsLocal = round(median(oRates))
+	b.rep.P4UploadMBsLocal = round(median(ours.rates))
 	b.note("p4_upload_mb_s_local", srv.describe()+", local blob store (the data folder); "+how+", rounds taken in turn with tusd's, each from a clean page cache; every photo then downloaded and re-hashed")
-	b.logf("ours (local blob store (the data folder)): rounds took %v (%s MB/s)", roundAll(oTook), fmtRates(oRates))
+	b.logf("ours (local blob store (the data folder)): rounds took %v (%s MB/s)", roundAll(ours.took), fmtRates(ours.rates))
 	n, bytes, err := ep.verify(ctx, sets...)
 	if err != nil {
 		return err
@@ -241,20 +207,42 @@ func (b *bench) p5Peer(ctx context.Context, tusd *process, set []Photo) error {
 // data). Each round, of every endpoint, starts from a clean page cache.
 func settleDisk() { syscall.Sync() }
 
-// tusRounds uploads each set of photos to tusd at base (tusRound), each
-// from a clean page cache, and returns each round's MB/s and time.
-func (b *bench) tusRounds(ctx context.Context, base string, sets [][]Photo) ([]float64, []time.Duration, error) {
-	var rates []float64
-	var took []time.Duration
-	for _, set := range sets {
-		settleDisk()
-		mbps, t, err := b.tusRound(ctx, base, set)
-		if err != nil {
-			return nil, nil, err
-		}
-		rates, took = append(rates, mbps), append(took, t)
+// rounds collects one endpoint's timed rounds: MB/s, time and, when the
+// server's process is known, the CPU time it used.
+type rounds struct {
+	rates     []float64
+	took, cpu []time.Duration
+}
+
+// run times one round from a clean page cache (settleDisk); pid, if
+// positive, is the server process whose CPU time the round is charged.
+func (f *rounds) run(pid int, round func() (float64, time.Duration, error)) error {
+	settleDisk()
+	var c0 time.Duration
+	cerr := errors.New("no process")
+	if pid > 0 {
+		c0, cerr = procCPU(pid)
 	}
-	return rates, took, nil
+	mbps, t, err := round()
+	if err != nil {
+		return err
+	}
+	f.rates, f.took = append(f.rates, mbps), append(f.took, t)
+	if cerr == nil {
+		if c1, err := procCPU(pid); err == nil {
+			f.cpu = append(f.cpu, c1-c0)
+		}
+	}
+	return nil
+}
+
+// cpuPer lists each round's CPU time per photo, in ms.
+func (f *rounds) cpuPer(photos int) string {
+	var out []string
+	for _, c := range f.cpu {
+		out = append(out, fmt.Sprintf("%.2f", float64(c.Microseconds())/1e3/float64(photos)))
+	}
+	return strings.Join(out, ", ")
 }
 
 // tusRound uploads set to tusd at base with a fresh tus client
@@ -307,10 +295,13 @@ func (b *bench) tusdS3(ctx context.Context) error {
 		return err
 	}
 	defer proc.stop()
-	rates, took, err := b.tusRounds(ctx, proc.url, sets)
-	if err != nil {
-		return err
+	var theirs rounds
+	for _, set := range sets {
+		if err := theirs.run(0, func() (float64, time.Duration, error) { return b.tusRound(ctx, proc.url, set) }); err != nil {
+			return err
+		}
 	}
+	rates, took := theirs.rates, theirs.took
 	// Every upload finished is an object (besides its .info) in the bucket.
 	objects := 0
 	for obj := range cl.ListObjects(ctx, st.cfg.Bucket, minio.ListObjectsOptions{Prefix: "tusd/", Recursive: true}) {
@@ -350,15 +341,11 @@ func (b *bench) p4S3(ctx context.Context, sets [][]Photo, how string) error {
 		return err
 	}
 	defer ep.close()
-	var rates []float64
-	var took []time.Duration
+	var ours rounds
 	for _, set := range sets {
-		settleDisk()
-		mbps, t, err := ep.upload(ctx, set, b.o.P4Uploaders)
-		if err != nil {
+		if err := ours.run(0, func() (float64, time.Duration, error) { return ep.upload(ctx, set, b.o.P4Uploaders) }); err != nil {
 			return err
 		}
-		rates, took = append(rates, mbps), append(took, t)
 	}
 	// The server answers an upload before it analyses the photo (EXIF,
 	// perceptual hash) and runs the checks: how long that takes after the
@@ -369,10 +356,10 @@ func (b *bench) p4S3(ctx context.Context, sets [][]Photo, how string) error {
 	}
 	b.info("p4 ours (s3): the server finished analysing and checking the %d photos %.2f s after the last upload was answered",
 		len(slices.Concat(sets...)), time.Since(t0).Seconds())
-	b.rep.P4UploadMBsS3 = round(median(rates))
+	b.rep.P4UploadMBsS3 = round(median(ours.rates))
 	desc := "S3 store: " + s3.desc
 	b.note("p4_upload_mb_s_s3", srv.describe()+", "+desc+"; "+how+"; every photo then downloaded and re-hashed")
-	b.logf("ours (%s): rounds took %v (%s MB/s)", desc, roundAll(took), fmtRates(rates))
+	b.logf("ours (%s): rounds took %v (%s MB/s)", desc, roundAll(ours.took), fmtRates(ours.rates))
 	n, bytes, err := ep.verify(ctx, sets...)
 	if err != nil {
 		return err
