@@ -193,8 +193,11 @@
 // and uploads each with the tus 1.0 resumable protocol at /api/v1/uploads/
 // (creation with the sha256 in Upload-Metadata, HEAD for the offset, PATCH
 // with Upload-Checksum), keeping the upload URL and offset so it resumes
-// after a cut or an app restart. The server re-hashes before it marks a
-// blob present.
+// after a cut or an app restart. A creation for a file the device is
+// already uploading (same sha256 and length) is answered 201 with the
+// earlier upload's Location and its Upload-Offset, so a creation whose
+// answer was lost leaves no second upload behind; the device PATCHes from
+// that offset. The server re-hashes before it marks a blob present.
 //
 // # Errors
 //

@@ -440,12 +440,9 @@ func (s *Store) DeleteUpload(ctx context.Context, id string) error {
 }
 
 // ActiveUploads implements upload.Store.
-func (s *Store) ActiveUploads(ctx context.Context, deviceID string) (int, error) {
-	var n int
-	if err := s.readRow(ctx, `SELECT count(*) FROM uploads WHERE device_id = ? AND state = 'active'`, deviceID).Scan(&n); err != nil {
-		return 0, fmt.Errorf("active uploads: %w", err)
-	}
-	return n, nil
+func (s *Store) ActiveUploads(ctx context.Context, deviceID string, limit int) ([]upload.Upload, error) {
+	return s.queryUploads(ctx, `SELECT `+uploadCols+` FROM uploads WHERE device_id = ? AND state = 'active'
+		ORDER BY created_at, id LIMIT ?`, deviceID, max(limit, 0))
 }
 
 // ExpiredUploads implements upload.Store.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -386,8 +387,8 @@ func TestUploadsStore(t *testing.T) {
 	if err := st.UpdateUpload(ctx, u.ID, 4, now.Add(2*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := st.ActiveUploads(ctx, "dev"); n != 1 {
-		t.Errorf("active = %d", n)
+	if a, err := st.ActiveUploads(ctx, "dev", 100); err != nil || len(a) != 1 || a[0].ID != u.ID || a[0].Offset != 4 {
+		t.Errorf("active = %+v %v", a, err)
 	}
 	// Expiry compares times, not strings: 10:00:00.5 is after 10:00:00.
 	exp, err := st.ExpiredUploads(ctx, now.Add(2*time.Hour).Add(-time.Millisecond))
@@ -406,6 +407,47 @@ func TestUploadsStore(t *testing.T) {
 	}
 	if missing, err := st.MissingBlobs(ctx, []string{u.SHA256, u.SHA256}); err != nil || len(missing) != 1 {
 		t.Errorf("missing %v %v", missing, err)
+	}
+}
+
+// TestActiveUploads_Limits: a device's unfinished uploads, oldest first,
+// at most limit of them, over limits from none to more than there are;
+// finished uploads and other devices' are not listed.
+func TestActiveUploads_Limits(t *testing.T) {
+	env := servertest.Start(t)
+	st := env.Store
+	now := time.Now().UTC()
+	mk := func(i int, dev string) upload.Upload {
+		u := upload.Upload{ID: fmt.Sprintf("%032x", 1000+i), DeviceID: dev, SHA256: fmt.Sprintf("%064x", i), Length: 10,
+			CreatedAt: now.Add(time.Duration(i) * time.Second), ExpiresAt: now.Add(time.Hour)}
+		if err := st.CreateUpload(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	const n = 9
+	var want []string
+	// Created newest first, so that the order is the store's doing.
+	for i := n - 1; i >= 0; i-- {
+		want = append([]string{mk(i, "dev").ID}, want...)
+	}
+	mk(50, "other")
+	done := mk(-1, "dev")
+	if err := st.CompleteUpload(ctx, done.ID, upload.Blob{SHA256: done.SHA256, Size: 10, MediaType: "image/jpeg", StoredAt: now}, now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int{-1, 0, 1, 2, n - 1, n, n + 1, 1000, 1 << 30} {
+		got, err := st.ActiveUploads(ctx, "dev", limit)
+		if err != nil {
+			t.Fatalf("limit %d: %v", limit, err)
+		}
+		ids := make([]string, len(got))
+		for i, u := range got {
+			ids[i] = u.ID
+		}
+		if w := want[:min(max(limit, 0), n)]; !slices.Equal(ids, w) {
+			t.Errorf("limit %d: %v, want %v", limit, ids, w)
+		}
 	}
 }
 

@@ -141,8 +141,9 @@ type Uploads interface {
 	// upload run one at a time wherever they land. It waits at most as
 	// long as ctx. A single-instance store answers at once.
 	LockUpload(ctx context.Context, id string) (release func(), err error)
-	// ActiveUploads counts the device's uploads still receiving.
-	ActiveUploads(ctx context.Context, deviceID string) (int, error)
+	// ActiveUploads lists up to limit of the device's uploads still
+	// receiving, oldest first.
+	ActiveUploads(ctx context.Context, deviceID string, limit int) ([]Upload, error)
 	// ExpiredUploads lists uploads whose expiry is before now, and every
 	// upload of a revoked device.
 	ExpiredUploads(ctx context.Context, now time.Time) ([]Upload, error)

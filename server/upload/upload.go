@@ -466,11 +466,16 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, deviceID string
 	if done, err := h.createAgain(w, r, deviceID, sum, length); done || err != nil {
 		return err
 	}
-	n, err := h.cfg.Store.ActiveUploads(ctx, deviceID)
+	active, err := h.cfg.Store.ActiveUploads(ctx, deviceID, h.cfg.MaxActivePerDevice)
 	if err != nil {
 		return err
 	}
-	if n >= h.cfg.MaxActivePerDevice {
+	for _, e := range active {
+		if e.SHA256 == sum && e.Length == length && now.Before(e.ExpiresAt) {
+			return h.resumeEarlier(w, r, deviceID, e.ID, withBody, checksum)
+		}
+	}
+	if n := len(active); n >= h.cfg.MaxActivePerDevice {
 		return syncproto.Errorf(syncproto.CodeRateLimited, "this device has %d unfinished uploads; finish or DELETE some first", n)
 	}
 	h.maybeSweep()
@@ -496,6 +501,56 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, deviceID string
 	}
 	h.setExpires(w, u)
 	w.Header().Set("Upload-Offset", strconv.FormatInt(u.Offset, 10))
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// resumeEarlier answers a creation for a file that this device is
+// already uploading: an earlier creation whose answer never reached it (a
+// link cut after the server recorded it, a database that failed after
+// its commit), or a client that lost the upload's URL. It names the
+// earlier upload with the offset it stands at, as a HEAD would, so the
+// client goes on from there and no second upload lingers unfinished
+// until it expires. A body sent with the creation is kept when the
+// earlier upload holds no byte yet; otherwise it is dropped and the
+// client PATCHes from the offset given.
+func (h *Handler) resumeEarlier(w http.ResponseWriter, r *http.Request, deviceID, id string, withBody bool, checksum []byte) error {
+	ctx := r.Context()
+	sh := newStopHandle(w)
+	release, err := h.locks.acquire(ctx, id, sh.stop, h.cfg.LockWait)
+	if err != nil {
+		return err
+	}
+	defer release()
+	defer sh.finish()
+	u, err := h.load(ctx, id, deviceID)
+	if err != nil {
+		return err
+	}
+	off, err := h.offset(u)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", h.location(u.ID))
+	switch {
+	case !u.Done && off == u.Length:
+		drain(w, r)
+		if u, err = h.finish(ctx, u); err != nil {
+			return err
+		}
+	case !u.Done && off == 0 && withBody:
+		if u, err = h.receive(r, u, 0, checksum, sh); err != nil {
+			return err
+		}
+		off = u.Offset
+	default:
+		drain(w, r)
+	}
+	if u.Done {
+		off = u.Length
+	}
+	h.setExpires(w, u)
+	w.Header().Set("Upload-Offset", strconv.FormatInt(off, 10))
 	w.WriteHeader(http.StatusCreated)
 	return nil
 }

@@ -300,6 +300,93 @@ func TestUpload_CreationWithUpload(t *testing.T) {
 	f.present(t, data2)
 }
 
+// TestUpload_CreateAgainResumes: a device that creates an upload again
+// for a file it is already uploading (the first creation's answer was
+// lost: a cut link, or a database that failed after committing) is
+// given the earlier upload and where it stands, so that no second upload
+// lingers unfinished. Another file, or another device, gets an upload of
+// its own.
+func TestUpload_CreateAgainResumes(t *testing.T) {
+	f := newField(t)
+	ctx := t.Context()
+	active := func(dev string) []upload.Upload {
+		t.Helper()
+		a, err := f.env.Store.ActiveUploads(ctx, dev, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	withBody := func(data, body []byte) *uploadtest.Response {
+		t.Helper()
+		hdr := map[string]string{"Upload-Length": strconv.Itoa(len(data)), "Upload-Metadata": uploadtest.Meta(data),
+			"Content-Type": upload.OffsetContentType}
+		resp, err := f.cl.Do(ctx, http.MethodPost, "/api/v1/uploads/", hdr, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+
+	for _, sent := range []int{0, 1, 99_999, 199_999} {
+		data := f.file(t, 200_000)
+		loc := f.create(t, data)
+		if sent > 0 {
+			if p, err := f.cl.Patch(ctx, loc, 0, data[:sent], nil); err != nil || p.Offset() != int64(sent) {
+				t.Fatalf("PATCH %d bytes: %v %+v", sent, err, p)
+			}
+		}
+		// Created again without data, then with all of it: the earlier
+		// upload at the offset it holds; the data is kept only where
+		// the earlier upload held nothing.
+		again, err := f.cl.Create(ctx, data, nil)
+		if err != nil || again.Status != http.StatusCreated || f.env.URL+again.Header.Get("Location") != loc ||
+			again.Offset() != int64(sent) || again.Header.Get("Upload-Expires") == "" {
+			t.Fatalf("%d bytes sent, created again: %v %+v, want %s at %d", sent, err, again, loc, sent)
+		}
+		if n := len(active(f.dev.ID)); n != 1 {
+			t.Errorf("%d bytes sent, created again: %d active uploads, want 1", sent, n)
+		}
+		resp := withBody(data, data)
+		if resp.Status != http.StatusCreated || f.env.URL+resp.Header.Get("Location") != loc {
+			t.Fatalf("%d bytes sent, created again with all data: %+v, want %s", sent, resp, loc)
+		}
+		off := resp.Offset()
+		if want := int64(sent); sent == 0 {
+			if off != int64(len(data)) {
+				t.Errorf("created again with all data on an empty upload: offset %d, want %d", off, len(data))
+			}
+		} else if off != want {
+			t.Errorf("%d bytes sent, created again with all data: offset %d, want %d (the data dropped)", sent, off, want)
+		}
+		if off < int64(len(data)) {
+			if p, err := f.cl.Patch(ctx, loc, off, data[off:], nil); err != nil || p.Offset() != int64(len(data)) {
+				t.Fatalf("PATCH the rest: %v %+v", err, p)
+			}
+		}
+		f.present(t, data)
+		if a := active(f.dev.ID); len(a) != 0 {
+			t.Errorf("%d bytes sent: active uploads left: %+v", sent, a)
+		}
+	}
+
+	// Another file is another upload; so is the same file from another
+	// device.
+	a, b := f.file(t, 30_000), f.file(t, 30_000)
+	locA, locB := f.create(t, a), f.create(t, b)
+	if locA == locB {
+		t.Errorf("two files, one upload %s", locA)
+	}
+	other := fieldOn(t, f.env)
+	other.reference(t, a)
+	if got := other.create(t, a); got == locA {
+		t.Errorf("another device's creation was given this device's upload %s", got)
+	}
+	if n, m := len(active(f.dev.ID)), len(active(other.dev.ID)); n != 2 || m != 1 {
+		t.Errorf("active uploads: %d and %d, want 2 and 1", n, m)
+	}
+}
+
 func TestUpload_Termination(t *testing.T) {
 	f := newField(t)
 	ctx := t.Context()
