@@ -112,6 +112,20 @@ func (s *evServer) verified(t *testing.T, c *Client, ref syncproto.EvidenceRef) 
 	}
 }
 
+// noUploadsLeft checks that the server holds no unfinished upload once
+// every device has synced: a creation whose answer a cut lost is resumed
+// by the device's next creation, not left open until it expires.
+func (s *evServer) noUploadsLeft(t *testing.T) {
+	t.Helper()
+	var n int
+	if err := s.env.Store.DB().QueryRow(`SELECT count(*) FROM uploads WHERE state = 'active'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d uploads left unfinished on the server after every device synced", n)
+	}
+}
+
 func (s *evServer) gaps(t *testing.T, place string) api.GapsResponse {
 	t.Helper()
 	st, b := s.get(t, "/api/v1/evidence/gaps?place="+place)
@@ -1006,6 +1020,8 @@ func TestEvidence_EndToEndOverCuttingLink(t *testing.T) {
 		t.Errorf("%d bytes crossed the links for %d; want at most %.0f", wireUp, fileBytes, limit)
 	}
 
+	s.noUploadsLeft(t)
+
 	// The completeness list: exactly the visit without its certificate.
 	g := s.gaps(t, "V1")
 	if len(g.Visits) != 1 || g.Visits[0].VisitID != incomplete {
@@ -1138,6 +1154,7 @@ func uploadOverShortLivedLink(t *testing.T, base http.RoundTripper) {
 		t.Errorf("upload %+v", u)
 	}
 	s.verified(t, c, ref)
+	s.noUploadsLeft(t)
 	code, got := s.get(t, "/api/v1/evidence/"+ref.SHA256)
 	if sum := sha256.Sum256(got); code != http.StatusOK || hex.EncodeToString(sum[:]) != ref.SHA256 {
 		t.Errorf("download: %d, sha256 %x, want %s", code, sum, ref.SHA256)
