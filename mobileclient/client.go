@@ -380,6 +380,9 @@ const (
 	metaHLC        = "hlc"
 	metaLastSyncAt = "last_sync_at"
 	metaUploadPol  = "upload_policy"
+	// metaEnrollAsk is the code and token of an enrollment asked for
+	// whose answer has not arrived ("code token").
+	metaEnrollAsk = "enroll_ask"
 )
 
 type querier interface {

@@ -768,3 +768,107 @@ func TestE2E_CompressedOnTheWire(t *testing.T) {
 		t.Errorf("received %d bytes for %d bytes of forms: not compressed?", rep.BytesReceived, forms)
 	}
 }
+
+// loseAnswers delivers every request but loses the first n answers to
+// requests for path: the server acted, the device sees a cut link.
+type loseAnswers struct {
+	base  http.RoundTripper
+	path  string
+	n     atomic.Int32
+	asked atomic.Int32
+}
+
+func (l *loseAnswers) RoundTrip(r *http.Request) (*http.Response, error) {
+	res, err := l.base.RoundTrip(r)
+	if err != nil || r.URL.Path != l.path {
+		return res, err
+	}
+	l.asked.Add(1)
+	if l.n.Add(-1) >= 0 {
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return nil, errors.New("connection reset by peer: the answer was lost")
+	}
+	return res, nil
+}
+
+// TestEnroll_AnswerLostOnTheWayBack: the server enrolls the device but
+// its answer is lost. The device asks again with the same code and the
+// token it chose and saved, within the same call (retries) and after the
+// app was closed (the code typed again with other dashes and case); it
+// becomes the one device the server enrolled, and it syncs. Another device
+// database with the same code is refused: the code is spent.
+func TestEnroll_AnswerLostOnTheWayBack(t *testing.T) {
+	env := servertest.Start(t)
+	devicesOf := func(u domain.User) int {
+		t.Helper()
+		var n int
+		if err := env.Store.DB().QueryRow(`SELECT count(*) FROM devices WHERE user_id = ?`, u.ID).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	lossy := func(n int32) *loseAnswers {
+		l := &loseAnswers{base: http.DefaultTransport.(*http.Transport).Clone(), path: EnrollPath}
+		l.n.Store(n)
+		return l
+	}
+	enrolledAs := func(c *Client, u domain.User) {
+		t.Helper()
+		info, err := c.Info()
+		if err != nil || !info.Enrolled || info.Username != u.Username {
+			t.Fatalf("Info = %+v, %v", info, err)
+		}
+		var owner int64
+		if err := env.Store.DB().QueryRow(`SELECT user_id FROM devices WHERE id = ?`, info.DeviceID).Scan(&owner); err != nil || owner != u.ID {
+			t.Fatalf("device %s on the server: user %d (%v), want %d", info.DeviceID, owner, err, u.ID)
+		}
+		if n := devicesOf(u); n != 1 {
+			t.Errorf("%d devices enrolled for %s, want 1", n, u.Username)
+		}
+		mustSync(t, c)
+	}
+
+	// Answers lost within one call: its retries ask again.
+	for _, lost := range []int32{1, 2, 3} {
+		u := env.CreateUser(t, "wangge_sun"+string(rune('a'+lost)), domain.RoleFieldWorker, "G11")
+		l := lossy(lost)
+		c := openTest(t, t.TempDir(), env.URL, &Options{Backoff: fastBackoff, HTTPClient: &http.Client{Transport: l}})
+		if err := c.Enroll(context.Background(), env.EnrollCode(t, u.ID), "平板"); err != nil {
+			t.Fatalf("%d answers lost: enroll: %v", lost, err)
+		}
+		if got := l.asked.Load(); got != lost+1 {
+			t.Errorf("%d answers lost: asked %d times", lost, got)
+		}
+		enrolledAs(c, u)
+	}
+
+	// Every answer of the call lost; the app is closed and opened again.
+	u := env.CreateUser(t, "wangge_zhou", domain.RoleFieldWorker, "G11")
+	code := env.EnrollCode(t, u.ID)
+	dir := t.TempDir()
+	c := openTest(t, dir, env.URL, &Options{Backoff: Backoff{Base: time.Millisecond, Max: time.Millisecond, MaxAttempts: 2},
+		HTTPClient: &http.Client{Transport: lossy(2)}})
+	if err := c.Enroll(context.Background(), code, "平板"); err == nil {
+		t.Fatal("enroll with every answer lost succeeded")
+	}
+	if n := devicesOf(u); n != 1 {
+		t.Fatalf("the server enrolled %d devices, want 1", n)
+	}
+	c.Close()
+	c = openTest(t, dir, env.URL, nil)
+	if err := c.Enroll(context.Background(), " "+strings.ToLower(strings.ReplaceAll(code, "-", ""))+" ", "平板"); err != nil {
+		t.Fatalf("enroll again after the app restarted: %v", err)
+	}
+	enrolledAs(c, u)
+
+	// Another device database has no token for the code: refused.
+	other := openTest(t, t.TempDir(), env.URL, nil)
+	var se *syncproto.Error
+	if err := other.Enroll(context.Background(), code, "另一台"); !errors.As(err, &se) || se.Code != syncproto.CodeGone {
+		t.Errorf("another device with the spent code: %v, want %s", err, syncproto.CodeGone)
+	}
+	if n := devicesOf(u); n != 1 {
+		t.Errorf("%d devices enrolled for %s, want 1", n, u.Username)
+	}
+}

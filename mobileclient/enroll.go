@@ -2,10 +2,13 @@ package mobileclient
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"fieldsync/syncproto"
 )
@@ -14,8 +17,9 @@ import (
 const EnrollPath = "/api/v1/devices/enroll"
 
 type enrollRequest struct {
-	Code string `json:"code"`
-	Name string `json:"name"`
+	Code  string `json:"code"`
+	Name  string `json:"name"`
+	Token string `json:"token"`
 }
 
 type enrollResponse struct {
@@ -42,7 +46,11 @@ func (c *Client) Enroll(ctx context.Context, code, deviceName string) error {
 	if code == "" {
 		return fmt.Errorf("enroll: empty code: %w", ErrInvalid)
 	}
-	body, err := encodeBody(enrollRequest{Code: code, Name: deviceName}, false)
+	token, err := c.enrollToken(ctx, code)
+	if err != nil {
+		return fmt.Errorf("enroll: %w", err)
+	}
+	body, err := encodeBody(enrollRequest{Code: code, Name: deviceName, Token: token}, false)
 	if err != nil {
 		return fmt.Errorf("enroll: %w", err)
 	}
@@ -59,6 +67,8 @@ func (c *Client) Enroll(ctx context.Context, code, deviceName string) error {
 	if resp.DeviceID == "" || resp.Token == "" {
 		return fmt.Errorf("enroll: %w: answer without device_id or token", ErrServer)
 	}
+	// A server that ignores the device's token makes one: keep whichever
+	// it answered.
 	if resp.ProtocolVersion != 0 && !syncproto.SupportsVersion(resp.ProtocolVersion) {
 		return fmt.Errorf("enroll: server speaks protocol %d, device %d: %w",
 			resp.ProtocolVersion, syncproto.ProtocolVersion, ErrUnsupportedVersion)
@@ -79,6 +89,47 @@ func (c *Client) Enroll(ctx context.Context, code, deviceName string) error {
 				return fmt.Errorf("enroll: %w", err)
 			}
 		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM device_meta WHERE key = ?`, metaEnrollAsk); err != nil {
+			return fmt.Errorf("enroll: %w", err)
+		}
 		return nil
 	})
+}
+
+// enrollToken returns the device token to enroll with: the one saved when
+// this code was asked for before (its answer was lost: the server answers
+// the same device again), else a new random one, saved before it is sent.
+func (c *Client) enrollToken(ctx context.Context, code string) (string, error) {
+	key := normalizeCode(code)
+	if v, ok, err := getMeta(ctx, c.db, metaEnrollAsk); err != nil {
+		return "", err
+	} else if ok {
+		if k, tok, found := strings.Cut(v, " "); found && k == key && tok != "" {
+			return tok, nil
+		}
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	tok := base64.RawURLEncoding.EncodeToString(b)
+	if err := setMeta(ctx, c.db, metaEnrollAsk, key+" "+tok); err != nil {
+		return "", err
+	}
+	return tok, nil
+}
+
+// normalizeCode keeps an enrollment code's letters and digits, upper
+// case, so that the code typed again with other dashes or spaces finds the
+// token saved for it.
+func normalizeCode(code string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case 'a' <= r && r <= 'z':
+			return r - 'a' + 'A'
+		case 'A' <= r && r <= 'Z', '0' <= r && r <= '9':
+			return r
+		}
+		return -1
+	}, code)
 }

@@ -34,10 +34,15 @@
 //
 // An admin issues a one-time code (typed, or scanned as the QR payload
 // "<server>/app/#/enroll?code=<code>", the field app's URL). The device posts
-// {"code","name"} to /api/v1/devices/enroll and receives {"device_id",
-// "token"}. The token goes in "Authorization: Bearer <token>" on every
-// later request; a revoked device gets 401 "unauthorized" on its very next
-// request and must stop syncing.
+// {"code","name","token"} to /api/v1/devices/enroll and receives 201
+// {"device_id", "token"}. The token is one the device chose (32 to 128
+// characters of base64url, from a secure random source) and saved before it
+// asked; without one the server makes it. A code is spent once, but asking
+// again with the same code and token answers 200 with the same device: an
+// answer lost on a weak link does not lock the device out. The token goes
+// in "Authorization: Bearer <token>" on every later request; a revoked
+// device gets 401 "unauthorized" on its very next request and must stop
+// syncing.
 //
 // # Ids and clocks
 //

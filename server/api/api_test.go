@@ -262,6 +262,78 @@ func TestUsersAndDevices_EnrollmentLifecycle(t *testing.T) {
 	}
 }
 
+// TestEnroll_AskAgainWithItsToken: a device that chose its token and lost
+// the answer asks again with the same code and token and is answered with
+// the same device (200); a spent code with any other token, or none, stays
+// spent; a revoked device cannot come back this way. Tokens of every
+// length from too short to too long, and of wrong characters, are checked.
+func TestEnroll_AskAgainWithItsToken(t *testing.T) {
+	env := servertest.Start(t)
+	admin := env.AdminToken
+	var u domain.User
+	json.Unmarshal(call{method: "POST", path: "/api/v1/users", token: admin, status: 201,
+		body: `{"username":"wangge_zhao","role":"field_worker","place_codes":["V1"]}`}.run(t, env), &u)
+	issue := func() string {
+		var ec api.EnrollmentCode
+		json.Unmarshal(call{method: "POST", path: "/api/v1/users/" + jsonNum(u.ID) + "/enrollment-codes", token: admin, status: 201}.run(t, env), &ec)
+		return ec.Code
+	}
+	enroll := func(code, token string, status int, want syncproto.Code) api.EnrollResponse {
+		t.Helper()
+		var er api.EnrollResponse
+		body, _ := json.Marshal(map[string]string{"code": code, "name": "平板", "token": token})
+		json.Unmarshal(call{method: "POST", path: "/api/v1/devices/enroll", body: string(body), status: status, code: want}.run(t, env), &er)
+		return er
+	}
+	devices := func() int {
+		var n int
+		if err := env.Store.DB().QueryRow(`SELECT count(*) FROM devices`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	for _, n := range []int{32, 43, 64, 128} {
+		code, tok := issue(), strings.Repeat("aZ9-_", 26)[:n]
+		before := devices()
+		first := enroll(code, tok, 201, "")
+		if !syncproto.ValidID(first.DeviceID) || first.Token != tok || first.User.Username != "wangge_zhao" {
+			t.Fatalf("token of %d characters: enroll = %+v", n, first)
+		}
+		for range 2 {
+			again := enroll(code, tok, 200, "")
+			if again.DeviceID != first.DeviceID || again.Token != tok {
+				t.Errorf("token of %d characters, asked again: %+v, want device %s", n, again, first.DeviceID)
+			}
+		}
+		enroll(code, tok[:n-1]+"x", 410, syncproto.CodeGone)
+		enroll(code, "", 410, syncproto.CodeGone)
+		if got := devices(); got != before+1 {
+			t.Errorf("token of %d characters: %d devices enrolled, want 1", n, got-before)
+		}
+		call{method: "GET", path: "/api/v1/device", token: tok, status: 200}.run(t, env)
+		// Revoked: the code and token no longer bring it back.
+		call{method: "POST", path: "/api/v1/devices/" + first.DeviceID + "/revoke", token: admin, status: 204}.run(t, env)
+		enroll(code, tok, 410, syncproto.CodeGone)
+		call{method: "GET", path: "/api/v1/device", token: tok, status: 401, code: syncproto.CodeUnauthorized}.run(t, env)
+	}
+
+	// Tokens the server refuses; the code stays unspent.
+	code := issue()
+	before := devices()
+	for _, bad := range []string{"x", strings.Repeat("a", 31), strings.Repeat("a", 129), strings.Repeat("a", 40) + "+/",
+		strings.Repeat("a", 40) + "=", strings.Repeat("a", 40) + " ", strings.Repeat("网", 16)} {
+		enroll(code, bad, 422, syncproto.CodeValidation)
+	}
+	if got := devices(); got != before {
+		t.Errorf("refused tokens enrolled %d devices", got-before)
+	}
+	// Without a token the server makes one.
+	if er := enroll(code, "", 201, ""); len(er.Token) < 32 || !syncproto.ValidID(er.DeviceID) {
+		t.Errorf("enroll without a token: %+v", er)
+	}
+}
+
 func jsonNum(i int64) string { b, _ := json.Marshal(i); return string(b) }
 
 func TestRoles_FieldWorkerCannotCallAdminEndpoints(t *testing.T) {

@@ -394,6 +394,25 @@ func (s *Server) createEnrollmentCode(c echo.Context) error {
 type enrollRequest struct {
 	Code string `json:"code"`
 	Name string `json:"name"`
+	// Token, if set, is the device token the device chose (32 to 128
+	// characters of base64url). Asking again with the same code and token
+	// answers with the same device: a device whose answer was lost on a
+	// weak link is not locked out by its own spent code.
+	Token string `json:"token"`
+}
+
+// validDeviceToken reports whether a device-chosen token is 32 to 128
+// characters of base64url (auth.NewToken makes 43).
+func validDeviceToken(t string) bool {
+	if len(t) < 32 || len(t) > 128 {
+		return false
+	}
+	for _, c := range []byte(t) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // EnrollResponse gives a device its id and token. The token is shown once.
@@ -412,9 +431,14 @@ func (s *Server) enroll(c echo.Context) error {
 	if len(req.Name) > 100 {
 		return syncproto.Errorf(syncproto.CodeValidation, "device name longer than 100 bytes")
 	}
-	token := auth.NewToken()
-	dev := domain.Device{ID: syncproto.NewID(s.cfg.Now()), Name: req.Name}
-	dev, err := s.store.Enroll(c.Request().Context(), auth.HashToken(auth.NormalizeCode(req.Code)), dev, auth.HashToken(token))
+	token := req.Token
+	if token == "" {
+		token = auth.NewToken()
+	} else if !validDeviceToken(token) {
+		return syncproto.Errorf(syncproto.CodeValidation, "token must be 32 to 128 characters of base64url")
+	}
+	id := syncproto.NewID(s.cfg.Now())
+	dev, err := s.store.Enroll(c.Request().Context(), auth.HashToken(auth.NormalizeCode(req.Code)), domain.Device{ID: id, Name: req.Name}, auth.HashToken(token))
 	switch {
 	case errors.Is(err, domain.ErrNotFound):
 		return syncproto.Errorf(syncproto.CodeUnauthorized, "unknown enrollment code")
@@ -429,7 +453,11 @@ func (s *Server) enroll(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, EnrollResponse{DeviceID: dev.ID, Token: token, User: u, ProtocolVersion: syncproto.ProtocolVersion})
+	status := http.StatusCreated
+	if dev.ID != id {
+		status = http.StatusOK // enrolled before with this token
+	}
+	return c.JSON(status, EnrollResponse{DeviceID: dev.ID, Token: token, User: u, ProtocolVersion: syncproto.ProtocolVersion})
 }
 
 func (s *Server) listDevices(c echo.Context) error {

@@ -78,11 +78,23 @@ func (h *hostile) count(q string, args ...any) int {
 // enroll issues an enrollment code for the demo user, types it into the
 // app and waits for the first sync; it returns the device id.
 func (h *hostile) enroll(username string) string {
+	h.t.Helper()
+	return h.enrollWith(demoEnrollment(h.t, h.base, username).Code)
+}
+
+// typeCode opens the app's enrollment screen, types code and taps 登记.
+func (h *hostile) typeCode(code string) {
+	h.t.Helper()
+	step(h.t, h.ctx, "enroll", chromedp.Navigate(h.app), chromedp.WaitVisible(chromedp.ID("code")),
+		chromedp.SendKeys(chromedp.ID("code"), code), chromedp.Click(chromedp.ID("enrollbtn")))
+}
+
+// enrollWith types code into the app and waits for the first sync; it
+// returns the device id.
+func (h *hostile) enrollWith(code string) string {
 	t := h.t
 	t.Helper()
-	ec := demoEnrollment(t, h.base, username)
-	step(t, h.ctx, "enroll", chromedp.Navigate(h.app), chromedp.WaitVisible(chromedp.ID("code")),
-		chromedp.SendKeys(chromedp.ID("code"), ec.Code), chromedp.Click(chromedp.ID("enrollbtn")))
+	h.typeCode(code)
 	// The first sync of a big scope may take longer than waitFor's 30 s
 	// on a loaded machine.
 	for deadline := time.Now().Add(3 * time.Minute); !eval[bool](t, h.ctx, `/^[1-9][0-9]* 户$/.test((document.getElementById('hhcount') || {}).textContent || '')`); time.Sleep(200 * time.Millisecond) {
@@ -93,6 +105,63 @@ func (h *hostile) enroll(username string) string {
 	waitFor(t, h.ctx, "service worker in control", `!!navigator.serviceWorker.controller`)
 	waitFor(t, h.ctx, "first sync over", `!fieldsyncApp.syncer.running`)
 	return eval[string](t, h.ctx, `fieldsyncApp.db.getMeta('device_id')`)
+}
+
+// TestBrowser_FieldAppHostile_EnrollAnswerLost: the server enrolls the
+// tablet but the link drops before the answer arrives, for every try of
+// the first tap; the worker reloads the app and types the code again (in
+// lower case, without dashes), and the first answer of that tap is lost
+// too. The app asked with a token it chose and saved, so the server
+// answers the one device it enrolled: no second device, no spent code,
+// and the app syncs.
+func TestBrowser_FieldAppHostile_EnrollAnswerLost(t *testing.T) {
+	h := newHostile(t)
+	ec := demoEnrollment(t, h.base, "wangge_zhao")
+	devices := func() int {
+		return h.count(`SELECT count(*) FROM devices WHERE user_id = ?`, ec.UserID)
+	}
+	before := devices()
+	var lost atomic.Int32
+	const lose = 4 // three tries of the first tap, one of the second
+	stop, seen := h.interceptAt([]*fetch.RequestPattern{{URLPattern: "*/api/v1/devices/enroll", RequestStage: fetch.RequestStageResponse}}, func(ev *fetch.EventRequestPaused) {
+		if lost.Add(1) <= lose {
+			chromedp.Call(h.ctx, fetch.FailRequest, fetch.FailRequestParams{RequestID: ev.RequestID, ErrorReason: network.ErrorReasonConnectionReset})
+			return
+		}
+		chromedp.Call(h.ctx, fetch.ContinueResponse, fetch.ContinueResponseParams{RequestID: ev.RequestID})
+	})
+	defer stop()
+	h.typeCode(ec.Code)
+	waitFor(t, h.ctx, "the enrollment error", `(document.getElementById('enrollerr') || {}).textContent !== ''`)
+	if got := eval[string](t, h.ctx, `document.getElementById('enrollerr').textContent`); !strings.HasPrefix(got, "登记失败") {
+		t.Errorf("error shown: %q", got)
+	}
+	if n := seen.Load(); n != 3 {
+		t.Errorf("the first tap asked %d times, want 3", n)
+	}
+	if n := devices() - before; n != 1 {
+		t.Fatalf("the server enrolled %d devices after the first tap, want 1", n)
+	}
+	if id := eval[string](t, h.ctx, `fieldsyncApp.db.getMeta('device_id').then(x => x || '')`); id != "" {
+		t.Fatalf("the app saved device %s without an answer", id)
+	}
+
+	dev := h.enrollWith(strings.ToLower(strings.ReplaceAll(ec.Code, "-", "")))
+	if n := seen.Load(); n != lose+1 {
+		t.Errorf("asked %d times in all, want %d", n, lose+1)
+	}
+	if n := devices() - before; n != 1 {
+		t.Errorf("the server enrolled %d devices, want 1", n)
+	}
+	if n := h.count(`SELECT count(*) FROM devices WHERE id = ? AND user_id = ? AND revoked_at IS NULL`, dev, ec.UserID); n != 1 {
+		t.Errorf("the app's device %s is not the one the server enrolled", dev)
+	}
+	if ask := eval[string](t, h.ctx, `localStorage.getItem('fieldsync_enroll_ask') || ''`); ask != "" {
+		t.Errorf("the saved ask is left after enrolling: %s", ask)
+	}
+	if got := syncNow(t, h.ctx); got != "ok" {
+		t.Errorf("sync after enrolling: %s", got)
+	}
 }
 
 // js runs an async function body in the page with the app's modules at

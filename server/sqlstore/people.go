@@ -234,23 +234,37 @@ func (s *Store) Enroll(ctx context.Context, codeHash string, dev domain.Device, 
 	err := s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var userID int64
 		var expires string
-		var used sql.NullString
-		err := tx.QueryRowContext(ctx, `SELECT user_id, expires_at, used_at FROM enrollment_codes WHERE code_hash = ?`, codeHash).Scan(&userID, &expires, &used)
+		var used, usedBy sql.NullString
+		err := tx.QueryRowContext(ctx, `SELECT user_id, expires_at, used_at, device_id FROM enrollment_codes WHERE code_hash = ?`, codeHash).
+			Scan(&userID, &expires, &used, &usedBy)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("enrollment code: %w", domain.ErrNotFound)
 		}
 		if err != nil {
 			return err
 		}
-		if used.Valid {
-			return fmt.Errorf("enrollment code: %w", domain.ErrUsed)
-		}
-		if !now.Before(domain.ParseTimestamp(expires)) {
-			return fmt.Errorf("enrollment code: %w", domain.ErrExpired)
-		}
 		var disabled bool
 		if err := tx.QueryRowContext(ctx, `SELECT disabled FROM users WHERE id = ?`, userID).Scan(&disabled); err != nil {
 			return err
+		}
+		if used.Valid {
+			// The same device again (it holds the token the code was
+			// redeemed with): its answer was lost on the way back.
+			again, err := s.enrolledWith(ctx, tx, usedBy.String, tokenHash)
+			if err != nil {
+				return err
+			}
+			if again.ID == "" {
+				return fmt.Errorf("enrollment code: %w", domain.ErrUsed)
+			}
+			if disabled {
+				return fmt.Errorf("enrollment: user disabled: %w", domain.ErrForbidden)
+			}
+			dev = again
+			return nil
+		}
+		if !now.Before(domain.ParseTimestamp(expires)) {
+			return fmt.Errorf("enrollment code: %w", domain.ErrExpired)
 		}
 		if disabled {
 			return fmt.Errorf("enrollment: user disabled: %w", domain.ErrForbidden)
@@ -276,6 +290,23 @@ func (s *Store) Enroll(ctx context.Context, codeHash string, dev domain.Device, 
 		return audit(actx, tx, domain.Timestamp(now), "device.enroll", "device", dev.ID, "", nil, map[string]any{"user_id": userID, "name": dev.Name})
 	})
 	return dev, err
+}
+
+// enrolledWith returns the live device id if its token hash is
+// tokenHash, else a zero Device.
+func (s *Store) enrolledWith(ctx context.Context, tx *sql.Tx, id, tokenHash string) (domain.Device, error) {
+	var d domain.Device
+	var created string
+	err := tx.QueryRowContext(ctx, `SELECT id, user_id, name, created_at FROM devices
+		WHERE id = ? AND token_hash = ? AND revoked_at IS NULL`, id, tokenHash).Scan(&d.ID, &d.UserID, &d.Name, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return domain.Device{}, nil
+	}
+	if err != nil {
+		return domain.Device{}, fmt.Errorf("enrolled device: %w", err)
+	}
+	d.CreatedAt = domain.ParseTimestamp(created)
+	return d, nil
 }
 
 // DeviceByToken returns the live device holding a token hash, with its

@@ -57,6 +57,10 @@ type Sessions interface {
 // Sync is what devices do: enroll, authenticate by token, push and pull.
 type Sync interface {
 	CreateEnrollmentCode(ctx context.Context, codeHash string, userID, createdBy int64, expires time.Time) error
+	// Enroll redeems a one-time code for dev with tokenHash. A code that
+	// was redeemed already answers with the device it was redeemed for
+	// if that device is live and holds tokenHash (its answer was lost, and
+	// it asks again with the token it chose); else ErrUsed.
 	Enroll(ctx context.Context, codeHash string, dev domain.Device, tokenHash string) (domain.Device, error)
 	DeviceByToken(ctx context.Context, tokenHash string) (domain.Device, error)
 

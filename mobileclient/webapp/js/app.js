@@ -3,7 +3,7 @@
 // between screens and drives automatic sync.
 
 import { openDB } from './db.js';
-import { h, newID } from './util.js';
+import { h, newID, sleep } from './util.js';
 import { Syncer, call, LOCK_NAME, PROTOCOL_VERSION, UPDATE_NEEDED } from './sync.js';
 import * as ui from './ui.js';
 import { renderVisit } from './visit.js';
@@ -32,7 +32,20 @@ const app = {
   syncNow() { return this.syncer.sync({ auto: false }).then(() => route()); },
   afterSave() { setTimeout(() => this.syncer.sync({ auto: true }), 1000); },
   async enroll(code, name) {
-    const resp = await call('/api/v1/devices/enroll', { code, name: name || defaultName() });
+    // The token is chosen here and saved first: if the answer is lost on
+    // the way back, asking again with the same code and token (now, or
+    // after a reload) is answered with the same device.
+    const token = ui.enrollToken(localStorage, code);
+    let resp;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        resp = await call('/api/v1/devices/enroll', { code, name: name || defaultName(), token });
+        break;
+      } catch (e) {
+        if (!e.retryable || attempt >= ENROLL_ATTEMPTS) throw e;
+        await sleep(Math.min(e.retryAfterMs || 1000 * attempt, 5000));
+      }
+    }
     if (!resp.device_id || !resp.token) throw new Error('服务器的回答不完整');
     if (resp.protocol_version && resp.protocol_version !== PROTOCOL_VERSION) throw new Error(`服务器协议版本 ${resp.protocol_version} 与本应用不兼容`);
     if (name) localStorage.setItem('fieldsync_devname', name);
@@ -45,6 +58,7 @@ const app = {
       await t.setMeta('device_name', name || defaultName());
       await t.setMeta('enrolled_at', new Date().toISOString());
     });
+    localStorage.removeItem(ui.ENROLL_ASK);
     this.toast('登记成功，正在下载农户数据…');
     location.hash = '#/';
     await this.syncer.sync({ auto: false });
@@ -52,6 +66,9 @@ const app = {
   },
 };
 window.fieldsyncApp = app; // for the browser tests and debugging
+
+// ENROLL_ATTEMPTS bounds the tries of one enrollment on a cut link.
+const ENROLL_ATTEMPTS = 3;
 
 function defaultName() {
   const ua = navigator.userAgent;

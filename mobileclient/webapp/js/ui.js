@@ -126,6 +126,27 @@ export function parseEnrollQR(s) {
   return /^[A-Za-z0-9-]{4,40}$/.test(s.trim()) ? { code: s.trim() } : null;
 }
 
+/** ENROLL_ASK is the localStorage key of an enrollment asked for whose answer has not arrived. */
+export const ENROLL_ASK = 'fieldsync_enroll_ask';
+
+/**
+ * enrollToken returns the device token to enroll with: the one saved when
+ * this code was asked for before (its answer was lost on the way back, so
+ * the server answers with the same device again), else a new random one,
+ * saved in storage before it is sent. Codes compare by their letters and
+ * digits, in upper case.
+ */
+export function enrollToken(storage, code, randomBytes = (n) => crypto.getRandomValues(new Uint8Array(n))) {
+  const key = String(code).toUpperCase().replace(/[^0-9A-Z]/g, '');
+  try {
+    const saved = JSON.parse(storage.getItem(ENROLL_ASK) || 'null');
+    if (saved && saved.code === key && /^[A-Za-z0-9_-]{32,128}$/.test(saved.token)) return saved.token;
+  } catch (_) { /* not ours: replaced below */ }
+  const token = btoa(String.fromCharCode(...randomBytes(32))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  storage.setItem(ENROLL_ASK, JSON.stringify({ code: key, token }));
+  return token;
+}
+
 /** enrollCodeFromHash returns the code of "#/enroll?code=...", or ''. */
 export function enrollCodeFromHash(hash) {
   const m = /^#\/?enroll\?(.*)$/.exec(hash || '');
