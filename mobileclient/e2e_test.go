@@ -2,6 +2,7 @@ package mobileclient
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -277,20 +278,22 @@ func TestE2E_TwoOfflineDevicesConverge(t *testing.T) {
 	}
 }
 
-// dropAnswer lets requests reach the server but loses the answer of the
-// first push on its way back, as a weak link would.
+// dropAnswer lets requests reach the server but loses the answers of the
+// first requests to path (PushPath if empty) on their way back, as a weak
+// link would: the server acted, the device sees a cut.
 type dropAnswer struct {
-	inner  http.RoundTripper
-	drops  atomic.Int32 // answers still to drop
-	pushes atomic.Int32
+	inner http.RoundTripper
+	path  string
+	drops atomic.Int32 // answers still to drop
+	asked atomic.Int32 // requests to path
 }
 
 func (d *dropAnswer) RoundTrip(r *http.Request) (*http.Response, error) {
 	resp, err := d.inner.RoundTrip(r)
-	if err != nil || !strings.HasSuffix(r.URL.Path, PushPath) {
+	if err != nil || !strings.HasSuffix(r.URL.Path, cmp.Or(d.path, PushPath)) {
 		return resp, err
 	}
-	d.pushes.Add(1)
+	d.asked.Add(1)
 	if d.drops.Add(-1) >= 0 {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
@@ -322,8 +325,8 @@ func TestE2E_ReplayAfterLostAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep := mustSync(t, c)
-	if tr.pushes.Load() != 2 || rep.Retries != 1 {
-		t.Errorf("pushes %d, retries %d; want 2 and 1", tr.pushes.Load(), rep.Retries)
+	if tr.asked.Load() != 2 || rep.Retries != 1 {
+		t.Errorf("pushes %d, retries %d; want 2 and 1", tr.asked.Load(), rep.Retries)
 	}
 	if rep.Pushed != 5 || rep.Rejected != 0 {
 		t.Errorf("report = %+v", rep)
@@ -769,29 +772,6 @@ func TestE2E_CompressedOnTheWire(t *testing.T) {
 	}
 }
 
-// loseAnswers delivers every request but loses the first n answers to
-// requests for path: the server acted, the device sees a cut link.
-type loseAnswers struct {
-	base  http.RoundTripper
-	path  string
-	n     atomic.Int32
-	asked atomic.Int32
-}
-
-func (l *loseAnswers) RoundTrip(r *http.Request) (*http.Response, error) {
-	res, err := l.base.RoundTrip(r)
-	if err != nil || r.URL.Path != l.path {
-		return res, err
-	}
-	l.asked.Add(1)
-	if l.n.Add(-1) >= 0 {
-		io.Copy(io.Discard, res.Body)
-		res.Body.Close()
-		return nil, errors.New("connection reset by peer: the answer was lost")
-	}
-	return res, nil
-}
-
 // TestEnroll_AnswerLostOnTheWayBack: the server enrolls the device but
 // its answer is lost. The device asks again with the same code and the
 // token it chose and saved, within the same call (retries) and after the
@@ -808,9 +788,9 @@ func TestEnroll_AnswerLostOnTheWayBack(t *testing.T) {
 		}
 		return n
 	}
-	lossy := func(n int32) *loseAnswers {
-		l := &loseAnswers{base: http.DefaultTransport.(*http.Transport).Clone(), path: EnrollPath}
-		l.n.Store(n)
+	lossy := func(n int32) *dropAnswer {
+		l := &dropAnswer{inner: http.DefaultTransport.(*http.Transport).Clone(), path: EnrollPath}
+		l.drops.Store(n)
 		return l
 	}
 	enrolledAs := func(c *Client, u domain.User) {
