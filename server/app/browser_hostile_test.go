@@ -381,8 +381,10 @@ func (h *hostile) serverBlob(sha string) string {
 // TestBrowser_FieldAppHostile_ServerTrouble: the server answers 429 with
 // Retry-After (honoured), is upgraded to a newer protocol while the app
 // is offline (the worker is told in Chinese to update, nothing is applied
-// and the outbox stays), and loses a half-done tus upload (404 on HEAD:
-// the upload starts again at a new URL and completes).
+// and the outbox stays), loses a half-done tus upload (404 on HEAD:
+// the upload starts again at a new URL and completes), and records an
+// upload whose creation answer never reaches the tablet (tus-js-client
+// creates it again and is given the same upload: none is left open).
 func TestBrowser_FieldAppHostile_ServerTrouble(t *testing.T) {
 	h := newHostile(t)
 	h.enroll("wangge_zhao")
@@ -496,6 +498,42 @@ func TestBrowser_FieldAppHostile_ServerTrouble(t *testing.T) {
 		again := eval[string](t, h.ctx, `fieldsyncApp.db.read(['uploads'], t => t.get('uploads', '`+sha+`')).then(u => (u.tus && u.tus.uploadUrl) || '')`)
 		if again == "" || again == uploadURL {
 			t.Errorf("upload URL after the expiry %q (was %q): want a new upload", again, uploadURL)
+		}
+		if got := h.serverBlob(sha); got != sha {
+			t.Errorf("server blob %q, want %s", got, sha)
+		}
+	})
+	t.Run("tus creation answer lost", func(t *testing.T) {
+		pic := noisePNG(t, 300, 200)
+		sum := sha256.Sum256(pic)
+		sha := hex.EncodeToString(sum[:])
+		picPath := filepath.Join(t.TempDir(), "cellar.png")
+		if err := os.WriteFile(picPath, pic, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var lon, lat float64
+		h.db.QueryRow(`SELECT coalesce(lon, 103.7), coalesce(lat, 25.0) FROM households WHERE id = ?`, hhs[1]).Scan(&lon, &lat)
+		h.atHousehold(lon, lat)
+		// The server records the upload; the link drops before the
+		// creation's answer reaches the tablet.
+		var lost atomic.Bool
+		stop, _ := h.interceptAt([]*fetch.RequestPattern{{URLPattern: "*/api/v1/uploads/", RequestStage: fetch.RequestStageResponse}}, func(ev *fetch.EventRequestPaused) {
+			if ev.Request.Method == http.MethodPost && lost.CompareAndSwap(false, true) {
+				chromedp.Call(h.ctx, fetch.FailRequest, fetch.FailRequestParams{RequestID: ev.RequestID, ErrorReason: network.ErrorReasonInternetDisconnected})
+				return
+			}
+			chromedp.Call(h.ctx, fetch.ContinueResponse, fetch.ContinueResponseParams{RequestID: ev.RequestID})
+		})
+		defer stop()
+		h.cellarVisit(hhs[1], picPath)
+		waitFor(t, h.ctx, "upload done", `fieldsyncApp.db.read(['uploads'], t => t.get('uploads', '`+sha+`')).then(u => !!u && u.state === 'done')`)
+		if !lost.Load() {
+			t.Fatal("no creation was intercepted")
+		}
+		// The app created the upload again and was given the one the
+		// server had recorded: one upload, finished.
+		if n, active := h.count(`SELECT count(*) FROM uploads WHERE sha256 = ?`, sha), h.count(`SELECT count(*) FROM uploads WHERE sha256 = ? AND state = 'active'`, sha); n != 1 || active != 0 {
+			t.Errorf("%d uploads of the picture on the server, %d unfinished; want 1 and 0", n, active)
 		}
 		if got := h.serverBlob(sha); got != sha {
 			t.Errorf("server blob %q, want %s", got, sha)
