@@ -292,7 +292,7 @@ func (s *Store) Enroll(ctx context.Context, codeHash string, dev domain.Device, 
 	return dev, err
 }
 
-// enrolledWith returns the live device id if its token hash is
+// enrolledWith returns device id if it is live and its token hash is
 // tokenHash, else a zero Device.
 func (s *Store) enrolledWith(ctx context.Context, tx *sql.Tx, id, tokenHash string) (domain.Device, error) {
 	var d domain.Device
