@@ -318,8 +318,17 @@ func TestEnroll_AskAgainWithItsToken(t *testing.T) {
 		call{method: "GET", path: "/api/v1/device", token: tok, status: 401, code: syncproto.CodeUnauthorized}.run(t, env)
 	}
 
-	// Tokens the server refuses; the code stays unspent.
+	// A token another device holds: refused, the code stays unspent.
+	held := strings.Repeat("H", 43)
+	enroll(issue(), held, 201, "")
 	code := issue()
+	enroll(code, held, 409, syncproto.CodeConflict)
+	if er := enroll(code, strings.Repeat("J", 43), 201, ""); er.Token != strings.Repeat("J", 43) {
+		t.Errorf("enroll after a refused token: %+v", er)
+	}
+
+	// Tokens the server refuses; the code stays unspent.
+	code = issue()
 	before := devices()
 	for _, bad := range []string{"x", strings.Repeat("a", 31), strings.Repeat("a", 129), strings.Repeat("a", 40) + "+/",
 		strings.Repeat("a", 40) + "=", strings.Repeat("a", 40) + " ", strings.Repeat("网", 16)} {

@@ -276,6 +276,10 @@ func (s *Store) Enroll(ctx context.Context, codeHash string, dev domain.Device, 
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO devices(id, user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)`,
 			dev.ID, userID, dev.Name, tokenHash, domain.Timestamp(now)); err != nil {
+			if isUniqueErr(err) {
+				// A token another device holds (a device chooses its own).
+				return fmt.Errorf("device token in use: %w", domain.ErrExists)
+			}
 			return fmt.Errorf("device: %w", err)
 		}
 		if _, err = tx.ExecContext(ctx, `INSERT INTO device_sync(device_id) VALUES (?)`, dev.ID); err != nil {
