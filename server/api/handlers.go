@@ -415,7 +415,10 @@ func validDeviceToken(t string) bool {
 	return true
 }
 
-// EnrollResponse gives a device its id and token. The token is shown once.
+// EnrollResponse gives a device its id and token. The server keeps only
+// the token's hash: the token is answered to the device that enrolled (or
+// again to the device that chose it and asks with it), never shown to
+// anyone else.
 type EnrollResponse struct {
 	DeviceID        string      `json:"device_id"`
 	Token           string      `json:"token"`

@@ -539,6 +539,81 @@ func TestBrowser_FieldAppHostile_ServerTrouble(t *testing.T) {
 			t.Errorf("server blob %q, want %s", got, sha)
 		}
 	})
+	t.Run("upload refused keeps the photo", func(t *testing.T) {
+		upload := func(sha string) (state string, kept bool) {
+			t.Helper()
+			u := hostileJS[struct {
+				State string
+				Kept  bool
+			}](h, `const u = await app.db.read(['uploads'], t => t.get('uploads', '`+sha+`'));
+				const p = await app.db.read(['photos'], t => t.get('photos', '`+sha+`'));
+				return {State: u ? u.state : '', Kept: !!(p && p.blob)};`)
+			return u.State, u.Kept
+		}
+		visit := func(i, w int) string {
+			t.Helper()
+			pic := noisePNG(t, w, 200)
+			sum := sha256.Sum256(pic)
+			picPath := filepath.Join(t.TempDir(), "cellar.png")
+			if err := os.WriteFile(picPath, pic, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var lon, lat float64
+			h.db.QueryRow(`SELECT coalesce(lon, 103.7), coalesce(lat, 25.0) FROM households WHERE id = ?`, hhs[i]).Scan(&lon, &lat)
+			h.atHousehold(lon, lat)
+			h.cellarVisit(hhs[i], picPath)
+			return hex.EncodeToString(sum[:])
+		}
+		// The server refuses the creation as if it did not know the visit
+		// yet (403): the photo stays on the tablet, pending, and goes up
+		// with the next sync.
+		var refused atomic.Int32
+		stop, _ := h.intercept("*/api/v1/uploads/", func(ev *fetch.EventRequestPaused) {
+			if ev.Request.Method == http.MethodPost && refused.Add(1) == 1 {
+				h.answer(ev, 403, `{"code":"forbidden","message":"no visit pushed by this device references it"}`)
+				return
+			}
+			h.pass(ev)
+		})
+		sha := visit(0, 310)
+		for deadline := time.Now().Add(30 * time.Second); refused.Load() == 0 || eval[bool](t, h.ctx, `fieldsyncApp.syncer.running`); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no refused creation (%d) or the sync still runs", refused.Load())
+			}
+		}
+		stop()
+		if state, kept := upload(sha); state != "pending" || !kept {
+			t.Fatalf("after a 403 the upload is %q, photo kept %v; want pending and kept", state, kept)
+		}
+		if got := h.serverBlob(sha); got != "" {
+			t.Fatalf("server holds %q after refusing it", got)
+		}
+		if got := syncNow(t, h.ctx); got != "ok" {
+			t.Fatalf("next sync: %s", got)
+		}
+		if state, kept := upload(sha); state != "done" || kept {
+			t.Errorf("after the next sync the upload is %q, photo kept %v; want done and freed", state, kept)
+		}
+		if got := h.serverBlob(sha); got != sha {
+			t.Errorf("server blob %q, want %s", got, sha)
+		}
+
+		// Refused for good (415): marked failed, the photo kept on the
+		// tablet for export.
+		stop, _ = h.intercept("*/api/v1/uploads/", func(ev *fetch.EventRequestPaused) {
+			if ev.Request.Method == http.MethodPost {
+				h.answer(ev, 415, `{"code":"unsupported_media_type","message":"not a picture"}`)
+				return
+			}
+			h.pass(ev)
+		})
+		defer stop()
+		sha = visit(1, 320)
+		waitFor(t, h.ctx, "the upload given up", `fieldsyncApp.db.read(['uploads'], t => t.get('uploads', '`+sha+`')).then(u => !!u && u.state === 'failed')`)
+		if state, kept := upload(sha); state != "failed" || !kept {
+			t.Errorf("after a 415 the upload is %q, photo kept %v; want failed and kept", state, kept)
+		}
+	})
 	h.checkProblems("status of 429", "status of 426", "status of 404", "ERR_INTERNET_DISCONNECTED", "Failed to load resource")
 }
 

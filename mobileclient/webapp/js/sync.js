@@ -412,13 +412,17 @@ export class Syncer {
 
   /** uploads sends the evidence blobs the server lacks, once the outbox is empty. */
   async uploads(m, stats) {
-    const pendingOutbox = await this.db.read(['outbox'], (t) => t.count('outbox'));
-    if (pendingOutbox > 0) return; // a blob can only go up after its visit
+    // A blob can only go up after its visit. The outbox and the uploads
+    // are read in one transaction: a visit saved meanwhile (its outbox row
+    // and upload rows are written together) is either in both or in
+    // neither, so no upload of an unpushed visit is tried.
+    const { pendingOutbox, all } = await this.db.read(['outbox', 'uploads'], async (t) => ({ pendingOutbox: await t.count('outbox'), all: await t.all('uploads') }));
+    if (pendingOutbox > 0) return;
     if (m.wifi_only && navigator.connection && navigator.connection.type && navigator.connection.type !== 'wifi') {
       await this.log('设置为仅在 Wi-Fi 下上传照片，本次跳过');
       return;
     }
-    const todo = (await this.db.read(['uploads'], (t) => t.all('uploads'))).filter((u) => u.state !== 'done' && u.state !== 'failed');
+    const todo = all.filter((u) => u.state !== 'done' && u.state !== 'failed');
     if (todo.length === 0) return;
     const missing = new Set();
     for (let i = 0; i < todo.length; i += MISSING_BATCH) {
@@ -435,8 +439,9 @@ export class Syncer {
       }
       n++;
       this.status(`上传附件 ${n}/${missing.size}，${fmtBytes(sentBefore)}/${fmtBytes(totalBytes)}`);
-      await this.tusUpload(m, u, (sent) => this.status(`上传附件 ${n}/${missing.size}，${fmtBytes(sentBefore + sent)}/${fmtBytes(totalBytes)}`));
+      const up = await this.tusUpload(m, u, (sent) => this.status(`上传附件 ${n}/${missing.size}，${fmtBytes(sentBefore + sent)}/${fmtBytes(totalBytes)}`));
       sentBefore += u.size;
+      if (!up) continue;
       stats.uploaded++;
       stats.bytes += u.size;
     }
@@ -463,14 +468,20 @@ export class Syncer {
     });
   }
 
-  /** tusUpload uploads one blob with tus-js-client, resuming a stored upload URL. */
+  /**
+   * tusUpload uploads one blob with tus-js-client, resuming a stored upload
+   * URL. It reports whether the server now holds the blob; only then is
+   * the device's copy freed. A blob the server refuses keeps its bytes:
+   * it stays pending while its visit is one the server should know (not
+   * yet applied there, or lost in a restore), else it is marked failed.
+   */
   async tusUpload(m, u, progress) {
     const tus = globalThis.tus;
     if (!tus || !tus.Upload) throw new Error('上传组件没有加载');
     const photo = await this.db.read(['photos'], (t) => t.get('photos', u.sha256));
     if (!photo || !photo.blob) {
       await this.markUpload(u.sha256, { state: 'failed', error: '本机找不到这个附件' });
-      return;
+      return false;
     }
     const ext = { 'image/jpeg': '.jpg', 'image/png': '.png', 'application/pdf': '.pdf' }[photo.media_type] || '';
     const upload = new tus.Upload(photo.blob, {
@@ -494,7 +505,7 @@ export class Syncer {
       upload.resumeFromPreviousUpload(prev[0]);
       await this.log(`继续上传附件 ${u.sha256.slice(0, 12)}…（断点续传）`);
     }
-    await new Promise((resolve, reject) => {
+    const stored = await new Promise((resolve, reject) => {
       upload.options.onProgress = (sent) => progress(sent);
       upload.options.onSuccess = () => resolve();
       upload.options.onError = (err) => {
@@ -508,17 +519,33 @@ export class Syncer {
         reject(new ApiError(s, code || 'upload', message, {}, ra));
       };
       upload.start();
-    }).catch(async (e) => {
+    }).then(() => true, async (e) => {
       if (e.status === 401) throw e;
+      if (e.status === 403 && await this.visitAwaited(u)) {
+        await this.log(`附件 ${u.sha256.slice(0, 12)}… 所属的记录服务器还没有收到，下次同步再上传`);
+        return false;
+      }
       if (e.status === 403 || e.status === 413 || e.status === 422 || e.status === 415) {
         await this.markUpload(u.sha256, { state: 'failed', error: describe(e) });
         await this.log(`附件 ${u.sha256.slice(0, 12)}… 无法上传：${describe(e)}`, 'error');
-        return;
+        return false;
       }
       throw e;
     });
+    if (!stored) return false;
     await this.markDone(u.sha256);
     await this.log(`附件 ${u.sha256.slice(0, 12)}…（${fmtBytes(u.size)}）已上传`);
+    return true;
+  }
+
+  /**
+   * visitAwaited reports whether the visit of upload u is one the server
+   * should hold: kept on this device and not refused by the server.
+   */
+  async visitAwaited(u) {
+    if (!u.visit_id) return false;
+    const v = await this.db.read(['visits'], (t) => t.get('visits', u.visit_id));
+    return !!v && !v.rejected;
   }
 }
 
