@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -612,6 +613,56 @@ func TestBrowser_FieldAppHostile_ServerTrouble(t *testing.T) {
 		waitFor(t, h.ctx, "the upload given up", `fieldsyncApp.db.read(['uploads'], t => t.get('uploads', '`+sha+`')).then(u => !!u && u.state === 'failed')`)
 		if state, kept := upload(sha); state != "failed" || !kept {
 			t.Errorf("after a 415 the upload is %q, photo kept %v; want failed and kept", state, kept)
+		}
+	})
+	t.Run("visit saved while the uploads start", func(t *testing.T) {
+		waitFor(t, h.ctx, "idle", `!fieldsyncApp.syncer.running`)
+		pic := noisePNG(t, 330, 200)
+		sum := sha256.Sum256(pic)
+		sha := hex.EncodeToString(sum[:])
+		var creations atomic.Int32
+		stop, _ := h.intercept("*/api/v1/uploads/", func(ev *fetch.EventRequestPaused) {
+			if ev.Request.Method == http.MethodPost {
+				creations.Add(1)
+			}
+			h.pass(ev)
+		})
+		defer stop()
+		// The worker saves a visit with a photo just after the sync's
+		// upload step has read the outbox (a copy of a pushed visit's body
+		// with a new id and the new photo).
+		hostileJS[bool](h, `
+			const bytes = Uint8Array.from(atob('`+base64.StdEncoding.EncodeToString(pic)+`'), c => c.charCodeAt(0));
+			const blob = new Blob([bytes], {type: 'image/png'});
+			await app.db.write(['photos'], t => t.put('photos', {sha256: '`+sha+`', blob, size: blob.size, media_type: 'image/png', created: new Date().toISOString()}));
+			const sent = (await app.db.read(['sent'], t => t.all('sent'))).filter(r => r.kind === 'visit.create' && r.status === 'applied').pop();
+			const v = {...sent.body.visit, id: util.newID(), evidence: [{sha256: '`+sha+`', size: blob.size, media_type: 'image/png', slot: sent.body.visit.evidence[0].slot}]};
+			const d = app.syncer.db;
+			let armed = true;
+			d.read = async function (stores, fn) {
+				const r = await Object.getPrototypeOf(d).read.call(d, stores, fn);
+				if (armed && new Error().stack.includes('uploads')) {
+					armed = false;
+					await sync.saveVisit(d, v, null);
+				}
+				return r;
+			};
+			try {
+				await app.syncer.uploads(await app.db.metaAll(), {uploaded: 0, bytes: 0});
+			} finally {
+				delete d.read;
+			}
+			if (armed) throw new Error('the upload step read nothing');
+			return true;`)
+		if n := creations.Load(); n != 0 {
+			t.Errorf("%d uploads created for a visit not pushed yet, want none", n)
+		}
+		if got := syncNow(t, h.ctx); got != "ok" {
+			t.Fatalf("next sync: %s", got)
+		}
+		waitFor(t, h.ctx, "upload done", `fieldsyncApp.db.read(['uploads'], t => t.get('uploads', '`+sha+`')).then(u => !!u && u.state === 'done')`)
+		if got := h.serverBlob(sha); got != sha {
+			t.Errorf("server blob %q, want %s", got, sha)
 		}
 	})
 	h.checkProblems("status of 429", "status of 426", "status of 404", "ERR_INTERNET_DISCONNECTED", "Failed to load resource")
