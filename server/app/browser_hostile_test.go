@@ -341,6 +341,22 @@ func (h *hostile) atHousehold(lon, lat float64) {
 	}
 }
 
+// pictureAt writes a noise PNG of w×ht pixels to a file and puts the
+// device at household hh; it returns the file, its sha256 and its bytes.
+func (h *hostile) pictureAt(t *testing.T, hh string, w, ht int) (path, sha string, pic []byte) {
+	t.Helper()
+	pic = noisePNG(t, w, ht)
+	sum := sha256.Sum256(pic)
+	path = filepath.Join(t.TempDir(), "picture.png")
+	if err := os.WriteFile(path, pic, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var lon, lat float64
+	h.db.QueryRow(`SELECT coalesce(lon, 103.7), coalesce(lat, 25.0) FROM households WHERE id = ?`, hh).Scan(&lon, &lat)
+	h.atHousehold(lon, lat)
+	return path, hex.EncodeToString(sum[:]), pic
+}
+
 // cellarVisit fills the water cellar form at household hh with the
 // files in its photo slot and saves it (a sync follows by itself).
 func (h *hostile) cellarVisit(hh string, files ...string) {
@@ -456,16 +472,7 @@ func TestBrowser_FieldAppHostile_ServerTrouble(t *testing.T) {
 	})
 
 	t.Run("tus upload expired on the server", func(t *testing.T) {
-		pic := noisePNG(t, 700, 500) // about 1.4 MB
-		sum := sha256.Sum256(pic)
-		sha := hex.EncodeToString(sum[:])
-		picPath := filepath.Join(t.TempDir(), "scan.png")
-		if err := os.WriteFile(picPath, pic, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		var lon, lat float64
-		h.db.QueryRow(`SELECT coalesce(lon, 103.7), coalesce(lat, 25.0) FROM households WHERE id = ?`, hhs[0]).Scan(&lon, &lat)
-		h.atHousehold(lon, lat)
+		picPath, sha, pic := h.pictureAt(t, hhs[0], 700, 500) // about 1.4 MB
 		if _, err := chromedp.Call(h.ctx, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
 			MatchedNetworkConditions: []*network.Conditions{{Latency: 20, DownloadThroughput: -1, UploadThroughput: 256 * 1024}}}); err != nil {
 			t.Fatal(err)
@@ -505,16 +512,7 @@ func TestBrowser_FieldAppHostile_ServerTrouble(t *testing.T) {
 		}
 	})
 	t.Run("tus creation answer lost", func(t *testing.T) {
-		pic := noisePNG(t, 300, 200)
-		sum := sha256.Sum256(pic)
-		sha := hex.EncodeToString(sum[:])
-		picPath := filepath.Join(t.TempDir(), "cellar.png")
-		if err := os.WriteFile(picPath, pic, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		var lon, lat float64
-		h.db.QueryRow(`SELECT coalesce(lon, 103.7), coalesce(lat, 25.0) FROM households WHERE id = ?`, hhs[1]).Scan(&lon, &lat)
-		h.atHousehold(lon, lat)
+		picPath, sha, _ := h.pictureAt(t, hhs[1], 300, 200)
 		// The server records the upload; the link drops before the
 		// creation's answer reaches the tablet.
 		var lost atomic.Bool
@@ -553,17 +551,9 @@ func TestBrowser_FieldAppHostile_ServerTrouble(t *testing.T) {
 		}
 		visit := func(i, w int) string {
 			t.Helper()
-			pic := noisePNG(t, w, 200)
-			sum := sha256.Sum256(pic)
-			picPath := filepath.Join(t.TempDir(), "cellar.png")
-			if err := os.WriteFile(picPath, pic, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			var lon, lat float64
-			h.db.QueryRow(`SELECT coalesce(lon, 103.7), coalesce(lat, 25.0) FROM households WHERE id = ?`, hhs[i]).Scan(&lon, &lat)
-			h.atHousehold(lon, lat)
+			picPath, sha, _ := h.pictureAt(t, hhs[i], w, 200)
 			h.cellarVisit(hhs[i], picPath)
-			return hex.EncodeToString(sum[:])
+			return sha
 		}
 		// The server refuses the creation as if it did not know the visit
 		// yet (403): the photo stays on the tablet, pending, and goes up
