@@ -484,10 +484,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, deviceID string
 	}
 	w.Header().Set("Location", h.location(u.ID))
 	if !withBody {
-		h.setExpires(w, u)
-		w.Header().Set("Upload-Offset", "0")
-		w.WriteHeader(http.StatusCreated)
-		return nil
+		return h.created(w, r, u, 0, false, nil, nil)
 	}
 	sh := newStopHandle(w)
 	release, err := h.locks.acquire(ctx, u.ID, sh.stop, h.cfg.LockWait)
@@ -496,11 +493,25 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, deviceID string
 	}
 	defer release()
 	defer sh.finish()
-	if u, err = h.receive(r, u, 0, checksum, sh); err != nil {
-		return err // the upload exists (Location is set); its data failed
+	return h.created(w, r, u, 0, true, checksum, sh)
+}
+
+// created answers a creation of upload u, which stands at off (Location
+// is set): a body sent with it is received when u holds no byte yet,
+// else dropped. With a body the caller holds the upload's lock. A body
+// whose receiving fails leaves the upload as it stands.
+func (h *Handler) created(w http.ResponseWriter, r *http.Request, u Upload, off int64, withBody bool, checksum []byte, sh *stopHandle) error {
+	if withBody && !u.Done && off == 0 {
+		var err error
+		if u, err = h.receive(r, u, 0, checksum, sh); err != nil {
+			return err
+		}
+		off = u.Offset
+	} else {
+		drain(w, r)
 	}
 	h.setExpires(w, u)
-	w.Header().Set("Upload-Offset", strconv.FormatInt(u.Offset, 10))
+	w.Header().Set("Upload-Offset", strconv.FormatInt(off, 10))
 	w.WriteHeader(http.StatusCreated)
 	return nil
 }
@@ -527,32 +538,12 @@ func (h *Handler) resumeEarlier(w http.ResponseWriter, r *http.Request, deviceID
 	if err != nil {
 		return err
 	}
-	off, err := h.offset(u)
+	u, off, err := h.standing(ctx, u)
 	if err != nil {
 		return err
 	}
 	w.Header().Set("Location", h.location(u.ID))
-	switch {
-	case !u.Done && off == u.Length:
-		drain(w, r)
-		if u, err = h.finish(ctx, u); err != nil {
-			return err
-		}
-	case !u.Done && off == 0 && withBody:
-		if u, err = h.receive(r, u, 0, checksum, sh); err != nil {
-			return err
-		}
-		off = u.Offset
-	default:
-		drain(w, r)
-	}
-	if u.Done {
-		off = u.Length
-	}
-	h.setExpires(w, u)
-	w.Header().Set("Upload-Offset", strconv.FormatInt(off, 10))
-	w.WriteHeader(http.StatusCreated)
-	return nil
+	return h.created(w, r, u, off, withBody, checksum, sh)
 }
 
 // createAgain answers a creation for bytes that this device already sent
@@ -684,6 +675,23 @@ func (h *Handler) offset(u Upload) (int64, error) {
 	return fi.Size(), nil
 }
 
+// standing returns where upload u stands: the bytes on disk (offset), and
+// the upload finished first if they are all there but it was not
+// recorded yet (the blob store or the database failed after the last
+// byte). The caller holds the lock.
+func (h *Handler) standing(ctx context.Context, u Upload) (Upload, int64, error) {
+	off, err := h.offset(u)
+	if err != nil {
+		return u, 0, err
+	}
+	if !u.Done && off == u.Length {
+		if u, err = h.finish(ctx, u); err != nil {
+			return u, 0, err
+		}
+	}
+	return u, off, nil
+}
+
 // Head answers HEAD: the offset reached. An upload whose bytes are all
 // there but which could not be stored yet (blob store down) is finished
 // now, or answered 503 so the client retries.
@@ -703,14 +711,9 @@ func (h *Handler) head(w http.ResponseWriter, r *http.Request, deviceID, id stri
 	if err != nil {
 		return err
 	}
-	off, err := h.offset(u)
+	u, off, err := h.standing(r.Context(), u)
 	if err != nil {
 		return err
-	}
-	if !u.Done && off == u.Length {
-		if u, err = h.finish(r.Context(), u); err != nil {
-			return err
-		}
 	}
 	u.Offset = off
 	w.Header().Set("Cache-Control", "no-store")
